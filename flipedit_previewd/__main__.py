@@ -1,0 +1,53 @@
+"""Entry point of the daemon; the only place that decides exit codes.
+
+Exit codes: 0 clean stop, 2 configuration error, 3 socket error, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import ConfigError, from_args
+from .journal import EventLog
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_SOCKET = 0, 1, 2, 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    log = EventLog()
+    try:
+        config, namespace = from_args(args)
+    except ConfigError as exc:
+        log.emit("config_error", f"configuration error: {exc}", "err", ERROR=str(exc))
+        if log.to_stderr is False:
+            print(f"flipedit-previewd: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if getattr(namespace, "version", False):
+        print(__version__)
+        return EXIT_OK
+    if getattr(namespace, "print_config", False):
+        print(config.describe())
+        return EXIT_OK
+
+    from .server import Server
+    from .sockets import SocketError
+
+    def reload_config():  # type: ignore[no-untyped-def]
+        return from_args(args)[0]
+
+    server = Server(config, reload_config, log)
+    try:
+        return asyncio.run(server.serve())
+    except SocketError as exc:
+        log.emit("config_error", f"socket error: {exc}", "err", ERROR=str(exc))
+        return EXIT_SOCKET
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

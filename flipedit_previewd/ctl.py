@@ -1,0 +1,5 @@
+"""previewctl placeholder."""
+
+
+def main() -> int:
+    return 0

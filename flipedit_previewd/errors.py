@@ -1,0 +1,85 @@
+"""Errors that know their HTTP status.
+
+Handlers raise these; the single boundary in ``app.respond_to_error`` turns
+them into responses, so status codes are decided in one place and never by
+ad-hoc string matching.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HTTPError(Exception):
+    status = 500
+    reason = "internal error"
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or self.reason)
+        self.detail = detail or self.reason
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.reason, "detail": self.detail, **self.extra}
+
+
+class BadRequest(HTTPError):
+    status = 400
+    reason = "bad request"
+
+
+class Forbidden(HTTPError):
+    status = 403
+    reason = "forbidden"
+
+
+class NotFound(HTTPError):
+    status = 404
+    reason = "not found"
+
+
+class MethodNotAllowed(HTTPError):
+    status = 405
+    reason = "method not allowed"
+
+
+class RequestTimeout(HTTPError):
+    status = 408
+    reason = "request timeout"
+
+
+class PayloadTooLarge(HTTPError):
+    status = 413
+    reason = "payload too large"
+
+
+class URITooLong(HTTPError):
+    status = 414
+    reason = "uri too long"
+
+
+class HeaderFieldsTooLarge(HTTPError):
+    status = 431
+    reason = "request header fields too large"
+
+
+class RenderFailed(HTTPError):
+    status = 500
+    reason = "render failed"
+
+
+class Overloaded(HTTPError):
+    """Admission refused: which limit, and when to come back."""
+
+    status = 503
+    reason = "overloaded"
+
+    def __init__(self, limit: str, retry_after: int, detail: str = "") -> None:
+        super().__init__(detail or f"{limit} limit reached", limit=limit, retry_after=retry_after)
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class GatewayTimeout(HTTPError):
+    status = 504
+    reason = "render timed out"

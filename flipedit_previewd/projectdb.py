@@ -1,0 +1,310 @@
+"""Reading the editor's Drift/SQLite project databases, read-only and only when they change.
+
+The editor writes the database while we read it, many times a second during a
+drag. We open it with ``mode=ro`` and a short busy timeout, decide whether to
+re-read from the database and ``-wal`` files' mtime and size (a stat, not a
+query), and keep the last good timeline whenever a read fails: a locked,
+half-written or vanished database must never blank the preview.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from .timeline import Clip, Rect, Timeline, Track, empty_timeline, restat, stat_of
+
+BUSY_TIMEOUT_MS = 200
+STAT_INTERVAL = 0.05
+
+
+def open_readonly(path: str) -> sqlite3.Connection:
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """Drift's user_version, cross-checked against the columns actually present."""
+    declared = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(clips)")}
+    if not columns:
+        raise sqlite3.DatabaseError("no clips table: not a FlipEdit project database")
+    if "preview_position_x" in columns:
+        return 3
+    if "metadata" in columns:
+        return 2
+    if "metadata_json" in columns:
+        return 1
+    return declared or 1
+
+
+def _rect_from_metadata(raw: Any) -> tuple[Rect | None, int]:
+    if not raw:
+        return None, 0
+    try:
+        meta = json.loads(raw) if isinstance(raw, str) else {}
+    except ValueError:
+        return None, 0
+    if not isinstance(meta, dict):
+        return None, 0
+    rect = None
+    pr = meta.get("previewRect")
+    if isinstance(pr, dict):
+        try:
+            rect = Rect(float(pr["left"]), float(pr["top"]), float(pr["width"]), float(pr["height"]))
+        except (KeyError, TypeError, ValueError):
+            rect = None
+        if rect is not None and (rect.width <= 0 or rect.height <= 0):
+            rect = None
+    flip = meta.get("previewFlip", 0)
+    return rect, flip if flip in (0, 1, 2) else 0
+
+
+def read_timeline(conn: sqlite3.Connection, canvas: tuple[int, int], fps: float, source: str) -> Timeline:
+    version = schema_version(conn)
+    meta_col = "metadata_json" if version == 1 else "metadata"
+    extra = ", preview_position_x, preview_position_y, preview_width, preview_height" if version == 3 else ""
+    conn.execute("BEGIN")
+    try:
+        track_rows = conn.execute('SELECT id, "order", is_visible, type FROM tracks').fetchall()
+        clip_rows = conn.execute(
+            "SELECT id, track_id, type, source_path, start_time_on_track_ms, end_time_on_track_ms, "
+            f"start_time_in_source_ms, end_time_in_source_ms, {meta_col}{extra} FROM clips"
+        ).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    by_track: dict[int, list[Clip]] = {}
+    for row in clip_rows:
+        rect, flip = _rect_from_metadata(row[8])
+        if version == 3:
+            x, y, w, h = (float(v) if v is not None else None for v in row[9:13])
+            if w is not None and h is not None and w > 0 and h > 0:
+                rect = Rect(x or 0.0, y or 0.0, w, h)
+        path = str(row[3] or "")
+        clip = Clip(int(row[0]), int(row[1]), str(row[2] or "video"), path, float(row[4] or 0), float(row[5] or 0),
+                    float(row[6] or 0), float(row[7] or 0), rect, flip, stat_of(path) if path else None)
+        by_track.setdefault(clip.track_id, []).append(clip)
+    tracks = tuple(Track(int(r[0]), int(r[1] or 0), bool(r[2]), tuple(by_track.get(int(r[0]), ())), str(r[3] or "video"))
+                   for r in track_rows)
+    return Timeline(canvas[0], canvas[1], fps, tracks, source=f"{source} (schema v{version})")
+
+
+def asset_dirs(path: str) -> list[str]:
+    """Directories the project's assets live in: the default roots for media besides the project's own."""
+    try:
+        conn = open_readonly(path)
+        try:
+            rows = conn.execute("SELECT DISTINCT source_path FROM project_assets").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+    return sorted({os.path.dirname(str(r[0])) for r in rows if r[0] and os.path.isabs(str(r[0]))})
+
+
+def discover_project(metadata_db: str) -> str | None:
+    """The old server's rule: the most recently modified project in the editor's project list."""
+    path = os.path.expanduser(metadata_db)
+    if not os.path.exists(path):
+        return None
+    try:
+        conn = open_readonly(path)
+        try:
+            row = conn.execute(
+                "SELECT database_path FROM project_metadata_table ORDER BY last_modified_at DESC, id DESC LIMIT 1"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row and row[0] else None
+
+
+@dataclass
+class SourceHealth:
+    path: str = ""
+    state: str = "none"
+    error: str = ""
+    reads: int = 0
+    failures: int = 0
+    last_read: float = 0.0
+    revision: str = ""
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+
+class ProjectSource:
+    """The live timeline of one project database (or a PUT JSON timeline), thread-safe."""
+
+    def __init__(self, path: str, canvas: tuple[int, int], fps: float) -> None:
+        self.canvas = canvas
+        self.fps = fps
+        self.health = SourceHealth(path=path)
+        self._lock = threading.Lock()
+        self._timeline = empty_timeline(canvas, fps, source="no project")
+        self._signature: tuple[Any, ...] | None = None
+        self._checked = 0.0
+        self._override: Timeline | None = None
+
+    @property
+    def path(self) -> str:
+        return self.health.path
+
+    def set_json(self, timeline: Timeline | None) -> None:
+        with self._lock:
+            self._override = timeline
+
+    def _db_signature(self) -> tuple[Any, ...]:
+        return (stat_of(self.path), stat_of(self.path + "-wal"))
+
+    def current(self, force: bool = False) -> Timeline:
+        """The newest good timeline; re-reads the database only when its files changed."""
+        with self._lock:
+            if self._override is not None:
+                self._override = restat(self._override)
+                return self._override
+            now = time.monotonic()
+            if not force and now - self._checked < STAT_INTERVAL:
+                return self._timeline
+            self._checked = now
+            if not self.path:
+                return self._timeline
+            signature = self._db_signature()
+            if signature[0] is None:
+                self._note("missing", f"project database {self.path} does not exist")
+                return self._timeline
+            if signature == self._signature and not force:
+                self._timeline = restat(self._timeline)
+                return self._timeline
+            try:
+                conn = open_readonly(self.path)
+                try:
+                    timeline = read_timeline(conn, self.canvas, self.fps, self.path)
+                finally:
+                    conn.close()
+            except sqlite3.Error as exc:
+                state = "locked" if "locked" in str(exc) or "busy" in str(exc) else "unreadable"
+                self._note(state, f"project database {self.path}: {exc}")
+                return self._timeline
+            self._signature = signature
+            self._timeline = timeline
+            self.health.reads += 1
+            self.health.last_read = time.time()
+            self.health.revision = timeline.revision
+            if self.health.state != "ok":
+                self.health.events.append(("ok", f"project database {self.path} read (revision {timeline.revision})"))
+            self.health.state, self.health.error = "ok", ""
+            return timeline
+
+    def _note(self, state: str, error: str) -> None:
+        self.health.failures += 1
+        if self.health.state != state or self.health.error != error:
+            self.health.events.append((state, error))
+        self.health.state, self.health.error = state, error
+
+    def drain_events(self) -> list[tuple[str, str]]:
+        with self._lock:
+            events, self.health.events = self.health.events, []
+            return events
+
+
+# --- the editor's schema, for the demo project and the tests ---------------------
+
+TRACKS_DDL = (
+    'CREATE TABLE tracks (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, type TEXT NOT NULL, '
+    '"order" INTEGER NOT NULL, is_visible INTEGER NOT NULL DEFAULT 1, is_locked INTEGER NOT NULL DEFAULT 0, '
+    'metadata_json TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)'
+)
+CLIPS_COMMON = (
+    "id INTEGER PRIMARY KEY AUTOINCREMENT, track_id INTEGER NOT NULL REFERENCES tracks(id), name TEXT NOT NULL, "
+    "type TEXT NOT NULL, source_path TEXT NOT NULL, source_duration_ms INTEGER, start_time_in_source_ms INTEGER NOT NULL, "
+    "end_time_in_source_ms INTEGER NOT NULL, start_time_on_track_ms INTEGER NOT NULL, end_time_on_track_ms INTEGER NOT NULL"
+)
+ASSETS_DDL = (
+    "CREATE TABLE project_assets (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, source_path TEXT NOT NULL, "
+    "type TEXT NOT NULL, mime_type TEXT, duration_ms INTEGER, width INTEGER, height INTEGER, file_size INTEGER, "
+    "metadata_json TEXT, thumbnail_path TEXT, created_at INTEGER NOT NULL)"
+)
+
+
+def create_project_db(path: str | Path, version: int) -> None:
+    """Create an empty project database with the editor's schema at ``version`` (1, 2 or 3)."""
+    if version == 1:
+        clips = f"CREATE TABLE clips ({CLIPS_COMMON}, metadata_json TEXT)"
+    elif version == 2:
+        clips = f"CREATE TABLE clips ({CLIPS_COMMON}, metadata TEXT)"
+    elif version == 3:
+        clips = (f"CREATE TABLE clips ({CLIPS_COMMON}, metadata TEXT, preview_position_x REAL NOT NULL DEFAULT 0, "
+                 "preview_position_y REAL NOT NULL DEFAULT 0, preview_width REAL NOT NULL DEFAULT 100, "
+                 "preview_height REAL NOT NULL DEFAULT 100)")
+    else:
+        raise ValueError(f"unknown schema version {version}")
+    conn = sqlite3.connect(str(path))
+    with conn:
+        conn.execute(TRACKS_DDL)
+        conn.execute(clips)
+        conn.execute(ASSETS_DDL)
+        conn.execute(f"PRAGMA user_version = {version}")
+    conn.close()
+
+
+def add_track(conn: sqlite3.Connection, name: str, order: int, visible: bool = True) -> int:
+    now = int(time.time())
+    cur = conn.execute('INSERT INTO tracks (name, type, "order", is_visible, is_locked, created_at, updated_at) '
+                       "VALUES (?, 'video', ?, ?, 0, ?, ?)", (name, order, int(visible), now, now))
+    return int(cur.lastrowid or 0)
+
+
+def add_clip(conn: sqlite3.Connection, version: int, track_id: int, source_path: str, clip_type: str,
+             start_on_track_ms: int, end_on_track_ms: int, start_in_source_ms: int = 0,
+             rect: tuple[float, float, float, float] | None = None, flip: int = 0) -> int:
+    meta: dict[str, Any] = {}
+    if rect is not None and version < 3:
+        meta["previewRect"] = dict(zip(("left", "top", "width", "height"), rect, strict=True))
+    if flip:
+        meta["previewFlip"] = flip
+    duration = end_on_track_ms - start_on_track_ms
+    values: list[Any] = [track_id, os.path.basename(source_path), clip_type, source_path, duration,
+                         start_in_source_ms, start_in_source_ms + duration, start_on_track_ms, end_on_track_ms,
+                         json.dumps(meta)]
+    columns = ("track_id, name, type, source_path, source_duration_ms, start_time_in_source_ms, end_time_in_source_ms, "
+               "start_time_on_track_ms, end_time_on_track_ms, " + ("metadata_json" if version == 1 else "metadata"))
+    if version == 3 and rect is not None:
+        columns += ", preview_position_x, preview_position_y, preview_width, preview_height"
+        values += list(rect)
+    marks = ", ".join("?" * len(values))
+    cur = conn.execute(f"INSERT INTO clips ({columns}) VALUES ({marks})", values)
+    return int(cur.lastrowid or 0)
+
+
+def set_clip_rect(conn: sqlite3.Connection, version: int, clip_id: int, rect: tuple[float, float, float, float]) -> None:
+    """What the editor does during a drag: write the clip's new preview rectangle."""
+    if version == 3:
+        conn.execute("UPDATE clips SET preview_position_x=?, preview_position_y=?, preview_width=?, preview_height=? "
+                     "WHERE id=?", (*rect, clip_id))
+        return
+    col = "metadata_json" if version == 1 else "metadata"
+    (raw,) = conn.execute(f"SELECT {col} FROM clips WHERE id=?", (clip_id,)).fetchone()
+    meta = json.loads(raw or "{}")
+    meta["previewRect"] = dict(zip(("left", "top", "width", "height"), rect, strict=True))
+    conn.execute(f"UPDATE clips SET {col}=? WHERE id=?", (json.dumps(meta), clip_id))
+
+
+def create_metadata_db(path: str | Path, projects: list[tuple[str, str, int]]) -> None:
+    conn = sqlite3.connect(str(path))
+    with conn:
+        conn.execute("CREATE TABLE project_metadata_table (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, "
+                     "database_path TEXT NOT NULL, created_at INTEGER NOT NULL, last_modified_at INTEGER)")
+        for name, db_path, modified in projects:
+            conn.execute("INSERT INTO project_metadata_table (name, database_path, created_at, last_modified_at) "
+                         "VALUES (?, ?, ?, ?)", (name, db_path, modified, modified))
+    conn.close()

@@ -1,0 +1,222 @@
+"""Sans-IO HTTP/1.1 request state machine on top of h11.
+
+h11 does the parsing and the keep-alive/pipelining bookkeeping; this layer adds
+the daemon's limits (request line, head size, header count, body size) and the
+response conventions every answer shares (``Keep-Alive: timeout=N``,
+``Content-Length``, ``Connection: close`` on errors). It never touches a
+socket, so every rule here is testable with bytes in and bytes out.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+
+from .errors import BadRequest, HeaderFieldsTooLarge, HTTPError, PayloadTooLarge, URITooLong
+
+SERVER_NAME = b"flipedit-previewd"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_request_line: int = 8192
+    max_header_bytes: int = 16384
+    max_headers: int = 100
+    max_body_bytes: int = 4 * 1024 * 1024
+    keepalive_timeout: float = 20.0
+
+
+@dataclass
+class Request:
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes = b""
+    http_version: str = "1.1"
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query(self) -> dict[str, str]:
+        from urllib.parse import parse_qsl
+
+        _, _, raw = self.target.partition("?")
+        return dict(parse_qsl(raw, keep_blank_values=True))
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    close: bool = False
+
+    @classmethod
+    def json(cls, status: int, payload: Any, **kwargs: Any) -> Response:
+        return cls(status, json.dumps(payload, separators=(",", ":")).encode(), "application/json", **kwargs)
+
+    @classmethod
+    def from_error(cls, error: HTTPError) -> Response:
+        headers: list[tuple[str, str]] = []
+        retry_after = error.extra.get("retry_after")
+        if retry_after is not None:
+            headers.append(("Retry-After", str(retry_after)))
+        close = error.status in (400, 408, 413, 414, 431)
+        return cls.json(error.status, error.body(), headers=headers, close=close)
+
+
+class ProtocolFailure(Exception):
+    """The peer broke HTTP; carry the error to answer with before closing."""
+
+    def __init__(self, error: HTTPError) -> None:
+        super().__init__(error.detail)
+        self.error = error
+
+
+class HTTPConnection:
+    """One client connection's HTTP state, without I/O.
+
+    ``receive`` feeds bytes; ``next_request`` returns a complete request, or
+    None when more bytes are needed, or raises ``ProtocolFailure``. After
+    ``send_response`` the caller checks ``should_close`` and, if still open,
+    asks for the next (possibly already pipelined) request.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self._pending: Request | None = None
+        self._body = bytearray()
+        self._cycle_bytes = 0
+        self._saw_line_end = False
+        self.requests_served = 0
+        self.closed_by_peer = False
+        self._detached_close = False
+
+    @property
+    def mid_request(self) -> bool:
+        """True once any byte of a not yet complete request has arrived."""
+        return self._cycle_bytes > 0 or self._pending is not None
+
+    def receive(self, data: bytes) -> None:
+        if not data:
+            self.closed_by_peer = True
+        elif not self._saw_line_end:
+            self._cycle_bytes += len(data)
+            if b"\n" in data:
+                self._saw_line_end = True
+        else:
+            self._cycle_bytes += len(data)
+        self._h11.receive_data(data)
+
+    def next_request(self) -> Request | None:
+        if not self._saw_line_end and self._cycle_bytes > self.limits.max_request_line:
+            raise ProtocolFailure(URITooLong(f"request line longer than {self.limits.max_request_line} bytes"))
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise ProtocolFailure(self._classify(exc)) from None
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return None
+            if isinstance(event, h11.ConnectionClosed):
+                return None
+            if isinstance(event, h11.Request):
+                self._pending = self._start(event)
+                continue
+            if isinstance(event, h11.Data):
+                self._body += event.data
+                if len(self._body) > self.limits.max_body_bytes:
+                    raise ProtocolFailure(PayloadTooLarge(f"body larger than {self.limits.max_body_bytes} bytes"))
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                request = self._pending
+                assert request is not None
+                request.body = bytes(self._body)
+                self._pending = None
+                self._body.clear()
+                return request
+
+    def _classify(self, exc: h11.RemoteProtocolError) -> HTTPError:
+        status = getattr(exc, "error_status_hint", 400)
+        if status == 431:
+            if not self._saw_line_end:
+                return URITooLong(f"request line longer than {self.limits.max_header_bytes} bytes")
+            return HeaderFieldsTooLarge(f"request head larger than {self.limits.max_header_bytes} bytes")
+        if status == 501:
+            return BadRequest(f"unsupported: {exc}")
+        return BadRequest(f"malformed request: {exc}")
+
+    def _start(self, event: h11.Request) -> Request:
+        target = event.target.decode("latin-1")
+        if len(event.target) > self.limits.max_request_line:
+            raise ProtocolFailure(URITooLong(f"request target longer than {self.limits.max_request_line} bytes"))
+        if len(event.headers) > self.limits.max_headers:
+            raise ProtocolFailure(HeaderFieldsTooLarge(f"more than {self.limits.max_headers} header fields"))
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        length = headers.get("content-length")
+        if length is not None and int(length.split(",")[0]) > self.limits.max_body_bytes:
+            raise ProtocolFailure(PayloadTooLarge(f"Content-Length {length} exceeds {self.limits.max_body_bytes} bytes"))
+        if not target.startswith("/") and target != "*":
+            raise ProtocolFailure(BadRequest("request target must be an absolute path"))
+        return Request(event.method.decode("ascii", "replace"), target, headers, http_version=event.http_version.decode())
+
+    def send_response(self, response: Response, head_only: bool = False) -> bytes:
+        """Serialise a whole response; headers every answer carries are added here."""
+        writer = self._h11
+        if writer.their_state is h11.ERROR:
+            response.close = True
+        if writer.our_state is not h11.SEND_RESPONSE and writer.their_state is not h11.ERROR:
+            # No complete request line yet (414, 408 on a partial head): h11
+            # cannot answer a request it never saw, so a detached h11
+            # connection that saw a stand-in request serialises the reply.
+            writer = _detached_writer()
+            response.close = True
+        headers = [
+            ("Server", SERVER_NAME.decode()),
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(response.body))),
+            *response.headers,
+        ]
+        if response.close:
+            headers.append(("Connection", "close"))
+        else:
+            headers.append(("Keep-Alive", f"timeout={int(self.limits.keepalive_timeout)}"))
+        phrase = HTTPStatus(response.status).phrase.encode()
+        out = bytearray()
+        out += writer.send(h11.Response(status_code=response.status, headers=headers, reason=phrase)) or b""
+        if response.body and not head_only:
+            out += writer.send(h11.Data(data=response.body)) or b""
+        out += writer.send(h11.EndOfMessage()) or b""
+        if writer is not self._h11:
+            self._detached_close = True
+        self.requests_served += 1
+        return bytes(out)
+
+    @property
+    def should_close(self) -> bool:
+        return self._detached_close or self._h11.our_state is h11.MUST_CLOSE or self._h11.their_state in (h11.MUST_CLOSE, h11.ERROR, h11.CLOSED)
+
+    def start_next_cycle(self) -> None:
+        self._h11.start_next_cycle()
+        self._cycle_bytes = len(self._h11.trailing_data[0])
+        self._saw_line_end = b"\n" in self._h11.trailing_data[0]
+
+
+def _detached_writer() -> h11.Connection:
+    writer = h11.Connection(h11.SERVER)
+    writer.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    while not isinstance(writer.next_event(), h11.EndOfMessage):
+        pass
+    return writer

@@ -1,0 +1,439 @@
+"""The preview service: routes, the render path, health, and the one error boundary.
+
+Everything here runs on the event loop and never blocks it: database reads
+go to a small thread pool, renders to worker processes. ``handle`` is the
+only place where an ``HTTPError`` becomes a response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from . import __version__
+from .admission import Admission, Pending
+from .compositor import OutputSpec
+from .config import Config
+from .errors import BadRequest, HTTPError, MethodNotAllowed, NotFound, Overloaded, RenderFailed
+from .journal import EventLog
+from .media import ByteLRU
+from .metrics import Metrics
+from .projectdb import ProjectSource, asset_dirs, discover_project
+from .protocol import Request, Response
+from .safety import check_timeline_paths
+from .timeline import Timeline, timeline_from_json
+from .workers import WorkerPool, WorkerSettings
+
+
+@dataclass
+class FrameResult:
+    body: bytes
+    content_type: str
+    etag: str
+    render_ms: float
+    queue_ms: float
+    cached: bool
+
+
+class Service:
+    def __init__(self, config: Config, log: EventLog) -> None:
+        self.config = config
+        self.log = log
+        self.started = time.monotonic()
+        self.metrics = Metrics()
+        self.io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="io")
+        project = config.project
+        if config.demo and not project:
+            from .demo import ensure_demo_project
+
+            project = ensure_demo_project()
+        if not project:
+            project = discover_project(config.metadata_db) or ""
+        self.source = ProjectSource(os.path.expanduser(project) if project else "", (config.canvas_width, config.canvas_height), config.frame_rate)
+        self.admission = Admission(config.workers, config.queue_size, config.queue_timeout)
+        self.pool = WorkerPool(config.workers, WorkerSettings(config.source_cache_bytes, config.max_source_pixels,
+                                                               config.test_render_hook), config.hang_threshold)
+        self.frames = ByteLRU(config.frame_cache_bytes)
+        self.connections = 0
+        self.latencies: deque[float] = deque(maxlen=2000)
+        self.summary: dict[str, int] = {}
+        self.stopping = False
+        self.overloaded_since: float | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._request_seq = 0
+        m = self.metrics
+        m.gauge("flipedit_preview_queue_depth", "Renders waiting for a worker", lambda: len(self.admission.queue))
+        m.gauge("flipedit_preview_in_flight", "Renders running", lambda: len(self.admission.in_flight))
+        m.gauge("flipedit_preview_workers_busy", "Workers rendering", lambda: self.pool.busy_count())
+        m.gauge("flipedit_preview_connections", "Open client connections", lambda: self.connections)
+
+    # --- lifecycle hooks used by the server -------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.pool.start(loop)
+        await loop.run_in_executor(self.io, self.source.current, True)
+        self._publish_source_events()
+        self._dispatcher = loop.create_task(self._dispatch_loop())
+        # Warm-up: READY=1 only after a worker really rendered a frame.
+        worker = await self.pool.acquire()
+        await self.pool.render(worker, 0, OutputSpec(64, 36), self.source.current())
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop admitting, let queued and in-flight renders finish; True if all did in time."""
+        self.stopping = True
+        self.admission.stopping = True
+        deadline = time.monotonic() + timeout
+        while self.admission.backlog() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return not self.admission.backlog()
+
+    def close(self) -> None:
+        if self._dispatcher:
+            self._dispatcher.cancel()
+        self.pool.stop()
+        self.io.shutdown(wait=False, cancel_futures=True)
+
+    def reload(self, config: Config) -> None:
+        """Apply what can change without a restart; worker count and sockets need a restart."""
+        self.config = config
+        self.admission.queue_size = config.queue_size
+        self.admission.queue_timeout = config.queue_timeout
+        self.frames.capacity = config.frame_cache_bytes
+        self.source.current(force=True)
+        self._publish_source_events()
+
+    # --- the render path ---------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            worker = await self.pool.acquire()
+            pending = await self.admission.next_job()
+            task = asyncio.get_running_loop().create_task(self._run(worker, pending))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, worker: Any, pending: Pending) -> None:
+        frame, spec = pending.key
+        loop = asyncio.get_running_loop()
+        queue_ms = (pending.started - pending.enqueued) * 1000
+        self.metrics.queue_wait.observe(queue_ms / 1000)
+        try:
+            timeline = await loop.run_in_executor(self.io, self.source.current)
+            self._publish_source_events()
+            etag = frame_etag(timeline, frame, spec)
+            cached = self.frames.get(etag)
+            if cached is not None:
+                self.pool.release(worker)
+                self.admission.finish(pending, FrameResult(cached[0], cached[1], etag, 0.0, queue_ms, True))
+                return
+            outcome = await self.pool.render(worker, frame, spec, timeline)
+        except HTTPError as exc:
+            self.admission.finish(pending, error=exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug in one render must not stop the dispatcher
+            self.admission.finish(pending, error=RenderFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        result = outcome.result
+        for path, problem in result.problems:
+            self.log.emit("media_problem", f"media problem in {path}: {problem}", "warning", SOURCE_PATH=path, PROBLEM=problem)
+        self.metrics.render_time.observe(outcome.render_ms / 1000)
+        self.frames.put(etag, (result.body, result.content_type), len(result.body))
+        self.admission.finish(pending, FrameResult(result.body, result.content_type, etag, outcome.render_ms, queue_ms, False))
+
+    def _publish_source_events(self) -> None:
+        for state, message in self.source.drain_events():
+            if state == "ok":
+                self.metrics.timeline_reads.inc()
+            self.log.emit("project", message, "info" if state == "ok" else "warning",
+                          PROJECT=self.source.path, PROJECT_STATE=state, TIMELINE_READS=self.source.health.reads)
+
+    async def get_frame(self, request: Request, frame: int, over_limit: bool, client: str) -> Response:
+        begun = time.monotonic()
+        self._request_seq += 1
+        request_id = request.headers.get("x-request-id") or f"{os.getpid()}-{self._request_seq}"
+        spec = self.output_spec(request)
+        fields: dict[str, Any] = {"REQUEST_ID": request_id, "METHOD": request.method, "PATH": request.target,
+                                  "FRAME": frame, "CLIENT": client}
+        loop = asyncio.get_running_loop()
+        timeline = await loop.run_in_executor(self.io, self.source.current)
+        etag = frame_etag(timeline, frame, spec)
+        if etag_matches(request.headers.get("if-none-match", ""), etag):
+            self._count("not_modified")
+            return Response(304, b"", spec.content_type, headers=[("ETag", etag)])
+        cached = self.frames.get(etag)
+        if cached is not None:
+            self._count("cached")
+            self.latencies.append((time.monotonic() - begun) * 1000)
+            return Response(200, cached[0], cached[1], headers=[("ETag", etag), ("X-Cache", "hit"), ("X-Request-Id", request_id)])
+        pending: Pending | None = None
+        outcome = "failed"
+        status = 500
+        result: FrameResult | None = None
+        try:
+            if over_limit:
+                raise self.admission.reject("connections", f"more than {self.config.max_connections} connections open")
+            pending = self.admission.submit((frame, spec))
+            shared = pending.waiters > 1
+            result = await asyncio.shield(pending.future)
+            outcome, status = ("shared" if shared else "rendered"), 200
+        except asyncio.CancelledError:
+            outcome, status = "cancelled", 499
+            if pending is not None:
+                self.admission.leave(pending)
+            raise
+        except Overloaded as exc:
+            outcome, status = ("timeout" if exc.limit == "deadline" else "rejected"), 503
+            fields["LIMIT"] = exc.limit
+            raise
+        except HTTPError as exc:
+            outcome, status = ("timeout" if exc.status == 504 else "failed"), exc.status
+            fields["ERROR"] = exc.detail
+            raise
+        finally:
+            total_ms = (time.monotonic() - begun) * 1000
+            self._count(outcome)
+            self.metrics.total_time.observe(total_ms / 1000)
+            if status == 200:
+                self.latencies.append(total_ms)
+            if outcome == "rejected":
+                self._note_overload(True)
+            fields.update(STATUS=status, OUTCOME=outcome, TOTAL_MS=round(total_ms, 2),
+                          QUEUE_DEPTH=len(self.admission.queue), IN_FLIGHT=len(self.admission.in_flight))
+            if result is not None:
+                fields.update(QUEUE_MS=round(result.queue_ms, 2), RENDER_MS=round(result.render_ms, 2), BYTES=len(result.body),
+                              CACHE="hit" if result.cached else "miss")
+            self.log.emit("request", f"{request.method} {request.target} -> {status} {outcome} in {total_ms:.1f} ms",
+                          "info" if status < 500 else "warning", **fields)
+        assert result is not None
+        return Response(200, result.body, result.content_type,
+                        headers=[("ETag", result.etag), ("X-Cache", "hit" if result.cached else "miss"), ("X-Request-Id", request_id),
+                                 ("X-Render-Ms", f"{result.render_ms:.1f}"), ("X-Queue-Ms", f"{result.queue_ms:.1f}")])
+
+    def output_spec(self, request: Request) -> OutputSpec:
+        query = request.query
+        cw, ch = self.config.canvas_width, self.config.canvas_height
+        timeline_canvas = self.source.current()
+        cw, ch = timeline_canvas.canvas_width, timeline_canvas.canvas_height
+        width = _int_param(query, "width", 1, 16384)
+        height = _int_param(query, "height", 1, 16384)
+        if width and not height:
+            height = max(1, round(width * ch / cw))
+        elif height and not width:
+            width = max(1, round(height * cw / ch))
+        width, height = width or cw, height or ch
+        if width * height > self.config.max_output_pixels:
+            raise BadRequest(f"output {width}x{height} exceeds {self.config.max_output_pixels} pixels", field="width")
+        quality = _int_param(query, "quality", 1, 95) or self.config.jpeg_quality
+        fmt = query.get("format", "jpeg").lower()
+        if fmt not in ("jpeg", "jpg", "png"):
+            raise BadRequest(f"format must be jpeg or png, not {fmt!r}", field="format")
+        return OutputSpec(width, height, quality, "png" if fmt == "png" else "jpeg")
+
+    def _count(self, outcome: str) -> None:
+        self.summary[outcome] = self.summary.get(outcome, 0) + 1
+        self.metrics.requests.labels(outcome).inc()
+
+    def _note_overload(self, rejected: bool) -> None:
+        now = time.monotonic()
+        if rejected and self.overloaded_since is None:
+            self.overloaded_since = now
+            self.log.emit("overload_began", "overload began: requests are being answered 503", "warning",
+                          QUEUE_DEPTH=len(self.admission.queue), IN_FLIGHT=len(self.admission.in_flight))
+
+    def tick(self) -> None:
+        """Once per health tick on the loop: deadlines, overload end, hung workers, summaries."""
+        self.admission.expire_overdue()
+        if self.overloaded_since is not None and not self.admission.rejected_recently(5):
+            duration = time.monotonic() - self.overloaded_since
+            self.overloaded_since = None
+            self.log.emit("overload_ended", f"overload ended after {duration:.1f} s", "notice", DURATION_S=round(duration, 1))
+        now = time.monotonic()
+        healthy = [w for w in self.pool.workers if w.state != "rendering" or now - w.since <= self.config.hang_threshold]
+        for worker in self.pool.hung_workers(now):
+            if not worker.hung_reported:
+                worker.hung_reported = True
+                self.log.emit("worker_hung", f"worker {worker.index} stuck on frame {worker.frame} for {now - worker.since:.1f} s",
+                              "err", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
+            if healthy and now - worker.since > 2 * self.config.hang_threshold:
+                self.log.emit("worker_replaced", f"worker {worker.index} replaced after hanging on frame {worker.frame}",
+                              "warning", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
+                self.pool.replace_hung(worker)
+
+    def flush_summary(self) -> None:
+        counts = {k: v for k, v in self.summary.items() if k in ("cached", "not_modified", "health")}
+        if any(counts.values()):
+            self.log.emit("summary", "cheap requests: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())),
+                          "info", **{f"COUNT_{k.upper()}": v for k, v in counts.items()})
+        for key in counts:
+            self.summary[key] = 0
+
+    def can_progress(self) -> bool:
+        """The pool can make progress unless every worker is stuck past the hang threshold."""
+        return len(self.pool.hung_workers()) < len(self.pool.workers)
+
+    # --- health ------------------------------------------------------------------------------
+
+    def status(self) -> str:
+        if self.stopping:
+            return "stopping"
+        if self.overloaded_since is not None or len(self.admission.queue) >= self.config.queue_size > 0:
+            return "overloaded"
+        if self.pool.hung_workers() or self.source.health.state not in ("ok", "none"):
+            return "degraded"
+        return "ok"
+
+    def health(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+        workers = self.pool.snapshot()
+        hung = sum(1 for w in workers if w["state"] == "hung")
+        timeline = self.source.current()
+        return {
+            "status": self.status(),
+            "queue_size": len(self.admission.queue),
+            "active_requests": len(self.admission.in_flight),
+            "max_concurrent": self.config.workers,
+            "queue_capacity": self.config.queue_size,
+            "in_flight": len(self.admission.in_flight),
+            "capacity": self.config.workers - hung,
+            "connections": self.connections,
+            "max_connections": self.config.max_connections,
+            "rate_per_s": round(self.admission.rate.rate(), 2),
+            "rejected_last_minute": self.admission.rejected_recently(60),
+            "counters": {**self.admission.counters, **{f"outcome_{k}": v for k, v in self.summary.items()},
+                         "completed": self.pool.completed, "workers_replaced": self.pool.replaced},
+            "latency_ms": {"p50": _pct(lat, 50), "p95": _pct(lat, 95), "p99": _pct(lat, 99), "samples": len(lat)},
+            "workers": workers,
+            "project": {"path": self.source.path, "state": self.source.health.state, "error": self.source.health.error,
+                        "reads": self.source.health.reads, "revision": timeline.revision, "source": timeline.source,
+                        "clips": len(timeline.clips)},
+            "cache": {"frames": len(self.frames), "bytes": self.frames.size, "hits": self.frames.hits, "misses": self.frames.misses},
+            "keepalive_timeout_s": self.config.keepalive_timeout,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "version": __version__,
+            "pid": os.getpid(),
+        }
+
+    def status_line(self) -> str:
+        return (f"{self.status()}: {len(self.admission.in_flight)}/{self.config.workers} rendering, "
+                f"{len(self.admission.queue)} queued, {self.admission.rejected_recently(60)} rejected in the last minute, "
+                f"{self.admission.rate.rate():.1f} frames/s")
+
+    # --- routing: the one error boundary -----------------------------------------------------
+
+    async def handle(self, request: Request, over_limit: bool = False, client: str = "") -> Response:
+        try:
+            return await self._route(request, over_limit, client)
+        except HTTPError as exc:
+            return Response.from_error(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the boundary: log, answer 500, keep serving
+            self.log.emit("protocol_error", f"internal error on {request.target}: {type(exc).__name__}: {exc}", "err",
+                          PATH=request.target)
+            return Response.from_error(RenderFailed(f"internal error: {type(exc).__name__}"))
+
+    async def _route(self, request: Request, over_limit: bool, client: str) -> Response:
+        path = request.path
+        method = request.method
+        if path.startswith("/get_frame/"):
+            _require(method, ("GET", "HEAD"))
+            raw = path[len("/get_frame/"):]
+            try:
+                frame = int(raw)
+            except ValueError:
+                raise NotFound(f"frame index must be an integer, not {raw[:40]!r}") from None
+            if frame < 0:
+                raise BadRequest(f"frame index must not be negative: {frame}", field="frame")
+            if frame > 10_000_000:
+                raise BadRequest(f"frame index {frame} is absurd", field="frame")
+            return await self.get_frame(request, frame, over_limit, client)
+        if path == "/health":
+            _require(method, ("GET", "HEAD"))
+            self._count("health")
+            return Response.json(200, self.health())
+        if path == "/metrics":
+            _require(method, ("GET", "HEAD"))
+            return Response(200, self.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
+        if path == "/debug/timeline":
+            _require(method, ("GET", "HEAD"))
+            body = self.source.current().debug_json()
+            body["queue_stats"] = {"queue_size": len(self.admission.queue), "active_requests": len(self.admission.in_flight)}
+            return Response.json(200, body)
+        if path == "/timeline":
+            _require(method, ("GET", "HEAD", "PUT", "DELETE"))
+            if method == "PUT":
+                return self.put_timeline(request)
+            if method == "DELETE":
+                self.source.set_json(None)
+                return Response.json(200, {"source": "database", "path": self.source.path})
+            return Response.json(200, self.source.current().to_json())
+        if path == "/":
+            return Response.json(200, {"service": "flipedit-previewd", "version": __version__,
+                                       "endpoints": ["/get_frame/<n>", "/health", "/metrics", "/debug/timeline", "/timeline"]})
+        raise NotFound(f"no such endpoint: {path[:80]}")
+
+    def put_timeline(self, request: Request) -> Response:
+        try:
+            data = json.loads(request.body or b"null")
+        except ValueError as exc:
+            raise BadRequest(f"timeline: body is not valid JSON: {exc}", field="timeline") from None
+        timeline = timeline_from_json(data, (self.config.canvas_width, self.config.canvas_height), self.config.frame_rate)
+        check_timeline_paths(timeline, self.allowed_roots())
+        self.source.set_json(timeline)
+        return Response.json(200, {"revision": timeline.revision, "clips": len(timeline.clips), "total_frames": timeline.total_frames})
+
+    def allowed_roots(self) -> list[str]:
+        if self.config.allowed_roots:
+            return [os.path.expanduser(p) for p in self.config.allowed_roots]
+        roots = []
+        if self.source.path:
+            roots.append(os.path.dirname(os.path.abspath(self.source.path)))
+            roots += asset_dirs(self.source.path)
+        return roots
+
+
+def frame_etag(timeline: Timeline, frame: int, spec: OutputSpec) -> str:
+    return f'"{timeline.revision}-{frame}-{spec.width}x{spec.height}-q{spec.quality}-{spec.format}"'
+
+
+def etag_matches(header: str, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
+def _require(method: str, allowed: tuple[str, ...]) -> None:
+    if method not in allowed:
+        raise MethodNotAllowed(f"{method} not allowed here; use {', '.join(allowed)}")
+
+
+def _int_param(query: dict[str, str], name: str, low: int, high: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, not {raw[:20]!r}", field=name) from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}", field=name)
+    return value
+
+
+def _pct(values: list[float], pct: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0], 2)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[int(pct) - 1], 2)
