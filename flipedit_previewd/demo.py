@@ -42,7 +42,8 @@ def read_index(image: Image.Image, box: tuple[int, int, int, int] | None = None)
     for bit in range(INDEX_BITS):
         x = int((bit + 0.5) * block)
         y = int(block / 2)
-        value = (value << 1) | (1 if gray.getpixel((x, y)) > 128 else 0)
+        level = gray.getpixel((x, y))
+        value = (value << 1) | (1 if isinstance(level, (int, float)) and level > 128 else 0)
     return value
 
 

@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 import av
 from PIL import Image, ImageDraw, ImageOps
@@ -183,12 +183,12 @@ class MediaPool:
         key = ("v", path, stat, index, size)
         cached = self.scaled.get(key)
         if cached is not None:
-            return cached
+            return cast(Image.Image, cached)
         source = self.video(path, stat)
         # The editor's timing model counts source frames at the timeline rate; map to the source's own rate.
         source_index = int(round(Fraction(index) / Fraction(fps).limit_denominator(1001) * source.rate))
         frame = source.frame_at(source_index)
-        image = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="BILINEAR").to_image()
+        image: Image.Image = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="BILINEAR").to_image()
         self.scaled.put(key, image, size[0] * size[1] * 3)
         return image
 
@@ -222,7 +222,7 @@ class MediaPool:
         key = ("s", path, stat, size)
         cached = self.scaled.get(key)
         if cached is not None:
-            return cached
+            return cast(Image.Image, cached)
         image, visible = self._open_still(path)
         try:
             if image.format == "JPEG":

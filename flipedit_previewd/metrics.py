@@ -25,4 +25,4 @@ class Metrics:
         Gauge(name, help_text, registry=self.registry).set_function(read)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return bytes(generate_latest(self.registry))

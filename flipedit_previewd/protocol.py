@@ -10,8 +10,8 @@ socket, so every rule here is testable with bytes in and bytes out.
 from __future__ import annotations
 
 import json
-from http import HTTPStatus
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -158,6 +158,10 @@ class HTTPConnection:
         target = event.target.decode("latin-1")
         if len(event.target) > self.limits.max_request_line:
             raise ProtocolFailure(URITooLong(f"request target longer than {self.limits.max_request_line} bytes"))
+        head_bytes = len(event.method) + len(event.target) + 12 + sum(len(n) + len(v) + 4 for n, v in event.headers)
+        if head_bytes > self.limits.max_header_bytes:
+            # h11 only bounds heads that arrive in pieces; a head that arrives whole is measured here.
+            raise ProtocolFailure(HeaderFieldsTooLarge(f"request head larger than {self.limits.max_header_bytes} bytes"))
         if len(event.headers) > self.limits.max_headers:
             raise ProtocolFailure(HeaderFieldsTooLarge(f"more than {self.limits.max_headers} header fields"))
         headers: dict[str, str] = {}

@@ -215,7 +215,7 @@ class Server:
         if not self.listeners:
             specs = self.config.listen or ("127.0.0.1:8081",)
             self.listeners = [open_listener(spec) for spec in specs]
-        addresses = ", ".join(f"{l.address} ({'systemd ' + l.name if l.adopted else 'own'})" for l in self.listeners)
+        addresses = ", ".join(f"{x.address} ({'systemd ' + x.name if x.adopted else 'own'})" for x in self.listeners)
         self.log.emit("start", f"flipedit-previewd starting on {addresses}", "info", LISTEN=addresses,
                       WORKERS=self.config.workers, PROJECT=self.service.source.path)
         await self.service.start()
@@ -292,7 +292,7 @@ class Server:
             answered = threading.Event()
             status: dict[str, Any] = {}
 
-            def probe() -> None:
+            def probe(status: dict[str, Any] = status, answered: threading.Event = answered) -> None:
                 self.service.tick()
                 status["line"] = self.service.status_line()
                 status["progress"] = self.service.can_progress()

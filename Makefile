@@ -1,0 +1,19 @@
+.PHONY: setup demo test bench clean
+
+setup:
+	bash scripts/setup.sh
+
+# Set up everything and run the daemon on the built-in demo project.
+demo: setup
+	bash scripts/demo.sh
+
+# Set up everything and run ruff, mypy and every test layer.
+test: setup
+	bash scripts/test.sh
+
+bench: setup
+	.venv/bin/python bench/http_parsers.py
+	.venv/bin/python bench/render.py
+
+clean:
+	rm -rf .venv demo-data .pytest_cache .mypy_cache .ruff_cache

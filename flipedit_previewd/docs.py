@@ -1,0 +1,25 @@
+"""Regenerate the README's configuration table from the schema: ``python -m flipedit_previewd.docs``."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from .config import markdown_table
+
+BEGIN, END = "<!-- config-table:begin -->", "<!-- config-table:end -->"
+
+
+def update_readme(path: Path) -> bool:
+    text = path.read_text()
+    new = re.sub(f"{re.escape(BEGIN)}.*?{re.escape(END)}", f"{BEGIN}\n{markdown_table()}\n{END}", text, flags=re.S)
+    if new != text:
+        path.write_text(new)
+        return True
+    return False
+
+
+if __name__ == "__main__":
+    readme = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    print("updated" if update_readme(readme) else "up to date", readme)

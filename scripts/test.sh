@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Lint, type-check, then every test layer (unit, integration, system) in one
+# pytest run. Benchmarks are not part of this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== ruff";  .venv/bin/ruff check flipedit_previewd tests bench
+echo "== mypy (strict, package)"; .venv/bin/mypy
+echo "== pytest: unit, integration, system"
+exec .venv/bin/pytest tests "$@"

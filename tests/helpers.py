@@ -1,0 +1,50 @@
+"""Builders for real test inputs: project databases with the editor's schema, generated media."""
+
+from __future__ import annotations
+
+import io
+import socket
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from flipedit_previewd.projectdb import add_clip, add_track, create_project_db
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def solid_png(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) -> Path:
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def build_project(path: Path, version: int, tracks: list[dict[str, Any]]) -> dict[str, int]:
+    """tracks: [{"name", "order", "visible", "clips": [{"source", "type", "start", "end", "rect", "flip", "src_start"}]}]"""
+    create_project_db(path, version)
+    ids: dict[str, int] = {}
+    conn = sqlite3.connect(str(path))
+    with conn:
+        for track in tracks:
+            track_id = add_track(conn, track["name"], track["order"], track.get("visible", True))
+            for clip in track["clips"]:
+                clip_id = add_clip(conn, version, track_id, str(clip["source"]), clip.get("type", "image"), clip.get("start", 0),
+                                   clip.get("end", 1000), clip.get("src_start", 0), clip.get("rect"), clip.get("flip", 0))
+                ids[clip.get("name", str(clip_id))] = clip_id
+    conn.close()
+    return ids
+
+
+def decode(body: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(body))
+    image.load()
+    return image.convert("RGB")
+
+
+def close_to(pixel: tuple[int, ...], colour: tuple[int, int, int], tolerance: int = 40) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, colour, strict=False))
