@@ -80,6 +80,11 @@ class Overloaded(HTTPError):
         self.retry_after = retry_after
 
 
+class VersionNotSupported(HTTPError):
+    status = 505
+    reason = "http version not supported"
+
+
 class GatewayTimeout(HTTPError):
     status = 504
     reason = "render timed out"

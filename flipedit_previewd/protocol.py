@@ -16,7 +16,7 @@ from typing import Any
 
 import h11
 
-from .errors import BadRequest, HeaderFieldsTooLarge, HTTPError, PayloadTooLarge, URITooLong
+from .errors import BadRequest, HeaderFieldsTooLarge, HTTPError, PayloadTooLarge, URITooLong, VersionNotSupported
 
 SERVER_NAME = b"flipedit-previewd"
 
@@ -68,7 +68,7 @@ class Response:
         retry_after = error.extra.get("retry_after")
         if retry_after is not None:
             headers.append(("Retry-After", str(retry_after)))
-        close = error.status in (400, 408, 413, 414, 431)
+        close = error.status in (400, 408, 413, 414, 431, 505)
         return cls.json(error.status, error.body(), headers=headers, close=close)
 
 
@@ -156,6 +156,8 @@ class HTTPConnection:
 
     def _start(self, event: h11.Request) -> Request:
         target = event.target.decode("latin-1")
+        if event.http_version not in (b"1.0", b"1.1"):
+            raise ProtocolFailure(VersionNotSupported(f"HTTP/{event.http_version.decode('latin-1')} is not supported; use HTTP/1.1"))
         if len(event.target) > self.limits.max_request_line:
             raise ProtocolFailure(URITooLong(f"request target longer than {self.limits.max_request_line} bytes"))
         head_bytes = len(event.method) + len(event.target) + 12 + sum(len(n) + len(v) + 4 for n, v in event.headers)

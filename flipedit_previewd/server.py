@@ -28,6 +28,7 @@ from .service import Service
 from .sockets import Listener, adopt_systemd_sockets, kernel_backlog, open_listener
 
 READ_PAUSE_BYTES = 256 * 1024
+LINGER_SECONDS = 2.0
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -44,6 +45,7 @@ class ClientProtocol(asyncio.Protocol):
         self.client = ""
         self.buffered = 0
         self.paused = False
+        self.lingering = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -64,6 +66,8 @@ class ClientProtocol(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # answered and closing: discard what the peer still sends
         self.http.receive(data)
         if self.task is not None:
             self.buffered += len(data)
@@ -74,6 +78,8 @@ class ClientProtocol(asyncio.Protocol):
         self._pump()
 
     def eof_received(self) -> bool | None:
+        if self.lingering:
+            return None  # the peer read our answer and closed: done
         self.http.receive(b"")
         if self.task is None:
             self._pump()
@@ -122,7 +128,26 @@ class ClientProtocol(asyncio.Protocol):
             response.close = True
         self.transport.write(self.http.send_response(response, head_only))
         if response.close or self.http.should_close:
-            self._disarm()
+            self._linger()
+
+    def _linger(self) -> None:
+        """Close without a reset: send FIN after the response, discard input for a while, then close.
+
+        Closing a socket that still has unread input makes the kernel send RST,
+        which can destroy the response before the client reads it.
+        """
+        assert self.transport is not None
+        self._disarm()
+        self.lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self._arm(LINGER_SECONDS, self._close_now, "linger")
+        else:
+            self.transport.close()
+
+    def _close_now(self) -> None:
+        self.timer = None
+        if self.transport is not None:
             self.transport.close()
 
     timer_kind = ""
@@ -157,7 +182,7 @@ class ClientProtocol(asyncio.Protocol):
                 f"request not received within {self.server.limits_request_timeout:.0f} s")))
 
     def close_if_idle(self) -> None:
-        if self.task is None and self.transport is not None:
+        if self.task is None and self.transport is not None and not self.lingering:
             self.transport.close()
 
 

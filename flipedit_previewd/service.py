@@ -28,7 +28,7 @@ from .metrics import Metrics
 from .projectdb import ProjectSource, asset_dirs, discover_project
 from .protocol import Request, Response
 from .safety import check_timeline_paths
-from .timeline import Timeline, timeline_from_json
+from .timeline import Timeline, empty_timeline, timeline_from_json
 from .workers import WorkerPool, WorkerSettings
 
 
@@ -85,7 +85,8 @@ class Service:
         self._dispatcher = loop.create_task(self._dispatch_loop())
         # Warm-up: READY=1 only after a worker really rendered a frame.
         worker = await self.pool.acquire()
-        await self.pool.render(worker, 0, OutputSpec(64, 36), self.source.current())
+        # An empty timeline: proves the worker renders and encodes without touching project media.
+        await self.pool.render(worker, 0, OutputSpec(64, 36), empty_timeline((64, 36), self.config.frame_rate, "warm-up"))
 
     async def drain(self, timeout: float) -> bool:
         """Stop admitting, let queued and in-flight renders finish; True if all did in time."""
