@@ -10,6 +10,7 @@ size, never at full size first.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -33,9 +34,22 @@ class _Decoded:
     frame: Any  # av.VideoFrame at full size; scaled on demand
 
 
+def require_regular_file(path: str) -> None:
+    """Refuse FIFOs, devices and directories before opening: opening a FIFO blocks forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise MediaError("file not found") from None
+    except OSError as exc:
+        raise MediaError(f"cannot stat: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise MediaError("not a regular file")
+
+
 class VideoSource:
     def __init__(self, path: str) -> None:
         self.path = path
+        require_regular_file(path)
         try:
             self.container = av.open(path, timeout=5.0)
         except (av.FFmpegError, OSError, ValueError) as exc:
@@ -205,6 +219,7 @@ class MediaPool:
 
     def _open_still(self, path: str) -> tuple[Image.Image, tuple[int, int]]:
         """Open lazily and check the pixel count from the header, before any decoding."""
+        require_regular_file(path)
         try:
             image = Image.open(path)
             width, height = image.size

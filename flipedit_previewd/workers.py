@@ -66,7 +66,8 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
             break
         started = time.perf_counter()
         try:
-            _test_hook(settings.test_render_hook)
+            if job.timeline.source != "warm-up":
+                _test_hook(settings.test_render_hook)
             result = compose(job.timeline, job.frame, job.spec, media)
             conn.send(("ok", job.job_id, result, (time.perf_counter() - started) * 1000))
         except Exception as exc:  # noqa: BLE001 - any render bug must become a 500, not a dead worker

@@ -41,7 +41,7 @@ journald=$!
 for i in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05; done
 (
   for root in /sys/fs/cgroup/unified /sys/fs/cgroup/systemd; do echo $BASHPID > "$root/$manager/cgroup.procs"; done
-  exec env XDG_RUNTIME_DIR=/run/user/0 /lib/systemd/systemd --user </dev/null >/dev/null 2>&1
+  exec env XDG_RUNTIME_DIR=/run/user/0 /lib/systemd/systemd --user --log-target=journal </dev/null >/dev/null 2>&1
 ) &
 manager_pid=$!
 for i in $(seq 200); do [ -S /run/user/0/systemd/private ] && break; sleep 0.05; done

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -110,9 +111,11 @@ def test_clip_starting_inside_the_source(indexed_video: Path) -> None:
     assert read_index(decode(body)) == 70
 
 
-@pytest.mark.parametrize("kind", ["truncated", "empty", "text", "huge", "missing"])
+@pytest.mark.parametrize("kind", ["truncated", "empty", "text", "huge", "missing", "fifo"])
 def test_bad_media_renders_a_placeholder_and_reports_once(tmp_path: Path, indexed_video: Path, kind: str) -> None:
-    path = tmp_path / {"truncated": "t.mp4", "empty": "e.mp4", "text": "x.mp4", "huge": "h.png", "missing": "m.mp4"}[kind]
+    path = tmp_path / {"truncated": "t.mp4", "empty": "e.mp4", "text": "x.mp4", "huge": "h.png", "missing": "m.mp4", "fifo": "f.mp4"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it would block forever: it must be refused, not opened
     if kind == "truncated":
         path.write_bytes(indexed_video.read_bytes()[:3000])
     elif kind == "empty":

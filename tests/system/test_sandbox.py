@@ -1,0 +1,19 @@
+"""The sandbox itself: it must start a real user manager and leave nothing behind."""
+
+from __future__ import annotations
+
+from sandbox import Sandbox, leftovers
+
+
+def test_sandbox_runs_a_user_manager_and_cleans_up_by_pid() -> None:
+    before = leftovers()
+    with Sandbox() as box:
+        assert box.systemctl("is-system-running", check=False).stdout.strip() in ("running", "degraded")
+        assert box.run("test", "-S", "/run/systemd/journal/socket", check=False).returncode == 0
+        box.run("systemd-cat", "-t", "sandbox-probe", "echo", "hello journal")
+        assert any(e.get("MESSAGE") == "hello journal" for e in box.journal("SYSLOG_IDENTIFIER=sandbox-probe"))
+        pids = box.cgroup_pids()
+        assert box.pids["manager"] in pids
+    after = leftovers()
+    assert after == before == {"cgroups": [], "mounts": [], "processes": []}
+    assert not box.cgroup_pids()

@@ -1,0 +1,324 @@
+"""The daemon under a real systemd user manager and journald, with the unit files from systemd/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import ROOT, wait_for
+from helpers import build_project, free_port, solid_png
+from sandbox import Sandbox
+
+from flipedit_previewd.journal import MESSAGE_IDS
+
+UNIT = "flipedit-preview.service"
+SOCKET = "flipedit-preview.socket"
+WATCHDOG_SEC, RESTART_SEC = 5, 1
+
+
+@dataclass
+class Deployed:
+    box: Sandbox
+    port: int
+    url: str
+    project: Path
+    since: float = 0.0
+
+    def show(self, *props: str) -> dict[str, str]:
+        return self.box.show(UNIT, *props)
+
+    def main_pid(self) -> int:
+        return int(self.show("MainPID")["MainPID"])
+
+    def journal(self, **matches: str) -> list[dict[str, Any]]:
+        """This deployment's entries only: the sandbox's journal outlives a test."""
+        entries = self.box.journal(f"_SYSTEMD_USER_UNIT={UNIT}", *(f"{k}={v}" for k, v in matches.items()))
+        return [e for e in entries if int(e["__REALTIME_TIMESTAMP"]) / 1e6 >= self.since]
+
+
+@pytest.fixture
+def deployed(sandbox: Sandbox, tmp_path: Path) -> Iterator[Any]:
+    tmp_path.chmod(0o755)
+    deployments: list[Deployed] = []
+
+    def deploy(env: dict[str, str] | None = None, args: str = "") -> Deployed:
+        red = solid_png(tmp_path / "red.png", (64, 64), (255, 0, 0))
+        db = tmp_path / "project.sqlite"
+        if not db.exists():
+            build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 640, 360), "end": 100_000}]}])
+        port = free_port()
+        environment = " ".join(f"{k}={v}" for k, v in {"XDG_CONFIG_HOME": str(tmp_path), **(env or {})}.items())
+        sandbox.install_units(ROOT / "systemd", {
+            SOCKET: f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\nListenStream=%t/flipedit-preview.sock\n",
+            UNIT: (f"[Service]\nExecStart=\nExecStart={ROOT}/.venv/bin/flipedit-previewd --project {db} {args}\n"
+                   f"Environment={environment}\n"),
+        })
+        sandbox.systemctl("reset-failed", check=False)
+        sandbox.systemctl("start", SOCKET)
+        d = Deployed(sandbox, port, f"http://127.0.0.1:{port}", db, time.time())
+        deployments.append(d)
+        return d
+
+    yield deploy
+    sandbox.systemctl("stop", SOCKET, UNIT, check=False)
+    sandbox.systemctl("reset-failed", check=False)
+
+
+def wait_active(d: Deployed, timeout: float = 30) -> None:
+    assert wait_for(lambda: d.show("ActiveState")["ActiveState"] == "active", timeout), d.show("ActiveState", "SubState", "Result")
+
+
+def test_units_pass_systemd_analyze_verify(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.install_units(ROOT / "systemd", {UNIT: f"[Service]\nExecStart=\nExecStart={ROOT}/.venv/bin/flipedit-previewd\n"})
+    for unit in (SOCKET, UNIT):
+        result = sandbox.run("systemd-analyze", "--user", "verify", "--man=no", unit, check=False)
+        assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    # The system-wide units, with only ExecStart pointed at this checkout's daemon.
+    system_dir = tmp_path / "system"
+    system_dir.mkdir()
+    for unit in (ROOT / "systemd/system").glob("flipedit-preview.*"):
+        (system_dir / unit.name).write_text(unit.read_text().replace("/usr/bin/flipedit-previewd", f"{ROOT}/.venv/bin/flipedit-previewd"))
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(system_dir / SOCKET), str(system_dir / UNIT)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_socket_activation_ready_and_status(deployed: Any) -> None:
+    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.05"})
+    assert d.show("ActiveState")["ActiveState"] == "inactive"  # nothing runs until the first connection
+    states: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            states.append((time.time(), d.show("ActiveState")["ActiveState"]))
+            time.sleep(0.02)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    response = requests.get(d.url + "/get_frame/0", timeout=30)
+    stop.set()
+    poller.join()
+    assert response.status_code == 200 and response.content[:2] == b"\xff\xd8"
+    seen = [s for _, s in states]
+    assert "activating" in seen and seen[-1] == "active"
+    first_active = next(t for t, s in states if s == "active")
+    ready = d.journal(MESSAGE_ID=MESSAGE_IDS["ready"])
+    assert ready and int(ready[-1]["__REALTIME_TIMESTAMP"]) / 1e6 <= first_active + 0.05
+    unix = d.box.run("curl", "-s", "--unix-socket", "/run/user/0/flipedit-preview.sock", "http://x/health").stdout
+    assert json.loads(unix)["status"] in ("ok", "degraded")
+    status_text = wait_for(lambda: d.show("StatusText")["StatusText"], 5)
+    assert "rendering" in status_text and "queued" in status_text
+    assert "Status: \"" in d.box.systemctl("status", UNIT, check=False).stdout
+
+
+def test_journal_has_one_entry_per_render_and_lifecycle_events(deployed: Any) -> None:
+    d = deployed()
+    for frame in range(5):
+        assert requests.get(f"{d.url}/get_frame/{frame}", timeout=30).status_code == 200
+    requests.get(f"{d.url}/get_frame/-1", timeout=5)
+    d.box.systemctl("reload", UNIT)
+    wait_for(lambda: d.journal(MESSAGE_ID=MESSAGE_IDS["reload"]), 10)
+    d.box.systemctl("stop", UNIT)
+    entries = d.journal(MESSAGE_ID=MESSAGE_IDS["request"])
+    rendered = [e for e in entries if e.get("OUTCOME") == "rendered"]
+    assert sorted(int(e["FRAME"]) for e in rendered) == [0, 1, 2, 3, 4]
+    for entry in rendered:
+        for field in ("REQUEST_ID", "METHOD", "PATH", "FRAME", "STATUS", "OUTCOME", "QUEUE_MS", "RENDER_MS", "TOTAL_MS",
+                      "QUEUE_DEPTH", "IN_FLIGHT", "BYTES", "CLIENT"):
+            assert field in entry, field
+    for event in ("start", "ready", "reload", "stopping", "stopped"):
+        assert d.journal(MESSAGE_ID=MESSAGE_IDS[event]), event
+
+
+def test_sigstop_is_restarted_by_the_watchdog(deployed: Any) -> None:
+    d = deployed()
+    requests.get(d.url + "/health", timeout=30)
+    wait_active(d)
+    before = int(d.show("NRestarts")["NRestarts"])
+    pid = d.main_pid()
+    os.kill(pid, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    assert wait_for(lambda: int(d.show("NRestarts")["NRestarts"]) > before, WATCHDOG_SEC + RESTART_SEC + 5, 0.05)
+    restarted_in = time.monotonic() - stopped_at
+    wait_active(d)
+    print(f"\nSIGSTOP -> restart in {restarted_in:.2f} s (bound {WATCHDOG_SEC + RESTART_SEC + 2} s)")
+    assert restarted_in <= WATCHDOG_SEC + RESTART_SEC + 2
+    assert d.main_pid() != pid
+    assert requests.get(d.url + "/health", timeout=30).json()["status"] == "ok"
+    manager = [e for e in d.box.journal(f"USER_UNIT={UNIT}") if int(e["__REALTIME_TIMESTAMP"]) / 1e6 >= d.since]
+    assert any("watchdog" in str(e.get("MESSAGE", "")).lower() for e in manager)
+
+
+def test_stuck_render_on_every_worker_stops_the_heartbeat(deployed: Any) -> None:
+    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "hang", "FLIPEDIT_PREVIEWD_HANG_THRESHOLD": "2"})
+    requests.get(d.url + "/health", timeout=30)
+    wait_active(d)
+    before = int(d.show("NRestarts")["NRestarts"])
+    for frame in (1, 2):  # one per worker
+        threading.Thread(target=lambda f=frame: _quiet_get(f"{d.url}/get_frame/{f}", 30), daemon=True).start()
+    assert wait_for(lambda: int(d.show("NRestarts")["NRestarts"]) > before, 2 + 2 + WATCHDOG_SEC + RESTART_SEC + 5, 0.1)
+    withheld = d.journal(MESSAGE_ID=MESSAGE_IDS["watchdog_withheld"])
+    hung = d.journal(MESSAGE_ID=MESSAGE_IDS["worker_hung"])
+    assert withheld and "no worker can make progress" in withheld[-1]["MESSAGE"]
+    assert len(hung) >= 2
+
+
+def _quiet_get(url: str, timeout: float) -> None:
+    try:
+        requests.get(url, timeout=timeout)
+    except requests.RequestException:
+        pass
+
+
+def test_kill9_refuses_no_connection(deployed: Any) -> None:
+    d = deployed()
+    requests.get(d.url + "/health", timeout=30)
+    wait_active(d)
+    refused: list[str] = []
+    failures: list[str] = []
+    ok = [0]
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                r = requests.get(d.url + "/get_frame/1", timeout=30, headers={"Connection": "close"})
+                assert r.status_code == 200
+                ok[0] += 1
+            except requests.ConnectionError as exc:
+                (refused if "refused" in str(exc).lower() else failures).append(repr(exc))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1)
+    pid = d.main_pid()
+    os.kill(pid, signal.SIGKILL)
+    killed_ok = ok[0]
+    time.sleep(6)
+    stop.set()
+    for t in threads:
+        t.join()
+    print(f"\nkill -9: {ok[0]} ok ({ok[0] - killed_ok} after the kill), {len(failures)} in-flight losses, {len(refused)} refused")
+    assert not refused
+    assert len(failures) <= len(threads)  # at most the requests in flight at the kill
+    assert ok[0] > killed_ok  # waiting connections were answered by the restarted daemon
+    assert d.main_pid() not in (0, pid)
+
+
+def test_stop_under_load_finishes_in_flight_and_exits_cleanly(deployed: Any) -> None:
+    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.5"}, args="--workers 1")
+    requests.get(d.url + "/health", timeout=30)
+    wait_active(d)
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda f=f: results.append(requests.get(f"{d.url}/get_frame/{40 + f}", timeout=30).status_code))
+               for f in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    d.box.systemctl("stop", UNIT)
+    for t in threads:
+        t.join()
+    assert results == [200, 200, 200]
+    props = d.show("Result", "ExecMainStatus", "ActiveState")
+    assert props["Result"] == "success" and props["ExecMainStatus"] == "0"
+    assert d.journal(MESSAGE_ID=MESSAGE_IDS["stopped"])
+
+
+def test_overload_of_400_connections_gets_only_complete_answers(deployed: Any) -> None:
+    d = deployed()
+    requests.get(d.url + "/health", timeout=30)
+    wait_active(d)
+    stats = _overload(d.port, d.url, connections=400, seconds=10)
+    print(f"\n400 connections x 10 s: {stats}")
+    assert stats["errors"] == 0, stats
+    assert set(stats["statuses"]) <= {"200", "503"}
+    assert stats["statuses"].get("503", 0) == stats["retry_after"]
+    assert stats["health_max_s"] < 1.0
+    assert "overloaded" in stats["health_states"]
+
+
+def _overload(port: int, url: str, connections: int, seconds: float) -> dict[str, Any]:
+    """Raw keep-alive connections in one selector loop: 400 threads would measure Python, not the daemon."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    deadline = time.monotonic() + seconds
+    statuses: dict[str, int] = {}
+    counters = {"errors": 0, "retry_after": 0}
+    frame = [0]
+
+    def send(sock: socket.socket, state: dict[str, Any]) -> None:
+        frame[0] += 1
+        sock.sendall(f"GET /get_frame/{frame[0] % 300} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        state["buf"] = b""
+
+    for _ in range(connections):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.setblocking(False)
+        state: dict[str, Any] = {"buf": b""}
+        sel.register(sock, selectors.EVENT_READ, state)
+        send(sock, state)
+    health_times: list[float] = []
+    health_states: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    health_states.add(session.get(url + "/health", timeout=5).json()["status"])
+                except requests.RequestException:
+                    health_states.add("error")
+                health_times.append(time.monotonic() - t0)
+                time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    while time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.5):
+            sock, state = key.fileobj, key.data
+            assert isinstance(sock, socket.socket)
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionError:
+                chunk = b""
+            if not chunk:
+                counters["errors"] += 1
+                sel.unregister(sock)
+                sock.close()
+                continue
+            state["buf"] += chunk
+            head, sep, body = state["buf"].partition(b"\r\n\r\n")
+            if not sep:
+                continue
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            if len(body) < length:
+                continue
+            status = head.split(b" ", 2)[1].decode()
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == "503" and b"\r\nretry-after:" in head.lower():
+                counters["retry_after"] += 1
+            if time.monotonic() < deadline:
+                send(sock, state)
+    stop.set()
+    watcher.join()
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
+    return {**counters, "statuses": statuses, "health_max_s": round(max(health_times), 3),
+            "health_states": sorted(health_states)}
