@@ -69,7 +69,7 @@ class Sandbox:
         self.created: list[Path] = []
         self.proc: subprocess.Popen[str] | None = None
         self.pids: dict[str, int] = {}
-        self.made_unit_dir = False
+        self.made_unit_dir = ""
 
     # --- set-up and tear-down ------------------------------------------------------------
 
@@ -100,8 +100,12 @@ class Sandbox:
         self._mkcg(self.scope)
         self._mkcg(self.manager_cg)
         if not os.path.isdir(USER_UNIT_DIR):
+            # Remember the topmost directory we create, so teardown removes exactly that.
+            top = Path(USER_UNIT_DIR)
+            while not top.parent.exists():
+                top = top.parent
+            self.made_unit_dir = str(top)
             os.makedirs(USER_UNIT_DIR)
-            self.made_unit_dir = True
         self.proc = subprocess.Popen(
             ["unshare", "-m", "--propagation", "private", "bash", "-c", INIT_SCRIPT, "sandbox",
              self.scope, self.manager_cg, USER_UNIT_DIR],
@@ -157,8 +161,8 @@ class Sandbox:
         for path in sorted(self.created, key=lambda p: len(p.parts), reverse=True):
             _rmdir(path)
         if self.made_unit_dir:
-            shutil.rmtree(USER_UNIT_DIR, ignore_errors=True)
-            self.made_unit_dir = False
+            shutil.rmtree(self.made_unit_dir, ignore_errors=True)
+            self.made_unit_dir = ""
 
     def _ours(self, path: Path) -> bool:
         text = str(path)
