@@ -1,0 +1,207 @@
+"""Render benchmark: the daemon's pipeline against a raw floor and a naive pipeline, same run, same scene.
+
+Not a test. Generates a standard scene with PyAV (a 1080p H.264 clip with a keyframe every 30
+frames, a 720p clip, a 3000x2000 JPEG still, 1280x720 canvas) and measures frames/s and the
+per-frame median for:
+  (a) sequential frames, (b) random frames, (c) one frame repeated while a rectangle changes,
+each for
+  pipeline-1w / pipeline-2w : flipedit_previewd.compositor.compose in 1 or 2 worker processes,
+  floor                     : decode, scale (FFmpeg), paste, encode in a tight loop, nothing else,
+  naive                     : the old server's way: open the video, seek, decode, full-size
+                              to_image(), Pillow resize, save() to BytesIO, for every frame.
+Prints ratios against the goals in the README. Usage: .venv/bin/python bench/render.py [--frames N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import multiprocessing
+import random
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import av
+from PIL import Image
+
+from flipedit_previewd.compositor import OutputSpec, compose
+from flipedit_previewd.demo import make_indexed_video
+from flipedit_previewd.media import MediaPool
+from flipedit_previewd.timeline import Rect, Timeline, timeline_from_json
+
+CANVAS = (1280, 720)
+SMALL_RECT = (640, 360, 600, 338)
+STILL_RECT = (40, 40, 300, 200)
+
+
+def make_scene(directory: Path) -> dict[str, Path]:
+    big = make_indexed_video(directory / "clip1080.mp4", 240, (1920, 1080), 30, gop=30)
+    small = make_indexed_video(directory / "clip720.mp4", 240, (1280, 720), 30, gop=30)
+    still = directory / "still.jpg"
+    Image.radial_gradient("L").resize((3000, 2000)).convert("RGB").save(still, quality=90)
+    return {"big": big, "small": small, "still": still}
+
+
+def scene_timeline(scene: dict[str, Path], rect_left: float = SMALL_RECT[0]) -> Timeline:
+    def clip(path: Path, rect: tuple[float, ...], kind: str) -> dict[str, Any]:
+        return {"source_path": str(path), "type": kind, "start_on_track_ms": 0, "end_on_track_ms": 8000,
+                "rect": dict(zip(("left", "top", "width", "height"), rect, strict=True))}
+    return timeline_from_json({"tracks": [
+        {"order": 0, "clips": [clip(scene["big"], (0, 0, *CANVAS), "video")]},
+        {"order": 1, "clips": [clip(scene["small"], (rect_left, *SMALL_RECT[1:]), "video")]},
+        {"order": 2, "clips": [clip(scene["still"], STILL_RECT, "image")]},
+    ]}, CANVAS, 30)
+
+
+# --- the three pipelines, each rendering one frame -------------------------------------------------
+
+class Pipeline:
+    def __init__(self, scene: dict[str, Path]) -> None:
+        self.scene = scene
+        self.media = MediaPool(256 * 1024 * 1024, 100_000_000)
+        self.timeline = scene_timeline(scene)
+
+    def render(self, frame: int, rect_left: float | None = None) -> int:
+        timeline = self.timeline
+        if rect_left is not None:
+            tracks = list(timeline.tracks)
+            moved = replace(tracks[1].clips[0], rect=Rect(rect_left, *SMALL_RECT[1:]))
+            tracks[1] = replace(tracks[1], clips=(moved,))
+            timeline = Timeline(timeline.canvas_width, timeline.canvas_height, timeline.frame_rate, tuple(tracks))
+        return len(compose(timeline, frame, OutputSpec(*CANVAS), self.media).body)
+
+
+class Floor:
+    """The least work a frame needs: sequential decode, FFmpeg scale, paste, encode."""
+
+    def __init__(self, scene: dict[str, Path]) -> None:
+        self.containers = [av.open(str(scene["big"])), av.open(str(scene["small"]))]
+        self.iters = [c.decode(video=0) for c in self.containers]
+        self.still = Image.open(scene["still"]).convert("RGB").resize(STILL_RECT[2:])
+        self.last: list[Any] = [None, None]
+
+    def render(self, frame: int, rect_left: float | None = None) -> int:
+        canvas = Image.new("RGB", CANVAS)
+        sizes = [CANVAS, SMALL_RECT[2:]]
+        boxes = [(0, 0), (int(rect_left if rect_left is not None else SMALL_RECT[0]), SMALL_RECT[1])]
+        for i in range(2):
+            if rect_left is None or self.last[i] is None:
+                self.last[i] = next(self.iters[i])
+            canvas.paste(self.last[i].reformat(width=sizes[i][0], height=sizes[i][1], format="rgb24").to_image(), boxes[i])
+        canvas.paste(self.still, STILL_RECT[:2])
+        buffer = io.BytesIO()
+        canvas.save(buffer, "JPEG", quality=85)
+        return buffer.tell()
+
+
+class Naive:
+    """The old server's way: per request open, seek, decode, full-size to_image, Pillow resize, save."""
+
+    def __init__(self, scene: dict[str, Path]) -> None:
+        self.scene = scene
+
+    def frame_image(self, path: Path, index: int) -> Image.Image:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            target = int(index / 30 / stream.time_base)
+            container.seek(target, stream=stream, backward=True)
+            for frame in container.decode(stream):
+                if frame.pts >= target:
+                    return frame.to_image()
+        raise RuntimeError("no frame")
+
+    def render(self, frame: int, rect_left: float | None = None) -> int:
+        canvas = Image.new("RGB", CANVAS)
+        canvas.paste(self.frame_image(self.scene["big"], frame).resize(CANVAS), (0, 0))
+        left = int(rect_left if rect_left is not None else SMALL_RECT[0])
+        canvas.paste(self.frame_image(self.scene["small"], frame).resize(SMALL_RECT[2:]), (left, SMALL_RECT[1]))
+        canvas.paste(Image.open(self.scene["still"]).convert("RGB").resize(STILL_RECT[2:]), STILL_RECT[:2])
+        buffer = io.BytesIO()
+        canvas.save(buffer, "JPEG", quality=85)
+        return buffer.tell()
+
+
+KINDS = {"pipeline": Pipeline, "floor": Floor, "naive": Naive}
+
+
+def workload(name: str, count: int, seed: int = 1) -> list[tuple[int, float | None]]:
+    if name == "sequential":
+        return [(i, None) for i in range(count)]
+    if name == "random":
+        rng = random.Random(seed)
+        return [(rng.randrange(0, 239), None) for _ in range(count)]
+    return [(100, 300.0 + 3 * i) for i in range(count)]  # drag: same frame, moving rectangle
+
+
+def run_chunk(args: tuple[str, dict[str, Path], list[tuple[int, float | None]]]) -> list[float]:
+    kind, scene, jobs = args
+    renderer = KINDS[kind](scene)
+    renderer.render(*jobs[0])  # warm: open files, first decode
+    times = []
+    for frame, rect in jobs:
+        started = time.perf_counter()
+        renderer.render(frame, rect)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def measure(kind: str, workers: int, scene: dict[str, Path], jobs: list[tuple[int, float | None]],
+            pool: Any) -> tuple[float, float]:
+    """frames/s over the whole batch (wall clock) and the per-frame median."""
+    if workers == 1:
+        started = time.perf_counter()
+        times = run_chunk((kind, scene, jobs))
+        wall = time.perf_counter() - started
+    else:
+        half = len(jobs) // 2
+        chunks = [jobs[:half], jobs[half:]]
+        started = time.perf_counter()
+        results = pool.map(run_chunk, [(kind, scene, chunk) for chunk in chunks])
+        wall = time.perf_counter() - started
+        times = [t for r in results for t in r]
+    return len(jobs) / wall, statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=90)
+    parser.add_argument("--rounds", type=int, default=2)
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        scene = make_scene(Path(tmp))
+        print(f"scene generated in {time.perf_counter() - t0:.1f} s")
+        ctx = multiprocessing.get_context("spawn")
+        results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        with ctx.Pool(2) as pool:
+            for _ in range(options.rounds):
+                for name in ("sequential", "random", "drag"):
+                    jobs = workload(name, options.frames)
+                    naive_jobs = jobs[: max(10, options.frames // 4)]
+                    for label, kind, workers, batch in (("pipeline-1w", "pipeline", 1, jobs), ("pipeline-2w", "pipeline", 2, jobs),
+                                                        ("floor", "floor", 1, jobs), ("naive", "naive", 1, naive_jobs)):
+                        if kind == "floor" and name == "random":
+                            continue  # the floor is sequential decoding by definition
+                        results.setdefault((name, label), []).append(measure(kind, workers, scene, batch, pool))
+        print(f"\n{'scenario':<11} {'pipeline':<12} {'frames/s':>9} {'median ms':>10}")
+        fps: dict[tuple[str, str], float] = {}
+        for (name, label), runs in results.items():
+            fps[(name, label)] = statistics.median(r[0] for r in runs)
+            print(f"{name:<11} {label:<12} {fps[(name, label)]:>9.1f} {statistics.median(r[1] for r in runs):>10.1f}")
+        print("\nratios (goal in brackets):")
+        seq_floor = fps[("sequential", "floor")] / fps[("sequential", "pipeline-1w")]
+        print(f"  sequential: floor / pipeline-1w = {seq_floor:.2f}x  [<= 1.25x]  {'PASS' if seq_floor <= 1.25 else 'FAIL'}")
+        for name in ("sequential", "random", "drag"):
+            vs_naive = fps[(name, "pipeline-1w")] / fps[(name, "naive")]
+            scale = fps[(name, "pipeline-2w")] / fps[(name, "pipeline-1w")]
+            print(f"  {name:<10}: pipeline-1w / naive = {vs_naive:.1f}x [>= 4x] {'PASS' if vs_naive >= 4 else 'FAIL'};"
+                  f"  2 workers / 1 = {scale:.2f}x [>= 1.85x] {'PASS' if scale >= 1.85 else 'FAIL'}")
+        print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
