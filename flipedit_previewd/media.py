@@ -58,7 +58,9 @@ class VideoSource:
             self.container.close()
             raise MediaError("no video stream")
         self.stream = self.container.streams.video[0]
-        self.stream.thread_type = "AUTO"
+        # Slice threads only: frame threading adds latency to every seek and, on 2 cores
+        # shared by 2 worker processes, measured slower (bench/render.py).
+        self.stream.thread_type = "SLICE"
         rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(30)
         self.rate = Fraction(rate)
         self.time_base = self.stream.time_base or Fraction(1, 1000)
@@ -66,6 +68,7 @@ class VideoSource:
         self._frames: Any = None
         self._last: _Decoded | None = None
         self._ahead: _Decoded | None = None
+        self.scaled: tuple[tuple[int, tuple[int, int]], Image.Image] | None = None
         self.seeks = 0
         self.decoded = 0
 
@@ -194,16 +197,17 @@ class MediaPool:
         return source
 
     def video_frame(self, path: str, stat: Any, index: int, fps: float, size: tuple[int, int]) -> Image.Image:
-        key = ("v", path, stat, index, size)
-        cached = self.scaled.get(key)
-        if cached is not None:
-            return cast(Image.Image, cached)
         source = self.video(path, stat)
         # The editor's timing model counts source frames at the timeline rate; map to the source's own rate.
         source_index = int(round(Fraction(index) / Fraction(fps).limit_denominator(1001) * source.rate))
+        key = (source_index, size)
+        if source.scaled is not None and source.scaled[0] == key:
+            return source.scaled[1]  # same frame, same size: e.g. another layer is being dragged
         frame = source.frame_at(source_index)
-        image: Image.Image = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="BILINEAR").to_image()
-        self.scaled.put(key, image, size[0] * size[1] * 3)
+        image: Image.Image = frame.reformat(width=size[0], height=size[1], format="rgb24").to_image()
+        # One scaled frame per source, not an LRU of them: caching many full frames churns memory
+        # (fresh pages on every allocation) and measured slower than re-scaling (bench/render.py).
+        source.scaled = (key, image)
         return image
 
     def native_size(self, path: str, stat: Any, kind: str) -> tuple[int, int]:
