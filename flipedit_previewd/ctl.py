@@ -1,5 +1,0 @@
-"""previewctl placeholder."""
-
-
-def main() -> int:
-    return 0

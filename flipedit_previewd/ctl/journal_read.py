@@ -1,0 +1,117 @@
+"""Reading the daemon's journal entries back, whoever ran it (user unit, system unit, by hand).
+
+Every entry the daemon writes carries ``SYSLOG_IDENTIFIER=flipedit-previewd``,
+so one match finds them all; the unit the entry came from is shown, not used
+to select. Time specs follow journalctl's common forms.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from systemd import journal
+
+from ..journal import MESSAGE_IDS, SYSLOG_IDENTIFIER
+
+EVENT_BY_ID = {v: k for k, v in MESSAGE_IDS.items()}
+UNITS = {"s": 1, "sec": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "minute": 60, "minutes": 60,
+         "h": 3600, "hour": 3600, "hours": 3600, "d": 86400, "day": 86400, "days": 86400, "w": 604800,
+         "week": 604800, "weeks": 604800}
+
+
+class BadTime(ValueError):
+    pass
+
+
+def parse_time(text: str, now: datetime | None = None) -> datetime:
+    """``now``, ``today``, ``yesterday``, ``N unit ago``, ``-N unit``, ``+N unit``, ISO dates and times."""
+    now = now or datetime.now()
+    spec = text.strip().lower()
+    if spec == "now":
+        return now
+    if spec == "today":
+        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if spec == "yesterday":
+        return now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    if spec == "tomorrow":
+        return now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    match = re.fullmatch(r"([+-]?)\s*(\d+(?:\.\d+)?)\s*([a-z]+)(\s+ago)?", spec)
+    if match and match.group(3) in UNITS:
+        seconds = float(match.group(2)) * UNITS[match.group(3)]
+        sign = 1 if match.group(1) == "+" and not match.group(4) else -1
+        if not match.group(1) and not match.group(4):
+            raise BadTime(f"{text!r}: say '{text} ago' or '-{text}'")
+        return now + timedelta(seconds=sign * seconds)
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%H:%M:%S", "%H:%M"):
+        try:
+            parsed = datetime.strptime(text.strip(), fmt)
+        except ValueError:
+            continue
+        if fmt.startswith("%H"):
+            parsed = now.replace(hour=parsed.hour, minute=parsed.minute, second=parsed.second, microsecond=0)
+        return parsed
+    raise BadTime(f"cannot understand time {text!r}; try 'YYYY-MM-DD HH:MM:SS', '1 hour ago' or 'today'")
+
+
+def open_reader(directory: str | None = None, files: list[str] | None = None) -> Any:
+    if files:
+        reader = journal.Reader(files=files)
+    elif directory:
+        reader = journal.Reader(path=directory)
+    else:
+        reader = journal.Reader()
+    reader.add_match(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
+    return reader
+
+
+def entries(reader: Any, since: datetime | None = None, until: datetime | None = None) -> Iterator[dict[str, Any]]:
+    if since is not None:
+        reader.seek_realtime(since)
+    for entry in reader:
+        stamp = entry.get("__REALTIME_TIMESTAMP")
+        if until is not None and isinstance(stamp, datetime) and stamp > until:
+            break
+        yield entry
+
+
+def event_of(entry: dict[str, Any]) -> str:
+    raw: Any = entry.get("MESSAGE_ID")
+    key = raw.hex if isinstance(getattr(raw, "hex", None), str) else str(raw or "").replace("-", "")
+    return EVENT_BY_ID.get(key, str(entry.get("EVENT", "")))
+
+
+def number(entry: dict[str, Any], field: str) -> float | None:
+    value = entry.get(field)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def as_json(entry: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+        elif isinstance(value, bytes):
+            out[key] = value.decode(errors="replace")
+        elif hasattr(value, "hex") and not isinstance(value, (int, float)):
+            out[key] = value.hex if isinstance(value.hex, str) else str(value)
+        elif isinstance(value, (str, int, float, bool)) or value is None:
+            out[key] = value
+        else:
+            out[key] = str(value)
+    out["EVENT"] = event_of(entry)
+    return out
+
+
+def short_line(entry: dict[str, Any]) -> str:
+    stamp = entry.get("__REALTIME_TIMESTAMP")
+    when = stamp.strftime("%b %d %H:%M:%S.%f")[:-3] if isinstance(stamp, datetime) else "?"
+    unit = entry.get("_SYSTEMD_USER_UNIT") or entry.get("_SYSTEMD_UNIT") or "by hand"
+    return f"{when} {unit}[{entry.get('_PID', '?')}] {event_of(entry)}: {entry.get('MESSAGE', '')}"

@@ -1,0 +1,73 @@
+"""The post-incident view: what happened in a window, computed from journal entries alone."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from .journal_read import event_of, number
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "count": 0}
+    if len(values) == 1:
+        return {"p50": values[0], "p95": values[0], "p99": values[0], "count": 1}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": round(cuts[49], 2), "p95": round(cuts[94], 2), "p99": round(cuts[98], 2), "count": len(values)}
+
+
+def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    outcomes: Counter[str] = Counter()
+    timings: dict[str, list[float]] = {"queue_ms": [], "render_ms": [], "total_ms": []}
+    per_minute: dict[str, Counter[str]] = defaultdict(Counter)
+    events: Counter[str] = Counter()
+    overloads: list[dict[str, Any]] = []
+    open_overload: datetime | None = None
+    for entry in entries:
+        event = event_of(entry)
+        stamp = entry.get("__REALTIME_TIMESTAMP")
+        if event == "request":
+            outcome = str(entry.get("OUTCOME", "unknown"))
+            outcomes[outcome] += 1
+            for field in timings:
+                value = number(entry, field.upper())
+                if value is not None:
+                    timings[field].append(value)
+            if isinstance(stamp, datetime):
+                minute = stamp.strftime("%Y-%m-%d %H:%M")
+                per_minute[minute]["requests"] += 1
+                if outcome not in ("rendered", "shared"):
+                    per_minute[minute]["bad"] += 1
+        elif event == "summary":
+            for key, value in entry.items():
+                if key.startswith("COUNT_"):
+                    outcomes[key[6:].lower()] += int(value)
+        else:
+            events[event] += 1
+            if event == "overload_began" and isinstance(stamp, datetime):
+                open_overload = stamp
+            elif event == "overload_ended" and isinstance(stamp, datetime):
+                overloads.append({"began": open_overload.isoformat() if open_overload else None, "ended": stamp.isoformat(),
+                                  "seconds": number(entry, "DURATION_S")})
+                open_overload = None
+    if open_overload is not None:
+        overloads.append({"began": open_overload.isoformat(), "ended": None, "seconds": None})
+    worst = max(per_minute.items(), key=lambda item: (item[1]["bad"], item[1]["requests"]), default=None)
+    return {
+        "requests": sum(v for k, v in outcomes.items() if k not in ("health",)),
+        "outcomes": dict(sorted(outcomes.items())),
+        "queue_ms": percentiles(sorted(timings["queue_ms"])),
+        "render_ms": percentiles(sorted(timings["render_ms"])),
+        "total_ms": percentiles(sorted(timings["total_ms"])),
+        "worst_minute": {"minute": worst[0], "requests": worst[1]["requests"], "not_served": worst[1]["bad"]} if worst else None,
+        "overload_periods": overloads,
+        "starts": events["start"],
+        "restarts": max(events["start"] - 1, 0),
+        "watchdog_withheld": events["watchdog_withheld"],
+        "workers_hung": events["worker_hung"],
+        "events": dict(sorted(events.items())),
+    }
