@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import free_port  # noqa: E402
+from helpers import ROOT, free_port  # noqa: E402
 from sandbox import Sandbox, SandboxError, leftovers  # noqa: E402
 
 LAYERS = ("unit", "integration", "system")
@@ -138,16 +137,6 @@ def sandbox() -> Iterator[Sandbox]:
         yield box
     finally:
         box.stop()
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def can_connect(port: int) -> bool:

@@ -5,12 +5,25 @@ from __future__ import annotations
 import io
 import socket
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from flipedit_previewd.projectdb import add_clip, add_track, create_project_db
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
 
 
 def free_port() -> int:

@@ -258,7 +258,7 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
         findings.append(Finding("units installed", False, f"no {SERVICE} for this user or the system",
                                 "install the units and run 'systemctl --user daemon-reload'"))
     else:
-        sock = unit_props(scope, SOCKET, ["ActiveState", "SubState"], env.environ)
+        sock = unit_props(scope, SOCKET, ["ActiveState", "SubState", "ActiveEnterTimestampMonotonic"], env.environ)
         service = unit_props(scope, SERVICE, SERVICE_PROPS, env.environ)
         user = "--user " if scope else ""
         findings.append(Finding("socket listening", sock.get("ActiveState") == "active",
@@ -271,10 +271,19 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
         limit = service.get("LogRateLimitIntervalUSec", "")
         findings.append(Finding("journald rate limit off", limit in ("0", ""),
                                 f"LogRateLimitIntervalUSec={limit}", "keep LogRateLimitIntervalSec=0 in the unit, or entries will be dropped"))
+    window = datetime.now().astimezone() - timedelta(hours=1)
+    if scope is not None:
+        # Only since the socket last started listening: an operator's deliberate restart starts afresh.
+        entered = int(sock.get("ActiveEnterTimestampMonotonic") or 0)
+        if entered:
+            ago = time.clock_gettime(time.CLOCK_MONOTONIC) - entered / 1e6
+            window = max(window, datetime.now().astimezone() - timedelta(seconds=ago))
     try:
-        recent = summarise(entries(open_reader(args.directory, args.file), datetime.now() - timedelta(hours=1), None))
-        findings.append(Finding("no watchdog or restarts in the last hour", recent["watchdog_withheld"] == 0 and recent["restarts"] == 0,
-                                f"{recent['restarts']} restarts, {recent['watchdog_withheld']} watchdog heartbeats withheld, "
+        recent = summarise(entries(open_reader(args.directory, args.file), window, None))
+        # systemd's own count covers restarts whose new daemon has not logged yet (or a frozen daemon that could not log).
+        restarts = max(recent["restarts"], int(service.get("NRestarts") or 0) if scope is not None else 0)
+        findings.append(Finding("no watchdog or restarts in the last hour", recent["watchdog_withheld"] == 0 and restarts == 0,
+                                f"{restarts} restarts, {recent['watchdog_withheld']} watchdog heartbeats withheld, "
                                 f"{recent['workers_hung']} workers hung",
                                 "previewctl logs --since '1 hour ago' --event watchdog_withheld; look for hung media (FIFOs, network mounts)"))
     except OSError as exc:

@@ -27,6 +27,11 @@ class BadTime(ValueError):
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
+    """Local, timezone-aware (the journal reader's timestamps are): see ``_parse_time`` for the forms."""
+    return _parse_time(text, now).astimezone()
+
+
+def _parse_time(text: str, now: datetime | None = None) -> datetime:
     """``now``, ``today``, ``yesterday``, ``N unit ago``, ``-N unit``, ``+N unit``, ISO dates and times."""
     now = now or datetime.now()
     spec = text.strip().lower()
@@ -72,7 +77,7 @@ def entries(reader: Any, since: datetime | None = None, until: datetime | None =
         reader.seek_realtime(since)
     for entry in reader:
         stamp = entry.get("__REALTIME_TIMESTAMP")
-        if until is not None and isinstance(stamp, datetime) and stamp > until:
+        if until is not None and isinstance(stamp, datetime) and stamp.astimezone() > until:
             break
         yield entry
 

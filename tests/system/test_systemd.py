@@ -9,74 +9,17 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
-from conftest import ROOT, wait_for
-from helpers import build_project, free_port, solid_png
+from deploy import SOCKET, UNIT, wait_active
+from helpers import ROOT, wait_for
 from sandbox import Sandbox
 
 from flipedit_previewd.journal import MESSAGE_IDS
 
-UNIT = "flipedit-preview.service"
-SOCKET = "flipedit-preview.socket"
 WATCHDOG_SEC, RESTART_SEC = 5, 1
-
-
-@dataclass
-class Deployed:
-    box: Sandbox
-    port: int
-    url: str
-    project: Path
-    since: float = 0.0
-
-    def show(self, *props: str) -> dict[str, str]:
-        return self.box.show(UNIT, *props)
-
-    def main_pid(self) -> int:
-        return int(self.show("MainPID")["MainPID"])
-
-    def journal(self, **matches: str) -> list[dict[str, Any]]:
-        """This deployment's entries only: the sandbox's journal outlives a test."""
-        entries = self.box.journal(f"_SYSTEMD_USER_UNIT={UNIT}", *(f"{k}={v}" for k, v in matches.items()))
-        return [e for e in entries if int(e["__REALTIME_TIMESTAMP"]) / 1e6 >= self.since]
-
-
-@pytest.fixture
-def deployed(sandbox: Sandbox, tmp_path: Path) -> Iterator[Any]:
-    tmp_path.chmod(0o755)
-    deployments: list[Deployed] = []
-
-    def deploy(env: dict[str, str] | None = None, args: str = "") -> Deployed:
-        red = solid_png(tmp_path / "red.png", (64, 64), (255, 0, 0))
-        db = tmp_path / "project.sqlite"
-        if not db.exists():
-            build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 640, 360), "end": 100_000}]}])
-        port = free_port()
-        environment = " ".join(f"{k}={v}" for k, v in {"XDG_CONFIG_HOME": str(tmp_path), **(env or {})}.items())
-        sandbox.install_units(ROOT / "systemd", {
-            SOCKET: f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\nListenStream=%t/flipedit-preview.sock\n",
-            UNIT: (f"[Service]\nExecStart=\nExecStart={ROOT}/.venv/bin/flipedit-previewd --project {db} {args}\n"
-                   f"Environment={environment}\n"),
-        })
-        sandbox.systemctl("reset-failed", check=False)
-        sandbox.systemctl("start", SOCKET)
-        d = Deployed(sandbox, port, f"http://127.0.0.1:{port}", db, time.time())
-        deployments.append(d)
-        return d
-
-    yield deploy
-    sandbox.systemctl("stop", SOCKET, UNIT, check=False)
-    sandbox.systemctl("reset-failed", check=False)
-
-
-def wait_active(d: Deployed, timeout: float = 30) -> None:
-    assert wait_for(lambda: d.show("ActiveState")["ActiveState"] == "active", timeout), d.show("ActiveState", "SubState", "Result")
 
 
 def test_units_pass_systemd_analyze_verify(sandbox: Sandbox, tmp_path: Path) -> None:
