@@ -1,4 +1,4 @@
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench docs clean
 
 setup:
 	bash scripts/setup.sh
@@ -10,6 +10,10 @@ demo: setup
 # Set up everything and run ruff, mypy and every test layer.
 test: setup
 	bash scripts/test.sh
+
+# Man pages and bash/zsh completions from the argparse definitions, into build/.
+docs: setup
+	bash scripts/docs.sh build
 
 bench: setup
 	.venv/bin/python bench/http_parsers.py

@@ -32,7 +32,7 @@ from .commands import (
 
 
 def _journal_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--since", help="start of the window, in journalctl's formats ('1 hour ago', 'today', '2026-11-28 10:00')")
+    p.add_argument("--since", help='start of the window, in the formats of journalctl: "1 hour ago", "today", "2026-11-28 10:00"')
     p.add_argument("--until", help="end of the window, same formats")
     p.add_argument("--directory", "-D", help="read journal files from this directory (e.g. copied from another machine)")
     p.add_argument("--file", action="append", help="read this journal file (repeatable)")
