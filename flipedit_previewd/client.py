@@ -1,0 +1,201 @@
+"""A correct client for the preview daemon: the reference for the editor's authors.
+
+- One ``requests.Session`` with pooled keep-alive connections (TCP or a unix socket).
+- urllib3's ``Retry`` for GET/HEAD: connection errors and dropped connections are retried with
+  jittered exponential backoff, a 503 is retried after the ``Retry-After`` the daemon sent.
+  No hand-written backoff loop.
+- A circuit breaker: after repeated failures it fails fast, then probes ``/health`` before
+  letting traffic through again, so a dead daemon is not hammered.
+- ``LatestFrame``: for UI bursts (a drag asks for the same frame many times a second). A new
+  submission replaces the one waiting, so at most one request is in flight and one waits.
+
+Protocol note for the editor: ask ``GET /get_frame/<n>`` (optionally ``?width=&height=`` at
+the panel's size); 200 is a JPEG; 304 answers ``If-None-Match`` with the ETag you hold; 503
+carries ``Retry-After`` (seconds) and ``{"limit": ...}``, so wait that long and ask again;
+400/404 are your bug, do not retry; connection errors on idle pooled sockets are safe to
+retry for GET. Keep-alive: the daemon keeps idle connections 20 s (``Keep-Alive: timeout=20``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import requests
+import requests_unixsocket
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+
+class PreviewError(Exception):
+    """The daemon answered, but not with a frame."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+
+
+class CircuitOpen(Exception):
+    """Failing fast: the daemon failed repeatedly and has not passed a health probe since."""
+
+
+@dataclass
+class Frame:
+    index: int
+    body: bytes
+    etag: str
+    cache: str
+    elapsed_ms: float
+
+
+def make_retry(attempts: int = 4, backoff: float = 0.1, jitter: float = 0.1, max_backoff: float = 2.0) -> Retry:
+    kwargs: dict[str, Any] = dict(
+        total=attempts, connect=attempts, read=attempts, status=attempts, other=0,
+        allowed_methods=frozenset({"GET", "HEAD"}), status_forcelist=(503,),
+        backoff_factor=backoff, respect_retry_after_header=True, raise_on_status=False,
+    )
+    try:
+        return Retry(backoff_jitter=jitter, backoff_max=max_backoff, **kwargs)
+    except TypeError:  # urllib3 1.26 (Debian 12): no jitter parameter
+        return Retry(**kwargs)
+
+
+class CircuitBreaker:
+    def __init__(self, threshold: int = 5, cooldown: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.clock = clock
+        self.failures = 0
+        self.opened_at: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half-open" if self.clock() - self.opened_at >= self.cooldown else "open"
+
+    def success(self) -> None:
+        with self._lock:
+            self.failures, self.opened_at = 0, None
+
+    def failure(self) -> None:
+        with self._lock:
+            self.failures += 1
+            if self.failures >= self.threshold:
+                self.opened_at = self.clock()
+
+
+class PreviewClient:
+    def __init__(self, url: str = "http://127.0.0.1:8081", *, timeout: float = 3.0, connect_timeout: float = 1.0,
+                 retry: Retry | None = None, breaker: CircuitBreaker | None = None, pool_size: int = 4) -> None:
+        self.timeout = (connect_timeout, timeout)
+        self.breaker = breaker or CircuitBreaker()
+        if url.startswith("/") or url.startswith("unix:"):
+            path = url.removeprefix("unix:")
+            self.base = f"http+unix://{quote(path, safe='')}"
+            self.session: requests.Session = requests_unixsocket.Session()
+            adapter: HTTPAdapter = requests_unixsocket.UnixAdapter(max_retries=retry or make_retry(),
+                                                                   pool_connections=pool_size, pool_maxsize=pool_size)
+            self.session.mount("http+unix://", adapter)
+        else:
+            self.base = url.rstrip("/")
+            self.session = requests.Session()
+            adapter = HTTPAdapter(max_retries=retry or make_retry(), pool_connections=pool_size, pool_maxsize=pool_size)
+            self.session.mount("http://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _get(self, path: str, headers: dict[str, str] | None = None) -> requests.Response:
+        if self.breaker.state == "open":
+            raise CircuitOpen(f"{self.base}: {self.breaker.failures} failures in a row; waiting before probing /health")
+        if self.breaker.state == "half-open":
+            self._probe()
+        try:
+            response = self.session.get(self.base + path, headers=headers, timeout=self.timeout)
+        except requests.RequestException:
+            self.breaker.failure()
+            raise
+        if response.status_code >= 500:
+            self.breaker.failure()
+        else:
+            self.breaker.success()
+        return response
+
+    def _probe(self) -> None:
+        try:
+            ok = self.session.get(self.base + "/health", timeout=self.timeout).status_code == 200
+        except requests.RequestException:
+            ok = False
+        if not ok:
+            self.breaker.opened_at = self.breaker.clock()
+            raise CircuitOpen(f"{self.base}: /health probe failed; still open")
+        self.breaker.success()
+
+    def frame(self, index: int, *, width: int | None = None, height: int | None = None, etag: str | None = None) -> Frame | None:
+        """The frame, or None when ``etag`` still matches (304). Raises ``PreviewError`` otherwise."""
+        query = "&".join(f"{k}={v}" for k, v in (("width", width), ("height", height)) if v)
+        started = time.perf_counter()
+        response = self._get(f"/get_frame/{index}" + (f"?{query}" if query else ""), {"If-None-Match": etag} if etag else None)
+        if response.status_code == 304:
+            return None
+        if response.status_code != 200:
+            raise PreviewError(response.status_code, response.text[:200])
+        return Frame(index, response.content, response.headers.get("ETag", ""), response.headers.get("X-Cache", ""),
+                     (time.perf_counter() - started) * 1000)
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._get("/health").json())
+
+
+class LatestFrame:
+    """Latest wins: at most one request in flight and one waiting; a new submission replaces the waiting one."""
+
+    def __init__(self, client: PreviewClient, on_frame: Callable[[Frame], None],
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
+        self.client = client
+        self.on_frame = on_frame
+        self.on_error = on_error or (lambda exc: None)
+        self._lock = threading.Lock()
+        self._waiting: tuple[int, dict[str, Any]] | None = None
+        self._busy = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self.sent = 0
+        self.replaced = 0
+
+    def submit(self, index: int, **options: Any) -> None:
+        with self._lock:
+            if self._busy:
+                if self._waiting is not None:
+                    self.replaced += 1
+                self._waiting = (index, options)
+                return
+            self._busy = True
+            self._idle.clear()
+        threading.Thread(target=self._run, args=(index, options), daemon=True).start()
+
+    def _run(self, index: int, options: dict[str, Any]) -> None:
+        while True:
+            self.sent += 1
+            try:
+                frame = self.client.frame(index, **options)
+                if frame is not None:
+                    self.on_frame(frame)
+            except Exception as exc:  # noqa: BLE001 - reported to the caller's callback
+                self.on_error(exc)
+            with self._lock:
+                if self._waiting is None:
+                    self._busy = False
+                    self._idle.set()
+                    return
+                index, options = self._waiting
+                self._waiting = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._idle.wait(timeout)
