@@ -22,7 +22,9 @@ from urllib.parse import quote
 from .timeline import Clip, Rect, Timeline, Track, empty_timeline, restat, stat_of
 
 BUSY_TIMEOUT_MS = 200
-STAT_INTERVAL = 0.05
+# The database's own files are stat'ed on every call (two stat calls: the drag must settle fast);
+# media files, which rarely change under a running editor, at most this often.
+MEDIA_STAT_INTERVAL = 0.5
 
 
 def open_readonly(path: str) -> sqlite3.Connection:
@@ -169,13 +171,14 @@ class ProjectSource:
     def current(self, force: bool = False) -> Timeline:
         """The newest good timeline; re-reads the database only when its files changed."""
         with self._lock:
-            if self._override is not None:
-                self._override = restat(self._override)
-                return self._override
             now = time.monotonic()
-            if not force and now - self._checked < STAT_INTERVAL:
-                return self._timeline
-            self._checked = now
+            media_due = force or now - self._checked >= MEDIA_STAT_INTERVAL
+            if media_due:
+                self._checked = now
+            if self._override is not None:
+                if media_due:
+                    self._override = restat(self._override)
+                return self._override
             if not self.path:
                 return self._timeline
             signature = self._db_signature()
@@ -183,7 +186,8 @@ class ProjectSource:
                 self._note("missing", f"project database {self.path} does not exist")
                 return self._timeline
             if signature == self._signature and not force:
-                self._timeline = restat(self._timeline)
+                if media_due:
+                    self._timeline = restat(self._timeline)
                 return self._timeline
             try:
                 conn = open_readonly(self.path)
