@@ -6,15 +6,22 @@ or refused at once with a complete 503 whose ``Retry-After`` comes from the
 measured service rate. The render reads the timeline when it *starts*, so a
 drag (same URL, changing database) costs at most one render in flight plus one
 pending per URL, and every waiter gets the newest frame.
+
+The queue is shared between the event loop (which submits and cancels) and
+the workers' driver threads (which take jobs and finish them), so it is guarded
+by a condition variable. Workers never wait for the event loop: when the loop
+is busy answering a flood of 503s, the workers keep rendering at full speed.
+Futures belong to the loop, so results are handed over with
+``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +34,8 @@ Key = tuple[Any, ...]
 class Pending:
     key: Key
     deadline: float
+    future: asyncio.Future[Any]
     enqueued: float = field(default_factory=time.monotonic)
-    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     waiters: int = 0
     started: float = 0.0
 
@@ -60,7 +67,13 @@ def retry_after(backlog: int, rate: float, capacity: int) -> int:
     return max(1, min(30, math.ceil((backlog + 1) / rate)))
 
 
-RenderFn = Callable[[Pending], Awaitable[Any]]
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 class Admission:
@@ -69,86 +82,131 @@ class Admission:
         self.queue_size = queue_size
         self.queue_timeout = queue_timeout
         self.queue: OrderedDict[Key, Pending] = OrderedDict()
-        self.in_flight: dict[Key, Pending] = {}
+        self.in_flight: dict[int, Pending] = {}
         self.rate = RateMeter()
         self.rejections: deque[tuple[float, str]] = deque()
         self.counters: dict[str, int] = {"admitted": 0, "joined": 0, "rejected": 0, "expired": 0, "cancelled": 0}
         self.stopping = False
-        self._wakeup = asyncio.Event()
+        self.closed = False
+        self._cond = threading.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
 
     def backlog(self) -> int:
-        return len(self.queue) + len(self.in_flight)
+        with self._cond:
+            return len(self.queue) + len(self.in_flight)
 
     def reject(self, limit: str, detail: str = "") -> Overloaded:
         now = time.monotonic()
-        self.rejections.append((now, limit))
-        self.counters["rejected"] += 1
-        return Overloaded(limit, retry_after(self.backlog(), self.rate.rate(now), self.capacity), detail)
+        with self._cond:
+            self.rejections.append((now, limit))
+            self.counters["rejected"] += 1
+            backlog, rate = len(self.queue) + len(self.in_flight), self.rate.rate(now)
+        return Overloaded(limit, retry_after(backlog, rate, self.capacity), detail)
 
     def rejected_recently(self, seconds: float) -> int:
         now = time.monotonic()
-        while self.rejections and self.rejections[0][0] < now - 60:
-            self.rejections.popleft()
-        return sum(1 for at, _ in self.rejections if at >= now - seconds)
+        with self._cond:
+            while self.rejections and self.rejections[0][0] < now - 60:
+                self.rejections.popleft()
+            return sum(1 for at, _ in self.rejections if at >= now - seconds)
+
+    def _resolve(self, pending: Pending, result: Any = None, error: BaseException | None = None) -> None:
+        """From any thread: settle the loop-owned future on the loop."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            _settle(pending.future, result, error)
+        else:
+            try:
+                loop.call_soon_threadsafe(_settle, pending.future, result, error)
+            except RuntimeError:
+                pass  # loop closed during shutdown
+
+    # --- the event loop's side ---------------------------------------------------------------
 
     def submit(self, key: Key) -> Pending:
         """Join an identical queued request, or queue a new one, or raise ``Overloaded``."""
         if self.stopping:
             raise self.reject("stopping", "the daemon is stopping")
-        pending = self.queue.get(key)
-        if pending is not None:
-            pending.waiters += 1
-            self.counters["joined"] += 1
-            return pending
-        if len(self.queue) >= self.queue_size:
-            raise self.reject("queue", f"render queue full ({self.queue_size} waiting)")
-        pending = Pending(key, time.monotonic() + self.queue_timeout, waiters=1)
-        self.queue[key] = pending
-        self.counters["admitted"] += 1
-        self._wakeup.set()
-        return pending
+        with self._cond:
+            pending = self.queue.get(key)
+            if pending is not None:
+                pending.waiters += 1
+                self.counters["joined"] += 1
+                return pending
+            full = len(self.queue) >= self.queue_size
+            if not full:
+                pending = Pending(key, time.monotonic() + self.queue_timeout, asyncio.get_running_loop().create_future(), waiters=1)
+                self.queue[key] = pending
+                self.counters["admitted"] += 1
+                self._cond.notify()
+                return pending
+        raise self.reject("queue", f"render queue full ({self.queue_size} waiting)")
 
     def leave(self, pending: Pending) -> None:
         """A waiter went away (client disconnected); drop the job if nobody waits and it has not started."""
-        pending.waiters -= 1
-        if pending.waiters <= 0 and not pending.started and self.queue.get(pending.key) is pending:
+        with self._cond:
+            pending.waiters -= 1
+            if pending.waiters > 0 or pending.started or self.queue.get(pending.key) is not pending:
+                return
             del self.queue[pending.key]
             self.counters["cancelled"] += 1
-            if not pending.future.done():
-                pending.future.cancel()
-
-    async def next_job(self) -> Pending:
-        """The oldest queued job whose deadline has not passed; expired ones are answered 503."""
-        while True:
-            while not self.queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            _, pending = self.queue.popitem(last=False)
-            if time.monotonic() > pending.deadline:
-                self.counters["expired"] += 1
-                if not pending.future.done():
-                    pending.future.set_exception(self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
-                continue
-            pending.started = time.monotonic()
-            self.in_flight[pending.key] = pending
-            return pending
-
-    def finish(self, pending: Pending, result: Any = None, error: BaseException | None = None) -> None:
-        self.in_flight.pop(pending.key, None)
-        self.rate.mark()
-        if pending.future.done():
-            return
-        if error is not None:
-            pending.future.set_exception(error)
-        else:
-            pending.future.set_result(result)
+        pending.future.cancel()
 
     def expire_overdue(self) -> None:
         """Answer queued jobs whose deadline passed while every worker was busy."""
         now = time.monotonic()
-        for key, pending in list(self.queue.items()):
-            if now > pending.deadline:
-                del self.queue[key]
+        with self._cond:
+            expired = [p for p in self.queue.values() if now > p.deadline]
+            for pending in expired:
+                del self.queue[pending.key]
                 self.counters["expired"] += 1
-                if not pending.future.done():
-                    pending.future.set_exception(self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
+        for pending in expired:
+            self._resolve(pending, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
+
+    # --- the workers' side (driver threads) -----------------------------------------------------
+
+    def _eligible(self) -> Pending | None:
+        """The oldest queued job whose key is not being rendered: one render in flight per URL."""
+        busy = {p.key for p in self.in_flight.values()}
+        for pending in self.queue.values():
+            if pending.key not in busy:
+                return pending
+        return None
+
+    def take(self, worker: int, stop: threading.Event) -> Pending | None:
+        """Block until there is a job whose deadline has not passed; None once ``stop`` is set."""
+        while True:
+            expired: Pending | None = None
+            with self._cond:
+                while (pending := self._eligible()) is None:
+                    if stop.is_set() or self.closed:
+                        return None
+                    self._cond.wait(0.5)
+                del self.queue[pending.key]
+                if time.monotonic() > pending.deadline:
+                    self.counters["expired"] += 1
+                    expired = pending
+                else:
+                    pending.started = time.monotonic()
+                    self.in_flight[worker] = pending
+                    return pending
+            self._resolve(expired, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
+
+    def finish(self, worker: int, pending: Pending, result: Any = None, error: BaseException | None = None) -> None:
+        with self._cond:
+            self.in_flight.pop(worker, None)
+            self.rate.mark()
+            self._cond.notify_all()  # a job for the same URL may now start
+        self._resolve(pending, result, error)
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()

@@ -168,6 +168,15 @@ class ProjectSource:
     def _db_signature(self) -> tuple[Any, ...]:
         return (stat_of(self.path), stat_of(self.path + "-wal"))
 
+    def current_if_unchanged(self) -> Timeline | None:
+        """The current timeline when that costs no database read (the event loop's fast path), else None."""
+        with self._lock:
+            if self._override is not None:
+                return self._override
+            if not self.path or (self._signature is not None and self._db_signature() == self._signature):
+                return self._timeline
+            return None
+
     def current(self, force: bool = False) -> Timeline:
         """The newest good timeline; re-reads the database only when its files changed."""
         with self._lock:

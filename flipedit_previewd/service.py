@@ -66,8 +66,6 @@ class Service:
         self.summary: dict[str, int] = {}
         self.stopping = False
         self.overloaded_since: float | None = None
-        self._dispatcher: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._request_seq = 0
         m = self.metrics
         m.gauge("flipedit_preview_queue_depth", "Renders waiting for a worker", lambda: len(self.admission.queue))
@@ -79,14 +77,15 @@ class Service:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.pool.start(loop)
+        self.admission.bind(loop)
+        self.pool.start(self.admission.take, self._run_job)
         await loop.run_in_executor(self.io, self.source.current, True)
         self._publish_source_events()
-        self._dispatcher = loop.create_task(self._dispatch_loop())
-        # Warm-up: READY=1 only after a worker really rendered a frame.
-        worker = await self.pool.acquire()
-        # An empty timeline: proves the worker renders and encodes without touching project media.
-        await self.pool.render(worker, 0, OutputSpec(64, 36), empty_timeline((64, 36), self.config.frame_rate, "warm-up"))
+        # Warm-up: READY=1 only after a worker really rendered a frame. Nothing is admitted yet, so
+        # the driver threads are idle and the pipe is ours. An empty timeline proves the worker
+        # renders and encodes without touching project media.
+        warm_up = empty_timeline((64, 36), self.config.frame_rate, "warm-up")
+        await loop.run_in_executor(self.io, self.pool.render, self.pool.workers[0], 0, OutputSpec(64, 36), warm_up)
 
     async def drain(self, timeout: float) -> bool:
         """Stop admitting, let queued and in-flight renders finish; True if all did in time."""
@@ -98,8 +97,7 @@ class Service:
         return not self.admission.backlog()
 
     def close(self) -> None:
-        if self._dispatcher:
-            self._dispatcher.cancel()
+        self.admission.close()
         self.pool.stop()
         self.io.shutdown(wait=False, cancel_futures=True)
 
@@ -114,41 +112,32 @@ class Service:
 
     # --- the render path ---------------------------------------------------------------------
 
-    async def _dispatch_loop(self) -> None:
-        while True:
-            worker = await self.pool.acquire()
-            pending = await self.admission.next_job()
-            task = asyncio.get_running_loop().create_task(self._run(worker, pending))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, worker: Any, pending: Pending) -> None:
+    def _run_job(self, worker: Any, pending: Pending) -> None:
+        """On a worker's driver thread: read the timeline *now*, render (or find it cached), answer."""
         frame, spec = pending.key
-        loop = asyncio.get_running_loop()
         queue_ms = (pending.started - pending.enqueued) * 1000
         self.metrics.queue_wait.observe(queue_ms / 1000)
         try:
-            timeline = await loop.run_in_executor(self.io, self.source.current)
+            timeline = self.source.current()
             self._publish_source_events()
             etag = frame_etag(timeline, frame, spec)
             cached = self.frames.get(etag)
             if cached is not None:
-                self.pool.release(worker)
-                self.admission.finish(pending, FrameResult(cached[0], cached[1], etag, 0.0, queue_ms, True))
+                self.admission.finish(worker.index, pending, FrameResult(cached[0], cached[1], etag, 0.0, queue_ms, True))
                 return
-            outcome = await self.pool.render(worker, frame, spec, timeline)
+            outcome = self.pool.render(worker, frame, spec, timeline)
         except HTTPError as exc:
-            self.admission.finish(pending, error=exc)
+            self.admission.finish(worker.index, pending, error=exc)
             return
-        except Exception as exc:  # noqa: BLE001 - a bug in one render must not stop the dispatcher
-            self.admission.finish(pending, error=RenderFailed(f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - a bug in one render must not stop the worker's thread
+            self.admission.finish(worker.index, pending, error=RenderFailed(f"{type(exc).__name__}: {exc}"))
             return
         result = outcome.result
         for path, problem in result.problems:
             self.log.emit("media_problem", f"media problem in {path}: {problem}", "warning", SOURCE_PATH=path, PROBLEM=problem)
         self.metrics.render_time.observe(outcome.render_ms / 1000)
         self.frames.put(etag, (result.body, result.content_type), len(result.body))
-        self.admission.finish(pending, FrameResult(result.body, result.content_type, etag, outcome.render_ms, queue_ms, False))
+        self.admission.finish(worker.index, pending, FrameResult(result.body, result.content_type, etag, outcome.render_ms, queue_ms, False))
 
     def _publish_source_events(self) -> None:
         for state, message in self.source.drain_events():
@@ -161,11 +150,12 @@ class Service:
         begun = time.monotonic()
         self._request_seq += 1
         request_id = request.headers.get("x-request-id") or f"{os.getpid()}-{self._request_seq}"
-        spec = self.output_spec(request)
+        timeline = self.source.current_if_unchanged()
+        if timeline is None:  # the database changed: read it off the event loop
+            timeline = await asyncio.get_running_loop().run_in_executor(self.io, self.source.current, False)
+        spec = self.output_spec(request, timeline)
         fields: dict[str, Any] = {"REQUEST_ID": request_id, "METHOD": request.method, "PATH": request.target,
                                   "FRAME": frame, "CLIENT": client}
-        loop = asyncio.get_running_loop()
-        timeline = await loop.run_in_executor(self.io, self.source.current)
         etag = frame_etag(timeline, frame, spec)
         if etag_matches(request.headers.get("if-none-match", ""), etag):
             self._count("not_modified")
@@ -219,11 +209,9 @@ class Service:
                         headers=[("ETag", result.etag), ("X-Cache", "hit" if result.cached else "miss"), ("X-Request-Id", request_id),
                                  ("X-Render-Ms", f"{result.render_ms:.1f}"), ("X-Queue-Ms", f"{result.queue_ms:.1f}")])
 
-    def output_spec(self, request: Request) -> OutputSpec:
+    def output_spec(self, request: Request, timeline: Timeline) -> OutputSpec:
         query = request.query
-        cw, ch = self.config.canvas_width, self.config.canvas_height
-        timeline_canvas = self.source.current()
-        cw, ch = timeline_canvas.canvas_width, timeline_canvas.canvas_height
+        cw, ch = timeline.canvas_width, timeline.canvas_height
         width = _int_param(query, "width", 1, 16384)
         height = _int_param(query, "height", 1, 16384)
         if width and not height:

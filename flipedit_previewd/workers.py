@@ -10,11 +10,11 @@ which a thread cannot. Each worker reports what it is doing and since when, so
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -95,7 +95,7 @@ class Worker:
     frame: int | None = None
     completed: int = 0
     hung_reported: bool = False
-    future: asyncio.Future[Any] | None = None
+    killed_for_hang: bool = False
 
     def snapshot(self, now: float, hang_threshold: float) -> dict[str, Any]:
         age = now - self.since
@@ -106,7 +106,17 @@ class Worker:
                 "since_s": round(age, 3), "completed": self.completed}
 
 
+JobRunner = Callable[[Worker, Any], None]
+
+
 class WorkerPool:
+    """Worker processes, each driven by its own thread that takes jobs straight from admission.
+
+    The event loop is not on the dispatch path: a driver thread takes the next job, renders it
+    through its process (a blocking pipe round trip) and hands the result back; when the loop is
+    swamped by a flood of requests, the workers still never wait for it.
+    """
+
     def __init__(self, size: int, settings: WorkerSettings, hang_threshold: float) -> None:
         self.size = size
         self.settings = settings
@@ -115,15 +125,19 @@ class WorkerPool:
         self.completed = 0
         self.replaced = 0
         self._ctx = multiprocessing.get_context("spawn")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: asyncio.Queue[Worker] | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._next_job = 0
+        self._threads: list[threading.Thread] = []
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._idle = asyncio.Queue()
+    def start(self, take: Callable[[int, threading.Event], Any], run: JobRunner) -> None:
+        """Spawn the processes and their driver threads; ``take`` blocks for the next job, ``run`` does it."""
         for index in range(self.size):
-            self.workers.append(self._spawn(index))
+            worker = self._spawn(index)
+            self.workers.append(worker)
+            thread = threading.Thread(target=self._drive, args=(worker, take, run), daemon=True, name=f"worker-{index}")
+            thread.start()
+            self._threads.append(thread)
 
     def _spawn(self, index: int) -> Worker:
         parent_conn, child_conn = self._ctx.Pipe()
@@ -131,36 +145,46 @@ class WorkerPool:
                                     name=f"flipedit-previewd-worker-{index}", daemon=True)
         process.start()
         child_conn.close()
-        worker = Worker(index, process, parent_conn, state="idle")
-        threading.Thread(target=self._reader, args=(worker,), daemon=True, name=f"worker-reader-{index}").start()
-        assert self._idle is not None
-        self._idle.put_nowait(worker)
-        return worker
+        return Worker(index, process, parent_conn, state="idle")
 
-    def _reader(self, worker: Worker) -> None:
-        """Blocking pipe reads stay off the event loop; results are handed over thread-safely."""
-        loop = self._loop
-        assert loop is not None
-        while True:
-            try:
-                message = worker.conn.recv()
-            except (EOFError, OSError):
-                message = ("dead", None, "worker process exited", 0.0)
-            try:
-                loop.call_soon_threadsafe(self._deliver, worker, message)
-            except RuntimeError:
-                return  # loop closed
-            if message[0] == "dead":
+    def _drive(self, worker: Worker, take: Callable[[int, threading.Event], Any], run: JobRunner) -> None:
+        while not self._stop.is_set():
+            pending = take(worker.index, self._stop)
+            if pending is None:
                 return
+            run(self.workers[worker.index], pending)
 
-    def _deliver(self, worker: Worker, message: tuple[Any, ...]) -> None:
-        future = worker.future
-        if future is not None and not future.done():
-            future.set_result(message)
+    def render(self, worker: Worker, frame: int, spec: OutputSpec, timeline: Timeline) -> RenderOutcome:
+        """One job through ``worker``'s process, blocking (called from its driver thread, or at warm-up)."""
+        worker = self.workers[worker.index]
+        with self._lock:
+            self._next_job += 1
+            job = RenderJob(self._next_job, frame, spec, timeline)
+        worker.state, worker.since, worker.frame, worker.hung_reported = "rendering", time.monotonic(), frame, False
+        try:
+            worker.conn.send(job)
+            kind, _, payload, render_ms = worker.conn.recv()
+        except (EOFError, OSError, ValueError) as exc:
+            killed = worker.killed_for_hang
+            self._respawn(worker)
+            if killed:
+                raise GatewayTimeout(f"render of frame {frame} hung for over {self.hang_threshold:.0f} s; worker replaced") from None
+            raise RenderFailed(f"worker {worker.index} died: {exc or type(exc).__name__}") from None
+        worker.state, worker.since, worker.frame = "idle", time.monotonic(), None
+        worker.completed += 1
+        with self._lock:
+            self.completed += 1
+        if kind == "error":
+            raise RenderFailed(str(payload))
+        return RenderOutcome(payload, render_ms, worker.index)
 
-    @property
-    def idle_count(self) -> int:
-        return self._idle.qsize() if self._idle else 0
+    def _respawn(self, worker: Worker) -> None:
+        self._terminate(worker)
+        if self._stop.is_set():
+            return
+        with self._lock:
+            self.replaced += 1
+        self.workers[worker.index] = self._spawn(worker.index)
 
     def busy_count(self) -> int:
         return sum(1 for w in self.workers if w.state == "rendering")
@@ -169,51 +193,13 @@ class WorkerPool:
         now = time.monotonic() if now is None else now
         return [w for w in self.workers if w.state == "rendering" and now - w.since > self.hang_threshold]
 
-    async def acquire(self) -> Worker:
-        assert self._idle is not None
-        return await self._idle.get()
-
-    def release(self, worker: Worker) -> None:
-        """Return an acquired worker that ended up not being needed (e.g. a cache hit at start)."""
-        assert self._idle is not None
-        self._idle.put_nowait(worker)
-
-    async def render(self, worker: Worker, frame: int, spec: OutputSpec, timeline: Timeline) -> RenderOutcome:
-        """Run one job on an acquired worker; the worker goes back to the idle queue afterwards."""
-        assert self._loop is not None and self._idle is not None
-        self._next_job += 1
-        job = RenderJob(self._next_job, frame, spec, timeline)
-        worker.future = self._loop.create_future()
-        worker.state, worker.since, worker.frame, worker.hung_reported = "rendering", time.monotonic(), frame, False
-        try:
-            worker.conn.send(job)
-            kind, _, payload, render_ms = await worker.future
-        except (OSError, ValueError) as exc:
-            kind, payload, render_ms = "dead", f"cannot reach worker: {exc}", 0.0
-        finally:
-            worker.future = None
-        if kind == "dead":
-            self._replace(worker)
-            raise RenderFailed(f"worker {worker.index} died: {payload}")
-        worker.state, worker.since, worker.frame = "idle", time.monotonic(), None
-        worker.completed += 1
-        self.completed += 1
-        self._idle.put_nowait(worker)
-        if kind == "error":
-            raise RenderFailed(str(payload))
-        return RenderOutcome(payload, render_ms, worker.index)
-
-    def _replace(self, worker: Worker) -> None:
-        self.replaced += 1
-        self._terminate(worker)
-        self.workers[self.workers.index(worker)] = self._spawn(worker.index)
-
     def replace_hung(self, worker: Worker) -> None:
-        """Kill a hung worker; its waiter gets a 504 and a fresh process takes its place."""
-        future = worker.future
-        self._replace(worker)
-        if future is not None and not future.done():
-            future.set_exception(GatewayTimeout(f"render of frame {worker.frame} hung for over {self.hang_threshold:.0f} s"))
+        """Kill a hung worker's process; its driver thread answers 504 and starts a fresh one."""
+        worker.killed_for_hang = True
+        try:
+            worker.process.kill()
+        except (OSError, ValueError, AttributeError):
+            pass
 
     def _terminate(self, worker: Worker) -> None:
         worker.state = "dead"
@@ -225,11 +211,13 @@ class WorkerPool:
         worker.conn.close()
 
     def stop(self) -> None:
+        self._stop.set()
         for worker in self.workers:
-            try:
-                worker.conn.send(None)
-            except (OSError, ValueError):
-                pass
+            if worker.state != "rendering":
+                try:
+                    worker.conn.send(None)
+                except (OSError, ValueError):
+                    pass
         deadline = time.monotonic() + 2
         for worker in self.workers:
             worker.process.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -23,6 +23,15 @@ from sandbox import Sandbox, SandboxError, leftovers  # noqa: E402
 LAYERS = ("unit", "integration", "system")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", help="long modes: 50,000 fuzz cases instead of 2,000")
+
+
+@pytest.fixture(scope="session")
+def fuzz_examples(request: pytest.FixtureRequest) -> int:
+    return 50_000 if request.config.getoption("--long") else 2_000
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         for layer in LAYERS:

@@ -61,3 +61,30 @@ def decode(body: bytes) -> Image.Image:
 
 def close_to(pixel: tuple[int, ...], colour: tuple[int, int, int], tolerance: int = 40) -> bool:
     return all(abs(a - b) <= tolerance for a, b in zip(pixel, colour, strict=False))
+
+
+def exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+    """Send raw bytes; return (status, whole response) once one complete response arrived, or (0, b"") on a clean close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        buf = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError as exc:
+                raise AssertionError(f"connection reset by the daemon after {buf[:80]!r}") from exc
+            if not chunk:
+                break
+            buf += chunk
+            head, sep, body = buf.partition(b"\r\n\r\n")
+            if sep:
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+                if len(body) >= length:
+                    break
+    if not buf:
+        return 0, b""
+    assert buf.startswith(b"HTTP/1.1 "), buf[:80]
+    return int(buf.split(b" ", 2)[1]), buf

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -25,12 +26,16 @@ def test_identical_requests_join_one_pending_job() -> None:
 
 def test_request_for_a_frame_in_flight_queues_one_more_not_more() -> None:
     async def scenario() -> None:
-        adm = Admission(capacity=1, queue_size=5, queue_timeout=5)
+        adm = Admission(capacity=2, queue_size=5, queue_timeout=5)
         adm.submit((7, "s"))
-        started = await adm.next_job()  # now in flight
+        started = adm.take(0, threading.Event())  # now in flight on worker 0
+        assert started is not None
         pendings = {id(adm.submit((7, "s"))) for _ in range(10)}
-        assert len(pendings) == 1 and len(adm.queue) == 1 and (7, "s") in adm.in_flight
-        adm.finish(started, "frame")
+        assert len(pendings) == 1 and len(adm.queue) == 1 and adm.in_flight[0] is started
+        other = adm.submit((8, "s"))
+        # A second worker skips the URL already being rendered and takes the next one.
+        assert adm.take(1, threading.Event()) is other
+        adm.finish(0, started, "frame")
         assert started.future.result() == "frame"
     run(scenario())
 
@@ -53,7 +58,7 @@ def test_expired_deadline_is_answered_503_and_never_started() -> None:
         stale = adm.submit((1,))
         await asyncio.sleep(0.05)
         fresh = adm.submit((2,))
-        job = await adm.next_job()
+        job = adm.take(0, threading.Event())
         assert job is fresh
         with pytest.raises(Overloaded) as info:
             stale.future.result()
@@ -91,3 +96,10 @@ def test_retry_after_follows_service_rate() -> None:
     for t in range(10):
         meter.mark(100.0 + t)
     assert 0.9 <= meter.rate(now=110.0) <= 1.1
+
+
+def test_take_returns_none_when_stopped_and_waits_otherwise() -> None:
+    adm = Admission(capacity=1, queue_size=5, queue_timeout=5)
+    stop = threading.Event()
+    stop.set()
+    assert adm.take(0, stop) is None

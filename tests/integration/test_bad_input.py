@@ -1,0 +1,101 @@
+"""Bad input at the daemon: the malformed-request corpus and property-based fuzzing over a real socket."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from helpers import ROOT, build_project, exchange, solid_png
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+CORPUS = [json.loads(line) for line in (ROOT / "tests/corpus/malformed_http.jsonl").read_text().splitlines()]
+DOCUMENTED = {0, 200, 304, 400, 403, 404, 405, 408, 413, 414, 431, 503, 505}
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from conftest import Daemon
+
+    tmp = tmp_path_factory.mktemp("badinput")
+    red = solid_png(tmp / "red.png", (32, 32), (255, 0, 0))
+    db = tmp / "p.sqlite"
+    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 64, 64), "end": 100_000}]}])
+    d = Daemon(["--project", str(db), "--request-timeout", "2", "--allowed-roots", str(tmp)], tmp=tmp).start()
+    yield d
+    d.stop()
+
+
+def test_corpus_has_100_entries_each_gets_its_status(daemon: Any) -> None:
+    assert len(CORPUS) >= 100
+    for entry in CORPUS:
+        status, answer = exchange(daemon.port, entry["request"].encode("latin-1"))
+        assert status in entry["expect"], (entry["why"], answer[:200])
+        if status >= 400 and status not in (404, 405):
+            assert b"Connection: close" in answer, entry["why"]
+    assert daemon.get("/get_frame/1").status_code == 200
+    assert daemon.health()["status"] == "ok" and daemon.proc.poll() is None
+
+
+TOKEN = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=30)
+METHODS = st.sampled_from(["GET", "PUT", "HEAD", "POST", "DELETE", "G ET", "", "\x00"]) | TOKEN
+PATHS = st.sampled_from(["/get_frame/1", "/health", "/timeline", "/metrics", "/debug/timeline", "/get_frame/-1", "*", ""]) | TOKEN.map(lambda t: "/" + t)
+
+
+@st.composite
+def raw_requests(draw: st.DrawFn) -> bytes:
+    method, path = draw(METHODS), draw(PATHS)
+    query = draw(st.sampled_from(["", "?width=100", "?quality=500", "?width=abc&height=-1", "?format=png"]) | TOKEN.map(lambda t: "?" + t))
+    version = draw(st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1.1 x", ""]))
+    headers = draw(st.lists(st.tuples(TOKEN, TOKEN), max_size=6))
+    body = draw(st.binary(max_size=64))
+    lines = [f"{method} {path}{query} {version}", "Host: fuzz"] + [f"{k}: {v}" for k, v in headers]
+    if draw(st.booleans()):
+        lines.append(f"Content-Length: {draw(st.sampled_from([len(body), 0, -1, 10**12]) | st.integers(0, 100))}")
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    if draw(st.booleans()):
+        raw = raw[: draw(st.integers(0, len(raw)))] + b"\r\n\r\n"
+    return raw
+
+
+def test_fuzzed_requests_get_documented_answers(daemon: Any, fuzz_examples: int) -> None:
+    @settings(max_examples=fuzz_examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(raw_requests())
+    def check(raw: bytes) -> None:
+        status, answer = exchange(daemon.port, raw + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=10)
+        assert status in DOCUMENTED and status != 500, answer[:300]
+
+    check()
+    assert daemon.get("/health").json()["status"] in ("ok", "overloaded")
+    assert daemon.get("/get_frame/2").status_code == 200
+
+
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                       lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5), max_leaves=20)
+CLIP = st.fixed_dictionaries({"source_path": st.sampled_from(["/etc/passwd", "rel.png", "", "/nonexistent/x.mp4"]) | st.text(max_size=20),
+                              "start_on_track_ms": JSONISH | st.integers(-10, 10_000), "end_on_track_ms": JSONISH | st.integers(-10, 10_000)},
+                             optional={"rect": JSONISH, "flip": JSONISH | st.integers(-1, 3), "type": JSONISH, "start_in_source_ms": JSONISH})
+TIMELINES = st.fixed_dictionaries({"tracks": st.lists(st.fixed_dictionaries({"clips": st.lists(CLIP, max_size=3)},
+                                                                           optional={"order": JSONISH, "visible": JSONISH, "id": JSONISH}), max_size=3) | JSONISH},
+                                  optional={"canvas": JSONISH, "frame_rate": JSONISH}) | JSONISH
+
+
+def test_fuzzed_json_timelines_get_400_or_403_never_500(daemon: Any, fuzz_examples: int) -> None:
+    import requests
+
+    session = requests.Session()
+
+    @settings(max_examples=fuzz_examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(TIMELINES)
+    def check(doc: Any) -> None:
+        body = json.dumps(doc, allow_nan=True)
+        r = session.put(daemon.url + "/timeline", data=body, timeout=10)
+        assert r.status_code in (200, 400, 403), r.text[:300]
+        if r.status_code == 400:
+            assert r.json().get("field") or "JSON" in r.json()["detail"]
+
+    check()
+    session.delete(daemon.url + "/timeline", timeout=10)
+    assert daemon.get("/get_frame/3").status_code == 200
+

@@ -1,0 +1,328 @@
+"""The reliability suite: the daemon's promises under load, faults and restarts, in the real-systemd sandbox.
+
+Each test prints its figures (pytest -s shows them; the README's reliability table quotes them).
+Loopback only, bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import selectors
+import signal
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from deploy import UNIT, Deployed, wait_active
+from helpers import wait_for
+
+from flipedit_previewd.client import PreviewClient, make_retry
+from flipedit_previewd.demo import ensure_demo_project
+
+WATCHDOG_SEC, RESTART_SEC = 5, 1
+
+
+def demo_deploy(deployed: Any, tmp_path: Path, **kwargs: Any) -> Deployed:
+    """The built-in demo project (an H.264 clip and a still): renders that cost real work."""
+    db = Path(ensure_demo_project(tmp_path / "demo"))
+    (tmp_path / "project.sqlite").symlink_to(db)
+    d: Deployed = deployed(**kwargs)
+    requests.get(d.url + "/health", timeout=30)
+    wait_active(d)
+    return d
+
+
+def report(name: str, **figures: Any) -> None:
+    print(f"\n[reliability] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def unique_path(counter: int) -> str:
+    """Frame and width vary so renders are real work, not cache hits."""
+    return f"/get_frame/{counter % 150}?width={640 + (counter // 150) % 640}"
+
+
+def measure_capacity(url: str, seconds: float = 5.0, clients: int = 4) -> float:
+    counter = [10_000_000]
+    lock = threading.Lock()
+    done = [0]
+    end = time.monotonic() + seconds
+
+    def run() -> None:
+        with requests.Session() as session:
+            while time.monotonic() < end:
+                with lock:
+                    counter[0] += 1
+                    path = unique_path(counter[0])
+                if session.get(url + path, timeout=10).status_code == 200:
+                    with lock:
+                        done[0] += 1
+
+    threads = [threading.Thread(target=run) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return done[0] / seconds
+
+
+def test_overload_400_connections_20s(deployed: Any, tmp_path: Path) -> None:
+    d = demo_deploy(deployed, tmp_path)
+    capacity = measure_capacity(d.url)
+    sel = selectors.DefaultSelector()
+    statuses: dict[str, int] = {}
+    errors = [0]
+    missing_retry_after = [0]
+    counter = [0]
+
+    def send(sock: socket.socket, state: dict[str, Any]) -> None:
+        counter[0] += 1
+        sock.sendall(f"GET {unique_path(counter[0])} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        state["buf"] = b""
+
+    for _ in range(400):
+        sock = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        sock.setblocking(False)
+        state: dict[str, Any] = {"buf": b""}
+        sel.register(sock, selectors.EVENT_READ, state)
+        send(sock, state)
+    health_times: list[float] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                t0 = time.monotonic()
+                session.get(d.url + "/health", timeout=5)
+                health_times.append(time.monotonic() - t0)
+                time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    started = time.monotonic()
+    deadline = started + 20
+    while time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.5):
+            sock, state = key.fileobj, key.data
+            assert isinstance(sock, socket.socket)
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionError:
+                chunk = b""
+            if not chunk:
+                errors[0] += 1
+                sel.unregister(sock)
+                sock.close()
+                continue
+            state["buf"] += chunk
+            head, sep, body = state["buf"].partition(b"\r\n\r\n")
+            if not sep:
+                continue
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            if len(body) < length:
+                continue
+            status = head.split(b" ", 2)[1].decode()
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == "503" and b"\r\nretry-after:" not in head.lower():
+                missing_retry_after[0] += 1
+            if time.monotonic() < deadline:
+                send(sock, state)
+    wall = time.monotonic() - started
+    stop.set()
+    watcher.join()
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
+    goodput = statuses.get("200", 0) / wall
+    health_p99 = statistics.quantiles(health_times, n=100, method="inclusive")[98]
+    report("overload 400x20s", capacity_per_s=round(capacity, 1), goodput_per_s=round(goodput, 1),
+           goodput_ratio=round(goodput / capacity, 2), statuses=statuses, connection_errors=errors[0],
+           health_p99_s=round(health_p99, 3), health_max_s=round(max(health_times), 3))
+    assert errors[0] == 0
+    assert set(statuses) <= {"200", "503"} and missing_retry_after[0] == 0
+    assert health_p99 < 1.0
+    assert goodput >= 0.9 * capacity
+
+
+def test_kill9_every_5s_while_20_clients_fetch(deployed: Any, tmp_path: Path) -> None:
+    d = demo_deploy(deployed, tmp_path)
+    failures: list[str] = []
+    ok = [0]
+    stop = threading.Event()
+
+    def client_loop(seed: int) -> None:
+        rng = random.Random(seed)
+        client = PreviewClient(d.url, timeout=15, retry=make_retry(attempts=6, backoff=0.2))
+        while not stop.is_set():
+            try:
+                client.frame(rng.randrange(0, 150), width=320)
+                ok[0] += 1
+            except Exception as exc:  # noqa: BLE001 - every failure is a finding
+                failures.append(repr(exc))
+        client.close()
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    kills = 0
+    pids = set()
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        time.sleep(5)
+        pid = d.main_pid()
+        if pid:
+            pids.add(pid)
+            os.kill(pid, signal.SIGKILL)
+            kills += 1
+    time.sleep(4)
+    stop.set()
+    for t in threads:
+        t.join()
+    report("kill -9 every 5 s for 30 s, 20 clients", kills=kills, fetches_ok=ok[0], failures=len(failures),
+           restarts=d.show("NRestarts")["NRestarts"])
+    assert kills >= 5 and len(pids) >= 5
+    assert not failures, failures[:3]
+
+
+def test_hangs_are_restarted_every_time(deployed: Any, tmp_path: Path) -> None:
+    stop_times, stuck_times = [], []
+    d = demo_deploy(deployed, tmp_path)
+    for _ in range(5):
+        before, pid = int(d.show("NRestarts")["NRestarts"]), d.main_pid()
+        os.kill(pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        assert wait_for(lambda b=before: int(d.show("NRestarts")["NRestarts"]) > b, 20, 0.05)
+        stop_times.append(time.monotonic() - t0)
+        requests.get(d.url + "/health", timeout=30)
+        wait_active(d)
+    d.box.systemctl("stop", "flipedit-preview.socket", UNIT)
+    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "hang", "FLIPEDIT_PREVIEWD_HANG_THRESHOLD": "2"})
+    for _ in range(5):
+        requests.get(d.url + "/health", timeout=30)
+        wait_active(d)
+        before = int(d.show("NRestarts")["NRestarts"])
+        t0 = time.monotonic()
+        for frame in (1, 2):
+            threading.Thread(target=_quiet_get, args=(f"{d.url}/get_frame/{frame}",), daemon=True).start()
+        assert wait_for(lambda b=before: int(d.show("NRestarts")["NRestarts"]) > b, 30, 0.05)
+        stuck_times.append(time.monotonic() - t0)
+    report("hang", sigstop_restart_s=[round(t, 2) for t in stop_times], stuck_render_restart_s=[round(t, 2) for t in stuck_times],
+           bound_s=WATCHDOG_SEC + RESTART_SEC + 2)
+    assert max(stop_times) <= WATCHDOG_SEC + RESTART_SEC + 2
+    # A stuck render is only a hang once it outlives hang_threshold (2 s here) and the next tick (2 s) sees it.
+    assert max(stuck_times) <= 2 + 2 + WATCHDOG_SEC + RESTART_SEC + 2
+
+
+def _quiet_get(url: str) -> None:
+    try:
+        requests.get(url, timeout=30)
+    except requests.RequestException:
+        pass
+
+
+def test_keepalive_200_reuses_after_idle_0_to_20s(deployed: Any, tmp_path: Path) -> None:
+    d = demo_deploy(deployed, tmp_path)
+    failures: list[str] = []
+    done = [0]
+    idles: list[float] = []
+
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        client = PreviewClient(d.url, timeout=10)
+        for _ in range(10):
+            idle = rng.uniform(0, 20)
+            idles.append(idle)
+            time.sleep(idle)
+            try:
+                client.frame(rng.randrange(0, 150), width=320)
+                done[0] += 1
+            except Exception as exc:  # noqa: BLE001
+                failures.append(repr(exc))
+        client.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    report("keep-alive reuse", reuses=done[0], failures=len(failures), idle_min_s=round(min(idles), 2), idle_max_s=round(max(idles), 2))
+    assert done[0] == 200 and not failures
+
+
+def test_slowloris_does_not_delay_normal_clients(deployed: Any, tmp_path: Path) -> None:
+    d = demo_deploy(deployed, tmp_path)
+
+    def p95(samples: int = 100) -> float:
+        times = []
+        with requests.Session() as session:
+            for i in range(samples):
+                t0 = time.perf_counter()
+                assert session.get(f"{d.url}/get_frame/{i % 150}?width=320&quality={50 + i % 40}", timeout=10).status_code == 200
+                times.append(time.perf_counter() - t0)
+        return statistics.quantiles(times, n=100, method="inclusive")[94]
+
+    p95(30)  # warm decoders
+    unloaded = p95()
+    drips = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(100)]
+    stop = threading.Event()
+
+    def drip() -> None:
+        payload = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"z" * 100
+        i = 0
+        while not stop.is_set() and i < len(payload):
+            for sock in drips:
+                try:
+                    sock.send(payload[i:i + 1])
+                except OSError:
+                    pass
+            i += 1
+            stop.wait(1.0)
+
+    dripper = threading.Thread(target=drip)
+    dripper.start()
+    time.sleep(1.5)
+    loaded = p95()
+    stop.set()
+    dripper.join()
+    for sock in drips:
+        sock.close()
+    report("slowloris 100 drips", unloaded_p95_ms=round(unloaded * 1000, 2), loaded_p95_ms=round(loaded * 1000, 2),
+           ratio=round(loaded / unloaded, 2))
+    assert loaded <= 2 * unloaded + 0.005  # 5 ms of slack for a shared, noisy 2-core machine
+
+
+def test_graceful_stop_and_reload_under_load(deployed: Any, tmp_path: Path) -> None:
+    d = demo_deploy(deployed, tmp_path)
+    failures: list[str] = []
+    ok = [0]
+    stop = threading.Event()
+
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        client = PreviewClient(d.url, timeout=15, retry=make_retry(attempts=6, backoff=0.2))
+        while not stop.is_set():
+            try:
+                client.frame(rng.randrange(0, 150), width=rng.choice([320, 480, 640]))
+                ok[0] += 1
+            except Exception as exc:  # noqa: BLE001
+                failures.append(repr(exc))
+        client.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    d.box.systemctl("reload", UNIT)
+    time.sleep(2)
+    first_pid = d.main_pid()
+    d.box.systemctl("stop", UNIT)  # the socket stays: the next request starts the service again
+    time.sleep(4)
+    stop.set()
+    for t in threads:
+        t.join()
+    report("stop and reload under load", fetches_ok=ok[0], failures=len(failures), restarted=d.main_pid() not in (0, first_pid))
+    assert not failures, failures[:3]
+    assert d.show("ActiveState")["ActiveState"] == "active" and d.main_pid() != first_pid
