@@ -127,6 +127,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body_bytes", _positive_int, 4 * 1024 * 1024, "bytes", "Largest request body (PUT /timeline); larger is answered 413.", "int"),
     Setting("hang_threshold", _positive_float, 10.0, "s", "A render running longer than this counts as hung and is logged; all workers hung stops the watchdog heartbeat.", "float"),
     Setting("drain_timeout", _positive_float, 20.0, "s", "On SIGTERM, time allowed for in-flight and queued work; keep below TimeoutStopSec.", "float"),
+    Setting("loop_nice", _non_negative_int, 10, "", "Nice increment of the event-loop thread only (Linux priorities are per thread): under a flood of requests the CPU goes to rendering rather than to refusing; 0 disables.", "int"),
     Setting("canvas_width", _positive_int, 1280, "px", "Canvas width of the composited timeline.", "int"),
     Setting("canvas_height", _positive_int, 720, "px", "Canvas height of the composited timeline.", "int"),
     Setting("frame_rate", _positive_float, 30.0, "fps", "Timeline frame rate (the editor's timing model).", "float"),

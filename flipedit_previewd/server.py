@@ -252,6 +252,13 @@ class Server:
             self.servers.append(server)
         self._health_thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
         self._health_thread.start()
+        if self.config.loop_nice:
+            # Only this thread: the workers' driver threads and processes were created before and keep
+            # their priority, so under a flood the CPU goes to rendering, not to answering 503s.
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.loop_nice)
+            except OSError:
+                pass
         self.notify(f"READY=1\nSTATUS={self.service.status_line()}\nMAINPID={os.getpid()}")
         self.log.emit("ready", f"ready: serving {self.service.source.path or 'no project'} with {self.config.workers} workers",
                       "info", PROJECT=self.service.source.path, WORKERS=self.config.workers)
