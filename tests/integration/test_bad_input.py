@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from helpers import ROOT, build_project, exchange, solid_png
+from helpers import ROOT, Daemon, build_project, exchange, solid_png
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,8 +16,6 @@ DOCUMENTED = {0, 200, 304, 400, 403, 404, 405, 408, 413, 414, 431, 503, 505}
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from conftest import Daemon
-
     tmp = tmp_path_factory.mktemp("badinput")
     red = solid_png(tmp / "red.png", (32, 32), (255, 0, 0))
     db = tmp / "p.sqlite"
