@@ -21,11 +21,11 @@ version=$(dpkg-parsechangelog -l packaging/debian/changelog -S Version)
 src="$out/flipedit-previewd-$version"
 rm -rf "$out"
 mkdir -p "$src"
-git ls-files -z | xargs -0 -I{} cp --parents {} "$src/"   # tracked files only: no venv, no build output
+git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} cp --parents {} "$src/"   # no venv, no build output
 cp -r packaging/debian "$src/debian"
 # Debian's own Python, not a virtual environment that happens to be first on PATH.
 (cd "$src" && PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b >"$out/build.log" 2>&1) || { tail -40 "$out/build.log"; exit 1; }
 deb=$(ls "$out"/flipedit-previewd_*_all.deb)
 echo "build-deb: built $deb"
-PATH=/usr/sbin:/usr/bin:/sbin:/bin lintian --no-tag-display-limit "$deb" | tee "$out/lintian.txt" || true
+PATH=/usr/sbin:/usr/bin:/sbin:/bin lintian --tag-display-limit 0 --info "$deb" | tee "$out/lintian.txt" || true
 if grep -q "^E:" "$out/lintian.txt"; then echo "build-deb: lintian errors"; exit 1; fi
