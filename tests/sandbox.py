@@ -30,8 +30,17 @@ INIT_SCRIPT = r"""
 set -eu
 scope="$1"; manager="$2"; unit_dir="$3"
 for root in /sys/fs/cgroup/unified /sys/fs/cgroup/systemd; do echo $$ > "$root/$scope/cgroup.procs"; done
+# /run is not a mount point on these machines; on a booted system it is (a tmpfs), and systemd relies
+# on that: MountAPIVFS=, implied by ProtectKernelTunables= and other hardening, mounts an empty tmpfs
+# on a /run that is not a mount point, hiding journald's and the manager's sockets from the service.
+mount --bind /run /run
 mount -t tmpfs tmpfs /run/systemd
 mkdir -p /run/systemd/system /run/systemd/journal
+# The inaccessible nodes PID 1 creates at boot: the hardening directives (ProtectKernelModules=,
+# ProtectProc=, InaccessiblePaths=, ...) bind-mount them over what a service must not see.
+mkdir -m 0755 /run/systemd/inaccessible
+( cd /run/systemd/inaccessible && touch reg && mkdir dir && mkfifo fifo && mknod chr c 0 0 && mknod blk b 0 0 \
+  && python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind("sock")' && chmod 0000 reg dir fifo chr blk sock )
 mount -t tmpfs tmpfs /run/log
 mount -t tmpfs tmpfs /run/user
 mount -t tmpfs tmpfs "$unit_dir"

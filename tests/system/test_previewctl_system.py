@@ -53,7 +53,7 @@ def test_health_and_status_find_the_daemon_and_see_a_watchdog_restart(deployed: 
     result = ctl(d, "health")
     assert result.returncode == 0 and "unix:/run/user/0/flipedit-preview.sock" in result.stdout, result.stderr
     before = ctl(d, "status")
-    assert before.returncode == 0 and "restarts    0" in before.stdout
+    assert before.returncode == 0 and "restarts    0" in before.stdout, before.stdout
     os.kill(d.main_pid(), signal.SIGSTOP)
     assert wait_for(lambda: d.show("NRestarts")["NRestarts"] != "0", 15)
     requests.get(d.url + "/health", timeout=30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -264,3 +265,20 @@ def _overload(port: int, url: str, connections: int, seconds: float) -> dict[str
         key.fileobj.close()  # type: ignore[union-attr]
     return {**counters, "statuses": statuses, "health_max_s": round(max(health_times), 3),
             "health_states": sorted(health_states)}
+
+
+def _exposure(output: str) -> float:
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", output)
+    assert match, output[-500:]
+    return float(match.group(1))
+
+
+def test_units_are_hardened_to_exposure_2_or_lower(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.install_units(ROOT / "systemd", {UNIT: f"[Service]\nExecStart=\nExecStart={ROOT}/.venv/bin/flipedit-previewd\n"})
+    user = _exposure(sandbox.run("systemd-analyze", "--user", "security", "--no-pager", UNIT, check=False).stdout)
+    system_unit = tmp_path / UNIT
+    system_unit.write_text((ROOT / "systemd/system" / UNIT).read_text().replace("/usr/bin/flipedit-previewd", f"{ROOT}/.venv/bin/flipedit-previewd"))
+    result = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(system_unit)], capture_output=True, text=True)
+    system = _exposure(result.stdout)
+    print(f"\nexposure: user unit {user}, system unit {system}")
+    assert user <= 2.0 and system <= 2.0
