@@ -76,6 +76,7 @@ def overload(url: str, connections: int, seconds: float, quiet: bool, frames: in
     sel = selectors.DefaultSelector()
     statuses: dict[str, int] = {}
     latencies: list[float] = []
+    latencies_503: list[float] = []
     errors = {"connect": 0, "reset_or_closed": 0}
     retry_after_missing = 0
     counter = [0]
@@ -123,6 +124,8 @@ def overload(url: str, connections: int, seconds: float, quiet: bool, frames: in
                 status = head.split(b" ", 2)[1].decode()
                 statuses[status] = statuses.get(status, 0) + 1
                 latencies.append((time.perf_counter() - state["sent"]) * 1000)
+                if status == "503":
+                    latencies_503.append(latencies[-1])
                 if status == "503" and b"\r\nretry-after:" not in head.lower():
                     retry_after_missing += 1
                 if time.monotonic() < deadline:
@@ -132,6 +135,7 @@ def overload(url: str, connections: int, seconds: float, quiet: bool, frames: in
     wall = time.monotonic() - started
     return {"connections": connections, "seconds": round(wall, 1), "per_s": round(sum(statuses.values()) / wall, 1),
             "goodput_per_s": round(statuses.get("200", 0) / wall, 1), "latency_ms": pct(sorted(latencies)),
+            "latency_503_ms": pct(sorted(latencies_503)),
             "statuses": statuses, "connection_errors": sum(errors.values()), "errors": errors,
             "503_without_retry_after": retry_after_missing}
 

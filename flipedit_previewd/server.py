@@ -112,8 +112,8 @@ class ClientProtocol(asyncio.Protocol):
         self._write(response, head_only=request.method == "HEAD")
         self.task = None
         self.buffered = 0
-        if self.transport is None or self.transport.is_closing():
-            return
+        if self.transport is None or self.transport.is_closing() or self.lingering:
+            return  # answered with Connection: close: no next request on this connection
         if self.paused:
             self.transport.resume_reading()
             self.paused = False

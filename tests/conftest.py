@@ -64,6 +64,8 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
     yield start
     for daemon in started:
         daemon.stop()
+    for daemon in started:  # whatever a test did, the daemon never dies of an unhandled exception
+        assert "Traceback" not in daemon.log(), daemon.log()[-3000:]
 
 
 @pytest.fixture(scope="module")

@@ -343,3 +343,12 @@ def test_bad_media_renders_placeholder_logged_once(start_daemon: Any, tmp_path: 
         assert daemon.get(f"/get_frame/{frame}").status_code == 200
     assert daemon.log().count(f"media problem in {broken}") == 1
     assert daemon.health()["status"] == "ok"
+
+
+def test_connection_close_and_http10_end_cleanly(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
+    db, _ = project
+    daemon = start_daemon("--project", str(db))
+    for request in (b"GET /health HTTP/1.0\r\n\r\n", b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
+        answer = raw_exchange(daemon.port, request)
+        assert answer.startswith(b"HTTP/1.1 200 OK") and answer.count(b"HTTP/1.1") == 1
+    assert "Traceback" not in daemon.log() and "never retrieved" not in daemon.log()

@@ -1,0 +1,384 @@
+"""The daemon against what users would run instead, side by side in one run, on the same scene.
+
+Servers (all on loopback, each started here and ended by PID):
+  daemon     flipedit-previewd (2 worker processes)
+  old        baseline 1: the old server's design (Flask dev server, global-lock queue of 20, 2 workers), naive renders
+  gunicorn   baseline 2: gunicorn (2 workers, gthread) + Flask, naive renders
+  gunicorn+  baseline 3: gunicorn (2 workers, gthread) + Flask, the daemon's own render function
+  fixed      baseline 4: uvicorn + httptools answering a fixed 24 KB body (the cached-path ceiling)
+Scenarios, every server in alternation, several rounds (medians and per-round ratios):
+  steady-2, steady-8  closed-loop clients on distinct frames
+  overload            400 connections (raw sockets, no backoff) for --overload-seconds
+  drag                60 requests/s for one frame while the clip's rectangle changes; settle latency
+  cached, cached-etag one frame again and again, without and with If-None-Match
+Writes bench/RESULTS.md and bench/latency.png.  Usage: .venv/bin/python bench/peers.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from load import overload as raw_overload  # noqa: E402
+from render import make_scene  # noqa: E402
+
+from flipedit_previewd.projectdb import add_clip, add_track, create_project_db, set_clip_rect  # noqa: E402
+
+VENV = ROOT / ".venv/bin"
+DRAG_FRAME = 100
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_project(directory: Path, scene: dict[str, Path]) -> Path:
+    db = directory / "bench.sqlite"
+    create_project_db(db, 3)
+    conn = sqlite3.connect(str(db))
+    with conn:
+        bottom, middle, top = add_track(conn, "bg", 0), add_track(conn, "pip", 1), add_track(conn, "logo", 2)
+        add_clip(conn, 3, bottom, str(scene["big"]), "video", 0, 8000, rect=(0, 0, 1280, 720))
+        add_clip(conn, 3, middle, str(scene["small"]), "video", 0, 8000, rect=(640, 360, 600, 338))
+        add_clip(conn, 3, top, str(scene["still"]), "image", 0, 8000, rect=(40, 40, 300, 200))
+    conn.close()
+    return db
+
+
+class Server:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.name, self.argv, self.env = name, argv, env or {}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [a.replace("{port}", str(self.port)) for a in self.argv]
+        self.proc = subprocess.Popen(argv, env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True, cwd=str(HERE / "baselines"))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                    requests.get(self.url + "/get_frame/0", timeout=30)  # warm
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)  # the server's own process group: its workers too
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.proc = None
+
+
+def servers(db: Path) -> list[Server]:
+    flask_env = {"FLIPEDIT_DB": str(db), "PYTHONPATH": f"{ROOT}:{HERE / 'baselines'}"}
+    gunicorn = [str(VENV / "gunicorn"), "-k", "gthread", "-w", "2", "--threads", "4", "-b", "127.0.0.1:{port}", "flask_app:app"]
+    return [
+        Server("daemon", [str(VENV / "flipedit-previewd"), "--project", str(db), "--listen", "127.0.0.1:{port}"],
+               {"XDG_CONFIG_HOME": str(db.parent)}),
+        Server("old", [str(VENV / "python"), str(HERE / "baselines/old_server.py"), str(db), "{port}"], {"PYTHONPATH": str(ROOT)}),
+        Server("gunicorn", gunicorn, {**flask_env, "PIPELINE": "naive"}),
+        Server("gunicorn+", gunicorn, {**flask_env, "PIPELINE": "daemon"}),
+        Server("fixed", [str(VENV / "uvicorn"), "--http", "httptools", "--no-access-log", "--log-level", "error",
+                         "--host", "127.0.0.1", "--port", "{port}", "fixed_asgi:app"]),
+    ]
+
+
+def pct(values: list[float]) -> dict[str, float]:
+    if len(values) < 2:
+        v = values[0] if values else float("nan")
+        return {"p50": v, "p95": v, "p99": v}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98]}
+
+
+def closed_loop(url: str, clients: int, seconds: float, path: Callable[[int], str], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    counter = [0]
+    lock = threading.Lock()
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    errors = [0]
+    end = time.monotonic() + seconds
+
+    def run() -> None:
+        with requests.Session() as session:
+            while time.monotonic() < end:
+                with lock:
+                    counter[0] += 1
+                    n = counter[0]
+                t0 = time.perf_counter()
+                try:
+                    r = session.get(url + path(n), timeout=10, headers=headers)
+                    r.content  # noqa: B018 - read the whole body
+                    key = str(r.status_code)
+                except requests.RequestException:
+                    key = "error"
+                elapsed = (time.perf_counter() - t0) * 1000
+                with lock:
+                    statuses[key] = statuses.get(key, 0) + 1
+                    if key == "error":
+                        errors[0] += 1
+                    else:
+                        latencies.append(elapsed)
+
+    threads = [threading.Thread(target=run) for _ in range(clients)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - started
+    ok = statuses.get("200", 0) + statuses.get("304", 0)
+    return {"per_s": ok / wall, "latency_ms": pct(sorted(latencies)), "statuses": statuses, "errors": errors[0]}
+
+
+def drag(server: Server, db: Path, seconds: float, trials: int = 15) -> dict[str, Any]:
+    """60 requests/s for one frame in the background while a prober measures settle latencies."""
+    stop = threading.Event()
+    background: list[float] = []
+
+    def load() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    session.get(f"{server.url}/get_frame/{DRAG_FRAME}", timeout=10).content  # noqa: B018
+                    background.append((time.perf_counter() - t0) * 1000)
+                except requests.RequestException:
+                    pass
+                stop.wait(max(0.0, 1 / 60 - (time.perf_counter() - t0)))
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    conn = sqlite3.connect(str(db), timeout=5)
+    clip_id = conn.execute("SELECT id FROM clips WHERE type='image'").fetchone()[0]
+    settles: list[float] = []
+    with requests.Session() as session:
+        before = hashlib.sha1(session.get(f"{server.url}/get_frame/{DRAG_FRAME}", timeout=10).content).digest()
+        for trial in range(trials):
+            with conn:
+                set_clip_rect(conn, 3, clip_id, (40.0 + 30 * ((trial % 20) + 1), 40.0, 300.0, 200.0))
+            changed = time.perf_counter()
+            while time.perf_counter() - changed < 10:
+                body = session.get(f"{server.url}/get_frame/{DRAG_FRAME}", timeout=10).content
+                digest = hashlib.sha1(body).digest()
+                if digest != before:
+                    settles.append((time.perf_counter() - changed) * 1000)
+                    before = digest
+                    break
+            time.sleep(seconds / trials)
+    with conn:
+        set_clip_rect(conn, 3, clip_id, (40.0, 40.0, 300.0, 200.0))
+    conn.close()
+    stop.set()
+    thread.join()
+    return {"settle_ms": pct(sorted(settles)), "background_ms": pct(sorted(background)), "settles": len(settles)}
+
+
+def warm_render_ms(server: Server) -> float:
+    times = []
+    with requests.Session() as session:
+        for i in range(15):
+            t0 = time.perf_counter()
+            session.get(f"{server.url}/get_frame/{DRAG_FRAME}?width={1280 - i}", timeout=10).content  # noqa: B018
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times[3:])
+
+
+SCENARIOS = ("steady-2", "steady-8", "overload", "drag", "cached", "cached-etag")
+RENDERERS = ("daemon", "old", "gunicorn", "gunicorn+")
+
+
+def run_scenario(name: str, server: Server, db: Path, args: argparse.Namespace, etag: str) -> dict[str, Any] | None:
+    frame = lambda n: f"/get_frame/{n % 240}"  # noqa: E731 - distinct frames, cycling
+    if name.startswith("steady") and server.name != "fixed":
+        return closed_loop(server.url, int(name.split("-")[1]), args.seconds, frame)
+    if name == "overload" and server.name != "fixed":
+        result = raw_overload(server.url, 400, args.overload_seconds, quiet=True, frames=240)
+        return {"per_s": result["goodput_per_s"], "latency_ms": result["latency_ms"], "statuses": result["statuses"],
+                "errors": result["connection_errors"], "503_p99_ms": result.get("latency_503_ms", {}).get("p99")}
+    if name == "drag" and server.name != "fixed":
+        return drag(server, db, args.seconds)
+    if name == "cached":
+        return closed_loop(server.url, 4, args.seconds, lambda n: "/get_frame/7")
+    if name == "cached-etag" and server.name == "daemon":
+        return closed_loop(server.url, 4, args.seconds, lambda n: "/get_frame/7", {"If-None-Match": etag})
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each steady/drag/cached run")
+    parser.add_argument("--overload-seconds", type=float, default=20.0)
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = parser.parse_args()
+    started = time.monotonic()
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    extra: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        scene = make_scene(Path(tmp))
+        db = make_project(Path(tmp), scene)
+        all_servers = servers(db)
+        try:
+            for server in all_servers:
+                print(f"starting {server.name}", flush=True)
+                server.start()
+            daemon = all_servers[0]
+            etag = requests.get(daemon.url + "/get_frame/7", timeout=10).headers["ETag"]
+            extra["warm_render_ms"] = warm_render_ms(daemon)
+            for round_index in range(args.rounds):
+                for name in SCENARIOS:
+                    for server in all_servers:  # A B C D E, then again next round
+                        result = run_scenario(name, server, db, args, etag)
+                        if result is not None:
+                            results.setdefault((name, server.name), []).append(result)
+                            print(f"round {round_index + 1} {name:<12} {server.name:<10} {summary(result)}", flush=True)
+        finally:
+            for server in all_servers:
+                server.stop()
+    elapsed = time.monotonic() - started
+    report = write_results(results, extra, args, elapsed)
+    print(report)
+    return 0
+
+
+def summary(result: dict[str, Any]) -> str:
+    if "settle_ms" in result:
+        return f"settle p50 {result['settle_ms']['p50']:.1f} ms p95 {result['settle_ms']['p95']:.1f} ms"
+    return f"{result['per_s']:.1f}/s p50 {result['latency_ms']['p50']:.1f} ms p99 {result['latency_ms']['p99']:.1f} ms errors {result['errors']}"
+
+
+def median_of(runs: list[dict[str, Any]], *path: str) -> float:
+    values = []
+    for run in runs:
+        value: Any = run
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, (int, float)):
+            values.append(float(value))
+    return statistics.median(values) if values else float("nan")
+
+
+def write_results(results: dict[tuple[str, str], list[dict[str, Any]]], extra: dict[str, Any], args: argparse.Namespace,
+                  elapsed: float) -> str:
+    import av
+    import PIL
+
+    lines = ["# Benchmarks against what users would run instead", "",
+             f"Generated by `bench/peers.py` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {args.rounds} rounds, servers in alternation; "
+             f"{elapsed:.0f} s in all.", "",
+             f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}; Python {platform.python_version()}, "
+             f"PyAV {av.__version__}, Pillow {PIL.__version__}.", "",
+             "| scenario | server | req/s (median) | p50 ms | p95 ms | p99 ms | statuses (last round) | connection errors |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (name, server), runs in results.items():
+        if name == "drag":
+            continue
+        lines.append(f"| {name} | {server} | {median_of(runs, 'per_s'):.1f} | {median_of(runs, 'latency_ms', 'p50'):.1f} | "
+                     f"{median_of(runs, 'latency_ms', 'p95'):.1f} | {median_of(runs, 'latency_ms', 'p99'):.1f} | "
+                     f"{runs[-1]['statuses']} | {sum(r['errors'] for r in runs)} |")
+    lines += ["", "| drag (60 req/s, one frame, moving rectangle) | settle p50 ms | settle p95 ms | background p95 ms |", "|---|---|---|---|"]
+    for (name, server), runs in results.items():
+        if name == "drag":
+            lines.append(f"| {server} | {median_of(runs, 'settle_ms', 'p50'):.1f} | {median_of(runs, 'settle_ms', 'p95'):.1f} | "
+                         f"{median_of(runs, 'background_ms', 'p95'):.1f} |")
+
+    def rate(name: str, server: str) -> float:
+        return median_of(results.get((name, server), []), "per_s")
+
+    def ratio_rounds(name: str, a: str, b: str) -> str:
+        pairs = [f"{x['per_s'] / y['per_s']:.2f}" for x, y in zip(results.get((name, a), []), results.get((name, b), []), strict=False) if y["per_s"]]
+        return ", ".join(pairs)
+
+    goals: list[tuple[str, bool, str]] = []
+    for steady in ("steady-2", "steady-8"):
+        r3 = rate(steady, "daemon") / rate(steady, "gunicorn+")
+        r2 = rate(steady, "daemon") / rate(steady, "gunicorn")
+        goals.append((f"{steady}: throughput >= 1.0x baseline 3", r3 >= 1.0, f"{r3:.2f}x (rounds {ratio_rounds(steady, 'daemon', 'gunicorn+')})"))
+        goals.append((f"{steady}: throughput >= 3x baseline 2", r2 >= 3.0, f"{r2:.2f}x (rounds {ratio_rounds(steady, 'daemon', 'gunicorn')})"))
+    over = results.get(("overload", "daemon"), [])
+    errors = sum(r["errors"] for r in over)
+    goals.append(("overload: zero connection errors", errors == 0,
+                  f"daemon {errors}; baselines: " + ", ".join(f"{s} {sum(r['errors'] for r in results.get(('overload', s), []))}" for s in RENDERERS[1:])))
+    p99_503 = median_of(over, "503_p99_ms")
+    goals.append(("overload: 503 p99 <= 10 ms", p99_503 <= 10, f"{p99_503:.1f} ms"))
+    goodput = rate("overload", "daemon") / max(rate("steady-8", "daemon"), 1e-9)
+    goals.append(("overload: goodput >= 90% of steady capacity", goodput >= 0.9, f"{goodput:.2f} of steady-8"))
+    settle = median_of(results.get(("drag", "daemon"), []), "settle_ms", "p95")
+    base2 = median_of(results.get(("drag", "gunicorn"), []), "settle_ms", "p95")
+    goals.append(("drag: settle p95 <= 2x one warm render", settle <= 2 * extra["warm_render_ms"],
+                  f"{settle:.1f} ms vs warm render {extra['warm_render_ms']:.1f} ms"))
+    goals.append(("drag: settle p95 >= 5x better than baseline 2", base2 / settle >= 5, f"{base2 / settle:.1f}x ({base2:.1f} ms)"))
+    cached = rate("cached", "daemon") / rate("cached", "fixed")
+    goals.append(("cached: >= 0.5x baseline 4's requests/s", cached >= 0.5, f"{cached:.2f}x"))
+    etag = rate("cached-etag", "daemon") / rate("cached", "fixed")
+    goals.append(("cached with If-None-Match (304): vs baseline 4", etag >= 0.5, f"{etag:.2f}x"))
+    lines += ["", "| goal | result | measured |", "|---|---|---|"]
+    lines += [f"| {goal} | {'PASS' if ok else 'FAIL'} | {text} |" for goal, ok, text in goals]
+    lines += ["", "![latency percentiles](latency.png)", ""]
+    text = "\n".join(lines)
+    Path(args.out).write_text(text)
+    plot(results, HERE / "latency.png")
+    return text
+
+
+def plot(results: dict[tuple[str, str], list[dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = [s for s in SCENARIOS if s != "drag"]
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(4 * len(scenarios), 4), sharey=False)
+    for ax, name in zip(axes, scenarios, strict=True):
+        names = [s for (n, s) in results if n == name]
+        for i, server in enumerate(names):
+            runs = results[(name, server)]
+            values = [median_of(runs, "latency_ms", p) for p in ("p50", "p95", "p99")]
+            ax.bar([i - 0.25, i, i + 0.25], values, width=0.25, color=["#4c72b0", "#dd8452", "#c44e52"])
+        ax.set_xticks(range(len(names)), names, rotation=30)
+        ax.set_title(name)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms (p50, p95, p99)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
