@@ -1,4 +1,4 @@
-.PHONY: setup demo test bench docs clean
+.PHONY: setup demo test bench bench-peers docs clean
 
 setup:
 	bash scripts/setup.sh
@@ -18,6 +18,11 @@ docs: setup
 bench: setup
 	.venv/bin/python bench/http_parsers.py
 	.venv/bin/python bench/render.py
+
+# The daemon against the old server's design, gunicorn+Flask and uvicorn (bench/RESULTS.md, bench/latency.png).
+bench-peers: setup
+	.venv/bin/pip install -q -e '.[bench]'
+	.venv/bin/python bench/peers.py
 
 clean:
 	rm -rf .venv demo-data .pytest_cache .mypy_cache .ruff_cache

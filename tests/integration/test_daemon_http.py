@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import select
@@ -49,6 +50,7 @@ def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 
 def test_editor_endpoints_and_shapes(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
     db, _ = project
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
     daemon = start_daemon("--project", str(db))
     health = daemon.health()
     for key in ("status", "queue_size", "active_requests", "max_concurrent"):
@@ -74,6 +76,8 @@ def test_editor_endpoints_and_shapes(start_daemon: Any, project: tuple[Path, dic
     assert daemon.get("/get_frame/abc").status_code == 404
     assert daemon.get("/get_frame/0?width=99999").status_code == 400
     assert daemon.get("/nope").status_code == 404
+    daemon.stop()
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # the daemon never writes the editor's database
 
 
 def test_if_none_match_is_304_without_rendering(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
