@@ -99,6 +99,7 @@ class HTTPConnection:
         self.requests_served = 0
         self.closed_by_peer = False
         self._detached_close = False
+        self._method = b""
 
     @property
     def mid_request(self) -> bool:
@@ -129,6 +130,7 @@ class HTTPConnection:
             if isinstance(event, h11.ConnectionClosed):
                 return None
             if isinstance(event, h11.Request):
+                self._method = event.method
                 self._pending = self._start(event)
                 continue
             if isinstance(event, h11.Data):
@@ -179,15 +181,33 @@ class HTTPConnection:
         return Request(event.method.decode("ascii", "replace"), target, headers, http_version=event.http_version.decode())
 
     def send_response(self, response: Response, head_only: bool = False) -> bytes:
-        """Serialise a whole response; headers every answer carries are added here."""
+        """Serialise a whole response; headers every answer carries are added here.
+
+        Never raises: if h11 cannot answer on this connection (no request line seen yet, or its
+        state is unusable after the peer broke the protocol), a detached h11 connection that saw a
+        stand-in request serialises the reply, and the connection closes after it.
+        """
         writer = self._h11
         if writer.their_state is h11.ERROR:
             response.close = True
+        # h11 knows a HEAD response has no body even when the failure came before our handler did.
+        head_only = head_only or self._method == b"HEAD"
         if writer.our_state is not h11.SEND_RESPONSE and writer.their_state is not h11.ERROR:
-            # No complete request line yet (414, 408 on a partial head): h11
-            # cannot answer a request it never saw, so a detached h11
-            # connection that saw a stand-in request serialises the reply.
             writer = _detached_writer()
+        try:
+            out = self._serialise(writer, response, head_only)
+        except h11.LocalProtocolError:
+            if writer is not self._h11:
+                raise
+            writer = _detached_writer()
+            out = self._serialise(writer, response, head_only)
+        if writer is not self._h11:
+            self._detached_close = True
+        self.requests_served += 1
+        return out
+
+    def _serialise(self, writer: h11.Connection, response: Response, head_only: bool) -> bytes:
+        if writer is not self._h11:
             response.close = True
         headers = [
             ("Server", SERVER_NAME.decode()),
@@ -205,9 +225,6 @@ class HTTPConnection:
         if response.body and not head_only:
             out += writer.send(h11.Data(data=response.body)) or b""
         out += writer.send(h11.EndOfMessage()) or b""
-        if writer is not self._h11:
-            self._detached_close = True
-        self.requests_served += 1
         return bytes(out)
 
     @property
@@ -216,6 +233,7 @@ class HTTPConnection:
 
     def start_next_cycle(self) -> None:
         self._h11.start_next_cycle()
+        self._method = b""
         self._cycle_bytes = len(self._h11.trailing_data[0])
         self._saw_line_end = b"\n" in self._h11.trailing_data[0]
 

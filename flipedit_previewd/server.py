@@ -126,7 +126,14 @@ class ClientProtocol(asyncio.Protocol):
             return
         if self.over_limit:
             response.close = True
-        self.transport.write(self.http.send_response(response, head_only))
+        try:
+            data = self.http.send_response(response, head_only)
+        except Exception as exc:  # noqa: BLE001 - a connection-level bug must cost one connection, not the daemon
+            self.server.log.emit("protocol_error", f"cannot answer {self.client}: {type(exc).__name__}: {exc}", "err",
+                                 CLIENT=self.client)
+            self.transport.abort()
+            return
+        self.transport.write(data)
         if response.close or self.http.should_close:
             self._linger()
 
@@ -140,7 +147,11 @@ class ClientProtocol(asyncio.Protocol):
         self._disarm()
         self.lingering = True
         if self.transport.can_write_eof():
-            self.transport.write_eof()
+            try:
+                self.transport.write_eof()
+            except OSError:  # the peer is already gone
+                self.transport.abort()
+                return
             self._arm(LINGER_SECONDS, self._close_now, "linger")
         else:
             self.transport.close()

@@ -20,9 +20,10 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Any:
     red = solid_png(tmp / "red.png", (32, 32), (255, 0, 0))
     db = tmp / "p.sqlite"
     build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 64, 64), "end": 100_000}]}])
-    d = Daemon(["--project", str(db), "--request-timeout", "2", "--allowed-roots", str(tmp)], tmp=tmp).start()
+    d = Daemon(["--project", str(db), "--request-timeout", "1", "--allowed-roots", str(tmp)], tmp=tmp).start()
     yield d
     d.stop()
+    assert "Traceback" not in d.log(), d.log()[-3000:]  # fuzzing found crashes in the connection layer once
 
 
 def test_corpus_has_100_entries_each_gets_its_status(daemon: Any) -> None:

@@ -93,3 +93,26 @@ def test_overload_error_carries_retry_after() -> None:
     response = Response.from_error(Overloaded("queue", 3))
     assert ("Retry-After", "3") in response.headers and response.status == 503 and not response.close
     assert b'"limit":"queue"' in response.body
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HEAD / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n",  # 431 to a HEAD
+        b"PUT /timeline HTTP/1.1\r\nHost: x\r\nContent-Length: 75\r\n\r\n" + b"x" * 61,  # then the peer closes
+    ],
+)
+def test_error_answers_never_raise(data: bytes) -> None:
+    """Found by fuzzing: h11 refused to send these answers (a body to a HEAD, a state of ERROR)."""
+    http = conn()
+    http.receive(data)
+    try:
+        request = http.next_request()
+        assert request is None
+        http.receive(b"")
+        http.next_request()
+    except ProtocolFailure as failure:
+        out = http.send_response(Response.from_error(failure.error))
+        assert out.startswith(b"HTTP/1.1 4") and b"Connection: close" in out and http.should_close
+    else:
+        raise AssertionError("expected a protocol failure")
