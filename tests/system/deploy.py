@@ -16,6 +16,17 @@ UNIT = "flipedit-preview.service"
 SOCKET = "flipedit-preview.socket"
 
 
+def tmp_accommodation(*paths: Path) -> str:
+    """``PrivateTmp=no`` only when this checkout or the test's files live under /tmp or /var/tmp.
+
+    The unit gives the daemon a private /tmp; a checkout (and its venv) or a pytest temporary
+    directory there would be invisible to it. Installed daemons never live there, and the
+    hardening test checks the unit file itself, PrivateTmp=yes included.
+    """
+    hidden = any(str(p.resolve()).startswith(("/tmp/", "/var/tmp/")) for p in (ROOT, *paths))
+    return "PrivateTmp=no\n" if hidden else ""
+
+
 @dataclass
 class Deployed:
     box: Sandbox
@@ -51,7 +62,7 @@ def deployed(sandbox: Sandbox, tmp_path: Path) -> Iterator[Any]:
         sandbox.install_units(ROOT / "systemd", {
             SOCKET: f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\nListenStream=%t/flipedit-preview.sock\n",
             UNIT: (f"[Service]\nExecStart=\nExecStart={ROOT}/.venv/bin/flipedit-previewd --project {db} {args}\n"
-                   f"Environment={environment}\n"),
+                   f"Environment={environment}\n{tmp_accommodation(tmp_path)}"),
         })
         sandbox.systemctl("reset-failed", check=False)
         sandbox.systemctl("start", SOCKET)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 import requests
-from deploy import SOCKET, UNIT
+from deploy import SOCKET, UNIT, tmp_accommodation
 from helpers import ROOT, build_project, free_port, wait_for
 from sandbox import Sandbox
 
@@ -40,7 +40,7 @@ def installed(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> dic
     sandbox.install_units(PKG / "usr/lib/systemd/user", {
         SOCKET: f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\nListenStream=%t/flipedit-preview.sock\n",
         UNIT: (f"[Service]\nExecStart=\nExecStart=/usr/bin/python3 {PKG}/usr/bin/flipedit-previewd --project {db}\n"
-               f"Environment=PYTHONPATH={SITE} XDG_CONFIG_HOME={tmp}\n"),
+               f"Environment=PYTHONPATH={SITE} XDG_CONFIG_HOME={tmp}\n{tmp_accommodation(tmp)}"),
     })
     sandbox.systemctl("reset-failed", check=False)
     sandbox.systemctl("start", SOCKET)
