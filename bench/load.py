@@ -70,7 +70,8 @@ def scrub(url: str, frames: int, quiet: bool) -> dict[str, Any]:
     return out
 
 
-def overload(url: str, connections: int, seconds: float, quiet: bool, frames: int = 100_000) -> dict[str, Any]:
+def overload(url: str, connections: int, seconds: float, quiet: bool, frames: int = 100_000,
+             path: Any = None) -> dict[str, Any]:
     parsed = urlparse(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
     sel = selectors.DefaultSelector()
@@ -83,7 +84,8 @@ def overload(url: str, connections: int, seconds: float, quiet: bool, frames: in
 
     def send(sock: socket.socket, state: dict[str, Any]) -> None:
         counter[0] += 1
-        sock.sendall(f"GET /get_frame/{counter[0] % frames} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        target = path(counter[0]) if path else f"/get_frame/{counter[0] % frames}"
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         state["buf"], state["sent"] = b"", time.perf_counter()
 
     for _ in range(connections):
