@@ -157,3 +157,40 @@ class Daemon:
             pass
         self.proc.wait(timeout=5)
         return self.proc.returncode
+
+
+def overload_with_health_watch(url: str, connections: int, seconds: float, path: Any = None) -> dict[str, Any]:
+    """bench/load.py's raw-socket overload (no backoff, keep-alive) while a thread times /health."""
+    import sys
+    import threading
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from load import overload
+
+    health_times: list[float] = []
+    health_states: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    health_states.add(session.get(url + "/health", timeout=5).json()["status"])
+                except requests.RequestException:
+                    health_states.add("error")
+                health_times.append(time.monotonic() - t0)
+                time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = overload(url, connections, seconds, quiet=True, path=path)
+    finally:
+        stop.set()
+        watcher.join()
+    ordered = sorted(health_times)
+    result["health_max_s"] = round(ordered[-1], 3)
+    result["health_p99_s"] = round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3)
+    result["health_states"] = sorted(health_states)
+    return result
