@@ -168,6 +168,11 @@ class ProjectSource:
     def _db_signature(self) -> tuple[Any, ...]:
         return (stat_of(self.path), stat_of(self.path + "-wal"))
 
+    @property
+    def last(self) -> Timeline:
+        """The last good timeline, without looking at the files."""
+        return self._override if self._override is not None else self._timeline
+
     def current_if_unchanged(self) -> Timeline | None:
         """The current timeline when that costs no database read (the event loop's fast path), else None."""
         with self._lock:

@@ -46,6 +46,7 @@ class ClientProtocol(asyncio.Protocol):
         self.buffered = 0
         self.paused = False
         self.lingering = False
+        self.timer_kind = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -160,8 +161,6 @@ class ClientProtocol(asyncio.Protocol):
         self.timer = None
         if self.transport is not None:
             self.transport.close()
-
-    timer_kind = ""
 
     def _arm(self, delay: float, callback: Callable[[], None], kind: str = "idle") -> None:
         self._disarm()

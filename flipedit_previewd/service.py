@@ -150,9 +150,7 @@ class Service:
         begun = time.monotonic()
         self._request_seq += 1
         request_id = request.headers.get("x-request-id") or f"{os.getpid()}-{self._request_seq}"
-        timeline = self.source.current_if_unchanged()
-        if timeline is None:  # the database changed: read it off the event loop
-            timeline = await asyncio.get_running_loop().run_in_executor(self.io, self.source.current, False)
+        timeline = await self.timeline()
         spec = self.output_spec(request, timeline)
         fields: dict[str, Any] = {"REQUEST_ID": request_id, "METHOD": request.method, "PATH": request.target,
                                   "FRAME": frame, "CLIENT": client}
@@ -208,6 +206,13 @@ class Service:
         return Response(200, result.body, result.content_type,
                         headers=[("ETag", result.etag), ("X-Cache", "hit" if result.cached else "miss"), ("X-Request-Id", request_id),
                                  ("X-Render-Ms", f"{result.render_ms:.1f}"), ("X-Queue-Ms", f"{result.queue_ms:.1f}")])
+
+    async def timeline(self) -> Timeline:
+        """The current timeline without blocking the event loop: a changed database is read in a thread."""
+        timeline = self.source.current_if_unchanged()
+        if timeline is None:
+            timeline = await asyncio.get_running_loop().run_in_executor(self.io, self.source.current, False)
+        return timeline
 
     def output_spec(self, request: Request, timeline: Timeline) -> OutputSpec:
         query = request.query
@@ -284,7 +289,7 @@ class Service:
         lat = sorted(self.latencies)
         workers = self.pool.snapshot()
         hung = sum(1 for w in workers if w["state"] == "hung")
-        timeline = self.source.current()
+        timeline = self.source.last  # never a database read here: /health must answer at once
         return {
             "status": self.status(),
             "queue_size": len(self.admission.queue),
@@ -354,7 +359,7 @@ class Service:
             return Response(200, self.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
         if path == "/debug/timeline":
             _require(method, ("GET", "HEAD"))
-            body = self.source.current().debug_json()
+            body = (await self.timeline()).debug_json()
             body["queue_stats"] = {"queue_size": len(self.admission.queue), "active_requests": len(self.admission.in_flight)}
             return Response.json(200, body)
         if path == "/timeline":
@@ -364,7 +369,7 @@ class Service:
             if method == "DELETE":
                 self.source.set_json(None)
                 return Response.json(200, {"source": "database", "path": self.source.path})
-            return Response.json(200, self.source.current().to_json())
+            return Response.json(200, (await self.timeline()).to_json())
         if path == "/":
             return Response.json(200, {"service": "flipedit-previewd", "version": __version__,
                                        "endpoints": ["/get_frame/<n>", "/health", "/metrics", "/debug/timeline", "/timeline"]})
