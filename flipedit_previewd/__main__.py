@@ -1,6 +1,8 @@
 """Entry point of the daemon; the only place that decides exit codes.
 
-Exit codes: 0 clean stop, 2 configuration error, 3 socket error, 1 anything else.
+Exit codes: 0 clean stop, 2 configuration error (a bad value, an unknown key or variable, a
+malformed --listen address), 3 socket error (an address that cannot be bound, a bad socket
+from systemd), 1 anything else.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config, namespace = from_args(args)
     except ConfigError as exc:
-        log.emit("config_error", f"configuration error: {exc}", "err", ERROR=str(exc))
+        log.emit("config_error", str(exc), "err")
         if log.to_stderr is False:
             print(f"flipedit-previewd: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -43,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(server.serve())
     except SocketError as exc:
-        log.emit("config_error", f"socket error: {exc}", "err", ERROR=str(exc))
+        log.emit("config_error", f"socket error: {exc}", "err")
+        if log.to_stderr is False:
+            print(f"flipedit-previewd: socket error: {exc}", file=sys.stderr)
         return EXIT_SOCKET
     except KeyboardInterrupt:
         return EXIT_OK

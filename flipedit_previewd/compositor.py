@@ -5,7 +5,9 @@ with the highest order is on top); within a track, clips in start order. Each
 clip fills its preview rectangle (canvas pixels, scaled to the output size);
 without one it is centred and fitted inside the canvas, never upscaled, as the
 old server did. Rectangles may lie partly or wholly off canvas; Pillow's paste
-clips them. A frame with no active clip is black with the old server's text.
+clips them. A frame with no active clip is black with the old server's text. An output
+size of another aspect ratio than the canvas is letterboxed: the canvas scaled to fit,
+centred, black bars on the other two sides.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class RenderResult:
     content_type: str
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, problem), first report only
     clips: int = 0
+    image: Image.Image | None = None  # only for a letterboxed output's inner canvas, before encoding
 
 
 def clip_box(clip: Clip, native: tuple[int, int], timeline: Timeline, scale: float) -> tuple[int, int, int, int]:
@@ -58,7 +61,26 @@ def _visible(box: tuple[int, int, int, int], out: tuple[int, int]) -> bool:
     return left < out[0] and top < out[1] and left + width > 0 and top + height > 0
 
 
+def letterbox(spec: OutputSpec, canvas: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(left, top, width, height) of the canvas inside an output of another aspect ratio: scaled to
+    fit and centred, black bars on the two other sides (as a video player shows 16:9 in 4:3)."""
+    scale = min(spec.width / canvas[0], spec.height / canvas[1])
+    width, height = max(1, min(spec.width, round(canvas[0] * scale))), max(1, min(spec.height, round(canvas[1] * scale)))
+    return (spec.width - width) // 2, (spec.height - height) // 2, width, height
+
+
 def compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool) -> RenderResult:
+    left, top, width, height = letterbox(spec, (timeline.canvas_width, timeline.canvas_height))
+    if (width, height) == (spec.width, spec.height):
+        return _compose(timeline, frame, spec, media)
+    inner = _compose(timeline, frame, OutputSpec(width, height, spec.quality, spec.format), media, encoded=False)
+    assert inner.image is not None
+    framed = Image.new("RGB", (spec.width, spec.height), (0, 0, 0))
+    framed.paste(inner.image, (left, top))
+    return RenderResult(encode(framed, spec), spec.content_type, inner.problems, inner.clips)
+
+
+def _compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, encoded: bool = True) -> RenderResult:
     out = (spec.width, spec.height)
     scale = spec.width / timeline.canvas_width
     canvas = Image.new("RGB", out, (0, 0, 0))
@@ -100,6 +122,8 @@ def compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool) 
     if not layers:
         draw = ImageDraw.Draw(canvas)
         draw.text((spec.width // 2, spec.height // 2), EMPTY_MESSAGE, fill=(255, 255, 255), anchor="mm")
+    if not encoded:
+        return RenderResult(b"", spec.content_type, problems, len(layers), canvas)
     return RenderResult(encode(canvas, spec), spec.content_type, problems, len(layers))
 
 

@@ -10,6 +10,7 @@ value can be reported against the source that supplied it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -81,6 +82,22 @@ def _bool(raw: Any) -> bool:
     raise ValueError("expected true or false")
 
 
+def _listen_list(raw: Any) -> tuple[str, ...]:
+    """HOST:PORT, [V6]:PORT or unix:PATH each; a typo is a configuration error, not a socket error."""
+    items = _str_list(raw)
+    for item in items:
+        if item.startswith("unix:"):
+            if len(item) == 5:
+                raise ValueError(f"{item!r}: unix: needs a path")
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not HOST:PORT (port 1-65535) or unix:PATH")
+        if host.startswith("[") != host.endswith("]"):
+            raise ValueError(f"{item!r}: an IPv6 host goes in brackets, e.g. [::1]:8081")
+    return items
+
+
 def _str_list(raw: Any) -> tuple[str, ...]:
     if isinstance(raw, str):
         items = [part.strip() for part in raw.replace(",", " ").split()]
@@ -112,7 +129,7 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("listen", _str_list, (), "", "Address to listen on when systemd passes no socket: HOST:PORT or unix:PATH (repeatable).", "list", repeatable=True),
+    Setting("listen", _listen_list, (), "", "Address to listen on when systemd passes no socket: HOST:PORT or unix:PATH (repeatable).", "list", repeatable=True),
     Setting("project", _text, "", "path", "FlipEdit project database to preview; empty means the most recently modified project in the metadata database.", "str"),
     Setting("metadata_db", _text, "~/Documents/flipedit_projects_metadata.sqlite", "path", "The editor's project list, used for project discovery.", "str"),
     Setting("workers", _positive_int, 2, "", "Render workers (processes); renders in flight never exceed this.", "int", old_name="MAX_CONCURRENT_REQUESTS"),
@@ -156,13 +173,26 @@ class Config:
             raise AttributeError(name) from None
 
     def describe(self) -> str:
+        """Valid TOML: saved as previewd.toml it gives the same configuration back."""
         width = max(len(name) for name in self.values)
-        lines = []
+        lines = ["# flipedit-previewd effective configuration; each value's source follows it"]
         for setting in SETTINGS:
-            value = self.values[setting.name]
-            shown = list(value) if isinstance(value, tuple) else value
-            lines.append(f"{setting.name:<{width}} = {shown!r:<40} # {self.sources[setting.name]}")
+            shown = toml_value(self.values[setting.name])
+            lines.append(f"{setting.name:<{width}} = {shown:<40} # {self.sources[setting.name]}")
         return "\n".join(lines)
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for the schema's types (bool, int, float, str, list of str)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string (same escapes)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
 
 
 def _apply(setting: Setting, raw: Any, source: str) -> Any:
@@ -196,7 +226,10 @@ def build_parser(prog: str = "flipedit-previewd") -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     for setting in SETTINGS:
         unit = f" [{setting.unit}]" if setting.unit else ""
-        text = f"{setting.help}{unit} (env {setting.env}; default {setting.default!r})"
+        default = toml_value(setting.default) if setting.default not in ("", ()) else "none"
+        text = f"{setting.help}{unit} (env {setting.env}; default {default})"
+        if setting.name.startswith("test_"):
+            text = argparse.SUPPRESS  # test-only: not in --help, the man page or completions
         if setting.type_name == "bool":
             parser.add_argument(setting.flag, dest=setting.name, nargs="?", const="true", metavar="BOOL", help=text)
         elif setting.repeatable:
@@ -220,6 +253,10 @@ def load(
     if system_file is not None:
         layers.append((f"system file {system_file}", _read_toml(system_file)))
     layers.append((f"user file {user_file}", _read_toml(user_file)))
+    known_env = {s.env for s in SETTINGS}
+    unknown_env = sorted(key for key in environ if key.startswith(ENV_PREFIX) and key not in known_env)
+    if unknown_env:
+        raise ConfigError(f"environment: unknown variable {unknown_env[0]} (known: the settings in --help, as {ENV_PREFIX}<KEY>)")
     layers.append(("environment", {s.name: environ[s.env] for s in SETTINGS if s.env in environ}))
     layers.append(("command line", {k: v for k, v in cli.items() if k in BY_NAME}))
     values: dict[str, Any] = {}

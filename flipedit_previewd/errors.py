@@ -42,6 +42,10 @@ class MethodNotAllowed(HTTPError):
     status = 405
     reason = "method not allowed"
 
+    def __init__(self, detail: str = "", allow: tuple[str, ...] = ()) -> None:
+        super().__init__(detail)
+        self.allow = allow  # sent as the Allow header (RFC 9110 15.5.6), not in the body
+
 
 class RequestTimeout(HTTPError):
     status = 408

@@ -10,7 +10,9 @@ socket, so every rule here is testable with bytes in and bytes out.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
@@ -63,12 +65,17 @@ class Response:
         return cls(status, json.dumps(payload, separators=(",", ":")).encode(), "application/json", **kwargs)
 
     @classmethod
-    def from_error(cls, error: HTTPError) -> Response:
+    def from_error(cls, error: HTTPError, protocol: bool = False) -> Response:
+        """``protocol``: the peer broke HTTP itself, so the connection cannot go on. A 400 for a
+        query mistake in a well-formed request keeps the connection (the editor's pool keeps it)."""
         headers: list[tuple[str, str]] = []
         retry_after = error.extra.get("retry_after")
         if retry_after is not None:
             headers.append(("Retry-After", str(retry_after)))
-        close = error.status in (400, 408, 413, 414, 431, 505)
+        allow = getattr(error, "allow", ())
+        if allow:
+            headers.append(("Allow", ", ".join(allow)))
+        close = protocol or error.status in (408, 413, 414, 431, 505)
         return cls.json(error.status, error.body(), headers=headers, close=close)
 
 
@@ -209,12 +216,10 @@ class HTTPConnection:
     def _serialise(self, writer: h11.Connection, response: Response, head_only: bool) -> bytes:
         if writer is not self._h11:
             response.close = True
-        headers = [
-            ("Server", SERVER_NAME.decode()),
-            ("Content-Type", response.content_type),
-            ("Content-Length", str(len(response.body))),
-            *response.headers,
-        ]
+        headers = [("Server", SERVER_NAME.decode()), ("Date", http_date())]
+        if response.status != 304:  # a 304 describes the held representation: no body headers (RFC 9110 15.4.5)
+            headers += [("Content-Type", response.content_type), ("Content-Length", str(len(response.body)))]
+        headers += response.headers
         if response.close:
             headers.append(("Connection", "close"))
         else:
@@ -236,6 +241,18 @@ class HTTPConnection:
         self._method = b""
         self._cycle_bytes = len(self._h11.trailing_data[0])
         self._saw_line_end = b"\n" in self._h11.trailing_data[0]
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """The Date header (RFC 9110 6.6.1), formatted once per second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
 
 
 def _detached_writer() -> h11.Connection:

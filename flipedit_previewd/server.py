@@ -94,7 +94,7 @@ class ClientProtocol(asyncio.Protocol):
         except ProtocolFailure as failure:
             self.server.log.emit("protocol_error", f"{failure.error.status} from {self.client}: {failure.error.detail}",
                                  "notice", STATUS=failure.error.status, CLIENT=self.client)
-            self._write(Response.from_error(failure.error))
+            self._write(Response.from_error(failure.error, protocol=True))
             return
         if request is None:
             if self.http.closed_by_peer:
@@ -247,11 +247,15 @@ class Server:
         self._loop.add_signal_handler(signal.SIGINT, self._on_term)
         self._loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         self.listeners = adopt_systemd_sockets()
+        why = "sockets passed by systemd"
         if not self.listeners:
             specs = self.config.listen or ("127.0.0.1:8081",)
+            why = ("--listen / listen in the configuration" if self.config.listen
+                   else "no socket from systemd and no --listen: the editor's default address")
             self.listeners = [open_listener(spec) for spec in specs]
         addresses = ", ".join(f"{x.address} ({'systemd ' + x.name if x.adopted else 'own'})" for x in self.listeners)
-        self.log.emit("start", f"flipedit-previewd starting on {addresses}", "info", LISTEN=addresses,
+        self.log.emit("start", f"flipedit-previewd starting on {addresses} ({why}); project: "
+                      f"{self.service.source.path or 'none'} ({self.service.project_reason})", "info", LISTEN=addresses,
                       WORKERS=self.config.workers, PROJECT=self.service.source.path)
         await self.service.start()
         for listener in self.listeners:
@@ -270,7 +274,7 @@ class Server:
             except OSError:
                 pass
         self.notify(f"READY=1\nSTATUS={self.service.status_line()}\nMAINPID={os.getpid()}")
-        self.log.emit("ready", f"ready: serving {self.service.source.path or 'no project'} with {self.config.workers} workers",
+        self.log.emit("ready", f"serving {self.service.source.path or 'no project'} with {self.config.workers} workers",
                       "info", PROJECT=self.service.source.path, WORKERS=self.config.workers)
 
     async def main_loop(self) -> None:
@@ -302,7 +306,7 @@ class Server:
         self.draining = True
         self.notify("STOPPING=1\nSTATUS=stopping: draining")
         backlog = self.service.admission.backlog()
-        self.log.emit("stopping", f"stopping: draining {backlog} renders", "info", BACKLOG=backlog)
+        self.log.emit("stopping", f"draining {backlog} renders", "info", BACKLOG=backlog)
         for connection in list(self.connections):
             connection.close_if_idle()
         drained = await self.service.drain(self.config.drain_timeout)

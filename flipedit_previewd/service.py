@@ -56,6 +56,7 @@ class Service:
             project = ensure_demo_project()
         if not project:
             project = discover_project(config.metadata_db) or ""
+        self.project_reason = project_reason(config, project)
         self.source = ProjectSource(os.path.expanduser(project) if project else "", (config.canvas_width, config.canvas_height), config.frame_rate)
         self.admission = Admission(config.workers, config.queue_size, config.queue_timeout)
         self.pool = WorkerPool(config.workers, WorkerSettings(config.source_cache_bytes, config.max_source_pixels,
@@ -64,6 +65,7 @@ class Service:
         self.connections = 0
         self.latencies: deque[float] = deque(maxlen=2000)
         self.summary: dict[str, int] = {}
+        self.last_client_error: dict[int, str] = {}
         self.stopping = False
         self.overloaded_since: float | None = None
         self._request_seq = 0
@@ -262,13 +264,22 @@ class Service:
                               "warning", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
                 self.pool.replace_hung(worker)
 
+    def _note_client_error(self, status: int, what: str) -> None:
+        """A 4xx answer (the caller's mistake) is cheap: counted per status for the per-minute summary,
+        with the last one's reason, so 'previewctl logs' can say why a request was refused."""
+        self.summary[f"http_{status}"] = self.summary.get(f"http_{status}", 0) + 1
+        self.last_client_error[status] = what
+
     def flush_summary(self) -> None:
-        counts = {k: v for k, v in self.summary.items() if k in ("cached", "not_modified", "health")}
+        counts = {k: v for k, v in self.summary.items() if k in ("cached", "not_modified", "health") or k.startswith("http_4")}
         if any(counts.values()):
-            self.log.emit("summary", "cheap requests: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())),
-                          "info", **{f"COUNT_{k.upper()}": v for k, v in counts.items()})
+            errors = {f"LAST_ERROR_{status}": what for status, what in self.last_client_error.items()}
+            self.log.emit("summary", "cheap requests: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v)
+                          + "".join(f"; last {status}: {what}" for status, what in sorted(self.last_client_error.items())),
+                          "info", **{f"COUNT_{k.upper()}": v for k, v in counts.items() if v}, **errors)
         for key in counts:
             self.summary[key] = 0
+        self.last_client_error.clear()
 
     def can_progress(self) -> bool:
         """The pool can make progress unless every worker is stuck past the hang threshold."""
@@ -327,6 +338,8 @@ class Service:
         try:
             return await self._route(request, over_limit, client)
         except HTTPError as exc:
+            if 400 <= exc.status < 500:
+                self._note_client_error(exc.status, f"{request.method} {request.target[:200]}: {exc.detail}")
             return Response.from_error(exc)
         except asyncio.CancelledError:
             raise
@@ -395,6 +408,20 @@ class Service:
         return roots
 
 
+def project_reason(config: Config, project: str) -> str:
+    """Why this project (or none) is served, for the start and ready messages of a bare start."""
+    if config.project:
+        return "from --project / the configuration"
+    if config.demo:
+        return "the built-in demo project (--demo)"
+    metadata = os.path.expanduser(config.metadata_db)
+    if project:
+        return f"the most recently modified project in {metadata}"
+    if not os.path.exists(metadata):
+        return f"no --project, no --demo, and the editor's project list {metadata} does not exist"
+    return f"no --project, no --demo, and no usable project in {metadata}"
+
+
 def frame_etag(timeline: Timeline, frame: int, spec: OutputSpec) -> str:
     return f'"{timeline.revision}-{frame}-{spec.width}x{spec.height}-q{spec.quality}-{spec.format}"'
 
@@ -409,7 +436,7 @@ def etag_matches(header: str, etag: str) -> bool:
 
 def _require(method: str, allowed: tuple[str, ...]) -> None:
     if method not in allowed:
-        raise MethodNotAllowed(f"{method} not allowed here; use {', '.join(allowed)}")
+        raise MethodNotAllowed(f"{method} not allowed here; use {', '.join(allowed)}", allow=allowed)
 
 
 def _int_param(query: dict[str, str], name: str, low: int, high: int) -> int:

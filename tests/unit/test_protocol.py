@@ -59,7 +59,7 @@ def test_limits_answer_with_their_status_and_close(data: bytes, status: int) -> 
     with pytest.raises(ProtocolFailure) as info:
         http.next_request()
     assert info.value.error.status == status
-    out = http.send_response(Response.from_error(info.value.error))
+    out = http.send_response(Response.from_error(info.value.error, protocol=True))
     assert out.startswith(b"HTTP/1.1 %d " % status)
     assert b"Connection: close" in out
     assert http.should_close
