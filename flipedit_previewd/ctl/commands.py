@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from typing import IO, Any
 from .http import DaemonClient, Unreachable
 from .journal_read import BadTime, as_json, entries, event_of, number, open_reader, parse_time, short_line
 from .stats import summarise
+from .words import duration, journal_places, paint, pid1, show
 
 EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3
 EDITOR_POOL_IDLE_S = 15
@@ -41,6 +44,13 @@ class Env:
     def out(self, text: str = "") -> None:
         print(text, file=self.stdout, flush=True)
 
+    def paint(self, text: str, word: str | None = None) -> str:
+        return paint(text, self.color, word)
+
+
+def wants_json(args: Any) -> bool:
+    return getattr(args, "output", None) == "json"
+
 
 def client_for(args: Any, env: Env) -> DaemonClient:
     return DaemonClient(getattr(args, "url", None), env.environ, timeout=getattr(args, "timeout", 3.0))
@@ -59,53 +69,79 @@ def bar(used: int, capacity: int, width: int = 20) -> str:
     return "[" + "#" * filled + "." * (width - filled) + f"] {used}/{capacity}"
 
 
-def render_health(h: dict[str, Any]) -> list[str]:
-    lat = h.get("latency_ms", {})
-    counters = h.get("counters", {})
-    project = h.get("project", {})
-    lines = [
-        f"status      {h['status']}   (pid {h.get('pid')}, up {h.get('uptime_s')} s, version {h.get('version')})",
-        f"queue       {bar(h.get('queue_size', 0), h.get('queue_capacity', 0))}",
-        f"in flight   {h.get('in_flight', h.get('active_requests'))}/{h.get('capacity', h.get('max_concurrent'))} workers"
-        f"   connections {h.get('connections')}/{h.get('max_connections')}",
-        f"rate        {h.get('rate_per_s')} frames/s   rejected last minute {h.get('rejected_last_minute')}",
-        f"latency ms  p50 {lat.get('p50')}  p95 {lat.get('p95')}  p99 {lat.get('p99')}  ({lat.get('samples')} samples)",
-        "counters    " + "  ".join(f"{k}={v}" for k, v in sorted(counters.items())),
-        f"project     {project.get('path') or '(none)'} [{project.get('state')}] {project.get('error') or ''}".rstrip(),
+def health_rows(h: dict[str, Any], colour: bool = False) -> list[tuple[str, str]]:
+    """(label, value) pairs: the health view's lines, and monitor's table rows (whole labels)."""
+    lat = h.get("latency_ms") or {}
+    counters = h.get("counters") or {}
+    project = h.get("project") or {}
+    status = str(h.get("status", "-"))
+    rows = [
+        ("status", f"{paint(status, colour)}   (pid {show(h.get('pid'))}, up {duration(h.get('uptime_s'))}, version {show(h.get('version'))})"),
+        ("queue", bar(int(h.get("queue_size") or 0), int(h.get("queue_capacity") or 0))),
+        ("in flight", f"{show(h.get('in_flight', h.get('active_requests')))}/{show(h.get('capacity', h.get('max_concurrent')))} workers"
+                      f"   connections {show(h.get('connections'))}/{show(h.get('max_connections'))}"),
+        ("rate", f"{show(h.get('rate_per_s'))} frames/s   rejected last minute {show(h.get('rejected_last_minute'))}"),
+        ("latency", f"p50 {show(lat.get('p50'), 'ms')}  p95 {show(lat.get('p95'), 'ms')}  p99 {show(lat.get('p99'), 'ms')}"
+                    f"  ({show(lat.get('samples'))} samples)" if lat.get("samples") else "no renders yet"),
+        ("counters", "  ".join(f"{k}={show(v)}" for k, v in sorted(counters.items())) or "-"),
+        ("project", f"{project.get('path') or '(none)'} [{show(project.get('state'))}] {project.get('error') or ''}".rstrip()),
     ]
-    for worker in h.get("workers", []):
-        lines.append(f"worker {worker['index']}    pid {worker['pid']} {worker['state']}"
-                     + (f" frame {worker['frame']}" if worker.get("frame") is not None else "")
-                     + f" for {worker['since_s']} s, {worker['completed']} done")
-    return lines
+    for worker in h.get("workers") or []:
+        frame = f" frame {worker['frame']}" if worker.get("frame") is not None else ""
+        rows.append((f"worker {show(worker.get('index'))}", f"pid {show(worker.get('pid'))} {paint(str(worker.get('state', '-')), colour)}"
+                     f"{frame} for {duration(worker.get('since_s'))}, {show(worker.get('completed'))} done"))
+    return rows
+
+
+def render_health(h: dict[str, Any], colour: bool = False) -> list[str]:
+    return [f"{label:<11} {value}" for label, value in health_rows(h, colour)]
 
 
 def cmd_health(args: Any, env: Env) -> int:
     client = client_for(args, env)
     health = _health_or_exit(client)
-    if args.json:
+    if wants_json(args):
         env.out(json.dumps(health, indent=2))
     else:
         env.out(f"daemon      {client.shown}")
-        for line in render_health(health):
+        for line in render_health(health, env.color):
             env.out(line)
     return EXIT_OK if health.get("status") == "ok" else EXIT_PROBLEM
 
 
 # --- systemd ----------------------------------------------------------------------------------
 
+def _systemctl(scope: list[str], args: list[str], environ: dict[str, str]) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(["systemctl", *scope, *args], capture_output=True, text=True, timeout=5, env={**os.environ, **environ})
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def find_scope(environ: dict[str, str]) -> tuple[list[str] | None, bool]:
+    """(the scope whose manager knows the unit, or None; whether any systemd manager answered at all)."""
+    any_manager = False
+    for scope in (["--user"], []):
+        done = _systemctl(scope, ["show", SERVICE, "-p", "LoadState"], environ)
+        if done is None or done.returncode != 0:
+            continue
+        any_manager = True
+        if "LoadState=loaded" in done.stdout:
+            return scope, True
+    return None, any_manager
+
+
 def systemctl_scope(environ: dict[str, str]) -> list[str]:
     """``--user`` when the user manager knows the unit, else the system manager."""
-    for scope in (["--user"], []):
-        try:
-            out = subprocess.run(["systemctl", *scope, "show", SERVICE, "-p", "LoadState"], capture_output=True, text=True,
-                                 timeout=5, env={**os.environ, **environ}).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if "LoadState=loaded" in out:
-            return scope
-    raise CtlError(f"no {SERVICE} unit found for this user or the system",
-                   "install the units (see README 'Install') and run 'systemctl --user daemon-reload'")
+    scope, _ = find_scope(environ)
+    if scope is None:
+        raise CtlError(f"no {SERVICE} unit found for this user or the system",
+                       "install the units (see README 'Install') and run 'systemctl --user daemon-reload'")
+    return scope
+
+
+def no_manager_reason() -> str:
+    return f"no systemd manager answers here (PID 1 is {pid1()})"
 
 
 def unit_props(scope: list[str], unit: str, props: list[str], environ: dict[str, str]) -> dict[str, str]:
@@ -119,25 +155,48 @@ SERVICE_PROPS = ["ActiveState", "SubState", "MainPID", "NRestarts", "Result", "S
 
 
 def cmd_status(args: Any, env: Env) -> int:
-    scope = systemctl_scope(env.environ)
-    service = unit_props(scope, SERVICE, SERVICE_PROPS, env.environ)
-    sock = unit_props(scope, SOCKET, ["ActiveState", "SubState", "Listen"], env.environ)
-    since = service.get("ActiveEnterTimestamp") if service.get("ActiveState") == "active" else service.get("InactiveEnterTimestamp")
-    env.out(f"unit        {SERVICE} ({'user' if scope else 'system'} manager)")
-    env.out(f"service     {service.get('ActiveState')} ({service.get('SubState')}) since {since or '-'}   MainPID {service.get('MainPID')}")
-    env.out(f"restarts    {service.get('NRestarts')}   last result {service.get('Result')}   exit status {service.get('ExecMainStatus')}")
-    env.out(f"socket      {sock.get('ActiveState')} ({sock.get('SubState')})   {sock.get('Listen', '')}")
-    if service.get("StatusText"):
-        env.out(f"status text {service['StatusText']}")
+    scope, any_manager = find_scope(env.environ)
+    report: dict[str, Any] = {"manager": None, "service": None, "socket": None, "health": None, "daemon": None}
+    lines: list[str] = []
+    if scope is None:
+        why = no_manager_reason() if not any_manager else f"no {SERVICE} unit for this user or the system"
+        lines.append(f"systemd     {env.paint('n/a')}: {why}; a daemon started by hand is shown by its health alone")
+        report["manager"] = "none" if not any_manager else "no unit"
+        sock: dict[str, str] = {}
+        service: dict[str, str] = {}
+    else:
+        service = unit_props(scope, SERVICE, SERVICE_PROPS, env.environ)
+        sock = unit_props(scope, SOCKET, ["ActiveState", "SubState", "Listen"], env.environ)
+        report.update(manager="user" if scope else "system", service=service, socket=sock)
+        since = service.get("ActiveEnterTimestamp") if service.get("ActiveState") == "active" else service.get("InactiveEnterTimestamp")
+        state = service.get("ActiveState") or "-"
+        lines.append(f"unit        {SERVICE} ({'user' if scope else 'system'} manager)")
+        lines.append(f"service     {env.paint(state)} ({show(service.get('SubState'))}) since {since or '-'}   MainPID {show(service.get('MainPID'))}")
+        lines.append(f"restarts    {show(service.get('NRestarts'))}   last result {show(service.get('Result'))}   "
+                     f"exit status {show(service.get('ExecMainStatus'))}")
+        lines.append(f"socket      {env.paint(sock.get('ActiveState') or '-')} ({show(sock.get('SubState'))})   {sock.get('Listen', '')}".rstrip())
+        if service.get("StatusText"):
+            lines.append(f"status text {service['StatusText']}")
     client = client_for(args, env)
+    code = EXIT_OK
     try:
         health = client.health()
     except Unreachable as exc:
-        env.out(f"health      unreachable ({exc})")
-        return EXIT_UNREACHABLE if sock.get("ActiveState") != "active" else EXIT_PROBLEM
-    env.out(f"health      {health['status']} via {client.shown}")
-    ok = service.get("ActiveState") == "active" and health.get("status") == "ok"
-    return EXIT_OK if ok else EXIT_PROBLEM
+        health = None
+        lines.append(f"health      {env.paint('unreachable')} ({exc})")
+        code = EXIT_UNREACHABLE if scope is None or sock.get("ActiveState") != "active" else EXIT_PROBLEM
+    if health is not None:
+        report.update(health=health, daemon=client.shown)
+        lines.append(f"health      {env.paint(str(health.get('status', '-')))} via {client.shown}   pid {show(health.get('pid'))}, "
+                     f"up {duration(health.get('uptime_s'))}")
+        ok = (scope is None or service.get("ActiveState") == "active") and health.get("status") == "ok"
+        code = EXIT_OK if ok else EXIT_PROBLEM
+    if wants_json(args):
+        env.out(json.dumps(report, indent=2))
+    else:
+        for line in lines:
+            env.out(line)
+    return code
 
 
 # --- journal ----------------------------------------------------------------------------------
@@ -152,10 +211,23 @@ def _window(args: Any) -> tuple[datetime | None, datetime | None]:
 
 
 def _reader(args: Any) -> Any:
+    places, found = journal_places(args.directory, args.file)
+    if not found:
+        raise CtlError(f"no journal found (looked in {', '.join(places)})",
+                       "the daemon's entries are in the journal when systemd runs it; a daemon started by hand "
+                       "writes them to its stderr; or pass --directory/--file")
     try:
         return open_reader(args.directory, args.file)
     except OSError as exc:
-        raise CtlError(f"cannot open the journal: {exc}", "check --directory/--file, or run as a user in the systemd-journal group") from None
+        raise CtlError(f"cannot open the journal in {', '.join(places)}: {exc}",
+                       "check --directory/--file, or run as a user in the systemd-journal group") from None
+
+
+def _no_entries(args: Any, what: str = "entries of flipedit-previewd") -> CtlError:
+    places, _ = journal_places(args.directory, args.file)
+    window = f" between {args.since or 'the beginning'} and {args.until or 'now'}" if args.since or args.until else ""
+    return CtlError(f"no {what} in the journal ({', '.join(places)}){window}",
+                    "widen --since/--until or the filters; 'previewctl status' shows whether the daemon ran here")
 
 
 def _matches(args: Any, entry: dict[str, Any]) -> bool:
@@ -176,41 +248,62 @@ def _matches(args: Any, entry: dict[str, Any]) -> bool:
 def cmd_logs(args: Any, env: Env) -> int:
     since, until = _window(args)
     reader = _reader(args)
-    selected = [e for e in entries(reader, since, until) if _matches(args, e)]
-    if args.lines is not None:
-        selected = selected[-args.lines:] if args.lines > 0 else []
+    seen = 0
+    selected = []
+    for entry in entries(reader, since, until):
+        seen += 1
+        if _matches(args, entry):
+            selected.append(entry)
+    lines = args.lines if args.lines is not None else (10 if args.follow else None)  # journalctl -f: the last 10, then follow
+    if lines is not None:
+        selected = selected[-lines:] if lines > 0 else []
+    json_out = args.output == "json"
     for entry in selected:
-        env.out(json.dumps(as_json(entry)) if args.output == "json" else short_line(entry))
-    if args.follow:
-        reader.seek_tail()
-        reader.get_previous()
-        try:
-            while True:
-                reader.wait(1.0)
-                for entry in reader:
-                    if _matches(args, entry):
-                        env.out(json.dumps(as_json(entry)) if args.output == "json" else short_line(entry))
-        except KeyboardInterrupt:
-            return EXIT_OK
-    return EXIT_OK
+        env.out(json.dumps(as_json(entry)) if json_out else short_line(entry))
+    if not args.follow:
+        if not seen:
+            raise _no_entries(args)
+        if not selected and lines != 0:
+            raise _no_entries(args, "entries of flipedit-previewd matching the filters")
+        return EXIT_OK
+    if not seen:
+        print(f"previewctl: no entries of flipedit-previewd yet in {', '.join(journal_places(args.directory, args.file)[0])}; "
+              "waiting for new ones", file=env.stderr, flush=True)
+    reader.seek_tail()
+    reader.get_previous()
+    try:
+        while True:
+            reader.wait(1.0)
+            for entry in reader:
+                if _matches(args, entry):
+                    env.out(json.dumps(as_json(entry)) if json_out else short_line(entry))
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def cmd_stats(args: Any, env: Env) -> int:
     since, until = _window(args)
-    summary = summarise(entries(_reader(args), since, until))
-    if args.json:
+    found = list(entries(_reader(args), since, until))
+    if not found:
+        raise _no_entries(args)
+    summary = summarise(found)
+    if wants_json(args):
         env.out(json.dumps(summary, indent=2))
         return EXIT_OK
-    env.out(f"window      {args.since or 'beginning'} .. {args.until or 'now'}")
-    env.out(f"requests    {summary['requests']}   " + "  ".join(f"{k}={v}" for k, v in summary["outcomes"].items()))
+    env.out(f"window      {args.since or 'beginning'} .. {args.until or 'now'}   ({len(found)} journal entries)")
+    env.out(f"requests    {summary['requests']}   " + ("  ".join(f"{k}={v}" for k, v in summary["outcomes"].items()) or "none"))
     for name in ("queue_ms", "render_ms", "total_ms"):
         p = summary[name]
-        env.out(f"{name:<11} p50 {p['p50']}  p95 {p['p95']}  p99 {p['p99']}  (n={p['count']})")
+        label = name.replace("_ms", " ms")
+        if p["count"]:
+            env.out(f"{label:<11} p50 {show(p['p50'])}  p95 {show(p['p95'])}  p99 {show(p['p99'])}  (n={p['count']})")
+        else:
+            env.out(f"{label:<11} no timed requests in the window")
     worst = summary["worst_minute"]
     if worst:
         env.out(f"worst min   {worst['minute']}: {worst['not_served']} of {worst['requests']} not served")
     env.out(f"overloads   {len(summary['overload_periods'])}" + "".join(
-        f"\n            {o['began']} .. {o['ended'] or 'still'}" for o in summary["overload_periods"]))
+        f"\n            {o['began'] or '(before the window)'} .. {o['ended'] or 'still'}" for o in summary["overload_periods"]))
     env.out(f"restarts    {summary['restarts']}   watchdog withheld {summary['watchdog_withheld']}   workers hung {summary['workers_hung']}")
     return EXIT_OK
 
@@ -218,8 +311,11 @@ def cmd_stats(args: Any, env: Env) -> int:
 # --- render -----------------------------------------------------------------------------------
 
 def cmd_render(args: Any, env: Env) -> int:
-    if args.frame < 0:
-        raise CtlError(f"frame must not be negative: {args.frame}", "frames count from 0", EXIT_USAGE)
+    to_stdout = args.output == "-"
+    if not to_stdout and os.path.isdir(args.output):
+        raise CtlError(f"-o {args.output} is a directory", "name a file, e.g. -o frame.jpg, or -o - for stdout", EXIT_USAGE)
+    if to_stdout and env.is_tty:
+        raise CtlError("refusing to write an image to the terminal", "redirect stdout, or write a file with -o FILE", EXIT_USAGE)
     client = client_for(args, env)
     query = "&".join(f"{k}={v}" for k, v in (("width", args.width), ("height", args.height), ("quality", args.quality)) if v)
     try:
@@ -227,14 +323,51 @@ def cmd_render(args: Any, env: Env) -> int:
     except Unreachable as exc:
         raise CtlError(f"daemon unreachable ({exc})", "check 'previewctl status'", EXIT_UNREACHABLE) from None
     if response.status_code != 200:
-        raise CtlError(f"frame {args.frame}: HTTP {response.status_code}: {response.text[:200]}",
-                       "see 'previewctl logs -n 20' for the reason")
-    with open(args.output, "wb") as handle:
-        handle.write(response.content)
+        try:
+            body = response.json()
+            reason = f"{body.get('error')}: {body.get('detail')}"
+        except (ValueError, AttributeError):
+            reason = response.reason or "no reason given"
+        if response.status_code == 503:
+            hint = f"the daemon is at a limit; retry after {response.headers.get('Retry-After', 'a few')} s ('previewctl health')"
+        elif response.status_code < 500:
+            hint = "the request was refused as the daemon said; check the arguments"
+        else:
+            hint = "see 'previewctl logs -n 20' for the reason"
+        raise CtlError(f"frame {args.frame}: HTTP {response.status_code} {reason}", hint)
+    if to_stdout:
+        binary = getattr(env.stdout, "buffer", None)
+        if binary is None:
+            raise CtlError("this output stream takes no binary data", "write a file with -o FILE", EXIT_USAGE)
+        binary.write(response.content)
+        binary.flush()
+    else:
+        try:
+            with open(args.output, "wb") as handle:
+                handle.write(response.content)
+        except OSError as exc:
+            raise CtlError(f"cannot write {args.output}: {exc.strerror}", "choose a writable path with -o") from None
     headers = response.headers
-    env.out(f"frame {args.frame} -> {args.output}: {len(response.content)} bytes in {ms:.1f} ms "
-            f"(cache {headers.get('X-Cache', '?')}, render {headers.get('X-Render-Ms', '-')} ms, queue {headers.get('X-Queue-Ms', '-')} ms)")
+    report = {"frame": args.frame, "output": args.output, "bytes": len(response.content), "ms": round(ms, 1),
+              "cache": headers.get("X-Cache"), "render_ms": _float(headers.get("X-Render-Ms")),
+              "queue_ms": _float(headers.get("X-Queue-Ms")), "etag": headers.get("ETag")}
+    stream = env.stderr if to_stdout else env.stdout
+    if args.json:
+        print(json.dumps(report), file=stream, flush=True)
+    else:
+        where = "stdout" if to_stdout else args.output
+        timing = (f"render {show(report['render_ms'], 'ms')}, queue {show(report['queue_ms'], 'ms')}"
+                  if report["cache"] != "hit" else "served from the daemon's frame cache")
+        print(f"frame {args.frame} -> {where}: {len(response.content)} bytes in {ms:.1f} ms (cache {show(report['cache'])}, {timing})",
+              file=stream, flush=True)
     return EXIT_OK
+
+
+def _float(raw: str | None) -> float | None:
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
 
 
 # --- doctor -----------------------------------------------------------------------------------
@@ -242,73 +375,98 @@ def cmd_render(args: Any, env: Env) -> int:
 @dataclass
 class Finding:
     check: str
-    ok: bool
+    ok: bool | None  # None: not applicable here (e.g. systemd checks for a daemon started by hand)
     detail: str
     fix: str = ""
+
+    @property
+    def result(self) -> str:
+        return "n/a" if self.ok is None else "ok" if self.ok else "fail"
 
 
 def doctor_findings(args: Any, env: Env) -> list[Finding]:
     findings: list[Finding] = []
-    scope: list[str] | None
+    scope, any_manager = find_scope(env.environ)
+    client = client_for(args, env)
     try:
-        scope = systemctl_scope(env.environ)
-    except CtlError:
-        scope = None
-    if scope is None:
+        health: dict[str, Any] | None = client.health()
+        unreachable = ""
+    except Unreachable as exc:
+        health, unreachable = None, str(exc)
+    sock: dict[str, str] = {}
+    service: dict[str, str] = {}
+    systemd_checks = ("socket listening", "service not failed", "journald rate limit off")
+    if scope is None and (not any_manager or health is not None):
+        why = no_manager_reason() if not any_manager else f"no {SERVICE} unit, and the daemon answers: it runs by hand"
+        findings += [Finding(check, None, f"not applicable: {why}") for check in systemd_checks]
+    elif scope is None:
         findings.append(Finding("units installed", False, f"no {SERVICE} for this user or the system",
-                                "install the units and run 'systemctl --user daemon-reload'"))
+                                "install the units (README 'Install') and run 'systemctl --user daemon-reload'"))
     else:
         sock = unit_props(scope, SOCKET, ["ActiveState", "SubState", "ActiveEnterTimestampMonotonic"], env.environ)
         service = unit_props(scope, SERVICE, SERVICE_PROPS, env.environ)
         user = "--user " if scope else ""
         findings.append(Finding("socket listening", sock.get("ActiveState") == "active",
-                                f"{SOCKET} is {sock.get('ActiveState')} ({sock.get('SubState')})",
+                                f"{SOCKET} is {show(sock.get('ActiveState'))} ({show(sock.get('SubState'))})",
                                 f"systemctl {user}enable --now {SOCKET}"))
         failed = service.get("ActiveState") == "failed"
         findings.append(Finding("service not failed", not failed,
-                                f"{SERVICE} is {service.get('ActiveState')} (result {service.get('Result')})",
+                                f"{SERVICE} is {show(service.get('ActiveState'))} (result {show(service.get('Result'))})",
                                 f"journalctl {user}-u {SERVICE} -n 50; then systemctl {user}reset-failed {SERVICE} && systemctl {user}start {SOCKET}"))
         limit = service.get("LogRateLimitIntervalUSec", "")
         findings.append(Finding("journald rate limit off", limit in ("0", ""),
                                 f"LogRateLimitIntervalUSec={limit}", "keep LogRateLimitIntervalSec=0 in the unit, or entries will be dropped"))
-    window = datetime.now().astimezone() - timedelta(hours=1)
-    if scope is not None:
+    since, _ = _window(args)
+    window = since or datetime.now().astimezone() - timedelta(hours=1)
+    label = f"since {args.since}" if since else "in the last hour"
+    if scope is not None and since is None:
         # Only since the socket last started listening: an operator's deliberate restart starts afresh.
         entered = int(sock.get("ActiveEnterTimestampMonotonic") or 0)
         if entered:
             ago = time.clock_gettime(time.CLOCK_MONOTONIC) - entered / 1e6
             window = max(window, datetime.now().astimezone() - timedelta(seconds=ago))
-    try:
-        recent = summarise(entries(open_reader(args.directory, args.file), window, None))
-        # systemd's own count covers restarts whose new daemon has not logged yet (or a frozen daemon that could not log).
-        restarts = max(recent["restarts"], int(service.get("NRestarts") or 0) if scope is not None else 0)
-        findings.append(Finding("no watchdog or restarts in the last hour", recent["watchdog_withheld"] == 0 and restarts == 0,
-                                f"{restarts} restarts, {recent['watchdog_withheld']} watchdog heartbeats withheld, "
-                                f"{recent['workers_hung']} workers hung",
-                                "previewctl logs --since '1 hour ago' --event watchdog_withheld; look for hung media (FIFOs, network mounts)"))
-    except OSError as exc:
-        findings.append(Finding("journal readable", False, str(exc), "run as a member of the systemd-journal group"))
-    client = client_for(args, env)
-    try:
-        health = client.health()
-    except Unreachable as exc:
-        findings.append(Finding("daemon answers /health", False, str(exc), f"systemctl --user start {SOCKET}; previewctl status"))
+    places, found = journal_places(args.directory, args.file)
+    if not found:
+        findings.append(Finding("journal has the daemon's entries", False, f"no journal found (looked in {', '.join(places)})",
+                                "run the daemon under systemd (README 'Install') so its entries are kept, or pass --directory"))
+    else:
+        try:
+            if next(iter(entries(open_reader(args.directory, args.file))), None) is None:
+                findings.append(Finding("journal has the daemon's entries", False,
+                                        f"no entries of flipedit-previewd in {', '.join(places)}",
+                                        "a daemon started by hand logs to its stderr; under systemd check 'previewctl status'"))
+            else:
+                recent = summarise(entries(open_reader(args.directory, args.file), window, None))
+                # systemd's own count covers restarts whose new daemon has not logged yet (or a frozen daemon that could not log).
+                restarts = max(recent["restarts"], int(service.get("NRestarts") or 0) if scope is not None else 0)
+                findings.append(Finding(f"no watchdog or restarts {label}", recent["watchdog_withheld"] == 0 and restarts == 0,
+                                        f"{restarts} restarts, {recent['watchdog_withheld']} watchdog heartbeats withheld, "
+                                        f"{recent['workers_hung']} workers hung",
+                                        "previewctl logs --since '1 hour ago' --event watchdog_withheld; look for hung media (FIFOs, network mounts)"))
+        except OSError as exc:
+            findings.append(Finding("journal readable", False, f"{', '.join(places)}: {exc.strerror or exc}",
+                                    "run as a member of the systemd-journal group"))
+    if health is None:
+        findings.append(Finding("daemon answers /health", False, unreachable,
+                                f"systemctl --user start {SOCKET}; previewctl status" if any_manager else
+                                "start it (README: 'make demo', or flipedit-previewd --listen 127.0.0.1:8081) or pass --url"))
         return findings
-    findings.append(Finding("daemon answers /health", True, f"{health['status']} via {client.shown}"))
-    rejected = int(health.get("rejected_last_minute", 0))
-    queue, capacity = int(health.get("queue_size", 0)), int(health.get("queue_capacity", 0))
+    findings.append(Finding("daemon answers /health", True, f"{health.get('status')} via {client.shown}"))
+    rejected = int(health.get("rejected_last_minute") or 0)
+    queue, capacity = int(health.get("queue_size") or 0), int(health.get("queue_capacity") or 0)
     findings.append(Finding("no overload", rejected == 0 and (capacity == 0 or queue < capacity),
                             f"{rejected} rejected in the last minute, queue {queue}/{capacity}",
                             "raise workers or queue_size in previewd.toml, or lower the editor's request rate"))
-    keepalive = float(health.get("keepalive_timeout_s", 0))
+    keepalive = float(health.get("keepalive_timeout_s") or 0)
     findings.append(Finding("keep-alive outlives the editor's pool", keepalive > EDITOR_POOL_IDLE_S,
                             f"keepalive_timeout {keepalive:g} s vs the editor's {EDITOR_POOL_IDLE_S} s idle pool",
                             f"set keepalive_timeout above {EDITOR_POOL_IDLE_S} (default 20)"))
-    project = health.get("project", {})
+    project = health.get("project") or {}
     path = project.get("path") or ""
     readable, why = _db_readable(path)
+    said = f"daemon says {show(project.get('state'))}" + (f" ({project['error']})" if project.get("error") else "")
     findings.append(Finding("project database readable and fresh", project.get("state") == "ok" and readable,
-                            f"{path or '(no project)'}: daemon says {project.get('state')} {project.get('error') or ''}; {why}".strip(),
+                            f"{path or '(no project)'}: {said}; {why}",
                             "check the path (--project or the metadata database) and file permissions"))
     try:
         timeline = client.get("/debug/timeline").json()
@@ -336,13 +494,19 @@ def _db_readable(path: str) -> tuple[bool, str]:
 
 def cmd_doctor(args: Any, env: Env) -> int:
     findings = doctor_findings(args, env)
+    failed = sum(1 for f in findings if f.ok is False)
+    skipped = sum(1 for f in findings if f.ok is None)
+    if wants_json(args):
+        env.out(json.dumps({"findings": [{"check": f.check, "result": f.result, "detail": f.detail, "fix": f.fix or None}
+                                         for f in findings],
+                            "passed": len(findings) - failed - skipped, "failed": failed, "not_applicable": skipped}, indent=2))
+        return EXIT_OK if failed == 0 else EXIT_PROBLEM
     for f in findings:
-        mark = "ok  " if f.ok else "FAIL"
-        env.out(f"[{mark}] {f.check}: {f.detail}")
-        if not f.ok and f.fix:
+        mark = {"ok": "[ok  ]", "fail": "[FAIL]", "n/a": "[n/a ]"}[f.result]
+        env.out(f"{env.paint(mark, f.result)} {f.check}: {f.detail}")
+        if f.ok is False and f.fix:
             env.out(f"       fix: {f.fix}")
-    failed = sum(1 for f in findings if not f.ok)
-    env.out(f"{len(findings) - failed} passed, {failed} failed")
+    env.out(f"{len(findings) - failed - skipped} passed, {failed} failed" + (f", {skipped} not applicable" if skipped else ""))
     return EXIT_OK if failed == 0 else EXIT_PROBLEM
 
 
@@ -377,15 +541,16 @@ class MonitorState:
         self.p95.append(float(health.get("latency_ms", {}).get("p95") or 0.0))
 
 
-def monitor_line(health: dict[str, Any] | None, state: MonitorState) -> str:
+def monitor_line(health: dict[str, Any] | None, state: MonitorState, colour: bool = False) -> str:
     now = time.strftime("%H:%M:%S")
     if health is None:
-        return f"{now} unreachable, reconnecting (restarts seen {state.restarts})"
-    lat = health.get("latency_ms", {})
-    return (f"{now} {health['status']:<10} queue {health.get('queue_size')}/{health.get('queue_capacity')} "
-            f"in-flight {health.get('in_flight')}/{health.get('capacity')} rate {health.get('rate_per_s')}/s "
-            f"p50 {lat.get('p50')} p95 {lat.get('p95')} p99 {lat.get('p99')} ms rejected/min {health.get('rejected_last_minute')} "
-            f"restarts {state.restarts}")
+        return f"{now} {paint('unreachable', colour)}, reconnecting (restarts seen {state.restarts})"
+    lat = health.get("latency_ms") or {}
+    status = str(health.get("status", "-"))
+    return (f"{now} {paint(f'{status:<10}', colour, status)} queue {show(health.get('queue_size'))}/{show(health.get('queue_capacity'))} "
+            f"in-flight {show(health.get('in_flight'))}/{show(health.get('capacity'))} rate {show(health.get('rate_per_s'))}/s "
+            f"p50 {show(lat.get('p50'))} p95 {show(lat.get('p95'))} p99 {show(lat.get('p99'))} ms "
+            f"rejected/min {show(health.get('rejected_last_minute'))} restarts {state.restarts}")
 
 
 def cmd_monitor(args: Any, env: Env) -> int:
@@ -402,10 +567,15 @@ def cmd_monitor(args: Any, env: Env) -> int:
         return health
 
     count = 0
-    if not env.is_tty:
+    if not env.is_tty or wants_json(args):
         try:
             while args.count is None or count < args.count:
-                env.out(monitor_line(poll(), state))
+                health = poll()
+                if wants_json(args):
+                    env.out(json.dumps({"time": datetime.now().astimezone().isoformat(timespec="seconds"), "reachable": health is not None,
+                                        "restarts_seen": state.restarts, "health": health}))
+                else:
+                    env.out(monitor_line(health, state, env.color))
                 count += 1
                 if args.count is None or count < args.count:
                     env.sleep(args.interval)
@@ -414,21 +584,27 @@ def cmd_monitor(args: Any, env: Env) -> int:
         return EXIT_OK
     from rich.console import Console
     from rich.live import Live
+    from rich.table import Table
+    from rich.text import Text
 
-    console = Console(file=env.stdout, no_color=not env.color)
+    console = Console(file=env.stdout, force_terminal=True, no_color=not env.color, highlight=False,
+                      width=env.width if env.width > 0 else None)
+    styles = {"ok": "green", "degraded": "yellow", "overloaded": "yellow", "stopping": "bold red", "unreachable": "bold red"}
 
     def view(health: dict[str, Any] | None) -> Any:
-        from rich.table import Table
-
-        table = Table(title=f"flipedit-previewd at {client.shown}", show_header=False, expand=False)
+        table = Table(title=Text(f"flipedit-previewd at {client.shown}"), show_header=False, expand=False)
         if health is None:
-            table.add_row("daemon", f"[red]unreachable[/red], reconnecting (restarts seen {state.restarts})")
+            table.add_row(Text("daemon"), Text.assemble(("unreachable", styles["unreachable"]),
+                                                        f", reconnecting (restarts seen {state.restarts})"))
             return table
-        for line in render_health(health)[:6]:
-            key, _, value = line.partition(" ")
-            table.add_row(key, value.strip())
-        table.add_row("p95 trend", sparkline(list(state.p95)))
-        table.add_row("restarts", str(state.restarts))
+        for label, value in health_rows(health)[:6]:
+            cell = Text(value)
+            if label == "status":
+                status = str(health.get("status", ""))
+                cell.stylize(styles.get(status, ""), 0, len(status))
+            table.add_row(Text(label), cell)
+        table.add_row(Text("p95 trend"), Text(sparkline(list(state.p95))))
+        table.add_row(Text("restarts"), Text(str(state.restarts), style="yellow" if state.restarts else ""))
         return table
 
     try:
@@ -439,4 +615,58 @@ def cmd_monitor(args: Any, env: Env) -> int:
                 count += 1
     except KeyboardInterrupt:
         pass
+    return EXIT_OK
+
+
+# --- profile ----------------------------------------------------------------------------------
+
+def find_py_spy(environ: dict[str, str]) -> str | None:
+    """py-spy on PATH, or next to this Python (a virtual environment's bin/)."""
+    found = shutil.which("py-spy", path=environ.get("PATH", os.environ.get("PATH")))
+    if found:
+        return found
+    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    return beside if os.access(beside, os.X_OK) else None
+
+
+def cmd_profile(args: Any, env: Env) -> int:
+    """The old notes' 'profile the running server' step: py-spy on the main process and its workers, one flame graph."""
+    exe = find_py_spy(env.environ)
+    if exe is None:
+        raise CtlError("py-spy is not installed (an optional dependency of previewctl profile)",
+                       "install it: 'pip install py-spy' in previewctl's environment, 'make setup', or 'apt install py-spy'")
+    if os.path.isdir(args.output):
+        raise CtlError(f"-o {args.output} is a directory", "name a file, e.g. -o profile.svg", EXIT_USAGE)
+    client = client_for(args, env)
+    health = _health_or_exit(client)
+    pid = int(health.get("pid") or 0)
+    workers = [int(w["pid"]) for w in health.get("workers") or [] if w.get("pid")]
+    if not pid:
+        raise CtlError(f"the daemon at {client.shown} did not say its pid", "is this flipedit-previewd? see 'previewctl health'")
+    if not os.path.exists(f"/proc/{pid}"):
+        raise CtlError(f"the daemon's pid {pid} is not visible here (another machine, container or PID namespace)",
+                       "run previewctl profile where the daemon runs")
+    command = [exe, "record", "--pid", str(pid), "--subprocesses", "--duration", str(args.seconds), "--rate", str(args.rate),
+               "--format", "flamegraph", "--output", args.output, "--nonblocking"]
+    if args.idle:
+        command.append("--idle")
+    if not args.json:
+        print(f"recording pid {pid} and workers {', '.join(map(str, workers)) or '-'} for {args.seconds} s ...", file=env.stderr, flush=True)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds + 60)
+    except subprocess.TimeoutExpired:
+        raise CtlError(f"py-spy did not finish within {args.seconds + 60} s", "try again with fewer --seconds") from None
+    said = " ".join((done.stderr or done.stdout).split())[-300:]
+    if done.returncode != 0 or not os.path.exists(args.output):
+        if any(word in said.lower() for word in ("permission denied", "operation not permitted", "ptrace")):
+            raise CtlError(f"no permission to attach to pid {pid}: {said}",
+                           "py-spy needs ptrace: run as root (sudo previewctl profile ...) or as the daemon's user with "
+                           "kernel.yama.ptrace_scope=0")
+        raise CtlError(f"py-spy failed (exit {done.returncode}): {said or 'no output'}", "run the py-spy command by hand to see more")
+    size = os.path.getsize(args.output)
+    if args.json:
+        env.out(json.dumps({"output": args.output, "bytes": size, "seconds": args.seconds, "pid": pid, "workers": workers}))
+    else:
+        env.out(f"flame graph of pid {pid} and workers {', '.join(map(str, workers)) or '-'} ({args.seconds} s) -> {args.output} "
+                f"({size} bytes); open it in a browser")
     return EXIT_OK

@@ -61,7 +61,7 @@ class DaemonClient:
             try:
                 response: requests.Response = self.session.get(target.base + path, **kwargs)
             except requests.RequestException as exc:
-                errors.append(f"{target.shown}: {type(exc).__name__}")
+                errors.append(f"{target.shown}: {_why(exc, kwargs['timeout'])}")
                 continue
             self.target = target
             return response
@@ -86,3 +86,18 @@ class DaemonClient:
     def forget(self) -> None:
         """After a failure, look again at every candidate (the daemon may have restarted elsewhere)."""
         self.target = None
+
+
+def _why(exc: requests.RequestException, timeout: float) -> str:
+    """What went wrong, for a person (not the exception's class name)."""
+    if isinstance(exc, requests.Timeout):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, requests.ConnectionError):
+        text = str(exc)
+        for needle, words in (("Connection refused", "connection refused"), ("No such file", "no such socket"),
+                              ("Permission denied", "permission denied"), ("Name or service not known", "unknown host"),
+                              ("reset by peer", "connection reset")):
+            if needle in text:
+                return words
+        return "cannot connect"
+    return "not an address previewctl can use"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from systemd import journal
@@ -43,12 +43,16 @@ def _parse_time(text: str, now: datetime | None = None) -> datetime:
         return now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
     if spec == "tomorrow":
         return now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    epoch = re.fullmatch(r"@(\d+(?:\.\d+)?)", spec)
+    if epoch:  # journalctl's "@1700000000": seconds since the epoch, UTC
+        stamp = datetime.fromtimestamp(float(epoch.group(1)), UTC)
+        return stamp.astimezone().replace(tzinfo=None) if now.tzinfo is None else stamp
     match = re.fullmatch(r"([+-]?)\s*(\d+(?:\.\d+)?)\s*([a-z]+)(\s+ago)?", spec)
     if match and match.group(3) in UNITS:
         seconds = float(match.group(2)) * UNITS[match.group(3)]
         sign = 1 if match.group(1) == "+" and not match.group(4) else -1
         if not match.group(1) and not match.group(4):
-            raise BadTime(f"{text!r}: say '{text} ago' or '-{text}'")
+            raise BadTime(f"'{text}': say '{text} ago' (or --since=-{text})")
         return now + timedelta(seconds=sign * seconds)
     for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%H:%M:%S", "%H:%M"):
         try:
@@ -58,7 +62,7 @@ def _parse_time(text: str, now: datetime | None = None) -> datetime:
         if fmt.startswith("%H"):
             parsed = now.replace(hour=parsed.hour, minute=parsed.minute, second=parsed.second, microsecond=0)
         return parsed
-    raise BadTime(f"cannot understand time {text!r}; try 'YYYY-MM-DD HH:MM:SS', '1 hour ago' or 'today'")
+    raise BadTime(f"cannot understand time '{text}'; try 'YYYY-MM-DD HH:MM:SS', '1 hour ago', 'today' or '@EPOCH'")
 
 
 def open_reader(directory: str | None = None, files: list[str] | None = None) -> Any:
@@ -107,6 +111,10 @@ def as_json(entry: dict[str, Any]) -> dict[str, Any]:
             out[key] = value.decode(errors="replace")
         elif hasattr(value, "hex") and not isinstance(value, (int, float)):
             out[key] = value.hex if isinstance(value.hex, str) else str(value)
+        elif isinstance(value, timedelta):
+            out[key] = round(value.total_seconds(), 6)
+        elif hasattr(value, "timestamp") and isinstance(value.timestamp, timedelta):
+            out[key] = round(value.timestamp.total_seconds(), 6)  # journal.Monotonic: seconds since boot
         elif isinstance(value, (str, int, float, bool)) or value is None:
             out[key] = value
         else:
@@ -119,4 +127,7 @@ def short_line(entry: dict[str, Any]) -> str:
     stamp = entry.get("__REALTIME_TIMESTAMP")
     when = stamp.strftime("%b %d %H:%M:%S.%f")[:-3] if isinstance(stamp, datetime) else "?"
     unit = entry.get("_SYSTEMD_USER_UNIT") or entry.get("_SYSTEMD_UNIT") or "by hand"
-    return f"{when} {unit}[{entry.get('_PID', '?')}] {event_of(entry)}: {entry.get('MESSAGE', '')}"
+    event, message = event_of(entry), str(entry.get("MESSAGE", ""))
+    if message.startswith(f"{event}: "):  # entries of older versions repeated the event in the message
+        message = message[len(event) + 2:]
+    return f"{when} {unit}[{entry.get('_PID', '?')}] {event}: {message}"

@@ -1,0 +1,87 @@
+"""How previewctl shows things to a person: durations, absent values, colour.
+
+Human output never shows Python reprs: an absent value is "-", a duration reads
+like systemctl's ("2h 3min"), and colour marks status words only on a terminal
+(never with NO_COLOR, never when piped).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+GREEN, YELLOW, RED, DIM, RESET = "\033[32m", "\033[33m", "\033[1;31m", "\033[2m", "\033[0m"
+WORD_COLOURS = {"ok": GREEN, "active": GREEN, "pass": GREEN, "degraded": YELLOW, "overloaded": YELLOW,
+                "activating": YELLOW, "reloading": YELLOW, "stopping": RED, "unreachable": RED, "failed": RED,
+                "fail": RED, "inactive": YELLOW, "n/a": DIM}
+
+
+def wants_colour(is_tty: bool, environ: Mapping[str, str]) -> bool:
+    """https://no-color.org: NO_COLOR set to anything non-empty turns colour off; so does TERM=dumb."""
+    return is_tty and not environ.get("NO_COLOR") and environ.get("TERM", "") != "dumb"
+
+
+def paint(text: str, colour: bool, word: str | None = None) -> str:
+    code = WORD_COLOURS.get((word or text).strip().strip("[]").lower())
+    return f"{code}{text}{RESET}" if colour and code else text
+
+
+def show(value: Any, unit: str = "") -> str:
+    """A value for a person: '-' for absent, numbers without float noise."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        text = f"{value:.2f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:.0f}"
+    else:
+        text = str(value)
+    return f"{text} {unit}" if unit else text
+
+
+def duration(seconds: Any) -> str:
+    """Like systemctl: '850ms', '12.5s', '4min 3s', '2h 5min', '3d 4h'; '-' when absent."""
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return "-"
+    if s != s or s < 0:
+        return "-"
+    if s < 1:
+        return f"{s * 1000:.0f}ms"
+    if s < 60:
+        return f"{s:.1f}s".replace(".0s", "s")
+    minutes, sec = divmod(int(s), 60)
+    if minutes < 60:
+        return f"{minutes}min {sec}s" if sec else f"{minutes}min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes}min" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h" if hours else f"{days}d"
+
+
+def pid1() -> str:
+    try:
+        with open("/proc/1/comm") as handle:
+            return handle.read().strip() or "?"
+    except OSError:
+        return "?"
+
+
+JOURNAL_DIRS = ("/var/log/journal", "/run/log/journal")
+
+
+def journal_places(directory: str | None, files: list[str] | None) -> tuple[list[str], bool]:
+    """Where the journal is read from, and whether any journal file is there (without opening them)."""
+    if files:
+        return list(files), all(os.path.isfile(f) for f in files)
+    places = [directory] if directory else list(JOURNAL_DIRS)
+    for place in places:
+        for root, dirs, names in os.walk(place):
+            if any(name.endswith((".journal", ".journal~")) for name in names):
+                return places, True
+            if root.count(os.sep) - place.count(os.sep) >= 1:
+                dirs.clear()  # <dir>/<machine-id>/*.journal at most
+    return places, False
