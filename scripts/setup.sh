@@ -25,7 +25,7 @@ fi
 if [ ! -e "$stamp" ]; then
   echo "setup: installing Python packages into .venv"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -e '.[test,profile]'
   rm -f .venv/.setup-*
   touch "$stamp"
 fi

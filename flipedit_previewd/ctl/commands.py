@@ -656,7 +656,11 @@ def cmd_profile(args: Any, env: Env) -> int:
         done = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds + 60)
     except subprocess.TimeoutExpired:
         raise CtlError(f"py-spy did not finish within {args.seconds + 60} s", "try again with fewer --seconds") from None
-    said = " ".join((done.stderr or done.stdout).split())[-300:]
+    lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    said = next((line for line in lines if line.startswith("Error")), lines[-1] if lines else "")[:300]
+    if "No stack counts found" in said:
+        raise CtlError(f"py-spy saw no Python code running in {args.seconds} s: the daemon was idle",
+                       "profile while the editor (or bench/load.py) loads it, or add --idle to record waiting threads too")
     if done.returncode != 0 or not os.path.exists(args.output):
         if any(word in said.lower() for word in ("permission denied", "operation not permitted", "ptrace")):
             raise CtlError(f"no permission to attach to pid {pid}: {said}",

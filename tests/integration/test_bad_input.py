@@ -31,7 +31,7 @@ def test_corpus_has_100_entries_each_gets_its_status(daemon: Any) -> None:
     for entry in CORPUS:
         status, answer = exchange(daemon.port, entry["request"].encode("latin-1"))
         assert status in entry["expect"], (entry["why"], answer[:200])
-        if status >= 400 and status not in (404, 405):
+        if status >= 400 and status not in (404, 405) and b'"field"' not in answer:  # a query mistake (names its field) keeps the connection
             assert b"Connection: close" in answer, entry["why"]
     assert daemon.get("/get_frame/1").status_code == 200
     assert daemon.health()["status"] == "ok" and daemon.proc.poll() is None
