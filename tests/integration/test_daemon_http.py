@@ -158,7 +158,7 @@ def test_malformed_requests_get_their_status_and_daemon_keeps_serving(start_daem
             head, _, body = answer.partition(b"\r\n\r\n")
             length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
             assert len(body) == length  # complete response, never cut short
-        if status >= 400 and status not in (404, 405):
+        if status >= 400 and status not in (404, 405) and b'"field"' not in answer:  # a query/body mistake keeps the connection
             assert b"connection: close" in answer.lower()
         assert daemon.get("/health").status_code == 200
     # A slow drip never completes a request: 408 after request_timeout, then a clean close (no reset
