@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-8081}
-export XDG_DATA_HOME=${XDG_DATA_HOME:-$PWD/demo-data}
+# The one demo location, the same as a bare `flipedit-previewd --demo`: $XDG_DATA_HOME/flipedit-preview/demo.
+export XDG_DATA_HOME=${XDG_DATA_HOME:-$HOME/.local/share}
 .venv/bin/python -c 'from flipedit_previewd.demo import ensure_demo_project as e; print("demo project:", e())'
 echo
 echo "  Preview URL:   http://127.0.0.1:$PORT/get_frame/0"
