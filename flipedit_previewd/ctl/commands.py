@@ -587,7 +587,8 @@ def cmd_monitor(args: Any, env: Env) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    console = Console(file=env.stdout, force_terminal=True, no_color=not env.color, highlight=False,
+    # No colour and no other styling without colour (NO_COLOR, TERM=dumb): rich's no_color keeps bold and italic.
+    console = Console(file=env.stdout, force_terminal=True, color_system="auto" if env.color else None, highlight=False,
                       width=env.width if env.width > 0 else None)
     styles = {"ok": "green", "degraded": "yellow", "overloaded": "yellow", "stopping": "bold red", "unreachable": "bold red"}
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import re
 import signal
 import statistics
 import subprocess
@@ -19,6 +21,8 @@ from deploy import UNIT, Deployed, wait_active
 from helpers import ROOT, wait_for
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
+COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # any SGR sequence: colour or other styling
+REPRS = re.compile(r"\bNone\b|\bTrue\b|\bFalse\b|datetime\.|timedelta|Monotonic\(|UUID\(|Traceback")
 
 
 def ctl(d: Deployed, *args: str) -> subprocess.CompletedProcess[str]:
@@ -180,6 +184,9 @@ def test_monitor_in_tmux_shows_changing_numbers_survives_restart_and_exits_on_ct
             screens.append(subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout)
         assert "flipedit-previewd" in screens[-1] and "status" in screens[-1]
         assert len({s for s in screens if "status" in s}) > 1  # the numbers change
+        assert "│ in flight " in screens[-1] and "│ in │" not in screens[-1], screens[-1]  # whole labels
+        coloured = subprocess.run([*tmux, "capture-pane", "-p", "-e", "-t", session], capture_output=True, text=True).stdout
+        assert COLOUR.search(coloured), coloured  # the status word is coloured on a terminal
         os.kill(d.main_pid(), signal.SIGKILL)
         assert wait_for(lambda: "restarts" in (s := subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True,
                                                                      text=True).stdout) and "│ 1" in s.split("restarts", 1)[1][:20], 20, 0.5)
@@ -190,3 +197,63 @@ def test_monitor_in_tmux_shows_changing_numbers_survives_restart_and_exits_on_ct
         stop.set()
         loader.join()
         subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+def test_monitor_in_tmux_without_colour_when_no_color_is_set(deployed: Any) -> None:
+    d = deployed()
+    requests.get(d.url + "/health", timeout=30)
+    session = f"nocolor-{uuid.uuid4().hex[:6]}"
+    tmux = ["tmux", "-L", session]
+    try:
+        subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "140", "-y", "30",
+                        f"NO_COLOR=1 {PREVIEWCTL} --url {d.url} monitor --interval 0.5; sleep 30"], check=True)
+        assert wait_for(lambda: "in flight" in subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True,
+                                                              text=True).stdout, 20, 0.3)
+        time.sleep(1.0)
+        screen = subprocess.run([*tmux, "capture-pane", "-p", "-e", "-t", session], capture_output=True, text=True).stdout
+        assert "status" in screen and "│ in flight " in screen and not COLOUR.search(screen), screen
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+def test_journal_words_follow_no_entries_4xx_summary_and_json_for_every_command(deployed: Any, tmp_path: Path) -> None:
+    d = deployed()
+    requests.get(d.url + "/get_frame/1", timeout=30)
+    wait_active(d)
+    for _ in range(3):
+        assert requests.get(d.url + "/get_frame/1?quality=200", timeout=30).status_code == 400
+    # logs -f: the last 10 entries, then new ones as they come (as journalctl -f)
+    follow = subprocess.Popen(["nsenter", "-t", str(d.box.proc.pid), "-m", "--", PREVIEWCTL, "logs", "-f", "-o", "json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "XDG_RUNTIME_DIR": "/run/user/0"})
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in follow.stdout or []], daemon=True).start()
+    try:
+        first = [json.loads(lines.get(timeout=30)) for _ in range(10)]
+        assert all("MESSAGE" in e and isinstance(e["__MONOTONIC_TIMESTAMP"], float) for e in first)
+        time.sleep(1.0)
+        assert lines.empty()  # the last 10, not the whole history
+        d.box.systemctl("stop", UNIT)  # writes the stop entries and the 4xx summary
+        later = [json.loads(lines.get(timeout=30)) for _ in range(3)]
+        assert all(e["__REALTIME_TIMESTAMP"] > first[-1]["__REALTIME_TIMESTAMP"] for e in later)
+    finally:
+        follow.send_signal(signal.SIGINT)
+        follow.wait(timeout=10)
+    assert wait_for(lambda: ctl(d, "logs", "--event", "summary", "-n", "1", "-o", "json").returncode == 0, 10)
+    summary = json.loads(ctl(d, "logs", "--event", "summary", "-n", "1", "-o", "json").stdout)
+    assert summary["COUNT_HTTP_400"] == "3" and "quality must be between 1 and 95" in summary["LAST_ERROR_400"]
+    # say plainly when a window has no entries, and where they looked
+    empty = ctl(d, "logs", "--since", f"@{int(time.time()) + 3600}")
+    assert empty.returncode == 1 and "no entries of flipedit-previewd in the journal (/var/log/journal, /run/log/journal)" in empty.stderr
+    assert ctl(d, "stats", "--since", f"@{int(time.time()) + 3600}").returncode == 1
+    # every data command: human output without reprs, -o json parses
+    requests.get(d.url + "/health", timeout=30)
+    wait_active(d)
+    for args in (["health"], ["status"], ["logs", "-n", "5"], ["stats"], ["doctor"], ["monitor", "--count", "1"]):
+        human = ctl(d, *args)
+        assert human.stdout and not REPRS.search(human.stdout + human.stderr), (args, human.stdout, human.stderr)
+        machine = ctl(d, *args, "-o", "json")
+        lines = machine.stdout.splitlines() if args[0] in ("logs", "monitor") else [machine.stdout]
+        assert lines and all(isinstance(json.loads(line), dict) for line in lines), (args, machine.stdout, machine.stderr)
+    stats = json.loads(ctl(d, "stats", "--json").stdout)
+    assert stats["outcomes"].get("http_400", 0) >= 3
