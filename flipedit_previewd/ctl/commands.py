@@ -61,7 +61,8 @@ def _health_or_exit(client: DaemonClient) -> dict[str, Any]:
         return client.health()
     except Unreachable as exc:
         raise CtlError(f"daemon unreachable ({exc})",
-                       "start it with 'systemctl --user start flipedit-preview.socket' or pass --url", EXIT_UNREACHABLE) from None
+                       "start it ('systemctl --user start flipedit-preview.socket', or by hand: 'make demo' or "
+                       "'flipedit-previewd --listen HOST:PORT') or pass --url", EXIT_UNREACHABLE) from None
 
 
 def bar(used: int, capacity: int, width: int = 20) -> str:

@@ -61,3 +61,37 @@ def test_usage_error_exit_code_and_one_line() -> None:
 def test_bars_and_sparklines() -> None:
     assert bar(5, 20, 10).startswith("[##........]") and bar(0, 0).endswith("0/0")
     assert sparkline([0, 5, 10]) == " ▄█"
+
+
+def test_epoch_and_the_hint_for_a_bare_duration() -> None:
+    from datetime import UTC
+
+    assert parse_time("@1700000000", NOW) == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    with pytest.raises(BadTime, match=r"'1h ago' \(or --since=-1h\)"):
+        parse_time("1h", NOW)
+    err = io.StringIO()
+    assert main(["logs", "--since=-1h", "-D", "/nonexistent-journal"], Env(io.StringIO(), err, {}, False, False)) == 1
+    assert "no journal found (looked in /nonexistent-journal)" in err.getvalue()
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (0.25, "250ms"), (12.5, "12.5s"), (42, "42s"), (243, "4min 3s"),
+                                               (7500, "2h 5min"), (3 * 86400 + 4 * 3600, "3d 4h"), ("junk", "-")])
+def test_durations_read_like_systemctl(seconds: object, text: str) -> None:
+    from flipedit_previewd.ctl.words import duration
+
+    assert duration(seconds) == text
+
+
+def test_journal_values_become_json_types() -> None:
+    import json
+    import uuid
+    from datetime import timedelta
+
+    from flipedit_previewd.ctl.journal_read import as_json
+    from systemd import journal
+
+    entry = {"__MONOTONIC_TIMESTAMP": journal.Monotonic((timedelta(seconds=3.5), uuid.uuid4())), "_BOOT_ID": uuid.uuid4(),
+             "__REALTIME_TIMESTAMP": datetime(2026, 11, 28, 12, 0), "PRIORITY": 6, "MESSAGE_ID": uuid.UUID(MESSAGE_IDS["ready"])}
+    out = as_json(entry)
+    assert out["__MONOTONIC_TIMESTAMP"] == 3.5 and out["EVENT"] == "ready" and isinstance(out["_BOOT_ID"], str)
+    assert json.loads(json.dumps(out)) == out and "Monotonic" not in json.dumps(out)
