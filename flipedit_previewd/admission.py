@@ -202,6 +202,11 @@ class Admission:
         return len(dropped)
 
     def ahead_running(self) -> int:
+        """Render-ahead jobs running now (for /health; ``_eligible`` counts under the lock it holds)."""
+        with self._cond:
+            return self._ahead_running()
+
+    def _ahead_running(self) -> int:
         return sum(1 for p in self.in_flight.values() if p.speculative)
 
     def expire_overdue(self) -> None:
@@ -227,7 +232,7 @@ class Admission:
         for pending in self.queue.values():
             if pending.key not in busy:
                 return pending
-        if self.ahead and self.ahead_running() < self.ahead_limit:
+        if self.ahead and self._ahead_running() < self.ahead_limit:
             now = time.monotonic()
             for pending in list(self.ahead.values()):
                 if now > pending.deadline:

@@ -288,7 +288,10 @@ class Service:
         fmt = query.get("format", "jpeg").lower()
         if fmt not in ("jpeg", "jpg", "png"):
             raise BadRequest(f"format must be jpeg or png, not {fmt!r}", field="format")
-        return OutputSpec(width, height, quality, "png" if fmt == "png" else "jpeg")
+        if fmt == "png":
+            # PNG ignores quality: one cache key and ETag for every ?quality= (no 95 renders of the same bytes).
+            return OutputSpec(width, height, 0, "png")
+        return OutputSpec(width, height, quality, "jpeg")
 
     def _count(self, outcome: str) -> None:
         self.summary[outcome] = self.summary.get(outcome, 0) + 1

@@ -133,3 +133,15 @@ def test_no_speculative_work_under_overload(start_daemon: Any, project: Path) ->
     stats = ahead(daemon)
     assert stats["suppressed"] > 0
     assert stats["started"] == 0 and stats["rendered"] == 0, stats
+
+
+def test_output_parameters_that_do_not_change_the_bytes_share_one_render(start_daemon: Any, project: Path) -> None:
+    daemon = start_daemon("--project", str(project), "--render-ahead", "false")
+    with requests.Session() as session:
+        pngs = [session.get(f"{daemon.url}/get_frame/3?format=png&quality={q}", timeout=10) for q in range(1, 96)]
+        assert {r.status_code for r in pngs} == {200} and len({r.headers["ETag"] for r in pngs}) == 1
+        assert [r.headers["X-Cache"] for r in pngs].count("miss") == 1  # one render for 95 qualities
+        # Explicit defaults (canvas size, default quality) are the same frame as none at all.
+        plain = session.get(f"{daemon.url}/get_frame/4", timeout=10)
+        explicit = session.get(f"{daemon.url}/get_frame/4?width=1280&height=720&quality=85&format=jpeg", timeout=10)
+        assert plain.headers["ETag"] == explicit.headers["ETag"] and explicit.headers["X-Cache"] == "hit"
