@@ -22,6 +22,7 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,8 @@ class Pending:
     enqueued: float = field(default_factory=time.monotonic)
     waiters: int = 0
     started: float = 0.0
+    speculative: bool = False  # render-ahead: nobody waits yet; a real request may take it over
+    revision: str = ""  # the timeline revision a speculative job was planned for
 
 
 class RateMeter:
@@ -85,7 +88,11 @@ class Admission:
         self.in_flight: dict[int, Pending] = {}
         self.rate = RateMeter()
         self.rejections: deque[tuple[float, str]] = deque()
-        self.counters: dict[str, int] = {"admitted": 0, "joined": 0, "rejected": 0, "expired": 0, "cancelled": 0}
+        self.counters: dict[str, int] = {"admitted": 0, "joined": 0, "rejected": 0, "expired": 0, "cancelled": 0,
+                                         "ahead_queued": 0, "ahead_started": 0, "ahead_taken_over": 0, "ahead_dropped": 0}
+        # Render-ahead jobs: looked at only when no real job is eligible, at most ``ahead_limit`` running.
+        self.ahead: OrderedDict[Key, Pending] = OrderedDict()
+        self.ahead_limit = 0
         self.stopping = False
         self.closed = False
         self._cond = threading.Condition()
@@ -142,6 +149,16 @@ class Admission:
                 return pending
             full = len(self.queue) >= self.queue_size
             if not full:
+                ahead = self.ahead.pop(key, None)
+                if ahead is not None:
+                    # The editor caught up with a frame queued ahead: it becomes a real job, no second one.
+                    self.counters["ahead_taken_over"] += 1
+                    ahead.speculative, ahead.waiters = False, 1
+                    ahead.enqueued, ahead.deadline = time.monotonic(), time.monotonic() + self.queue_timeout
+                    self.queue[key] = ahead
+                    self.counters["admitted"] += 1
+                    self._cond.notify()
+                    return ahead
                 pending = Pending(key, time.monotonic() + self.queue_timeout, asyncio.get_running_loop().create_future(), waiters=1)
                 self.queue[key] = pending
                 self.counters["admitted"] += 1
@@ -159,6 +176,39 @@ class Admission:
             self.counters["cancelled"] += 1
         pending.future.cancel()
 
+    def speculate(self, key: Key, revision: str, ttl: float, max_queued: int) -> bool:
+        """Queue a render-ahead job unless the frame is already queued, running or enough are queued."""
+        if self.stopping or self.ahead_limit <= 0:
+            return False
+        with self._cond:
+            if key in self.queue or key in self.ahead or len(self.ahead) >= max_queued:
+                return False
+            if any(p.key == key for p in self.in_flight.values()):
+                return False
+            pending = Pending(key, time.monotonic() + ttl, asyncio.get_running_loop().create_future(),
+                              speculative=True, revision=revision)
+            self.ahead[key] = pending
+            self.counters["ahead_queued"] += 1
+            self._cond.notify()
+            return True
+
+    def retain_ahead(self, keep: Callable[[Pending], bool]) -> int:
+        """Drop queued render-ahead jobs that no longer pay (revision changed, playback stopped, overload)."""
+        with self._cond:
+            dropped = [p for p in self.ahead.values() if not keep(p)]
+            for pending in dropped:
+                del self.ahead[pending.key]
+            self.counters["ahead_dropped"] += len(dropped)
+        return len(dropped)
+
+    def ahead_running(self) -> int:
+        """Render-ahead jobs running now (for /health; ``_eligible`` counts under the lock it holds)."""
+        with self._cond:
+            return self._ahead_running()
+
+    def _ahead_running(self) -> int:
+        return sum(1 for p in self.in_flight.values() if p.speculative)
+
     def expire_overdue(self) -> None:
         """Answer queued jobs whose deadline passed while every worker was busy."""
         now = time.monotonic()
@@ -173,11 +223,23 @@ class Admission:
     # --- the workers' side (driver threads) -----------------------------------------------------
 
     def _eligible(self) -> Pending | None:
-        """The oldest queued job whose key is not being rendered: one render in flight per URL."""
+        """The oldest queued job whose key is not being rendered: one render in flight per URL.
+
+        Real jobs first; a render-ahead job only when no real one can start and fewer than
+        ``ahead_limit`` speculative renders run, so speculation only ever uses idle workers.
+        """
         busy = {p.key for p in self.in_flight.values()}
         for pending in self.queue.values():
             if pending.key not in busy:
                 return pending
+        if self.ahead and self._ahead_running() < self.ahead_limit:
+            now = time.monotonic()
+            for pending in list(self.ahead.values()):
+                if now > pending.deadline:
+                    del self.ahead[pending.key]
+                    self.counters["ahead_dropped"] += 1
+                elif pending.key not in busy:
+                    return pending
         return None
 
     def take(self, worker: int, stop: threading.Event) -> Pending | None:
@@ -189,6 +251,12 @@ class Admission:
                     if stop.is_set() or self.closed:
                         return None
                     self._cond.wait(0.5)
+                if pending.speculative:
+                    del self.ahead[pending.key]
+                    self.counters["ahead_started"] += 1
+                    pending.started = time.monotonic()
+                    self.in_flight[worker] = pending
+                    return pending
                 del self.queue[pending.key]
                 if time.monotonic() > pending.deadline:
                     self.counters["expired"] += 1
@@ -202,11 +270,15 @@ class Admission:
     def finish(self, worker: int, pending: Pending, result: Any = None, error: BaseException | None = None) -> None:
         with self._cond:
             self.in_flight.pop(worker, None)
-            self.rate.mark()
+            if not pending.speculative:
+                self.rate.mark()
             self._cond.notify_all()  # a job for the same URL may now start
+        if pending.speculative:
+            error = None  # nobody awaits a render-ahead job: an error is counted, never raised
         self._resolve(pending, result, error)
 
     def close(self) -> None:
         with self._cond:
             self.closed = True
+            self.ahead.clear()
             self._cond.notify_all()

@@ -22,11 +22,12 @@ from .admission import Admission, Pending
 from .compositor import OutputSpec
 from .config import Config
 from .errors import BadRequest, HTTPError, MethodNotAllowed, NotFound, Overloaded, RenderFailed
+from .framecache import FrameCache
 from .journal import EventLog
-from .media import ByteLRU
 from .metrics import Metrics
 from .projectdb import ProjectSource, asset_dirs, discover_project
 from .protocol import Request, Response
+from .renderahead import RenderAhead
 from .safety import check_timeline_paths
 from .timeline import Timeline, empty_timeline, timeline_from_json
 from .workers import WorkerPool, WorkerSettings
@@ -61,7 +62,10 @@ class Service:
         self.admission = Admission(config.workers, config.queue_size, config.queue_timeout)
         self.pool = WorkerPool(config.workers, WorkerSettings(config.source_cache_bytes, config.max_source_pixels,
                                                                config.test_render_hook), config.hang_threshold)
-        self.frames = ByteLRU(config.frame_cache_bytes)
+        self.frames = FrameCache(config.frame_cache_bytes)
+        self.ahead = RenderAhead(config.render_ahead_frames)
+        self._ahead_flushed: dict[str, int] = {}
+        self._apply_render_ahead(config)
         self.connections = 0
         self.latencies: deque[float] = deque(maxlen=2000)
         self.summary: dict[str, int] = {}
@@ -74,6 +78,9 @@ class Service:
         m.gauge("flipedit_preview_in_flight", "Renders running", lambda: len(self.admission.in_flight))
         m.gauge("flipedit_preview_workers_busy", "Workers rendering", lambda: self.pool.busy_count())
         m.gauge("flipedit_preview_connections", "Open client connections", lambda: self.connections)
+        m.gauge("flipedit_preview_render_ahead_rendered", "Frames rendered ahead of a request", lambda: self.ahead.counters["rendered"])
+        m.gauge("flipedit_preview_render_ahead_hits", "Requests answered by a frame rendered ahead", lambda: self.frames.ahead_hits)
+        m.gauge("flipedit_preview_render_ahead_wasted", "Frames rendered ahead and discarded unused", lambda: self.frames.ahead_wasted)
 
     # --- lifecycle hooks used by the server -------------------------------------------------
 
@@ -109,6 +116,7 @@ class Service:
         self.admission.queue_size = config.queue_size
         self.admission.queue_timeout = config.queue_timeout
         self.frames.capacity = config.frame_cache_bytes
+        self._apply_render_ahead(config)
         self.source.current(force=True)
         self._publish_source_events()
 
@@ -116,6 +124,9 @@ class Service:
 
     def _run_job(self, worker: Any, pending: Pending) -> None:
         """On a worker's driver thread: read the timeline *now*, render (or find it cached), answer."""
+        if pending.speculative:
+            self._run_ahead(worker, pending)
+            return
         frame, spec = pending.key
         queue_ms = (pending.started - pending.enqueued) * 1000
         self.metrics.queue_wait.observe(queue_ms / 1000)
@@ -141,6 +152,52 @@ class Service:
         self.frames.put(etag, (result.body, result.content_type), len(result.body))
         self.admission.finish(worker.index, pending, FrameResult(result.body, result.content_type, etag, outcome.render_ms, queue_ms, False))
 
+    def _run_ahead(self, worker: Any, pending: Pending) -> None:
+        """On a driver thread: a render-ahead job, only if its revision is still the current one."""
+        frame, spec = pending.key
+        try:
+            timeline = self.source.current()
+            self._publish_source_events()
+            etag = frame_etag(timeline, frame, spec)
+            if timeline.revision != pending.revision:
+                self.ahead.counters["stale"] += 1
+            elif etag not in self.frames:
+                outcome = self.pool.render(worker, frame, spec, timeline)
+                self.ahead.counters["rendered"] += 1
+                self.frames.put(etag, (outcome.result.body, outcome.result.content_type), len(outcome.result.body), ahead=True)
+        except Exception:  # noqa: BLE001 - a guess that failed costs nothing; the real request will report it
+            self.ahead.counters["failed"] += 1
+        finally:
+            self.admission.finish(worker.index, pending)
+
+    def _apply_render_ahead(self, config: Config) -> None:
+        self.ahead.frames = config.render_ahead_frames if config.render_ahead else 0
+        limit = config.render_ahead_workers or max(1, config.workers - 1)
+        self.admission.ahead_limit = min(limit, config.workers) if self.ahead.frames else 0
+        if not self.ahead.frames:
+            self.admission.retain_ahead(lambda p: False)
+
+    def _plan_ahead(self, frame: int, spec: OutputSpec, timeline: Timeline) -> None:
+        """On the loop, for every real frame request: follow a playback or scrub with render-ahead jobs."""
+        if not self.ahead.frames or not self.frames.capacity:
+            return
+        plan = self.ahead.observe(time.monotonic(), spec, frame, timeline.revision, timeline.total_frames)
+        revision = timeline.revision
+        if plan is None:
+            self.admission.retain_ahead(lambda p: p.revision == revision)
+            return
+        if self.overloaded_since is not None or self.admission.queue:
+            # Real work is waiting or being refused: a guess would take its CPU.
+            self.ahead.counters["suppressed"] += 1
+            self.admission.retain_ahead(lambda p: False)
+            return
+        wanted = {(f, spec) for f in plan.frames}
+        self.admission.retain_ahead(lambda p: p.revision == revision and (p.key[1] != spec or p.key in wanted))
+        for f in plan.frames:
+            if frame_etag(timeline, f, spec) not in self.frames:
+                if self.admission.speculate((f, spec), revision, AHEAD_TTL_S, 4 * self.ahead.frames):
+                    self.ahead.counters["planned"] += 1
+
     def _publish_source_events(self) -> None:
         for state, message in self.source.drain_events():
             if state == "ok":
@@ -157,6 +214,7 @@ class Service:
         fields: dict[str, Any] = {"REQUEST_ID": request_id, "METHOD": request.method, "PATH": request.target,
                                   "FRAME": frame, "CLIENT": client}
         etag = frame_etag(timeline, frame, spec)
+        self._plan_ahead(frame, spec, timeline)
         if etag_matches(request.headers.get("if-none-match", ""), etag):
             self._count("not_modified")
             return Response(304, b"", spec.content_type, headers=[("ETag", etag)])
@@ -232,7 +290,10 @@ class Service:
         fmt = query.get("format", "jpeg").lower()
         if fmt not in ("jpeg", "jpg", "png"):
             raise BadRequest(f"format must be jpeg or png, not {fmt!r}", field="format")
-        return OutputSpec(width, height, quality, "png" if fmt == "png" else "jpeg")
+        if fmt == "png":
+            # PNG ignores quality: one cache key and ETag for every ?quality= (no 95 renders of the same bytes).
+            return OutputSpec(width, height, 0, "png")
+        return OutputSpec(width, height, quality, "jpeg")
 
     def _count(self, outcome: str) -> None:
         self.summary[outcome] = self.summary.get(outcome, 0) + 1
@@ -248,6 +309,8 @@ class Service:
     def tick(self) -> None:
         """Once per health tick on the loop: deadlines, overload end, hung workers, summaries."""
         self.admission.expire_overdue()
+        if not self.ahead.active(time.monotonic()):
+            self.admission.retain_ahead(lambda p: False)  # the playback or scrub stopped
         if self.overloaded_since is not None and not self.admission.rejected_recently(5):
             duration = time.monotonic() - self.overloaded_since
             self.overloaded_since = None
@@ -272,11 +335,18 @@ class Service:
 
     def flush_summary(self) -> None:
         counts = {k: v for k, v in self.summary.items() if k in ("cached", "not_modified", "health") or k.startswith("http_4")}
-        if any(counts.values()):
+        now = {"rendered": self.ahead.counters["rendered"], "hits": self.frames.ahead_hits, "wasted": self.frames.ahead_wasted}
+        ahead = {k: v - self._ahead_flushed.get(k, 0) for k, v in now.items()}
+        if any(counts.values()) or any(ahead.values()):
             errors = {f"LAST_ERROR_{status}": what for status, what in self.last_client_error.items()}
-            self.log.emit("summary", "cheap requests: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v)
-                          + "".join(f"; last {status}: {what}" for status, what in sorted(self.last_client_error.items())),
-                          "info", **{f"COUNT_{k.upper()}": v for k, v in counts.items() if v}, **errors)
+            text = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v)
+            text += "".join(f"; last {status}: {what}" for status, what in sorted(self.last_client_error.items()))
+            if any(ahead.values()):
+                text += "; render-ahead " + ", ".join(f"{k}={v}" for k, v in ahead.items())
+            self.log.emit("summary", "cheap requests: " + text.lstrip("; "), "info",
+                          **{f"COUNT_{k.upper()}": v for k, v in counts.items() if v}, **errors,
+                          **{f"AHEAD_{k.upper()}": v for k, v in ahead.items() if v})
+        self._ahead_flushed = now
         for key in counts:
             self.summary[key] = 0
         self.last_client_error.clear()
@@ -321,11 +391,19 @@ class Service:
                         "reads": self.source.health.reads, "revision": timeline.revision, "source": timeline.source,
                         "clips": len(timeline.clips)},
             "cache": {"frames": len(self.frames), "bytes": self.frames.size, "hits": self.frames.hits, "misses": self.frames.misses},
+            "render_ahead": self.render_ahead_stats(),
             "keepalive_timeout_s": self.config.keepalive_timeout,
             "uptime_s": round(time.monotonic() - self.started, 1),
             "version": __version__,
             "pid": os.getpid(),
         }
+
+    def render_ahead_stats(self) -> dict[str, Any]:
+        c = self.admission.counters
+        return {"enabled": bool(self.ahead.frames), "frames": self.ahead.frames, "workers": self.admission.ahead_limit,
+                "gestures": len(self.ahead.tracks), "queued": len(self.admission.ahead), "running": self.admission.ahead_running(),
+                **self.ahead.counters, "started": c["ahead_started"], "taken_over": c["ahead_taken_over"],
+                "dropped": c["ahead_dropped"], "hits": self.frames.ahead_hits, "wasted": self.frames.ahead_wasted}
 
     def status_line(self) -> str:
         return (f"{self.status()}: {len(self.admission.in_flight)}/{self.config.workers} rendering, "
@@ -420,6 +498,9 @@ def project_reason(config: Config, project: str) -> str:
     if not os.path.exists(metadata):
         return f"no --project, no --demo, and the editor's project list {metadata} does not exist"
     return f"no --project, no --demo, and no usable project in {metadata}"
+
+
+AHEAD_TTL_S = 1.0  # a render-ahead job not started within this is no longer ahead of anything
 
 
 def frame_etag(timeline: Timeline, frame: int, spec: OutputSpec) -> str:

@@ -306,6 +306,8 @@ def cmd_stats(args: Any, env: Env) -> int:
     env.out(f"overloads   {len(summary['overload_periods'])}" + "".join(
         f"\n            {o['began'] or '(before the window)'} .. {o['ended'] or 'still'}" for o in summary["overload_periods"]))
     env.out(f"restarts    {summary['restarts']}   watchdog withheld {summary['watchdog_withheld']}   workers hung {summary['workers_hung']}")
+    ra = summary["render_ahead"]
+    env.out(f"render-ahead rendered {ra['rendered']}   hits {ra['hits']}   wasted {ra['wasted']}")
     return EXIT_OK
 
 

@@ -25,6 +25,7 @@ def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
     timings: dict[str, list[float]] = {"queue_ms": [], "render_ms": [], "total_ms": []}
     per_minute: dict[str, Counter[str]] = defaultdict(Counter)
     events: Counter[str] = Counter()
+    ahead: Counter[str] = Counter()
     overloads: list[dict[str, Any]] = []
     open_overload: datetime | None = None
     for entry in entries:
@@ -46,6 +47,8 @@ def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
             for key, value in entry.items():
                 if key.startswith("COUNT_"):
                     outcomes[key[6:].lower()] += int(value)
+                elif key.startswith("AHEAD_"):
+                    ahead[key[6:].lower()] += int(value)
         else:
             events[event] += 1
             if event == "overload_began" and isinstance(stamp, datetime):
@@ -65,6 +68,7 @@ def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "total_ms": percentiles(sorted(timings["total_ms"])),
         "worst_minute": {"minute": worst[0], "requests": worst[1]["requests"], "not_served": worst[1]["bad"]} if worst else None,
         "overload_periods": overloads,
+        "render_ahead": {k: ahead[k] for k in ("rendered", "hits", "wasted")},
         "starts": events["start"],
         "restarts": max(events["start"] - 1, 0),
         "watchdog_withheld": events["watchdog_withheld"],

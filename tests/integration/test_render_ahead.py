@@ -1,0 +1,147 @@
+"""Render-ahead on a real daemon: playback is followed, speculation stops when it stops paying,
+and real requests never wait behind it."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from helpers import build_project, solid_png, wait_for
+
+from flipedit_previewd.projectdb import set_clip_rect
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    red = solid_png(tmp_path / "red.png", (64, 64), (255, 0, 0))
+    db = tmp_path / "project.sqlite"
+    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"name": "c", "source": red, "rect": (100, 100, 200, 100),
+                                                                "start": 0, "end": 100_000}]}])
+    return db
+
+
+def ahead(daemon: Any) -> dict[str, Any]:
+    return dict(daemon.health()["render_ahead"])
+
+
+def play(session: requests.Session, url: str, frames: range, fps: float = 30.0, query: str = "?width=320") -> list[requests.Response]:
+    """Like the editor's playback: one request per frame at the frame rate, never two at once."""
+    answers = []
+    for frame in frames:
+        started = time.monotonic()
+        answers.append(session.get(f"{url}/get_frame/{frame}{query}", timeout=10))
+        time.sleep(max(0.0, 1 / fps - (time.monotonic() - started)))
+    return answers
+
+
+def test_playback_is_served_from_frames_rendered_ahead(start_daemon: Any, project: Path) -> None:
+    daemon = start_daemon("--project", str(project), "--workers", "2")
+    with requests.Session() as session:
+        answers = play(session, daemon.url, range(0, 60))
+    assert all(a.status_code == 200 for a in answers)
+    hits = [a.headers["X-Cache"] == "hit" for a in answers]
+    assert not any(hits[:3])  # nothing can be predicted before the pattern exists
+    assert sum(hits[10:]) >= 25, hits  # the rest of the playback comes from the cache, not from renders
+    stats = ahead(daemon)
+    assert stats["rendered"] >= 25 and stats["hits"] >= 25 and stats["enabled"]
+    metrics = daemon.get("/metrics").text
+    assert "flipedit_preview_render_ahead_hits" in metrics
+
+
+def test_render_ahead_off_renders_every_frame_on_demand(start_daemon: Any, project: Path) -> None:
+    daemon = start_daemon("--project", str(project), "--render-ahead", "false")
+    with requests.Session() as session:
+        answers = play(session, daemon.url, range(0, 20))
+    assert all(a.headers["X-Cache"] == "miss" for a in answers)
+    assert ahead(daemon)["rendered"] == 0 and not ahead(daemon)["enabled"]
+
+
+def test_speculation_stops_when_the_timeline_revision_changes(start_daemon: Any, project: Path) -> None:
+    # Slow renders (0.2 s) so the render-ahead queue is still full when the editor changes the timeline.
+    daemon = start_daemon("--project", str(project), "--workers", "2", "--test-render-hook", "sleep:0.2",
+                          "--render-ahead-frames", "8")
+    with requests.Session() as session:
+        play(session, daemon.url, range(0, 3))
+        assert wait_for(lambda: ahead(daemon)["running"] >= 1, 2, 0.02)
+        conn = sqlite3.connect(project)
+        set_clip_rect(conn, 3, 1, (0, 0, 50, 50))
+        conn.commit()
+        conn.close()
+        # The next request sees the new revision: every queued guess for the old one is dropped.
+        assert session.get(f"{daemon.url}/get_frame/500?width=320", timeout=10).status_code == 200
+    after_change = ahead(daemon)
+    assert after_change["queued"] == 0 and after_change["dropped"] >= 4
+    time.sleep(0.5)
+    settled = ahead(daemon)["rendered"] + ahead(daemon)["stale"]
+    time.sleep(1.0)
+    final = ahead(daemon)
+    assert final["rendered"] + final["stale"] == settled  # no more speculative work of the old revision
+
+
+def test_speculation_stops_when_playback_stops(start_daemon: Any, project: Path) -> None:
+    daemon = start_daemon("--project", str(project), "--workers", "2", "--test-render-hook", "sleep:0.1",
+                          "--render-ahead-frames", "30")
+    with requests.Session() as session:
+        play(session, daemon.url, range(0, 4))
+    # Guesses not started within their 1 s lifetime are dropped; at most the running one finishes.
+    assert wait_for(lambda: ahead(daemon)["queued"] == 0 and ahead(daemon)["running"] == 0, 5, 0.1)
+    rendered = ahead(daemon)["rendered"]
+    assert rendered < 30 - 4
+    time.sleep(1.5)
+    assert ahead(daemon)["rendered"] == rendered
+
+
+def test_a_real_request_never_waits_behind_more_than_one_guess(start_daemon: Any, project: Path) -> None:
+    # One worker, and it may render ahead: the worst case for a real request.
+    daemon = start_daemon("--project", str(project), "--workers", "1", "--render-ahead-workers", "1",
+                          "--test-render-hook", "sleep:0.3", "--render-ahead-frames", "8")
+    with requests.Session() as session:
+        play(session, daemon.url, range(0, 3))
+        assert wait_for(lambda: ahead(daemon)["running"] == 1, 2, 0.02)
+        response = session.get(f"{daemon.url}/get_frame/700?width=320", timeout=10)
+    assert response.status_code == 200 and response.headers["X-Cache"] == "miss"
+    # Behind all eight guesses it would wait 2.4 s; behind the one running at most 0.3 s.
+    assert float(response.headers["X-Queue-Ms"]) < 600
+    assert ahead(daemon)["queued"] < 8
+
+
+def test_no_speculative_work_under_overload(start_daemon: Any, project: Path) -> None:
+    daemon = start_daemon("--project", str(project), "--workers", "1", "--queue-size", "1",
+                          "--test-render-hook", "sleep:0.05")
+    statuses: list[int] = []
+    stop = time.monotonic() + 3
+
+    def client(width: int) -> None:
+        # Each client plays at its own panel size: eight playbacks the detector does recognise.
+        with requests.Session() as session:
+            frame = 0
+            while time.monotonic() < stop:
+                statuses.append(session.get(f"{daemon.url}/get_frame/{frame}?width={width}", timeout=10).status_code)
+                frame += 1
+
+    threads = [threading.Thread(target=client, args=(320 + 16 * i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses.count(503) > 50 and statuses.count(200) > 5
+    stats = ahead(daemon)
+    assert stats["suppressed"] > 0
+    assert stats["started"] == 0 and stats["rendered"] == 0, stats
+
+
+def test_output_parameters_that_do_not_change_the_bytes_share_one_render(start_daemon: Any, project: Path) -> None:
+    daemon = start_daemon("--project", str(project), "--render-ahead", "false")
+    with requests.Session() as session:
+        pngs = [session.get(f"{daemon.url}/get_frame/3?format=png&quality={q}", timeout=10) for q in range(1, 96)]
+        assert {r.status_code for r in pngs} == {200} and len({r.headers["ETag"] for r in pngs}) == 1
+        assert [r.headers["X-Cache"] for r in pngs].count("miss") == 1  # one render for 95 qualities
+        # Explicit defaults (canvas size, default quality) are the same frame as none at all.
+        plain = session.get(f"{daemon.url}/get_frame/4", timeout=10)
+        explicit = session.get(f"{daemon.url}/get_frame/4?width=1280&height=720&quality=85&format=jpeg", timeout=10)
+        assert plain.headers["ETag"] == explicit.headers["ETag"] and explicit.headers["X-Cache"] == "hit"
