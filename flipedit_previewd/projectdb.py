@@ -169,6 +169,11 @@ class ProjectSource:
         return (stat_of(self.path), stat_of(self.path + "-wal"))
 
     @property
+    def override(self) -> Timeline | None:
+        """The PUT /timeline in force, if any."""
+        return self._override
+
+    @property
     def last(self) -> Timeline:
         """The last good timeline, without looking at the files."""
         return self._override if self._override is not None else self._timeline
@@ -176,6 +181,8 @@ class ProjectSource:
     def current_if_unchanged(self) -> Timeline | None:
         """The current timeline when that costs no database read (the event loop's fast path), else None."""
         with self._lock:
+            if time.monotonic() - self._checked >= MEDIA_STAT_INTERVAL:
+                return None  # media due for a stat: a replaced still must change the revision (and the ETag) even on cache hits
             if self._override is not None:
                 return self._override
             if not self.path or (self._signature is not None and self._db_signature() == self._signature):
