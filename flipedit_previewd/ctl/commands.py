@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from .http import DaemonClient, Unreachable
 from .journal_read import BadTime, as_json, entries, event_of, number, open_reader, parse_time, short_line
+from .restarts import JOURNALCTL_USER, classify, is_manager_entry, open_unit_reader, verdict
 from .stats import summarise
 
 EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3
@@ -181,6 +182,10 @@ def cmd_logs(args: Any, env: Env) -> int:
         selected = selected[-args.lines:] if args.lines > 0 else []
     for entry in selected:
         env.out(json.dumps(as_json(entry)) if args.output == "json" else short_line(entry))
+    if not selected and not args.directory and not args.file:
+        print(f"previewctl: no entries; the unit's own journal is '{JOURNALCTL_USER}' for the user unit "
+              "('journalctl -u' alone searches system units only) or 'journalctl -u flipedit-preview' for the system-wide one",
+              file=env.stderr)
     if args.follow:
         reader.seek_tail()
         reader.get_previous()
@@ -279,13 +284,8 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
             ago = time.clock_gettime(time.CLOCK_MONOTONIC) - entered / 1e6
             window = max(window, datetime.now().astimezone() - timedelta(seconds=ago))
     try:
-        recent = summarise(entries(open_reader(args.directory, args.file), window, None))
-        # systemd's own count covers restarts whose new daemon has not logged yet (or a frozen daemon that could not log).
-        restarts = max(recent["restarts"], int(service.get("NRestarts") or 0) if scope is not None else 0)
-        findings.append(Finding("no watchdog or restarts in the last hour", recent["watchdog_withheld"] == 0 and restarts == 0,
-                                f"{restarts} restarts, {recent['watchdog_withheld']} watchdog heartbeats withheld, "
-                                f"{recent['workers_hung']} workers hung",
-                                "previewctl logs --since '1 hour ago' --event watchdog_withheld; look for hung media (FIFOs, network mounts)"))
+        finding = restarts_finding(args, scope, service if scope is not None else {}, window)
+        findings.append(Finding(*finding))
     except OSError as exc:
         findings.append(Finding("journal readable", False, str(exc), "run as a member of the systemd-journal group"))
     client = client_for(args, env)
@@ -320,6 +320,20 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
     return findings
 
 
+def restarts_finding(args: Any, scope: list[str] | None, service: dict[str, str], window: datetime) -> tuple[str, bool, str, str]:
+    """Restarts in the window by cause (restarts.py): only a watchdog kill or a crash fails."""
+    user_scope = scope != []
+    found = list(entries(open_unit_reader(args.directory, args.file, user_scope), window, None))
+    restarts = classify(found)
+    recent = summarise(found)
+    # systemd's own count covers fault restarts whose evidence we cannot read (no manager entries in our journal).
+    unexplained = 0
+    if scope is not None and not any(is_manager_entry(e) for e in found):
+        unexplained = max(0, int(service.get("NRestarts") or 0) - sum(1 for r in restarts if r.fault))
+    ok, detail, fix = verdict(restarts, recent["watchdog_withheld"], unexplained, user_scope)
+    return "no faults (watchdog, crash) since the socket started, last hour at most", ok, detail, fix
+
+
 def _db_readable(path: str) -> tuple[bool, str]:
     if not path:
         return False, "no project configured"
@@ -343,6 +357,12 @@ def cmd_doctor(args: Any, env: Env) -> int:
             env.out(f"       fix: {f.fix}")
     failed = sum(1 for f in findings if not f.ok)
     env.out(f"{len(findings) - failed} passed, {failed} failed")
+    try:
+        user_unit = systemctl_scope(env.environ) == ["--user"]
+    except CtlError:
+        user_unit = False
+    if user_unit:
+        env.out(f"the unit's journal: {JOURNALCTL_USER} (a user unit: 'journalctl -u' without --user searches system units and shows nothing)")
     return EXIT_OK if failed == 0 else EXIT_PROBLEM
 
 
