@@ -137,8 +137,22 @@ def cmd_status(args: Any, env: Env) -> int:
         env.out(f"health      unreachable ({exc})")
         return EXIT_UNREACHABLE if sock.get("ActiveState") != "active" else EXIT_PROBLEM
     env.out(f"health      {health['status']} via {client.shown}")
+    env.out(project_line(health.get("project") or {}))
     ok = service.get("ActiveState") == "active" and health.get("status") == "ok"
     return EXIT_OK if ok else EXIT_PROBLEM
+
+
+def project_line(project: dict[str, Any]) -> str:
+    """The project served and, unless pinned, the editor's list it follows and the last switch."""
+    line = f"project     {project.get('path') or '(none)'} ({project.get('state', '?')})"
+    following = project.get("following")
+    if not following:
+        return line + ", pinned by --project" if project.get("path") else line
+    line += f", following {following.get('metadata_db')}: {following.get('switches', 0)} switches"
+    if following.get("switched_at"):
+        when = datetime.fromtimestamp(float(following["switched_at"])).strftime("%Y-%m-%d %H:%M:%S")
+        line += f", last at {when} from {following.get('previous') or '(none)'}"
+    return line
 
 
 # --- journal ----------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def classify(entries: Iterable[dict[str, Any]]) -> list[Restart]:
     for entry in entries:
         mid = _message_id(entry)
         if mid == UNIT_STOPPING and cause is None:
-            cause, detail = "operator", f"systemctl {entry.get('JOB_TYPE') or 'stop'}"
+            cause, detail = "operator", "systemctl stop or restart"
         elif mid == UNIT_PROCESS_EXIT:
             exit_detail = f"{entry.get('EXIT_CODE', '?')}, status {entry.get('EXIT_STATUS', '?')}"
         elif mid == UNIT_FAILURE_RESULT and cause in (None, "operator"):

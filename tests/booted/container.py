@@ -101,6 +101,8 @@ class Container:
         for root in CGROUP_ROOTS:
             _rmdir_tree(root / self.name)
         # The mounts lived in nspawn's private mount namespace; only the empty mount points remain.
+        self._boot_log = self.boot_log()
+        self.log_path.unlink(missing_ok=True)
         for path in (self.base / "root", self.base / "ovt", self.base):
             try:
                 path.rmdir()
@@ -112,7 +114,7 @@ class Container:
         if self.proc is not None and self.proc.poll() is None:
             left.append(f"process {self.proc.pid}")
         left += [str(root / self.name) for root in CGROUP_ROOTS if (root / self.name).exists()]
-        left += [str(self.base)] if self.base.exists() else []
+        left += [str(p) for p in (self.base, self.log_path) if p.exists()]
         with open("/proc/self/mounts") as handle:
             left += [line.split()[1] for line in handle if self.name in line]
         return left
@@ -121,7 +123,7 @@ class Container:
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:
-            return ""
+            return getattr(self, "_boot_log", "")
 
     def __enter__(self) -> Container:
         return self.start()
@@ -171,7 +173,7 @@ def _rmdir_tree(path: Path) -> None:
 
 def stale() -> list[str]:
     """Any container directory, cgroup or mount of ours on the machine (for the end-of-run check)."""
-    found = [str(p) for p in Path("/var/tmp").glob(PREFIX + "*") if p.is_dir()]
+    found = [str(p) for p in Path("/var/tmp").glob(PREFIX + "*")]
     for root in CGROUP_ROOTS:
         found += [str(p) for p in root.glob(PREFIX + "*")] if root.exists() else []
     with open("/proc/self/mounts") as handle:
