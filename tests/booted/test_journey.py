@@ -78,6 +78,8 @@ def test_journalctl_user_u_shows_the_unit_and_plain_u_does_not(booted: Booted) -
     assert "flipedit-previewd" in user and "GET /get_frame/5" in user
     plain = booted.as_user("journalctl", "-u", "flipedit-preview", "--no-pager", check=False).stdout
     assert "GET /get_frame" not in plain  # what the README's note explains: -u alone means a system unit
+    empty = booted.previewctl("logs", "--request-id", "no-such-request")
+    assert empty.returncode == 0 and "journalctl --user -u flipedit-preview" in empty.stderr, empty
 
 
 def test_reload_keeps_the_process_and_serves(booted: Booted) -> None:
