@@ -36,6 +36,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for layer in LAYERS:
             if f"/tests/{layer}/" in str(item.path):
                 item.add_marker(getattr(pytest.mark, layer))
+    # The booted layer last: its container (processes, cgroups) must not be alive while the system
+    # layer checks that its sandboxes leave nothing behind; its session fixture ends with the run.
+    items.sort(key=lambda item: "/tests/booted/" in str(item.path))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
