@@ -60,6 +60,7 @@ def classify(entries: Iterable[dict[str, Any]]) -> list[Restart]:
     exit_detail = ""
     started = False
     version = ""
+    failed_at: Any = None
     for entry in entries:
         mid = _message_id(entry)
         if mid == UNIT_STOPPING and cause is None:
@@ -72,6 +73,7 @@ def classify(entries: Iterable[dict[str, Any]]) -> list[Restart]:
                 cause, detail = "watchdog", "no WATCHDOG=1 within WatchdogSec; killed by systemd"
             elif cause is None:  # a failure while an operator stops it (e.g. the stop timed out) stays the operator's
                 cause, detail = "crash", f"result {result}" + (f", {exit_detail}" if exit_detail else "")
+            failed_at = entry.get("__REALTIME_TIMESTAMP")
         elif entry.get("SYSLOG_IDENTIFIER") == SYSLOG_IDENTIFIER:
             event = event_of(entry)
             if event == "stopped" and cause is None:
@@ -86,6 +88,8 @@ def classify(entries: Iterable[dict[str, Any]]) -> list[Restart]:
                     restarts.append(Restart(entry.get("__REALTIME_TIMESTAMP"), found, why))
                 started, version = True, new_version or version
                 cause, detail, exit_detail = None, "", ""
+    if cause in FAULTS:  # killed or crashed, and not (yet) started again: a fault all the same
+        restarts.append(Restart(failed_at, cause, detail + "; not running again yet"))
     return restarts
 
 

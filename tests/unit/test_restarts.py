@@ -58,3 +58,8 @@ def test_unexplained_restarts_and_withheld_heartbeats_fail() -> None:
     assert not verdict([], 0, 1, False)[0]
     ok, detail, fix = verdict([], 2, 0, False)
     assert not ok and "withheld" in detail and "journalctl -u flipedit-preview" in fix
+
+
+def test_a_fault_not_yet_followed_by_a_start_counts() -> None:
+    restarts = classify(_journal(START, (UNIT_FAILURE_RESULT, {"UNIT_RESULT": "watchdog"})))
+    assert [r.cause for r in restarts] == ["watchdog"] and not verdict(restarts, 0, 0, True)[0]
