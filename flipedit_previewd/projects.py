@@ -74,7 +74,7 @@ class ProjectFollower:
             signature = self._signature_now()
             if signature == self._signature and (not current or os.path.exists(current)):
                 return None
-            self._signature = signature
+            self._signature, self._checked = signature, time.monotonic()
             try:
                 listed = list_projects(self.metadata_db) if signature[0] is not None else []
                 self.error = ""
