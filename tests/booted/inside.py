@@ -42,6 +42,9 @@ def make_projects(base: Path) -> None:
         conn.close()
     META.parent.mkdir(parents=True, exist_ok=True)
     create_metadata_db(META, [("red", str(base / "red.sqlite"), int(time.time()) - 60)])
+    conn = sqlite3.connect(META)
+    conn.execute("PRAGMA journal_mode=WAL")  # the editor's list is a Drift database too
+    conn.close()
 
 
 def frame(n: int, session: requests.Session | None = None) -> dict[str, object]:
