@@ -130,8 +130,8 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("listen", _listen_list, (), "", "Address to listen on when systemd passes no socket: HOST:PORT or unix:PATH (repeatable).", "list", repeatable=True),
-    Setting("project", _text, "", "path", "FlipEdit project database to preview; empty means the most recently modified project in the metadata database.", "str"),
-    Setting("metadata_db", _text, "~/Documents/flipedit_projects_metadata.sqlite", "path", "The editor's project list, used for project discovery.", "str"),
+    Setting("project", _text, "", "path", "FlipEdit project database to preview (pins it); empty means follow the editor's project list: the newest project whose database exists, re-checked while running.", "str"),
+    Setting("metadata_db", _text, "~/Documents/flipedit_projects_metadata.sqlite", "path", "The editor's project list, followed while the daemon runs (a change is noticed within 1 s) unless project pins one.", "str"),
     Setting("workers", _positive_int, 2, "", "Render workers (processes); renders in flight never exceed this.", "int", old_name="MAX_CONCURRENT_REQUESTS"),
     Setting("queue_size", _non_negative_int, 20, "", "Renders that may wait for a worker; more are answered 503.", "int", old_name="request_queue.maxsize"),
     Setting("queue_timeout", _positive_float, 2.5, "s", "Deadline for a queued render; a render not started by then is answered 503 (the editor gives up after 3 s).", "float"),

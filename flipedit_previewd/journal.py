@@ -37,6 +37,7 @@ MESSAGE_IDS: dict[str, str] = {
     "overload_ended": "95e025f7cab448e798af63bb450c798f",
     "watchdog_withheld": "75f311a20870423c86557a9dcf5212d7",
     "project": "b761fda0476c4b98bf0f43663277c081",
+    "project_switched": "5a3c0e8d9f1b4e67a2d4c6b8e0f21a97",
     "media_problem": "8cd546bf864548fab5e572329386d1d0",
     "protocol_error": "86fc901075854c409382b72167f48f0c",
     "config_error": "972fb46f615d41a8afc229238f76c818",

@@ -155,6 +155,7 @@ class ProjectSource:
         self._timeline = empty_timeline(canvas, fps, source="no project")
         self._signature: tuple[Any, ...] | None = None
         self._checked = 0.0
+        self._restat_claimed = False
         self._override: Timeline | None = None
 
     @property
@@ -169,6 +170,11 @@ class ProjectSource:
         return (stat_of(self.path), stat_of(self.path + "-wal"))
 
     @property
+    def override(self) -> Timeline | None:
+        """The PUT /timeline in force, if any."""
+        return self._override
+
+    @property
     def last(self) -> Timeline:
         """The last good timeline, without looking at the files."""
         return self._override if self._override is not None else self._timeline
@@ -176,6 +182,11 @@ class ProjectSource:
     def current_if_unchanged(self) -> Timeline | None:
         """The current timeline when that costs no database read (the event loop's fast path), else None."""
         with self._lock:
+            if time.monotonic() - self._checked >= MEDIA_STAT_INTERVAL and not self._restat_claimed:
+                # Media due for a stat: a replaced still must change the revision (and the ETag) even on cache
+                # hits. One caller goes to ``current`` for it; the others keep the fast path meanwhile.
+                self._restat_claimed = True
+                return None
             if self._override is not None:
                 return self._override
             if not self.path or (self._signature is not None and self._db_signature() == self._signature):
@@ -189,6 +200,7 @@ class ProjectSource:
             media_due = force or now - self._checked >= MEDIA_STAT_INTERVAL
             if media_due:
                 self._checked = now
+                self._restat_claimed = False
             if self._override is not None:
                 if media_due:
                     self._override = restat(self._override)

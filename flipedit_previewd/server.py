@@ -21,6 +21,7 @@ from typing import Any
 
 import sdnotify
 
+from . import __version__
 from .config import Config
 from .journal import EventLog
 from .protocol import HTTPConnection, Limits, ProtocolFailure, Request, Response
@@ -256,7 +257,7 @@ class Server:
         addresses = ", ".join(f"{x.address} ({'systemd ' + x.name if x.adopted else 'own'})" for x in self.listeners)
         self.log.emit("start", f"flipedit-previewd starting on {addresses} ({why}); project: "
                       f"{self.service.source.path or 'none'} ({self.service.project_reason})", "info", LISTEN=addresses,
-                      WORKERS=self.config.workers, PROJECT=self.service.source.path)
+                      WORKERS=self.config.workers, PROJECT=self.service.source.path, VERSION=__version__)
         await self.service.start()
         for listener in self.listeners:
             if listener.sock.family == socket.AF_UNIX:

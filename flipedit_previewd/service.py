@@ -25,7 +25,8 @@ from .errors import BadRequest, HTTPError, MethodNotAllowed, NotFound, Overloade
 from .framecache import FrameCache
 from .journal import EventLog
 from .metrics import Metrics
-from .projectdb import ProjectSource, asset_dirs, discover_project
+from .projectdb import ProjectSource, asset_dirs
+from .projects import ProjectFollower, Switch
 from .protocol import Request, Response
 from .renderahead import RenderAhead
 from .safety import check_timeline_paths
@@ -55,8 +56,10 @@ class Service:
             from .demo import ensure_demo_project
 
             project = ensure_demo_project()
-        if not project:
-            project = discover_project(config.metadata_db) or ""
+        # Unless --project pins one, follow the editor's project list (projects.py).
+        self.follower = ProjectFollower(config.metadata_db) if not project else None
+        if self.follower is not None:
+            project = self.follower.initial()
         self.project_reason = project_reason(config, project)
         self.source = ProjectSource(os.path.expanduser(project) if project else "", (config.canvas_width, config.canvas_height), config.frame_rate)
         self.admission = Admission(config.workers, config.queue_size, config.queue_timeout)
@@ -73,6 +76,7 @@ class Service:
         self.stopping = False
         self.overloaded_since: float | None = None
         self._request_seq = 0
+        self._follow_task: asyncio.Future[None] | None = None
         m = self.metrics
         m.gauge("flipedit_preview_queue_depth", "Renders waiting for a worker", lambda: len(self.admission.queue))
         m.gauge("flipedit_preview_in_flight", "Renders running", lambda: len(self.admission.in_flight))
@@ -117,6 +121,9 @@ class Service:
         self.admission.queue_timeout = config.queue_timeout
         self.frames.capacity = config.frame_cache_bytes
         self._apply_render_ahead(config)
+        if self.follower is not None:  # reload re-reads the project list too
+            self.follower.forget()
+            self._switch_to(self.follower.choose(self.source.path))
         self.source.current(force=True)
         self._publish_source_events()
 
@@ -267,8 +274,26 @@ class Service:
                         headers=[("ETag", result.etag), ("X-Cache", "hit" if result.cached else "miss"), ("X-Request-Id", request_id),
                                  ("X-Render-Ms", f"{result.render_ms:.1f}"), ("X-Queue-Ms", f"{result.queue_ms:.1f}")])
 
+    async def follow(self) -> None:
+        """Switch to the newest project in the editor's list when it changed (a stat; a read only on change)."""
+        if self.follower is None or not self.follower.due(self.source.path):
+            return
+        switch = await asyncio.get_running_loop().run_in_executor(self.io, self.follower.choose, self.source.path)
+        self._switch_to(switch)
+
+    def _switch_to(self, switch: Switch | None) -> None:
+        if switch is None or self.follower is None or switch.project == self.source.path:
+            return
+        source = ProjectSource(switch.project, (self.config.canvas_width, self.config.canvas_height), self.config.frame_rate)
+        source.set_json(self.source.override)  # a PUT /timeline stays until DELETE
+        self.source = source
+        self.log.emit("project_switched", f"now serving {switch.project or 'no project'} ({switch.reason}); was {switch.previous or 'none'}",
+                      "notice", PROJECT=switch.project, PREVIOUS_PROJECT=switch.previous, REASON=switch.reason,
+                      METADATA_DB=self.follower.metadata_db, SWITCHES=self.follower.switches)
+
     async def timeline(self) -> Timeline:
         """The current timeline without blocking the event loop: a changed database is read in a thread."""
+        await self.follow()
         timeline = self.source.current_if_unchanged()
         if timeline is None:
             timeline = await asyncio.get_running_loop().run_in_executor(self.io, self.source.current, False)
@@ -311,6 +336,9 @@ class Service:
         self.admission.expire_overdue()
         if not self.ahead.active(time.monotonic()):
             self.admission.retain_ahead(lambda p: False)  # the playback or scrub stopped
+        if self.follower is not None and self._follow_task is None:  # notice a switch with no requests too
+            self._follow_task = asyncio.ensure_future(self.follow())
+            self._follow_task.add_done_callback(self._followed)
         if self.overloaded_since is not None and not self.admission.rejected_recently(5):
             duration = time.monotonic() - self.overloaded_since
             self.overloaded_since = None
@@ -332,6 +360,11 @@ class Service:
         with the last one's reason, so 'previewctl logs' can say why a request was refused."""
         self.summary[f"http_{status}"] = self.summary.get(f"http_{status}", 0) + 1
         self.last_client_error[status] = what
+
+    def _followed(self, task: asyncio.Future[None]) -> None:
+        self._follow_task = None
+        if not task.cancelled() and task.exception() is not None:
+            self.log.emit("protocol_error", f"following the project list failed: {task.exception()!r}", "err")
 
     def flush_summary(self) -> None:
         counts = {k: v for k, v in self.summary.items() if k in ("cached", "not_modified", "health") or k.startswith("http_4")}
@@ -389,7 +422,7 @@ class Service:
             "workers": workers,
             "project": {"path": self.source.path, "state": self.source.health.state, "error": self.source.health.error,
                         "reads": self.source.health.reads, "revision": timeline.revision, "source": timeline.source,
-                        "clips": len(timeline.clips)},
+                        "clips": len(timeline.clips), "following": self.follower.state() if self.follower else None},
             "cache": {"frames": len(self.frames), "bytes": self.frames.size, "hits": self.frames.hits, "misses": self.frames.misses},
             "render_ahead": self.render_ahead_stats(),
             "keepalive_timeout_s": self.config.keepalive_timeout,

@@ -9,7 +9,7 @@ echo "== man pages and completions"; bash scripts/docs.sh build
 echo "== Debian package: build in a clean directory, lintian, Debian's dependencies, unpack"
 bash packaging/prepare-install-test.sh
 echo "== RPM spec parses"; bash packaging/check-rpm-spec.sh
-echo "== pytest: unit, integration, system"
+echo "== pytest: unit, integration, system, booted (the booted layer uses the .deb built above)"
 # Outside /tmp: the hardened unit gives the daemon a private /tmp (PrivateTmp=yes), and the
 # system tests' projects must be visible to it.
 exec .venv/bin/pytest tests --basetemp="$PWD/build/pytest-tmp" "$@"

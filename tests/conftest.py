@@ -16,7 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import Daemon  # noqa: E402
 from sandbox import Sandbox, SandboxError, leftovers  # noqa: E402
 
-LAYERS = ("unit", "integration", "system")
+sys.path.insert(0, str(Path(__file__).resolve().parent / "booted"))
+from container import stale as booted_stale  # noqa: E402
+
+LAYERS = ("unit", "integration", "system", "booted")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,20 +36,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for layer in LAYERS:
             if f"/tests/{layer}/" in str(item.path):
                 item.add_marker(getattr(pytest.mark, layer))
+    # The booted layer last: its container (processes, cgroups) must not be alive while the system
+    # layer checks that its sandboxes leave nothing behind; its session fixture ends with the run.
+    items.sort(key=lambda item: "/tests/booted/" in str(item.path))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Under CI=true a skipped system test is a failure: CI must prove the systemd behaviour."""
+    """Under CI=true a skipped system or booted test is a failure: CI must prove the systemd behaviour."""
     if os.environ.get("CI") != "true":
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
         return
-    skipped = [r for r in reporter.stats.get("skipped", []) if "/tests/system/" in str(getattr(r, "fspath", "")) or "tests/system/" in r.nodeid]
+    skipped = [r for r in reporter.stats.get("skipped", [])
+               if any(f"tests/{layer}/" in r.nodeid or f"/tests/{layer}/" in str(getattr(r, "fspath", "")) for layer in ("system", "booted"))]
     if skipped:
-        reporter.write_line(f"CI=true: {len(skipped)} system test(s) skipped; failing the run", red=True)
+        reporter.write_line(f"CI=true: {len(skipped)} system/booted test(s) skipped; failing the run", red=True)
         session.exitstatus = 1
     left = {k: v for k, v in leftovers().items() if v}
+    containers = booted_stale()
+    if containers:
+        left["booted containers"] = containers
     if left:
         reporter.write_line(f"the test run left things behind: {left}", red=True)
         session.exitstatus = 1

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from .http import DaemonClient, Unreachable
 from .journal_read import BadTime, as_json, entries, event_of, number, open_reader, parse_time, short_line
+from .restarts import JOURNALCTL_USER, classify, is_manager_entry, open_unit_reader, verdict
 from .stats import summarise
 from .words import duration, journal_places, paint, pid1, show
 
@@ -190,6 +191,7 @@ def cmd_status(args: Any, env: Env) -> int:
         report.update(health=health, daemon=client.shown)
         lines.append(f"health      {env.paint(str(health.get('status', '-')))} via {client.shown}   pid {show(health.get('pid'))}, "
                      f"up {duration(health.get('uptime_s'))}")
+        lines.append(project_line(health.get("project") or {}))
         ok = (scope is None or service.get("ActiveState") == "active") and health.get("status") == "ok"
         code = EXIT_OK if ok else EXIT_PROBLEM
     if wants_json(args):
@@ -198,6 +200,19 @@ def cmd_status(args: Any, env: Env) -> int:
         for line in lines:
             env.out(line)
     return code
+
+
+def project_line(project: dict[str, Any]) -> str:
+    """The project served and, unless pinned, the editor's list it follows and the last switch."""
+    line = f"project     {project.get('path') or '(none)'} ({project.get('state', '?')})"
+    following = project.get("following")
+    if not following:
+        return line + ", pinned by --project" if project.get("path") else line
+    line += f", following {following.get('metadata_db')}: {following.get('switches', 0)} switches"
+    if following.get("switched_at"):
+        when = datetime.fromtimestamp(float(following["switched_at"])).strftime("%Y-%m-%d %H:%M:%S")
+        line += f", last at {when} from {following.get('previous') or '(none)'}"
+    return line
 
 
 # --- journal ----------------------------------------------------------------------------------
@@ -227,8 +242,11 @@ def _reader(args: Any) -> Any:
 def _no_entries(args: Any, what: str = "entries of flipedit-previewd") -> CtlError:
     places, _ = journal_places(args.directory, args.file)
     window = f" between {args.since or 'the beginning'} and {args.until or 'now'}" if args.since or args.until else ""
-    return CtlError(f"no {what} in the journal ({', '.join(places)}){window}",
-                    "widen --since/--until or the filters; 'previewctl status' shows whether the daemon ran here")
+    hint = "widen --since/--until or the filters; 'previewctl status' shows whether the daemon ran here"
+    if not args.directory and not args.file:
+        hint += (f"; the unit's own journal is '{JOURNALCTL_USER}' for the user unit ('journalctl -u' alone searches "
+                 "system units only) or 'journalctl -u flipedit-preview' for the system-wide one")
+    return CtlError(f"no {what} in the journal ({', '.join(places)}){window}", hint)
 
 
 def _matches(args: Any, entry: dict[str, Any]) -> bool:
@@ -421,7 +439,7 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
                                 f"LogRateLimitIntervalUSec={limit}", "keep LogRateLimitIntervalSec=0 in the unit, or entries will be dropped"))
     since, _ = _window(args)
     window = since or datetime.now().astimezone() - timedelta(hours=1)
-    label = f"since {args.since}" if since else "in the last hour"
+    label = f"since {args.since}" if since else "since the socket started, last hour at most"
     if scope is not None and since is None:
         # Only since the socket last started listening: an operator's deliberate restart starts afresh.
         entered = int(sock.get("ActiveEnterTimestampMonotonic") or 0)
@@ -439,13 +457,7 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
                                         f"no entries of flipedit-previewd in {', '.join(places)}",
                                         "a daemon started by hand logs to its stderr; under systemd check 'previewctl status'"))
             else:
-                recent = summarise(entries(open_reader(args.directory, args.file), window, None))
-                # systemd's own count covers restarts whose new daemon has not logged yet (or a frozen daemon that could not log).
-                restarts = max(recent["restarts"], int(service.get("NRestarts") or 0) if scope is not None else 0)
-                findings.append(Finding(f"no watchdog or restarts {label}", recent["watchdog_withheld"] == 0 and restarts == 0,
-                                        f"{restarts} restarts, {recent['watchdog_withheld']} watchdog heartbeats withheld, "
-                                        f"{recent['workers_hung']} workers hung",
-                                        "previewctl logs --since '1 hour ago' --event watchdog_withheld; look for hung media (FIFOs, network mounts)"))
+                findings.append(Finding(*restarts_finding(args, scope, service if scope is not None else {}, window, label)))
         except OSError as exc:
             findings.append(Finding("journal readable", False, f"{', '.join(places)}: {exc.strerror or exc}",
                                     "run as a member of the systemd-journal group"))
@@ -481,6 +493,21 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
     return findings
 
 
+def restarts_finding(args: Any, scope: list[str] | None, service: dict[str, str], window: datetime,
+                     label: str = "since the socket started, last hour at most") -> tuple[str, bool, str, str]:
+    """Restarts in the window by cause (restarts.py): only a watchdog kill or a crash fails."""
+    user_scope = scope != []
+    found = list(entries(open_unit_reader(args.directory, args.file, user_scope), window, None))
+    restarts = classify(found)
+    recent = summarise(found)
+    # systemd's own count covers fault restarts whose evidence we cannot read (no manager entries in our journal).
+    unexplained = 0
+    if scope is not None and not any(is_manager_entry(e) for e in found):
+        unexplained = max(0, int(service.get("NRestarts") or 0) - sum(1 for r in restarts if r.fault))
+    ok, detail, fix = verdict(restarts, recent["watchdog_withheld"], unexplained, user_scope)
+    return f"no faults (watchdog, crash) {label}", ok, detail, fix
+
+
 def _db_readable(path: str) -> tuple[bool, str]:
     if not path:
         return False, "no project configured"
@@ -510,6 +537,12 @@ def cmd_doctor(args: Any, env: Env) -> int:
         if f.ok is False and f.fix:
             env.out(f"       fix: {f.fix}")
     env.out(f"{len(findings) - failed - skipped} passed, {failed} failed" + (f", {skipped} not applicable" if skipped else ""))
+    try:
+        user_unit = systemctl_scope(env.environ) == ["--user"]
+    except CtlError:
+        user_unit = False
+    if user_unit:
+        env.out(f"the unit's journal: {JOURNALCTL_USER} (a user unit: 'journalctl -u' without --user searches system units and shows nothing)")
     return EXIT_OK if failed == 0 else EXIT_PROBLEM
 
 

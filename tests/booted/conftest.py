@@ -1,0 +1,45 @@
+"""The booted layer's one container per test session: the .deb installed, an unprivileged user with lingering.
+
+The .deb is the one scripts/test.sh already built for the packaged-install system test
+(build/deb, packaging/prepare-install-test.sh): one build per run. The container's root is the
+machine's own (read-only overlay), so Debian's python3-* dependencies installed by that script are
+there too; ``dpkg -i`` needs no network.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from container import Container, ContainerError
+from journey import ROOT, USER, Booted
+
+
+@pytest.fixture(scope="session")
+def booted() -> Iterator[Booted]:
+    debs = sorted((ROOT / "build/deb").glob("flipedit-previewd_*_all.deb"))
+    if not debs:
+        pytest.skip("no .deb: run packaging/prepare-install-test.sh (scripts/test.sh does)")
+    box = Container()
+    try:
+        box.start()
+    except ContainerError as exc:
+        box.stop()
+        pytest.skip(f"booted container unavailable: {exc}")
+    try:
+        box.run("dpkg", "-i", str(debs[-1]), timeout=120)
+        box.run("useradd", "-m", USER)
+        box.run("loginctl", "enable-linger", USER)
+        bus = f"/run/user/{box.uid(USER)}/bus"
+        deadline = time.monotonic() + 30
+        while box.run("test", "-S", bus, check=False).returncode != 0:
+            assert time.monotonic() < deadline, "no user manager for the lingering user"
+            time.sleep(0.2)
+        home = f"/home/{USER}"
+        state = Booted(box, USER, debs[-1], home, f"{home}/Videos/projects")
+        state.inside("projects", state.projects)
+        yield state
+    finally:
+        box.stop()
+        assert not box.leftovers(), box.leftovers()
