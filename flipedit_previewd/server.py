@@ -22,6 +22,7 @@ from typing import Any
 import sdnotify
 
 from .config import Config
+from .fdstore import Handover
 from .journal import EventLog
 from .protocol import HTTPConnection, Limits, ProtocolFailure, Request, Response
 from .service import Service
@@ -29,6 +30,9 @@ from .sockets import Listener, adopt_systemd_sockets, kernel_backlog, open_liste
 
 READ_PAUSE_BYTES = 256 * 1024
 LINGER_SECONDS = 2.0
+# While stopping without the fd store, a connection that has sent nothing yet gets this long for its
+# first request (it connected to send one), which is answered with Connection: close.
+FIRST_REQUEST_GRACE = 1.0
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -108,8 +112,8 @@ class ClientProtocol(asyncio.Protocol):
 
     async def _serve(self, request: Request) -> None:
         response = await self.service.handle(request, self.over_limit, self.client)
-        if self.server.draining and not response.close:
-            response.close = True  # stopping: finish this answer, take no more on this connection
+        if self.server.draining and not self.server.handover.enabled and not response.close:
+            response.close = True  # stopping, no fd store: finish this answer, take no more on this connection
         self._write(response, head_only=request.method == "HEAD")
         self.task = None
         self.buffered = 0
@@ -121,6 +125,8 @@ class ClientProtocol(asyncio.Protocol):
         self.http.start_next_cycle()
         self._arm(self.server.limits.keepalive_timeout, self._idle_expired)
         self._pump()
+        if self.server.draining:
+            self.settle()
 
     def _write(self, response: Response, head_only: bool = False) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -195,6 +201,37 @@ class ClientProtocol(asyncio.Protocol):
         if self.task is None and self.transport is not None and not self.lingering:
             self.transport.close()
 
+    def settle(self, final: bool = False) -> bool:
+        """One drain step for this connection (see ``Server.shutdown``); True once nothing more is owed on it.
+
+        A request in progress or partly read is answered first. A connection between requests goes to
+        systemd's fd store when that is on (the next instance serves it), else it is closed; one that
+        has sent nothing yet gets FIRST_REQUEST_GRACE for its first request. ``final`` (the drain's
+        deadline): answer a partial request 503 and close what is left.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.lingering:
+            return True
+        if self.task is not None:
+            return False
+        if self.http.mid_request:
+            if final:
+                self._write(Response.from_error(self.service.admission.reject("stopping", "the daemon stopped before this request arrived whole")))
+            return final
+        if transport.get_write_buffer_size() and not final:
+            return False  # the last answer is still being written
+        if self.server.handover.enabled and not transport.get_write_buffer_size():
+            transport.pause_reading()  # what the peer sends now stays in the socket for the next instance
+            if self.server.handover.store(transport.get_extra_info("socket")):
+                transport.abort()  # closes only our descriptor: systemd holds the connection now
+                return True
+        if not final and self.http.requests_served == 0 and time.monotonic() - self.server.drain_started < FIRST_REQUEST_GRACE:
+            transport.resume_reading()
+            return False
+        self.server.handover.closed += 1
+        transport.close()
+        return True
+
 
 class Server:
     def __init__(self, config: Config, reload_config: Callable[[], Config] | None = None, log: EventLog | None = None) -> None:
@@ -206,6 +243,8 @@ class Server:
         self.limits_request_timeout = config.request_timeout
         self.service = Service(config, self.log)
         self.notifier = sdnotify.SystemdNotifier()
+        self.handover = Handover(config.fdstore, config.max_connections)
+        self.drain_started = 0.0
         self.connections: set[ClientProtocol] = set()
         self.listeners: list[Listener] = []
         self.servers: list[asyncio.base_events.Server] = []
@@ -246,7 +285,7 @@ class Server:
         self._loop.add_signal_handler(signal.SIGTERM, self._on_term)
         self._loop.add_signal_handler(signal.SIGINT, self._on_term)
         self._loop.add_signal_handler(signal.SIGHUP, self._on_hup)
-        self.listeners = adopt_systemd_sockets()
+        self.listeners = adopt_systemd_sockets(self.handover.adopted)
         if not self.listeners:
             specs = self.config.listen or ("127.0.0.1:8081",)
             self.listeners = [open_listener(spec) for spec in specs]
@@ -260,6 +299,7 @@ class Server:
             else:
                 server = await self._loop.create_server(lambda: ClientProtocol(self), sock=listener.sock, backlog=kernel_backlog())
             self.servers.append(server)
+        await self.handover.start(self._resume_connection)
         self._health_thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
         self._health_thread.start()
         if self.config.loop_nice:
@@ -270,8 +310,17 @@ class Server:
             except OSError:
                 pass
         self.notify(f"READY=1\nSTATUS={self.service.status_line()}\nMAINPID={os.getpid()}")
-        self.log.emit("ready", f"ready: serving {self.service.source.path or 'no project'} with {self.config.workers} workers",
-                      "info", PROJECT=self.service.source.path, WORKERS=self.config.workers)
+        self.log.emit("ready", f"ready: serving {self.service.source.path or 'no project'} with {self.config.workers} workers"
+                      + (f", {self.handover.resumed} connections kept from the previous instance" if self.handover.resumed else ""),
+                      "info", PROJECT=self.service.source.path, WORKERS=self.config.workers,
+                      RESUMED_CONNECTIONS=self.handover.resumed, FDSTORE=self.handover.probe_result)
+        if self.handover.wanted and not self.handover.enabled:
+            self.log.emit("fdstore_unavailable", f"file descriptor store not usable ({self.handover.probe_result}): "
+                          "restarts will close idle keep-alive connections", "warning", FDSTORE=self.handover.probe_result)
+
+    async def _resume_connection(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        await self._loop.connect_accepted_socket(lambda: ClientProtocol(self), sock=sock)
 
     async def main_loop(self) -> None:
         assert self._wake is not None
@@ -299,23 +348,36 @@ class Server:
         self.notify(f"READY=1\nSTATUS={self.service.status_line()}")
 
     async def shutdown(self) -> int:
+        """Stop accepting at once, finish what was received, then hand over or close each connection.
+
+        The listening sockets are systemd's: closing our copies leaves them listening, so connections
+        that arrive now wait in the kernel's queue and the socket unit starts the next instance for
+        them. Requests on open connections are still answered until the drain ends (refusing them
+        would be the only alternative); each connection, once between requests, goes to the fd store
+        or is closed (``ClientProtocol.settle``).
+        """
         self.draining = True
+        self.drain_started = time.monotonic()
         self.notify("STOPPING=1\nSTATUS=stopping: draining")
-        backlog = self.service.admission.backlog()
-        self.log.emit("stopping", f"stopping: draining {backlog} renders", "info", BACKLOG=backlog)
-        for connection in list(self.connections):
-            connection.close_if_idle()
-        drained = await self.service.drain(self.config.drain_timeout)
         for server in self.servers:
             server.close()
-        for connection in list(self.connections):
-            connection.close_if_idle()
+        backlog = self.service.admission.backlog()
+        self.log.emit("stopping", f"stopping: draining {backlog} renders", "info", BACKLOG=backlog,
+                      CONNECTIONS=len(self.connections), FDSTORE=int(self.handover.enabled))
+        drained = await self.service.drain(self.config.drain_timeout, self._settle_connections)
+        self._settle_connections(final=True)
+        taken = self.handover.finish()
         await asyncio.sleep(0.05)
         self._health_stop.set()
         self.service.close()
-        self.log.emit("stopped", "stopped" + ("" if drained else " with renders still unfinished"), "info",
-                      DRAINED=int(drained))
+        self.log.emit("stopped", "stopped" + ("" if drained else " with renders still unfinished")
+                      + f"; {self.handover.stored} connections handed to the fd store, {self.handover.closed} closed", "info",
+                      DRAINED=int(drained), HANDED_OVER=self.handover.stored, CLOSED_CONNECTIONS=self.handover.closed,
+                      HANDOVER_CONFIRMED=int(taken))
         return 0
+
+    def _settle_connections(self, final: bool = False) -> bool:
+        return all([connection.settle(final) for connection in list(self.connections)])
 
     # --- the health thread: STATUS every tick, WATCHDOG only on real progress ---------------
 

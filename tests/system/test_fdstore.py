@@ -1,0 +1,149 @@
+"""Restarts that keep the editor's connections (systemd's fd store), and the drain without it, under real systemd.
+
+The client is the editor's way of talking (tests/editor_client.py): pooled keep-alive
+connections, no retry. Figures are printed (pytest -s) for the README.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import urllib3
+from deploy import UNIT, Deployed, wait_active
+from editor_client import EditorPool, peer_closed
+from helpers import wait_for
+
+from flipedit_previewd.journal import MESSAGE_IDS
+
+
+def started(d: Deployed) -> None:
+    urllib3.PoolManager(retries=False).request("GET", d.url + "/health", timeout=30)
+    wait_active(d)
+
+
+def n_stored(d: Deployed) -> int:
+    return int(d.show("NFileDescriptorStore")["NFileDescriptorStore"])
+
+
+def established(d: Deployed) -> list[str]:
+    """The daemon's side of TCP connections on the test port (ss sees the shared network namespace)."""
+    out = d.box.run("ss", "-Htn", "state", "established", f"( sport = :{d.port} )", check=False).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def test_20_restarts_keep_every_pooled_connection(deployed: Any) -> None:
+    d = deployed()
+    started(d)
+    pool = EditorPool("127.0.0.1", d.port, connections=4, interval=0.05).start()
+    time.sleep(0.5)
+    pids = {d.main_pid()}
+    restart_s = []
+    for _ in range(20):
+        t0 = time.monotonic()
+        d.box.systemctl("restart", UNIT)
+        restart_s.append(time.monotonic() - t0)
+        pids.add(d.main_pid())
+        time.sleep(0.1)
+    time.sleep(0.5)
+    report = pool.stop()
+    handed = [int(e.get("HANDED_OVER", 0)) for e in d.journal(MESSAGE_ID=MESSAGE_IDS["stopped"])]
+    resumed = [int(e.get("RESUMED_CONNECTIONS", 0)) for e in d.journal(MESSAGE_ID=MESSAGE_IDS["ready"])]
+    print(f"\n[fdstore] 20 restarts, 4 pooled connections, no retry: {report.summary()}, "
+          f"restart_s max={max(restart_s):.2f} median={sorted(restart_s)[10]:.2f}, handed_over={handed}, resumed={resumed}")
+    assert len(pids) == 21  # really 20 new processes
+    assert report.failures == []
+    assert report.reconnects == 0 and report.final_ports == report.initial_ports
+    assert report.answers > 20 * 4
+    assert len(report.servers) >= 15  # the same connections were answered by the later instances
+    assert handed.count(4) == 20 and resumed[1:].count(4) == 20
+    assert n_stored(d) == 0  # a running daemon holds its connections itself: the store is empty
+    pool.close()
+
+
+def test_stop_empties_the_store_and_closes_every_connection(deployed: Any) -> None:
+    d = deployed()
+    started(d)
+    pool = EditorPool("127.0.0.1", d.port, connections=4, interval=0.05).start()
+    time.sleep(0.5)
+    report = pool.stop()
+    assert report.failures == [] and len(established(d)) == 4
+    d.box.systemctl("stop", UNIT)  # the socket unit stays: a stop, not a restart
+    stopped = d.journal(MESSAGE_ID=MESSAGE_IDS["stopped"])
+    assert stopped and int(stopped[-1]["HANDED_OVER"]) == 4  # the daemon cannot tell a stop from a restart
+    assert d.show("ActiveState")["ActiveState"] == "inactive"
+    assert n_stored(d) == 0
+    socks = [conn.sock for conn in pool.conns]
+    assert all(s is not None and peer_closed(s, 5) for s in socks)
+    assert wait_for(lambda: not established(d), 5), established(d)
+    pool.close()
+
+
+def test_handed_over_connection_never_used_again_is_closed_by_idle_timeout(deployed: Any) -> None:
+    keepalive = 3.0
+    d = deployed(env={"FLIPEDIT_PREVIEWD_KEEPALIVE_TIMEOUT": str(keepalive)})
+    started(d)
+    sock = socket.create_connection(("127.0.0.1", d.port))
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    d.box.systemctl("restart", UNIT)
+    restarted = time.monotonic()
+    ready = d.journal(MESSAGE_ID=MESSAGE_IDS["ready"])
+    assert int(ready[-1]["RESUMED_CONNECTIONS"]) == 1  # the idle connection went to the next instance
+    assert n_stored(d) == 0
+    assert not peer_closed(sock, keepalive - 1)  # still open after the restart...
+    assert peer_closed(sock, 5)  # ...until the next instance's idle timeout closes it
+    closed_after = time.monotonic() - restarted
+    print(f"\n[fdstore] handed-over idle connection closed {closed_after:.2f} s after the restart (keepalive_timeout {keepalive} s)")
+    assert closed_after >= keepalive - 0.5
+    assert wait_for(lambda: not established(d), 5)
+    sock.close()
+
+
+def test_sigterm_under_load_new_connections_no_retry(deployed: Any) -> None:
+    """Issue 12's drain, fd store off: nothing refused, nothing reset; the next instance serves what arrived meanwhile."""
+    d = deployed(env={"FLIPEDIT_PREVIEWD_FDSTORE": "false", "FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.2"})
+    started(d)
+    http = urllib3.PoolManager(retries=False, maxsize=1)
+    results: list[tuple[float, int, str]] = []  # (sent at, status, daemon pid)
+    failures: list[str] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client(seed: int) -> None:
+        n = seed * 1000
+        while not stop.is_set():
+            n += 1
+            sent = time.time()
+            try:
+                r = http.request("GET", f"{d.url}/get_frame/{n % 300}?width=200", headers={"Connection": "close"}, timeout=30)
+                with lock:
+                    results.append((sent, r.status, (r.headers.get("X-Request-Id") or "?-").split("-")[0]))
+            except urllib3.exceptions.HTTPError as exc:
+                with lock:
+                    failures.append(repr(exc))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    first = d.main_pid()
+    for _ in range(3):
+        d.box.systemctl("restart", UNIT)
+        time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    stopping = [int(e["__REALTIME_TIMESTAMP"]) / 1e6 for e in d.journal(MESSAGE_ID=MESSAGE_IDS["stopping"])]
+    stopped = [int(e["__REALTIME_TIMESTAMP"]) / 1e6 for e in d.journal(MESSAGE_ID=MESSAGE_IDS["stopped"])]
+    statuses = sorted({s for _, s, _ in results})
+    during = [(sent, pid) for sent, _, pid in results for a, b in zip(stopping, stopped, strict=False) if a <= sent <= b]
+    later = [pid for _, pid in during if pid != str(first)]
+    print(f"\n[drain] 3 restarts, 8 clients, new connection per request, no retry: {len(results)} answers {statuses}, "
+          f"{len(failures)} failures, {len(during)} sent during a drain ({len(later)} served by a later instance)")
+    assert failures == []
+    assert statuses == [200]
+    assert during and later
