@@ -27,7 +27,8 @@ restarts, and is closed by ``systemctl stop``; stored fds follow the socket
 unit's fds in ``LISTEN_FDS`` with their ``FDNAME``; a full store closes the
 extra fds (which would drop the connection), and ``BARRIER=1`` (systemd 246)
 lets us wait until the manager processed what we sent. systemd 252 does not
-tell a service its ``FileDescriptorStoreMax=``, so at start-up a probe (a
+tell a service its ``FileDescriptorStoreMax=`` (254 sets ``$FDSTORE``, used as
+a cap when present), so at start-up a probe (a
 pipe's read end stored, then a barrier, then a write to the pipe: EPIPE
 means systemd closed it) checks that the store is enabled before we trust it
 with connections.
@@ -154,6 +155,9 @@ class Handover:
         self.wanted = enabled
         self.enabled = False  # until the probe says the manager keeps what we store
         self.limit = limit
+        announced = self.environ.get("FDSTORE", "")  # systemd >= 254 tells us FileDescriptorStoreMax=
+        if announced.isdigit():
+            self.limit = min(limit, int(announced))
         self.adopted: dict[int, str] = {}  # fd -> FDNAME, filled by sockets.adopt_systemd_sockets
         self.resumed = 0
         self.stored = 0
