@@ -13,6 +13,7 @@ import http.client
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,7 @@ class EditorPool:
     """``connections`` threads, each with one ``http.client`` keep-alive connection, each sending every ``interval``."""
 
     def __init__(self, host: str, port: int, connections: int = 4, interval: float = 0.05, timeout: float = 30.0,
-                 path: str = "/get_frame/{n}?width=160") -> None:
+                 path: str | Callable[[int], str] = "/get_frame/{n}?width=160") -> None:
         self.host, self.port = host, port
         self.interval, self.timeout, self.path = interval, timeout, path
         self.report = PoolReport()
@@ -82,7 +83,7 @@ class EditorPool:
             n += 1
             began = time.monotonic()
             try:
-                conn.request("GET", self.path.format(n=n % 100))
+                conn.request("GET", self.path(n) if callable(self.path) else self.path.format(n=n % 100))
                 response = conn.getresponse()
                 response.read()
                 port = local_port(conn)
@@ -102,6 +103,25 @@ class EditorPool:
                 with self._lock:
                     self.report.failures.append(f"{type(exc).__name__}: {exc} on connection {index}")
                 conn.close()  # the next request reconnects, which counts as a reconnect
+
+
+def keep_pool_through(host: str, port: int, actions: Iterable[Callable[[], object]], settle: float = 0.5,
+                      **pool_args: Any) -> PoolReport:
+    """Run ``actions`` (restarts, an upgrade, ...) one after the other while an ``EditorPool`` talks to the daemon.
+
+    E.g. from the booted layer: ``keep_pool_through("127.0.0.1", 8081, [lambda: run(["apt", "install", deb])])``,
+    then assert ``report.failures == []`` and ``report.final_ports == report.initial_ports``.
+    """
+    pool = EditorPool(host, port, **pool_args).start()
+    try:
+        time.sleep(settle)
+        for action in actions:
+            action()
+        time.sleep(settle)
+        return pool.stop()
+    finally:
+        pool.stop()
+        pool.close()
 
 
 def local_port(conn: http.client.HTTPConnection) -> int:

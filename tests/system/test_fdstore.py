@@ -38,9 +38,11 @@ def established(d: Deployed) -> list[str]:
 
 
 def test_20_restarts_keep_every_pooled_connection(deployed: Any) -> None:
-    d = deployed()
+    # Renders take at least 20 ms and every URL is new (no cache hits), so requests are in flight when SIGTERM comes.
+    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.02"})
     started(d)
-    pool = EditorPool("127.0.0.1", d.port, connections=4, interval=0.05).start()
+    pool = EditorPool("127.0.0.1", d.port, connections=4, interval=0.05,
+                      path=lambda n: f"/get_frame/{n % 100}?width={100 + n % 997}").start()
     time.sleep(0.5)
     pids = {d.main_pid()}
     restart_s = []
@@ -54,14 +56,17 @@ def test_20_restarts_keep_every_pooled_connection(deployed: Any) -> None:
     report = pool.stop()
     handed = [int(e.get("HANDED_OVER", 0)) for e in d.journal(MESSAGE_ID=MESSAGE_IDS["stopped"])]
     resumed = [int(e.get("RESUMED_CONNECTIONS", 0)) for e in d.journal(MESSAGE_ID=MESSAGE_IDS["ready"])]
+    in_flight = [int(e.get("BACKLOG", 0)) for e in d.journal(MESSAGE_ID=MESSAGE_IDS["stopping"])]
     print(f"\n[fdstore] 20 restarts, 4 pooled connections, no retry: {report.summary()}, "
-          f"restart_s max={max(restart_s):.2f} median={sorted(restart_s)[10]:.2f}, handed_over={handed}, resumed={resumed}")
+          f"restart_s max={max(restart_s):.2f} median={sorted(restart_s)[10]:.2f}, handed_over={handed}, resumed={resumed}, "
+          f"renders in flight at SIGTERM={in_flight}")
     assert len(pids) == 21  # really 20 new processes
     assert report.failures == []
     assert report.reconnects == 0 and report.final_ports == report.initial_ports
     assert report.answers > 20 * 4
     assert len(report.servers) >= 15  # the same connections were answered by the later instances
     assert handed.count(4) == 20 and resumed[1:].count(4) == 20
+    assert sum(in_flight) > 0  # some restarts came while renders were under way: answered, then handed over
     assert n_stored(d) == 0  # a running daemon holds its connections itself: the store is empty
     pool.close()
 
