@@ -163,6 +163,7 @@ class Handover:
         self.stored = 0
         self.closed = 0
         self.probe_result = "off"
+        self.refused = False
         self._seq = 0
 
     async def start(self, connect: Callable[[socket.socket], Any]) -> None:
@@ -183,6 +184,7 @@ class Handover:
             self.probe_result = "no NOTIFY_SOCKET"
             return
         self.enabled = probe_store(self.environ)
+        self.refused = not self.enabled
         self.probe_result = "ok" if self.enabled else "refused (FileDescriptorStoreMax= unset or too small?)"
 
     def store(self, sock: socket.socket) -> bool:

@@ -314,7 +314,7 @@ class Server:
                       + (f", {self.handover.resumed} connections kept from the previous instance" if self.handover.resumed else ""),
                       "info", PROJECT=self.service.source.path, WORKERS=self.config.workers,
                       RESUMED_CONNECTIONS=self.handover.resumed, FDSTORE=self.handover.probe_result)
-        if self.handover.wanted and not self.handover.enabled:
+        if self.handover.refused:  # under a service manager that did not keep the probe (not: no manager at all)
             self.log.emit("fdstore_unavailable", f"file descriptor store not usable ({self.handover.probe_result}): "
                           "restarts will close idle keep-alive connections", "warning", FDSTORE=self.handover.probe_result)
 
