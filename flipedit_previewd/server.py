@@ -30,9 +30,10 @@ from .sockets import Listener, adopt_systemd_sockets, kernel_backlog, open_liste
 
 READ_PAUSE_BYTES = 256 * 1024
 LINGER_SECONDS = 2.0
-# While stopping without the fd store, a connection that has sent nothing yet gets this long for its
-# first request (it connected to send one), which is answered with Connection: close.
-FIRST_REQUEST_GRACE = 1.0
+# While stopping, a request that has begun to arrive gets this long to arrive whole (then 503), and,
+# without the fd store, a connection that has sent nothing yet gets this long for its first request
+# (it connected to send one), answered with Connection: close. A slow client cannot hold a restart.
+DRAIN_GRACE = 1.0
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -206,18 +207,19 @@ class ClientProtocol(asyncio.Protocol):
 
         A request in progress or partly read is answered first. A connection between requests goes to
         systemd's fd store when that is on (the next instance serves it), else it is closed; one that
-        has sent nothing yet gets FIRST_REQUEST_GRACE for its first request. ``final`` (the drain's
-        deadline): answer a partial request 503 and close what is left.
+        has sent nothing yet gets DRAIN_GRACE for its first request. A request still incomplete after
+        DRAIN_GRACE, or at the drain's deadline (``final``), is answered 503; what is left is closed.
         """
         transport = self.transport
         if transport is None or transport.is_closing() or self.lingering:
             return True
         if self.task is not None:
             return False
+        grace_over = final or time.monotonic() - self.server.drain_started >= DRAIN_GRACE
         if self.http.mid_request:
-            if final:
+            if grace_over:
                 self._write(Response.from_error(self.service.admission.reject("stopping", "the daemon stopped before this request arrived whole")))
-            return final
+            return grace_over
         if transport.get_write_buffer_size() and not final:
             return False  # the last answer is still being written
         if self.server.handover.enabled and not transport.get_write_buffer_size():
@@ -225,7 +227,7 @@ class ClientProtocol(asyncio.Protocol):
             if self.server.handover.store(transport.get_extra_info("socket")):
                 transport.abort()  # closes only our descriptor: systemd holds the connection now
                 return True
-        if not final and self.http.requests_served == 0 and time.monotonic() - self.server.drain_started < FIRST_REQUEST_GRACE:
+        if not grace_over and self.http.requests_served == 0:
             transport.resume_reading()
             return False
         self.server.handover.closed += 1

@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 import urllib3
 from deploy import UNIT, Deployed, wait_active
 from editor_client import EditorPool, peer_closed
@@ -110,9 +111,10 @@ def test_handed_over_connection_never_used_again_is_closed_by_idle_timeout(deplo
     sock.close()
 
 
-def test_sigterm_under_load_new_connections_no_retry(deployed: Any) -> None:
-    """Issue 12's drain, fd store off: nothing refused, nothing reset; the next instance serves what arrived meanwhile."""
-    d = deployed(env={"FLIPEDIT_PREVIEWD_FDSTORE": "false", "FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.2"})
+@pytest.mark.parametrize("fdstore", ["false", "true"])
+def test_sigterm_under_load_new_connections_no_retry(deployed: Any, fdstore: str) -> None:
+    """Issue 12's drain: nothing refused, nothing reset; the next instance serves what arrived meanwhile."""
+    d = deployed(env={"FLIPEDIT_PREVIEWD_FDSTORE": fdstore, "FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.2"})
     started(d)
     http = urllib3.PoolManager(retries=False, maxsize=1)
     results: list[tuple[float, int, str]] = []  # (sent at, status, daemon pid)
@@ -151,7 +153,7 @@ def test_sigterm_under_load_new_connections_no_retry(deployed: Any) -> None:
     statuses = sorted({s for _, s, _ in results})
     during = [(pid, served) for sent, _, served in results for pid in stopping if stopping[pid] <= sent <= stopped.get(pid, 0)]
     by_draining = [1 for pid, served in during if served == pid]
-    print(f"\n[drain] 3 restarts, 8 clients, new connection per request, no retry: {len(results)} answers {statuses}, "
+    print(f"\n[drain] fdstore={fdstore}, 3 restarts, 8 clients, new connection per request, no retry: {len(results)} answers {statuses}, "
           f"{len(failures)} failures, {len(during)} sent during a drain, {len(by_draining)} of them served by the draining "
           f"instance, drains_s={[round(stopped[p] - stopping[p], 2) for p in stopping if p in stopped]}")
     assert failures == []
@@ -199,3 +201,22 @@ def test_unit_without_a_store_falls_back_to_closing(deployed: Any) -> None:
     assert int(stopped[-1]["HANDED_OVER"]) == 0 and int(stopped[-1]["CLOSED_CONNECTIONS"]) == 1
     assert peer_closed(sock, 5)
     sock.close()
+
+
+def test_a_request_that_never_completes_does_not_hold_a_restart(deployed: Any) -> None:
+    """Bytes already read cannot be handed over: a partial request gets DRAIN_GRACE, then 503, not request_timeout."""
+    d = deployed()
+    started(d)
+    slow = socket.create_connection(("127.0.0.1", d.port))
+    slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    d.box.systemctl("restart", UNIT)
+    took = time.monotonic() - t0
+    slow.settimeout(5)
+    answer = slow.recv(65536)
+    status_line = answer.split(b"\r\n")[0]
+    print(f"\n[fdstore] restart with a never-ending request open: {took:.2f} s; it got {status_line!r}")
+    assert answer.startswith(b"HTTP/1.1 503") and b"stopping" in answer and b"Connection: close" in answer
+    assert took < 8  # request_timeout (10 s) did not hold the restart
+    slow.close()
