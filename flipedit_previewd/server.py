@@ -227,7 +227,9 @@ class ClientProtocol(asyncio.Protocol):
             if self.server.handover.store(transport.get_extra_info("socket")):
                 transport.abort()  # closes only our descriptor: systemd holds the connection now
                 return True
-        if not grace_over and self.http.requests_served == 0:
+        if not grace_over:
+            # No fd store: a client that is sending (it connected to, or it talks every few ms) gets its next
+            # answer with Connection: close instead of a close racing its request; idle ones close after.
             transport.resume_reading()
             return False
         self.server.handover.closed += 1

@@ -25,11 +25,13 @@ class PoolReport:
     initial_ports: list[int] = field(default_factory=list)
     final_ports: list[int] = field(default_factory=list)
     reconnects: int = 0  # requests that went out on a new connection after the first one
+    closed_by_server: int = 0  # answers that said Connection: close (http.client then reconnects)
     max_latency_s: float = 0.0
     servers: set[str] = field(default_factory=set)  # daemon PIDs seen (from X-Request-Id)
 
     def summary(self) -> dict[str, Any]:
         return {"answers": self.answers, "failures": len(self.failures), "reconnects": self.reconnects,
+                "closed_by_server": self.closed_by_server,
                 "same_ports": self.initial_ports == self.final_ports, "max_latency_s": round(self.max_latency_s, 3),
                 "daemon_pids": len(self.servers), "first_failures": self.failures[:3]}
 
@@ -92,9 +94,10 @@ class EditorPool:
                         self.report.failures.append(f"status {response.status} on connection {index}")
                     else:
                         self.report.answers += 1
-                    if port != self._ports[index]:
+                    if port and port != self._ports[index]:  # 0: closed after a Connection: close answer
                         self.report.reconnects += 1
                         self._ports[index] = port
+                    self.report.closed_by_server += int(port == 0)
                     self.report.max_latency_s = max(self.report.max_latency_s, time.monotonic() - began)
                     request_id = response.getheader("X-Request-Id") or ""
                     if "-" in request_id:

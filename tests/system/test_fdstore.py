@@ -38,9 +38,8 @@ def established(d: Deployed) -> list[str]:
     return [line for line in out.splitlines() if line.strip()]
 
 
-def test_20_restarts_keep_every_pooled_connection(deployed: Any) -> None:
-    # Renders take at least 20 ms and every URL is new (no cache hits), so requests are in flight when SIGTERM comes.
-    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.02"})
+def restart_20_times(d: Deployed) -> tuple[Any, list[float], set[int]]:
+    """The editor's pool (4 connections, no retry, every 50 ms each; every URL a new render) through 20 restarts."""
     started(d)
     pool = EditorPool("127.0.0.1", d.port, connections=4, interval=0.05,
                       path=lambda n: f"/get_frame/{n % 100}?width={100 + n % 997}").start()
@@ -55,6 +54,14 @@ def test_20_restarts_keep_every_pooled_connection(deployed: Any) -> None:
         time.sleep(0.1)
     time.sleep(0.5)
     report = pool.stop()
+    pool.close()
+    return report, restart_s, pids
+
+
+def test_20_restarts_keep_every_pooled_connection(deployed: Any) -> None:
+    # Renders take at least 20 ms and every URL is new (no cache hits), so requests are in flight when SIGTERM comes.
+    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.02"})
+    report, restart_s, pids = restart_20_times(d)
     handed = [int(e.get("HANDED_OVER", 0)) for e in d.journal(MESSAGE_ID=MESSAGE_IDS["stopped"])]
     resumed = [int(e.get("RESUMED_CONNECTIONS", 0)) for e in d.journal(MESSAGE_ID=MESSAGE_IDS["ready"])]
     in_flight = [int(e.get("BACKLOG", 0)) for e in d.journal(MESSAGE_ID=MESSAGE_IDS["stopping"])]
@@ -63,13 +70,24 @@ def test_20_restarts_keep_every_pooled_connection(deployed: Any) -> None:
           f"renders in flight at SIGTERM={in_flight}")
     assert len(pids) == 21  # really 20 new processes
     assert report.failures == []
-    assert report.reconnects == 0 and report.final_ports == report.initial_ports
+    assert report.reconnects == 0 and report.closed_by_server == 0 and report.final_ports == report.initial_ports
     assert report.answers > 20 * 4
     assert len(report.servers) >= 15  # the same connections were answered by the later instances
     assert handed.count(4) == 20 and resumed[1:].count(4) == 20
     assert sum(in_flight) > 0  # some restarts came while renders were under way: answered, then handed over
     assert n_stored(d) == 0  # a running daemon holds its connections itself: the store is empty
-    pool.close()
+
+
+def test_20_restarts_without_the_store_close_cleanly(deployed: Any) -> None:
+    """fdstore = false: no connection survives, but each is closed by a Connection: close answer, never under a request."""
+    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.02", "FLIPEDIT_PREVIEWD_FDSTORE": "false"})
+    report, restart_s, pids = restart_20_times(d)
+    print(f"\n[fdstore] fdstore=false, 20 restarts, 4 pooled connections, no retry: {report.summary()}, "
+          f"restart_s max={max(restart_s):.2f} median={sorted(restart_s)[10]:.2f}")
+    assert len(pids) == 21
+    assert report.failures == []
+    assert 20 <= report.closed_by_server <= 20 * 4  # at most one Connection: close per connection and restart
+    assert report.closed_by_server - 4 <= report.reconnects <= report.closed_by_server  # the last ones may not have sent again
 
 
 def test_stop_empties_the_store_and_closes_every_connection(deployed: Any) -> None:
