@@ -238,3 +238,44 @@ def test_a_request_that_never_completes_does_not_hold_a_restart(deployed: Any) -
     assert answer.startswith(b"HTTP/1.1 503") and b"stopping" in answer and b"Connection: close" in answer
     assert took < 8  # request_timeout (10 s) did not hold the restart
     slow.close()
+
+
+def read_responses(sock: socket.socket, count: int, timeout: float = 30) -> list[tuple[int, dict[str, str]]]:
+    """``count`` complete responses from a raw socket: (status, lower-cased headers)."""
+    sock.settimeout(timeout)
+    buf = b""
+    out: list[tuple[int, dict[str, str]]] = []
+    while len(out) < count:
+        head, sep, rest = buf.partition(b"\r\n\r\n")
+        if sep:
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            length = int(headers.get("content-length", "0"))
+            if len(rest) >= length:
+                out.append((int(lines[0].split()[1]), headers))
+                buf = rest[length:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(out)} responses"
+        buf += chunk
+    return out
+
+
+def test_pipelined_request_read_before_sigterm_is_answered_then_the_connection_handed_over(deployed: Any) -> None:
+    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.5"})
+    started(d)
+    old = str(d.main_pid())
+    sock = socket.create_connection(("127.0.0.1", d.port))
+    # Two requests in one segment: the second is read into the daemon's buffer while the first renders.
+    sock.sendall(b"GET /get_frame/1?width=161 HTTP/1.1\r\nHost: x\r\n\r\nGET /get_frame/2?width=162 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.2)
+    d.box.systemctl("restart", UNIT)
+    first, second = read_responses(sock, 2)
+    sock.sendall(b"GET /get_frame/3?width=163 HTTP/1.1\r\nHost: x\r\n\r\n")
+    (third,) = read_responses(sock, 1)
+    served_by = [r[1]["x-request-id"].split("-")[0] for r in (first, second, third)]
+    print(f"\n[fdstore] pipelined pair across a restart: statuses {[first[0], second[0], third[0]]}, served by {served_by} (old {old})")
+    assert [first[0], second[0], third[0]] == [200, 200, 200]
+    assert served_by[0] == served_by[1] == old != served_by[2]  # bytes read are answered by who read them
+    assert "close" not in first[1].get("connection", "") + second[1].get("connection", "")
+    sock.close()
