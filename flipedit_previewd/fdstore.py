@@ -110,15 +110,17 @@ def probe_store(environ: Mapping[str, str] | None = None) -> bool:
         sent = notify(f"FDSTORE=1\nFDNAME={PROBE_NAME}", [read_end], environ)
         os.close(read_end)
         read_end = -1
-        if not sent or not barrier(environ=environ):
+        if not sent:
             return False
-        try:
-            os.write(write_end, b"?")
-            kept = True
-        except BrokenPipeError:  # no reader left: systemd closed it (FileDescriptorStoreMax=0, or full)
-            kept = False
-        except BlockingIOError:
-            kept = True
+        kept = False
+        if barrier(environ=environ):
+            try:
+                os.write(write_end, b"?")
+                kept = True
+            except BrokenPipeError:  # no reader left: systemd closed it (FileDescriptorStoreMax=0, or full)
+                kept = False
+            except BlockingIOError:
+                kept = True
         notify(f"FDSTOREREMOVE=1\nFDNAME={PROBE_NAME}", environ=environ)
         return kept
     finally:
