@@ -87,7 +87,7 @@ def test_20_restarts_without_the_store_close_cleanly(deployed: Any) -> None:
     assert len(pids) == 21
     assert report.failures == []
     assert 20 <= report.closed_by_server <= 20 * 4  # at most one Connection: close per connection and restart
-    assert report.closed_by_server - 4 <= report.reconnects <= report.closed_by_server  # the last ones may not have sent again
+    assert len(report.servers) >= 15  # and the reconnected pool went on with the later instances
 
 
 def test_stop_empties_the_store_and_closes_every_connection(deployed: Any) -> None:
@@ -206,8 +206,18 @@ def test_kill9_hands_nothing_over_and_costs_each_pooled_connection_one_failure(d
 def test_unit_without_a_store_falls_back_to_closing(deployed: Any) -> None:
     """FileDescriptorStoreMax=0 (an old unit): the start-up probe notices, and restarts close instead of losing fds."""
     d = deployed()
-    d.box.write_file(f"{USER_UNIT_DIR}/{UNIT}.d/60-nostore.conf", "[Service]\nFileDescriptorStoreMax=0\n")
+    dropin = f"{USER_UNIT_DIR}/{UNIT}.d/60-nostore.conf"
+    d.box.write_file(dropin, "[Service]\nFileDescriptorStoreMax=0\n")
     d.box.systemctl("daemon-reload")
+    try:
+        store_refused(d)
+    finally:  # the sandbox (and its unit directory) serves the module's later tests
+        d.box.systemctl("stop", UNIT, check=False)
+        d.box.run("rm", "-f", dropin)
+        d.box.systemctl("daemon-reload")
+
+
+def store_refused(d: Deployed) -> None:
     started(d)
     warned = d.journal(MESSAGE_ID=MESSAGE_IDS["fdstore_unavailable"])
     assert warned and "refused" in warned[-1]["FDSTORE"]
@@ -256,7 +266,7 @@ def read_responses(sock: socket.socket, count: int, timeout: float = 30) -> list
                 buf = rest[length:]
                 continue
         chunk = sock.recv(65536)
-        assert chunk, f"closed after {len(out)} responses"
+        assert chunk, f"closed after {out}; unparsed {buf[:400]!r}"
         buf += chunk
     return out
 
