@@ -286,9 +286,15 @@ def test_sigterm_stops_accepting_and_drains_what_was_received(start_daemon: Any,
         t.start()
     time.sleep(0.3)
     daemon.signal(signal.SIGTERM)
-    time.sleep(0.1)
     # The listener is closed at once (under systemd it is systemd's, and new connections wait there for the next
-    # instance); without systemd nothing listens any more.
+    # instance); without systemd nothing listens any more, long before the renders are done.
+    refused_at = time.monotonic()
+    while time.monotonic() - refused_at < 5:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", daemon.port)) != 0:
+                break
+        time.sleep(0.02)
+    assert len(results) < 3  # refused while renders were still being answered: at once, not after the drain
     with pytest.raises(requests.ConnectionError):
         requests.get(daemon.url + "/get_frame/99", timeout=5)
     for t in threads:
