@@ -144,6 +144,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body_bytes", _positive_int, 4 * 1024 * 1024, "bytes", "Largest request body (PUT /timeline); larger is answered 413.", "int"),
     Setting("hang_threshold", _positive_float, 10.0, "s", "A render running longer than this counts as hung and is logged; all workers hung stops the watchdog heartbeat.", "float"),
     Setting("drain_timeout", _positive_float, 20.0, "s", "On SIGTERM, time allowed for in-flight and queued work; keep below TimeoutStopSec.", "float"),
+    Setting("fdstore", _bool, True, "", "On a planned stop (restart, upgrade), hand keep-alive connections that are between requests to systemd's file descriptor store, so the next instance serves them and the editor loses none (systemd >= 246, FileDescriptorStoreMax= >= max_connections in the unit); false: each connection's last answer says Connection: close and idle ones are closed.", "bool"),
     Setting("loop_nice", _non_negative_int, 10, "", "Nice increment of the event-loop thread only (Linux priorities are per thread): under a flood of requests the CPU goes to rendering rather than to refusing; 0 disables.", "int"),
     Setting("canvas_width", _positive_int, 1280, "px", "Canvas width of the composited timeline.", "int"),
     Setting("canvas_height", _positive_int, 720, "px", "Canvas height of the composited timeline.", "int"),

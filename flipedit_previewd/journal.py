@@ -29,6 +29,7 @@ MESSAGE_IDS: dict[str, str] = {
     "reload": "1bb0664868ae4b02a90d5b6b3a8d05d2",
     "stopping": "87ebb2931074468f801a5453142ae2c0",
     "stopped": "b1a8ef332a7a45ab9115a7c3299b869b",
+    "fdstore_unavailable": "a6cef41aaa334f5b95834cb563a6e260",
     "request": "8d84a69d80a4429f80e9c3d90e799d59",
     "summary": "dcc33116bcfe496eb88cd6a630cf7563",
     "worker_hung": "d0b0097c0b4e4c7aba41affe589b40cf",

@@ -23,6 +23,7 @@ import sdnotify
 
 from . import __version__
 from .config import Config
+from .fdstore import Handover
 from .journal import EventLog
 from .protocol import HTTPConnection, Limits, ProtocolFailure, Request, Response
 from .service import Service
@@ -30,6 +31,10 @@ from .sockets import Listener, adopt_systemd_sockets, kernel_backlog, open_liste
 
 READ_PAUSE_BYTES = 256 * 1024
 LINGER_SECONDS = 2.0
+# While stopping, a request that has begun to arrive gets this long to arrive whole (then 503), and,
+# without the fd store, a connection that has sent nothing yet gets this long for its first request
+# (it connected to send one), answered with Connection: close. A slow client cannot hold a restart.
+DRAIN_GRACE = 1.0
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -109,8 +114,8 @@ class ClientProtocol(asyncio.Protocol):
 
     async def _serve(self, request: Request) -> None:
         response = await self.service.handle(request, self.over_limit, self.client)
-        if self.server.draining and not response.close:
-            response.close = True  # stopping: finish this answer, take no more on this connection
+        if self.server.draining and not self.server.handover.enabled and not response.close:
+            response.close = True  # stopping, no fd store: finish this answer, take no more on this connection
         self._write(response, head_only=request.method == "HEAD")
         self.task = None
         self.buffered = 0
@@ -122,6 +127,8 @@ class ClientProtocol(asyncio.Protocol):
         self.http.start_next_cycle()
         self._arm(self.server.limits.keepalive_timeout, self._idle_expired)
         self._pump()
+        if self.server.draining:
+            self.settle()
 
     def _write(self, response: Response, head_only: bool = False) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -196,6 +203,40 @@ class ClientProtocol(asyncio.Protocol):
         if self.task is None and self.transport is not None and not self.lingering:
             self.transport.close()
 
+    def settle(self, final: bool = False) -> bool:
+        """One drain step for this connection (see ``Server.shutdown``); True once nothing more is owed on it.
+
+        A request in progress or partly read is answered first. A connection between requests goes to
+        systemd's fd store when that is on (the next instance serves it), else it is closed; one that
+        has sent nothing yet gets DRAIN_GRACE for its first request. A request still incomplete after
+        DRAIN_GRACE, or at the drain's deadline (``final``), is answered 503; what is left is closed.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.lingering:
+            return True
+        if self.task is not None:
+            return False
+        grace_over = final or time.monotonic() - self.server.drain_started >= DRAIN_GRACE
+        if self.http.mid_request:
+            if grace_over:
+                self._write(Response.from_error(self.service.admission.reject("stopping", "the daemon stopped before this request arrived whole")))
+            return grace_over
+        if transport.get_write_buffer_size() and not final:
+            return False  # the last answer is still being written
+        if self.server.handover.enabled and not transport.get_write_buffer_size():
+            transport.pause_reading()  # what the peer sends now stays in the socket for the next instance
+            if self.server.handover.store(transport.get_extra_info("socket")):
+                transport.abort()  # closes only our descriptor: systemd holds the connection now
+                return True
+        if not grace_over:
+            # No fd store: a client that is sending (it connected to, or it talks every few ms) gets its next
+            # answer with Connection: close instead of a close racing its request; idle ones close after.
+            transport.resume_reading()
+            return False
+        self.server.handover.closed += 1
+        transport.close()
+        return True
+
 
 class Server:
     def __init__(self, config: Config, reload_config: Callable[[], Config] | None = None, log: EventLog | None = None) -> None:
@@ -207,6 +248,8 @@ class Server:
         self.limits_request_timeout = config.request_timeout
         self.service = Service(config, self.log)
         self.notifier = sdnotify.SystemdNotifier()
+        self.handover = Handover(config.fdstore, config.max_connections)
+        self.drain_started = 0.0
         self.connections: set[ClientProtocol] = set()
         self.listeners: list[Listener] = []
         self.servers: list[asyncio.base_events.Server] = []
@@ -247,7 +290,7 @@ class Server:
         self._loop.add_signal_handler(signal.SIGTERM, self._on_term)
         self._loop.add_signal_handler(signal.SIGINT, self._on_term)
         self._loop.add_signal_handler(signal.SIGHUP, self._on_hup)
-        self.listeners = adopt_systemd_sockets()
+        self.listeners = adopt_systemd_sockets(self.handover.adopted)
         why = "sockets passed by systemd"
         if not self.listeners:
             specs = self.config.listen or ("127.0.0.1:8081",)
@@ -265,6 +308,7 @@ class Server:
             else:
                 server = await self._loop.create_server(lambda: ClientProtocol(self), sock=listener.sock, backlog=kernel_backlog())
             self.servers.append(server)
+        await self.handover.start(self._resume_connection)
         self._health_thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
         self._health_thread.start()
         if self.config.loop_nice:
@@ -275,8 +319,17 @@ class Server:
             except OSError:
                 pass
         self.notify(f"READY=1\nSTATUS={self.service.status_line()}\nMAINPID={os.getpid()}")
-        self.log.emit("ready", f"serving {self.service.source.path or 'no project'} with {self.config.workers} workers",
-                      "info", PROJECT=self.service.source.path, WORKERS=self.config.workers)
+        self.log.emit("ready", f"serving {self.service.source.path or 'no project'} with {self.config.workers} workers"
+                      + (f", {self.handover.resumed} connections kept from the previous instance" if self.handover.resumed else ""),
+                      "info", PROJECT=self.service.source.path, WORKERS=self.config.workers,
+                      RESUMED_CONNECTIONS=self.handover.resumed, FDSTORE=self.handover.probe_result)
+        if self.handover.refused:  # under a service manager that did not keep the probe (not: no manager at all)
+            self.log.emit("fdstore_unavailable", f"file descriptor store not usable ({self.handover.probe_result}): "
+                          "restarts will close idle keep-alive connections", "warning", FDSTORE=self.handover.probe_result)
+
+    async def _resume_connection(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        await self._loop.connect_accepted_socket(lambda: ClientProtocol(self), sock=sock)
 
     async def main_loop(self) -> None:
         assert self._wake is not None
@@ -304,24 +357,37 @@ class Server:
         self.notify(f"READY=1\nSTATUS={self.service.status_line()}")
 
     async def shutdown(self) -> int:
+        """Stop accepting at once, finish what was received, then hand over or close each connection.
+
+        The listening sockets are systemd's: closing our copies leaves them listening, so connections
+        that arrive now wait in the kernel's queue and the socket unit starts the next instance for
+        them. Requests on open connections are still answered until the drain ends (refusing them
+        would be the only alternative); each connection, once between requests, goes to the fd store
+        or is closed (``ClientProtocol.settle``).
+        """
         self.draining = True
+        self.drain_started = time.monotonic()
         self.notify("STOPPING=1\nSTATUS=stopping: draining")
-        backlog = self.service.admission.backlog()
-        self.log.emit("stopping", f"draining {backlog} renders", "info", BACKLOG=backlog)
-        for connection in list(self.connections):
-            connection.close_if_idle()
-        drained = await self.service.drain(self.config.drain_timeout)
         for server in self.servers:
             server.close()
-        for connection in list(self.connections):
-            connection.close_if_idle()
+        backlog = self.service.admission.backlog()
+        self.log.emit("stopping", f"draining {backlog} renders", "info", BACKLOG=backlog,
+                      CONNECTIONS=len(self.connections), FDSTORE=int(self.handover.enabled))
+        drained = await self.service.drain(self.config.drain_timeout, self._settle_connections)
+        self._settle_connections(final=True)
+        taken = self.handover.finish()
         await asyncio.sleep(0.05)
         self._health_stop.set()
         self.service.flush_summary()  # the last minute's cheap outcomes (cache hits, 304s, 4xx) are not lost on stop
         self.service.close()
-        self.log.emit("stopped", "all work drained, exiting" if drained else "exiting with renders still unfinished", "info",
-                      DRAINED=int(drained))
+        self.log.emit("stopped", ("all work drained, exiting" if drained else "exiting with renders still unfinished")
+                      + f"; {self.handover.stored} connections handed to the fd store, {self.handover.closed} closed", "info",
+                      DRAINED=int(drained), HANDED_OVER=self.handover.stored, CLOSED_CONNECTIONS=self.handover.closed,
+                      HANDOVER_CONFIRMED=int(taken))
         return 0
+
+    def _settle_connections(self, final: bool = False) -> bool:
+        return all([connection.settle(final) for connection in list(self.connections)])
 
     # --- the health thread: STATUS every tick, WATCHDOG only on real progress ---------------
 

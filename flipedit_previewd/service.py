@@ -13,6 +13,7 @@ import os
 import statistics
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -100,13 +101,17 @@ class Service:
         warm_up = empty_timeline((64, 36), self.config.frame_rate, "warm-up")
         await loop.run_in_executor(self.io, self.pool.render, self.pool.workers[0], 0, OutputSpec(64, 36), warm_up)
 
-    async def drain(self, timeout: float) -> bool:
-        """Stop admitting, let queued and in-flight renders finish; True if all did in time."""
+    async def drain(self, timeout: float, settled: Callable[[], bool] = lambda: True) -> bool:
+        """Let queued and in-flight renders finish and the connections settle; True if all renders did in time.
+
+        Requests that arrive meanwhile on open connections are still admitted: refusing them is the
+        only alternative. Past the deadline nothing more is admitted.
+        """
         self.stopping = True
-        self.admission.stopping = True
         deadline = time.monotonic() + timeout
-        while self.admission.backlog() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        while (self.admission.backlog() or not settled()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self.admission.stopping = True
         return not self.admission.backlog()
 
     def close(self) -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from systemd import daemon
 
+from .fdstore import is_stored_connection
+
 
 class SocketError(Exception):
     """A socket we were given or asked to open cannot be used."""
@@ -49,10 +51,17 @@ def describe(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
 
 
-def adopt_systemd_sockets() -> list[Listener]:
+def adopt_systemd_sockets(stored: dict[int, str] | None = None) -> list[Listener]:
+    """systemd's listening sockets; connections a previous instance stored (fdstore.py) go to ``stored``."""
     fds_with_names = daemon.listen_fds_with_names(unset_environment=True)
     listeners = []
     for fd, name in sorted(fds_with_names.items()):
+        if is_stored_connection(name or ""):
+            if stored is None:
+                os.close(fd)
+            else:
+                stored[fd] = name
+            continue
         mode = os.fstat(fd).st_mode
         if not stat.S_ISSOCK(mode):
             raise SocketError(f"fd {fd} ({name}) passed by systemd is not a socket")

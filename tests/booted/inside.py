@@ -5,6 +5,8 @@ The container has its own network (loopback only), so the editor's side of each 
     inside.py frame N                   one frame: {"status", "etag", "pixel", "cache"}
     inside.py switch DIR                the editor opens the green project; seconds until it is served
     inside.py editor OUT STOP [--no-retry]   ask frames until STOP exists; write counts and failures to OUT
+    inside.py pool OUT STOP             the editor's own habit (tests/editor_client.py): 4 pooled keep-alive
+                                        connections, no retry, a frame every 50 ms until STOP exists
 """
 
 from __future__ import annotations
@@ -114,6 +116,22 @@ def editor(out: Path, stop: Path, retrying: bool) -> None:
     out.write_text(json.dumps({"ok": ok, "failures": failures, "versions": sorted(versions)}))
 
 
+def pool(out: Path, stop: Path) -> None:
+    """Issue 18 through an upgrade: the daemon's restart must keep these very connections."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from editor_client import EditorPool
+
+    editor_pool = EditorPool("127.0.0.1", 8081, connections=4, interval=0.05).start()
+    try:
+        while not stop.exists():
+            time.sleep(0.1)
+        report = editor_pool.stop()
+    finally:
+        editor_pool.close()
+    out.write_text(json.dumps({**report.summary(), "failures_list": report.failures[:20],
+                               "initial_ports": report.initial_ports, "final_ports": report.final_ports}))
+
+
 def main() -> None:
     command, args = sys.argv[1], sys.argv[2:]
     if command == "projects":
@@ -124,6 +142,8 @@ def main() -> None:
         switch(Path(args[0]))
     elif command == "editor":
         editor(Path(args[0]), Path(args[1]), "--no-retry" not in args)
+    elif command == "pool":
+        pool(Path(args[0]), Path(args[1]))
     else:
         raise SystemExit(f"unknown command {command}")
 

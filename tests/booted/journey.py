@@ -72,12 +72,16 @@ def upgrade_while_editor_asks(b: Booted, deb: str, *, retrying: bool = True, the
     The integrator can call it with ``retrying=False`` (a keep-alive client that never retries) once
     restarts keep connections. Returns the client's counts, failures and the versions it saw.
     """
-    out, stop = f"{b.home}/editor.json", f"{b.home}/editor.stop"
-    b.as_user("rm", "-f", out, stop)
-    argv = ["runuser", "-u", b.user, "--", "env", f"HOME={b.home}", "/usr/bin/python3", str(INSIDE), "editor", out, stop]
+    out, stop, pool_out = f"{b.home}/editor.json", f"{b.home}/editor.stop", f"{b.home}/pool.json"
+    b.as_user("rm", "-f", out, stop, pool_out)
+    user = ["runuser", "-u", b.user, "--", "env", f"HOME={b.home}", "/usr/bin/python3", str(INSIDE)]
+    argv = [*user, "editor", out, stop]
     if not retrying:
         argv.append("--no-retry")
     client = subprocess.Popen(["nsenter", "-t", str(b.box.init_pid), "-a", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Beside it, the editor's own habit without any retry (issue 18): 4 pooled connections that must survive.
+    pool = subprocess.Popen(["nsenter", "-t", str(b.box.init_pid), "-a", *user, "pool", pool_out, stop],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         time.sleep(2)
         b.box.run("dpkg", "-i", deb, timeout=120)
@@ -88,10 +92,12 @@ def upgrade_while_editor_asks(b: Booted, deb: str, *, retrying: bool = True, the
         time.sleep(2)
     finally:
         b.as_user("touch", stop)
-        try:
-            client.wait(60)
-        except subprocess.TimeoutExpired:
-            client.kill()
-            client.wait(10)
+        for process in (client, pool):
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
     assert client.returncode == 0, client.stdout.read().decode() if client.stdout else ""
-    return dict(json.loads(b.as_user("cat", out).stdout))
+    assert pool.returncode == 0, pool.stdout.read().decode() if pool.stdout else ""
+    return {**json.loads(b.as_user("cat", out).stdout), "pool": json.loads(b.as_user("cat", pool_out).stdout)}

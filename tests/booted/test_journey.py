@@ -119,6 +119,11 @@ def test_upgrade_while_the_editor_asks_for_frames(booted: Booted) -> None:
     print(f"\nbooted upgrade: {result['ok']} frames, {len(result['failures'])} failures, versions {result['versions']}")  # type: ignore[arg-type]
     assert result["failures"] == [], result["failures"]
     assert version in result["versions"]  # type: ignore[operator]
+    # Issue 18: the editor's pooled connections, never retried, live through the upgrade's restart.
+    pool = result["pool"]
+    print(f"booted upgrade, pooled no-retry client: {pool}")
+    assert pool["failures"] == 0 and pool["reconnects"] == 0, pool  # type: ignore[index]
+    assert pool["initial_ports"] == pool["final_ports"] and pool["daemon_pids"] >= 2, pool  # type: ignore[index]
     assert booted.box.run("dpkg-query", "-W", "-f=${Version}", "flipedit-previewd").stdout == version
     doctor = booted.previewctl("doctor")
     assert doctor.returncode == 0 and "upgrade" in doctor.stdout, doctor.stdout

@@ -274,21 +274,36 @@ def test_client_gone_while_queued_is_dropped_without_rendering(start_daemon: Any
     assert daemon.health()["counters"]["completed"] == 2  # warm-up + frame 20; frame 21 never rendered
 
 
-def test_sigterm_drains_in_flight_and_refuses_new(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
+def test_sigterm_stops_accepting_and_drains_what_was_received(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
     db, _ = project
     daemon = start_daemon("--project", str(db), "--workers", "1", "--test-render-hook", "sleep:0.5")
     results: list[int] = []
     threads = [threading.Thread(target=lambda f=f: results.append(daemon.get(f"/get_frame/{30 + f}").status_code)) for f in range(3)]
+    open_conn = socket.create_connection(("127.0.0.1", daemon.port))
+    open_conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert open_conn.recv(65536).startswith(b"HTTP/1.1 200")
     for t in threads:
         t.start()
     time.sleep(0.3)
     daemon.signal(signal.SIGTERM)
-    time.sleep(0.1)
-    late = requests.get(daemon.url + "/get_frame/99", timeout=5)
-    assert late.status_code == 503 and late.json()["limit"] == "stopping" and late.headers["Retry-After"]
+    # The listener is closed at once (under systemd it is systemd's, and new connections wait there for the next
+    # instance); without systemd nothing listens any more, long before the renders are done.
+    refused_at = time.monotonic()
+    while time.monotonic() - refused_at < 5:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", daemon.port)) != 0:
+                break
+        time.sleep(0.02)
+    assert len(results) < 3  # refused while renders were still being answered: at once, not after the drain
+    with pytest.raises(requests.ConnectionError):
+        requests.get(daemon.url + "/get_frame/99", timeout=5)
     for t in threads:
         t.join()
     assert results == [200, 200, 200]
+    # The idle keep-alive connection was closed (no fd store without systemd), not left hanging.
+    open_conn.settimeout(5)
+    assert open_conn.recv(1) == b""
+    open_conn.close()
     assert daemon.proc.wait(timeout=25) == 0
     assert "stopped" in daemon.log()
 
