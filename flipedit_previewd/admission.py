@@ -142,10 +142,13 @@ class Admission:
                 return pending
             full = len(self.queue) >= self.queue_size
             if not full:
-                pending = Pending(key, time.monotonic() + self.queue_timeout, asyncio.get_running_loop().create_future(), waiters=1)
+                loop = asyncio.get_running_loop()
+                pending = Pending(key, time.monotonic() + self.queue_timeout, loop.create_future(), waiters=1)
                 self.queue[key] = pending
                 self.counters["admitted"] += 1
                 self._cond.notify()
+                # Deadlines by timer: answered 503 at its deadline, whatever the workers are doing.
+                loop.call_later(self.queue_timeout, self._expire, pending)
                 return pending
         raise self.reject("queue", f"render queue full ({self.queue_size} waiting)")
 
@@ -158,6 +161,15 @@ class Admission:
             del self.queue[pending.key]
             self.counters["cancelled"] += 1
         pending.future.cancel()
+
+    def _expire(self, pending: Pending) -> None:
+        """The deadline timer of one queued job: still waiting for a worker means 503 now."""
+        with self._cond:
+            if pending.started or self.queue.get(pending.key) is not pending:
+                return
+            del self.queue[pending.key]
+            self.counters["expired"] += 1
+        self._resolve(pending, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
 
     def expire_overdue(self) -> None:
         """Answer queued jobs whose deadline passed while every worker was busy."""

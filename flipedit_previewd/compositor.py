@@ -58,7 +58,7 @@ def _visible(box: tuple[int, int, int, int], out: tuple[int, int]) -> bool:
     return left < out[0] and top < out[1] and left + width > 0 and top + height > 0
 
 
-def compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool) -> RenderResult:
+def compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, broken: frozenset[str] = frozenset()) -> RenderResult:
     out = (spec.width, spec.height)
     scale = spec.width / timeline.canvas_width
     canvas = Image.new("RGB", out, (0, 0, 0))
@@ -67,6 +67,8 @@ def compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool) 
     for clip in layers:
         kind = kind_of(clip.source_path, clip.type)
         try:
+            if clip.source_path in broken:
+                raise MediaError("crashed the renderer twice; shown as a placeholder until the file changes")
             native = media.native_size(clip.source_path, clip.source_stat, kind)
             box = clip_box(clip, native, timeline, scale)
             if not _visible(box, out):

@@ -24,11 +24,19 @@ import sdnotify
 from .config import Config
 from .journal import EventLog
 from .protocol import HTTPConnection, Limits, ProtocolFailure, Request, Response
+from .resources import raise_nofile
 from .service import Service
 from .sockets import Listener, adopt_systemd_sockets, kernel_backlog, open_listener
 
-READ_PAUSE_BYTES = 256 * 1024
+# Back-pressure: input beyond this, while a request is being served, is left in the kernel (bounds
+# pipelining depth); output beyond WRITE_HIGH_BYTES not yet taken by the peer stops reading and serving
+# on that connection until it drains. Memory per connection: about these two plus one response.
+READ_PAUSE_BYTES = 64 * 1024
+WRITE_HIGH_BYTES = 256 * 1024
 LINGER_SECONDS = 2.0
+# A connection refused at accept (max_connections) keeps its descriptor only this long after its 503.
+REFUSED_LINGER_SECONDS = 0.5
+MAX_REFUSED_LINGERING = 256
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -47,18 +55,72 @@ class ClientProtocol(asyncio.Protocol):
         self.paused = False
         self.lingering = False
         self.timer_kind = ""
+        self.write_paused = False
+        self.refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if len(self.server.connections) >= self.service.config.max_connections:
+            self._refuse_at_accept()
+            return
+        transport.set_write_buffer_limits(high=WRITE_HIGH_BYTES)
         self.server.connections.add(self)
         self.service.connections = len(self.server.connections)
-        self.over_limit = len(self.server.connections) > self.service.config.max_connections
         peer = transport.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
         self._arm(self.server.limits.keepalive_timeout, self._idle_expired)
 
+    def _refuse_at_accept(self) -> None:
+        """Over max_connections: a complete 503 at once, then the descriptor is given back."""
+        assert self.transport is not None
+        self.refused = True
+        self.lingering = True
+        error = self.service.admission.reject("connections", f"more than {self.service.config.max_connections} connections open")
+        self.service.rejections.add("rejected", "connections")
+        self.service.note_rejection()
+        response = Response.from_error(error)
+        response.close = True
+        self.transport.write(self.http.send_response(response))
+        refused = self.server.refused
+        if len(refused) >= MAX_REFUSED_LINGERING or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        refused.add(self)
+        try:
+            self.transport.write_eof()
+        except OSError:
+            self.transport.abort()
+            return
+        self._arm(REFUSED_LINGER_SECONDS, self._close_now, "linger")
+
+    def pause_writing(self) -> None:
+        """The peer is not taking our output: stop reading and serving it until it does."""
+        self.write_paused = True
+        if self.transport is not None and not self.paused:
+            self.transport.pause_reading()
+            self.paused = True
+        if self.task is None and not self.lingering:
+            self._arm(self.server.limits.keepalive_timeout, self._write_stalled, "write")
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.timer_kind == "write":
+            self._disarm()
+        if self.task is None and self.transport is not None and not self.transport.is_closing() and not self.lingering:
+            self._continue()
+
+    def _write_stalled(self) -> None:
+        self.timer = None
+        if self.write_paused and self.transport is not None:
+            self.transport.abort()  # the peer has not read for keepalive_timeout: give the memory back
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self.server.refused.discard(self)
+        if self.refused:
+            self._disarm()
+            self.transport = None
+            return
         self.server.connections.discard(self)
         self.service.connections = len(self.server.connections)
         self._disarm()
@@ -70,7 +132,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.lingering:
             return  # answered and closing: discard what the peer still sends
         self.http.receive(data)
-        if self.task is not None:
+        if self.task is not None or self.write_paused:
             self.buffered += len(data)
             if self.buffered > READ_PAUSE_BYTES and self.transport and not self.paused:
                 self.transport.pause_reading()
@@ -82,7 +144,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.lingering:
             return None  # the peer read our answer and closed: done
         self.http.receive(b"")
-        if self.task is None:
+        if self.task is None and not self.write_paused:
             self._pump()
         return None
 
@@ -115,10 +177,20 @@ class ClientProtocol(asyncio.Protocol):
         self.buffered = 0
         if self.transport is None or self.transport.is_closing() or self.lingering:
             return  # answered with Connection: close: no next request on this connection
+        self.http.start_next_cycle()
+        if self.write_paused:
+            # the peer has not read what we sent: the next pipelined request waits for resume_writing
+            self._arm(self.server.limits.keepalive_timeout, self._write_stalled, "write")
+            return
+        self._continue()
+
+    def _continue(self) -> None:
+        """Ready for the next request on this connection: read again, idle timer, serve what is buffered."""
+        assert self.transport is not None
         if self.paused:
             self.transport.resume_reading()
             self.paused = False
-        self.http.start_next_cycle()
+            self.buffered = 0
         self._arm(self.server.limits.keepalive_timeout, self._idle_expired)
         self._pump()
 
@@ -207,6 +279,7 @@ class Server:
         self.service = Service(config, self.log)
         self.notifier = sdnotify.SystemdNotifier()
         self.connections: set[ClientProtocol] = set()
+        self.refused: set[ClientProtocol] = set()
         self.listeners: list[Listener] = []
         self.servers: list[asyncio.base_events.Server] = []
         self.should_exit = False
@@ -246,6 +319,8 @@ class Server:
         self._loop.add_signal_handler(signal.SIGTERM, self._on_term)
         self._loop.add_signal_handler(signal.SIGINT, self._on_term)
         self._loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        self.nofile = raise_nofile(self.config.max_connections)
+        self.log.start_writer()
         self.listeners = adopt_systemd_sockets()
         if not self.listeners:
             specs = self.config.listen or ("127.0.0.1:8081",)
@@ -315,6 +390,7 @@ class Server:
         self.service.close()
         self.log.emit("stopped", "stopped" + ("" if drained else " with renders still unfinished"), "info",
                       DRAINED=int(drained))
+        self.log.stop_writer()
         return 0
 
     # --- the health thread: STATUS every tick, WATCHDOG only on real progress ---------------
