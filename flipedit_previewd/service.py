@@ -446,9 +446,9 @@ class Service:
             return Response(200, self.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
         if path == "/debug/timeline":
             _require(method, ("GET", "HEAD"))
-            body = await self.offload.run((await self.timeline()).debug_json)
-            body["queue_stats"] = {"queue_size": len(self.admission.queue), "active_requests": len(self.admission.in_flight)}
-            return Response.json(200, body)
+            timeline = await self.timeline()
+            queue_stats = {"queue_size": len(self.admission.queue), "active_requests": len(self.admission.in_flight)}
+            return await self.offload.run(lambda: _large_json({**timeline.debug_json(), "queue_stats": queue_stats}))
         if path == "/timeline":
             _require(method, ("GET", "HEAD", "PUT", "DELETE"))
             if method == "PUT":
@@ -457,7 +457,7 @@ class Service:
                 self.source.set_json(None)
                 return Response.json(200, {"source": "database", "path": self.source.path})
             timeline = await self.timeline()
-            return await self.offload.run(lambda: Response.json(200, timeline.to_json()))
+            return await self.offload.run(lambda: _large_json(timeline.to_json()))
         if path == "/":
             return Response.json(200, {"service": "flipedit-previewd", "version": __version__,
                                        "endpoints": ["/get_frame/<n>", "/health", "/metrics", "/debug/timeline", "/timeline"]})
@@ -487,6 +487,13 @@ class Service:
             roots.append(os.path.dirname(os.path.abspath(self.source.path)))
             roots += asset_dirs(self.source.path)
         return roots
+
+
+def _large_json(payload: Any) -> Response:
+    """A 200 JSON answer built by the pure-Python encoder (in an offload thread): the C encoder
+    serialises a 50,000-clip timeline in one call holding the GIL, which stalls the event loop."""
+    encoder = json.JSONEncoder(separators=(",", ":"))
+    return Response(200, "".join(encoder.iterencode(payload)).encode(), "application/json")
 
 
 def frame_etag(timeline: Timeline, frame: int, spec: OutputSpec) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 from .compositor import OutputSpec, RenderResult, compose
 from .errors import GatewayTimeout, RenderFailed
-from .timeline import Timeline
+from .timeline import Timeline, Track
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,9 @@ class RenderJob:
     job_id: int
     frame: int
     spec: OutputSpec
-    timeline: Timeline
+    timeline: Timeline | None  # None: the one the worker last received (see _send_timeline)
     broken: frozenset[str] = frozenset()  # sources that crashed a worker twice: drawn as placeholders
+    revision: str = ""
 
 
 class BudgetExceeded(GatewayTimeout):
@@ -47,6 +48,10 @@ class BudgetExceeded(GatewayTimeout):
 class WorkerCrashed(RenderFailed):
     """The worker died during the job, and again on the retry."""
 
+
+# Timelines go to a worker once per revision, in pieces of this many clips: pickling 50,000 clips in
+# one call holds the GIL (and so stalls the event loop) for a third of a second.
+CLIPS_PER_MESSAGE = 500
 
 # A source that took down a worker this many times is drawn as a placeholder until the file changes.
 CRASHES_TO_BREAK = 2
@@ -70,13 +75,22 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
 
     threading.Thread(target=orphan_guard, daemon=True).start()
     media = MediaPool(settings.source_cache_bytes, settings.max_source_pixels)
+    current: Timeline | None = None
     while True:
         try:
             job = conn.recv()
+            if isinstance(job, tuple) and job and job[0] == "timeline":
+                current = _receive_timeline(conn, job)
+                continue
         except (EOFError, OSError):
             break
         if job is None:
             break
+        if job.timeline is None:
+            if current is None or current.revision != job.revision:
+                conn.send(("error", job.job_id, "worker has no timeline for this job", 0.0))
+                continue
+            job = RenderJob(job.job_id, job.frame, job.spec, current, job.broken, job.revision)
         started = time.perf_counter()
         try:
             if job.timeline.source != "warm-up":
@@ -88,13 +102,33 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
     media.close()
 
 
+def _receive_timeline(conn: Connection, head: tuple[Any, ...]) -> Timeline:
+    _, width, height, fps, source, revision, track_heads = head
+    tracks = []
+    for track_id, order, visible, kind, count in track_heads:
+        clips: list[Any] = []
+        while len(clips) < count:
+            clips.extend(conn.recv())
+        tracks.append(Track(track_id, order, visible, tuple(clips), kind))
+    return Timeline(width, height, fps, tuple(tracks), source, revision=revision)
+
+
+def _send_timeline(conn: Connection, timeline: Timeline) -> None:
+    conn.send(("timeline", timeline.canvas_width, timeline.canvas_height, timeline.frame_rate, timeline.source, timeline.revision,
+               [(t.id, t.order, t.visible, t.type, len(t.clips)) for t in timeline.tracks]))
+    for track in timeline.tracks:
+        for start in range(0, len(track.clips), CLIPS_PER_MESSAGE):
+            conn.send(track.clips[start:start + CLIPS_PER_MESSAGE])
+
+
 def _test_hook(hook: str, job: RenderJob) -> None:
     if not hook:
         return
     if hook.startswith("crash:"):
         # Stands in for media that crashes FFmpeg: the process dies as a segfault would end it.
         needle = hook.split(":", 1)[1]
-        if any(needle in c.source_path and c.source_path not in job.broken for c in job.timeline.layers_at(job.frame)):
+        layers = job.timeline.layers_at(job.frame) if job.timeline is not None else []
+        if any(needle in c.source_path and c.source_path not in job.broken for c in layers):
             os._exit(139)
         return
     if hook == "hang":
@@ -116,6 +150,7 @@ class Worker:
     hung_reported: bool = False
     killed_for_hang: bool = False
     job_id: int = 0
+    revision: str = ""  # of the timeline this worker's process holds
 
     def snapshot(self, now: float, hang_threshold: float) -> dict[str, Any]:
         age = now - self.since
@@ -196,10 +231,14 @@ class WorkerPool:
             broken = self.broken(sources)
             with self._lock:
                 self._next_job += 1
-                job = RenderJob(self._next_job, frame, spec, timeline, broken)
+                job = RenderJob(self._next_job, frame, spec, None, broken, timeline.revision)
             worker.state, worker.since, worker.frame, worker.hung_reported = "rendering", time.monotonic(), frame, False
             worker.job_id = job.job_id
             try:
+                if worker.revision != timeline.revision:
+                    worker.revision = ""
+                    _send_timeline(worker.conn, timeline)
+                    worker.revision = timeline.revision
                 worker.conn.send(job)
                 if budget is not None and not worker.conn.poll(budget):
                     self._note("render_budget", f"render of frame {frame} ran past its budget of {budget:.1f} s; worker {index} replaced", worker)
