@@ -154,12 +154,14 @@ def test_stuck_render_on_every_worker_504_within_budget_no_restart(deployed: Any
                 t.join()
         time.sleep(WATCHDOG_WAIT)  # longer than WatchdogSec: a withheld heartbeat would have killed it by now
     after = restarts(d)
+    withheld = d.journal(EVENT="watchdog_withheld")
     report("stuck render on every worker, 5 rounds", statuses=sorted({s for s, _ in results}),
            worst_s=round(max(t for _, t in results), 2), health_p99_ms=round(probe.p99() * 1000, 1), nrestarts=f"{before}->{after}")
     assert [s for s, _ in results] == [504] * 10
     assert max(t for _, t in results) < 1 + 1.5  # the budget, plus killing the worker on a busy machine
     assert not probe.failures and probe.p99() < 0.100
-    assert after == before and d.show("ActiveState")["ActiveState"] == "active"
+    assert after == before and d.show("ActiveState")["ActiveState"] == "active" and not withheld
+    assert len(d.journal(EVENT="render_budget")) >= 10
 
 
 WATCHDOG_WAIT = 7

@@ -140,13 +140,6 @@ def test_hangs_are_restarted_every_time(deployed: Any, tmp_path: Path) -> None:
     assert max(stop_times) <= WATCHDOG_SEC + RESTART_SEC + 2
 
 
-def _quiet_get(url: str) -> None:
-    try:
-        requests.get(url, timeout=30)
-    except requests.RequestException:
-        pass
-
-
 def test_keepalive_200_reuses_after_idle_0_to_20s(deployed: Any, tmp_path: Path) -> None:
     d = demo_deploy(deployed, tmp_path)
     failures: list[str] = []
