@@ -118,7 +118,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("workers", _positive_int, 2, "", "Render workers (processes); renders in flight never exceed this.", "int", old_name="MAX_CONCURRENT_REQUESTS"),
     Setting("queue_size", _non_negative_int, 20, "", "Renders that may wait for a worker; more are answered 503.", "int", old_name="request_queue.maxsize"),
     Setting("queue_timeout", _positive_float, 2.5, "s", "Deadline for a queued render; a render not started by then is answered 503 (the editor gives up after 3 s).", "float"),
-    Setting("max_connections", _positive_int, 1024, "", "Open client connections; requests on connections above this are answered 503 and closed.", "int", old_name="server.max_connections"),
+    Setting("max_connections", _positive_int, 1024, "", "Open client connections; a connection above this is answered 503 as soon as it is accepted and closed (the soft RLIMIT_NOFILE is raised to cover it).", "int", old_name="server.max_connections"),
     Setting("keepalive_timeout", _positive_float, 20.0, "s", "Idle keep-alive connections are closed after this; must outlive the editor's 15 s pool.", "float"),
     Setting("request_timeout", _positive_float, 10.0, "s", "Time allowed to receive one whole request (slowloris guard); answered 408.", "float"),
     Setting("max_request_line", _positive_int, 8192, "bytes", "Longest request line; longer is answered 414.", "int"),

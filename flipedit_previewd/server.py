@@ -57,6 +57,7 @@ class ClientProtocol(asyncio.Protocol):
         self.timer_kind = ""
         self.write_paused = False
         self.refused = False
+        self.linger_waited = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -231,8 +232,18 @@ class ClientProtocol(asyncio.Protocol):
 
     def _close_now(self) -> None:
         self.timer = None
-        if self.transport is not None:
-            self.transport.close()
+        if self.transport is None:
+            return
+        if self.transport.get_write_buffer_size():
+            # The peer has not taken the whole answer yet: wait for it up to keepalive_timeout, then let
+            # the memory go (close() alone would wait for a reader that may never come).
+            self.linger_waited += LINGER_SECONDS
+            if self.linger_waited < self.server.limits.keepalive_timeout:
+                self._arm(LINGER_SECONDS, self._close_now, "linger")
+                return
+            self.transport.abort()
+            return
+        self.transport.close()
 
     def _arm(self, delay: float, callback: Callable[[], None], kind: str = "idle") -> None:
         self._disarm()

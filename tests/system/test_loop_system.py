@@ -69,7 +69,7 @@ def test_hostile_inputs_under_systemd_no_restart(deployed: Any, tmp_path: Path) 
     media.mkdir()
     for i in range(50_000):
         (media / f"{i}.png").touch()
-    d = deployed(args=f"--allowed-roots {tmp_path} --max-body-bytes {16 << 20}")
+    d = deployed(args=f"--allowed-roots {tmp_path} --max-body-bytes {16 << 20}", env={"FLIPEDIT_PREVIEWD_LOOP_NICE": os.environ.get("LOOPNICE", "10")})
     requests.get(d.url + "/health", timeout=30)
     wait_active(d)
     before = restarts(d)
@@ -182,6 +182,7 @@ def test_rejection_flood_is_summarised_and_stats_counts_every_rejection(deployed
     time.sleep(1.0)
     stats = overload_with_health_watch(d.url, connections=64, seconds=10, path=lambda n: f"/get_frame/{n % 1_000_000}")
     time.sleep(3.0)  # the last summary (once a second) and the journal writer
+    counted = requests.get(d.url + "/health", timeout=10).json()["rejections"]["by_reason"].get("queue", 0)
     until = stamp(-1)
     entries = [e for e in d.journal() if int(e["__REALTIME_TIMESTAMP"]) / 1e6 >= t_since]
     result = d.box.run(PREVIEWCTL, "stats", "--since", since, "--until", until, "--json", check=False, timeout=60)
@@ -192,8 +193,11 @@ def test_rejection_flood_is_summarised_and_stats_counts_every_rejection(deployed
     for e in entries:
         kinds[e.get("EVENT", "?")] = kinds.get(e.get("EVENT", "?"), 0) + 1
     report("10 s rejection flood", rejections=n503, rate_per_s=round(n503 / 10, 1), journal_entries=len(entries), kinds=kinds,
-           stats_rejected=summary["outcomes"].get("rejected"), connection_errors=stats["connection_errors"])
+           stats_rejected=summary["outcomes"].get("rejected"), daemon_counted=counted, connection_errors=stats["connection_errors"])
     assert stats["connection_errors"] == 0 and n503 > 1000
     assert len(entries) < 30, kinds
-    assert summary["outcomes"].get("rejected", 0) == n503
+    # The daemon counts every refusal it answered; the client may have stopped before reading the last
+    # answers on each of its connections.
+    assert summary["outcomes"].get("rejected", 0) == counted
+    assert n503 <= counted <= n503 + 64
     assert wait_for(lambda: restarts(d) == 0, 1)
