@@ -27,7 +27,8 @@ BUSY_TIMEOUT_MS = 200
 # The database's own files are stat'ed on every call (two stat calls: the drag must settle fast);
 # media files, which rarely change under a running editor, at most this often.
 MEDIA_STAT_INTERVAL = 0.5
-PROGRESS_STEPS = 10_000  # SQLite VM instructions between deadline checks
+PROGRESS_STEPS = 10_000
+FETCH_BATCH = 1000  # SQLite VM instructions between deadline checks
 DB_READ_TIMEOUT = 2.0
 MAX_ROWS = 65536
 # A failed read is not retried on every request while the files stay the same; a lock clears on its own.
@@ -133,9 +134,17 @@ def _check_rect(rect: Rect, name: str) -> None:
 
 
 def _fetch(conn: sqlite3.Connection, sql: str, max_rows: int) -> list[Any]:
-    rows = conn.execute(sql).fetchmany(max_rows + 1)
+    """At most ``max_rows`` rows, fetched in batches: one C call building 65,536 rows holds the GIL
+    (and so the event loop) for a tenth of a second."""
+    cursor = conn.execute(sql)
+    rows: list[Any] = []
+    while len(rows) <= max_rows:
+        batch = cursor.fetchmany(FETCH_BATCH)
+        if not batch:
+            break
+        rows.extend(batch)
     if len(rows) > max_rows:
-        raise TimelineRefused(f"more than {max_rows} rows in {sql.split(' FROM ')[1].split()[0]} (max_timeline_clips)")
+        raise TimelineRefused(f"more than {max_rows} rows in {sql.rsplit(' FROM ', 1)[1]} (max_timeline_clips)")
     return rows
 
 

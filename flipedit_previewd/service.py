@@ -113,7 +113,6 @@ class Service:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.admission.bind(loop)
-        self.lag.start(loop)
         self._flush_rejections(loop)
         self.pool.start(self.admission.take, self._run_job)
         await self.offload.run(self.source.current, True)
@@ -123,6 +122,7 @@ class Service:
         # renders and encodes without touching project media.
         warm_up = empty_timeline((64, 36), self.config.frame_rate, "warm-up")
         await self.offload.run(self.pool.render, self.pool.workers[0], 0, OutputSpec(64, 36), warm_up)
+        self.lag.start(loop)  # the serving loop's lag: start-up (spawning workers) is before READY=1
 
     async def drain(self, timeout: float) -> bool:
         """Stop admitting, let queued and in-flight renders finish; True if all did in time."""
