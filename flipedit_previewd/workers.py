@@ -222,6 +222,8 @@ class WorkerPool:
         index = worker.index
         attempts = 0
         while True:
+            if self._stop.is_set():
+                raise RenderFailed("the daemon is stopping")
             worker = self.workers[index]
             if worker.state == "dead" or not worker.process.is_alive():
                 self._note("worker_died", f"worker {index} found dead while idle; replaced", worker)
