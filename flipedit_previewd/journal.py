@@ -73,6 +73,7 @@ class EventLog:
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self.dropped = 0
+        self._drop_lock = threading.Lock()  # not _lock: the writer holds that while stderr is slow
         self._queue: queue.Queue[tuple[str, str, str, dict[str, str]] | None] | None = None
         self._thread: threading.Thread | None = None
 
@@ -102,14 +103,15 @@ class EventLog:
         assert q is not None
         while True:
             item = q.get()
-            if item is None:
-                return
-            self._write(*item)
-            if self.dropped and q.empty():
-                with self._lock:
+            if item is not None:
+                self._write(*item)
+            if self.dropped and (item is None or q.empty()):
+                with self._drop_lock:
                     dropped, self.dropped = self.dropped, 0
                 self._write("journal_dropped", f"{dropped} journal entries dropped: the journal writer fell behind",
                             "warning", {"DROPPED": str(dropped)})
+            if item is None:
+                return
 
     def emit(self, event: str, message: str, priority: str = "info", **fields: Any) -> None:
         self.counts[event] = self.counts.get(event, 0) + 1
@@ -119,7 +121,7 @@ class EventLog:
             try:
                 q.put_nowait((event, message, priority, payload))
             except queue.Full:
-                with self._lock:
+                with self._drop_lock:
                     self.dropped += 1
             return
         self._write(event, message, priority, payload)

@@ -176,3 +176,25 @@ def test_loop_lag_sees_a_blocked_loop_and_reports_once() -> None:
     lag = asyncio.run(scenario())
     assert lag.snapshot()["max_ms"] >= 250
     assert lag.over_threshold == 2 and len(reports) == 1 and reports[0] >= 0.25
+
+
+def test_journal_writer_keeps_order_counts_drops_and_flushes_on_stop(capsys: pytest.CaptureFixture[str],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from flipedit_previewd import journal
+
+    monkeypatch.setattr(journal, "JOURNAL_QUEUE", 3)
+    log = journal.EventLog(to_journal=False, to_stderr=True)
+    log.start_writer()
+    with log._lock:  # the writer is stuck (journald slow): emit must not wait for it
+        t0 = time.monotonic()
+        for i in range(10):
+            log.emit("request", f"entry {i}", "info")
+        assert time.monotonic() - t0 < 0.5
+    log.stop_writer()
+    lines = capsys.readouterr().err.splitlines()
+    written = [line for line in lines if "request: entry" in line]
+    assert 3 <= len(written) < 10 and written == sorted(written, key=lambda line: int(line.rsplit(" ", 1)[1]))
+    dropped = [line for line in lines if "journal_dropped" in line]
+    assert len(dropped) == 1 and f"{10 - len(written)} journal entries dropped" in dropped[0]
+    log.emit("request", "after stop", "info")  # synchronous again
+    assert "after stop" in capsys.readouterr().err
