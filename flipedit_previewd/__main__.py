@@ -51,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SOCKET
     except KeyboardInterrupt:
         return EXIT_OK
+    finally:
+        log.stop_writer()  # entries still queued for the journal thread are written before exit
 
 
 if __name__ == "__main__":

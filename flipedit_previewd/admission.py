@@ -149,6 +149,7 @@ class Admission:
                 return pending
             full = len(self.queue) >= self.queue_size
             if not full:
+                loop = asyncio.get_running_loop()
                 ahead = self.ahead.pop(key, None)
                 if ahead is not None:
                     # The editor caught up with a frame queued ahead: it becomes a real job, no second one.
@@ -158,11 +159,14 @@ class Admission:
                     self.queue[key] = ahead
                     self.counters["admitted"] += 1
                     self._cond.notify()
+                    loop.call_later(self.queue_timeout, self._expire, ahead)
                     return ahead
-                pending = Pending(key, time.monotonic() + self.queue_timeout, asyncio.get_running_loop().create_future(), waiters=1)
+                pending = Pending(key, time.monotonic() + self.queue_timeout, loop.create_future(), waiters=1)
                 self.queue[key] = pending
                 self.counters["admitted"] += 1
                 self._cond.notify()
+                # Deadlines by timer: answered 503 at its deadline, whatever the workers are doing.
+                loop.call_later(self.queue_timeout, self._expire, pending)
                 return pending
         raise self.reject("queue", f"render queue full ({self.queue_size} waiting)")
 
@@ -208,6 +212,15 @@ class Admission:
 
     def _ahead_running(self) -> int:
         return sum(1 for p in self.in_flight.values() if p.speculative)
+
+    def _expire(self, pending: Pending) -> None:
+        """The deadline timer of one queued job: still waiting for a worker means 503 now."""
+        with self._cond:
+            if pending.started or self.queue.get(pending.key) is not pending:
+                return
+            del self.queue[pending.key]
+            self.counters["expired"] += 1
+        self._resolve(pending, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
 
     def expire_overdue(self) -> None:
         """Answer queued jobs whose deadline passed while every worker was busy."""

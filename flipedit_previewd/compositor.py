@@ -69,18 +69,19 @@ def letterbox(spec: OutputSpec, canvas: tuple[int, int]) -> tuple[int, int, int,
     return (spec.width - width) // 2, (spec.height - height) // 2, width, height
 
 
-def compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool) -> RenderResult:
+def compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, broken: frozenset[str] = frozenset()) -> RenderResult:
     left, top, width, height = letterbox(spec, (timeline.canvas_width, timeline.canvas_height))
     if (width, height) == (spec.width, spec.height):
-        return _compose(timeline, frame, spec, media)
-    inner = _compose(timeline, frame, OutputSpec(width, height, spec.quality, spec.format), media, encoded=False)
+        return _compose(timeline, frame, spec, media, broken)
+    inner = _compose(timeline, frame, OutputSpec(width, height, spec.quality, spec.format), media, broken, encoded=False)
     assert inner.image is not None
     framed = Image.new("RGB", (spec.width, spec.height), (0, 0, 0))
     framed.paste(inner.image, (left, top))
     return RenderResult(encode(framed, spec), spec.content_type, inner.problems, inner.clips)
 
 
-def _compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, encoded: bool = True) -> RenderResult:
+def _compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, broken: frozenset[str] = frozenset(),
+             encoded: bool = True) -> RenderResult:
     out = (spec.width, spec.height)
     scale = spec.width / timeline.canvas_width
     canvas = Image.new("RGB", out, (0, 0, 0))
@@ -89,6 +90,8 @@ def _compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool,
     for clip in layers:
         kind = kind_of(clip.source_path, clip.type)
         try:
+            if clip.source_path in broken:
+                raise MediaError("crashed the renderer twice; shown as a placeholder until the file changes")
             native = media.native_size(clip.source_path, clip.source_stat, kind)
             box = clip_box(clip, native, timeline, scale)
             if not _visible(box, out):

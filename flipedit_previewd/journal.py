@@ -10,6 +10,7 @@ skipped, so nothing is logged twice.
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
 import time
@@ -42,7 +43,16 @@ MESSAGE_IDS: dict[str, str] = {
     "media_problem": "8cd546bf864548fab5e572329386d1d0",
     "protocol_error": "86fc901075854c409382b72167f48f0c",
     "config_error": "972fb46f615d41a8afc229238f76c818",
+    "rejections": "34dc77d4d2624af6becf3b15088ab754",
+    "loop_lag": "34a798d2959141e5bd0c7b3603237c03",
+    "render_budget": "88032b118e34449293ccd6407f67bbd9",
+    "worker_died": "4860e0a013a84287b4356eb56680af38",
+    "journal_dropped": "9cf81f39c30140b79b0ebe8fe3d7991c",
 }
+
+# Entries wait here for the writer thread: the event loop never blocks on journald. When journald
+# is slower than this, entries are dropped and counted (one journal_dropped entry says how many).
+JOURNAL_QUEUE = 4096
 
 PRIORITY = {"debug": 7, "info": 6, "notice": 5, "warning": 4, "err": 3}
 
@@ -64,10 +74,61 @@ class EventLog:
         self.to_stderr = (not _stderr_is_journal()) if to_stderr is None else to_stderr
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}
+        self.dropped = 0
+        self._drop_lock = threading.Lock()  # not _lock: the writer holds that while stderr is slow
+        self._queue: queue.Queue[tuple[str, str, str, dict[str, str]] | None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def start_writer(self) -> None:
+        """From now on ``emit`` only enqueues; a thread writes (journald or a full pipe never stalls the caller)."""
+        if self._thread is not None:
+            return
+        self._queue = queue.Queue(JOURNAL_QUEUE)
+        self._thread = threading.Thread(target=self._write_loop, name="journal", daemon=True)
+        self._thread.start()
+
+    def stop_writer(self, timeout: float = 2.0) -> None:
+        """Flush what is queued, then write synchronously again."""
+        q, thread = self._queue, self._thread
+        if q is None or thread is None:
+            return
+        self._queue = None
+        try:
+            q.put(None, timeout=timeout)
+        except queue.Full:
+            pass
+        thread.join(timeout)
+        self._thread = None
+
+    def _write_loop(self) -> None:
+        q = self._queue
+        assert q is not None
+        while True:
+            item = q.get()
+            if item is not None:
+                self._write(*item)
+            if self.dropped and (item is None or q.empty()):
+                with self._drop_lock:
+                    dropped, self.dropped = self.dropped, 0
+                self._write("journal_dropped", f"{dropped} journal entries dropped: the journal writer fell behind",
+                            "warning", {"DROPPED": str(dropped)})
+            if item is None:
+                return
 
     def emit(self, event: str, message: str, priority: str = "info", **fields: Any) -> None:
         self.counts[event] = self.counts.get(event, 0) + 1
         payload = {key.upper(): _text(value) for key, value in fields.items() if value is not None}
+        q = self._queue
+        if q is not None:
+            try:
+                q.put_nowait((event, message, priority, payload))
+            except queue.Full:
+                with self._drop_lock:
+                    self.dropped += 1
+            return
+        self._write(event, message, priority, payload)
+
+    def _write(self, event: str, message: str, priority: str, payload: dict[str, str]) -> None:
         if self.to_journal and _journal is not None:
             try:
                 _journal.send(message, MESSAGE_ID=MESSAGE_IDS[event], PRIORITY=str(PRIORITY[priority]),

@@ -10,8 +10,10 @@ half-written or vanished database must never blank the preview.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,19 +21,46 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .timeline import Clip, Rect, Timeline, Track, empty_timeline, restat, stat_of
+from .timeline import MAX_CANVAS_SIDE, Clip, Rect, Timeline, Track, empty_timeline, restat, stat_of
 
 BUSY_TIMEOUT_MS = 200
 # The database's own files are stat'ed on every call (two stat calls: the drag must settle fast);
 # media files, which rarely change under a running editor, at most this often.
 MEDIA_STAT_INTERVAL = 0.5
+PROGRESS_STEPS = 10_000
+FETCH_BATCH = 1000  # SQLite VM instructions between deadline checks
+DB_READ_TIMEOUT = 2.0
+MAX_ROWS = 65536
+# A failed read is not retried on every request while the files stay the same; a lock clears on its own.
+RETRY_LOCKED = 0.5
+RETRY_FAILED = 5.0
 
 
-def open_readonly(path: str) -> sqlite3.Connection:
+class TimelineRefused(sqlite3.DatabaseError):
+    """The database was read but its timeline breaks a limit: the last good timeline stays."""
+
+
+def open_readonly(path: str, deadline: float | None = None) -> sqlite3.Connection:
+    """Open a project database as untrusted input.
+
+    Regular files only (opening a FIFO blocks forever), ``trusted_schema`` off (a hostile
+    schema's views and triggers cannot call functions with side effects), and with a
+    ``deadline`` SQLite's progress handler abandons any statement still running at it
+    (a recursive view as ``clips`` would otherwise run forever).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise sqlite3.OperationalError(f"cannot stat: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise sqlite3.DatabaseError("not a regular file")
     uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA query_only = 1")
+    conn.execute("PRAGMA trusted_schema = OFF")
+    if deadline is not None:
+        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), PROGRESS_STEPS)
     return conn
 
 
@@ -64,49 +93,119 @@ def _rect_from_metadata(raw: Any) -> tuple[Rect | None, int]:
     if isinstance(pr, dict):
         try:
             rect = Rect(float(pr["left"]), float(pr["top"]), float(pr["width"]), float(pr["height"]))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             rect = None
         if rect is not None and (rect.width <= 0 or rect.height <= 0):
             rect = None
+        if rect is not None:
+            _check_rect(rect, "previewRect")
     flip = meta.get("previewFlip", 0)
     return rect, flip if flip in (0, 1, 2) else 0
 
 
-def read_timeline(conn: sqlite3.Connection, canvas: tuple[int, int], fps: float, source: str) -> Timeline:
+class BadRow(ValueError):
+    """One row whose values break the rules JSON timelines follow; it is skipped and reported."""
+
+
+def _number(value: Any, name: str, low: float = 0.0, high: float = 1e10) -> float:
+    """A finite number in range, as a JSON timeline must have; SQLite lets any column hold text."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRow(f"{name}: {str(value)[:40]!r} is not a number")
+    number = float(value)
+    if not math.isfinite(number) or not low <= number <= high:
+        raise BadRow(f"{name}: {number} is not finite or out of range")
+    return number
+
+
+def _integer(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRow(f"{name}: {str(value)[:40]!r} is not an integer")
+    return value
+
+
+def _check_rect(rect: Rect, name: str) -> None:
+    values = (rect.left, rect.top, rect.width, rect.height)
+    if not all(math.isfinite(v) for v in values):
+        raise BadRow(f"{name}: not finite")
+    if not (0 < rect.width <= 4 * MAX_CANVAS_SIDE and 0 < rect.height <= 4 * MAX_CANVAS_SIDE) or abs(rect.left) > 1e6 or abs(rect.top) > 1e6:
+        raise BadRow(f"{name}: width and height must be positive and bounded")
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, max_rows: int) -> list[Any]:
+    """At most ``max_rows`` rows, fetched in batches: one C call building 65,536 rows holds the GIL
+    (and so the event loop) for a tenth of a second."""
+    cursor = conn.execute(sql)
+    rows: list[Any] = []
+    while len(rows) <= max_rows:
+        batch = cursor.fetchmany(FETCH_BATCH)
+        if not batch:
+            break
+        rows.extend(batch)
+    if len(rows) > max_rows:
+        raise TimelineRefused(f"more than {max_rows} rows in {sql.rsplit(' FROM ', 1)[1]} (max_timeline_clips)")
+    return rows
+
+
+def read_timeline(conn: sqlite3.Connection, canvas: tuple[int, int], fps: float, source: str,
+                  max_rows: int = MAX_ROWS, skipped: list[str] | None = None) -> Timeline:
+    """The database's timeline; rows whose values are not valid are skipped and described in ``skipped``."""
+    skipped = [] if skipped is None else skipped
     version = schema_version(conn)
     meta_col = "metadata_json" if version == 1 else "metadata"
     extra = ", preview_position_x, preview_position_y, preview_width, preview_height" if version == 3 else ""
     conn.execute("BEGIN")
     try:
-        track_rows = conn.execute('SELECT id, "order", is_visible, type FROM tracks').fetchall()
-        clip_rows = conn.execute(
+        track_rows = _fetch(conn, 'SELECT id, "order", is_visible, type FROM tracks', max_rows)
+        clip_rows = _fetch(conn,
             "SELECT id, track_id, type, source_path, start_time_on_track_ms, end_time_on_track_ms, "
-            f"start_time_in_source_ms, end_time_in_source_ms, {meta_col}{extra} FROM clips"
-        ).fetchall()
+            f"start_time_in_source_ms, end_time_in_source_ms, {meta_col}{extra} FROM clips", max_rows
+        )
     finally:
         conn.execute("COMMIT")
     by_track: dict[int, list[Clip]] = {}
     for row in clip_rows:
-        rect, flip = _rect_from_metadata(row[8])
-        if version == 3:
-            x, y, w, h = (float(v) if v is not None else None for v in row[9:13])
-            if w is not None and h is not None and w > 0 and h > 0:
-                rect = Rect(x or 0.0, y or 0.0, w, h)
-        path = str(row[3] or "")
-        clip = Clip(int(row[0]), int(row[1]), str(row[2] or "video"), path, float(row[4] or 0), float(row[5] or 0),
-                    float(row[6] or 0), float(row[7] or 0), rect, flip, stat_of(path) if path else None)
+        try:
+            clip_id, track_id = _integer(row[0], "id"), _integer(row[1], "track_id")
+            rect, flip = _rect_from_metadata(row[8])
+            if version == 3:
+                x, y, w, h = (_number(v, name, -1e6, 4 * MAX_CANVAS_SIDE) if v is not None else None
+                              for v, name in zip(row[9:13], ("preview_position_x", "preview_position_y", "preview_width",
+                                                              "preview_height"), strict=True))
+                if w is not None and h is not None and w > 0 and h > 0:
+                    rect = Rect(x or 0.0, y or 0.0, w, h)
+                    _check_rect(rect, "preview rectangle")
+            path = row[3] if isinstance(row[3], str) else ""
+            if "\x00" in path or len(path) >= 4096:
+                raise BadRow("source_path: not a usable path")
+            start, end = _number(row[4], "start_time_on_track_ms"), _number(row[5], "end_time_on_track_ms")
+            if end < start:
+                raise BadRow("end_time_on_track_ms: before start_time_on_track_ms")
+            clip = Clip(clip_id, track_id, str(row[2] or "video"), path, start, end,
+                        _number(row[6], "start_time_in_source_ms"), _number(row[7], "end_time_in_source_ms"),
+                        rect, flip, stat_of(path) if path else None)
+        except BadRow as exc:
+            skipped.append(f"clip {str(row[0])[:20]}: {exc}")
+            continue
         by_track.setdefault(clip.track_id, []).append(clip)
-    tracks = tuple(Track(int(r[0]), int(r[1] or 0), bool(r[2]), tuple(by_track.get(int(r[0]), ())), str(r[3] or "video"))
-                   for r in track_rows)
-    return Timeline(canvas[0], canvas[1], fps, tracks, source=f"{source} (schema v{version})")
+    tracks = []
+    for r in track_rows:
+        try:
+            track_id, order = _integer(r[0], "tracks.id"), int(_number(r[1], "order", -1e9, 1e9))
+        except BadRow as exc:
+            skipped.append(f"track {str(r[0])[:20]}: {exc}")
+            continue
+        tracks.append(Track(track_id, order, bool(r[2]), tuple(by_track.get(track_id, ())), str(r[3] or "video")))
+    return Timeline(canvas[0], canvas[1], fps, tuple(tracks), source=f"{source} (schema v{version})")
 
 
 def asset_dirs(path: str) -> list[str]:
     """Directories the project's assets live in: the default roots for media besides the project's own."""
     try:
-        conn = open_readonly(path)
+        conn = open_readonly(path, time.monotonic() + DB_READ_TIMEOUT)
         try:
-            rows = conn.execute("SELECT DISTINCT source_path FROM project_assets").fetchall()
+            rows = conn.execute("SELECT DISTINCT source_path FROM project_assets").fetchmany(MAX_ROWS)
         finally:
             conn.close()
     except sqlite3.Error:
@@ -120,7 +219,7 @@ def discover_project(metadata_db: str) -> str | None:
     if not os.path.exists(path):
         return None
     try:
-        conn = open_readonly(path)
+        conn = open_readonly(path, time.monotonic() + DB_READ_TIMEOUT)
         try:
             row = conn.execute(
                 "SELECT database_path FROM project_metadata_table ORDER BY last_modified_at DESC, id DESC LIMIT 1"
@@ -145,18 +244,32 @@ class SourceHealth:
 
 
 class ProjectSource:
-    """The live timeline of one project database (or a PUT JSON timeline), thread-safe."""
+    """The live timeline of one project database (or a PUT JSON timeline), thread-safe.
+
+    The event loop never waits for a database read: reads and digests run under
+    ``_read_lock``, which only worker and offload threads take; ``_lock`` guards
+    nothing but swapping references in and out. A read that fails (locked,
+    corrupt, past its deadline, over a limit) keeps the last good timeline and
+    is not retried while the files stay the same (a lock is retried soon).
+    """
 
     def __init__(self, path: str, canvas: tuple[int, int], fps: float) -> None:
         self.canvas = canvas
         self.fps = fps
         self.health = SourceHealth(path=path)
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self._timeline = empty_timeline(canvas, fps, source="no project")
         self._signature: tuple[Any, ...] | None = None
+        self._failed: tuple[Any, ...] | None = None
+        self._retry_at = 0.0
         self._checked = 0.0
         self._restat_claimed = False
         self._override: Timeline | None = None
+        self.read_timeout = DB_READ_TIMEOUT
+        self.max_rows = MAX_ROWS
+        # Called with each timeline read from the database; raises to refuse it (limits.check_timeline).
+        self.check: Any = None
 
     @property
     def path(self) -> str:
@@ -180,31 +293,42 @@ class ProjectSource:
         return self._override if self._override is not None else self._timeline
 
     def current_if_unchanged(self) -> Timeline | None:
-        """The current timeline when that costs no database read (the event loop's fast path), else None."""
-        with self._lock:
-            if time.monotonic() - self._checked >= MEDIA_STAT_INTERVAL and not self._restat_claimed:
-                # Media due for a stat: a replaced still must change the revision (and the ETag) even on cache
-                # hits. One caller goes to ``current`` for it; the others keep the fast path meanwhile.
-                self._restat_claimed = True
-                return None
-            if self._override is not None:
-                return self._override
-            if not self.path or (self._signature is not None and self._db_signature() == self._signature):
-                return self._timeline
+        """The current timeline when that costs no database read (the event loop's fast path), else None.
+
+        Takes no lock a reader holds: two stat calls at most. Media due for a stat: a replaced still must
+        change the revision (and the ETag) even on cache hits, so one caller is sent to ``current`` for it
+        while the others keep the fast path meanwhile.
+        """
+        if time.monotonic() - self._checked >= MEDIA_STAT_INTERVAL and not self._restat_claimed:
+            self._restat_claimed = True
             return None
+        override = self._override
+        if override is not None:
+            return override
+        if not self.path:
+            return self._timeline
+        signature = self._db_signature()
+        if signature == self._signature or (signature == self._failed and time.monotonic() < self._retry_at):
+            return self._timeline
+        return None
 
     def current(self, force: bool = False) -> Timeline:
         """The newest good timeline; re-reads the database only when its files changed."""
-        with self._lock:
+        with self._read_lock:
             now = time.monotonic()
             media_due = force or now - self._checked >= MEDIA_STAT_INTERVAL
             if media_due:
                 self._checked = now
                 self._restat_claimed = False
-            if self._override is not None:
+            override = self._override
+            if override is not None:
                 if media_due:
-                    self._override = restat(self._override)
-                return self._override
+                    fresh = restat(override)
+                    with self._lock:
+                        if self._override is override:
+                            self._override = fresh
+                    return fresh
+                return override
             if not self.path:
                 return self._timeline
             signature = self._db_signature()
@@ -215,21 +339,44 @@ class ProjectSource:
                 if media_due:
                     self._timeline = restat(self._timeline)
                 return self._timeline
+            if signature == self._failed and now < self._retry_at and not force:
+                return self._timeline
+            skipped: list[str] = []
             try:
-                conn = open_readonly(self.path)
+                conn = open_readonly(self.path, time.monotonic() + self.read_timeout)
                 try:
-                    timeline = read_timeline(conn, self.canvas, self.fps, self.path)
+                    timeline = read_timeline(conn, self.canvas, self.fps, self.path, self.max_rows, skipped)
                 finally:
                     conn.close()
+                if self.check is not None:
+                    try:
+                        self.check(timeline)
+                    except Exception as exc:  # noqa: BLE001 - any limit breach keeps the last good timeline
+                        raise TimelineRefused(getattr(exc, "detail", str(exc))) from None
             except sqlite3.Error as exc:
-                state = "locked" if "locked" in str(exc) or "busy" in str(exc) else "unreadable"
-                self._note(state, f"project database {self.path}: {exc}")
+                text = str(exc)
+                if isinstance(exc, TimelineRefused):
+                    state = "refused"
+                elif "interrupted" in text:
+                    state, text = "timeout", f"read abandoned after {self.read_timeout:.1f} s ({text})"
+                elif "locked" in text or "busy" in text:
+                    state = "locked"
+                else:
+                    state = "unreadable"
+                self._failed = signature
+                self._retry_at = time.monotonic() + (RETRY_LOCKED if state == "locked" else RETRY_FAILED)
+                self._note(state, f"project database {self.path}: {text}; keeping the last good timeline")
                 return self._timeline
-            self._signature = signature
-            self._timeline = timeline
+            with self._lock:
+                self._signature = signature
+                self._failed = None
+                self._timeline = timeline
             self.health.reads += 1
             self.health.last_read = time.time()
             self.health.revision = timeline.revision
+            if skipped:
+                self._note("partial", f"project database {self.path}: {len(skipped)} rows skipped: {'; '.join(skipped[:3])}")
+                return timeline
             if self.health.state != "ok":
                 self.health.events.append(("ok", f"project database {self.path} read (revision {timeline.revision})"))
             self.health.state, self.health.error = "ok", ""
@@ -238,7 +385,8 @@ class ProjectSource:
     def _note(self, state: str, error: str) -> None:
         self.health.failures += 1
         if self.health.state != state or self.health.error != error:
-            self.health.events.append((state, error))
+            with self._lock:
+                self.health.events.append((state, error))
         self.health.state, self.health.error = state, error
 
     def drain_events(self) -> list[tuple[str, str]]:

@@ -26,15 +26,23 @@ from .config import Config
 from .fdstore import Handover
 from .journal import EventLog
 from .protocol import HTTPConnection, Limits, ProtocolFailure, Request, Response
+from .resources import raise_nofile
 from .service import Service
 from .sockets import Listener, adopt_systemd_sockets, kernel_backlog, open_listener
 
-READ_PAUSE_BYTES = 256 * 1024
+# Back-pressure: input beyond this, while a request is being served, is left in the kernel (bounds
+# pipelining depth); output beyond WRITE_HIGH_BYTES not yet taken by the peer stops reading and serving
+# on that connection until it drains. Memory per connection: about these two plus one response.
+READ_PAUSE_BYTES = 64 * 1024
+WRITE_HIGH_BYTES = 256 * 1024
 LINGER_SECONDS = 2.0
 # While stopping, a request that has begun to arrive gets this long to arrive whole (then 503), and,
 # without the fd store, a connection that has sent nothing yet gets this long for its first request
 # (it connected to send one), answered with Connection: close. A slow client cannot hold a restart.
 DRAIN_GRACE = 1.0
+# A connection refused at accept (max_connections) keeps its descriptor only this long after its 503.
+REFUSED_LINGER_SECONDS = 0.5
+MAX_REFUSED_LINGERING = 256
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -53,18 +61,73 @@ class ClientProtocol(asyncio.Protocol):
         self.paused = False
         self.lingering = False
         self.timer_kind = ""
+        self.write_paused = False
+        self.refused = False
+        self.linger_waited = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if len(self.server.connections) >= self.service.config.max_connections:
+            self._refuse_at_accept()
+            return
+        transport.set_write_buffer_limits(high=WRITE_HIGH_BYTES)
         self.server.connections.add(self)
         self.service.connections = len(self.server.connections)
-        self.over_limit = len(self.server.connections) > self.service.config.max_connections
         peer = transport.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
         self._arm(self.server.limits.keepalive_timeout, self._idle_expired)
 
+    def _refuse_at_accept(self) -> None:
+        """Over max_connections: a complete 503 at once, then the descriptor is given back."""
+        assert self.transport is not None
+        self.refused = True
+        self.lingering = True
+        error = self.service.admission.reject("connections", f"more than {self.service.config.max_connections} connections open")
+        self.service.rejections.add("rejected", "connections")
+        self.service.note_rejection()
+        response = Response.from_error(error)
+        response.close = True
+        self.transport.write(self.http.send_response(response))
+        refused = self.server.refused
+        if len(refused) >= MAX_REFUSED_LINGERING or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        refused.add(self)
+        try:
+            self.transport.write_eof()
+        except OSError:
+            self.transport.abort()
+            return
+        self._arm(REFUSED_LINGER_SECONDS, self._close_now, "linger")
+
+    def pause_writing(self) -> None:
+        """The peer is not taking our output: stop reading and serving it until it does."""
+        self.write_paused = True
+        if self.transport is not None and not self.paused:
+            self.transport.pause_reading()
+            self.paused = True
+        if self.task is None and not self.lingering:
+            self._arm(self.server.limits.keepalive_timeout, self._write_stalled, "write")
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.timer_kind == "write":
+            self._disarm()
+        if self.task is None and self.transport is not None and not self.transport.is_closing() and not self.lingering:
+            self._continue()
+
+    def _write_stalled(self) -> None:
+        self.timer = None
+        if self.write_paused and self.transport is not None:
+            self.transport.abort()  # the peer has not read for keepalive_timeout: give the memory back
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self.server.refused.discard(self)
+        if self.refused:
+            self._disarm()
+            self.transport = None
+            return
         self.server.connections.discard(self)
         self.service.connections = len(self.server.connections)
         self._disarm()
@@ -76,7 +139,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.lingering:
             return  # answered and closing: discard what the peer still sends
         self.http.receive(data)
-        if self.task is not None:
+        if self.task is not None or self.write_paused:
             self.buffered += len(data)
             if self.buffered > READ_PAUSE_BYTES and self.transport and not self.paused:
                 self.transport.pause_reading()
@@ -88,7 +151,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.lingering:
             return None  # the peer read our answer and closed: done
         self.http.receive(b"")
-        if self.task is None:
+        if self.task is None and not self.write_paused:
             self._pump()
         return None
 
@@ -121,10 +184,20 @@ class ClientProtocol(asyncio.Protocol):
         self.buffered = 0
         if self.transport is None or self.transport.is_closing() or self.lingering:
             return  # answered with Connection: close: no next request on this connection
+        self.http.start_next_cycle()
+        if self.write_paused:
+            # the peer has not read what we sent: the next pipelined request waits for resume_writing
+            self._arm(self.server.limits.keepalive_timeout, self._write_stalled, "write")
+            return
+        self._continue()
+
+    def _continue(self) -> None:
+        """Ready for the next request on this connection: read again, idle timer, serve what is buffered."""
+        assert self.transport is not None
         if self.paused:
             self.transport.resume_reading()
             self.paused = False
-        self.http.start_next_cycle()
+            self.buffered = 0
         self._arm(self.server.limits.keepalive_timeout, self._idle_expired)
         self._pump()
         if self.server.draining:
@@ -167,8 +240,18 @@ class ClientProtocol(asyncio.Protocol):
 
     def _close_now(self) -> None:
         self.timer = None
-        if self.transport is not None:
-            self.transport.close()
+        if self.transport is None:
+            return
+        if self.transport.get_write_buffer_size():
+            # The peer has not taken the whole answer yet: wait for it up to keepalive_timeout, then let
+            # the memory go (close() alone would wait for a reader that may never come).
+            self.linger_waited += LINGER_SECONDS
+            if self.linger_waited < self.server.limits.keepalive_timeout:
+                self._arm(LINGER_SECONDS, self._close_now, "linger")
+                return
+            self.transport.abort()
+            return
+        self.transport.close()
 
     def _arm(self, delay: float, callback: Callable[[], None], kind: str = "idle") -> None:
         self._disarm()
@@ -251,6 +334,7 @@ class Server:
         self.handover = Handover(config.fdstore, config.max_connections)
         self.drain_started = 0.0
         self.connections: set[ClientProtocol] = set()
+        self.refused: set[ClientProtocol] = set()
         self.listeners: list[Listener] = []
         self.servers: list[asyncio.base_events.Server] = []
         self.should_exit = False
@@ -290,6 +374,8 @@ class Server:
         self._loop.add_signal_handler(signal.SIGTERM, self._on_term)
         self._loop.add_signal_handler(signal.SIGINT, self._on_term)
         self._loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        self.nofile = raise_nofile(self.config.max_connections)
+        self.log.start_writer()
         self.listeners = adopt_systemd_sockets(self.handover.adopted)
         why = "sockets passed by systemd"
         if not self.listeners:
@@ -384,6 +470,7 @@ class Server:
                       + f"; {self.handover.stored} connections handed to the fd store, {self.handover.closed} closed", "info",
                       DRAINED=int(drained), HANDED_OVER=self.handover.stored, CLOSED_CONNECTIONS=self.handover.closed,
                       HANDOVER_CONFIRMED=int(taken))
+        self.log.stop_writer()
         return 0
 
     def _settle_connections(self, final: bool = False) -> bool:

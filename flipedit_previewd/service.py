@@ -14,7 +14,6 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,17 +21,21 @@ from . import __version__
 from .admission import Admission, Pending
 from .compositor import OutputSpec
 from .config import Config
-from .errors import BadRequest, HTTPError, MethodNotAllowed, NotFound, Overloaded, RenderFailed
+from .errors import BadRequest, GatewayTimeout, HTTPError, MethodNotAllowed, NotFound, Overloaded, RenderFailed
 from .framecache import FrameCache
 from .journal import EventLog
+from .limits import check_timeline
+from .looplag import LoopLag
 from .metrics import Metrics
+from .offload import BoundedOffload
 from .projectdb import ProjectSource, asset_dirs
 from .projects import ProjectFollower, Switch
 from .protocol import Request, Response
+from .rejections import RejectionSummary
 from .renderahead import RenderAhead
 from .safety import check_timeline_paths
 from .timeline import Timeline, empty_timeline, timeline_from_json
-from .workers import WorkerPool, WorkerSettings
+from .workers import BudgetExceeded, WorkerPool, WorkerSettings
 
 
 @dataclass
@@ -51,7 +54,14 @@ class Service:
         self.log = log
         self.started = time.monotonic()
         self.metrics = Metrics()
-        self.io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="io")
+        # Everything slow on untrusted input (timeline parsing, path checks, database reads, large
+        # serialisations) runs here, never on the loop; a full queue is a 503.
+        self.offload = BoundedOffload(2, 16)
+        self.rejections = RejectionSummary(log)
+        self.lag = LoopLag(config.loop_lag_threshold, self._report_lag)
+        # (revision, frame, output) of renders that ran past the budget -> until when they are refused
+        self.heavy: dict[str, float] = {}
+        self._flush_handle: asyncio.TimerHandle | None = None
         project = config.project
         if config.demo and not project:
             from .demo import ensure_demo_project
@@ -63,9 +73,11 @@ class Service:
             project = self.follower.initial()
         self.project_reason = project_reason(config, project)
         self.source = ProjectSource(os.path.expanduser(project) if project else "", (config.canvas_width, config.canvas_height), config.frame_rate)
+        self._apply_source_limits(config)
         self.admission = Admission(config.workers, config.queue_size, config.queue_timeout)
         self.pool = WorkerPool(config.workers, WorkerSettings(config.source_cache_bytes, config.max_source_pixels,
                                                                config.test_render_hook), config.hang_threshold)
+        self.pool.on_event = self._worker_event
         self.frames = FrameCache(config.frame_cache_bytes)
         self.ahead = RenderAhead(config.render_ahead_frames)
         self._ahead_flushed: dict[str, int] = {}
@@ -86,20 +98,45 @@ class Service:
         m.gauge("flipedit_preview_render_ahead_rendered", "Frames rendered ahead of a request", lambda: self.ahead.counters["rendered"])
         m.gauge("flipedit_preview_render_ahead_hits", "Requests answered by a frame rendered ahead", lambda: self.frames.ahead_hits)
         m.gauge("flipedit_preview_render_ahead_wasted", "Frames rendered ahead and discarded unused", lambda: self.frames.ahead_wasted)
+        m.gauge("flipedit_preview_loop_lag_seconds", "Event-loop timer lag, last sample", lambda: self.lag.last)
+        m.gauge("flipedit_preview_loop_lag_p99_seconds", "Event-loop timer lag, 99th percentile of the last minute",
+                lambda: self.lag.percentile(99))
+        m.gauge("flipedit_preview_rejections", "Requests refused (503, or 504 at once) since start", lambda: self.rejections.total)
+
+    def _apply_source_limits(self, config: Config) -> None:
+        self.source.read_timeout = config.db_read_timeout
+        self.source.max_rows = config.max_timeline_clips
+        self.source.check = self.check_limits
+
+    def check_limits(self, timeline: Timeline) -> None:
+        check_timeline(timeline, self.config.max_layer_pixels, self.config.max_timeline_clips)
+
+    def render_budget(self) -> float:
+        """The configured budget, kept below hang_threshold so a heavy render never looks like a hang."""
+        return float(min(self.config.render_budget, self.config.hang_threshold * 0.8))
+
+    def _report_lag(self, worst: float, threshold: float) -> None:
+        self.log.emit("loop_lag", f"event loop ran {worst * 1000:.0f} ms late (threshold {threshold * 1000:.0f} ms)", "warning",
+                      LAG_MS=round(worst * 1000, 1), THRESHOLD_MS=round(threshold * 1000, 1))
+
+    def _worker_event(self, event: str, message: str, worker: Any) -> None:
+        self.log.emit(event, message, "warning", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
 
     # --- lifecycle hooks used by the server -------------------------------------------------
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.admission.bind(loop)
+        self._flush_rejections(loop)
         self.pool.start(self.admission.take, self._run_job)
-        await loop.run_in_executor(self.io, self.source.current, True)
+        await self.offload.run(self.source.current, True)
         self._publish_source_events()
         # Warm-up: READY=1 only after a worker really rendered a frame. Nothing is admitted yet, so
         # the driver threads are idle and the pipe is ours. An empty timeline proves the worker
         # renders and encodes without touching project media.
         warm_up = empty_timeline((64, 36), self.config.frame_rate, "warm-up")
-        await loop.run_in_executor(self.io, self.pool.render, self.pool.workers[0], 0, OutputSpec(64, 36), warm_up)
+        await self.offload.run(self.pool.render, self.pool.workers[0], 0, OutputSpec(64, 36), warm_up)
+        self.lag.start(loop)  # the serving loop's lag: start-up (spawning workers) is before READY=1
 
     async def drain(self, timeout: float, settled: Callable[[], bool] = lambda: True) -> bool:
         """Let queued and in-flight renders finish and the connections settle; True if all renders did in time.
@@ -117,7 +154,11 @@ class Service:
     def close(self) -> None:
         self.admission.close()
         self.pool.stop()
-        self.io.shutdown(wait=False, cancel_futures=True)
+        self.lag.stop()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self.rejections.flush()
+        self.offload.shutdown()
 
     def reload(self, config: Config) -> None:
         """Apply what can change without a restart; worker count and sockets need a restart."""
@@ -126,11 +167,17 @@ class Service:
         self.admission.queue_timeout = config.queue_timeout
         self.frames.capacity = config.frame_cache_bytes
         self._apply_render_ahead(config)
-        if self.follower is not None:  # reload re-reads the project list too
+        self.lag.threshold = config.loop_lag_threshold
+        self._apply_source_limits(config)
+        if self.follower is not None:  # reload re-reads the project list too (the next follow, off the loop)
             self.follower.forget()
-            self._switch_to(self.follower.choose(self.source.path))
-        self.source.current(force=True)
-        self._publish_source_events()
+
+        def reread() -> None:
+            self.source.current(force=True)
+            self._publish_source_events()
+
+        # Off the loop: a locked or hostile database must not hold the loop (or SIGHUP would stall it).
+        self.offload.submit_nowait(reread)
 
     # --- the render path ---------------------------------------------------------------------
 
@@ -150,7 +197,11 @@ class Service:
             if cached is not None:
                 self.admission.finish(worker.index, pending, FrameResult(cached[0], cached[1], etag, 0.0, queue_ms, True))
                 return
-            outcome = self.pool.render(worker, frame, spec, timeline)
+            outcome = self.pool.render(worker, frame, spec, timeline, self.render_budget())
+        except BudgetExceeded as exc:
+            self._mark_heavy(etag)
+            self.admission.finish(worker.index, pending, error=exc)
+            return
         except HTTPError as exc:
             self.admission.finish(worker.index, pending, error=exc)
             return
@@ -173,10 +224,13 @@ class Service:
             etag = frame_etag(timeline, frame, spec)
             if timeline.revision != pending.revision:
                 self.ahead.counters["stale"] += 1
-            elif etag not in self.frames:
-                outcome = self.pool.render(worker, frame, spec, timeline)
+            elif etag not in self.frames and etag not in self.heavy:
+                outcome = self.pool.render(worker, frame, spec, timeline, self.render_budget())
                 self.ahead.counters["rendered"] += 1
                 self.frames.put(etag, (outcome.result.body, outcome.result.content_type), len(outcome.result.body), ahead=True)
+        except BudgetExceeded:
+            self._mark_heavy(etag)  # the real request for it is then refused at once, like any heavy frame
+            self.ahead.counters["failed"] += 1
         except Exception:  # noqa: BLE001 - a guess that failed costs nothing; the real request will report it
             self.ahead.counters["failed"] += 1
         finally:
@@ -210,6 +264,31 @@ class Service:
                 if self.admission.speculate((f, spec), revision, AHEAD_TTL_S, 4 * self.ahead.frames):
                     self.ahead.counters["planned"] += 1
 
+    def _flush_rejections(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Every second: one journal entry for the rejections of that second (none when there were none)."""
+        self.rejections.flush()
+        self._flush_handle = loop.call_later(1.0, self._flush_rejections, loop)
+
+    def note_rejection(self) -> None:
+        self._note_overload(True)
+
+    def _mark_heavy(self, etag: str) -> None:
+        now = time.monotonic()
+        if len(self.heavy) > 1000:
+            self.heavy = {k: v for k, v in self.heavy.items() if v > now}
+        self.heavy[etag] = now + self.config.heavy_frame_ttl
+
+    def _refuse_heavy(self, etag: str, frame: int) -> None:
+        until = self.heavy.get(etag)
+        if until is None:
+            return
+        left = until - time.monotonic()
+        if left <= 0:
+            self.heavy.pop(etag, None)
+            return
+        raise GatewayTimeout(f"frame {frame} of this timeline ran past the render budget of {self.render_budget():.1f} s; "
+                             f"refused for {left:.0f} s more", limit="render_budget")
+
     def _publish_source_events(self) -> None:
         for state, message in self.source.drain_events():
             if state == "ok":
@@ -242,6 +321,7 @@ class Service:
         try:
             if over_limit:
                 raise self.admission.reject("connections", f"more than {self.config.max_connections} connections open")
+            self._refuse_heavy(etag, frame)
             pending = self.admission.submit((frame, spec))
             shared = pending.waiters > 1
             result = await asyncio.shield(pending.future)
@@ -258,6 +338,8 @@ class Service:
         except HTTPError as exc:
             outcome, status = ("timeout" if exc.status == 504 else "failed"), exc.status
             fields["ERROR"] = exc.detail
+            if exc.extra.get("limit"):
+                fields["LIMIT"] = exc.extra["limit"]
             raise
         finally:
             total_ms = (time.monotonic() - begun) * 1000
@@ -272,8 +354,12 @@ class Service:
             if result is not None:
                 fields.update(QUEUE_MS=round(result.queue_ms, 2), RENDER_MS=round(result.render_ms, 2), BYTES=len(result.body),
                               CACHE="hit" if result.cached else "miss")
-            self.log.emit("request", f"{request.method} {request.target} -> {status} {outcome} in {total_ms:.1f} ms",
-                          "info" if status < 500 else "warning", **fields)
+            if status == 503 or (fields.get("LIMIT") == "render_budget" and pending is None):
+                # refused without a render: counted, and summarised once a second (rejections.py)
+                self.rejections.add(outcome, str(fields.get("LIMIT", "other")))
+            else:
+                self.log.emit("request", f"{request.method} {request.target} -> {status} {outcome} in {total_ms:.1f} ms",
+                              "info" if status < 500 else "warning", **fields)
         assert result is not None
         return Response(200, result.body, result.content_type,
                         headers=[("ETag", result.etag), ("X-Cache", "hit" if result.cached else "miss"), ("X-Request-Id", request_id),
@@ -283,7 +369,7 @@ class Service:
         """Switch to the newest project in the editor's list when it changed (a stat; a read only on change)."""
         if self.follower is None or not self.follower.due(self.source.path):
             return
-        switch = await asyncio.get_running_loop().run_in_executor(self.io, self.follower.choose, self.source.path)
+        switch = await self.offload.run(self.follower.choose, self.source.path)
         self._switch_to(switch)
 
     def _switch_to(self, switch: Switch | None) -> None:
@@ -292,6 +378,7 @@ class Service:
         source = ProjectSource(switch.project, (self.config.canvas_width, self.config.canvas_height), self.config.frame_rate)
         source.set_json(self.source.override)  # a PUT /timeline stays until DELETE
         self.source = source
+        self._apply_source_limits(self.config)
         self.log.emit("project_switched", f"now serving {switch.project or 'no project'} ({switch.reason}); was {switch.previous or 'none'}",
                       "notice", PROJECT=switch.project, PREVIOUS_PROJECT=switch.previous, REASON=switch.reason,
                       METADATA_DB=self.follower.metadata_db, SWITCHES=self.follower.switches)
@@ -301,7 +388,7 @@ class Service:
         await self.follow()
         timeline = self.source.current_if_unchanged()
         if timeline is None:
-            timeline = await asyncio.get_running_loop().run_in_executor(self.io, self.source.current, False)
+            timeline = await self.offload.run(self.source.current, False)
         return timeline
 
     def output_spec(self, request: Request, timeline: Timeline) -> OutputSpec:
@@ -358,7 +445,7 @@ class Service:
             if healthy and now - worker.since > 2 * self.config.hang_threshold:
                 self.log.emit("worker_replaced", f"worker {worker.index} replaced after hanging on frame {worker.frame}",
                               "warning", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
-                self.pool.replace_hung(worker)
+                self.pool.replace_hung(worker, worker.job_id)
 
     def _note_client_error(self, status: int, what: str) -> None:
         """A 4xx answer (the caller's mistake) is cheap: counted per status for the per-minute summary,
@@ -431,6 +518,9 @@ class Service:
             "cache": {"frames": len(self.frames), "bytes": self.frames.size, "hits": self.frames.hits, "misses": self.frames.misses},
             "render_ahead": self.render_ahead_stats(),
             "keepalive_timeout_s": self.config.keepalive_timeout,
+            "loop_lag": self.lag.snapshot(),
+            "rejections": {"total": self.rejections.total, "by_reason": dict(self.rejections.by_reason)},
+            "offload": {"pending": self.offload.pending, "capacity": self.offload.capacity, "rejected": self.offload.rejected},
             "uptime_s": round(time.monotonic() - self.started, 1),
             "version": __version__,
             "pid": os.getpid(),
@@ -446,7 +536,7 @@ class Service:
     def status_line(self) -> str:
         return (f"{self.status()}: {len(self.admission.in_flight)}/{self.config.workers} rendering, "
                 f"{len(self.admission.queue)} queued, {self.admission.rejected_recently(60)} rejected in the last minute, "
-                f"{self.admission.rate.rate():.1f} frames/s")
+                f"{self.admission.rate.rate():.1f} frames/s, loop lag p99 {self.lag.percentile(99) * 1000:.0f} ms")
 
     # --- routing: the one error boundary -----------------------------------------------------
 
@@ -488,31 +578,38 @@ class Service:
             return Response(200, self.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
         if path == "/debug/timeline":
             _require(method, ("GET", "HEAD"))
-            body = (await self.timeline()).debug_json()
-            body["queue_stats"] = {"queue_size": len(self.admission.queue), "active_requests": len(self.admission.in_flight)}
-            return Response.json(200, body)
+            timeline = await self.timeline()
+            queue_stats = {"queue_size": len(self.admission.queue), "active_requests": len(self.admission.in_flight)}
+            return await self.offload.run(lambda: _large_json({**timeline.debug_json(), "queue_stats": queue_stats}))
         if path == "/timeline":
             _require(method, ("GET", "HEAD", "PUT", "DELETE"))
             if method == "PUT":
-                return self.put_timeline(request)
+                return await self.put_timeline(request)
             if method == "DELETE":
                 self.source.set_json(None)
                 return Response.json(200, {"source": "database", "path": self.source.path})
-            return Response.json(200, (await self.timeline()).to_json())
+            timeline = await self.timeline()
+            return await self.offload.run(lambda: _large_json(timeline.to_json()))
         if path == "/":
             return Response.json(200, {"service": "flipedit-previewd", "version": __version__,
                                        "endpoints": ["/get_frame/<n>", "/health", "/metrics", "/debug/timeline", "/timeline"]})
         raise NotFound(f"no such endpoint: {path[:80]}")
 
-    def put_timeline(self, request: Request) -> Response:
-        try:
-            data = json.loads(request.body or b"null")
-        except ValueError as exc:
-            raise BadRequest(f"timeline: body is not valid JSON: {exc}", field="timeline") from None
-        timeline = timeline_from_json(data, (self.config.canvas_width, self.config.canvas_height), self.config.frame_rate)
-        check_timeline_paths(timeline, self.allowed_roots())
+    async def put_timeline(self, request: Request) -> Response:
+        timeline = await self.offload.run(self._parse_timeline, request.body)
         self.source.set_json(timeline)
         return Response.json(200, {"revision": timeline.revision, "clips": len(timeline.clips), "total_frames": timeline.total_frames})
+
+    def _parse_timeline(self, body: bytes) -> Timeline:
+        """In an offload thread: parse, validate, check limits and paths (each can be slow on hostile input)."""
+        try:
+            data = json.loads(body or b"null")
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(f"timeline: body is not valid JSON: {exc}", field="timeline") from None
+        timeline = timeline_from_json(data, (self.config.canvas_width, self.config.canvas_height), self.config.frame_rate)
+        self.check_limits(timeline)
+        check_timeline_paths(timeline, self.allowed_roots())
+        return timeline
 
     def allowed_roots(self) -> list[str]:
         if self.config.allowed_roots:
@@ -539,6 +636,13 @@ def project_reason(config: Config, project: str) -> str:
 
 
 AHEAD_TTL_S = 1.0  # a render-ahead job not started within this is no longer ahead of anything
+
+
+def _large_json(payload: Any) -> Response:
+    """A 200 JSON answer built by the pure-Python encoder (in an offload thread): the C encoder
+    serialises a 50,000-clip timeline in one call holding the GIL, which stalls the event loop."""
+    encoder = json.JSONEncoder(separators=(",", ":"))
+    return Response(200, "".join(encoder.iterencode(payload)).encode(), "application/json")
 
 
 def frame_etag(timeline: Timeline, frame: int, spec: OutputSpec) -> str:

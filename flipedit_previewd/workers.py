@@ -21,7 +21,7 @@ from typing import Any
 
 from .compositor import OutputSpec, RenderResult, compose
 from .errors import GatewayTimeout, RenderFailed
-from .timeline import Timeline
+from .timeline import Timeline, Track
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,25 @@ class RenderJob:
     job_id: int
     frame: int
     spec: OutputSpec
-    timeline: Timeline
+    timeline: Timeline | None  # None: the one the worker last received (see _send_timeline)
+    broken: frozenset[str] = frozenset()  # sources that crashed a worker twice: drawn as placeholders
+    revision: str = ""
+
+
+class BudgetExceeded(GatewayTimeout):
+    """The render ran past ``render_budget``; its worker was replaced."""
+
+
+class WorkerCrashed(RenderFailed):
+    """The worker died during the job, and again on the retry."""
+
+
+# Timelines go to a worker once per revision, in pieces of this many clips: pickling 50,000 clips in
+# one call holds the GIL (and so stalls the event loop) for a third of a second.
+CLIPS_PER_MESSAGE = 500
+
+# A source that took down a worker this many times is drawn as a placeholder until the file changes.
+CRASHES_TO_BREAK = 2
 
 
 @dataclass
@@ -57,26 +75,61 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
 
     threading.Thread(target=orphan_guard, daemon=True).start()
     media = MediaPool(settings.source_cache_bytes, settings.max_source_pixels)
+    current: Timeline | None = None
     while True:
         try:
             job = conn.recv()
+            if isinstance(job, tuple) and job and job[0] == "timeline":
+                current = _receive_timeline(conn, job)
+                continue
         except (EOFError, OSError):
             break
         if job is None:
             break
+        if job.timeline is None:
+            if current is None or current.revision != job.revision:
+                conn.send(("error", job.job_id, "worker has no timeline for this job", 0.0))
+                continue
+            job = RenderJob(job.job_id, job.frame, job.spec, current, job.broken, job.revision)
         started = time.perf_counter()
         try:
             if job.timeline.source != "warm-up":
-                _test_hook(settings.test_render_hook)
-            result = compose(job.timeline, job.frame, job.spec, media)
+                _test_hook(settings.test_render_hook, job)
+            result = compose(job.timeline, job.frame, job.spec, media, job.broken)
             conn.send(("ok", job.job_id, result, (time.perf_counter() - started) * 1000))
         except Exception as exc:  # noqa: BLE001 - any render bug must become a 500, not a dead worker
             conn.send(("error", job.job_id, f"{type(exc).__name__}: {exc}", (time.perf_counter() - started) * 1000))
     media.close()
 
 
-def _test_hook(hook: str) -> None:
+def _receive_timeline(conn: Connection, head: tuple[Any, ...]) -> Timeline:
+    _, width, height, fps, source, revision, track_heads = head
+    tracks = []
+    for track_id, order, visible, kind, count in track_heads:
+        clips: list[Any] = []
+        while len(clips) < count:
+            clips.extend(conn.recv())
+        tracks.append(Track(track_id, order, visible, tuple(clips), kind))
+    return Timeline(width, height, fps, tuple(tracks), source, revision=revision)
+
+
+def _send_timeline(conn: Connection, timeline: Timeline) -> None:
+    conn.send(("timeline", timeline.canvas_width, timeline.canvas_height, timeline.frame_rate, timeline.source, timeline.revision,
+               [(t.id, t.order, t.visible, t.type, len(t.clips)) for t in timeline.tracks]))
+    for track in timeline.tracks:
+        for start in range(0, len(track.clips), CLIPS_PER_MESSAGE):
+            conn.send(track.clips[start:start + CLIPS_PER_MESSAGE])
+
+
+def _test_hook(hook: str, job: RenderJob) -> None:
     if not hook:
+        return
+    if hook.startswith("crash:"):
+        # Stands in for media that crashes FFmpeg: the process dies as a segfault would end it.
+        needle = hook.split(":", 1)[1]
+        layers = job.timeline.layers_at(job.frame) if job.timeline is not None else []
+        if any(needle in c.source_path and c.source_path not in job.broken for c in layers):
+            os._exit(139)
         return
     if hook == "hang":
         while True:
@@ -96,6 +149,8 @@ class Worker:
     completed: int = 0
     hung_reported: bool = False
     killed_for_hang: bool = False
+    job_id: int = 0
+    revision: str = ""  # of the timeline this worker's process holds
 
     def snapshot(self, now: float, hang_threshold: float) -> dict[str, Any]:
         age = now - self.since
@@ -129,6 +184,8 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._next_job = 0
         self._threads: list[threading.Thread] = []
+        self.crashes: dict[tuple[str, Any], int] = {}
+        self.on_event: Callable[[str, str, Worker], None] | None = None
 
     def start(self, take: Callable[[int, threading.Event], Any], run: JobRunner) -> None:
         """Spawn the processes and their driver threads; ``take`` blocks for the next job, ``run`` does it."""
@@ -154,29 +211,84 @@ class WorkerPool:
                 return
             run(self.workers[worker.index], pending)
 
-    def render(self, worker: Worker, frame: int, spec: OutputSpec, timeline: Timeline) -> RenderOutcome:
-        """One job through ``worker``'s process, blocking (called from its driver thread, or at warm-up)."""
-        worker = self.workers[worker.index]
+    def render(self, worker: Worker, frame: int, spec: OutputSpec, timeline: Timeline, budget: float | None = None) -> RenderOutcome:
+        """One job through ``worker``'s process, blocking (called from its driver thread, or at warm-up).
+
+        A worker found dead before the job is replaced first. A worker that dies during the job
+        is replaced and the job retried once on the fresh one; each death counts against the
+        job's sources, and a source at ``CRASHES_TO_BREAK`` is then drawn as a placeholder. A
+        render past ``budget`` is cancelled: its worker is killed and replaced, 504.
+        """
+        index = worker.index
+        attempts = 0
+        while True:
+            if self._stop.is_set():
+                raise RenderFailed("the daemon is stopping")
+            worker = self.workers[index]
+            if worker.state == "dead" or not worker.process.is_alive():
+                self._note("worker_died", f"worker {index} found dead while idle; replaced", worker)
+                self._respawn(worker)
+                worker = self.workers[index]
+            sources = self._sources(timeline, frame)
+            broken = self.broken(sources)
+            with self._lock:
+                self._next_job += 1
+                job = RenderJob(self._next_job, frame, spec, None, broken, timeline.revision)
+            worker.state, worker.since, worker.frame, worker.hung_reported = "rendering", time.monotonic(), frame, False
+            worker.job_id = job.job_id
+            try:
+                if worker.revision != timeline.revision:
+                    worker.revision = ""
+                    _send_timeline(worker.conn, timeline)
+                    worker.revision = timeline.revision
+                worker.conn.send(job)
+                if budget is not None and not worker.conn.poll(budget):
+                    self._note("render_budget", f"render of frame {frame} ran past its budget of {budget:.1f} s; worker {index} replaced", worker)
+                    self._respawn(worker)
+                    raise BudgetExceeded(f"render of frame {frame} exceeded the render budget of {budget:.1f} s; cancelled")
+                kind, _, payload, render_ms = worker.conn.recv()
+            except (EOFError, OSError, ValueError) as exc:
+                killed = worker.killed_for_hang
+                self._respawn(worker)
+                if killed:
+                    raise GatewayTimeout(f"render of frame {frame} hung for over {self.hang_threshold:.0f} s; worker replaced") from None
+                attempts += 1
+                newly_broken = self._count_crash(sources)
+                self._note("worker_died", f"worker {index} died rendering frame {frame} ({exc or type(exc).__name__}); "
+                           f"{'retrying on a fresh worker' if attempts == 1 else 'giving up'}", worker)
+                if attempts == 1 or newly_broken:
+                    continue  # once on a fresh worker; or again with the crashing sources as placeholders
+                raise WorkerCrashed(f"worker {index} died twice rendering frame {frame}") from None
+            worker.state, worker.since, worker.frame = "idle", time.monotonic(), None
+            worker.completed += 1
+            with self._lock:
+                self.completed += 1
+            if kind == "error":
+                raise RenderFailed(str(payload))
+            return RenderOutcome(payload, render_ms, worker.index)
+
+    @staticmethod
+    def _sources(timeline: Timeline, frame: int) -> list[tuple[str, Any]]:
+        return [(c.source_path, c.source_stat) for c in timeline.layers_at(frame)]
+
+    def broken(self, sources: list[tuple[str, Any]]) -> frozenset[str]:
         with self._lock:
-            self._next_job += 1
-            job = RenderJob(self._next_job, frame, spec, timeline)
-        worker.state, worker.since, worker.frame, worker.hung_reported = "rendering", time.monotonic(), frame, False
-        try:
-            worker.conn.send(job)
-            kind, _, payload, render_ms = worker.conn.recv()
-        except (EOFError, OSError, ValueError) as exc:
-            killed = worker.killed_for_hang
-            self._respawn(worker)
-            if killed:
-                raise GatewayTimeout(f"render of frame {frame} hung for over {self.hang_threshold:.0f} s; worker replaced") from None
-            raise RenderFailed(f"worker {worker.index} died: {exc or type(exc).__name__}") from None
-        worker.state, worker.since, worker.frame = "idle", time.monotonic(), None
-        worker.completed += 1
+            return frozenset(path for path, st in sources if self.crashes.get((path, st), 0) >= CRASHES_TO_BREAK)
+
+    def _count_crash(self, sources: list[tuple[str, Any]]) -> bool:
+        """Count a death against each source of the job; True when one just reached the limit."""
+        reached = False
         with self._lock:
-            self.completed += 1
-        if kind == "error":
-            raise RenderFailed(str(payload))
-        return RenderOutcome(payload, render_ms, worker.index)
+            if len(self.crashes) > 10_000:
+                self.crashes.clear()
+            for key in sources:
+                self.crashes[key] = self.crashes.get(key, 0) + 1
+                reached = reached or self.crashes[key] == CRASHES_TO_BREAK
+        return reached
+
+    def _note(self, event: str, message: str, worker: Worker) -> None:
+        if self.on_event is not None:
+            self.on_event(event, message, worker)
 
     def _respawn(self, worker: Worker) -> None:
         self._terminate(worker)
@@ -193,8 +305,14 @@ class WorkerPool:
         now = time.monotonic() if now is None else now
         return [w for w in self.workers if w.state == "rendering" and now - w.since > self.hang_threshold]
 
-    def replace_hung(self, worker: Worker) -> None:
-        """Kill a hung worker's process; its driver thread answers 504 and starts a fresh one."""
+    def replace_hung(self, worker: Worker, job_id: int) -> None:
+        """Kill a hung worker's process; its driver thread answers 504 and starts a fresh one.
+
+        Only while it still renders the job it was found hung on: a worker that finished in the
+        meantime may already run an unrelated job, which must not get the 504.
+        """
+        if worker.state != "rendering" or worker.job_id != job_id or self.workers[worker.index] is not worker:
+            return
         worker.killed_for_hang = True
         try:
             worker.process.kill()

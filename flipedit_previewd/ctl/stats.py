@@ -43,12 +43,18 @@ def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 per_minute[minute]["requests"] += 1
                 if outcome not in ("rendered", "shared"):
                     per_minute[minute]["bad"] += 1
-        elif event == "summary":
+        elif event in ("summary", "rejections"):
             for key, value in entry.items():
                 if key.startswith("COUNT_"):
                     outcomes[key[6:].lower()] += int(value)
+                    if event == "rejections" and isinstance(stamp, datetime):
+                        minute = stamp.strftime("%Y-%m-%d %H:%M")
+                        per_minute[minute]["requests"] += int(value)
+                        per_minute[minute]["bad"] += int(value)
                 elif key.startswith("AHEAD_"):
                     ahead[key[6:].lower()] += int(value)
+            if event == "rejections":
+                events[event] += 1
         else:
             events[event] += 1
             if event == "overload_began" and isinstance(stamp, datetime):

@@ -124,7 +124,9 @@ def test_kill9_every_5s_while_20_clients_fetch(deployed: Any, tmp_path: Path) ->
 
 
 def test_hangs_are_restarted_every_time(deployed: Any, tmp_path: Path) -> None:
-    stop_times, stuck_times = [], []
+    """A true hang (SIGSTOP) is restarted by the watchdog every time. A render stuck on every worker is
+    not a hang of the daemon: it is cancelled at the render budget (test_loop_system.py)."""
+    stop_times = []
     d = demo_deploy(deployed, tmp_path)
     for _ in range(5):
         before, pid = int(d.show("NRestarts")["NRestarts"]), d.main_pid()
@@ -134,29 +136,8 @@ def test_hangs_are_restarted_every_time(deployed: Any, tmp_path: Path) -> None:
         stop_times.append(time.monotonic() - t0)
         requests.get(d.url + "/health", timeout=30)
         wait_active(d)
-    d.box.systemctl("stop", "flipedit-preview.socket", UNIT)
-    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "hang", "FLIPEDIT_PREVIEWD_HANG_THRESHOLD": "2"})
-    for _ in range(5):
-        requests.get(d.url + "/health", timeout=30)
-        wait_active(d)
-        before = int(d.show("NRestarts")["NRestarts"])
-        t0 = time.monotonic()
-        for frame in (1, 2):
-            threading.Thread(target=_quiet_get, args=(f"{d.url}/get_frame/{frame}",), daemon=True).start()
-        assert wait_for(lambda b=before: int(d.show("NRestarts")["NRestarts"]) > b, 30, 0.05)
-        stuck_times.append(time.monotonic() - t0)
-    report("hang", sigstop_restart_s=[round(t, 2) for t in stop_times], stuck_render_restart_s=[round(t, 2) for t in stuck_times],
-           bound_s=WATCHDOG_SEC + RESTART_SEC + 2)
+    report("hang", sigstop_restart_s=[round(t, 2) for t in stop_times], bound_s=WATCHDOG_SEC + RESTART_SEC + 2)
     assert max(stop_times) <= WATCHDOG_SEC + RESTART_SEC + 2
-    # A stuck render is only a hang once it outlives hang_threshold (2 s here) and the next tick (2 s) sees it.
-    assert max(stuck_times) <= 2 + 2 + WATCHDOG_SEC + RESTART_SEC + 2
-
-
-def _quiet_get(url: str) -> None:
-    try:
-        requests.get(url, timeout=30)
-    except requests.RequestException:
-        pass
 
 
 def test_keepalive_200_reuses_after_idle_0_to_20s(deployed: Any, tmp_path: Path) -> None:

@@ -104,25 +104,8 @@ def test_sigstop_is_restarted_by_the_watchdog(deployed: Any) -> None:
     assert any("watchdog" in str(e.get("MESSAGE", "")).lower() for e in manager)
 
 
-def test_stuck_render_on_every_worker_stops_the_heartbeat(deployed: Any) -> None:
-    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "hang", "FLIPEDIT_PREVIEWD_HANG_THRESHOLD": "2"})
-    requests.get(d.url + "/health", timeout=30)
-    wait_active(d)
-    before = int(d.show("NRestarts")["NRestarts"])
-    for frame in (1, 2):  # one per worker
-        threading.Thread(target=lambda f=frame: _quiet_get(f"{d.url}/get_frame/{f}", 30), daemon=True).start()
-    assert wait_for(lambda: int(d.show("NRestarts")["NRestarts"]) > before, 2 + 2 + WATCHDOG_SEC + RESTART_SEC + 5, 0.1)
-    withheld = d.journal(MESSAGE_ID=MESSAGE_IDS["watchdog_withheld"])
-    hung = d.journal(MESSAGE_ID=MESSAGE_IDS["worker_hung"])
-    assert withheld and "no worker can make progress" in withheld[-1]["MESSAGE"]
-    assert len(hung) >= 2
-
-
-def _quiet_get(url: str, timeout: float) -> None:
-    try:
-        requests.get(url, timeout=timeout)
-    except requests.RequestException:
-        pass
+# A render stuck on every worker no longer stops the heartbeat: it is cancelled at the render budget,
+# answered 504, and the daemon keeps running (tests/system/test_loop_system.py, issue 12).
 
 
 def test_kill9_refuses_no_connection(deployed: Any) -> None:
