@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any
 
+from .textsafe import escape
+
 try:
     from systemd import journal as _journal
 except ImportError:  # pragma: no cover - systemd-python is a hard dependency; kept for --help on odd hosts
@@ -40,6 +42,8 @@ MESSAGE_IDS: dict[str, str] = {
     "media_problem": "8cd546bf864548fab5e572329386d1d0",
     "protocol_error": "86fc901075854c409382b72167f48f0c",
     "config_error": "972fb46f615d41a8afc229238f76c818",
+    "access_denied": "5b0e6b7f3c0d4f1f9a57a3d1e2c8b640",
+    "media_roots": "e3f1a26c9d2b4b7e8c4f0a9d6b1e2f37",
 }
 
 PRIORITY = {"debug": 7, "info": 6, "notice": 5, "warning": 4, "err": 3}
@@ -66,6 +70,9 @@ class EventLog:
     def emit(self, event: str, message: str, priority: str = "info", **fields: Any) -> None:
         self.counts[event] = self.counts.get(event, 0) + 1
         payload = {key.upper(): _text(value) for key, value in fields.items() if value is not None}
+        # MESSAGE and the stderr line are for eyes and line-based tools: client- and file-controlled text
+        # in them is escaped onto one bounded line; the structured fields keep the raw value.
+        message = escape(message, 2000)
         if self.to_journal and _journal is not None:
             try:
                 _journal.send(message, MESSAGE_ID=MESSAGE_IDS[event], PRIORITY=str(PRIORITY[priority]),
@@ -73,7 +80,7 @@ class EventLog:
             except OSError:
                 pass  # journald gone (shutdown): stderr still carries the line
         if self.to_stderr:
-            extras = " ".join(f"{k}={v}" for k, v in payload.items())
+            extras = " ".join(f"{k}={escape(v, 300)}" for k, v in payload.items())
             line = f"{time.strftime('%H:%M:%S')} {priority.upper():7} {event}: {message}" + (f" [{extras}]" if extras else "")
             with self._lock:
                 try:

@@ -21,6 +21,7 @@ from typing import Any
 
 import sdnotify
 
+from .access import Peer, peer_of
 from .config import Config
 from .journal import EventLog
 from .protocol import HTTPConnection, Limits, ProtocolFailure, Request, Response
@@ -43,6 +44,7 @@ class ClientProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.over_limit = False
         self.client = ""
+        self.peer: Peer | None = None
         self.buffered = 0
         self.paused = False
         self.lingering = False
@@ -56,6 +58,7 @@ class ClientProtocol(asyncio.Protocol):
         self.over_limit = len(self.server.connections) > self.service.config.max_connections
         peer = transport.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        self.peer = peer_of(transport)
         self._arm(self.server.limits.keepalive_timeout, self._idle_expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -107,7 +110,7 @@ class ClientProtocol(asyncio.Protocol):
         self.task = asyncio.get_running_loop().create_task(self._serve(request))
 
     async def _serve(self, request: Request) -> None:
-        response = await self.service.handle(request, self.over_limit, self.client)
+        response = await self.service.handle(request, self.over_limit, self.client, self.peer)
         if self.server.draining and not response.close:
             response.close = True  # stopping: finish this answer, take no more on this connection
         self._write(response, head_only=request.method == "HEAD")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
+from .access import Guard, Peer, token_path, write_token
 from .admission import Admission, Pending
 from .compositor import OutputSpec
 from .config import Config
@@ -27,7 +28,8 @@ from .media import ByteLRU
 from .metrics import Metrics
 from .projectdb import ProjectSource, asset_dirs, discover_project
 from .protocol import Request, Response
-from .safety import check_timeline_paths
+from .safety import check_timeline_paths, effective_roots
+from .textsafe import is_safe_token
 from .timeline import Timeline, empty_timeline, timeline_from_json
 from .workers import WorkerPool, WorkerSettings
 
@@ -67,11 +69,28 @@ class Service:
         self.stopping = False
         self.overloaded_since: float | None = None
         self._request_seq = 0
+        self.guard = Guard(config.allowed_hosts, self._make_token(), log)
+        self._roots: tuple[Any, list[str]] | None = None
+        self._roots_skipped: set[str] = set()
         m = self.metrics
         m.gauge("flipedit_preview_queue_depth", "Renders waiting for a worker", lambda: len(self.admission.queue))
         m.gauge("flipedit_preview_in_flight", "Renders running", lambda: len(self.admission.in_flight))
         m.gauge("flipedit_preview_workers_busy", "Workers rendering", lambda: self.pool.busy_count())
         m.gauge("flipedit_preview_connections", "Open client connections", lambda: self.connections)
+
+    def _make_token(self) -> str:
+        """A fresh bearer token for state changes over TCP, in a file only this user can read."""
+        self.token_file = token_path(os.environ, self.config.token_file)
+        if not self.token_file:
+            self.log.emit("config_error", "no token file (no $XDG_RUNTIME_DIR): PUT/DELETE only on the unix socket", "warning",
+                          KEY="token_file")
+            return ""
+        try:
+            return write_token(self.token_file)
+        except OSError as exc:
+            self.log.emit("config_error", f"cannot write the token file {self.token_file}: {exc.strerror}; "
+                          "PUT/DELETE only on the unix socket", "warning", KEY="token_file", VALUE=self.token_file)
+            return ""
 
     # --- lifecycle hooks used by the server -------------------------------------------------
 
@@ -81,6 +100,7 @@ class Service:
         self.pool.start(self.admission.take, self._run_job)
         await loop.run_in_executor(self.io, self.source.current, True)
         self._publish_source_events()
+        await loop.run_in_executor(self.io, self.allowed_roots)
         # Warm-up: READY=1 only after a worker really rendered a frame. Nothing is admitted yet, so
         # the driver threads are idle and the pipe is ours. An empty timeline proves the worker
         # renders and encodes without touching project media.
@@ -107,6 +127,8 @@ class Service:
         self.admission.queue_size = config.queue_size
         self.admission.queue_timeout = config.queue_timeout
         self.frames.capacity = config.frame_cache_bytes
+        self.guard.allowed_hosts = {h.lower() for h in config.allowed_hosts}
+        self._roots = None
         self.source.current(force=True)
         self._publish_source_events()
 
@@ -125,7 +147,7 @@ class Service:
             if cached is not None:
                 self.admission.finish(worker.index, pending, FrameResult(cached[0], cached[1], etag, 0.0, queue_ms, True))
                 return
-            outcome = self.pool.render(worker, frame, spec, timeline)
+            outcome = self.pool.render(worker, frame, spec, timeline, tuple(self.allowed_roots(timeline)))
         except HTTPError as exc:
             self.admission.finish(worker.index, pending, error=exc)
             return
@@ -149,7 +171,8 @@ class Service:
     async def get_frame(self, request: Request, frame: int, over_limit: bool, client: str) -> Response:
         begun = time.monotonic()
         self._request_seq += 1
-        request_id = request.headers.get("x-request-id") or f"{os.getpid()}-{self._request_seq}"
+        given = request.headers.get("x-request-id", "")
+        request_id = given if is_safe_token(given) else f"{os.getpid()}-{self._request_seq}"
         timeline = await self.timeline()
         spec = self.output_spec(request, timeline)
         fields: dict[str, Any] = {"REQUEST_ID": request_id, "METHOD": request.method, "PATH": request.target,
@@ -311,6 +334,8 @@ class Service:
                         "clips": len(timeline.clips)},
             "cache": {"frames": len(self.frames), "bytes": self.frames.size, "hits": self.frames.hits, "misses": self.frames.misses},
             "keepalive_timeout_s": self.config.keepalive_timeout,
+            "media_roots": (self._roots[1] if self._roots else None),
+            "media_roots_skipped": [f"{root} ({why})" for root, why in getattr(self, "skipped_roots", [])],
             "uptime_s": round(time.monotonic() - self.started, 1),
             "version": __version__,
             "pid": os.getpid(),
@@ -323,8 +348,9 @@ class Service:
 
     # --- routing: the one error boundary -----------------------------------------------------
 
-    async def handle(self, request: Request, over_limit: bool = False, client: str = "") -> Response:
+    async def handle(self, request: Request, over_limit: bool = False, client: str = "", peer: Peer | None = None) -> Response:
         try:
+            self.guard.check(request, peer)
             return await self._route(request, over_limit, client)
         except HTTPError as exc:
             return Response.from_error(exc)
@@ -381,18 +407,34 @@ class Service:
         except ValueError as exc:
             raise BadRequest(f"timeline: body is not valid JSON: {exc}", field="timeline") from None
         timeline = timeline_from_json(data, (self.config.canvas_width, self.config.canvas_height), self.config.frame_rate)
-        check_timeline_paths(timeline, self.allowed_roots())
+        check_timeline_paths(timeline, self.allowed_roots(timeline))
         self.source.set_json(timeline)
         return Response.json(200, {"revision": timeline.revision, "clips": len(timeline.clips), "total_frames": timeline.total_frames})
 
-    def allowed_roots(self) -> list[str]:
+    def allowed_roots(self, timeline: Timeline | None = None) -> list[str]:
+        """Where media may be read from: never /, a system directory or the home directory itself.
+
+        Cached per project state (a database read lists the asset directories); a candidate that
+        would make a forbidden root is skipped and logged once.
+        """
+        key = (tuple(self.config.allowed_roots), self.source.path, self.source.last.revision if self.source.path else "")
+        if self._roots is not None and self._roots[0] == key:
+            return self._roots[1]
         if self.config.allowed_roots:
-            return [os.path.expanduser(p) for p in self.config.allowed_roots]
-        roots = []
-        if self.source.path:
-            roots.append(os.path.dirname(os.path.abspath(self.source.path)))
-            roots += asset_dirs(self.source.path)
-        return roots
+            candidates = [os.path.expanduser(p) for p in self.config.allowed_roots]
+        else:
+            candidates = []
+            if self.source.path:
+                candidates.append(os.path.dirname(os.path.abspath(self.source.path)))
+                candidates += asset_dirs(self.source.path)
+        kept, skipped = effective_roots(candidates)
+        for root, why in skipped:
+            if root not in self._roots_skipped:
+                self._roots_skipped.add(root)
+                self.log.emit("media_roots", f"not a media root: {root} ({why})", "warning", ROOT=root, REASON=why)
+        self._roots = (key, kept)
+        self.skipped_roots = skipped
+        return kept
 
 
 def frame_etag(timeline: Timeline, frame: int, spec: OutputSpec) -> str:

@@ -37,6 +37,7 @@ class RenderJob:
     frame: int
     spec: OutputSpec
     timeline: Timeline
+    roots: tuple[str, ...] = ()  # where media may be read from, checked on each opened descriptor
 
 
 @dataclass
@@ -68,6 +69,7 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
         try:
             if job.timeline.source != "warm-up":
                 _test_hook(settings.test_render_hook)
+            media.set_roots(job.roots)
             result = compose(job.timeline, job.frame, job.spec, media)
             conn.send(("ok", job.job_id, result, (time.perf_counter() - started) * 1000))
         except Exception as exc:  # noqa: BLE001 - any render bug must become a 500, not a dead worker
@@ -154,12 +156,12 @@ class WorkerPool:
                 return
             run(self.workers[worker.index], pending)
 
-    def render(self, worker: Worker, frame: int, spec: OutputSpec, timeline: Timeline) -> RenderOutcome:
+    def render(self, worker: Worker, frame: int, spec: OutputSpec, timeline: Timeline, roots: tuple[str, ...] = ()) -> RenderOutcome:
         """One job through ``worker``'s process, blocking (called from its driver thread, or at warm-up)."""
         worker = self.workers[worker.index]
         with self._lock:
             self._next_job += 1
-            job = RenderJob(self._next_job, frame, spec, timeline)
+            job = RenderJob(self._next_job, frame, spec, timeline, roots)
         worker.state, worker.since, worker.frame, worker.hung_reported = "rendering", time.monotonic(), frame, False
         try:
             worker.conn.send(job)
