@@ -34,6 +34,7 @@ from .protocol import Request
 TOKEN_DIR = "flipedit-preview"
 TOKEN_NAME = "token"
 STATE_CHANGING = {"PUT", "DELETE", "POST", "PATCH"}
+GUARDED_PATHS = {"/timeline"}  # endpoints that change state; add any later one here
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -142,14 +143,16 @@ class Guard:
 
     def _check(self, request: Request, peer: Peer) -> None:
         headers = request.headers
-        if peer.family == "tcp" and not self.host_allowed(headers.get("host"), peer.local_port):
+        # HTTP/1.0 may omit Host (browsers never do, so this opens nothing to a web page); 1.1 must send one (h11).
+        host = headers.get("host")
+        if peer.family == "tcp" and not (host is None and request.http_version == "1.0") and not self.host_allowed(host, peer.local_port):
             raise Misdirected("Host must name this daemon (127.0.0.1, localhost or [::1] and its port)", field="host")
         if "origin" in headers:
             raise Forbidden("requests from web pages (Origin) are refused", field="origin")
         fetch_site = headers.get("sec-fetch-site")
         if fetch_site is not None and fetch_site.strip().lower() != "none":
             raise Forbidden("requests from web pages (Sec-Fetch-Site) are refused", field="sec-fetch-site")
-        if request.method in STATE_CHANGING:
+        if request.method in STATE_CHANGING and request.path in GUARDED_PATHS:
             self.check_owner(headers, peer)
 
     def host_allowed(self, host: str | None, port: int | None) -> bool:

@@ -351,6 +351,11 @@ class Service:
     async def handle(self, request: Request, over_limit: bool = False, client: str = "", peer: Peer | None = None) -> Response:
         try:
             self.guard.check(request, peer)
+        except HTTPError as exc:
+            refused = Response.from_error(exc)
+            refused.close = True  # nothing more for a client that is not (or not speaking as) the editor's user
+            return refused
+        try:
             return await self._route(request, over_limit, client)
         except HTTPError as exc:
             return Response.from_error(exc)
