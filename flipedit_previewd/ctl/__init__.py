@@ -29,6 +29,7 @@ from .commands import (
     cmd_stats,
     cmd_status,
 )
+from .safeout import clean
 
 
 def _journal_args(p: argparse.ArgumentParser) -> None:
@@ -128,14 +129,15 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
         handler = {name: run for name, _, run in COMMANDS}[args.command]
         return handler(args, env)
     except CtlError as exc:
-        print(f"previewctl: {exc}; {exc.hint}", file=env.stderr)
+        print(f"previewctl: {clean(exc, 2000)}; {exc.hint}", file=env.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:
         return 0
     except Exception as exc:  # noqa: BLE001 - the funnel: one line, never a traceback
-        print(f"previewctl: unexpected error: {type(exc).__name__}: {exc}; please report it with 'previewctl logs -n 50'", file=env.stderr)
+        print(f"previewctl: unexpected error: {type(exc).__name__}: {clean(exc)}; please report it with 'previewctl logs -n 50'",
+              file=env.stderr)
         return EXIT_PROBLEM
 
 

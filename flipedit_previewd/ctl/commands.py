@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import subprocess
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any
+from urllib.parse import quote
 
 from .http import DaemonClient, Unreachable
 from .journal_read import BadTime, as_json, entries, event_of, number, open_reader, parse_time, short_line
+from .safeout import as_float, as_int, clean, rich_text
 from .stats import summarise
 
 EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3
@@ -43,7 +47,8 @@ class Env:
 
 
 def client_for(args: Any, env: Env) -> DaemonClient:
-    return DaemonClient(getattr(args, "url", None), env.environ, timeout=getattr(args, "timeout", 3.0))
+    return DaemonClient(getattr(args, "url", None), env.environ, timeout=getattr(args, "timeout", 3.0),
+                        warn=lambda text: print(text, file=env.stderr, flush=True))
 
 
 def _health_or_exit(client: DaemonClient) -> dict[str, Any]:
@@ -54,15 +59,21 @@ def _health_or_exit(client: DaemonClient) -> dict[str, Any]:
                        "start it with 'systemctl --user start flipedit-preview.socket' or pass --url", EXIT_UNREACHABLE) from None
 
 
-def bar(used: int, capacity: int, width: int = 20) -> str:
+def bar(used: Any, capacity: Any, width: int = 20) -> str:
+    used, capacity = as_int(used), as_int(capacity)
     filled = 0 if capacity <= 0 else min(width, round(width * used / capacity))
     return "[" + "#" * filled + "." * (width - filled) + f"] {used}/{capacity}"
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def render_health(h: dict[str, Any]) -> list[str]:
-    lat = h.get("latency_ms", {})
-    counters = h.get("counters", {})
-    project = h.get("project", {})
+    """Lines from a /health answer (strings already escaped by the client; shapes not trusted)."""
+    lat = _dict(h.get("latency_ms"))
+    counters = _dict(h.get("counters"))
+    project = _dict(h.get("project"))
     lines = [
         f"status      {h['status']}   (pid {h.get('pid')}, up {h.get('uptime_s')} s, version {h.get('version')})",
         f"queue       {bar(h.get('queue_size', 0), h.get('queue_capacity', 0))}",
@@ -73,10 +84,15 @@ def render_health(h: dict[str, Any]) -> list[str]:
         "counters    " + "  ".join(f"{k}={v}" for k, v in sorted(counters.items())),
         f"project     {project.get('path') or '(none)'} [{project.get('state')}] {project.get('error') or ''}".rstrip(),
     ]
-    for worker in h.get("workers", []):
-        lines.append(f"worker {worker['index']}    pid {worker['pid']} {worker['state']}"
-                     + (f" frame {worker['frame']}" if worker.get("frame") is not None else "")
-                     + f" for {worker['since_s']} s, {worker['completed']} done")
+    workers = h.get("workers")
+    for worker in (workers if isinstance(workers, list) else [])[:64]:
+        worker = _dict(worker)
+        lines.append(f"worker {worker.get('index')}    pid {worker.get('pid')} {worker.get('state')}"
+                     + (f" frame {worker.get('frame')}" if worker.get("frame") is not None else "")
+                     + f" for {worker.get('since_s')} s, {worker.get('completed')} done")
+    roots = h.get("media_roots")
+    if isinstance(roots, list):
+        lines.append("media roots " + (", ".join(str(r) for r in roots[:20]) or "(none: no media can be read)"))
     return lines
 
 
@@ -128,7 +144,7 @@ def cmd_status(args: Any, env: Env) -> int:
     env.out(f"restarts    {service.get('NRestarts')}   last result {service.get('Result')}   exit status {service.get('ExecMainStatus')}")
     env.out(f"socket      {sock.get('ActiveState')} ({sock.get('SubState')})   {sock.get('Listen', '')}")
     if service.get("StatusText"):
-        env.out(f"status text {service['StatusText']}")
+        env.out(f"status text {clean(service['StatusText'])}")
     client = client_for(args, env)
     try:
         health = client.health()
@@ -202,7 +218,7 @@ def cmd_stats(args: Any, env: Env) -> int:
         env.out(json.dumps(summary, indent=2))
         return EXIT_OK
     env.out(f"window      {args.since or 'beginning'} .. {args.until or 'now'}")
-    env.out(f"requests    {summary['requests']}   " + "  ".join(f"{k}={v}" for k, v in summary["outcomes"].items()))
+    env.out(f"requests    {summary['requests']}   " + "  ".join(f"{clean(k, 40)}={v}" for k, v in summary["outcomes"].items()))
     for name in ("queue_ms", "render_ms", "total_ms"):
         p = summary[name]
         env.out(f"{name:<11} p50 {p['p50']}  p95 {p['p95']}  p99 {p['p99']}  (n={p['count']})")
@@ -212,6 +228,8 @@ def cmd_stats(args: Any, env: Env) -> int:
     env.out(f"overloads   {len(summary['overload_periods'])}" + "".join(
         f"\n            {o['began']} .. {o['ended'] or 'still'}" for o in summary["overload_periods"]))
     env.out(f"restarts    {summary['restarts']}   watchdog withheld {summary['watchdog_withheld']}   workers hung {summary['workers_hung']}")
+    if summary.get("ignored_fields"):
+        env.out(f"ignored     {summary['ignored_fields']} numeric fields that were not finite numbers")
     return EXIT_OK
 
 
@@ -227,13 +245,17 @@ def cmd_render(args: Any, env: Env) -> int:
     except Unreachable as exc:
         raise CtlError(f"daemon unreachable ({exc})", "check 'previewctl status'", EXIT_UNREACHABLE) from None
     if response.status_code != 200:
-        raise CtlError(f"frame {args.frame}: HTTP {response.status_code}: {response.text[:200]}",
+        raise CtlError(f"frame {args.frame}: HTTP {response.status_code}: {clean(response.text, 200)}",
                        "see 'previewctl logs -n 20' for the reason")
+    if not response.content.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")):
+        raise CtlError(f"frame {args.frame}: the answer is not a JPEG or PNG image ({clean(response.headers.get('Content-Type'), 80)})",
+                       "check that --url points at flipedit-previewd")
     with open(args.output, "wb") as handle:
         handle.write(response.content)
     headers = response.headers
-    env.out(f"frame {args.frame} -> {args.output}: {len(response.content)} bytes in {ms:.1f} ms "
-            f"(cache {headers.get('X-Cache', '?')}, render {headers.get('X-Render-Ms', '-')} ms, queue {headers.get('X-Queue-Ms', '-')} ms)")
+    env.out(f"frame {args.frame} -> {clean(args.output)}: {len(response.content)} bytes in {ms:.1f} ms "
+            f"(cache {clean(headers.get('X-Cache', '?'), 20)}, render {clean(headers.get('X-Render-Ms', '-'), 20)} ms, "
+            f"queue {clean(headers.get('X-Queue-Ms', '-'), 20)} ms)")
     return EXIT_OK
 
 
@@ -295,43 +317,73 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
         findings.append(Finding("daemon answers /health", False, str(exc), f"systemctl --user start {SOCKET}; previewctl status"))
         return findings
     findings.append(Finding("daemon answers /health", True, f"{health['status']} via {client.shown}"))
-    rejected = int(health.get("rejected_last_minute", 0))
-    queue, capacity = int(health.get("queue_size", 0)), int(health.get("queue_capacity", 0))
+    rejected = as_int(health.get("rejected_last_minute", 0))
+    queue, capacity = as_int(health.get("queue_size", 0)), as_int(health.get("queue_capacity", 0))
     findings.append(Finding("no overload", rejected == 0 and (capacity == 0 or queue < capacity),
                             f"{rejected} rejected in the last minute, queue {queue}/{capacity}",
                             "raise workers or queue_size in previewd.toml, or lower the editor's request rate"))
-    keepalive = float(health.get("keepalive_timeout_s", 0))
+    keepalive = as_float(health.get("keepalive_timeout_s", 0))
     findings.append(Finding("keep-alive outlives the editor's pool", keepalive > EDITOR_POOL_IDLE_S,
                             f"keepalive_timeout {keepalive:g} s vs the editor's {EDITOR_POOL_IDLE_S} s idle pool",
                             f"set keepalive_timeout above {EDITOR_POOL_IDLE_S} (default 20)"))
-    project = health.get("project", {})
+    project = _dict(health.get("project"))
     path = project.get("path") or ""
-    readable, why = _db_readable(path)
+    readable, why = _db_readable(path if isinstance(path, str) else "", getattr(args, "timeout", 3.0))
     findings.append(Finding("project database readable and fresh", project.get("state") == "ok" and readable,
                             f"{path or '(no project)'}: daemon says {project.get('state')} {project.get('error') or ''}; {why}".strip(),
                             "check the path (--project or the metadata database) and file permissions"))
     try:
         timeline = client.get("/debug/timeline").json()
-        missing = sorted({c["source_path"] for c in timeline.get("clips", []) if not os.path.exists(c["source_path"])})
-    except (Unreachable, ValueError, KeyError):
+        clips = timeline.get("clips", []) if isinstance(timeline, dict) else []
+        paths = {c.get("source_path") for c in (clips if isinstance(clips, list) else [])[:10000] if isinstance(c, dict)}
+        missing = sorted(clean(p) for p in paths if isinstance(p, str) and "\x00" not in p and not os.path.lexists(p))
+    except (Unreachable, ValueError, KeyError, AttributeError):
         missing = ["(could not read /debug/timeline)"]
     findings.append(Finding("all media present", not missing, f"{len(missing)} missing: {', '.join(missing[:5])}" if missing else "every clip's source exists",
                             "relink the media in the editor, or restore the files"))
+    roots = health.get("media_roots")
+    skipped = health.get("media_roots_skipped")
+    if isinstance(roots, list):
+        findings.append(Finding("media roots", bool(roots) and not skipped,
+                                "effective: " + (", ".join(str(r) for r in roots[:20]) or "(none)")
+                                + ("; skipped: " + ", ".join(str(r) for r in skipped[:20]) if isinstance(skipped, list) and skipped else ""),
+                                "keep media in project folders, or set allowed_roots to specific directories (never / or ~)"))
     return findings
 
 
-def _db_readable(path: str) -> tuple[bool, str]:
+def _db_readable(path: str, timeout: float = 3.0) -> tuple[bool, str]:
+    """Read-only, and only a regular file, within ``timeout``: the path comes from the server.
+
+    The path goes into a quoted ``file:`` URI with ``mode=ro`` (so '?mode=rwc' in a name is just a
+    name), a FIFO or device is never opened, and a database that hangs is given up on.
+    """
     if not path:
         return False, "no project configured"
+    if "\x00" in path or not os.path.isabs(path):
+        return False, "not an absolute path"
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.5)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False, "not a regular file"
+    except OSError as exc:
+        return False, f"cannot stat it: {exc.strerror}"
+    result: list[tuple[bool, str]] = []
+
+    def probe() -> None:
         try:
-            conn.execute("SELECT count(*) FROM clips").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return False, f"cannot read it: {exc}"
-    return True, "readable"
+            conn = sqlite3.connect(f"file:{quote(path, safe='/')}?mode=ro", uri=True, timeout=0.5)
+            try:
+                conn.execute("SELECT count(*) FROM clips").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            result.append((False, f"cannot read it: {clean(exc, 200)}"))
+            return
+        result.append((True, "readable"))
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return result[0] if result else (False, f"no answer within {timeout:g} s")
 
 
 def cmd_doctor(args: Any, env: Env) -> int:
@@ -374,14 +426,14 @@ class MonitorState:
         if self.last_pid is not None and pid != self.last_pid:
             self.restarts += 1
         self.last_pid = pid
-        self.p95.append(float(health.get("latency_ms", {}).get("p95") or 0.0))
+        self.p95.append(as_float(_dict(health.get("latency_ms")).get("p95")))
 
 
 def monitor_line(health: dict[str, Any] | None, state: MonitorState) -> str:
     now = time.strftime("%H:%M:%S")
     if health is None:
         return f"{now} unreachable, reconnecting (restarts seen {state.restarts})"
-    lat = health.get("latency_ms", {})
+    lat = _dict(health.get("latency_ms"))
     return (f"{now} {health['status']:<10} queue {health.get('queue_size')}/{health.get('queue_capacity')} "
             f"in-flight {health.get('in_flight')}/{health.get('capacity')} rate {health.get('rate_per_s')}/s "
             f"p50 {lat.get('p50')} p95 {lat.get('p95')} p99 {lat.get('p99')} ms rejected/min {health.get('rejected_last_minute')} "
@@ -420,13 +472,13 @@ def cmd_monitor(args: Any, env: Env) -> int:
     def view(health: dict[str, Any] | None) -> Any:
         from rich.table import Table
 
-        table = Table(title=f"flipedit-previewd at {client.shown}", show_header=False, expand=False)
+        table = Table(title=rich_text(f"flipedit-previewd at {client.shown}"), show_header=False, expand=False)
         if health is None:
             table.add_row("daemon", f"[red]unreachable[/red], reconnecting (restarts seen {state.restarts})")
             return table
         for line in render_health(health)[:6]:
             key, _, value = line.partition(" ")
-            table.add_row(key, value.strip())
+            table.add_row(rich_text(key), rich_text(value.strip()))
         table.add_row("p95 trend", sparkline(list(state.p95)))
         table.add_row("restarts", str(state.restarts))
         return table

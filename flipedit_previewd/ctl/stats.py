@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from .journal_read import event_of, number
+from .journal_read import IGNORED, event_of, number
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -27,11 +27,14 @@ def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
     events: Counter[str] = Counter()
     overloads: list[dict[str, Any]] = []
     open_overload: datetime | None = None
+    ignored_before = IGNORED["fields"]
     for entry in entries:
         event = event_of(entry)
+        if not event:
+            continue  # not one of our MESSAGE_IDs
         stamp = entry.get("__REALTIME_TIMESTAMP")
         if event == "request":
-            outcome = str(entry.get("OUTCOME", "unknown"))
+            outcome = str(entry.get("OUTCOME", "unknown"))[:40]
             outcomes[outcome] += 1
             for field in timings:
                 value = number(entry, field.upper())
@@ -43,9 +46,11 @@ def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 if outcome not in ("rendered", "shared"):
                     per_minute[minute]["bad"] += 1
         elif event == "summary":
-            for key, value in entry.items():
-                if key.startswith("COUNT_"):
-                    outcomes[key[6:].lower()] += int(value)
+            for key in entry:
+                if key.startswith("COUNT_") and key[6:].lower() in ("cached", "not_modified", "health"):
+                    count = number(entry, key)
+                    if count is not None and 0 <= count < 1e12:
+                        outcomes[key[6:].lower()] += int(count)
         else:
             events[event] += 1
             if event == "overload_began" and isinstance(stamp, datetime):
@@ -70,4 +75,5 @@ def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "watchdog_withheld": events["watchdog_withheld"],
         "workers_hung": events["worker_hung"],
         "events": dict(sorted(events.items())),
+        "ignored_fields": IGNORED["fields"] - ignored_before,
     }
