@@ -82,7 +82,7 @@ def token_candidates(environ: Mapping[str, str]) -> list[str]:
     base = environ.get("XDG_RUNTIME_DIR", "")
     if base:
         found.append(os.path.join(base, TOKEN_DIR, TOKEN_NAME))
-    found.append(os.path.join("/run", TOKEN_DIR, TOKEN_NAME))
+    found.append(os.path.join("/run", TOKEN_DIR, "auth", TOKEN_NAME))  # the system unit's RuntimeDirectory
     return found
 
 
@@ -110,7 +110,8 @@ def read_token(environ: Mapping[str, str]) -> str:
             continue
         try:
             st = os.fstat(fd)
-            if not (stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077 == 0):
+            if not (stat.S_ISREG(st.st_mode) and st.st_uid in (os.getuid(), st.st_uid if os.getuid() == 0 else -1)
+                    and st.st_mode & 0o077 == 0):
                 continue
             text = os.read(fd, 256).decode("ascii", "replace").strip()
         finally:

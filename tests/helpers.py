@@ -108,8 +108,8 @@ class Daemon:
         self.env.pop("NOTIFY_SOCKET", None)
         self.env.setdefault("XDG_CONFIG_HOME", str(tmp or ROOT))
         # Each test daemon writes its own token (PUT/DELETE over TCP need it), never the user's.
-        self.token_file = (tmp or Path("/tmp")) / f"token-{self.port}"
-        self.env.setdefault("FLIPEDIT_PREVIEWD_TOKEN_FILE", str(self.token_file))
+        self.env.setdefault("FLIPEDIT_PREVIEWD_TOKEN_FILE", str((tmp or Path("/tmp")) / f"token-{self.port}"))
+        self.token_file = Path(self.env["FLIPEDIT_PREVIEWD_TOKEN_FILE"])
         self.log_path = (tmp or Path("/tmp")) / f"daemon-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -224,3 +224,22 @@ def test_control_characters_in_a_media_path_stay_on_one_escaped_line(start_daemo
     assert not re.search(r"^00:00:00 ERR", log, re.M)
     lines = [line for line in log.splitlines() if "media_problem" in line]
     assert len(lines) == 1 and "a\\x0a00:00:00 ERR" in lines[0] and "\\x1b[2J" in lines[0]
+
+
+def test_preview_client_picks_up_the_token(start_daemon: Any, scene: dict[str, Any], tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from flipedit_previewd.client import PreviewClient, PreviewError
+
+    runtime = tmp_path / "runtime"
+    token_file = runtime / "flipedit-preview" / "token"
+    daemon = start_daemon("--project", str(scene["db"]), env={"FLIPEDIT_PREVIEWD_TOKEN_FILE": str(token_file)})
+    doc = {"tracks": [{"clips": [{"source_path": str(scene["green"]), "start_on_track_ms": 0, "end_on_track_ms": 1000}]}]}
+    client = PreviewClient(daemon.url)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "elsewhere"))
+    with pytest.raises(PreviewError) as refused:
+        client.put_timeline(doc)
+    assert refused.value.status == 401
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    assert client.put_timeline(doc)["clips"] == 1
+    assert client.delete_timeline()["source"] == "database"
+    client.close()
