@@ -18,10 +18,10 @@ DEFAULT_LIMIT = 1000
 SAFE_TOKEN = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
-def _escape_char(ch: str) -> str:
+def _escape_char(ch: str, backslash: bool = True) -> str:
     code = ord(ch)
     if ch == "\\":
-        return "\\\\"
+        return "\\\\" if backslash else ch
     if code < 0x100:
         return f"\\x{code:02x}"
     if code < 0x10000:
@@ -29,14 +29,18 @@ def _escape_char(ch: str) -> str:
     return f"\\U{code:08x}"
 
 
-def escape(value: Any, limit: int = DEFAULT_LIMIT) -> str:
-    """One printable line: non-printable characters escaped, at most ``limit`` characters kept."""
+def escape(value: Any, limit: int = DEFAULT_LIMIT, backslash: bool = True) -> str:
+    """One printable line: non-printable characters escaped, at most ``limit`` characters kept.
+
+    ``backslash=False`` leaves backslashes alone: for showing text that was escaped at its source
+    (the daemon's MESSAGE), where doubling them again would only make it unreadable.
+    """
     text = value if isinstance(value, str) else str(value)
     cut = len(text) > limit
     if cut:
         text = text[:limit]
-    if not (text.isprintable() and "\\" not in text):
-        text = "".join(ch if ch.isprintable() and ch != "\\" else _escape_char(ch) for ch in text)
+    if not (text.isprintable() and (not backslash or "\\" not in text)):
+        text = "".join(ch if ch.isprintable() and (ch != "\\" or not backslash) else _escape_char(ch, backslash) for ch in text)
     return text + (f"...[{len(value if isinstance(value, str) else str(value)) - limit} more]" if cut else "")
 
 

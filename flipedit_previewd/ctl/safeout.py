@@ -14,7 +14,7 @@ from ..textsafe import escape, escape_tree, finite_number
 
 
 def clean(value: Any, limit: int = 500) -> str:
-    return escape("" if value is None else value, limit)
+    return escape("" if value is None else value, limit, backslash=False)
 
 
 def clean_tree(value: Any) -> Any:

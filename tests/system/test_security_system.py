@@ -22,6 +22,7 @@ from sandbox import USER_UNIT_DIR
 from flipedit_previewd.journal import MESSAGE_IDS
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
+MARK = f"FORGED-{uuid.uuid4().hex[:8]}"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 UNIX_PUT = r"""
 import socket, sys
@@ -83,7 +84,8 @@ def test_owner_token_foreign_uid_and_escaped_journal(deployed: Any, tmp_path: Pa
         assert wait_for(lambda: d.journal(MESSAGE_ID=MESSAGE_IDS["media_problem"]), 10)
         entry = d.journal(MESSAGE_ID=MESSAGE_IDS["media_problem"])[-1]
         assert "\n" not in entry["MESSAGE"] and "\x1b" not in entry["MESSAGE"] and "a\\x0a00:00:00 ERR" in entry["MESSAGE"]
-        assert entry["SOURCE_PATH"] == evil  # the structured field keeps the raw value
+        raw = entry["SOURCE_PATH"]  # the structured field keeps the raw value (journalctl shows it as bytes)
+        assert (bytes(raw).decode() if isinstance(raw, list) else raw) == evil
         shown = ctl(d, "logs", "--event", "media_problem").stdout
         assert len(shown.splitlines()) == 1 and "\x1b" not in shown and "a\\x0a00:00:00 ERR" in shown, shown
         assert d.box.run("systemctl", "--user", "show", UNIT, "-p", "NRestarts").stdout.strip() == "NRestarts=0"
@@ -92,7 +94,7 @@ def test_owner_token_foreign_uid_and_escaped_journal(deployed: Any, tmp_path: Pa
 
 
 def forge(d: Deployed, event: str, **fields: str) -> None:
-    lines = {"MESSAGE": f"forged {event}", "MESSAGE_ID": MESSAGE_IDS[event], "SYSLOG_IDENTIFIER": "flipedit-previewd",
+    lines = {"MESSAGE": f"{MARK} {event}", "MESSAGE_ID": MESSAGE_IDS[event], "SYSLOG_IDENTIFIER": "flipedit-previewd",
              "EVENT": event, "PRIORITY": "3", **fields}
     d.box.run(*NOBODY, "logger", "--journald", input="".join(f"{k}={v}\n" for k, v in lines.items()))
 
@@ -112,7 +114,7 @@ def test_forged_journal_entries_from_another_uid_change_nothing(deployed: Any) -
         return {k: stats[k] for k in keys}, ctl(d, "logs").stdout, "\n".join(doctor)
 
     before = view()
-    assert before[0]["starts"] == 1 and before[0]["requests"] >= 3 and "[ok  ]" in before[2], before
+    assert before[0]["starts"] >= 1 and before[0]["requests"] >= 3 and "[ok  ]" in before[2], before  # the sandbox journal outlives a test
     for _ in range(3):
         forge(d, "start", WORKERS="2")
     forge(d, "watchdog_withheld", REASON="forged")
@@ -123,5 +125,5 @@ def test_forged_journal_entries_from_another_uid_change_nothing(deployed: Any) -
     assert wait_for(lambda: len(d.box.journal("SYSLOG_IDENTIFIER=flipedit-previewd", "_UID=65534")) >= 8, 10)
     after = view()
     assert after[0] == before[0]
-    assert "forged" not in after[1]
+    assert MARK not in after[1] and MARK in "".join(str(e.get("MESSAGE")) for e in d.box.journal("_UID=65534"))
     assert after[2] == before[2]
