@@ -57,8 +57,8 @@ def test_owner_token_foreign_uid_and_escaped_journal(deployed: Any, tmp_path: Pa
     shared = Path(f"/tmp/flipedit-sec-{uuid.uuid4().hex[:8]}")
     shared.mkdir(mode=0o755)
     shared.chmod(0o755)
+    d = deployed(args=f"--allowed-roots {tmp_path}")
     try:
-        d = deployed(args=f"--allowed-roots {tmp_path}")
         # A second listening socket any uid can reach, to show what the daemon does with a stranger.
         d.box.write_file(f"{USER_UNIT_DIR}/{SOCKET}.d/60-shared.conf",
                          f"[Socket]\nListenStream={shared}/shared.sock\nSocketMode=0666\n")
@@ -90,6 +90,10 @@ def test_owner_token_foreign_uid_and_escaped_journal(deployed: Any, tmp_path: Pa
         assert len(shown.splitlines()) == 1 and "\x1b" not in shown and "a\\x0a00:00:00 ERR" in shown, shown
         assert d.box.run("systemctl", "--user", "show", UNIT, "-p", "NRestarts").stdout.strip() == "NRestarts=0"
     finally:
+        # The drop-in would outlive this test in the module's sandbox and make systemd recreate the directory.
+        d.box.systemctl("stop", SOCKET, UNIT, check=False)
+        d.box.run("rm", "-f", f"{USER_UNIT_DIR}/{SOCKET}.d/60-shared.conf", check=False)
+        d.box.systemctl("daemon-reload", check=False)
         shutil.rmtree(shared, ignore_errors=True)
 
 
