@@ -85,7 +85,7 @@ def overload(url: str, connections: int, seconds: float, quiet: bool, frames: in
     def send(sock: socket.socket, state: dict[str, Any]) -> None:
         counter[0] += 1
         target = path(counter[0]) if path else f"/get_frame/{counter[0] % frames}"
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
         state["buf"], state["sent"] = b"", time.perf_counter()
 
     for _ in range(connections):

@@ -14,10 +14,19 @@ the panel's size); 200 is a JPEG; 304 answers ``If-None-Match`` with the ETag yo
 carries ``Retry-After`` (seconds) and ``{"limit": ...}``, so wait that long and ask again;
 400/404 are your bug, do not retry; connection errors on idle pooled sockets are safe to
 retry for GET. Keep-alive: the daemon keeps idle connections 20 s (``Keep-Alive: timeout=20``).
+
+Who may do what: send ``Host: 127.0.0.1:<port>`` (or ``localhost``/``[::1]``) and no ``Origin``
+(Dart's and every HTTP library's default); anything else is refused with 421/403. Changing the
+timeline (``PUT``/``DELETE /timeline``) is for the daemon's own user only: on the unix socket
+nothing more is needed (the kernel tells the daemon who connected); over TCP send
+``Authorization: Bearer <token>`` with the token from ``$XDG_RUNTIME_DIR/flipedit-preview/token``
+(0600, new at each daemon start: read it again after a 403). ``put_timeline`` does all this.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +38,8 @@ import requests
 import requests_unixsocket
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+from .access import read_token
 
 
 class PreviewError(Exception):
@@ -151,6 +162,25 @@ class PreviewClient:
 
     def health(self) -> dict[str, Any]:
         return dict(self._get("/health").json())
+
+    def _change(self, method: str, body: bytes | None = None) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json"}
+        if not self.base.startswith("http+unix://"):
+            token = read_token(dict(os.environ))  # a fresh read: the daemon writes a new token at each start
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+        response = self.session.request(method, self.base + "/timeline", data=body, headers=headers, timeout=self.timeout)
+        if response.status_code != 200:
+            raise PreviewError(response.status_code, response.text[:200])
+        return dict(response.json())
+
+    def put_timeline(self, timeline: dict[str, Any]) -> dict[str, Any]:
+        """Show this JSON timeline instead of the project database (the daemon's own user only)."""
+        return self._change("PUT", json.dumps(timeline).encode())
+
+    def delete_timeline(self) -> dict[str, Any]:
+        """Back to the project database."""
+        return self._change("DELETE")
 
 
 class LatestFrame:

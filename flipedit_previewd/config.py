@@ -162,8 +162,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("render_ahead_workers", _non_negative_int, 0, "", "Most workers rendering ahead at once; 0 means all workers but one (at least one).", "int"),
     Setting("source_cache_bytes", _non_negative_int, 128 * 1024 * 1024, "bytes", "Memory per worker for scaled stills and source frames.", "int"),
     Setting("allowed_roots", _str_list, (), "paths", "Directories media may be read from; empty means the project's directory and its assets' directories.", "list", repeatable=True),
+    Setting("allowed_hosts", _str_list, (), "", "Extra Host header values accepted on TCP (besides 127.0.0.1:PORT, localhost:PORT, [::1]:PORT); '*' turns the Host check off.", "list", repeatable=True),
+    Setting("token_file", _text, "", "path", "Where the bearer token for PUT/DELETE over TCP is written at start; empty means $RUNTIME_DIRECTORY/token, else $XDG_RUNTIME_DIR/flipedit-preview/token.", "str"),
     Setting("max_output_pixels", _positive_int, 3840 * 2160, "px", "Largest output (width x height) a request may ask for.", "int"),
-    Setting("max_source_pixels", _positive_int, 100_000_000, "px", "Largest still image decoded; larger is a decompression bomb and renders a placeholder.", "int"),
+    Setting("max_source_pixels", _positive_int, 100_000_000, "px", "Largest still image or video frame (width x height, from the file's header) decoded; larger renders a placeholder.", "int"),
     Setting("demo", _bool, False, "", "Serve the built-in demo project (generated on first run).", "bool"),
     Setting("test_render_hook", _text, "", "", "Test only: 'sleep:SECONDS' or 'hang' makes every render stall, to exercise the watchdog.", "str"),
 )

@@ -28,6 +28,11 @@ class BadRequest(HTTPError):
     reason = "bad request"
 
 
+class Unauthorized(HTTPError):
+    status = 401
+    reason = "unauthorized"
+
+
 class Forbidden(HTTPError):
     status = 403
     reason = "forbidden"
@@ -50,6 +55,11 @@ class MethodNotAllowed(HTTPError):
 class RequestTimeout(HTTPError):
     status = 408
     reason = "request timeout"
+
+
+class Misdirected(HTTPError):
+    status = 421
+    reason = "misdirected request"
 
 
 class PayloadTooLarge(HTTPError):

@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Any
 
+from .textsafe import escape
+
 try:
     from systemd import journal as _journal
 except ImportError:  # pragma: no cover - systemd-python is a hard dependency; kept for --help on odd hosts
@@ -48,6 +50,8 @@ MESSAGE_IDS: dict[str, str] = {
     "render_budget": "88032b118e34449293ccd6407f67bbd9",
     "worker_died": "4860e0a013a84287b4356eb56680af38",
     "journal_dropped": "9cf81f39c30140b79b0ebe8fe3d7991c",
+    "access_denied": "5b0e6b7f3c0d4f1f9a57a3d1e2c8b640",
+    "media_roots": "e3f1a26c9d2b4b7e8c4f0a9d6b1e2f37",
 }
 
 # Entries wait here for the writer thread: the event loop never blocks on journald. When journald
@@ -118,6 +122,9 @@ class EventLog:
     def emit(self, event: str, message: str, priority: str = "info", **fields: Any) -> None:
         self.counts[event] = self.counts.get(event, 0) + 1
         payload = {key.upper(): _text(value) for key, value in fields.items() if value is not None}
+        # MESSAGE and the stderr line are for eyes and line-based tools: client- and file-controlled text
+        # in them is escaped onto one bounded line; the structured fields keep the raw value.
+        message = escape(message, 2000)
         q = self._queue
         if q is not None:
             try:
@@ -136,7 +143,7 @@ class EventLog:
             except OSError:
                 pass  # journald gone (shutdown): stderr still carries the line
         if self.to_stderr:
-            extras = " ".join(f"{k}={v}" for k, v in payload.items())
+            extras = " ".join(f"{k}={escape(v, 300)}" for k, v in payload.items())
             line = f"{time.strftime('%H:%M:%S')} {priority.upper():7} {event}: {message}" + (f" [{extras}]" if extras else "")
             with self._lock:
                 try:

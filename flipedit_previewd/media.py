@@ -9,18 +9,25 @@ size, never at full size first.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, cast
+from typing import IO, Any, cast
 
 import av
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 STILL_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
+# What Pillow may decode: the formats the README promises, never one guessed from content
+# (EPS starts Ghostscript; many others are rarely-audited decoders).
+STILL_FORMATS = ["JPEG", "PNG", "WEBP", "BMP", "GIF"]
+# What FFmpeg may demux: containers whose media is inside the one opened file. No playlists
+# (hls, dash), lists (concat), image sequences (image2), or anything that opens other files or URLs.
+VIDEO_DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,flv,ogg,asf,mxf,ivf,h264,hevc,m4v,mpegvideo"
 FORWARD_DECODE_LIMIT = 90  # frames: beyond this a seek is cheaper than decoding forward
 
 
@@ -34,30 +41,62 @@ class _Decoded:
     frame: Any  # av.VideoFrame at full size; scaled on demand
 
 
-def require_regular_file(path: str) -> None:
-    """Refuse FIFOs, devices and directories before opening: opening a FIFO blocks forever."""
+def open_media(path: str, roots: tuple[str, ...] | None) -> IO[bytes]:
+    """Open once, then check what was opened: a regular file whose real path is under a root.
+
+    ``O_NONBLOCK`` makes opening a FIFO return at once (it is then refused), the checks are made on
+    the descriptor, so a symlink or file swapped after the timeline was accepted gains nothing, and
+    the decoders read from this descriptor only. ``roots`` None means unchecked (tools, benchmarks).
+    """
     try:
-        mode = os.stat(path).st_mode
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise MediaError("file not found") from None
     except OSError as exc:
-        raise MediaError(f"cannot stat: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
-        raise MediaError("not a regular file")
+        raise MediaError(f"cannot open: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise MediaError("not a regular file")
+        if roots is not None:
+            try:
+                real = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                raise MediaError("cannot tell where the opened file is (no /proc)") from None
+            if not any(real == root or real.startswith(root.rstrip("/") + "/") for root in roots):
+                raise MediaError("outside the allowed media roots")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _refuse_nested_open(url: str, flags: int, options: Any) -> Any:
+    raise OSError(f"opening {url!r} from inside a media file is not allowed")
 
 
 class VideoSource:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, roots: tuple[str, ...] | None = None, max_pixels: int = 0) -> None:
         self.path = path
-        require_regular_file(path)
+        self.file = open_media(path, roots)
+        options = {"format_whitelist": VIDEO_DEMUXERS, "protocol_whitelist": "none", "enable_drefs": "0"}
         try:
-            self.container = av.open(path, timeout=5.0)
+            try:
+                self.container = av.open(self.file, "r", timeout=5.0, io_open=_refuse_nested_open, options=options)
+            except TypeError:  # PyAV without io_open: the protocol whitelist still refuses nested opens
+                self.file.seek(0)
+                self.container = av.open(self.file, "r", timeout=5.0, options=options)
         except (av.FFmpegError, OSError, ValueError) as exc:
+            self.file.close()
             raise MediaError(f"cannot open video: {_short(exc)}") from None
         if not self.container.streams.video:
-            self.container.close()
+            self.close()
             raise MediaError("no video stream")
         self.stream = self.container.streams.video[0]
+        width, height = self.stream.codec_context.width, self.stream.codec_context.height
+        if max_pixels and width * height > max_pixels:
+            self.close()
+            raise MediaError(f"video too large: {width}x{height} exceeds {max_pixels} pixels")
         # Slice threads only: frame threading adds latency to every seek and, on 2 cores
         # shared by 2 worker processes, measured slower (bench/render.py).
         self.stream.thread_type = "SLICE"
@@ -129,7 +168,10 @@ class VideoSource:
         return best
 
     def close(self) -> None:
-        self.container.close()
+        try:
+            self.container.close()
+        finally:
+            self.file.close()
 
 
 class ByteLRU:
@@ -173,8 +215,9 @@ class ByteLRU:
 class MediaPool:
     """Per-worker media state: open decoders, scaled stills and the problems already reported."""
 
-    def __init__(self, cache_bytes: int, max_source_pixels: int, max_open: int = 8) -> None:
+    def __init__(self, cache_bytes: int, max_source_pixels: int, max_open: int = 8, roots: tuple[str, ...] | None = None) -> None:
         self.max_source_pixels = max_source_pixels
+        self.roots = roots
         self.max_open = max_open
         self.videos: OrderedDict[tuple[str, Any], VideoSource] = OrderedDict()
         self.scaled = ByteLRU(cache_bytes)
@@ -189,7 +232,7 @@ class MediaPool:
             return source
         for old_key in [k for k in self.videos if k[0] == path]:
             self.videos.pop(old_key).close()
-        source = VideoSource(path)
+        source = VideoSource(path, self.roots, self.max_source_pixels)
         self.videos[key] = source
         while len(self.videos) > self.max_open:
             _, evicted = self.videos.popitem(last=False)
@@ -216,33 +259,49 @@ class MediaPool:
         key = ("size", path, stat)
         cached = self.scaled.get(key)
         if cached is None:
-            image, cached = self._open_still(path)
+            image, cached, handle = self._open_still(path)
             image.close()
+            handle.close()
             self.scaled.put(key, cached, 64)
         return cached  # type: ignore[no-any-return]
 
-    def _open_still(self, path: str) -> tuple[Image.Image, tuple[int, int]]:
-        """Open lazily and check the pixel count from the header, before any decoding."""
-        require_regular_file(path)
+    def set_roots(self, roots: tuple[str, ...]) -> None:
+        """New roots (a reload, another project): nothing opened under the old ones is used again."""
+        if roots != self.roots:
+            self.close()
+            self.scaled = ByteLRU(self.scaled.capacity)
+            self.roots = roots
+
+    def _open_still(self, path: str) -> tuple[Image.Image, tuple[int, int], IO[bytes]]:
+        """Open lazily from the checked descriptor; format and pixel count from the header, before decoding."""
+        handle = open_media(path, self.roots)
         try:
-            image = Image.open(path)
+            image = Image.open(handle, formats=STILL_FORMATS)
             width, height = image.size
             if width * height > self.max_source_pixels:
                 image.close()
                 raise MediaError(f"image too large: {width}x{height} exceeds {self.max_source_pixels} pixels")
             orientation = image.getexif().get(0x0112, 1)
         except Image.DecompressionBombError as exc:
+            handle.close()
             raise MediaError(f"image too large: {_short(exc)}") from None
+        except UnidentifiedImageError:
+            handle.close()
+            raise MediaError(f"not an allowed image format (allowed: {', '.join(STILL_FORMATS)})") from None
         except (OSError, ValueError, SyntaxError) as exc:
+            handle.close()
             raise MediaError(f"cannot read image: {_short(exc)}") from None
-        return image, ((height, width) if orientation in (5, 6, 7, 8) else (width, height))
+        except MediaError:
+            handle.close()
+            raise
+        return image, ((height, width) if orientation in (5, 6, 7, 8) else (width, height)), handle
 
     def still(self, path: str, stat: Any, size: tuple[int, int]) -> Image.Image:
         key = ("s", path, stat, size)
         cached = self.scaled.get(key)
         if cached is not None:
             return cast(Image.Image, cached)
-        image, visible = self._open_still(path)
+        image, visible, handle = self._open_still(path)
         try:
             if image.format == "JPEG":
                 swapped = visible != image.size
@@ -254,6 +313,8 @@ class MediaPool:
             image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise MediaError(f"cannot decode image: {_short(exc)}") from None
+        finally:
+            handle.close()
         self.scaled.put(key, image, size[0] * size[1] * len(image.getbands()))
         return image
 

@@ -2,7 +2,13 @@
 
 A JSON timeline comes over HTTP, so its paths are untrusted: each must resolve
 (symlinks and ``..`` included) to a file under an allowed root, or the whole
-timeline is refused with 403 before anything is opened.
+timeline is refused with 403 before anything is opened. That early check is a
+courtesy; the binding one is made by the worker on the descriptor it opened
+(``media.open_media``), so a symlink swapped afterwards gains nothing.
+
+A root is never ``/``, a system directory or a home directory itself: the
+default roots are the directories of the project's assets, and an asset stored
+at ``/x.mp4`` or ``~/x.mp4`` must not open the whole disk or the whole home.
 """
 
 from __future__ import annotations
@@ -12,8 +18,45 @@ import os
 from .errors import Forbidden
 from .timeline import Timeline
 
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run", "/sbin",
+               "/srv", "/sys", "/tmp", "/usr", "/var", "/home", "/media", "/mnt", "/opt", "/snap")
+UNDER_SYSTEM = ("/boot", "/dev", "/etc", "/proc", "/sys", "/usr/bin", "/usr/sbin", "/usr/lib", "/var/log")
 
-def is_under(path: str, roots: list[str]) -> bool:
+
+def _home() -> str:
+    return os.path.realpath(os.path.expanduser("~"))
+
+
+def root_problem(root: str, home: str | None = None) -> str:
+    """Why ``root`` (already real) may not be a media root, or "" if it may."""
+    home = home or _home()
+    if root == "/":
+        return "the root directory"
+    if root in SYSTEM_DIRS or any(root.startswith(d + "/") for d in UNDER_SYSTEM):
+        return "a system directory"
+    if root == home or (home.startswith(root + "/") and root != "/"):
+        return "the home directory or above it"
+    return ""
+
+
+def effective_roots(candidates: list[str], home: str | None = None) -> tuple[list[str], list[tuple[str, str]]]:
+    """(roots kept, [(candidate, why skipped)]), each kept root a real path, no duplicates."""
+    kept: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for candidate in candidates:
+        if not candidate or not os.path.isabs(candidate):
+            skipped.append((candidate, "not an absolute path"))
+            continue
+        real = os.path.realpath(candidate)
+        why = root_problem(real, home)
+        if why:
+            skipped.append((candidate, why))
+        elif real not in kept:
+            kept.append(real)
+    return kept, skipped
+
+
+def is_under(path: str, roots: list[str] | tuple[str, ...]) -> bool:
     real = os.path.realpath(path)
     for root in roots:
         real_root = os.path.realpath(root)

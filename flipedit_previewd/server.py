@@ -22,6 +22,7 @@ from typing import Any
 import sdnotify
 
 from . import __version__
+from .access import Peer, peer_of
 from .config import Config
 from .fdstore import Handover
 from .journal import EventLog
@@ -57,6 +58,7 @@ class ClientProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.over_limit = False
         self.client = ""
+        self.peer: Peer | None = None
         self.buffered = 0
         self.paused = False
         self.lingering = False
@@ -76,6 +78,7 @@ class ClientProtocol(asyncio.Protocol):
         self.service.connections = len(self.server.connections)
         peer = transport.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        self.peer = peer_of(transport)
         self._arm(self.server.limits.keepalive_timeout, self._idle_expired)
 
     def _refuse_at_accept(self) -> None:
@@ -176,7 +179,7 @@ class ClientProtocol(asyncio.Protocol):
         self.task = asyncio.get_running_loop().create_task(self._serve(request))
 
     async def _serve(self, request: Request) -> None:
-        response = await self.service.handle(request, self.over_limit, self.client)
+        response = await self.service.handle(request, self.over_limit, self.client, self.peer)
         if self.server.draining and not self.server.handover.enabled and not response.close:
             response.close = True  # stopping, no fd store: finish this answer, take no more on this connection
         self._write(response, head_only=request.method == "HEAD")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
+from .access import Guard, Peer, token_path, write_token
 from .admission import Admission, Pending
 from .compositor import OutputSpec
 from .config import Config
@@ -33,7 +34,8 @@ from .projects import ProjectFollower, Switch
 from .protocol import Request, Response
 from .rejections import RejectionSummary
 from .renderahead import RenderAhead
-from .safety import check_timeline_paths
+from .safety import check_timeline_paths, effective_roots
+from .textsafe import is_safe_token
 from .timeline import Timeline, empty_timeline, timeline_from_json
 from .workers import BudgetExceeded, WorkerPool, WorkerSettings
 
@@ -90,6 +92,9 @@ class Service:
         self.overloaded_since: float | None = None
         self._request_seq = 0
         self._follow_task: asyncio.Future[None] | None = None
+        self.guard = Guard(config.allowed_hosts, self._make_token(), log)
+        self._roots: tuple[Any, list[str]] | None = None
+        self._roots_skipped: set[str] = set()
         m = self.metrics
         m.gauge("flipedit_preview_queue_depth", "Renders waiting for a worker", lambda: len(self.admission.queue))
         m.gauge("flipedit_preview_in_flight", "Renders running", lambda: len(self.admission.in_flight))
@@ -122,6 +127,20 @@ class Service:
     def _worker_event(self, event: str, message: str, worker: Any) -> None:
         self.log.emit(event, message, "warning", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
 
+    def _make_token(self) -> str:
+        """A fresh bearer token for state changes over TCP, in a file only this user can read."""
+        self.token_file = token_path(os.environ, self.config.token_file)
+        if not self.token_file:
+            self.log.emit("config_error", "no token file (no $XDG_RUNTIME_DIR): PUT/DELETE only on the unix socket", "warning",
+                          KEY="token_file")
+            return ""
+        try:
+            return write_token(self.token_file)
+        except OSError as exc:
+            self.log.emit("config_error", f"cannot write the token file {self.token_file}: {exc.strerror}; "
+                          "PUT/DELETE only on the unix socket", "warning", KEY="token_file", VALUE=self.token_file)
+            return ""
+
     # --- lifecycle hooks used by the server -------------------------------------------------
 
     async def start(self) -> None:
@@ -131,6 +150,7 @@ class Service:
         self.pool.start(self.admission.take, self._run_job)
         await self.offload.run(self.source.current, True)
         self._publish_source_events()
+        await self.offload.run(self.allowed_roots)
         # Warm-up: READY=1 only after a worker really rendered a frame. Nothing is admitted yet, so
         # the driver threads are idle and the pipe is ours. An empty timeline proves the worker
         # renders and encodes without touching project media.
@@ -178,6 +198,8 @@ class Service:
 
         # Off the loop: a locked or hostile database must not hold the loop (or SIGHUP would stall it).
         self.offload.submit_nowait(reread)
+        self.guard.allowed_hosts = {h.lower() for h in config.allowed_hosts}
+        self._roots = None
 
     # --- the render path ---------------------------------------------------------------------
 
@@ -197,7 +219,7 @@ class Service:
             if cached is not None:
                 self.admission.finish(worker.index, pending, FrameResult(cached[0], cached[1], etag, 0.0, queue_ms, True))
                 return
-            outcome = self.pool.render(worker, frame, spec, timeline, self.render_budget())
+            outcome = self.pool.render(worker, frame, spec, timeline, self.render_budget(), tuple(self.allowed_roots(timeline)))
         except BudgetExceeded as exc:
             self._mark_heavy(etag)
             self.admission.finish(worker.index, pending, error=exc)
@@ -225,7 +247,7 @@ class Service:
             if timeline.revision != pending.revision:
                 self.ahead.counters["stale"] += 1
             elif etag not in self.frames and etag not in self.heavy:
-                outcome = self.pool.render(worker, frame, spec, timeline, self.render_budget())
+                outcome = self.pool.render(worker, frame, spec, timeline, self.render_budget(), tuple(self.allowed_roots(timeline)))
                 self.ahead.counters["rendered"] += 1
                 self.frames.put(etag, (outcome.result.body, outcome.result.content_type), len(outcome.result.body), ahead=True)
         except BudgetExceeded:
@@ -299,7 +321,8 @@ class Service:
     async def get_frame(self, request: Request, frame: int, over_limit: bool, client: str) -> Response:
         begun = time.monotonic()
         self._request_seq += 1
-        request_id = request.headers.get("x-request-id") or f"{os.getpid()}-{self._request_seq}"
+        given = request.headers.get("x-request-id", "")
+        request_id = given if is_safe_token(given) else f"{os.getpid()}-{self._request_seq}"
         timeline = await self.timeline()
         spec = self.output_spec(request, timeline)
         fields: dict[str, Any] = {"REQUEST_ID": request_id, "METHOD": request.method, "PATH": request.target,
@@ -521,6 +544,8 @@ class Service:
             "loop_lag": self.lag.snapshot(),
             "rejections": {"total": self.rejections.total, "by_reason": dict(self.rejections.by_reason)},
             "offload": {"pending": self.offload.pending, "capacity": self.offload.capacity, "rejected": self.offload.rejected},
+            "media_roots": (self._roots[1] if self._roots else None),
+            "media_roots_skipped": [f"{root} ({why})" for root, why in getattr(self, "skipped_roots", [])],
             "uptime_s": round(time.monotonic() - self.started, 1),
             "version": __version__,
             "pid": os.getpid(),
@@ -540,7 +565,13 @@ class Service:
 
     # --- routing: the one error boundary -----------------------------------------------------
 
-    async def handle(self, request: Request, over_limit: bool = False, client: str = "") -> Response:
+    async def handle(self, request: Request, over_limit: bool = False, client: str = "", peer: Peer | None = None) -> Response:
+        try:
+            self.guard.check(request, peer)
+        except HTTPError as exc:
+            refused = Response.from_error(exc)
+            refused.close = True  # nothing more for a client that is not (or not speaking as) the editor's user
+            return refused
         try:
             return await self._route(request, over_limit, client)
         except HTTPError as exc:
@@ -608,17 +639,33 @@ class Service:
             raise BadRequest(f"timeline: body is not valid JSON: {exc}", field="timeline") from None
         timeline = timeline_from_json(data, (self.config.canvas_width, self.config.canvas_height), self.config.frame_rate)
         self.check_limits(timeline)
-        check_timeline_paths(timeline, self.allowed_roots())
+        check_timeline_paths(timeline, self.allowed_roots(timeline))
         return timeline
 
-    def allowed_roots(self) -> list[str]:
+    def allowed_roots(self, timeline: Timeline | None = None) -> list[str]:
+        """Where media may be read from: never /, a system directory or the home directory itself.
+
+        Cached per project state (a database read lists the asset directories); a candidate that
+        would make a forbidden root is skipped and logged once.
+        """
+        key = (tuple(self.config.allowed_roots), self.source.path, self.source.last.revision if self.source.path else "")
+        if self._roots is not None and self._roots[0] == key:
+            return self._roots[1]
         if self.config.allowed_roots:
-            return [os.path.expanduser(p) for p in self.config.allowed_roots]
-        roots = []
-        if self.source.path:
-            roots.append(os.path.dirname(os.path.abspath(self.source.path)))
-            roots += asset_dirs(self.source.path)
-        return roots
+            candidates = [os.path.expanduser(p) for p in self.config.allowed_roots]
+        else:
+            candidates = []
+            if self.source.path:
+                candidates.append(os.path.dirname(os.path.abspath(self.source.path)))
+                candidates += asset_dirs(self.source.path)
+        kept, skipped = effective_roots(candidates)
+        for root, why in skipped:
+            if root not in self._roots_skipped:
+                self._roots_skipped.add(root)
+                self.log.emit("media_roots", f"not a media root: {root} ({why})", "warning", ROOT=root, REASON=why)
+        self._roots = (key, kept)
+        self.skipped_roots = skipped
+        return kept
 
 
 def project_reason(config: Config, project: str) -> str:

@@ -187,6 +187,8 @@ def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where:
         raise BadRequest(f"{where}.{name}: expected {_kind_name(kind)}, got {type(value).__name__}", field=f"{where}.{name}")
     if isinstance(value, float) and not math.isfinite(value):
         raise BadRequest(f"{where}.{name}: must be finite", field=f"{where}.{name}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+        raise BadRequest(f"{where}.{name}: out of range (at most {MAX_NUMBER:.0e} in magnitude)", field=f"{where}.{name}")
     return value
 
 
@@ -197,6 +199,7 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 
 NUMBER = (int, float)
+MAX_NUMBER = 2**53  # any number in a timeline: beyond it float() overflows or loses integer precision
 
 
 def timeline_from_json(data: Any, default_canvas: tuple[int, int], default_fps: float) -> Timeline:

@@ -39,6 +39,7 @@ class RenderJob:
     timeline: Timeline | None  # None: the one the worker last received (see _send_timeline)
     broken: frozenset[str] = frozenset()  # sources that crashed a worker twice: drawn as placeholders
     revision: str = ""
+    roots: tuple[str, ...] = ()  # where media may be read from, checked on each opened descriptor
 
 
 class BudgetExceeded(GatewayTimeout):
@@ -95,6 +96,7 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
         try:
             if job.timeline.source != "warm-up":
                 _test_hook(settings.test_render_hook, job)
+            media.set_roots(job.roots)
             result = compose(job.timeline, job.frame, job.spec, media, job.broken)
             conn.send(("ok", job.job_id, result, (time.perf_counter() - started) * 1000))
         except Exception as exc:  # noqa: BLE001 - any render bug must become a 500, not a dead worker
@@ -211,7 +213,8 @@ class WorkerPool:
                 return
             run(self.workers[worker.index], pending)
 
-    def render(self, worker: Worker, frame: int, spec: OutputSpec, timeline: Timeline, budget: float | None = None) -> RenderOutcome:
+    def render(self, worker: Worker, frame: int, spec: OutputSpec, timeline: Timeline, budget: float | None = None,
+               roots: tuple[str, ...] = ()) -> RenderOutcome:
         """One job through ``worker``'s process, blocking (called from its driver thread, or at warm-up).
 
         A worker found dead before the job is replaced first. A worker that dies during the job
@@ -233,7 +236,7 @@ class WorkerPool:
             broken = self.broken(sources)
             with self._lock:
                 self._next_job += 1
-                job = RenderJob(self._next_job, frame, spec, None, broken, timeline.revision)
+                job = RenderJob(self._next_job, frame, spec, None, broken, timeline.revision, roots)
             worker.state, worker.since, worker.frame, worker.hung_reported = "rendering", time.monotonic(), frame, False
             worker.job_id = job.job_id
             try:

@@ -69,6 +69,8 @@ def close_to(pixel: tuple[int, ...], colour: tuple[int, int, int], tolerance: in
 
 def exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
     """Send raw bytes; return (status, whole response) once one complete response arrived, or (0, b"") on a clean close."""
+    # "Host: x" in the tests' raw requests stands for the daemon's own name: the daemon refuses foreign Hosts (421).
+    data = data.replace(b"\r\nHost: x\r\n", b"\r\nHost: 127.0.0.1:%d\r\n" % port)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
             sock.sendall(data)
@@ -105,6 +107,9 @@ class Daemon:
         self.env.pop("LISTEN_FDS", None)
         self.env.pop("NOTIFY_SOCKET", None)
         self.env.setdefault("XDG_CONFIG_HOME", str(tmp or ROOT))
+        # Each test daemon writes its own token (PUT/DELETE over TCP need it), never the user's.
+        self.env.setdefault("FLIPEDIT_PREVIEWD_TOKEN_FILE", str((tmp or Path("/tmp")) / f"token-{self.port}"))
+        self.token_file = Path(self.env["FLIPEDIT_PREVIEWD_TOKEN_FILE"])
         self.log_path = (tmp or Path("/tmp")) / f"daemon-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -136,6 +141,11 @@ class Daemon:
 
     def health(self) -> dict[str, Any]:
         return dict(self.get("/health").json())
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header that lets a request change the timeline over TCP (the token the daemon wrote)."""
+        return {"Authorization": "Bearer " + self.token_file.read_text().strip()}
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

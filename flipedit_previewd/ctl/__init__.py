@@ -38,6 +38,7 @@ from .commands import (
     cmd_status,
 )
 from .journal_read import BadTime, parse_time
+from .safeout import clean
 from .words import wants_colour
 
 OUTCOMES = ("rendered", "shared", "rejected", "timeout", "failed", "cancelled")
@@ -214,14 +215,15 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
         handler = {name: run for name, _, run in COMMANDS}[args.command]
         return handler(args, env)
     except CtlError as exc:
-        print(f"previewctl: {exc}; {exc.hint}", file=env.stderr)
+        print(f"previewctl: {clean(exc, 2000)}; {exc.hint}", file=env.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:
         return 0
     except Exception as exc:  # noqa: BLE001 - the funnel: one line, never a traceback
-        print(f"previewctl: unexpected error: {type(exc).__name__}: {exc}; please report it with 'previewctl logs -n 50'", file=env.stderr)
+        print(f"previewctl: unexpected error: {type(exc).__name__}: {clean(exc)}; please report it with 'previewctl logs -n 50'",
+              file=env.stderr)
         return EXIT_PROBLEM
 
 

@@ -6,17 +6,21 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any
+from urllib.parse import quote
 
 from .http import DaemonClient, Unreachable
 from .journal_read import BadTime, as_json, entries, event_of, number, open_reader, parse_time, short_line
 from .restarts import JOURNALCTL_USER, classify, is_manager_entry, open_unit_reader, verdict
+from .safeout import as_float, as_int, clean
 from .stats import summarise
 from .words import duration, journal_places, paint, pid1, show
 
@@ -54,7 +58,8 @@ def wants_json(args: Any) -> bool:
 
 
 def client_for(args: Any, env: Env) -> DaemonClient:
-    return DaemonClient(getattr(args, "url", None), env.environ, timeout=getattr(args, "timeout", 3.0))
+    return DaemonClient(getattr(args, "url", None), env.environ, timeout=getattr(args, "timeout", 3.0),
+                        warn=lambda text: print(text, file=env.stderr, flush=True))
 
 
 def _health_or_exit(client: DaemonClient) -> dict[str, Any]:
@@ -66,20 +71,25 @@ def _health_or_exit(client: DaemonClient) -> dict[str, Any]:
                        "'flipedit-previewd --listen HOST:PORT') or pass --url", EXIT_UNREACHABLE) from None
 
 
-def bar(used: int, capacity: int, width: int = 20) -> str:
+def bar(used: Any, capacity: Any, width: int = 20) -> str:
+    used, capacity = as_int(used), as_int(capacity)
     filled = 0 if capacity <= 0 else min(width, round(width * used / capacity))
     return "[" + "#" * filled + "." * (width - filled) + f"] {used}/{capacity}"
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def health_rows(h: dict[str, Any], colour: bool = False) -> list[tuple[str, str]]:
     """(label, value) pairs: the health view's lines, and monitor's table rows (whole labels)."""
-    lat = h.get("latency_ms") or {}
-    counters = h.get("counters") or {}
-    project = h.get("project") or {}
+    lat = _dict(h.get("latency_ms"))
+    counters = _dict(h.get("counters"))
+    project = _dict(h.get("project"))
     status = str(h.get("status", "-"))
     rows = [
         ("status", f"{paint(status, colour)}   (pid {show(h.get('pid'))}, up {duration(h.get('uptime_s'))}, version {show(h.get('version'))})"),
-        ("queue", bar(int(h.get("queue_size") or 0), int(h.get("queue_capacity") or 0))),
+        ("queue", bar(as_int(h.get("queue_size")), as_int(h.get("queue_capacity")))),
         ("in flight", f"{show(h.get('in_flight', h.get('active_requests')))}/{show(h.get('capacity', h.get('max_concurrent')))} workers"
                       f"   connections {show(h.get('connections'))}/{show(h.get('max_connections'))}"),
         ("rate", f"{show(h.get('rate_per_s'))} frames/s   rejected last minute {show(h.get('rejected_last_minute'))}"),
@@ -88,10 +98,15 @@ def health_rows(h: dict[str, Any], colour: bool = False) -> list[tuple[str, str]
         ("counters", "  ".join(f"{k}={show(v)}" for k, v in sorted(counters.items())) or "-"),
         ("project", f"{project.get('path') or '(none)'} [{show(project.get('state'))}] {project.get('error') or ''}".rstrip()),
     ]
-    for worker in h.get("workers") or []:
+    workers = h.get("workers")
+    for worker in (workers if isinstance(workers, list) else [])[:64]:
+        worker = _dict(worker)
         frame = f" frame {worker['frame']}" if worker.get("frame") is not None else ""
         rows.append((f"worker {show(worker.get('index'))}", f"pid {show(worker.get('pid'))} {paint(str(worker.get('state', '-')), colour)}"
                      f"{frame} for {duration(worker.get('since_s'))}, {show(worker.get('completed'))} done"))
+    roots = h.get("media_roots")
+    if isinstance(roots, list):
+        rows.append(("media roots", ", ".join(str(r) for r in roots[:20]) or "(none: no media can be read)"))
     return rows
 
 
@@ -178,7 +193,7 @@ def cmd_status(args: Any, env: Env) -> int:
                      f"exit status {show(service.get('ExecMainStatus'))}")
         lines.append(f"socket      {env.paint(sock.get('ActiveState') or '-')} ({show(sock.get('SubState'))})   {sock.get('Listen', '')}".rstrip())
         if service.get("StatusText"):
-            lines.append(f"status text {service['StatusText']}")
+            lines.append(f"status text {clean(service['StatusText'])}")
     client = client_for(args, env)
     code = EXIT_OK
     try:
@@ -310,7 +325,7 @@ def cmd_stats(args: Any, env: Env) -> int:
         env.out(json.dumps(summary, indent=2))
         return EXIT_OK
     env.out(f"window      {args.since or 'beginning'} .. {args.until or 'now'}   ({len(found)} journal entries)")
-    env.out(f"requests    {summary['requests']}   " + ("  ".join(f"{k}={v}" for k, v in summary["outcomes"].items()) or "none"))
+    env.out(f"requests    {summary['requests']}   " + ("  ".join(f"{clean(k, 40)}={v}" for k, v in summary["outcomes"].items()) or "none"))
     for name in ("queue_ms", "render_ms", "total_ms"):
         p = summary[name]
         label = name.replace("_ms", " ms")
@@ -326,6 +341,8 @@ def cmd_stats(args: Any, env: Env) -> int:
     env.out(f"restarts    {summary['restarts']}   watchdog withheld {summary['watchdog_withheld']}   workers hung {summary['workers_hung']}")
     ra = summary["render_ahead"]
     env.out(f"render-ahead rendered {ra['rendered']}   hits {ra['hits']}   wasted {ra['wasted']}")
+    if summary.get("ignored_fields"):
+        env.out(f"ignored     {summary['ignored_fields']} numeric fields that were not finite numbers")
     return EXIT_OK
 
 
@@ -346,9 +363,10 @@ def cmd_render(args: Any, env: Env) -> int:
     if response.status_code != 200:
         try:
             body = response.json()
-            reason = f"{body.get('error')}: {body.get('detail')}"
-        except (ValueError, AttributeError):
-            reason = response.reason or "no reason given"
+            reason = (f"{clean(body.get('error'), 80)}: {clean(body.get('detail'), 200)}" if isinstance(body, dict)
+                      else clean(response.text, 200))
+        except ValueError:
+            reason = clean(response.reason or "no reason given", 80)
         if response.status_code == 503:
             hint = f"the daemon is at a limit; retry after {response.headers.get('Retry-After', 'a few')} s ('previewctl health')"
         elif response.status_code < 500:
@@ -356,6 +374,9 @@ def cmd_render(args: Any, env: Env) -> int:
         else:
             hint = "see 'previewctl logs -n 20' for the reason"
         raise CtlError(f"frame {args.frame}: HTTP {response.status_code} {reason}", hint)
+    if not response.content.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")):
+        raise CtlError(f"frame {args.frame}: the answer is not a JPEG or PNG image ({clean(response.headers.get('Content-Type'), 80)})",
+                       "check that --url points at flipedit-previewd")
     if to_stdout:
         binary = getattr(env.stdout, "buffer", None)
         if binary is None:
@@ -370,8 +391,8 @@ def cmd_render(args: Any, env: Env) -> int:
             raise CtlError(f"cannot write {args.output}: {exc.strerror}", "choose a writable path with -o") from None
     headers = response.headers
     report = {"frame": args.frame, "output": args.output, "bytes": len(response.content), "ms": round(ms, 1),
-              "cache": headers.get("X-Cache"), "render_ms": _float(headers.get("X-Render-Ms")),
-              "queue_ms": _float(headers.get("X-Queue-Ms")), "etag": headers.get("ETag")}
+              "cache": clean(headers.get("X-Cache"), 20) or None, "render_ms": _float(headers.get("X-Render-Ms")),
+              "queue_ms": _float(headers.get("X-Queue-Ms")), "etag": clean(headers.get("ETag"), 200) or None}
     stream = env.stderr if to_stdout else env.stdout
     if args.json:
         print(json.dumps(report), file=stream, flush=True)
@@ -379,7 +400,7 @@ def cmd_render(args: Any, env: Env) -> int:
         where = "stdout" if to_stdout else args.output
         timing = (f"render {show(report['render_ms'], 'ms')}, queue {show(report['queue_ms'], 'ms')}"
                   if report["cache"] != "hit" else "served from the daemon's frame cache")
-        print(f"frame {args.frame} -> {where}: {len(response.content)} bytes in {ms:.1f} ms (cache {show(report['cache'])}, {timing})",
+        print(f"frame {args.frame} -> {clean(where)}: {len(response.content)} bytes in {ms:.1f} ms (cache {show(report['cache'])}, {timing})",
               file=stream, flush=True)
     return EXIT_OK
 
@@ -466,30 +487,39 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
                                 f"systemctl --user start {SOCKET}; previewctl status" if any_manager else
                                 "start it (README: 'make demo', or flipedit-previewd --listen 127.0.0.1:8081) or pass --url"))
         return findings
-    findings.append(Finding("daemon answers /health", True, f"{health.get('status')} via {client.shown}"))
-    rejected = int(health.get("rejected_last_minute") or 0)
-    queue, capacity = int(health.get("queue_size") or 0), int(health.get("queue_capacity") or 0)
+    findings.append(Finding("daemon answers /health", True, f"{health['status']} via {client.shown}"))
+    rejected = as_int(health.get("rejected_last_minute", 0))
+    queue, capacity = as_int(health.get("queue_size", 0)), as_int(health.get("queue_capacity", 0))
     findings.append(Finding("no overload", rejected == 0 and (capacity == 0 or queue < capacity),
                             f"{rejected} rejected in the last minute, queue {queue}/{capacity}",
                             "raise workers or queue_size in previewd.toml, or lower the editor's request rate"))
-    keepalive = float(health.get("keepalive_timeout_s") or 0)
+    keepalive = as_float(health.get("keepalive_timeout_s", 0))
     findings.append(Finding("keep-alive outlives the editor's pool", keepalive > EDITOR_POOL_IDLE_S,
                             f"keepalive_timeout {keepalive:g} s vs the editor's {EDITOR_POOL_IDLE_S} s idle pool",
                             f"set keepalive_timeout above {EDITOR_POOL_IDLE_S} (default 20)"))
-    project = health.get("project") or {}
+    project = _dict(health.get("project"))
     path = project.get("path") or ""
-    readable, why = _db_readable(path)
+    readable, why = _db_readable(path if isinstance(path, str) else "", getattr(args, "timeout", 3.0))
     said = f"daemon says {show(project.get('state'))}" + (f" ({project['error']})" if project.get("error") else "")
     findings.append(Finding("project database readable and fresh", project.get("state") == "ok" and readable,
                             f"{path or '(no project)'}: {said}; {why}",
                             "check the path (--project or the metadata database) and file permissions"))
     try:
         timeline = client.get("/debug/timeline").json()
-        missing = sorted({c["source_path"] for c in timeline.get("clips", []) if not os.path.exists(c["source_path"])})
-    except (Unreachable, ValueError, KeyError):
+        clips = timeline.get("clips", []) if isinstance(timeline, dict) else []
+        paths = {c.get("source_path") for c in (clips if isinstance(clips, list) else [])[:10000] if isinstance(c, dict)}
+        missing = sorted(clean(p) for p in paths if isinstance(p, str) and "\x00" not in p and not os.path.lexists(p))
+    except (Unreachable, ValueError, KeyError, AttributeError):
         missing = ["(could not read /debug/timeline)"]
     findings.append(Finding("all media present", not missing, f"{len(missing)} missing: {', '.join(missing[:5])}" if missing else "every clip's source exists",
                             "relink the media in the editor, or restore the files"))
+    roots = health.get("media_roots")
+    skipped = health.get("media_roots_skipped")
+    if isinstance(roots, list):
+        findings.append(Finding("media roots", bool(roots) and not skipped,
+                                "effective: " + (", ".join(str(r) for r in roots[:20]) or "(none)")
+                                + ("; skipped: " + ", ".join(str(r) for r in skipped[:20]) if isinstance(skipped, list) and skipped else ""),
+                                "keep media in project folders, or set allowed_roots to specific directories (never / or ~)"))
     return findings
 
 
@@ -508,18 +538,39 @@ def restarts_finding(args: Any, scope: list[str] | None, service: dict[str, str]
     return f"no faults (watchdog, crash) {label}", ok, detail, fix
 
 
-def _db_readable(path: str) -> tuple[bool, str]:
+def _db_readable(path: str, timeout: float = 3.0) -> tuple[bool, str]:
+    """Read-only, and only a regular file, within ``timeout``: the path comes from the server.
+
+    The path goes into a quoted ``file:`` URI with ``mode=ro`` (so '?mode=rwc' in a name is just a
+    name), a FIFO or device is never opened, and a database that hangs is given up on.
+    """
     if not path:
         return False, "no project configured"
+    if "\x00" in path or not os.path.isabs(path):
+        return False, "not an absolute path"
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.5)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False, "not a regular file"
+    except OSError as exc:
+        return False, f"cannot stat it: {exc.strerror}"
+    result: list[tuple[bool, str]] = []
+
+    def probe() -> None:
         try:
-            conn.execute("SELECT count(*) FROM clips").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return False, f"cannot read it: {exc}"
-    return True, "readable"
+            conn = sqlite3.connect(f"file:{quote(path, safe='/')}?mode=ro", uri=True, timeout=0.5)
+            try:
+                conn.execute("SELECT count(*) FROM clips").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            result.append((False, f"cannot read it: {clean(exc, 200)}"))
+            return
+        result.append((True, "readable"))
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return result[0] if result else (False, f"no answer within {timeout:g} s")
 
 
 def cmd_doctor(args: Any, env: Env) -> int:
@@ -574,14 +625,14 @@ class MonitorState:
         if self.last_pid is not None and pid != self.last_pid:
             self.restarts += 1
         self.last_pid = pid
-        self.p95.append(float(health.get("latency_ms", {}).get("p95") or 0.0))
+        self.p95.append(as_float(_dict(health.get("latency_ms")).get("p95")))
 
 
 def monitor_line(health: dict[str, Any] | None, state: MonitorState, colour: bool = False) -> str:
     now = time.strftime("%H:%M:%S")
     if health is None:
         return f"{now} {paint('unreachable', colour)}, reconnecting (restarts seen {state.restarts})"
-    lat = health.get("latency_ms") or {}
+    lat = _dict(health.get("latency_ms"))
     status = str(health.get("status", "-"))
     return (f"{now} {paint(f'{status:<10}', colour, status)} queue {show(health.get('queue_size'))}/{show(health.get('queue_capacity'))} "
             f"in-flight {show(health.get('in_flight'))}/{show(health.get('capacity'))} rate {show(health.get('rate_per_s'))}/s "

@@ -1,12 +1,16 @@
 """Reading the daemon's journal entries back, whoever ran it (user unit, system unit, by hand).
 
-Every entry the daemon writes carries ``SYSLOG_IDENTIFIER=flipedit-previewd``,
-so one match finds them all; the unit the entry came from is shown, not used
-to select. Time specs follow journalctl's common forms.
+Any local process can write an entry with ``SYSLOG_IDENTIFIER=flipedit-previewd`` and our
+``MESSAGE_ID``s, so entries are selected by fields journald itself sets from the sender's
+credentials: ``_SYSTEMD_UNIT`` (the system unit), or ``_UID`` = our own uid (our user unit, or
+a daemon we started by hand). Events are recognised only by known ``MESSAGE_ID``s, numbers
+are parsed defensively (nan, inf and junk are ignored and counted), and what is printed is
+escaped. Time specs follow journalctl's common forms.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,6 +19,8 @@ from typing import Any
 from systemd import journal
 
 from ..journal import MESSAGE_IDS, SYSLOG_IDENTIFIER
+from ..textsafe import finite_number
+from .safeout import clean
 
 EVENT_BY_ID = {v: k for k, v in MESSAGE_IDS.items()}
 UNITS = {"s": 1, "sec": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "minute": 60, "minutes": 60,
@@ -65,14 +71,30 @@ def _parse_time(text: str, now: datetime | None = None) -> datetime:
     raise BadTime(f"cannot understand time '{text}'; try 'YYYY-MM-DD HH:MM:SS', '1 hour ago', 'today' or '@EPOCH'")
 
 
-def open_reader(directory: str | None = None, files: list[str] | None = None) -> Any:
+SERVICE_UNIT = "flipedit-preview.service"
+# Numbers in fields that were not numbers (nan, inf, junk): ignored, and counted here for stats.
+IGNORED = {"fields": 0}
+
+
+def open_reader(directory: str | None = None, files: list[str] | None = None, uid: int | None = None) -> Any:
+    """Entries of the system unit, or with our identifier sent by our own uid (user unit or by hand).
+
+    A copied journal (``--directory``/``--file``) comes from another machine whose uids mean
+    nothing here: there, the user unit's entries are taken from any uid.
+    """
     if files:
         reader = journal.Reader(files=files)
     elif directory:
         reader = journal.Reader(path=directory)
     else:
         reader = journal.Reader()
-    reader.add_match(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
+    uid = os.getuid() if uid is None else uid
+    reader.add_match(_SYSTEMD_UNIT=SERVICE_UNIT)
+    reader.add_disjunction()
+    if files or directory:
+        reader.add_match(_SYSTEMD_USER_UNIT=SERVICE_UNIT)
+        reader.add_disjunction()
+    reader.add_match(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER, _UID=str(uid))
     return reader
 
 
@@ -89,17 +111,17 @@ def entries(reader: Any, since: datetime | None = None, until: datetime | None =
 def event_of(entry: dict[str, Any]) -> str:
     raw: Any = entry.get("MESSAGE_ID")
     key = raw.hex if isinstance(getattr(raw, "hex", None), str) else str(raw or "").replace("-", "")
-    return EVENT_BY_ID.get(key, str(entry.get("EVENT", "")))
+    return EVENT_BY_ID.get(key, "")  # only our MESSAGE_IDs name events; an EVENT field alone is anyone's word
 
 
 def number(entry: dict[str, Any], field: str) -> float | None:
     value = entry.get(field)
     if value is None:
         return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+    number = finite_number(value)
+    if number is None:
+        IGNORED["fields"] += 1
+    return number
 
 
 def as_json(entry: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +149,11 @@ def short_line(entry: dict[str, Any]) -> str:
     stamp = entry.get("__REALTIME_TIMESTAMP")
     when = stamp.strftime("%b %d %H:%M:%S.%f")[:-3] if isinstance(stamp, datetime) else "?"
     unit = entry.get("_SYSTEMD_USER_UNIT") or entry.get("_SYSTEMD_UNIT") or "by hand"
-    event, message = event_of(entry), str(entry.get("MESSAGE", ""))
+    event = event_of(entry) or "-"
+    message = entry.get("MESSAGE", "")
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    message = str(message)
     if message.startswith(f"{event}: "):  # entries of older versions repeated the event in the message
         message = message[len(event) + 2:]
-    return f"{when} {unit}[{entry.get('_PID', '?')}] {event}: {message}"
+    return f"{when} {clean(unit, 80)}[{clean(entry.get('_PID', '?'), 12)}] {event}: {clean(message, 2000)}"

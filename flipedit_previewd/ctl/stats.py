@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from .journal_read import event_of, number
+from .journal_read import IGNORED, event_of, number
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -28,11 +28,14 @@ def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
     ahead: Counter[str] = Counter()
     overloads: list[dict[str, Any]] = []
     open_overload: datetime | None = None
+    ignored_before = IGNORED["fields"]
     for entry in entries:
         event = event_of(entry)
+        if not event:
+            continue  # not one of our MESSAGE_IDs
         stamp = entry.get("__REALTIME_TIMESTAMP")
         if event == "request":
-            outcome = str(entry.get("OUTCOME", "unknown"))
+            outcome = str(entry.get("OUTCOME", "unknown"))[:40]
             outcomes[outcome] += 1
             for field in timings:
                 value = number(entry, field.upper())
@@ -44,15 +47,21 @@ def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 if outcome not in ("rendered", "shared"):
                     per_minute[minute]["bad"] += 1
         elif event in ("summary", "rejections"):
-            for key, value in entry.items():
-                if key.startswith("COUNT_"):
-                    outcomes[key[6:].lower()] += int(value)
-                    if event == "rejections" and isinstance(stamp, datetime):
-                        minute = stamp.strftime("%Y-%m-%d %H:%M")
-                        per_minute[minute]["requests"] += int(value)
-                        per_minute[minute]["bad"] += int(value)
-                elif key.startswith("AHEAD_"):
-                    ahead[key[6:].lower()] += int(value)
+            for key in entry:
+                if not key.startswith(("COUNT_", "AHEAD_")):
+                    continue
+                count = number(entry, key)
+                if count is None or not 0 <= count < 1e12:
+                    continue  # junk, nan or a forged absurd count: ignored
+                name = key[6:].lower()
+                if key.startswith("AHEAD_"):
+                    ahead[name] += int(count)
+                    continue
+                outcomes[name] += int(count)
+                if event == "rejections" and isinstance(stamp, datetime):
+                    minute = stamp.strftime("%Y-%m-%d %H:%M")
+                    per_minute[minute]["requests"] += int(count)
+                    per_minute[minute]["bad"] += int(count)
             if event == "rejections":
                 events[event] += 1
         else:
@@ -80,4 +89,5 @@ def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "watchdog_withheld": events["watchdog_withheld"],
         "workers_hung": events["worker_hung"],
         "events": dict(sorted(events.items())),
+        "ignored_fields": IGNORED["fields"] - ignored_before,
     }

@@ -34,6 +34,7 @@ def project(tmp_path: Path) -> tuple[Path, dict[str, int]]:
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    data = data.replace(b"\r\nHost: x\r\n", b"\r\nHost: 127.0.0.1:%d\r\n" % port)  # the daemon's own name
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
         chunks = []
@@ -133,8 +134,8 @@ MALFORMED: list[tuple[bytes, set[int]]] = [
     (b"GET / HTTP/1.1\r\nHost: x\r\nBad\x00Header: v\r\n\r\n", {400}),
     (b"GET http://example.com/ HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", {400}),
-    (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{bad}", {400}),
-    (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]", {400}),
+    (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{bad}", {401}),  # no token: refused before the body is read
+    (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]", {401}),
     (b"DELETE /get_frame/1 HTTP/1.1\r\nHost: x\r\n\r\n", {405}),
     (b"GET /get_frame/-5 HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     (b"GET /get_frame/99999999999 HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
@@ -262,7 +263,7 @@ def test_client_gone_while_queued_is_dropped_without_rendering(start_daemon: Any
     holder.start()
     time.sleep(0.2)
     sock = socket.create_connection(("127.0.0.1", daemon.port))
-    sock.sendall(b"GET /get_frame/21 HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.sendall(b"GET /get_frame/21 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % daemon.port)
     time.sleep(0.2)
     assert daemon.health()["queue_size"] == 1
     sock.close()
@@ -337,7 +338,8 @@ def test_put_timeline_validates_and_guards_paths(start_daemon: Any, project: tup
 
     def put(path: str, **extra: Any) -> requests.Response:
         clip = {"source_path": path, "start_on_track_ms": 0, "end_on_track_ms": 1000, **extra}
-        return requests.put(daemon.url + "/timeline", data=json.dumps({"tracks": [{"clips": [clip]}]}), timeout=5)
+        return requests.put(daemon.url + "/timeline", data=json.dumps({"tracks": [{"clips": [clip]}]}), timeout=5,
+                            headers=daemon.auth)
 
     bad = put(str(green), flip=7)
     assert bad.status_code == 400 and bad.json()["field"] == "timeline.tracks[0].clips[0].flip"

@@ -38,6 +38,12 @@ class Deployed:
     def show(self, *props: str) -> dict[str, str]:
         return self.box.show(UNIT, *props)
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header that lets a request change the timeline over TCP: the token the daemon wrote in its runtime directory."""
+        token = self.box.run("cat", "/run/user/0/flipedit-preview/token").stdout.strip()
+        return {"Authorization": f"Bearer {token}"}
+
     def main_pid(self) -> int:
         return int(self.show("MainPID")["MainPID"])
 

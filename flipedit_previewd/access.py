@@ -1,0 +1,196 @@
+"""Who may talk to the daemon, and who may change what it shows.
+
+The editor's port is reachable by every local program, and by web pages through
+the user's browser (DNS rebinding: a hostile name resolving to 127.0.0.1). So:
+
+- every request's ``Host`` must name the daemon itself (``127.0.0.1:PORT``,
+  ``localhost:PORT``, ``[::1]:PORT``; anything on the unix socket), or the
+  configured ``allowed_hosts``; otherwise 421;
+- a request a browser made for a page (``Origin``, or ``Sec-Fetch-Site`` other
+  than ``none``) is refused with 403; the editor's Dart client sends neither;
+- state-changing requests (``PUT``/``DELETE /timeline``) come only from the
+  daemon's own user: on the unix socket by ``SO_PEERCRED``, over TCP with the
+  bearer token the daemon writes at start to a 0600 file only that user can read.
+
+Refusals are journaled once per client per minute, so a flood cannot flood the journal.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import socket
+import stat
+import struct
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import Forbidden, Misdirected, Unauthorized
+from .protocol import Request
+
+TOKEN_DIR = "flipedit-preview"
+TOKEN_NAME = "token"
+STATE_CHANGING = {"PUT", "DELETE", "POST", "PATCH"}
+GUARDED_PATHS = {"/timeline"}  # endpoints that change state; add any later one here
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """What the kernel says about the other end of a connection; nothing the client claims."""
+
+    family: str  # "unix" or "tcp"
+    address: str = ""  # client IP, or "uid N" on the unix socket
+    uid: int | None = None  # unix socket only (SO_PEERCRED)
+    local_port: int | None = None  # TCP only: the port the client connected to
+
+
+def peer_of(transport: Any) -> Peer:
+    sock = transport.get_extra_info("socket")
+    family = getattr(sock, "family", None)
+    if family == socket.AF_UNIX:
+        uid: int | None = None
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            uid = struct.unpack("3i", raw)[1]
+        except (OSError, struct.error):
+            pass
+        return Peer("unix", f"uid {uid}", uid)
+    peer = transport.get_extra_info("peername")
+    local = transport.get_extra_info("sockname")
+    return Peer("tcp", str(peer[0]) if isinstance(peer, tuple) else "?",
+                local_port=local[1] if isinstance(local, tuple) and len(local) >= 2 else None)
+
+
+def token_path(environ: Mapping[str, str], configured: str = "") -> str:
+    """Where the token lives: ``token_file``, else systemd's RuntimeDirectory, else $XDG_RUNTIME_DIR/flipedit-preview."""
+    if configured:
+        return os.path.expanduser(configured)
+    runtime_directory = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if runtime_directory:
+        return os.path.join(runtime_directory, TOKEN_NAME)
+    base = environ.get("XDG_RUNTIME_DIR", "")
+    return os.path.join(base, TOKEN_DIR, TOKEN_NAME) if base else ""
+
+
+def token_candidates(environ: Mapping[str, str]) -> list[str]:
+    """Where clients look for the token: the user daemon's, then the system unit's."""
+    found = []
+    base = environ.get("XDG_RUNTIME_DIR", "")
+    if base:
+        found.append(os.path.join(base, TOKEN_DIR, TOKEN_NAME))
+    found.append(os.path.join("/run", TOKEN_DIR, "auth", TOKEN_NAME))  # the system unit's RuntimeDirectory
+    return found
+
+
+def write_token(path: str) -> str:
+    """A fresh random token in a new 0600 file (replaced atomically, never through a symlink)."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, token.encode() + b"\n")
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return token
+
+
+def read_token(environ: Mapping[str, str]) -> str:
+    """The token if one of ours is readable: a regular file owned by us, not readable by others."""
+    for path in token_candidates(environ):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not (stat.S_ISREG(st.st_mode) and st.st_uid in (os.getuid(), st.st_uid if os.getuid() == 0 else -1)
+                    and st.st_mode & 0o077 == 0):
+                continue
+            text = os.read(fd, 256).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+        if text:
+            return text
+    return ""
+
+
+class Guard:
+    """The checks every request passes before routing; raises the refusal, logs it once per client per minute."""
+
+    def __init__(self, allowed_hosts: tuple[str, ...] | list[str], token: str, log: Any, own_uid: int | None = None) -> None:
+        self.allowed_hosts = {h.lower() for h in allowed_hosts}
+        self.token = token
+        self.log = log
+        self.own_uid = os.getuid() if own_uid is None else own_uid
+        self._logged: dict[str, float] = {}
+        self.refused = 0
+
+    def check(self, request: Request, peer: Peer | None) -> None:
+        if peer is None:
+            return  # called without a connection (unit tests of routing): nothing to check against
+        try:
+            self._check(request, peer)
+        except (Forbidden, Misdirected, Unauthorized) as exc:
+            self.refused += 1
+            self._note(request, peer, exc)
+            raise
+
+    def _check(self, request: Request, peer: Peer) -> None:
+        headers = request.headers
+        # HTTP/1.0 may omit Host (browsers never do, so this opens nothing to a web page); 1.1 must send one (h11).
+        host = headers.get("host")
+        if peer.family == "tcp" and not (host is None and request.http_version == "1.0") and not self.host_allowed(host, peer.local_port):
+            raise Misdirected("Host must name this daemon (127.0.0.1, localhost or [::1] and its port)", field="host")
+        if "origin" in headers:
+            raise Forbidden("requests from web pages (Origin) are refused", field="origin")
+        fetch_site = headers.get("sec-fetch-site")
+        if fetch_site is not None and fetch_site.strip().lower() != "none":
+            raise Forbidden("requests from web pages (Sec-Fetch-Site) are refused", field="sec-fetch-site")
+        if request.method in STATE_CHANGING and request.path in GUARDED_PATHS:
+            self.check_owner(headers, peer)
+
+    def host_allowed(self, host: str | None, port: int | None) -> bool:
+        if "*" in self.allowed_hosts:
+            return True
+        if not host or "," in host:
+            return False
+        host = host.strip().lower()
+        if host in self.allowed_hosts:
+            return True
+        names = [f"{name}:{port}" for name in LOOPBACK_NAMES]
+        if port == 80:
+            names += list(LOOPBACK_NAMES)
+        return host in names
+
+    def check_owner(self, headers: Mapping[str, str], peer: Peer) -> None:
+        if peer.family == "unix":
+            if peer.uid is None or peer.uid != self.own_uid:
+                raise Forbidden("only the daemon's own user may change the timeline", field="peer")
+            return
+        auth = headers.get("authorization", "")
+        scheme, _, given = auth.partition(" ")
+        if not auth or scheme.lower() != "bearer":
+            raise Unauthorized("changing the timeline over TCP needs 'Authorization: Bearer <token>' "
+                               "(the token file in $XDG_RUNTIME_DIR/flipedit-preview/), or use the unix socket",
+                               field="authorization")
+        if not self.token or not hmac.compare_digest(given.strip().encode("latin-1", "replace"), self.token.encode()):
+            raise Forbidden("wrong token", field="authorization")
+
+    def _note(self, request: Request, peer: Peer, exc: Any) -> None:
+        now = time.monotonic()
+        if len(self._logged) > 4096:
+            self._logged = {k: t for k, t in self._logged.items() if now - t < 60}
+        last = self._logged.get(peer.address)
+        if last is not None and now - last < 60:
+            return
+        self._logged[peer.address] = now
+        self.log.emit("access_denied", f"{exc.status} to {peer.address}: {exc.detail} ({request.method} {request.target})",
+                      "notice", STATUS=exc.status, CLIENT=peer.address, METHOD=request.method, PATH=request.target,
+                      HOST=request.headers.get("host"), ORIGIN=request.headers.get("origin"), REASON=exc.detail)

@@ -1,0 +1,141 @@
+"""previewctl as the victim: a fake server on a test port says whatever an attacker likes.
+
+Every subcommand must end within its deadline, create no file, print no raw control
+character, and exit with a documented code (0-3), whatever the server answers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import resource
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import ROOT
+
+from flipedit_previewd.ctl import main
+from flipedit_previewd.ctl.commands import Env
+
+RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+EVIL = "\x1b[2J\x1b]8;;http://evil.example/\x07click\x1b]8;;\x07\r\nFAKE LINE \u202e [/bold] [link=file:///etc/passwd]x[/link]"
+
+
+def crafted_health(tmp: Path) -> dict[str, Any]:
+    return {"status": "ok [/bold]" + EVIL, "queue_size": "lots", "queue_capacity": float("nan"), "in_flight": EVIL,
+            "capacity": None, "rejected_last_minute": "1e999", "keepalive_timeout_s": "inf",
+            "latency_ms": {"p50": EVIL, "p95": "nan", "p99": [1]}, "counters": {EVIL: EVIL},
+            "workers": [{"index": EVIL}, "junk", {"pid": 1, "state": EVIL, "frame": 1, "since_s": "x", "completed": None}],
+            "project": {"path": str(tmp / "victim.db?mode=rwc&x="), "state": EVIL, "error": EVIL},
+            "media_roots": [EVIL], "media_roots_skipped": [EVIL], "pid": EVIL, "version": EVIL, "uptime_s": EVIL}
+
+
+class Fake(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    mode = "crafted"
+    tmp = Path("/tmp")
+
+
+class Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.settimeout(30)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        path = head.split(b" ")[1].decode("latin-1")
+        mode = self.server.mode  # type: ignore[attr-defined]
+        tmp = self.server.tmp  # type: ignore[attr-defined]
+        try:
+            if mode == "crafted":
+                if path.startswith("/health"):
+                    body = json.dumps(crafted_health(tmp)).encode()
+                elif path.startswith("/debug/timeline"):
+                    body = json.dumps({"clips": [{"source_path": "/nonexistent/" + EVIL}, {"source_path": 5}, "x"]}).encode()
+                else:
+                    body = EVIL.encode()
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Cache: " + EVIL.encode("latin-1", "replace")[:20].replace(b"\r\n", b"")
+                             + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+            elif mode == "fifo":
+                body = json.dumps({"status": "ok", "project": {"path": str(tmp / "fifo.db"), "state": "ok"}}).encode()
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+            elif mode == "drip":
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n{")
+                for _ in range(600):
+                    sock.sendall(b" ")
+                    time.sleep(0.1)
+            elif mode == "drip-head":
+                for byte in b"HTTP/1.1 200 OK\r\nX-" + b"a" * 1000:
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.1)
+            elif mode in ("huge", "huge-unsized"):
+                size = 300 * 1024 * 1024
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             + (b"Content-Length: %d\r\n" % size if mode == "huge" else b"Connection: close\r\n") + b"\r\n[")
+                block = b"1," * 32768
+                for _ in range(size // len(block)):
+                    sock.sendall(block)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[Fake]:
+    server = Fake(("127.0.0.1", 0), Handler)
+    server.tmp = tmp_path
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+SUBCOMMANDS = [(["health"], 8), (["health", "--json"], 8), (["monitor", "--count", "2", "--interval", "0.1"], 12),
+               (["render", "1", "-o", "out.jpg"], 8), (["doctor"], 30), (["status"], 30), (["logs", "-n", "5"], 15),
+               (["stats"], 15)]
+
+
+@pytest.mark.parametrize("mode", ["crafted", "fifo", "drip", "drip-head", "huge", "huge-unsized"])
+def test_every_subcommand_survives_a_hostile_server(fake: Fake, tmp_path: Path, mode: str) -> None:
+    fake.mode = mode
+    os.mkfifo(tmp_path / "fifo.db")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    before = set(tmp_path.rglob("*"))
+    url = f"http://127.0.0.1:{fake.server_address[1]}"
+    for argv, deadline in SUBCOMMANDS:
+        started = time.monotonic()
+        proc = subprocess.run([str(ROOT / ".venv/bin/previewctl"), "--url", url, "--timeout", "2", *argv], cwd=work,
+                              capture_output=True, timeout=deadline + 30, env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)})
+        elapsed = time.monotonic() - started
+        out = proc.stdout.decode("utf-8", "replace") + proc.stderr.decode("utf-8", "replace")
+        assert elapsed < deadline, (mode, argv, elapsed, out[-500:])
+        assert proc.returncode in (0, 1, 2, 3), (mode, argv, proc.returncode, out[-500:])
+        assert not RAW_CONTROL.search(out.replace("\n", "")), (mode, argv, out[-800:])
+        assert "unexpected error" not in out and "Traceback" not in out, (mode, argv, out[-800:])
+        assert set(tmp_path.rglob("*")) == before, (mode, argv, set(tmp_path.rglob("*")) - before)
+    # 300 MB answers are refused at the cap: previewctl never held more than a fraction of one.
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 250 * 1024
+
+
+def test_monitor_on_a_terminal_shows_markup_as_text(fake: Fake, tmp_path: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--url", f"http://127.0.0.1:{fake.server_address[1]}", "--timeout", "2", "monitor", "--count", "1",
+                 "--interval", "0.01"], Env(out, err, {}, True, False, 120, sleep=lambda s: None))
+    text = out.getvalue() + err.getvalue()
+    assert code == 0, text
+    assert "[/bold]" in text and "\\x1b[2J" in text
+    assert "\x1b]8" not in text and "\x1b[2J" not in text
