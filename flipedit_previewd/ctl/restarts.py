@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from ..journal import SYSLOG_IDENTIFIER
-from .journal_read import event_of
+from .journal_read import event_of, open_reader
 
 SERVICE = "flipedit-preview.service"
 # systemd's catalogued MESSAGE_IDs (sd-messages.h)
@@ -94,21 +94,20 @@ def classify(entries: Iterable[dict[str, Any]]) -> list[Restart]:
 
 
 def open_unit_reader(directory: str | None, files: list[str] | None, user_scope: bool) -> Any:
-    """The daemon's entries OR the manager's entries about the unit (this user's manager, or PID 1)."""
-    from systemd import journal
+    """The daemon's entries OR the manager's entries about the unit (this user's manager, or PID 1).
 
-    if files:
-        reader = journal.Reader(files=files)
-    elif directory:
-        reader = journal.Reader(path=directory)
-    else:
-        reader = journal.Reader()
-    reader.add_match(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
+    Both by fields a local process cannot forge (issue 11): the daemon's own as ``open_reader``
+    matches them, the manager's by the uid of this user's manager or by PID 1.
+    """
+    reader = open_reader(directory, files)
     reader.add_disjunction()
     if user_scope:
-        reader.add_match(USER_UNIT=SERVICE, _UID=str(os.getuid()))
+        if files or directory:
+            reader.add_match(USER_UNIT=SERVICE)  # a copied journal: its uids mean nothing here
+        else:
+            reader.add_match(USER_UNIT=SERVICE, _UID=str(os.getuid()))
     else:
-        reader.add_match(UNIT=SERVICE)
+        reader.add_match(UNIT=SERVICE, _PID="1")
     return reader
 
 
