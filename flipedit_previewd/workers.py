@@ -91,7 +91,7 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
             if current is None or current.revision != job.revision:
                 conn.send(("error", job.job_id, "worker has no timeline for this job", 0.0))
                 continue
-            job = RenderJob(job.job_id, job.frame, job.spec, current, job.broken, job.revision)
+            job = RenderJob(job.job_id, job.frame, job.spec, current, job.broken, job.revision, job.roots)
         started = time.perf_counter()
         try:
             if job.timeline.source != "warm-up":

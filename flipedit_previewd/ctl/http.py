@@ -178,7 +178,7 @@ class DaemonClient:
             try:
                 response = self._exchange(method, target, path, max_bytes, **kwargs)
             except requests.RequestException as exc:
-                errors.append(f"{target.shown}: {_why(exc, kwargs['timeout'])}")
+                errors.append(f"{target.shown}: {_why(exc, kwargs.get('timeout', self.timeout))}")
                 continue
             except Unreachable as exc:
                 errors.append(str(exc))

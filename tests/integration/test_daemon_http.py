@@ -281,7 +281,7 @@ def test_sigterm_stops_accepting_and_drains_what_was_received(start_daemon: Any,
     results: list[int] = []
     threads = [threading.Thread(target=lambda f=f: results.append(daemon.get(f"/get_frame/{30 + f}").status_code)) for f in range(3)]
     open_conn = socket.create_connection(("127.0.0.1", daemon.port))
-    open_conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    open_conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % daemon.port)
     assert open_conn.recv(65536).startswith(b"HTTP/1.1 200")
     for t in threads:
         t.start()

@@ -397,7 +397,7 @@ def test_2000_pipelined_requests_read_by_nobody(start_daemon: Any, red_project: 
     before = _pss_kb(daemon.proc.pid)
     hog = socket.create_connection(("127.0.0.1", daemon.port))
     hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    requests_blob = b"".join(f"GET /get_frame/{i % 300}?width={1000 + i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(2000))
+    requests_blob = b"".join(f"GET /get_frame/{i % 300}?width={1000 + i} HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\n\r\n".encode() for i in range(2000))
     sender = threading.Thread(target=lambda: _send_quietly(hog, requests_blob))
     sender.start()
     time.sleep(3)
@@ -458,7 +458,7 @@ def test_max_connections_plus_100_get_503_and_no_emfile(tmp_path: Path, red_proj
         statuses = [a.split(b" ", 2)[1] if a.startswith(b"HTTP/1.1 ") else a[:40] for a in answers]
         served = []
         for sock in held[:20]:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % daemon.port)
             served.append(sock.recv(200).split(b" ", 2)[1])
         held.pop().close()  # a free slot for the health request below
         time.sleep(0.3)

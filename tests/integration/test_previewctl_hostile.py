@@ -134,7 +134,7 @@ def test_every_subcommand_survives_a_hostile_server(fake: Fake, tmp_path: Path, 
 def test_monitor_on_a_terminal_shows_markup_as_text(fake: Fake, tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     code = main(["--url", f"http://127.0.0.1:{fake.server_address[1]}", "--timeout", "2", "monitor", "--count", "1",
-                 "--interval", "0.01"], Env(out, err, {}, True, False, 120, sleep=lambda s: None))
+                 "--interval", "0.1"], Env(out, err, {}, True, False, 120, sleep=lambda s: None))
     text = out.getvalue() + err.getvalue()
     assert code == 0, text
     assert "[/bold]" in text and "\\x1b[2J" in text

@@ -150,7 +150,7 @@ def test_request_id_and_header_bytes(start_daemon: Any, scene: dict[str, Any]) -
     status, answer = exchange(port, b"GET /get_frame/6 HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc-123_Z\r\n\r\n")
     assert status == 200 and b"X-Request-Id: abc-123_Z\r\n" in answer
     status, answer = exchange(port, b"GET /get_frame/7 HTTP/1.1\r\nHost: x\r\nX-Request-Id: a\x1bb\r\n\r\n")
-    assert status in (200, 400) and b"\x1b" not in answer
+    assert status in (200, 400) and b"\x1b" not in answer.partition(b"\r\n\r\n")[0]  # the head: the body is a JPEG
     huge = json.dumps({"tracks": [{"id": int("9" * 400), "clips": []}]}).encode()
     status, answer = exchange(port, b"PUT /timeline HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nContent-Length: %d\r\n\r\n%s"
                               % (daemon.auth["Authorization"].encode(), len(huge), huge))

@@ -113,7 +113,7 @@ def test_handed_over_connection_never_used_again_is_closed_by_idle_timeout(deplo
     d = deployed(env={"FLIPEDIT_PREVIEWD_KEEPALIVE_TIMEOUT": str(keepalive)})
     started(d)
     sock = socket.create_connection(("127.0.0.1", d.port))
-    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % d.port)
     assert sock.recv(65536).startswith(b"HTTP/1.1 200")
     d.box.systemctl("restart", UNIT)
     restarted = time.monotonic()
@@ -222,7 +222,7 @@ def store_refused(d: Deployed) -> None:
     warned = d.journal(MESSAGE_ID=MESSAGE_IDS["fdstore_unavailable"])
     assert warned and "refused" in warned[-1]["FDSTORE"]
     sock = socket.create_connection(("127.0.0.1", d.port))
-    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % d.port)
     assert sock.recv(65536).startswith(b"HTTP/1.1 200")
     d.box.systemctl("restart", UNIT)
     stopped = d.journal(MESSAGE_ID=MESSAGE_IDS["stopped"])
@@ -277,11 +277,11 @@ def test_pipelined_request_read_before_sigterm_is_answered_then_the_connection_h
     old = str(d.main_pid())
     sock = socket.create_connection(("127.0.0.1", d.port))
     # Two requests in one segment: the second is read into the daemon's buffer while the first renders.
-    sock.sendall(b"GET /get_frame/1?width=161 HTTP/1.1\r\nHost: x\r\n\r\nGET /get_frame/2?width=162 HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.sendall(b"GET /get_frame/1?width=161 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\nGET /get_frame/2?width=162 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (d.port, d.port))
     time.sleep(0.2)
     d.box.systemctl("restart", UNIT)
     first, second = read_responses(sock, 2)
-    sock.sendall(b"GET /get_frame/3?width=163 HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.sendall(b"GET /get_frame/3?width=163 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % d.port)
     (third,) = read_responses(sock, 1)
     served_by = [r[1]["x-request-id"].split("-")[0] for r in (first, second, third)]
     print(f"\n[fdstore] pipelined pair across a restart: statuses {[first[0], second[0], third[0]]}, served by {served_by} (old {old})")

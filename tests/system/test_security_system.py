@@ -107,14 +107,14 @@ def test_forged_journal_entries_from_another_uid_change_nothing(deployed: Any) -
     d = deployed()
     requests.get(d.url + "/health", timeout=30)
     wait_active(d)
-    for frame in range(3):
+    for frame in (0, 10, 20):  # not a playback: no render-ahead work to change the figures in between
         assert requests.get(f"{d.url}/get_frame/{frame}", timeout=30).status_code == 200
     time.sleep(1.0)
     keys = ("requests", "starts", "restarts", "watchdog_withheld", "workers_hung", "total_ms", "overload_periods")
 
     def view() -> tuple[dict[str, Any], str, str]:
         stats = json.loads(ctl(d, "stats", "--json").stdout)
-        doctor = [line for line in ctl(d, "doctor").stdout.splitlines() if "watchdog or restarts" in line]
+        doctor = [line for line in ctl(d, "doctor").stdout.splitlines() if "no faults (watchdog" in line]
         return {k: stats[k] for k in keys}, ctl(d, "logs").stdout, "\n".join(doctor)
 
     before = view()
