@@ -317,9 +317,11 @@ class ProjectSource:
         with self._read_lock:
             now = time.monotonic()
             media_due = force or now - self._checked >= MEDIA_STAT_INTERVAL
+            # Whoever claimed the re-stat on the fast path is here now (or another reader just did it):
+            # release the claim either way, or a claim left behind would stop media from being followed.
+            self._restat_claimed = False
             if media_due:
                 self._checked = now
-                self._restat_claimed = False
             override = self._override
             if override is not None:
                 if media_due:
