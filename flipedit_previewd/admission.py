@@ -40,7 +40,7 @@ class Pending:
     waiters: int = 0
     started: float = 0.0
     speculative: bool = False  # render-ahead: nobody waits yet; a real request may take it over
-    revision: str = ""  # the timeline revision a speculative job was planned for
+    revision: str = ""  # the timeline revision it was planned for / its requests arrived with / it renders
 
 
 class RateMeter:
@@ -137,14 +137,19 @@ class Admission:
 
     # --- the event loop's side ---------------------------------------------------------------
 
-    def submit(self, key: Key) -> Pending:
-        """Join an identical queued request, or queue a new one, or raise ``Overloaded``."""
+    def submit(self, key: Key, revision: str = "") -> Pending:
+        """Join an identical queued request, or queue a new one, or raise ``Overloaded``.
+
+        ``revision`` is the timeline revision current when the request arrived: a queued job for the
+        same key is not held back behind an in-flight render of an older revision (see ``_eligible``).
+        """
         if self.stopping:
             raise self.reject("stopping", "the daemon is stopping")
         with self._cond:
             pending = self.queue.get(key)
             if pending is not None:
                 pending.waiters += 1
+                pending.revision = revision or pending.revision
                 self.counters["joined"] += 1
                 return pending
             full = len(self.queue) >= self.queue_size
@@ -159,7 +164,8 @@ class Admission:
                     self.counters["admitted"] += 1
                     self._cond.notify()
                     return ahead
-                pending = Pending(key, time.monotonic() + self.queue_timeout, asyncio.get_running_loop().create_future(), waiters=1)
+                pending = Pending(key, time.monotonic() + self.queue_timeout, asyncio.get_running_loop().create_future(), waiters=1,
+                                  revision=revision)
                 self.queue[key] = pending
                 self.counters["admitted"] += 1
                 self._cond.notify()
@@ -225,12 +231,16 @@ class Admission:
     def _eligible(self) -> Pending | None:
         """The oldest queued job whose key is not being rendered: one render in flight per URL.
 
+        Unless the render in flight is of an older timeline revision than the one the queued job's
+        requests arrived with (a drag): then it starts at once on another worker instead of waiting
+        for a frame its requests must not get anyway.
         Real jobs first; a render-ahead job only when no real one can start and fewer than
         ``ahead_limit`` speculative renders run, so speculation only ever uses idle workers.
         """
         busy = {p.key for p in self.in_flight.values()}
+        rendering = {(p.key, p.revision) for p in self.in_flight.values()}
         for pending in self.queue.values():
-            if pending.key not in busy:
+            if pending.key not in busy or (pending.revision and (pending.key, pending.revision) not in rendering):
                 return pending
         if self.ahead and self._ahead_running() < self.ahead_limit:
             now = time.monotonic()

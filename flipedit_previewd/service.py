@@ -139,6 +139,7 @@ class Service:
         self.metrics.queue_wait.observe(queue_ms / 1000)
         try:
             timeline = self.source.current()
+            pending.revision = timeline.revision  # what this render shows (admission: newer requests need not wait for it)
             self._publish_source_events()
             etag = frame_etag(timeline, frame, spec)
             cached = self.frames.get(etag)
@@ -237,7 +238,7 @@ class Service:
         try:
             if over_limit:
                 raise self.admission.reject("connections", f"more than {self.config.max_connections} connections open")
-            pending = self.admission.submit((frame, spec))
+            pending = self.admission.submit((frame, spec), timeline.revision)
             shared = pending.waiters > 1
             result = await asyncio.shield(pending.future)
             outcome, status = ("shared" if shared else "rendered"), 200
