@@ -19,12 +19,12 @@ from typing import Any
 
 from . import __version__
 from .admission import Admission, Pending
-from .compositor import OutputSpec
 from .config import Config
 from .errors import BadRequest, HTTPError, MethodNotAllowed, NotFound, Overloaded, RenderFailed
 from .framecache import FrameCache
 from .journal import EventLog
 from .metrics import Metrics
+from .output import OutputSpec
 from .projectdb import ProjectSource, asset_dirs
 from .projects import ProjectFollower, Switch
 from .protocol import Request, Response

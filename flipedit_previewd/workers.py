@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .compositor import OutputSpec, RenderResult, compose
 from .errors import GatewayTimeout, RenderFailed
+from .output import OutputSpec, RenderResult
 from .timeline import Timeline
 
 
@@ -48,6 +48,7 @@ class RenderOutcome:
 
 def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> None:
     """Child process loop: one job at a time, results back over the pipe."""
+    from .compositor import compose  # PyAV and Pillow: in the workers only (output.py)
     from .media import MediaPool
 
     def orphan_guard() -> None:
