@@ -29,6 +29,7 @@ from typing import Any
 from .errors import Overloaded
 
 Key = tuple[Any, ...]
+LOCALITY_FRAMES = 30  # a worker prefers a queued frame this close after its last one (about one GOP)
 
 
 @dataclass
@@ -95,6 +96,7 @@ class Admission:
         self.ahead_limit = 0
         self.stopping = False
         self.closed = False
+        self.last_frame: dict[int, int] = {}  # per worker: the frame its decoders are at (see _eligible)
         self._cond = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -228,8 +230,13 @@ class Admission:
 
     # --- the workers' side (driver threads) -----------------------------------------------------
 
-    def _eligible(self) -> Pending | None:
+    def _eligible(self, worker: int = -1) -> Pending | None:
         """The oldest queued job whose key is not being rendered: one render in flight per URL.
+
+        Unless a younger one is a few frames after the last frame ``worker`` rendered, while the oldest
+        still has more than half its queue time left: that worker's decoders then go on forward instead
+        of seeking back to a keyframe (under overload the admitted frames are scattered, and seeking
+        was the largest cost in the profile, bench/RESULTS.md).
 
         Unless the render in flight is of an older timeline revision than the one the queued job's
         requests arrived with (a drag): then it starts at once on another worker instead of waiting
@@ -239,9 +246,19 @@ class Admission:
         """
         busy = {p.key for p in self.in_flight.values()}
         rendering = {(p.key, p.revision) for p in self.in_flight.values()}
+        chosen: Pending | None = None
+        last, nearest = self.last_frame.get(worker), LOCALITY_FRAMES
         for pending in self.queue.values():
             if pending.key not in busy or (pending.revision and (pending.key, pending.revision) not in rendering):
-                return pending
+                if chosen is None:
+                    chosen = pending
+                    if last is None or chosen.deadline - time.monotonic() < self.queue_timeout / 2:
+                        break  # no decoder position to follow, or the oldest is getting late: it goes first
+                frame = pending.key[0]
+                if last is not None and isinstance(frame, int) and 0 <= frame - last < nearest:
+                    chosen, nearest = pending, frame - last
+        if chosen is not None:
+            return chosen
         if self.ahead and self._ahead_running() < self.ahead_limit:
             now = time.monotonic()
             for pending in list(self.ahead.values()):
@@ -257,7 +274,7 @@ class Admission:
         while True:
             expired: Pending | None = None
             with self._cond:
-                while (pending := self._eligible()) is None:
+                while (pending := self._eligible(worker)) is None:
                     if stop.is_set() or self.closed:
                         return None
                     self._cond.wait(0.5)
@@ -274,6 +291,8 @@ class Admission:
                 else:
                     pending.started = time.monotonic()
                     self.in_flight[worker] = pending
+                    if isinstance(pending.key[0], int):
+                        self.last_frame[worker] = pending.key[0]
                     return pending
             self._resolve(expired, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
 

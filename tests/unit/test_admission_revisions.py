@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 from flipedit_previewd.admission import Admission
 
@@ -47,4 +48,30 @@ def test_render_that_read_the_new_revision_is_not_duplicated() -> None:
         stop = threading.Event()
         threading.Timer(0.2, stop.set).start()
         assert adm.take(1, stop) is None
+    asyncio.run(scenario())
+
+
+def test_worker_goes_on_forward_from_its_last_frame_while_the_oldest_has_time() -> None:
+    async def scenario() -> None:
+        adm = Admission(capacity=2, queue_size=10, queue_timeout=5)
+        first = adm.submit((10, "s"))
+        assert adm.take(0, threading.Event()) is first
+        adm.finish(0, first, "frame 10")
+        far, behind, near = adm.submit((200, "s")), adm.submit((5, "s")), adm.submit((14, "s"))
+        assert adm.take(0, threading.Event()) is near  # 4 frames on: no seek back to a keyframe
+        assert adm.take(1, threading.Event()) is far  # no position yet: the oldest
+        assert list(adm.queue.values()) == [behind]
+    asyncio.run(scenario())
+
+
+def test_oldest_goes_first_once_half_its_queue_time_is_gone() -> None:
+    async def scenario() -> None:
+        adm = Admission(capacity=2, queue_size=10, queue_timeout=5)
+        first = adm.submit((10, "s"))
+        assert adm.take(0, threading.Event()) is first
+        adm.finish(0, first, "frame 10")
+        late = adm.submit((200, "s"))
+        late.deadline = time.monotonic() + 2.0  # less than half of 5 s left
+        adm.submit((11, "s"))
+        assert adm.take(0, threading.Event()) is late
     asyncio.run(scenario())
