@@ -48,6 +48,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", choices=("overload", "drag", "both"), default="both")
     parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--label", default="", help="file name prefix, e.g. before-")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         scene = make_scene(Path(tmp))
@@ -59,7 +60,7 @@ def main() -> int:
             assert daemon.proc is not None
             for scenario in ("overload", "drag") if args.scenario == "both" else (args.scenario,):
                 load = os.getloadavg()
-                svg, txt = HERE / f"profile-{scenario}.svg", Path(tmp) / f"{scenario}.txt"
+                svg, txt = HERE / f"profile-{args.label}{scenario}.svg", Path(tmp) / f"{scenario}.txt"
                 spies = [record(daemon.proc.pid, args.seconds, svg, "flamegraph"),
                          record(daemon.proc.pid, args.seconds, txt, "raw")]
                 time.sleep(1.0)
@@ -73,7 +74,7 @@ def main() -> int:
                 print(f"== {scenario}: load average before {load[0]:.2f} {load[1]:.2f}, after {os.getloadavg()[0]:.2f}")
                 print({k: v for k, v in result.items() if k in ("goodput_per_s", "latency_503_ms", "statuses", "settle_ms", "background_ms")})
                 if txt.exists():
-                    (HERE / f"profile-{scenario}.collapsed.txt").write_text(txt.read_text())
+                    (HERE / f"profile-{args.label}{scenario}.collapsed.txt").write_text(txt.read_text())
                     for name, share in top_frames(txt):
                         print(f"  {share:6.1%}  {name}")
         finally:

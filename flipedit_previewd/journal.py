@@ -68,9 +68,13 @@ class EventLog:
         self.counts[event] = self.counts.get(event, 0) + 1
         payload = {key.upper(): _text(value) for key, value in fields.items() if value is not None}
         if self.to_journal and _journal is not None:
+            # CODE_* given: python-systemd would otherwise run traceback.extract_stack (reading source
+            # lines) for every entry, a tenth of the event loop's time under overload (bench/RESULTS.md).
+            caller = sys._getframe(1)
             try:
                 _journal.send(message, MESSAGE_ID=MESSAGE_IDS[event], PRIORITY=str(PRIORITY[priority]),
-                              SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER, EVENT=event, **payload)
+                              SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER, EVENT=event, CODE_FILE=caller.f_code.co_filename,
+                              CODE_LINE=caller.f_lineno, CODE_FUNC=caller.f_code.co_name, **payload)
             except OSError:
                 pass  # journald gone (shutdown): stderr still carries the line
         if self.to_stderr:
