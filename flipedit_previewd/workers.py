@@ -10,6 +10,7 @@ which a thread cannot. Each worker reports what it is doing and since when, so
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import threading
@@ -22,6 +23,8 @@ from typing import Any
 from .errors import GatewayTimeout, RenderFailed
 from .output import OutputSpec, RenderResult
 from .timeline import Timeline
+
+IDLE_RELEASE_S = 10.0  # a worker without a job for this long closes its media and trims its heap
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,23 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
 
     threading.Thread(target=orphan_guard, daemon=True).start()
     media = MediaPool(settings.source_cache_bytes, settings.max_source_pixels)
+    used = False
     while True:
         try:
+            if used and not conn.poll(IDLE_RELEASE_S):
+                # Idle (the editor is closed or paused): give back decoders, cached sources and the
+                # heap they left behind; the next frame reopens its files (bench/footprint.py).
+                media.close()
+                media, used = MediaPool(settings.source_cache_bytes, settings.max_source_pixels), False
+                _trim_heap()
+                continue
             job = conn.recv()
         except (EOFError, OSError):
             break
         if job is None:
             break
         started = time.perf_counter()
+        used = True
         try:
             if job.timeline.source != "warm-up":
                 _test_hook(settings.test_render_hook)
@@ -74,6 +86,13 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
         except Exception as exc:  # noqa: BLE001 - any render bug must become a 500, not a dead worker
             conn.send(("error", job.job_id, f"{type(exc).__name__}: {exc}", (time.perf_counter() - started) * 1000))
     media.close()
+
+
+def _trim_heap() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
 
 
 def _test_hook(hook: str) -> None:
