@@ -46,6 +46,7 @@ from render import make_scene  # noqa: E402
 from flipedit_previewd.projectdb import add_clip, add_track, create_project_db, set_clip_rect  # noqa: E402
 
 VENV = ROOT / ".venv/bin"
+KEEP_MARKER = "<!-- Written by hand from here on; bench/peers.py keeps it when it rewrites the tables above. -->"
 DRAG_FRAME = 100
 
 
@@ -106,14 +107,14 @@ class Server:
         self.proc = None
 
 
-def servers(db: Path) -> list[Server]:
+def servers(db: Path, daemon_args: tuple[str, ...] = ()) -> list[Server]:
     flask_env = {"FLIPEDIT_DB": str(db), "PYTHONPATH": f"{ROOT}:{HERE / 'baselines'}"}
     gunicorn = [str(VENV / "gunicorn"), "-k", "gthread", "-w", "2", "--threads", "4", "-b", "127.0.0.1:{port}", "flask_app:app"]
     return [
         # Rendered-frame cache off: the baselines have none, so steady, overload and drag compare renders.
         Server("daemon", [str(VENV / "flipedit-previewd"), "--project", str(db), "--listen", "127.0.0.1:{port}",
-                          "--frame-cache-bytes", "0"], {"XDG_CONFIG_HOME": str(db.parent)}),
-        Server("daemon-cached", [str(VENV / "flipedit-previewd"), "--project", str(db), "--listen", "127.0.0.1:{port}"],
+                          "--frame-cache-bytes", "0", *daemon_args], {"XDG_CONFIG_HOME": str(db.parent)}),
+        Server("daemon-cached", [str(VENV / "flipedit-previewd"), "--project", str(db), "--listen", "127.0.0.1:{port}", *daemon_args],
                {"XDG_CONFIG_HOME": str(db.parent)}),
         Server("old", [str(VENV / "python"), str(HERE / "baselines/old_server.py"), str(db), "{port}"], {"PYTHONPATH": str(ROOT)}),
         Server("gunicorn", gunicorn, {**flask_env, "PIPELINE": "naive"}),
@@ -264,6 +265,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset, for a targeted run")
     parser.add_argument("--servers", default="", help="comma-separated subset of server names (default: all)")
+    parser.add_argument("--daemon-args", default="", help="extra options for the daemon, e.g. '--loop-nice 0' (an experiment)")
     args = parser.parse_args()
     started = time.monotonic()
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -272,7 +274,7 @@ def main() -> int:
         scene = make_scene(Path(tmp))
         db = make_project(Path(tmp), scene)
         wanted = set(args.servers.split(",")) if args.servers else None
-        all_servers = [s for s in servers(db) if wanted is None or s.name in wanted or s.name == "daemon-cached"]
+        all_servers = [s for s in servers(db, tuple(args.daemon_args.split())) if wanted is None or s.name in wanted or s.name == "daemon-cached"]
         try:
             for server in all_servers:
                 print(f"starting {server.name}", flush=True)
@@ -412,7 +414,9 @@ def write_results(results: dict[tuple[str, str], list[dict[str, Any]]], extra: d
     lines += [f"| {goal} | {'PASS' if ok else 'FAIL'} | {text} |" for goal, ok, text in goals]
     lines += ["", "![latency percentiles](latency.png)", ""]
     text = "\n".join(lines)
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    kept = out.read_text().partition(KEEP_MARKER)[2] if out.exists() else ""
+    out.write_text(text + ("\n" + KEEP_MARKER + kept if kept else ""))
     plot(results, HERE / "latency.png")
     return text
 
