@@ -247,7 +247,8 @@ def run_scenario(name: str, server: Server, db: Path, args: argparse.Namespace, 
     if name == "overload" and renders:
         result = raw_overload(server.url, 400, args.overload_seconds, quiet=True, path=frame)
         return {"per_s": result["goodput_per_s"], "latency_ms": result["latency_ms"], "statuses": result["statuses"],
-                "errors": result["connection_errors"], "503_p99_ms": result.get("latency_503_ms", {}).get("p99")}
+                "errors": result["connection_errors"], "503_p99_ms": result.get("latency_503_ms", {}).get("p99"),
+                "in_time_per_s": result["in_time_per_s"], "answers_per_s": result["per_s"]}
     if name == "drag" and renders:
         return drag(server, db, args.seconds)
     if name == "cached" and server.name != "daemon":
@@ -385,6 +386,12 @@ def write_results(results: dict[tuple[str, str], list[dict[str, Any]]], extra: d
             served = rate("overload", "daemon") / rate("overload", "gunicorn+")
             goals.append(("overload: frames served >= 1.0x gunicorn+", served >= 1.0,
                           f"{served:.2f}x (rounds {ratio_rounds('overload', 'daemon', 'gunicorn+')})"))
+            ours, theirs = median_of(over, "in_time_per_s"), median_of(results[("overload", "gunicorn+")], "in_time_per_s")
+            goals.append(("overload (information): frames answered within the editor's 3 s, vs gunicorn+", ours >= theirs,
+                          f"{ours:.1f}/s vs {theirs:.1f}/s"))
+        answers = median_of(over, "answers_per_s")
+        goals.append(("overload (information): 503 time in the client vs Little's law (400 connections / answers per s)", True,
+                      f"{answers:.0f} answers/s -> {400 / max(answers, 1e-9) * 1000:.0f} ms mean; p99 <= 10 ms needs >= 40000/s"))
         if have(("steady-8", "daemon")):
             goodput = rate("overload", "daemon") / max(rate("steady-8", "daemon"), 1e-9)
             goals.append(("overload: goodput >= 90% of steady capacity", goodput >= 0.9, f"{goodput:.2f} of steady-8"))
@@ -411,7 +418,7 @@ def write_results(results: dict[tuple[str, str], list[dict[str, Any]]], extra: d
         etag = rate("cached-etag", "daemon-cached") / rate("cached", "fixed")
         goals.append(("cached with If-None-Match (304): vs fixed", etag >= 0.5, f"{etag:.2f}x"))
     lines += ["", "| goal | result | measured |", "|---|---|---|"]
-    lines += [f"| {goal} | {'PASS' if ok else 'FAIL'} | {text} |" for goal, ok, text in goals]
+    lines += [f"| {goal} | {'info' if '(information)' in goal else 'PASS' if ok else 'FAIL'} | {text} |" for goal, ok, text in goals]
     lines += ["", "![latency percentiles](latency.png)", ""]
     text = "\n".join(lines)
     out = Path(args.out)
