@@ -424,7 +424,7 @@ def write_results(results: dict[tuple[str, str], list[dict[str, Any]]], extra: d
     out = Path(args.out)
     kept = out.read_text().partition(KEEP_MARKER)[2] if out.exists() else ""
     out.write_text(text + ("\n" + KEEP_MARKER + kept if kept else ""))
-    plot(results, HERE / "latency.png")
+    plot(results, Path(args.out).with_name("latency.png"))  # beside the report: a targeted run to /tmp leaves bench/ alone
     return text
 
 
