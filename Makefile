@@ -18,6 +18,7 @@ docs: setup
 bench: setup
 	.venv/bin/python bench/http_parsers.py
 	.venv/bin/python bench/render.py
+	.venv/bin/python bench/footprint.py
 
 # The daemon against the old server's design, gunicorn+Flask and uvicorn (bench/RESULTS.md, bench/latency.png).
 bench-peers: setup

@@ -33,6 +33,8 @@ from rich.progress import Progress
 from flipedit_previewd.client import PreviewClient, PreviewError
 from flipedit_previewd.projectdb import schema_version, set_clip_rect
 
+EDITOR_TIMEOUT_MS = 3000  # the editor abandons a frame request after 3 s (reference/flipedit-client.md)
+
 
 def pct(values: list[float]) -> dict[str, float | None]:
     if len(values) < 2:
@@ -81,6 +83,7 @@ def overload(url: str, connections: int, seconds: float, quiet: bool, frames: in
     errors = {"connect": 0, "reset_or_closed": 0}
     retry_after_missing = 0
     counter = [0]
+    in_time = [0]  # frames answered before the editor would have given up on them
 
     def send(sock: socket.socket, state: dict[str, Any]) -> None:
         counter[0] += 1
@@ -128,6 +131,8 @@ def overload(url: str, connections: int, seconds: float, quiet: bool, frames: in
                 latencies.append((time.perf_counter() - state["sent"]) * 1000)
                 if status == "503":
                     latencies_503.append(latencies[-1])
+                if status == "200" and latencies[-1] <= EDITOR_TIMEOUT_MS:
+                    in_time[0] += 1
                 if status == "503" and b"\r\nretry-after:" not in head.lower():
                     retry_after_missing += 1
                 if time.monotonic() < deadline:
@@ -137,6 +142,7 @@ def overload(url: str, connections: int, seconds: float, quiet: bool, frames: in
     wall = time.monotonic() - started
     return {"connections": connections, "seconds": round(wall, 1), "per_s": round(sum(statuses.values()) / wall, 1),
             "goodput_per_s": round(statuses.get("200", 0) / wall, 1), "latency_ms": pct(sorted(latencies)),
+            "in_time_per_s": round(in_time[0] / wall, 1),
             "latency_503_ms": pct(sorted(latencies_503)),
             "statuses": statuses, "connection_errors": sum(errors.values()), "errors": errors,
             "503_without_retry_after": retry_after_missing}

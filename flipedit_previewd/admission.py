@@ -29,6 +29,7 @@ from typing import Any
 from .errors import Overloaded
 
 Key = tuple[Any, ...]
+LOCALITY_FRAMES = 30  # a worker prefers a queued frame this close after its last one (about one GOP)
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Pending:
     waiters: int = 0
     started: float = 0.0
     speculative: bool = False  # render-ahead: nobody waits yet; a real request may take it over
-    revision: str = ""  # the timeline revision a speculative job was planned for
+    revision: str = ""  # the timeline revision it was planned for / its requests arrived with / it renders
 
 
 class RateMeter:
@@ -95,6 +96,7 @@ class Admission:
         self.ahead_limit = 0
         self.stopping = False
         self.closed = False
+        self.last_frame: dict[int, int] = {}  # per worker: the frame its decoders are at (see _eligible)
         self._cond = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -137,14 +139,19 @@ class Admission:
 
     # --- the event loop's side ---------------------------------------------------------------
 
-    def submit(self, key: Key) -> Pending:
-        """Join an identical queued request, or queue a new one, or raise ``Overloaded``."""
+    def submit(self, key: Key, revision: str = "") -> Pending:
+        """Join an identical queued request, or queue a new one, or raise ``Overloaded``.
+
+        ``revision`` is the timeline revision current when the request arrived: a queued job for the
+        same key is not held back behind an in-flight render of an older revision (see ``_eligible``).
+        """
         if self.stopping:
             raise self.reject("stopping", "the daemon is stopping")
         with self._cond:
             pending = self.queue.get(key)
             if pending is not None:
                 pending.waiters += 1
+                pending.revision = revision or pending.revision
                 self.counters["joined"] += 1
                 return pending
             full = len(self.queue) >= self.queue_size
@@ -155,13 +162,15 @@ class Admission:
                     # The editor caught up with a frame queued ahead: it becomes a real job, no second one.
                     self.counters["ahead_taken_over"] += 1
                     ahead.speculative, ahead.waiters = False, 1
+                    ahead.revision = revision or ahead.revision
                     ahead.enqueued, ahead.deadline = time.monotonic(), time.monotonic() + self.queue_timeout
                     self.queue[key] = ahead
                     self.counters["admitted"] += 1
                     self._cond.notify()
                     loop.call_later(self.queue_timeout, self._expire, ahead)
                     return ahead
-                pending = Pending(key, time.monotonic() + self.queue_timeout, loop.create_future(), waiters=1)
+                pending = Pending(key, time.monotonic() + self.queue_timeout, loop.create_future(), waiters=1,
+                                  revision=revision)
                 self.queue[key] = pending
                 self.counters["admitted"] += 1
                 self._cond.notify()
@@ -235,16 +244,35 @@ class Admission:
 
     # --- the workers' side (driver threads) -----------------------------------------------------
 
-    def _eligible(self) -> Pending | None:
+    def _eligible(self, worker: int = -1) -> Pending | None:
         """The oldest queued job whose key is not being rendered: one render in flight per URL.
 
+        Unless a younger one is a few frames after the last frame ``worker`` rendered, while the oldest
+        still has more than half its queue time left: that worker's decoders then go on forward instead
+        of seeking back to a keyframe (under overload the admitted frames are scattered, and seeking
+        was the largest cost in the profile, bench/RESULTS.md).
+
+        Unless the render in flight is of an older timeline revision than the one the queued job's
+        requests arrived with (a drag): then it starts at once on another worker instead of waiting
+        for a frame its requests must not get anyway.
         Real jobs first; a render-ahead job only when no real one can start and fewer than
         ``ahead_limit`` speculative renders run, so speculation only ever uses idle workers.
         """
         busy = {p.key for p in self.in_flight.values()}
+        rendering = {(p.key, p.revision) for p in self.in_flight.values()}
+        chosen: Pending | None = None
+        last, nearest = self.last_frame.get(worker), LOCALITY_FRAMES
         for pending in self.queue.values():
-            if pending.key not in busy:
-                return pending
+            if pending.key not in busy or (pending.revision and (pending.key, pending.revision) not in rendering):
+                if chosen is None:
+                    chosen = pending
+                    if last is None or chosen.deadline - time.monotonic() < self.queue_timeout / 2:
+                        break  # no decoder position to follow, or the oldest is getting late: it goes first
+                frame = pending.key[0]
+                if last is not None and isinstance(frame, int) and 0 <= frame - last < nearest:
+                    chosen, nearest = pending, frame - last
+        if chosen is not None:
+            return chosen
         if self.ahead and self._ahead_running() < self.ahead_limit:
             now = time.monotonic()
             for pending in list(self.ahead.values()):
@@ -260,7 +288,7 @@ class Admission:
         while True:
             expired: Pending | None = None
             with self._cond:
-                while (pending := self._eligible()) is None:
+                while (pending := self._eligible(worker)) is None:
                     if stop.is_set() or self.closed:
                         return None
                     self._cond.wait(0.5)
@@ -277,6 +305,8 @@ class Admission:
                 else:
                     pending.started = time.monotonic()
                     self.in_flight[worker] = pending
+                    if isinstance(pending.key[0], int):
+                        self.last_frame[worker] = pending.key[0]
                     return pending
             self._resolve(expired, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
 

@@ -13,35 +13,16 @@ centred, black bars on the other two sides.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
 
 from .media import MediaError, MediaPool, kind_of, placeholder
+from .output import OutputSpec, RenderResult
 from .timeline import FLIP_HORIZONTAL, FLIP_VERTICAL, Clip, Timeline
 
+__all__ = ["EMPTY_MESSAGE", "OutputSpec", "RenderResult", "compose", "encode", "letterbox"]
+
 EMPTY_MESSAGE = "No videos in timeline"
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    width: int
-    height: int
-    quality: int = 85
-    format: str = "jpeg"
-
-    @property
-    def content_type(self) -> str:
-        return "image/png" if self.format == "png" else "image/jpeg"
-
-
-@dataclass
-class RenderResult:
-    body: bytes
-    content_type: str
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, problem), first report only
-    clips: int = 0
-    image: Image.Image | None = None  # only for a letterboxed output's inner canvas, before encoding
 
 
 def clip_box(clip: Clip, native: tuple[int, int], timeline: Timeline, scale: float) -> tuple[int, int, int, int]:

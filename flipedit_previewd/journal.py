@@ -80,7 +80,7 @@ class EventLog:
         self.counts: dict[str, int] = {}
         self.dropped = 0
         self._drop_lock = threading.Lock()  # not _lock: the writer holds that while stderr is slow
-        self._queue: queue.Queue[tuple[str, str, str, dict[str, str]] | None] | None = None
+        self._queue: queue.Queue[tuple[str, str, str, dict[str, str], tuple[str, int, str]] | None] | None = None
         self._thread: threading.Thread | None = None
 
     def start_writer(self) -> None:
@@ -125,21 +125,27 @@ class EventLog:
         # MESSAGE and the stderr line are for eyes and line-based tools: client- and file-controlled text
         # in them is escaped onto one bounded line; the structured fields keep the raw value.
         message = escape(message, 2000)
+        caller = sys._getframe(1)  # the code location, taken here: the write may happen on the writer thread
+        code = (caller.f_code.co_filename, int(caller.f_lineno or 0), caller.f_code.co_name)
         q = self._queue
         if q is not None:
             try:
-                q.put_nowait((event, message, priority, payload))
+                q.put_nowait((event, message, priority, payload, code))
             except queue.Full:
                 with self._drop_lock:
                     self.dropped += 1
             return
-        self._write(event, message, priority, payload)
+        self._write(event, message, priority, payload, code)
 
-    def _write(self, event: str, message: str, priority: str, payload: dict[str, str]) -> None:
+    def _write(self, event: str, message: str, priority: str, payload: dict[str, str],
+               code: tuple[str, int, str] = ("", 0, "")) -> None:
         if self.to_journal and _journal is not None:
+            # CODE_* given: python-systemd would otherwise run traceback.extract_stack (reading source
+            # lines) for every entry, a tenth of the event loop's time under overload (bench/RESULTS.md).
             try:
                 _journal.send(message, MESSAGE_ID=MESSAGE_IDS[event], PRIORITY=str(PRIORITY[priority]),
-                              SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER, EVENT=event, **payload)
+                              SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER, EVENT=event, CODE_FILE=code[0],
+                              CODE_LINE=code[1], CODE_FUNC=code[2], **payload)
             except OSError:
                 pass  # journald gone (shutdown): stderr still carries the line
         if self.to_stderr:

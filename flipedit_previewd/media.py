@@ -348,5 +348,11 @@ def placeholder(size: tuple[int, int], path: str, problem: str) -> Image.Image:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    # PyAV errors end with ": '<name>'", and for a file opened by descriptor the name is that
+    # descriptor's number, which changes between opens: drop it, or "reported once" reports again.
+    if isinstance(getattr(exc, "strerror", None), str) and getattr(exc, "errno", None) is not None:
+        text = str(exc.strerror).strip()  # type: ignore[attr-defined]
+    else:
+        text = str(exc).strip()
+    text = text or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."

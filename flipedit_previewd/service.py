@@ -20,7 +20,6 @@ from typing import Any
 from . import __version__
 from .access import Guard, Peer, token_path, write_token
 from .admission import Admission, Pending
-from .compositor import OutputSpec
 from .config import Config
 from .errors import BadRequest, GatewayTimeout, HTTPError, MethodNotAllowed, NotFound, Overloaded, RenderFailed
 from .framecache import FrameCache
@@ -29,6 +28,7 @@ from .limits import check_timeline
 from .looplag import LoopLag
 from .metrics import Metrics
 from .offload import BoundedOffload
+from .output import OutputSpec
 from .projectdb import ProjectSource, asset_dirs
 from .projects import ProjectFollower, Switch
 from .protocol import Request, Response
@@ -213,6 +213,7 @@ class Service:
         self.metrics.queue_wait.observe(queue_ms / 1000)
         try:
             timeline = self.source.current()
+            pending.revision = timeline.revision  # what this render shows (admission: newer requests need not wait for it)
             self._publish_source_events()
             etag = frame_etag(timeline, frame, spec)
             cached = self.frames.get(etag)
@@ -345,7 +346,7 @@ class Service:
             if over_limit:
                 raise self.admission.reject("connections", f"more than {self.config.max_connections} connections open")
             self._refuse_heavy(etag, frame)
-            pending = self.admission.submit((frame, spec))
+            pending = self.admission.submit((frame, spec), timeline.revision)
             shared = pending.waiters > 1
             result = await asyncio.shield(pending.future)
             outcome, status = ("shared" if shared else "rendered"), 200
@@ -451,6 +452,14 @@ class Service:
         self.admission.expire_overdue()
         if not self.ahead.active(time.monotonic()):
             self.admission.retain_ahead(lambda p: False)  # the playback or scrub stopped
+        if self.source.health.state not in ("ok", "none") and not self.source.override:
+            # A locked or unreadable database: try again now and then even with no requests, so /health
+            # says "ok" again once the writer is done (the read itself respects its retry delay).
+            def retry() -> None:
+                self.source.current()
+                self._publish_source_events()
+
+            self.offload.submit_nowait(retry)
         if self.follower is not None and self._follow_task is None:  # notice a switch with no requests too
             self._follow_task = asyncio.ensure_future(self.follow())
             self._follow_task.add_done_callback(self._followed)

@@ -10,6 +10,7 @@ which a thread cannot. Each worker reports what it is doing and since when, so
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import threading
@@ -19,9 +20,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .compositor import OutputSpec, RenderResult, compose
 from .errors import GatewayTimeout, RenderFailed
+from .output import OutputSpec, RenderResult
 from .timeline import Timeline, Track
+
+IDLE_RELEASE_S = 10.0  # a worker without a job for this long closes its media and trims its heap
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class RenderOutcome:
 
 def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> None:
     """Child process loop: one job at a time, results back over the pipe."""
+    from .compositor import compose  # PyAV and Pillow: in the workers only (output.py)
     from .media import MediaPool
 
     def orphan_guard() -> None:
@@ -77,8 +81,16 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
     threading.Thread(target=orphan_guard, daemon=True).start()
     media = MediaPool(settings.source_cache_bytes, settings.max_source_pixels)
     current: Timeline | None = None
+    used = False
     while True:
         try:
+            if used and not conn.poll(IDLE_RELEASE_S):
+                # Idle (the editor is closed or paused): give back decoders, cached sources and the
+                # heap they left behind; the next frame reopens its files (bench/footprint.py).
+                media.close()
+                media, used = MediaPool(settings.source_cache_bytes, settings.max_source_pixels), False
+                _trim_heap()
+                continue
             job = conn.recv()
             if isinstance(job, tuple) and job and job[0] == "timeline":
                 current = _receive_timeline(conn, job)
@@ -93,6 +105,7 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
                 continue
             job = RenderJob(job.job_id, job.frame, job.spec, current, job.broken, job.revision, job.roots)
         started = time.perf_counter()
+        used = True
         try:
             if job.timeline.source != "warm-up":
                 _test_hook(settings.test_render_hook, job)
@@ -121,6 +134,13 @@ def _send_timeline(conn: Connection, timeline: Timeline) -> None:
     for track in timeline.tracks:
         for start in range(0, len(track.clips), CLIPS_PER_MESSAGE):
             conn.send(track.clips[start:start + CLIPS_PER_MESSAGE])
+
+
+def _trim_heap() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
 
 
 def _test_hook(hook: str, job: RenderJob) -> None:

@@ -1,0 +1,42 @@
+"""The daemon's main process routes requests and never renders: it must not load PyAV or Pillow
+(their libraries cost idle memory in every process that maps them, and their import is on the
+cold-start path before the workers are spawned; bench/footprint.py measures both)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_main_process_imports_neither_pyav_nor_pillow() -> None:
+    code = ("import sys; import flipedit_previewd.__main__, flipedit_previewd.server, flipedit_previewd.workers; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'av', 'PIL', 'numpy'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_journal_entries_carry_the_callers_code_location_without_a_stack_walk(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """python-systemd walks the stack (and reads source lines) per entry unless CODE_* are given; a
+    flood of 503s logs one entry each. Given, they also name the real caller instead of emit()."""
+    import traceback
+
+    from flipedit_previewd import journal
+
+    sent: list[dict[str, object]] = []
+
+    class Recorder:
+        @staticmethod
+        def send(message: str, **fields: object) -> None:
+            if fields.get("CODE_LINE") is None:
+                fields["walked"] = traceback.extract_stack(limit=2)  # what python-systemd would do
+            sent.append(fields)
+
+    monkeypatch.setattr(journal, "_journal", Recorder)
+    log = journal.EventLog(to_journal=True, to_stderr=False)
+
+    def refuse() -> None:
+        log.emit("request", "GET /get_frame/1 -> 503", "warning", STATUS=503)
+
+    refuse()
+    assert sent and "walked" not in sent[0]
+    assert sent[0]["CODE_FUNC"] == "refuse" and str(sent[0]["CODE_FILE"]).endswith("test_footprint.py")
