@@ -33,15 +33,25 @@ PEAK_KIB: list[int] = []
 
 
 def run_measured(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[bytes]:
-    """subprocess.run, plus this one child's own peak RSS (os.wait4), kept in PEAK_KIB."""
+    """subprocess.run, plus this one child's own peak RSS (VmHWM), kept in PEAK_KIB."""
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out: dict[str, bytes] = {}
     readers = [threading.Thread(target=lambda n=n, f=f: out.__setitem__(n, f.read())) for n, f in (("o", proc.stdout), ("e", proc.stderr))]
     for reader in readers:
         reader.start()
     end = time.monotonic() + timeout
+    peak = 0
     while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        # VmHWM: the high-water RSS since exec. (wait4's ru_maxrss starts from this test process's own
+        # RSS at fork, which is large late in a full run.) Sampled until the child is reaped.
+        try:
+            with open(f"/proc/{proc.pid}/status") as status_file:
+                for line in status_file:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         if time.monotonic() > end:
@@ -50,7 +60,7 @@ def run_measured(argv: list[str], cwd: Path, env: dict[str, str], timeout: float
     proc.returncode = os.waitstatus_to_exitcode(status)
     for reader in readers:
         reader.join()
-    PEAK_KIB.append(usage.ru_maxrss)
+    PEAK_KIB.append(peak)
     return subprocess.CompletedProcess(argv, proc.returncode, out.get("o", b""), out.get("e", b""))
 
 
