@@ -207,6 +207,8 @@ class Admission:
 
     def retain_ahead(self, keep: Callable[[Pending], bool]) -> int:
         """Drop queued render-ahead jobs that no longer pay (revision changed, playback stopped, overload)."""
+        if not self.ahead:
+            return 0  # the usual case, on every frame request (overload included): no lock needed
         with self._cond:
             dropped = [p for p in self.ahead.values() if not keep(p)]
             for pending in dropped:
