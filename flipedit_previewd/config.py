@@ -167,7 +167,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_output_pixels", _positive_int, 3840 * 2160, "px", "Largest output (width x height) a request may ask for.", "int"),
     Setting("max_source_pixels", _positive_int, 100_000_000, "px", "Largest still image or video frame (width x height, from the file's header) decoded; larger renders a placeholder.", "int"),
     Setting("demo", _bool, False, "", "Serve the built-in demo project (generated on first run).", "bool"),
-    Setting("test_render_hook", _text, "", "", "Test only: 'sleep:SECONDS' or 'hang' makes every render stall, to exercise the watchdog.", "str"),
+    Setting("test_render_hook", _text, "", "", "Test only: 'sleep:SECONDS' or 'hang' makes every render stall, to exercise the watchdog; 'nice:FILE' records each render's thread priority.", "str"),
 )
 
 BY_NAME = {setting.name: setting for setting in SETTINGS}

@@ -248,7 +248,8 @@ class Service:
             if timeline.revision != pending.revision:
                 self.ahead.counters["stale"] += 1
             elif etag not in self.frames and etag not in self.heavy:
-                outcome = self.pool.render(worker, frame, spec, timeline, self.render_budget(), tuple(self.allowed_roots(timeline)))
+                outcome = self.pool.render(worker, frame, spec, timeline, self.render_budget(), tuple(self.allowed_roots(timeline)),
+                                           speculative=True)
                 self.ahead.counters["rendered"] += 1
                 self.frames.put(etag, (outcome.result.body, outcome.result.content_type), len(outcome.result.body), ahead=True)
         except BudgetExceeded:
@@ -275,8 +276,8 @@ class Service:
         if plan is None:
             self.admission.retain_ahead(lambda p: p.revision == revision)
             return
-        if self.overloaded_since is not None or self.admission.queue:
-            # Real work is waiting or being refused: a guess would take its CPU.
+        if self.overloaded_since is not None or self.admission.queue or self.ahead.contended:
+            # Real work is waiting, being refused, or has kept every worker busy: a guess would take its CPU.
             self.ahead.counters["suppressed"] += 1
             self.admission.retain_ahead(lambda p: False)
             return
@@ -376,6 +377,8 @@ class Service:
             fields.update(STATUS=status, OUTCOME=outcome, TOTAL_MS=round(total_ms, 2),
                           QUEUE_DEPTH=len(self.admission.queue), IN_FLIGHT=len(self.admission.in_flight))
             if result is not None:
+                if not result.cached:
+                    self.ahead.note_real_render(result.queue_ms)
                 fields.update(QUEUE_MS=round(result.queue_ms, 2), RENDER_MS=round(result.render_ms, 2), BYTES=len(result.body),
                               CACHE="hit" if result.cached else "miss")
             if status == 503 or (fields.get("LIMIT") == "render_budget" and pending is None):
@@ -565,7 +568,8 @@ class Service:
         return {"enabled": bool(self.ahead.frames), "frames": self.ahead.frames, "workers": self.admission.ahead_limit,
                 "gestures": len(self.ahead.tracks), "queued": len(self.admission.ahead), "running": self.admission.ahead_running(),
                 **self.ahead.counters, "started": c["ahead_started"], "taken_over": c["ahead_taken_over"],
-                "dropped": c["ahead_dropped"], "hits": self.frames.ahead_hits, "wasted": self.frames.ahead_wasted}
+                "dropped": c["ahead_dropped"], "hits": self.frames.ahead_hits, "wasted": self.frames.ahead_wasted,
+                "contended": self.ahead.contended}
 
     def status_line(self) -> str:
         return (f"{self.status()}: {len(self.admission.in_flight)}/{self.config.workers} rendering, "
