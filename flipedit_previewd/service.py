@@ -276,8 +276,10 @@ class Service:
         if plan is None:
             self.admission.retain_ahead(lambda p: p.revision == revision)
             return
-        if self.overloaded_since is not None or self.admission.queue or self.ahead.contended:
-            # Real work is waiting, being refused, or has kept every worker busy: a guess would take its CPU.
+        real_busy = len(self.admission.in_flight) - self.admission.ahead_running()
+        if self.overloaded_since is not None or self.admission.queue or self.ahead.contended or real_busy >= self.config.workers:
+            # Real work is waiting, being refused, occupies every worker now (the first requests of a
+            # flood, before any is refused) or has kept them busy lately: a guess would take its CPU.
             self.ahead.counters["suppressed"] += 1
             self.admission.retain_ahead(lambda p: False)
             return
