@@ -362,8 +362,8 @@ def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | No
 
 
 def markdown_table() -> str:
-    rows = ["| key / flag / env | type | default | unit | on SIGHUP | old server | meaning |", "|---|---|---|---|---|---|---|"]
+    rows = ["| key / flag / env | type | default | unit | old server | meaning | on SIGHUP |", "|---|---|---|---|---|---|---|"]
     for s in SETTINGS:
         default = list(s.default) if isinstance(s.default, tuple) else s.default
-        rows.append(f"| `{s.name}` / `{s.flag}` / `{s.env}` | {s.type_name} | `{default!r}` | {s.unit} | {s.on_reload} | {s.old_name} | {s.help} |")
+        rows.append(f"| `{s.name}` / `{s.flag}` / `{s.env}` | {s.type_name} | `{default!r}` | {s.unit} | {s.old_name} | {s.help} | {s.on_reload} |")
     return "\n".join(rows)

@@ -39,11 +39,6 @@ class GuardTarget(Protocol):
     allowed_hosts: set[str]
 
 
-class SourceTarget(Protocol):
-    read_timeout: float
-    max_rows: int
-
-
 class ServiceTarget(Protocol):
     """The render/routing side: the objects holding a live setting (see ``Service``)."""
 
@@ -59,10 +54,11 @@ class ServiceTarget(Protocol):
     def pool(self) -> PoolTarget: ...
     @property
     def guard(self) -> GuardTarget: ...
-    @property
-    def source(self) -> SourceTarget: ...
+    # Per-part hooks that already exist in service.py (also used on a project switch and at start).
     @property
     def _apply_render_ahead(self) -> Callable[[Config], None]: ...
+    @property
+    def _apply_source_limits(self) -> Callable[[Config], None]: ...
 
 
 class ServerTarget(Protocol):
@@ -99,7 +95,6 @@ def apply(new: Config, server: ServerTarget) -> Config:
     service.lag.threshold = config.loop_lag_threshold
     service.pool.hang_threshold = config.hang_threshold
     service.guard.allowed_hosts = {h.lower() for h in config.allowed_hosts}
-    service.source.read_timeout = config.db_read_timeout
-    service.source.max_rows = config.max_timeline_clips
+    service._apply_source_limits(config)  # db_read_timeout, max_timeline_clips on the current project source
     service._apply_render_ahead(config)
     return config
