@@ -186,6 +186,7 @@ class Settings:
                 raise TypeError(f"{s.name} = {value!r} is not a {s.type_name}")
 
 
+# The field types the schema allows, with their names in --help and the README (a list is a tuple of str).
 TYPE_NAMES: dict[object, str] = {int: "int", float: "float", bool: "bool", str: "str", tuple[str, ...]: "list"}
 
 
@@ -216,9 +217,10 @@ class Setting:
         return "restart" if self.restart else "applied"
 
     def holds(self, value: object) -> bool:
+        """Exactly the field's type: a bool is not an int here, an int is not a float."""
         if self.type_name == "list":
             return isinstance(value, tuple) and all(isinstance(item, str) for item in value)
-        return type(value).__name__ == self.type_name
+        return type(value) in TYPE_NAMES and TYPE_NAMES[type(value)] == self.type_name
 
 
 def _schema() -> tuple[Setting, ...]:

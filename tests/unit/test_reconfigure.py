@@ -113,6 +113,8 @@ def test_a_value_of_the_wrong_type_is_refused_even_past_the_parser() -> None:
         dataclasses.replace(config, workers="2")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="workers"):
         dataclasses.replace(config, workers=True)
+    with pytest.raises(TypeError, match="frame_rate"):
+        dataclasses.replace(config, frame_rate=30)  # the parser makes every float a float; so must anything else
     with pytest.raises(TypeError, match="allowed_hosts"):
         dataclasses.replace(config, allowed_hosts=["a"])  # type: ignore[arg-type]
 
