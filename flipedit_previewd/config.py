@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .configvalues import boolean, listen_list, non_negative_int, positive_float, positive_int, quality, str_list, text
+
 ENV_PREFIX = "FLIPEDIT_PREVIEWD_"
 SYSTEM_CONFIG = Path("/etc/flipedit-preview/previewd.toml")
 T = TypeVar("T")
@@ -35,83 +37,6 @@ def user_config_path(environ: Mapping[str, str]) -> Path:
 
 class ConfigError(Exception):
     """A configuration value that cannot be used; names key, value and source."""
-
-
-def _positive_int(raw: Any) -> int:
-    if isinstance(raw, bool):
-        raise ValueError("expected an integer")
-    value = int(raw)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
-
-
-def _non_negative_int(raw: Any) -> int:
-    if isinstance(raw, bool):
-        raise ValueError("expected an integer")
-    value = int(raw)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _positive_float(raw: Any) -> float:
-    if isinstance(raw, bool):
-        raise ValueError("expected a number")
-    value = float(raw)
-    if not value > 0 or value != value or value == float("inf"):
-        raise ValueError("must be a finite number above 0")
-    return value
-
-
-def _quality(raw: Any) -> int:
-    value = _positive_int(raw)
-    if value > 95:
-        raise ValueError("JPEG quality must be between 1 and 95")
-    return value
-
-
-def _text(raw: Any) -> str:
-    if not isinstance(raw, str):
-        raise ValueError("expected a string")
-    return raw
-
-
-def _bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("expected true or false")
-
-
-def _listen_list(raw: Any) -> tuple[str, ...]:
-    """HOST:PORT, [V6]:PORT or unix:PATH each; a typo is a configuration error, not a socket error."""
-    items = _str_list(raw)
-    for item in items:
-        if item.startswith("unix:"):
-            if len(item) == 5:
-                raise ValueError(f"{item!r}: unix: needs a path")
-            continue
-        host, sep, port = item.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{item!r} is not HOST:PORT (port 1-65535) or unix:PATH")
-        if host.startswith("[") != host.endswith("]"):
-            raise ValueError(f"{item!r}: an IPv6 host goes in brackets, e.g. [::1]:8081")
-    return items
-
-
-def _str_list(raw: Any) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        items = [part.strip() for part in raw.replace(",", " ").split()]
-    elif isinstance(raw, (list, tuple)):
-        items = [str(part).strip() for part in raw]
-    else:
-        raise ValueError("expected a list of strings")
-    return tuple(item for item in items if item)
 
 
 @dataclass(frozen=True)
@@ -137,45 +62,45 @@ def setting(default: T, parse: Callable[[Any], T], help: str, unit: str = "", *,
 class Settings:
     """The schema: one typed field per setting. ``restart=True``: applied at start only."""
 
-    listen: tuple[str, ...] = setting((), _listen_list, "Address to listen on when systemd passes no socket: HOST:PORT or unix:PATH (repeatable).", restart=True, repeatable=True)
-    project: str = setting("", _text, "FlipEdit project database to preview (pins it); empty means follow the editor's project list: the newest project whose database exists, re-checked while running.", "path", restart=True)
-    metadata_db: str = setting("~/Documents/flipedit_projects_metadata.sqlite", _text, "The editor's project list, followed while the daemon runs (a change is noticed within 1 s) unless project pins one.", "path", restart=True)
-    workers: int = setting(2, _positive_int, "Render workers (processes); renders in flight never exceed this.", restart=True, old_name="MAX_CONCURRENT_REQUESTS")
-    queue_size: int = setting(20, _non_negative_int, "Renders that may wait for a worker; more are answered 503.", old_name="request_queue.maxsize")
-    queue_timeout: float = setting(2.5, _positive_float, "Deadline for a queued render; a render not started by then is answered 503 (the editor gives up after 3 s).", "s")
-    max_connections: int = setting(1024, _positive_int, "Open client connections; a connection above this is answered 503 as soon as it is accepted and closed (the soft RLIMIT_NOFILE is raised to cover it).", restart=True, old_name="server.max_connections")
-    keepalive_timeout: float = setting(20.0, _positive_float, "Idle keep-alive connections are closed after this; must outlive the editor's 15 s pool.", "s")
-    request_timeout: float = setting(10.0, _positive_float, "Time allowed to receive one whole request (slowloris guard); answered 408.", "s")
-    max_request_line: int = setting(8192, _positive_int, "Longest request line; longer is answered 414.", "bytes")
-    max_header_bytes: int = setting(16384, _positive_int, "Largest request head; larger is answered 431.", "bytes")
-    max_headers: int = setting(100, _positive_int, "Most request header fields; more is answered 431.")
-    max_body_bytes: int = setting(4 * 1024 * 1024, _positive_int, "Largest request body (PUT /timeline); larger is answered 413.", "bytes")
-    hang_threshold: float = setting(10.0, _positive_float, "A render running longer than this counts as hung and is logged; all workers hung stops the watchdog heartbeat.", "s")
-    render_budget: float = setting(5.0, _positive_float, "A render running longer is cancelled (its worker replaced) and answered 504; the same frame of the same timeline is then refused at once for heavy_frame_ttl. Kept below hang_threshold.", "s")
-    heavy_frame_ttl: float = setting(60.0, _positive_float, "How long a frame that exceeded render_budget is refused at once (504) instead of rendered again.", "s")
-    max_layer_pixels: int = setting(400_000_000, _positive_int, "Most layers visible at one frame times canvas pixels a timeline may have (checked on PUT and database read; 413 names it).", "px")
-    max_timeline_clips: int = setting(65536, _positive_int, "Most clips in a timeline or project database; more is refused (413) or the last good timeline kept.")
-    db_read_timeout: float = setting(2.0, _positive_float, "Deadline for reading a project database (SQLite progress handler); past it the read is abandoned and the last good timeline kept.", "s")
-    loop_lag_threshold: float = setting(0.25, _positive_float, "Event-loop lag above this is a journal event (loop_lag); the lag itself is in /health, /metrics and STATUS=.", "s")
-    drain_timeout: float = setting(20.0, _positive_float, "On SIGTERM, time allowed for in-flight and queued work; keep below TimeoutStopSec.", "s")
-    fdstore: bool = setting(True, _bool, "On a planned stop (restart, upgrade), hand keep-alive connections that are between requests to systemd's file descriptor store, so the next instance serves them and the editor loses none (systemd >= 246, FileDescriptorStoreMax= >= max_connections in the unit); false: each connection's last answer says Connection: close and idle ones are closed.", restart=True)
-    loop_nice: int = setting(10, _non_negative_int, "Nice increment of the event-loop thread only (Linux priorities are per thread): under a flood of requests the CPU goes to rendering rather than to refusing; 0 disables.", restart=True)
-    canvas_width: int = setting(1280, _positive_int, "Canvas width of the composited timeline.", "px", restart=True)
-    canvas_height: int = setting(720, _positive_int, "Canvas height of the composited timeline.", "px", restart=True)
-    frame_rate: float = setting(30.0, _positive_float, "Timeline frame rate (the editor's timing model).", "fps", restart=True)
-    jpeg_quality: int = setting(85, _quality, "Default JPEG quality; a request may ask for another with ?quality=.")
-    frame_cache_bytes: int = setting(64 * 1024 * 1024, _non_negative_int, "Memory for encoded frames, keyed by timeline revision, frame and output parameters.", "bytes")
-    render_ahead: bool = setting(True, _bool, "Render the next frames of a playback or scrub on idle workers before the editor asks (never delays a real request).")
-    render_ahead_frames: int = setting(8, _non_negative_int, "How many frames render-ahead prepares past the last one asked for; 0 disables it.", "frames")
-    render_ahead_workers: int = setting(0, _non_negative_int, "Most workers rendering ahead at once; 0 means all workers but one (at least one).")
-    source_cache_bytes: int = setting(128 * 1024 * 1024, _non_negative_int, "Memory per worker for scaled stills and source frames.", "bytes", restart=True)
-    allowed_roots: tuple[str, ...] = setting((), _str_list, "Directories media may be read from; empty means the project's directory and its assets' directories.", "paths", repeatable=True)
-    allowed_hosts: tuple[str, ...] = setting((), _str_list, "Extra Host header values accepted on TCP (besides 127.0.0.1:PORT, localhost:PORT, [::1]:PORT); '*' turns the Host check off.", repeatable=True)
-    token_file: str = setting("", _text, "Where the bearer token for PUT/DELETE over TCP is written at start; empty means $RUNTIME_DIRECTORY/token, else $XDG_RUNTIME_DIR/flipedit-preview/token.", "path", restart=True)
-    max_output_pixels: int = setting(3840 * 2160, _positive_int, "Largest output (width x height) a request may ask for.", "px")
-    max_source_pixels: int = setting(100_000_000, _positive_int, "Largest still image or video frame (width x height, from the file's header) decoded; larger renders a placeholder.", "px", restart=True)
-    demo: bool = setting(False, _bool, "Serve the built-in demo project (generated on first run).", restart=True)
-    test_render_hook: str = setting("", _text, "Test only: 'sleep:SECONDS' or 'hang' makes every render stall, to exercise the watchdog.", restart=True)
+    listen: tuple[str, ...] = setting((), listen_list, "Address to listen on when systemd passes no socket: HOST:PORT or unix:PATH (repeatable).", restart=True, repeatable=True)
+    project: str = setting("", text, "FlipEdit project database to preview (pins it); empty means follow the editor's project list: the newest project whose database exists, re-checked while running.", "path", restart=True)
+    metadata_db: str = setting("~/Documents/flipedit_projects_metadata.sqlite", text, "The editor's project list, followed while the daemon runs (a change is noticed within 1 s) unless project pins one.", "path", restart=True)
+    workers: int = setting(2, positive_int, "Render workers (processes); renders in flight never exceed this.", restart=True, old_name="MAX_CONCURRENT_REQUESTS")
+    queue_size: int = setting(20, non_negative_int, "Renders that may wait for a worker; more are answered 503.", old_name="request_queue.maxsize")
+    queue_timeout: float = setting(2.5, positive_float, "Deadline for a queued render; a render not started by then is answered 503 (the editor gives up after 3 s).", "s")
+    max_connections: int = setting(1024, positive_int, "Open client connections; a connection above this is answered 503 as soon as it is accepted and closed (the soft RLIMIT_NOFILE is raised to cover it).", restart=True, old_name="server.max_connections")
+    keepalive_timeout: float = setting(20.0, positive_float, "Idle keep-alive connections are closed after this; must outlive the editor's 15 s pool.", "s")
+    request_timeout: float = setting(10.0, positive_float, "Time allowed to receive one whole request (slowloris guard); answered 408.", "s")
+    max_request_line: int = setting(8192, positive_int, "Longest request line; longer is answered 414.", "bytes")
+    max_header_bytes: int = setting(16384, positive_int, "Largest request head; larger is answered 431.", "bytes")
+    max_headers: int = setting(100, positive_int, "Most request header fields; more is answered 431.")
+    max_body_bytes: int = setting(4 * 1024 * 1024, positive_int, "Largest request body (PUT /timeline); larger is answered 413.", "bytes")
+    hang_threshold: float = setting(10.0, positive_float, "A render running longer than this counts as hung and is logged; all workers hung stops the watchdog heartbeat.", "s")
+    render_budget: float = setting(5.0, positive_float, "A render running longer is cancelled (its worker replaced) and answered 504; the same frame of the same timeline is then refused at once for heavy_frame_ttl. Kept below hang_threshold.", "s")
+    heavy_frame_ttl: float = setting(60.0, positive_float, "How long a frame that exceeded render_budget is refused at once (504) instead of rendered again.", "s")
+    max_layer_pixels: int = setting(400_000_000, positive_int, "Most layers visible at one frame times canvas pixels a timeline may have (checked on PUT and database read; 413 names it).", "px")
+    max_timeline_clips: int = setting(65536, positive_int, "Most clips in a timeline or project database; more is refused (413) or the last good timeline kept.")
+    db_read_timeout: float = setting(2.0, positive_float, "Deadline for reading a project database (SQLite progress handler); past it the read is abandoned and the last good timeline kept.", "s")
+    loop_lag_threshold: float = setting(0.25, positive_float, "Event-loop lag above this is a journal event (loop_lag); the lag itself is in /health, /metrics and STATUS=.", "s")
+    drain_timeout: float = setting(20.0, positive_float, "On SIGTERM, time allowed for in-flight and queued work; keep below TimeoutStopSec.", "s")
+    fdstore: bool = setting(True, boolean, "On a planned stop (restart, upgrade), hand keep-alive connections that are between requests to systemd's file descriptor store, so the next instance serves them and the editor loses none (systemd >= 246, FileDescriptorStoreMax= >= max_connections in the unit); false: each connection's last answer says Connection: close and idle ones are closed.", restart=True)
+    loop_nice: int = setting(10, non_negative_int, "Nice increment of the event-loop thread only (Linux priorities are per thread): under a flood of requests the CPU goes to rendering rather than to refusing; 0 disables.", restart=True)
+    canvas_width: int = setting(1280, positive_int, "Canvas width of the composited timeline.", "px", restart=True)
+    canvas_height: int = setting(720, positive_int, "Canvas height of the composited timeline.", "px", restart=True)
+    frame_rate: float = setting(30.0, positive_float, "Timeline frame rate (the editor's timing model).", "fps", restart=True)
+    jpeg_quality: int = setting(85, quality, "Default JPEG quality; a request may ask for another with ?quality=.")
+    frame_cache_bytes: int = setting(64 * 1024 * 1024, non_negative_int, "Memory for encoded frames, keyed by timeline revision, frame and output parameters.", "bytes")
+    render_ahead: bool = setting(True, boolean, "Render the next frames of a playback or scrub on idle workers before the editor asks (never delays a real request).")
+    render_ahead_frames: int = setting(8, non_negative_int, "How many frames render-ahead prepares past the last one asked for; 0 disables it.", "frames")
+    render_ahead_workers: int = setting(0, non_negative_int, "Most workers rendering ahead at once; 0 means all workers but one (at least one).")
+    source_cache_bytes: int = setting(128 * 1024 * 1024, non_negative_int, "Memory per worker for scaled stills and source frames.", "bytes", restart=True)
+    allowed_roots: tuple[str, ...] = setting((), str_list, "Directories media may be read from; empty means the project's directory and its assets' directories.", "paths", repeatable=True)
+    allowed_hosts: tuple[str, ...] = setting((), str_list, "Extra Host header values accepted on TCP (besides 127.0.0.1:PORT, localhost:PORT, [::1]:PORT); '*' turns the Host check off.", repeatable=True)
+    token_file: str = setting("", text, "Where the bearer token for PUT/DELETE over TCP is written at start; empty means $RUNTIME_DIRECTORY/token, else $XDG_RUNTIME_DIR/flipedit-preview/token.", "path", restart=True)
+    max_output_pixels: int = setting(3840 * 2160, positive_int, "Largest output (width x height) a request may ask for.", "px")
+    max_source_pixels: int = setting(100_000_000, positive_int, "Largest still image or video frame (width x height, from the file's header) decoded; larger renders a placeholder.", "px", restart=True)
+    demo: bool = setting(False, boolean, "Serve the built-in demo project (generated on first run).", restart=True)
+    test_render_hook: str = setting("", text, "Test only: 'sleep:SECONDS' or 'hang' makes every render stall, to exercise the watchdog.", restart=True)
 
     def __post_init__(self) -> None:
         # The run-time half of the typing: whatever built this object (a parser, replace()), each value

@@ -107,6 +107,15 @@ def test_every_setting_is_marked_live_or_restart_and_defaults_fit_their_type() -
     assert {s.name for s in LIVE} >= {"request_timeout", "hang_threshold", "keepalive_timeout", "max_headers", "queue_size"}
 
 
+def test_every_scalar_parser_refuses_nonsense_and_reads_what_print_config_writes() -> None:
+    for s in SETTINGS:
+        if s.type_name in ("int", "float", "bool"):
+            with pytest.raises(ValueError):
+                s.parse("nonsense")  # e.g. a builtin bool() as parser would take it as True
+        if s.type_name == "bool":
+            assert s.parse("false") is False and s.parse("true") is True, s.name
+
+
 def test_a_value_of_the_wrong_type_is_refused_even_past_the_parser() -> None:
     config = Settings()
     with pytest.raises(TypeError, match="workers"):
