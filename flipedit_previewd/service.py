@@ -180,15 +180,8 @@ class Service:
         self.rejections.flush()
         self.offload.shutdown()
 
-    def reload(self, config: Config) -> None:
-        """Apply what can change without a restart; worker count and sockets need a restart."""
-        self.config = config
-        self.admission.queue_size = config.queue_size
-        self.admission.queue_timeout = config.queue_timeout
-        self.frames.capacity = config.frame_cache_bytes
-        self._apply_render_ahead(config)
-        self.lag.threshold = config.loop_lag_threshold
-        self._apply_source_limits(config)
+    def reload(self) -> None:
+        """Re-read the project list and the timeline (settings: ``reconfigure.apply``, before this)."""
         if self.follower is not None:  # reload re-reads the project list too (the next follow, off the loop)
             self.follower.forget()
 
@@ -198,7 +191,6 @@ class Service:
 
         # Off the loop: a locked or hostile database must not hold the loop (or SIGHUP would stall it).
         self.offload.submit_nowait(reread)
-        self.guard.allowed_hosts = {h.lower() for h in config.allowed_hosts}
         self._roots = None
 
     # --- the render path ---------------------------------------------------------------------
@@ -555,6 +547,7 @@ class Service:
             "cache": {"frames": len(self.frames), "bytes": self.frames.size, "hits": self.frames.hits, "misses": self.frames.misses},
             "render_ahead": self.render_ahead_stats(),
             "keepalive_timeout_s": self.config.keepalive_timeout,
+            "restart_pending": list(self.config.restart_pending),  # restart-only settings changed in the configuration
             "loop_lag": self.lag.snapshot(),
             "rejections": {"total": self.rejections.total, "by_reason": dict(self.rejections.by_reason)},
             "offload": {"pending": self.offload.pending, "capacity": self.offload.capacity, "rejected": self.offload.rejected},
