@@ -1,13 +1,14 @@
-"""Errors that know their HTTP status.
+"""Errors that know their HTTP status, and the domain's own errors mapped to one.
 
-Handlers raise these; the single boundary in ``app.respond_to_error`` turns
-them into responses, so status codes are decided in one place and never by
+HTTP handlers raise ``HTTPError``s; the domain (timeline validation, media paths) raises
+``DomainError``s that know nothing of HTTP. The single boundary (``Service.handle``) turns both
+into responses through ``as_http``, so status codes are decided in one place and never by
 ad-hoc string matching.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 
 class HTTPError(Exception):
@@ -102,3 +103,41 @@ class VersionNotSupported(HTTPError):
 class GatewayTimeout(HTTPError):
     status = 504
     reason = "render timed out"
+
+
+# --- the domain's errors: no HTTP here; ``as_http`` maps them at the boundary ------------
+
+class DomainError(Exception):
+    """A rule of the domain was broken; ``extra`` (e.g. ``field``) says where."""
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class TimelineInvalid(DomainError):
+    """A JSON timeline is malformed or out of range (the client's mistake: 400)."""
+
+
+class PathRefused(DomainError):
+    """A media path is outside the allowed roots (refused: 403)."""
+
+
+_STATUS_OF: tuple[tuple[type[DomainError], type[HTTPError]], ...] = ((TimelineInvalid, BadRequest), (PathRefused, Forbidden))
+
+
+@overload
+def as_http(exc: HTTPError | DomainError) -> HTTPError: ...
+@overload
+def as_http(exc: BaseException) -> HTTPError | None: ...
+def as_http(exc: BaseException) -> HTTPError | None:
+    """The HTTP error to answer ``exc`` with; None when it is neither an HTTP nor a domain error."""
+    if isinstance(exc, HTTPError):
+        return exc
+    for domain, http in _STATUS_OF:
+        if isinstance(exc, domain):
+            return http(exc.detail, **exc.extra)
+    if isinstance(exc, DomainError):
+        return BadRequest(exc.detail, **exc.extra)
+    return None

@@ -109,7 +109,6 @@ class VideoSource:
         self._ahead: _Decoded | None = None
         self.scaled: tuple[tuple[int, tuple[int, int]], Image.Image] | None = None
         self.seeks = 0
-        self.decoded = 0
 
     def size(self) -> tuple[int, int]:
         return self.stream.codec_context.width, self.stream.codec_context.height
@@ -153,7 +152,6 @@ class VideoSource:
     def _decode_until(self, target: int, best: _Decoded | None) -> _Decoded | None:
         try:
             for frame in self._frames:
-                self.decoded += 1
                 decoded = _Decoded(self._index_of(frame), frame)
                 if decoded.index > target:
                     self._ahead = decoded  # keep it: the next request probably wants it

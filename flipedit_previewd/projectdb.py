@@ -237,9 +237,6 @@ class SourceHealth:
     state: str = "none"
     error: str = ""
     reads: int = 0
-    failures: int = 0
-    last_read: float = 0.0
-    revision: str = ""
     events: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -374,8 +371,6 @@ class ProjectSource:
                 self._failed = None
                 self._timeline = timeline
             self.health.reads += 1
-            self.health.last_read = time.time()
-            self.health.revision = timeline.revision
             if skipped:
                 self._note("partial", f"project database {self.path}: {len(skipped)} rows skipped: {'; '.join(skipped[:3])}")
                 return timeline
@@ -385,7 +380,6 @@ class ProjectSource:
             return timeline
 
     def _note(self, state: str, error: str) -> None:
-        self.health.failures += 1
         if self.health.state != state or self.health.error != error:
             with self._lock:
                 self.health.events.append((state, error))
