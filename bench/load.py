@@ -31,7 +31,8 @@ from rich.progress import Progress
 
 from flipedit_previewd.client import PreviewClient, PreviewError
 from flipedit_previewd.percentiles import summary
-from flipedit_previewd.projectdb import schema_version, set_clip_rect
+from flipedit_previewd.projectdb import schema_version
+from flipedit_previewd.testing import set_clip_rect
 
 EDITOR_TIMEOUT_MS = 3000  # the editor abandons a frame request after 3 s (reference/flipedit-client.md)
 

@@ -37,8 +37,8 @@ import av
 from PIL import Image
 
 from flipedit_previewd.compositor import OutputSpec, compose
-from flipedit_previewd.demo import make_indexed_video
 from flipedit_previewd.media import MediaPool
+from flipedit_previewd.testing import make_indexed_video
 from flipedit_previewd.timeline import Rect, Timeline, timeline_from_json
 
 CANVAS = (1280, 720)
