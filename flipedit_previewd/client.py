@@ -21,18 +21,26 @@ timeline (``PUT``/``DELETE /timeline``) is for the daemon's own user only: on th
 nothing more is needed (the kernel tells the daemon who connected); over TCP send
 ``Authorization: Bearer <token>`` with the token from ``$XDG_RUNTIME_DIR/flipedit-preview/token``
 (0600, new at each daemon start: read it again after a 403). ``put_timeline`` does all this.
+
+``fetch`` is the bounded exchange previewctl uses (``PreviewClient(..., resilient=False)``: no
+retries, no breaker; it reports each failure itself): a wall-clock deadline over the whole answer,
+headers included (a server dripping one byte a second cannot hold the caller), a size cap (a 300 MB
+answer is refused, never held), and ``Unreachable`` with a short text for a person (no exception
+class names, no raw server text).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import requests
 import requests_unixsocket
@@ -41,6 +49,9 @@ from urllib3.util.retry import Retry
 
 from .access import read_token
 
+DEFAULT_URL = "http://127.0.0.1:8081"
+MAX_JSON_BYTES = 4 * 1024 * 1024
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 class PreviewError(Exception):
     """The daemon answered, but not with a frame."""
@@ -52,6 +63,67 @@ class PreviewError(Exception):
 
 class CircuitOpen(Exception):
     """Failing fast: the daemon failed repeatedly and has not passed a health probe since."""
+
+
+class Unreachable(Exception):
+    """No complete, acceptable answer from the address (``fetch``); the text is for a person."""
+
+
+class _Expired(BaseException):
+    """The wall clock ran out: a BaseException, so no library's ``except Exception`` swallows it."""
+
+
+def is_unix_address(url: str) -> bool:
+    """A unix socket: its path (``/run/x.sock``), ``unix:/run/x.sock`` or ``http+unix://<quoted path>``."""
+    return url.startswith(("/", "unix:", "http+unix://"))
+
+
+def socket_path(url: str) -> str:
+    """The socket's path in any of the spellings ``is_unix_address`` accepts."""
+    if url.startswith("http+unix://"):
+        return unquote(url.removeprefix("http+unix://").split("/", 1)[0])
+    return url.removeprefix("unix:")
+
+
+def unix_base(path: str) -> str:
+    """The requests-unixsocket base URL of a socket path (the one place it is built)."""
+    return f"http+unix://{quote(path, safe='')}"
+
+
+@contextmanager
+def wall_clock(seconds: float) -> Iterator[None]:
+    """Bound a whole exchange, headers included: SIGALRM in the main thread (socket timeouts are per read).
+
+    Elsewhere (a thread of the editor's) only the per-read timeouts and the per-chunk check apply."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _Expired()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.05))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def why_failed(exc: requests.RequestException, timeout: float) -> str:
+    """What went wrong, for a person (not the exception's class name, not the server's text)."""
+    if isinstance(exc, requests.Timeout):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, requests.ConnectionError):
+        text = str(exc)
+        for needle, words in (("Connection refused", "connection refused"), ("No such file", "no such socket"),
+                              ("Permission denied", "permission denied"), ("Name or service not known", "unknown host"),
+                              ("reset by peer", "connection reset")):
+            if needle in text:
+                return words
+        return "cannot connect"
+    return "not an address this client can use"
 
 
 @dataclass
@@ -102,25 +174,78 @@ class CircuitBreaker:
 
 
 class PreviewClient:
-    def __init__(self, url: str = "http://127.0.0.1:8081", *, timeout: float = 3.0, connect_timeout: float = 1.0,
-                 retry: Retry | None = None, breaker: CircuitBreaker | None = None, pool_size: int = 4) -> None:
+    """``resilient=False`` (previewctl): no retries and no circuit breaker; every failure is the caller's to report.
+
+    ``environ`` is where the TCP token is looked up (``$XDG_RUNTIME_DIR``); ``shown`` names the address for people.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 3.0, connect_timeout: float = 1.0,
+                 retry: Retry | None = None, breaker: CircuitBreaker | None = None, pool_size: int = 4,
+                 resilient: bool = True, environ: Mapping[str, str] | None = None) -> None:
         self.timeout = (connect_timeout, timeout)
+        self.deadline_s = timeout
         self.breaker = breaker or CircuitBreaker()
-        if url.startswith("/") or url.startswith("unix:"):
-            path = url.removeprefix("unix:")
-            self.base = f"http+unix://{quote(path, safe='')}"
+        self.resilient = resilient
+        self.environ = environ
+        retries: Retry | int = (retry or make_retry()) if resilient else 0
+        self.unix = is_unix_address(url)
+        if self.unix:
+            self.path = socket_path(url)
+            self.base, self.shown = unix_base(self.path), f"unix:{self.path}"
             self.session: requests.Session = requests_unixsocket.Session()
-            adapter: HTTPAdapter = requests_unixsocket.UnixAdapter(max_retries=retry or make_retry(),
-                                                                   pool_connections=pool_size, pool_maxsize=pool_size)
+            adapter: HTTPAdapter = requests_unixsocket.UnixAdapter(max_retries=retries, pool_connections=pool_size, pool_maxsize=pool_size)
             self.session.mount("http+unix://", adapter)
         else:
-            self.base = url.rstrip("/")
+            self.path = ""
+            self.base = self.shown = url.rstrip("/")
             self.session = requests.Session()
-            adapter = HTTPAdapter(max_retries=retry or make_retry(), pool_connections=pool_size, pool_maxsize=pool_size)
+            adapter = HTTPAdapter(max_retries=retries, pool_connections=pool_size, pool_maxsize=pool_size)
             self.session.mount("http://", adapter)
 
     def close(self) -> None:
         self.session.close()
+
+    def fetch(self, method: str, path: str, *, max_bytes: int = MAX_JSON_BYTES, deadline_s: float | None = None,
+              headers: dict[str, str] | None = None, body: bytes | None = None) -> requests.Response:
+        """One bounded exchange: the whole answer within ``deadline_s`` (default: the client's timeout) and at
+        most ``max_bytes``, or ``Unreachable``. PUT/DELETE over TCP carry the daemon's token."""
+        seconds = min(deadline_s, self.deadline_s) if deadline_s else self.deadline_s
+        headers = {**(headers or {}), **(self._auth() if method in ("PUT", "DELETE") else {})}
+        give_up = time.monotonic() + seconds
+        try:
+            with wall_clock(seconds + 0.2):
+                response = self.session.request(method, self.base + path, data=body, headers=headers, stream=True,
+                                                timeout=(min(self.timeout[0], seconds), seconds))
+                try:
+                    declared = int(response.headers.get("Content-Length") or 0)
+                except ValueError:
+                    declared = 0
+                if declared > max_bytes:
+                    response.close()
+                    raise Unreachable(f"{self.shown}: answer of {declared} bytes is over the {max_bytes} byte limit")
+                content = bytearray()
+                for chunk in response.iter_content(65536):
+                    content += chunk
+                    if len(content) > max_bytes:
+                        response.close()
+                        raise Unreachable(f"{self.shown}: answer over the {max_bytes} byte limit")
+                    if time.monotonic() > give_up:
+                        response.close()
+                        raise _Expired()
+                response._content = bytes(content)
+                setattr(response, "_content_consumed", True)  # noqa: B010 - requests' own flag, not typed
+                return response
+        except _Expired:
+            raise Unreachable(f"{self.shown}: no complete answer within {seconds:g} s") from None
+        except requests.RequestException as exc:
+            raise Unreachable(f"{self.shown}: {why_failed(exc, seconds)}") from None
+
+    def _auth(self) -> dict[str, str]:
+        """Over TCP, the daemon's token (a fresh read: the daemon writes a new one at each start); never on GETs."""
+        if self.unix:
+            return {}
+        token = read_token(dict(os.environ if self.environ is None else self.environ))
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _get(self, path: str, headers: dict[str, str] | None = None) -> requests.Response:
         if self.breaker.state == "open":
@@ -164,12 +289,7 @@ class PreviewClient:
         return dict(self._get("/health").json())
 
     def _change(self, method: str, body: bytes | None = None) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json"}
-        if not self.base.startswith("http+unix://"):
-            token = read_token(dict(os.environ))  # a fresh read: the daemon writes a new token at each start
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-        response = self.session.request(method, self.base + "/timeline", data=body, headers=headers, timeout=self.timeout)
+        response = self.fetch(method, "/timeline", body=body, headers={"Content-Type": "application/json"})
         if response.status_code != 200:
             raise PreviewError(response.status_code, response.text[:200])
         return dict(response.json())

@@ -67,6 +67,18 @@ def close_to(pixel: tuple[int, ...], colour: tuple[int, int, int], tolerance: in
     return all(abs(a - b) <= tolerance for a, b in zip(pixel, colour, strict=False))
 
 
+def read_head(sock: socket.socket, timeout: float = 30) -> bytes:
+    """A fake server's side: the request's head (up to the blank line), or b"" if the client went away."""
+    sock.settimeout(timeout)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return b""
+        head += chunk
+    return head
+
+
 def exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
     """Send raw bytes; return (status, whole response) once one complete response arrived, or (0, b"") on a clean close."""
     # "Host: x" in the tests' raw requests stands for the daemon's own name: the daemon refuses foreign Hosts (421).

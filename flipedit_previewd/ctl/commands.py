@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import IO, Any
 
 from ..projectdb import open_readonly
-from .http import DaemonClient, Unreachable
+from .discovery import DaemonClient, Unreachable
 from .journal_read import BadTime, as_json, entries, event_of, number, open_reader, parse_time, short_line
 from .restarts import JOURNALCTL_USER, classify, is_manager_entry, open_unit_reader, verdict
 from .safeout import as_float, as_int, clean

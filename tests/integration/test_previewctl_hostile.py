@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, read_head
 
 from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.commands import Env
@@ -83,13 +83,9 @@ class Fake(socketserver.ThreadingTCPServer):
 class Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         sock: socket.socket = self.request
-        sock.settimeout(30)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(4096)
-            if not chunk:
-                return
-            head += chunk
+        head = read_head(sock)
+        if not head:
+            return
         path = head.split(b" ")[1].decode("latin-1")
         mode = self.server.mode  # type: ignore[attr-defined]
         tmp = self.server.tmp  # type: ignore[attr-defined]
