@@ -193,13 +193,13 @@ def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where:
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    if isinstance(kind, tuple):
-        return "a number"
-    return {str: "a string", int: "an integer", bool: "a boolean", list: "a list", dict: "an object"}.get(kind, kind.__name__)
+    return KIND_NAMES[kind]
 
 
 NUMBER = (int, float)
 MAX_NUMBER = 2**53  # any number in a timeline: beyond it float() overflows or loses integer precision
+KIND_NAMES: dict[type | tuple[type, ...], str] = {str: "a string", int: "an integer", bool: "a boolean", list: "a list",
+                                                  dict: "an object", NUMBER: "a number", (dict, type(None)): "an object or null"}
 
 
 def timeline_from_json(data: Any, default_canvas: tuple[int, int], default_fps: float) -> Timeline:
