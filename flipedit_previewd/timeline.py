@@ -145,7 +145,7 @@ def _digest(timeline: Timeline) -> str:
         for c in t.clips:
             h.update(repr((c.id, c.track_id, c.type, c.source_path, c.start_on_track_ms, c.end_on_track_ms, c.start_in_source_ms,
                            c.end_in_source_ms, c.rect and (c.rect.left, c.rect.top, c.rect.width, c.rect.height), c.flip,
-                           c.source_stat)).encode("utf-8", "surrogateescape"))
+                           c.source_stat)).encode())  # repr escapes every lone surrogate: always valid UTF-8
     return h.hexdigest()
 
 

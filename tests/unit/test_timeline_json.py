@@ -110,6 +110,7 @@ def test_each_rule_names_its_field_and_reason(data: Any, detail: str, field: str
     doc(clip(type="audio"), clip(type="text"), clip(type="image"), clip(type="video")),
     doc(clip(rect={"left": -1e6, "top": 1e6, "width": 4 * MAX_CANVAS_SIDE, "height": 4 * MAX_CANVAS_SIDE})),
     doc(clip(flip=0), clip(flip=1), clip(flip=2), clip(rect=None)),
+    doc(clip(rect={"left": 0, "top": 0, "width": 0.5, "height": 0.5})),  # positive, not at least 1
 ])
 def test_the_bounds_themselves_are_accepted(data: Any) -> None:
     timeline_from_json(data, CANVAS, FPS)
