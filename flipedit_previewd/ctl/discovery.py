@@ -20,7 +20,8 @@ from typing import Any
 
 import requests
 
-from ..client import DEFAULT_URL, MAX_BODY_BYTES, MAX_JSON_BYTES, PreviewClient, Unreachable
+from ..client import DEFAULT_URL, PreviewClient
+from ..transport import MAX_BODY_BYTES, MAX_JSON_BYTES, Unreachable
 from .safeout import clean, clean_tree
 
 __all__ = ["DaemonClient", "Unreachable", "candidates", "check_unix_socket", "peer_uid"]

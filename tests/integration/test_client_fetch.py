@@ -15,7 +15,8 @@ import pytest
 from helpers import read_head
 
 from flipedit_previewd.access import token_path, write_token
-from flipedit_previewd.client import PreviewClient, Unreachable, unix_base
+from flipedit_previewd.client import PreviewClient
+from flipedit_previewd.transport import Unreachable, unix_base
 
 SEEN: list[bytes] = []
 
