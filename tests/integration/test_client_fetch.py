@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import read_head
+from helpers import FakeHandler
 
 from flipedit_previewd.access import token_path, write_token
 from flipedit_previewd.client import PreviewClient
@@ -21,27 +21,19 @@ from flipedit_previewd.transport import Unreachable, unix_base
 SEEN: list[bytes] = []
 
 
-class Handler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        sock: socket.socket = self.request
-        head = read_head(sock)
-        if not head:
-            return
+class Handler(FakeHandler):
+    def answer(self, sock: socket.socket, head: bytes, mode: str) -> None:
         SEEN.append(head)
-        mode = self.server.mode  # type: ignore[attr-defined]
-        try:
-            if mode == "ok":
-                sock.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{"status":"ok"}')
-            elif mode == "drip":  # one byte of the head a tenth of a second, for a minute
-                for byte in b"HTTP/1.1 200 OK\r\nX-" + b"a" * 600:
-                    sock.sendall(bytes([byte]))
-                    time.sleep(0.1)
-            elif mode == "huge":  # no Content-Length: only counting the body can stop it
-                sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
-                for _ in range(2000):
-                    sock.sendall(b"x" * 65536)
-        except OSError:
-            pass
+        if mode == "ok":
+            sock.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{"status":"ok"}')
+        elif mode == "drip":  # one byte of the head a tenth of a second, for a minute
+            for byte in b"HTTP/1.1 200 OK\r\nX-" + b"a" * 600:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.1)
+        elif mode == "huge":  # no Content-Length: only counting the body can stop it
+            sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+            for _ in range(2000):
+                sock.sendall(b"x" * 65536)
 
 
 class UnixServer(socketserver.ThreadingUnixStreamServer):
