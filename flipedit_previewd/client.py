@@ -36,6 +36,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +110,10 @@ class CircuitBreaker:
 
 
 class PreviewClient:
-    """``resilient=False`` (previewctl): no retries and no circuit breaker; every failure is the caller's to report.
+    """``resilient=False`` (previewctl): no retries and no circuit breaker, every failure is the caller's to report;
+    and ``fetch`` bounds each whole exchange with a SIGALRM wall clock (main thread only). A resilient client,
+    living in someone else's program, leaves the process's timers alone: per-read timeouts and a per-chunk
+    deadline check bound the body (a server dripping its headers can hold it longer).
 
     ``environ`` is where the TCP token is looked up (``$XDG_RUNTIME_DIR``); ``shown`` names the address for people.
     """
@@ -148,7 +152,7 @@ class PreviewClient:
         headers = {**(headers or {}), **(self._auth() if method in ("PUT", "DELETE") else {})}
         give_up = time.monotonic() + seconds
         try:
-            with wall_clock(seconds + 0.2):
+            with wall_clock(seconds + 0.2) if not self.resilient else nullcontext():
                 response = self.session.request(method, self.base + path, data=body, headers=headers, stream=True,
                                                 timeout=(min(self.timeout[0], seconds), seconds))
                 try:
@@ -183,9 +187,9 @@ class PreviewClient:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _get(self, path: str, headers: dict[str, str] | None = None) -> requests.Response:
-        if self.breaker.state == "open":
+        if self.resilient and self.breaker.state == "open":
             raise CircuitOpen(f"{self.base}: {self.breaker.failures} failures in a row; waiting before probing /health")
-        if self.breaker.state == "half-open":
+        if self.resilient and self.breaker.state == "half-open":
             self._probe()
         try:
             response = self.session.get(self.base + path, headers=headers, timeout=self.timeout)
