@@ -43,7 +43,8 @@ sys.path.insert(0, str(HERE))
 from load import overload as raw_overload  # noqa: E402
 from render import make_scene  # noqa: E402
 
-from flipedit_previewd.projectdb import add_clip, add_track, create_project_db, set_clip_rect  # noqa: E402
+from flipedit_previewd.percentiles import summary as percentile_summary  # noqa: E402
+from flipedit_previewd.testing import add_clip, add_track, create_project_db, set_clip_rect  # noqa: E402
 
 VENV = ROOT / ".venv/bin"
 KEEP_MARKER = "<!-- Written by hand from here on; bench/peers.py keeps it when it rewrites the tables above. -->"
@@ -130,11 +131,7 @@ def servers(db: Path, daemon_args: tuple[str, ...] = (), baseline_tree: str = ""
 
 
 def pct(values: list[float]) -> dict[str, float]:
-    if len(values) < 2:
-        v = values[0] if values else float("nan")
-        return {"p50": v, "p95": v, "p99": v}
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98]}
+    return {k: float("nan") if v is None else v for k, v in percentile_summary(values, digits=None).items()}
 
 
 def closed_loop(url: str, clients: int, seconds: float, path: Callable[[int], str], headers: dict[str, str] | None = None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from . import __version__
 from .config import Config, ConfigError, from_args
 from .journal import EventLog
 
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_SOCKET = 0, 1, 2, 3
+EXIT_OK, EXIT_CONFIG, EXIT_SOCKET = 0, 2, 3  # 1: an uncaught exception (Python's own)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

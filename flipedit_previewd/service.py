@@ -21,7 +21,7 @@ from . import __version__
 from .access import Guard, Peer, token_path, write_token
 from .admission import Admission, Pending
 from .config import Config
-from .errors import BadRequest, GatewayTimeout, HTTPError, MethodNotAllowed, NotFound, Overloaded, RenderFailed
+from .errors import BadRequest, DomainError, GatewayTimeout, HTTPError, MethodNotAllowed, NotFound, Overloaded, RenderFailed, as_http
 from .framecache import FrameCache
 from .journal import EventLog
 from .limits import check_timeline
@@ -582,10 +582,11 @@ class Service:
             return refused
         try:
             return await self._route(request, over_limit, client)
-        except HTTPError as exc:
-            if 400 <= exc.status < 500:
-                self._note_client_error(exc.status, f"{request.method} {request.target[:200]}: {exc.detail}")
-            return Response.from_error(exc)
+        except (HTTPError, DomainError) as raised:
+            answer = as_http(raised)
+            if 400 <= answer.status < 500:
+                self._note_client_error(answer.status, f"{request.method} {request.target[:200]}: {answer.detail}")
+            return Response.from_error(answer)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the boundary: log, answer 500, keep serving

@@ -6,6 +6,7 @@ import io
 import os
 import signal
 import socket
+import socketserver
 import sqlite3
 import subprocess
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import requests
 from PIL import Image
 
-from flipedit_previewd.projectdb import add_clip, add_track, create_project_db
+from flipedit_previewd.testing import add_clip, add_track, create_project_db
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,6 +66,34 @@ def decode(body: bytes) -> Image.Image:
 
 def close_to(pixel: tuple[int, ...], colour: tuple[int, int, int], tolerance: int = 40) -> bool:
     return all(abs(a - b) <= tolerance for a, b in zip(pixel, colour, strict=False))
+
+
+class FakeHandler(socketserver.BaseRequestHandler):
+    """A fake server's connection: reads the request's head, then ``answer(sock, head, mode)`` says anything."""
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        head = read_head(sock)
+        if head:
+            try:
+                self.answer(sock, head, getattr(self.server, "mode", ""))
+            except OSError:
+                pass  # the client went away: that is what a hostile server hopes for
+
+    def answer(self, sock: socket.socket, head: bytes, mode: str) -> None:
+        raise NotImplementedError
+
+
+def read_head(sock: socket.socket, timeout: float = 30) -> bytes:
+    """A fake server's side: the request's head (up to the blank line), or b"" if the client went away."""
+    sock.settimeout(timeout)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return b""
+        head += chunk
+    return head
 
 
 def exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, bytes]:

@@ -19,7 +19,7 @@ import pytest
 import requests
 from helpers import build_project, close_to, decode, solid_png
 
-from flipedit_previewd.projectdb import set_clip_rect
+from flipedit_previewd.testing import set_clip_rect
 
 RED = (255, 0, 0)
 

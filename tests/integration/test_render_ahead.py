@@ -13,7 +13,7 @@ import pytest
 import requests
 from helpers import build_project, solid_png, wait_for
 
-from flipedit_previewd.projectdb import set_clip_rect
+from flipedit_previewd.testing import set_clip_rect
 
 
 @pytest.fixture
