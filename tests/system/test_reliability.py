@@ -6,6 +6,7 @@ Loopback only, bounded in count and time.
 
 from __future__ import annotations
 
+import http.client
 import os
 import random
 import signal
@@ -18,10 +19,12 @@ from typing import Any
 
 import requests
 from deploy import UNIT, Deployed, wait_active
+from editor_client import EditorPool, local_port
 from helpers import overload_with_health_watch, wait_for
 
 from flipedit_previewd.client import PreviewClient, make_retry
 from flipedit_previewd.demo import ensure_demo_project
+from flipedit_previewd.journal import MESSAGE_IDS
 
 WATCHDOG_SEC, RESTART_SEC = 5, 1
 
@@ -144,32 +147,46 @@ def test_hangs_are_restarted_every_time(deployed: Any, tmp_path: Path) -> None:
 
 
 def test_keepalive_200_reuses_after_idle_0_to_20s(deployed: Any, tmp_path: Path) -> None:
+    """20 editor-like connections (no retry), each idle 0-20 s between 10 requests: every request answered on its first connection."""
     d = demo_deploy(deployed, tmp_path)
     failures: list[str] = []
-    done = [0]
+    reused = [0]
     idles: list[float] = []
 
     def run(seed: int) -> None:
         rng = random.Random(seed)
-        client = PreviewClient(d.url, timeout=10)
-        for _ in range(10):
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+        conn.connect()
+        port = local_port(conn)
+        for index in range(10):
             idle = rng.uniform(0, 20)
             idles.append(idle)
             time.sleep(idle)
             try:
-                client.frame(rng.randrange(0, 150), width=320)
-                done[0] += 1
-            except Exception as exc:  # noqa: BLE001
-                failures.append(repr(exc))
-        client.close()
+                conn.request("GET", f"/get_frame/{rng.randrange(0, 150)}?width=320")
+                response = conn.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(f"request {index} after {idle:.1f} s idle: {exc!r}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+                continue
+            if response.status != 200 or body[:2] != b"\xff\xd8":
+                failures.append(f"request {index}: status {response.status}")
+            elif local_port(conn) != port:  # http.client reconnects silently: the local port tells
+                failures.append(f"request {index} after {idle:.1f} s idle went out on a new connection")
+            else:
+                reused[0] += 1
+        conn.close()
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(20)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    report("keep-alive reuse", reuses=done[0], failures=len(failures), idle_min_s=round(min(idles), 2), idle_max_s=round(max(idles), 2))
-    assert done[0] == 200 and not failures
+    report("keep-alive reuse", reuses=reused[0], failures=len(failures), idle_min_s=round(min(idles), 2), idle_max_s=round(max(idles), 2))
+    assert not failures, failures[:3]
+    assert reused[0] == 200
 
 
 def test_slowloris_does_not_delay_normal_clients(deployed: Any, tmp_path: Path) -> None:
@@ -218,34 +235,34 @@ def test_slowloris_does_not_delay_normal_clients(deployed: Any, tmp_path: Path) 
 
 
 def test_graceful_stop_and_reload_under_load(deployed: Any, tmp_path: Path) -> None:
+    """10 editor-like connections (no retry) through a reload and a stop: no failed request; the reload took effect
+    on the same connections; after the stop the next requests start the service again."""
+    conf = tmp_path / "flipedit-preview" / "previewd.toml"
+    conf.parent.mkdir()
+    conf.write_text("queue_size = 20\n")
     d = demo_deploy(deployed, tmp_path)
-    failures: list[str] = []
-    ok = [0]
-    stop = threading.Event()
-
-    def run(seed: int) -> None:
-        rng = random.Random(seed)
-        client = PreviewClient(d.url, timeout=15, retry=make_retry(attempts=6, backoff=0.2))
-        while not stop.is_set():
-            try:
-                client.frame(rng.randrange(0, 150), width=rng.choice([320, 480, 640]))
-                ok[0] += 1
-            except Exception as exc:  # noqa: BLE001
-                failures.append(repr(exc))
-        client.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(10)]
-    for t in threads:
-        t.start()
-    time.sleep(2)
-    d.box.systemctl("reload", UNIT)
-    time.sleep(2)
-    first_pid = d.main_pid()
-    d.box.systemctl("stop", UNIT)  # the socket stays: the next request starts the service again
-    time.sleep(4)
-    stop.set()
-    for t in threads:
-        t.join()
-    report("stop and reload under load", fetches_ok=ok[0], failures=len(failures), restarted=d.main_pid() not in (0, first_pid))
-    assert not failures, failures[:3]
+    assert requests.get(d.url + "/health", timeout=10).json()["queue_capacity"] == 20
+    pool = EditorPool("127.0.0.1", d.port, connections=10, interval=0.05, timeout=30,
+                      path=lambda n: f"/get_frame/{n % 150}?width={(320, 480, 640)[n % 3]}").start()
+    try:
+        time.sleep(2)
+        conf.write_text("queue_size = 17\n")
+        d.box.systemctl("reload", UNIT)  # returns once the daemon said READY=1 after RELOADING=1
+        assert wait_for(lambda: requests.get(d.url + "/health", timeout=10).json()["queue_capacity"] == 17, 10)
+        time.sleep(2)
+        answers_after_reload, reconnects_after_reload = pool.progress()
+        first_pid = d.main_pid()
+        d.box.systemctl("stop", UNIT)  # the socket stays: the next request starts the service again
+        time.sleep(4)
+    finally:
+        result = pool.stop()
+        pool.close()
+    reloads = d.journal(MESSAGE_ID=MESSAGE_IDS["reload"])
+    report("stop and reload under load", fetches_ok=result.answers, failures=len(result.failures), reconnects_through_reload=reconnects_after_reload,
+           reconnects=result.reconnects, closed_by_server=result.closed_by_server, daemon_pids=len(result.servers),
+           reloads=len(reloads), restarted=d.main_pid() not in (0, first_pid))
+    assert not result.failures, result.failures[:3]
+    assert answers_after_reload > 0 and reconnects_after_reload == 0  # the reload kept every connection
+    assert len(reloads) == 1 and "kept old configuration" not in str(reloads[0].get("MESSAGE"))
+    assert result.answers > answers_after_reload and len(result.servers) == 2  # answered by the next instance too
     assert d.show("ActiveState")["ActiveState"] == "active" and d.main_pid() != first_pid
