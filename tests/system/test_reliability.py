@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from deploy import UNIT, Deployed, wait_active
 from editor_client import EditorPool, local_port
@@ -234,35 +235,61 @@ def test_slowloris_does_not_delay_normal_clients(deployed: Any, tmp_path: Path) 
     assert loaded <= 2 * unloaded + 0.005  # 5 ms of slack for a shared, noisy 2-core machine
 
 
+def editor_pool(d: Deployed) -> EditorPool:
+    """10 editor-like keep-alive connections, no retry, each asking every 50 ms (renders that cost real work)."""
+    return EditorPool("127.0.0.1", d.port, connections=10, interval=0.05, timeout=30,
+                      path=lambda n: f"/get_frame/{n % 150}?width={(320, 480, 640)[n % 3]}")
+
+
 def test_graceful_stop_and_reload_under_load(deployed: Any, tmp_path: Path) -> None:
-    """10 editor-like connections (no retry) through a reload and a stop: no failed request; the reload took effect
-    on the same connections; after the stop the next requests start the service again."""
+    """The reload half: 10 editor-like connections (no retry) through a reload: no failed request, every
+    connection kept, and the reload took effect (a changed setting, the journal's reload entry)."""
     conf = tmp_path / "flipedit-preview" / "previewd.toml"
     conf.parent.mkdir()
     conf.write_text("queue_size = 20\n")
     d = demo_deploy(deployed, tmp_path)
     assert requests.get(d.url + "/health", timeout=10).json()["queue_capacity"] == 20
-    pool = EditorPool("127.0.0.1", d.port, connections=10, interval=0.05, timeout=30,
-                      path=lambda n: f"/get_frame/{n % 150}?width={(320, 480, 640)[n % 3]}").start()
+    pid = d.main_pid()
+    pool = editor_pool(d).start()
     try:
         time.sleep(2)
+        before = pool.progress()
         conf.write_text("queue_size = 17\n")
         d.box.systemctl("reload", UNIT)  # returns once the daemon said READY=1 after RELOADING=1
         assert wait_for(lambda: requests.get(d.url + "/health", timeout=10).json()["queue_capacity"] == 17, 10)
         time.sleep(2)
-        answers_after_reload, reconnects_after_reload = pool.progress()
-        first_pid = d.main_pid()
+    finally:
+        result = pool.stop()
+        pool.close()
+    reloads = d.journal(MESSAGE_ID=MESSAGE_IDS["reload"])
+    report("reload under load", fetches_ok=result.answers, answers_before_reload=before[0], failures=len(result.failures),
+           reconnects=result.reconnects, closed_by_server=result.closed_by_server, reloads=len(reloads))
+    assert not result.failures, result.failures[:3]
+    assert before[0] > 0 and result.answers > before[0]
+    assert result.reconnects == 0 and result.closed_by_server == 0 and result.final_ports == result.initial_ports  # every connection kept
+    assert len(reloads) == 1 and "kept old configuration" not in str(reloads[0].get("MESSAGE"))
+    assert d.main_pid() == pid and result.servers == {str(pid)}  # reloaded in place, not restarted
+
+
+@pytest.mark.xfail(strict=True, reason="issue 13 finding: `systemctl stop` under load resets the keep-alive connections that are "
+                   "between requests (handed to the fd store, which systemd < 254 discards on stop: 10 of 10 reset in a run); "
+                   "the old test passed only through 6 retries. Remove this mark once a stop answers or closes them cleanly.")
+def test_graceful_stop_under_load_fails_no_request(deployed: Any, tmp_path: Path) -> None:
+    """The stop half: 10 editor-like connections (no retry) through `systemctl stop` (the socket stays): no failed
+    request; the next requests start the service again."""
+    d = demo_deploy(deployed, tmp_path)
+    first_pid = d.main_pid()
+    pool = editor_pool(d).start()
+    try:
+        time.sleep(2)
         d.box.systemctl("stop", UNIT)  # the socket stays: the next request starts the service again
         time.sleep(4)
     finally:
         result = pool.stop()
         pool.close()
-    reloads = d.journal(MESSAGE_ID=MESSAGE_IDS["reload"])
-    report("stop and reload under load", fetches_ok=result.answers, failures=len(result.failures), reconnects_through_reload=reconnects_after_reload,
-           reconnects=result.reconnects, closed_by_server=result.closed_by_server, daemon_pids=len(result.servers),
-           reloads=len(reloads), restarted=d.main_pid() not in (0, first_pid))
-    assert not result.failures, result.failures[:3]
-    assert answers_after_reload > 0 and reconnects_after_reload == 0  # the reload kept every connection
-    assert len(reloads) == 1 and "kept old configuration" not in str(reloads[0].get("MESSAGE"))
-    assert result.answers > answers_after_reload and len(result.servers) == 2  # answered by the next instance too
+    report("stop under load", fetches_ok=result.answers, failures=len(result.failures), reconnects=result.reconnects,
+           closed_by_server=result.closed_by_server, daemon_pids=len(result.servers), restarted=d.main_pid() not in (0, first_pid),
+           first_failures=result.failures[:2])
     assert d.show("ActiveState")["ActiveState"] == "active" and d.main_pid() != first_pid
+    assert len(result.servers) == 2  # answered by the next instance too
+    assert not result.failures, result.failures[:3]

@@ -353,7 +353,35 @@ def test_http_date_format_and_once_a_second(monkeypatch: pytest.MonkeyPatch) -> 
     now = [1_000_000_000.25]
     monkeypatch.setattr(time, "time", lambda: now[0])
     assert protocol.http_date() == "Sun, 09 Sep 2001 01:46:40 GMT"
+    assert calls == [1_000_000_000]  # formatted from the second it read, not from another look at the clock
     now[0] = 1_000_000_000.75
     assert protocol.http_date() == "Sun, 09 Sep 2001 01:46:40 GMT" and len(calls) == 1  # the same second: cached
     now[0] = 1_000_000_001.0
     assert protocol.http_date() == "Sun, 09 Sep 2001 01:46:41 GMT" and len(calls) == 2
+
+
+def test_an_error_after_an_early_answer_is_still_answered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon answers some requests before their body (401 without a token); if the body then breaks HTTP,
+    h11 will not send a second response on the connection: a detached writer does, and the connection closes."""
+    fixed_date(monkeypatch)
+    http = conn()
+    http.receive(b"PUT /timeline HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert http.next_request() is None and http.mid_request
+    early = http.send_response(Response(401, b"{}"))
+    assert early.startswith(b"HTTP/1.1 401 ")
+    http.receive(b"zz\r\n")  # not a chunk size
+    with pytest.raises(ProtocolFailure) as info:
+        http.next_request()
+    out = http.send_response(Response.from_error(info.value.error, protocol=True))
+    assert out.startswith(b"HTTP/1.1 400 Bad Request\r\nServer: flipedit-previewd\r\nDate: Sun, 09 Sep 2001 01:46:40 GMT\r\n")
+    assert out.endswith(b"\r\nConnection: close\r\n\r\n" + Response.from_error(info.value.error).body)
+    assert http.should_close is True
+
+
+def test_request_carries_its_http_version() -> None:
+    """access.py relies on it: an HTTP/1.0 request without Host is let through on TCP."""
+    for version in ("1.0", "1.1"):
+        http = conn()
+        http.receive(b"GET / HTTP/%s\r\nHost: x\r\n\r\n" % version.encode())
+        request = http.next_request()
+        assert request is not None and request.http_version == version
