@@ -193,11 +193,11 @@ class Service:
         return await self.routes.handle(request, client)
 
     def refuse(self, limit: str, detail: str) -> Overloaded:
-        """A 503 decided outside admission (too many connections; a request cut off by the stop), counted
-        like admission's own; a refused connection also marks an overload."""
+        """A 503 decided outside admission (too many connections; a request refused by the stop), counted
+        like admission's own; only too many connections marks an overload (a stop is not one)."""
         error = self.admission.reject(limit, detail)
-        if limit != "stopping":
-            self.rejections.add("rejected", limit)
+        self.rejections.add("rejected", limit)
+        if limit == "connections":
             self.note_rejection()
         return error
 
