@@ -27,6 +27,7 @@ from .journal import EventLog
 if TYPE_CHECKING:
     from .lifecycle import ServiceAPI
     from .service import Service
+    from .workers import Worker
 
 SUMMARY_EVERY = 60.0  # seconds between the per-minute summaries of cheap requests
 MAX_TICK = 2.0  # seconds between ticks when systemd asks for no watchdog
@@ -60,21 +61,18 @@ class Supervisor:
         self.replace_hung()
 
     def replace_hung(self) -> None:
-        """Report a hung worker once; replace it after twice the threshold, unless no worker is left healthy
-        (then every worker is stuck on something, likely the same heavy input: keep them, the watchdog decides)."""
+        """Report each hung worker once, replace those ``hang_policy`` says (see there)."""
         pool, log = self.service.pool, self.service.log
         now = time.monotonic()
-        hung = pool.hung_workers(now)
-        any_healthy = len(hung) < len(pool.workers)
-        for worker in hung:
-            if not worker.hung_reported:
-                worker.hung_reported = True
-                log.emit("worker_hung", f"worker {worker.index} stuck on frame {worker.frame} for {now - worker.since:.1f} s",
-                         "err", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
-            if any_healthy and now - worker.since > 2 * pool.hang_threshold:
-                log.emit("worker_replaced", f"worker {worker.index} replaced after hanging on frame {worker.frame}",
-                         "warning", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
-                pool.replace_hung(worker, worker.job_id)
+        report, replace = hang_policy(pool.hung_workers(now), len(pool.workers), now, pool.hang_threshold)
+        for worker in report:
+            worker.hung_reported = True
+            log.emit("worker_hung", f"worker {worker.index} stuck on frame {worker.frame} for {now - worker.since:.1f} s",
+                     "err", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
+        for worker in replace:
+            log.emit("worker_replaced", f"worker {worker.index} replaced after hanging on frame {worker.frame}",
+                     "warning", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
+            pool.replace_hung(worker, worker.job_id)
 
     def can_progress(self) -> bool:
         """The pool can make progress unless every worker is stuck past the hang threshold."""
@@ -96,6 +94,18 @@ class Supervisor:
         return (f"{self.status()}: {len(s.admission.in_flight)}/{s.config.workers} rendering, "
                 f"{len(s.admission.queue)} queued, {s.admission.rejected_recently(60)} rejected in the last minute, "
                 f"{s.admission.rate.rate():.1f} frames/s, loop lag p99 {s.lag.percentile(99) * 1000:.0f} ms")
+
+
+def hang_policy(hung: list[Worker], workers: int, now: float, threshold: float) -> tuple[list[Worker], list[Worker]]:
+    """(hung workers to report, hung workers to replace), given ``WorkerPool.hung_workers``.
+
+    Each is reported once. One is replaced (killed; its request answered 504) after twice the
+    threshold, but only while another worker is healthy: when every worker is stuck, they are
+    most likely stuck on the same input, a fresh one would be too, and the watchdog decides.
+    """
+    report = [w for w in hung if not w.hung_reported]
+    replace = [w for w in hung if now - w.since > 2 * threshold] if len(hung) < workers else []
+    return report, replace
 
 
 class Watchdog:
