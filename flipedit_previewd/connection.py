@@ -78,17 +78,11 @@ class ClientProtocol(asyncio.Protocol):
         data = self._serialise(Response.from_error(error))
         if data is not None:
             self.transport.write(data)
-        refused = self.server.refused
-        if len(refused) >= MAX_REFUSED_LINGERING or not self.transport.can_write_eof():
+        if len(self.server.refused) >= MAX_REFUSED_LINGERING:
             self.transport.close()
             return
-        refused.add(self)
-        try:
-            self.transport.write_eof()
-        except OSError:
-            self.transport.abort()
-            return
-        self._arm(REFUSED_LINGER_SECONDS, self._close_now, "linger")
+        self.server.refused.add(self)
+        self._linger(REFUSED_LINGER_SECONDS)
 
     def pause_writing(self) -> None:
         """The peer is not taking our output: stop reading and serving it until it does."""
@@ -226,7 +220,7 @@ class ClientProtocol(asyncio.Protocol):
         if response.close or self.http.should_close:
             self._linger()
 
-    def _linger(self) -> None:
+    def _linger(self, seconds: float = LINGER_SECONDS) -> None:
         """Close without a reset: send FIN after the response, discard input for a while, then close.
 
         Closing a socket that still has unread input makes the kernel send RST,
@@ -241,7 +235,7 @@ class ClientProtocol(asyncio.Protocol):
             except OSError:  # the peer is already gone
                 self.transport.abort()
                 return
-            self._arm(LINGER_SECONDS, self._close_now, "linger")
+            self._arm(seconds, self._close_now, "linger")
         else:
             self.transport.close()
 
