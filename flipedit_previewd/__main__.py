@@ -35,13 +35,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(config.describe())
         return EXIT_OK
 
+    from .lifecycle import LifecycleState
     from .server import Server
+    from .service import Service
     from .sockets import SocketError
 
     def reload_config() -> Config:  # SIGHUP: the same command line and environment, the files read again
         return from_args(args)[0]
 
-    server = Server(config, reload_config, log)
+    lifecycle = LifecycleState()  # one state: the server moves it, the service reads it
+    server = Server(config, Service(config, log, lifecycle), lifecycle, reload_config, log)
     try:
         return asyncio.run(server.serve())
     except SocketError as exc:

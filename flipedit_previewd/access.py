@@ -144,9 +144,10 @@ class Guard:
 
     def _check(self, request: Request, peer: Peer) -> None:
         headers = request.headers
-        # HTTP/1.0 may omit Host (browsers never do, so this opens nothing to a web page); 1.1 must send one (h11).
+        # HTTP/1.0 may omit Host (browsers never do, so this opens nothing to a web page); h11 refuses an
+        # HTTP/1.1 request without one (400, test_protocol), so a missing Host here is an HTTP/1.0 request.
         host = headers.get("host")
-        if peer.family == "tcp" and not (host is None and request.http_version == "1.0") and not self.host_allowed(host, peer.local_port):
+        if peer.family == "tcp" and host is not None and not self.host_allowed(host, peer.local_port):
             raise Misdirected("Host must name this daemon (127.0.0.1, localhost or [::1] and its port)", field="host")
         if "origin" in headers:
             raise Forbidden("requests from web pages (Origin) are refused", field="origin")

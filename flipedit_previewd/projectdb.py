@@ -13,21 +13,18 @@ import json
 import math
 import os
 import sqlite3
-import stat
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
+from .readonlydb import open_readonly
 from .timeline import MAX_CANVAS_SIDE, Clip, Rect, Timeline, Track, empty_timeline, restat, stat_of
 
-BUSY_TIMEOUT_MS = 200
 # The database's own files are stat'ed on every call (two stat calls: the drag must settle fast);
 # media files, which rarely change under a running editor, at most this often.
 MEDIA_STAT_INTERVAL = 0.5
-PROGRESS_STEPS = 10_000
-FETCH_BATCH = 1000  # SQLite VM instructions between deadline checks
+FETCH_BATCH = 1000  # rows fetched between deadline and row-limit checks
 DB_READ_TIMEOUT = 2.0
 MAX_ROWS = 65536
 # A failed read is not retried on every request while the files stay the same; a lock clears on its own.
@@ -37,34 +34,6 @@ RETRY_FAILED = 5.0
 
 class TimelineRefused(sqlite3.DatabaseError):
     """The database was read but its timeline breaks a limit: the last good timeline stays."""
-
-
-def readonly_uri(path: str) -> str:
-    """SQLite's read-only URI for ``path``: every byte that means something in a URI (``?``, ``#``, ``%``) quoted."""
-    return f"file:{quote(os.path.abspath(path), safe='/')}?mode=ro"
-
-
-def open_readonly(path: str, deadline: float | None = None) -> sqlite3.Connection:
-    """Open a project database as untrusted input.
-
-    Regular files only (opening a FIFO blocks forever), ``trusted_schema`` off (a hostile
-    schema's views and triggers cannot call functions with side effects), and with a
-    ``deadline`` SQLite's progress handler abandons any statement still running at it
-    (a recursive view as ``clips`` would otherwise run forever).
-    """
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise sqlite3.OperationalError(f"cannot stat: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
-        raise sqlite3.DatabaseError("not a regular file")
-    conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA query_only = 1")
-    conn.execute("PRAGMA trusted_schema = OFF")
-    if deadline is not None:
-        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), PROGRESS_STEPS)
-    return conn
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

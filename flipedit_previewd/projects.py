@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .projectdb import open_readonly
+from .readonlydb import open_readonly
 from .timeline import stat_of
 
 # Requests stat at most this often (three stat calls): a change is noticed well within 1 s.

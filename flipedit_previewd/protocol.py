@@ -38,7 +38,6 @@ class Request:
     target: str
     headers: dict[str, str]
     body: bytes = b""
-    http_version: str = "1.1"
 
     @property
     def path(self) -> str:
@@ -103,7 +102,6 @@ class HTTPConnection:
         self._body = bytearray()
         self._cycle_bytes = 0
         self._saw_line_end = False
-        self.requests_served = 0
         self.closed_by_peer = False
         self._detached_close = False
         self._method = b""
@@ -185,7 +183,7 @@ class HTTPConnection:
             raise ProtocolFailure(PayloadTooLarge(f"Content-Length {length} exceeds {self.limits.max_body_bytes} bytes"))
         if not target.startswith("/") and target != "*":
             raise ProtocolFailure(BadRequest("request target must be an absolute path"))
-        return Request(event.method.decode("ascii", "replace"), target, headers, http_version=event.http_version.decode())
+        return Request(event.method.decode("ascii", "replace"), target, headers)
 
     def send_response(self, response: Response, head_only: bool = False) -> bytes:
         """Serialise a whole response; headers every answer carries are added here.
@@ -210,7 +208,6 @@ class HTTPConnection:
             out = self._serialise(writer, response, head_only)
         if writer is not self._h11:
             self._detached_close = True
-        self.requests_served += 1
         return out
 
     def _serialise(self, writer: h11.Connection, response: Response, head_only: bool) -> bytes:

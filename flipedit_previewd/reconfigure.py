@@ -52,8 +52,6 @@ class ServiceTarget(Protocol):
     def lag(self) -> LagTarget: ...
     @property
     def pool(self) -> PoolTarget: ...
-    @property
-    def guard(self) -> GuardTarget: ...
     # Per-part hooks that already exist in service.py (also used on a project switch and at start).
     @property
     def _apply_render_ahead(self) -> Callable[[Config], None]: ...
@@ -61,15 +59,21 @@ class ServiceTarget(Protocol):
     def _apply_source_limits(self) -> Callable[[Config], None]: ...
 
 
+class Configurable(Protocol):
+    def configure(self, config: Config) -> None: ...
+
+
 class ServerTarget(Protocol):
-    """The connection side: HTTP limits and the request deadline, plus the service behind it."""
+    """The connection side: HTTP limits, the request deadline and the Host guard, plus the service behind it."""
 
     config: Config
     limits: Limits
-    limits_request_timeout: float
+    request_timeout: float
 
     @property
-    def service(self) -> ServiceTarget: ...
+    def guard(self) -> GuardTarget: ...
+    @property
+    def service(self) -> Configurable: ...
 
 
 def http_limits(config: Config) -> Limits:
@@ -85,16 +89,21 @@ def apply(new: Config, server: ServerTarget) -> Config:
     value is set by the same lines a reload runs: start and reload cannot disagree.
     """
     config = server.config.reloaded(new)
-    service = server.service
-    server.config = service.config = config
+    server.config = config
     server.limits = http_limits(config)
-    server.limits_request_timeout = config.request_timeout
+    server.request_timeout = config.request_timeout
+    server.guard.allowed_hosts = {h.lower() for h in config.allowed_hosts}
+    server.service.configure(config)  # through the server's narrow interface: the service sets its own parts
+    return config
+
+
+def configure_service(config: Config, service: ServiceTarget) -> None:
+    """The service's live settings (``Service.configure``: at start and on each reload)."""
+    service.config = config
     service.admission.queue_size = config.queue_size
     service.admission.queue_timeout = config.queue_timeout
     service.frames.capacity = config.frame_cache_bytes
     service.lag.threshold = config.loop_lag_threshold
     service.pool.hang_threshold = config.hang_threshold
-    service.guard.allowed_hosts = {h.lower() for h in config.allowed_hosts}
     service._apply_source_limits(config)  # db_read_timeout, max_timeline_clips on the current project source
     service._apply_render_ahead(config)
-    return config

@@ -224,11 +224,9 @@ class Worker:
     job_id: int = 0
     revision: str = ""  # of the timeline this worker's process holds
 
-    def snapshot(self, now: float, hang_threshold: float) -> dict[str, Any]:
+    def snapshot(self, now: float, hung: bool) -> dict[str, Any]:
         age = now - self.since
-        state = self.state
-        if state == "rendering" and age > hang_threshold:
-            state = "hung"
+        state = "hung" if hung else self.state  # hung: decided by WorkerPool.hung_workers alone
         return {"index": self.index, "pid": self.process.pid, "state": state, "frame": self.frame,
                 "since_s": round(age, 3), "completed": self.completed}
 
@@ -420,4 +418,5 @@ class WorkerPool:
 
     def snapshot(self) -> list[dict[str, Any]]:
         now = time.monotonic()
-        return [w.snapshot(now, self.hang_threshold) for w in self.workers]
+        hung = {w.index for w in self.hung_workers(now)}
+        return [w.snapshot(now, w.index in hung) for w in self.workers]

@@ -336,7 +336,7 @@ def test_profile_records_main_process_and_a_worker_under_load(start_daemon: Any,
     pids = {daemon.proc.pid} | {w["pid"] for w in daemon.health()["workers"]}
     named = {int(p) for p in re.findall(r"process (\d+)", svg)}
     assert daemon.proc.pid in named and len(named & pids) >= 2, (named, pids)
-    assert "ClientProtocol" in svg and "server.py" in svg  # the main process: the event loop's request handling
+    assert "ClientProtocol" in svg and "connection.py" in svg  # the main process: the event loop's request handling
     assert "compositor.py" in svg  # a worker: compositing
 
 

@@ -376,12 +376,3 @@ def test_an_error_after_an_early_answer_is_still_answered(monkeypatch: pytest.Mo
     assert out.startswith(b"HTTP/1.1 400 Bad Request\r\nServer: flipedit-previewd\r\nDate: Sun, 09 Sep 2001 01:46:40 GMT\r\n")
     assert out.endswith(b"\r\nConnection: close\r\n\r\n" + Response.from_error(info.value.error).body)
     assert http.should_close is True
-
-
-def test_request_carries_its_http_version() -> None:
-    """access.py relies on it: an HTTP/1.0 request without Host is let through on TCP."""
-    for version in ("1.0", "1.1"):
-        http = conn()
-        http.receive(b"GET / HTTP/%s\r\nHost: x\r\n\r\n" % version.encode())
-        request = http.next_request()
-        assert request is not None and request.http_version == version

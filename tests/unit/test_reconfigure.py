@@ -17,8 +17,10 @@ import pytest
 
 from flipedit_previewd.config import SETTINGS, TYPE_NAMES, Config, Settings, load
 from flipedit_previewd.journal import EventLog
+from flipedit_previewd.lifecycle import LifecycleState
 from flipedit_previewd.reconfigure import apply
 from flipedit_previewd.server import Server
+from flipedit_previewd.service import Service
 
 ROOT = Path(__file__).resolve().parents[2]
 LIVE = [s for s in SETTINGS if not s.restart]
@@ -57,7 +59,9 @@ def servers() -> Iterator[list[Server]]:
 
 
 def built(servers: list[Server], config: Config) -> Server:
-    server = Server(config, None, EventLog())
+    log = EventLog()
+    lifecycle = LifecycleState()
+    server = Server(config, Service(config, log, lifecycle), lifecycle, None, log)
     servers.append(server)
     return server
 
@@ -66,8 +70,8 @@ def running_state(server: Server) -> dict[str, Any]:
     """Every plain value the objects apply() reaches hold (what a setting captured at construction lands in)."""
     service = server.service
     parts = {"limits": server.limits, "admission": service.admission, "frames": service.frames, "lag": service.lag,
-             "pool": service.pool, "guard": service.guard, "source": service.source, "ahead": service.ahead}
-    state: dict[str, Any] = {"request_timeout": server.limits_request_timeout}
+             "pool": service.pool, "guard": server.guard, "source": service.source, "ahead": service.ahead}
+    state: dict[str, Any] = {"request_timeout": server.request_timeout}
     for part_name, part in parts.items():
         attributes = dataclasses.asdict(part) if dataclasses.is_dataclass(part) else vars(part)  # type: ignore[arg-type]
         for key, value in attributes.items():
@@ -195,4 +199,4 @@ def test_start_applies_through_the_same_apply(tmp_path: Path, servers: list[Serv
     config = base_config(tmp_path, hang_threshold="7.5", max_headers="12", request_timeout="3")
     server = built(servers, config)
     assert server.service.pool.hang_threshold == 7.5 and server.limits.max_headers == 12
-    assert server.limits_request_timeout == 3.0 and server.config.restart_pending == ()
+    assert server.request_timeout == 3.0 and server.config.restart_pending == ()

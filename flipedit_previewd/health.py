@@ -1,0 +1,77 @@
+"""What the daemon reports about itself: the /health document and the per-minute summary.
+
+Both only read state (admission, the pool, the frame cache, the project source, the counters the
+request path keeps); neither reads a database nor waits for a lock held by a render, so /health
+answers at once even while every worker is busy or stuck.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .percentiles import summary
+
+if TYPE_CHECKING:
+    from .service import Service
+
+
+def health_report(s: Service) -> dict[str, Any]:
+    lat = sorted(s.latencies)
+    hung = len(s.pool.hung_workers())
+    timeline = s.source.last  # never a database read here: /health must answer at once
+    return {
+        "status": s.supervisor.status(),
+        "queue_size": len(s.admission.queue),
+        "active_requests": len(s.admission.in_flight),
+        "max_concurrent": s.config.workers,
+        "queue_capacity": s.config.queue_size,
+        "in_flight": len(s.admission.in_flight),
+        "capacity": s.config.workers - hung,
+        "connections": s.open_connections(),
+        "max_connections": s.config.max_connections,
+        "rate_per_s": round(s.admission.rate.rate(), 2),
+        "rejected_last_minute": s.admission.rejected_recently(60),
+        "counters": {**s.admission.counters, **{f"outcome_{k}": v for k, v in s.summary.items()},
+                     "completed": s.pool.completed, "workers_replaced": s.pool.replaced},
+        "latency_ms": {**summary(lat), "samples": len(lat)},
+        "workers": s.pool.snapshot(),
+        "project": {"path": s.source.path, "state": s.source.health.state, "error": s.source.health.error,
+                    "reads": s.source.health.reads, "revision": timeline.revision, "source": timeline.source,
+                    "clips": len(timeline.clips), "following": s.follower.state() if s.follower else None},
+        "cache": {"frames": len(s.frames), "bytes": s.frames.size, "hits": s.frames.hits, "misses": s.frames.misses},
+        "render_ahead": s.render_ahead_stats(),
+        "keepalive_timeout_s": s.config.keepalive_timeout,
+        "restart_pending": list(s.config.restart_pending),  # restart-only settings changed in the configuration
+        "loop_lag": s.lag.snapshot(),
+        "rejections": {"total": s.rejections.total, "by_reason": dict(s.rejections.by_reason)},
+        "offload": {"pending": s.offload.pending, "capacity": s.offload.capacity, "rejected": s.offload.rejected},
+        "media_roots": s.roots.last_kept,
+        "media_roots_skipped": [f"{root} ({why})" for root, why in s.roots.last_skipped],
+        "uptime_s": round(time.monotonic() - s.started, 1),
+        "version": __version__,
+        "pid": os.getpid(),
+    }
+
+
+def flush_summary(s: Service) -> None:
+    """Once a minute (and at stop): one journal entry for the cheap outcomes (cache hits, 304s, 4xx)."""
+    counts = {k: v for k, v in s.summary.items() if k in ("cached", "not_modified", "health") or k.startswith("http_4")}
+    now = {"rendered": s.ahead.counters["rendered"], "hits": s.frames.ahead_hits, "wasted": s.frames.ahead_wasted}
+    ahead = {k: v - s.ahead_flushed.get(k, 0) for k, v in now.items()}
+    if any(counts.values()) or any(ahead.values()):
+        errors = {f"LAST_ERROR_{status}": what for status, what in s.last_client_error.items()}
+        text = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v)
+        text += "".join(f"; last {status}: {what}" for status, what in sorted(s.last_client_error.items()))
+        if any(ahead.values()):
+            text += "; render-ahead " + ", ".join(f"{k}={v}" for k, v in ahead.items())
+        s.log.emit("summary", "cheap requests: " + text.lstrip("; "), "info",
+                   **{f"COUNT_{k.upper()}": v for k, v in counts.items() if v}, **errors,
+                   **{f"AHEAD_{k.upper()}": v for k, v in ahead.items() if v})
+    s.ahead_flushed = now
+    for key in counts:
+        s.summary[key] = 0
+    s.last_client_error.clear()
+

@@ -1,0 +1,186 @@
+"""Supervision: the health tick, the hang policy, the status text, and the watchdog heartbeat.
+
+Two halves. ``Supervisor`` runs on the event loop once per tick and reads both sides of the
+daemon (admission, the worker pool, the project source): deadlines, the end of an overload, a
+locked database retried, the project list followed, hung workers reported and replaced. It also
+says what the daemon's state is, in one word (``status``) and in one line (``STATUS=``).
+
+``Watchdog`` is a thread of its own, because a wedged event loop cannot report itself: every tick
+it asks the loop (through the service interface) to run the tick and answer; only when the loop
+answered and a worker can make progress does systemd get ``WATCHDOG=1``. A daemon that stopped
+making progress is then restarted by systemd instead of saying "ok".
+
+"Hung" has one definition, ``WorkerPool.hung_workers`` (rendering one frame past hang_threshold).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .journal import EventLog
+
+if TYPE_CHECKING:
+    from .lifecycle import ServiceAPI
+    from .service import Service
+    from .workers import Worker
+
+SUMMARY_EVERY = 60.0  # seconds between the per-minute summaries of cheap requests
+MAX_TICK = 2.0  # seconds between ticks when systemd asks for no watchdog
+
+
+class Supervisor:
+    """The tick, the hang policy and the status text; on the event loop, for one service."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def tick(self) -> None:
+        """Once per health tick on the loop: deadlines, overload end, hung workers, summaries."""
+        s = self.service
+        s.admission.expire_overdue()
+        if not s.ahead.active(time.monotonic()):
+            s.admission.retain_ahead(lambda p: False)  # the playback or scrub stopped
+        if s.source.health.state not in ("ok", "none") and not s.source.override:
+            # A locked or unreadable database: try again now and then even with no requests, so /health
+            # says "ok" again once the writer is done (the read itself respects its retry delay).
+            def retry() -> None:
+                s.source.current()
+                s._publish_source_events()
+
+            s.offload.submit_nowait(retry)
+        s.follow_in_background()  # notice a switch of project with no requests too
+        if s.overloaded_since is not None and not s.admission.rejected_recently(5):
+            duration = time.monotonic() - s.overloaded_since
+            s.overloaded_since = None
+            s.log.emit("overload_ended", f"overload ended after {duration:.1f} s", "notice", DURATION_S=round(duration, 1))
+        self.replace_hung()
+
+    def replace_hung(self) -> None:
+        """Report each hung worker once, replace those ``hang_policy`` says (see there)."""
+        pool, log = self.service.pool, self.service.log
+        now = time.monotonic()
+        report, replace = hang_policy(pool.hung_workers(now), len(pool.workers), now, pool.hang_threshold)
+        for worker in report:
+            worker.hung_reported = True
+            log.emit("worker_hung", f"worker {worker.index} stuck on frame {worker.frame} for {now - worker.since:.1f} s",
+                     "err", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
+        for worker in replace:
+            log.emit("worker_replaced", f"worker {worker.index} replaced after hanging on frame {worker.frame}",
+                     "warning", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
+            pool.replace_hung(worker, worker.job_id)
+
+    def can_progress(self) -> bool:
+        """The pool can make progress unless every worker is stuck past the hang threshold."""
+        pool = self.service.pool
+        return len(pool.hung_workers()) < len(pool.workers)
+
+    def status(self) -> str:
+        s = self.service
+        if s.lifecycle.stopping:
+            return "stopping"
+        if s.overloaded_since is not None or len(s.admission.queue) >= s.config.queue_size > 0:
+            return "overloaded"
+        if s.pool.hung_workers() or s.source.health.state not in ("ok", "none"):
+            return "degraded"
+        return "ok"
+
+    def status_line(self) -> str:
+        s = self.service
+        return (f"{self.status()}: {len(s.admission.in_flight)}/{s.config.workers} rendering, "
+                f"{len(s.admission.queue)} queued, {s.admission.rejected_recently(60)} rejected in the last minute, "
+                f"{s.admission.rate.rate():.1f} frames/s, loop lag p99 {s.lag.percentile(99) * 1000:.0f} ms")
+
+
+def hang_policy(hung: list[Worker], workers: int, now: float, threshold: float) -> tuple[list[Worker], list[Worker]]:
+    """(hung workers to report, hung workers to replace), given ``WorkerPool.hung_workers``.
+
+    Each is reported once. One is replaced (killed; its request answered 504) after twice the
+    threshold, but only while another worker is healthy: when every worker is stuck, they are
+    most likely stuck on the same input, a fresh one would be too, and the watchdog decides.
+    """
+    report = [w for w in hung if not w.hung_reported]
+    replace = [w for w in hung if now - w.since > 2 * threshold] if len(hung) < workers else []
+    return report, replace
+
+
+class Watchdog:
+    """The health thread: STATUS= every tick, WATCHDOG=1 only on real progress, a summary each minute."""
+
+    def __init__(self, service: ServiceAPI, notify: Callable[[str], None], log: EventLog, watchdog_usec: int | None = None) -> None:
+        self.service = service
+        self.notify = notify
+        self.log = log
+        self.watchdog_usec = watchdog_usec_from_env() if watchdog_usec is None else watchdog_usec
+        self.withheld = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def interval(self) -> float:
+        """Half the watchdog period (systemd's advice), at most MAX_TICK."""
+        if self.watchdog_usec:
+            return min(MAX_TICK, self.watchdog_usec / 2_000_000)
+        return MAX_TICK
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._thread = threading.Thread(target=self._run, args=(loop,), name="health", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def heartbeat(self, answered: bool, progress: bool) -> str:
+        """The WATCHDOG decision for one tick: "" when there is no watchdog, else "sent" or "withheld"
+        (the first withheld tick of a run is logged with its reason)."""
+        if not self.watchdog_usec:
+            return ""
+        if answered and progress:
+            self.notify("WATCHDOG=1")
+            self.withheld = False
+            return "sent"
+        if not self.withheld:
+            self.withheld = True
+            reason = "event loop did not answer its probe" if not answered else "no worker can make progress"
+            self.log.emit("watchdog_withheld", f"watchdog heartbeat withheld: {reason}", "err", REASON=reason)
+        return "withheld"
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        interval = self.interval()
+        last_summary = time.monotonic()
+        while not self._stop.wait(interval):
+            answered = threading.Event()
+            status: dict[str, Any] = {}
+
+            def probe(status: dict[str, Any] = status, answered: threading.Event = answered) -> None:
+                self.service.tick()
+                status["line"] = self.service.status_line()
+                status["progress"] = self.service.can_progress()
+                answered.set()
+
+            try:
+                loop.call_soon_threadsafe(probe)
+            except RuntimeError:
+                return  # the loop is closed: the daemon is exiting
+            ok = answered.wait(interval)
+            if ok:
+                self.notify(f"STATUS={status['line']}")
+            self.heartbeat(ok, bool(status.get("progress")))
+            if ok and time.monotonic() - last_summary >= SUMMARY_EVERY:
+                last_summary = time.monotonic()
+                loop.call_soon_threadsafe(self.service.flush_summary)
+
+
+def watchdog_usec_from_env() -> int:
+    """systemd's WatchdogSec= for this process (0: none, or meant for another PID)."""
+    raw = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not raw or (pid and pid != str(os.getpid())):
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        return 0
