@@ -28,14 +28,14 @@ def test_request_for_a_frame_in_flight_queues_one_more_not_more() -> None:
     async def scenario() -> None:
         adm = Admission(capacity=2, queue_size=5, queue_timeout=5)
         adm.submit((7, "s"))
-        started = adm.take(0, threading.Event())  # now in flight on worker 0
+        started = adm.take(threading.Event())  # now in flight
         assert started is not None
         pendings = {id(adm.submit((7, "s"))) for _ in range(10)}
-        assert len(pendings) == 1 and len(adm.queue) == 1 and adm.in_flight[0] is started
+        assert len(pendings) == 1 and len(adm.queue) == 1 and adm.in_flight == [started]
         other = adm.submit((8, "s"))
         # A second worker skips the URL already being rendered and takes the next one.
-        assert adm.take(1, threading.Event()) is other
-        adm.finish(0, started, "frame")
+        assert adm.take(threading.Event()) is other
+        adm.finish(started, "frame")
         assert started.future.result() == "frame"
     run(scenario())
 
@@ -58,7 +58,7 @@ def test_expired_deadline_is_answered_503_and_never_started() -> None:
         stale = adm.submit((1,))
         await asyncio.sleep(0.05)
         fresh = adm.submit((2,))
-        job = adm.take(0, threading.Event())
+        job = adm.take(threading.Event())
         assert job is fresh
         with pytest.raises(Overloaded) as info:
             stale.future.result()
@@ -102,4 +102,4 @@ def test_take_returns_none_when_stopped_and_waits_otherwise() -> None:
     adm = Admission(capacity=1, queue_size=5, queue_timeout=5)
     stop = threading.Event()
     stop.set()
-    assert adm.take(0, stop) is None
+    assert adm.take(stop) is None
