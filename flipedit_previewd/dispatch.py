@@ -30,7 +30,7 @@ from .metrics import Metrics
 from .output import OutputSpec
 from .renderahead import RenderAhead
 from .timeline import Timeline
-from .workers import BudgetExceeded, Worker, WorkerPool
+from .workers import BudgetExceeded, RenderOutcome, Worker, WorkerPool
 
 
 @dataclass(frozen=True)
@@ -182,12 +182,19 @@ class Dispatcher:
         self._post(self.hooks.timeline_read)
         return timeline
 
+    def _render(self, index: int, frame: int, spec: OutputSpec, timeline: Timeline, etag: str) -> RenderOutcome:
+        """Through worker ``index``'s process; past the budget the frame is marked heavy (then refused at once)."""
+        try:
+            return self.pool.render(index, frame, spec, timeline, self.budget, tuple(self.roots(timeline)))
+        except BudgetExceeded:
+            self.heavy.mark(etag)
+            raise
+
     def _run(self, index: int, pending: Pending) -> None:
         """A real job: read the timeline now, answer from the cache or render, finish."""
         frame, spec = pending.key
         queue_ms = (pending.started - pending.enqueued) * 1000
         self.metrics.queue_wait.observe(queue_ms / 1000)
-        etag = ""
         try:
             timeline = self._read()
             pending.revision = timeline.revision  # what this render shows (admission: newer requests need not wait for it)
@@ -196,12 +203,8 @@ class Dispatcher:
             if cached is not None:
                 self.admission.finish(pending, FrameResult(cached[0], cached[1], etag, 0.0, queue_ms, True))
                 return
-            outcome = self.pool.render(index, frame, spec, timeline, self.budget, tuple(self.roots(timeline)))
-        except BudgetExceeded as exc:
-            self.heavy.mark(etag)
-            self.admission.finish(pending, error=exc)
-            return
-        except HTTPError as exc:
+            outcome = self._render(index, frame, spec, timeline, etag)
+        except HTTPError as exc:  # BudgetExceeded (504) included
             self.admission.finish(pending, error=exc)
             return
         except Exception as exc:  # noqa: BLE001 - a bug in one render must not stop the worker's thread
@@ -217,19 +220,15 @@ class Dispatcher:
     def _run_ahead(self, index: int, pending: Pending) -> None:
         """A render-ahead job, only if its revision is still the current one and the frame is not cached."""
         frame, spec = pending.key
-        etag = ""
         try:
             timeline = self._read()
             etag = frame_etag(timeline, frame, spec)
             if timeline.revision != pending.revision:
                 self.ahead.counters["stale"] += 1
             elif etag not in self.cache and etag not in self.heavy:
-                outcome = self.pool.render(index, frame, spec, timeline, self.budget, tuple(self.roots(timeline)))
+                outcome = self._render(index, frame, spec, timeline, etag)
                 self.ahead.counters["rendered"] += 1
                 self.cache.put(etag, (outcome.result.body, outcome.result.content_type), len(outcome.result.body), ahead=True)
-        except BudgetExceeded:
-            self.heavy.mark(etag)  # the real request for it is then refused at once, like any heavy frame
-            self.ahead.counters["failed"] += 1
         except Exception:  # noqa: BLE001 - a guess that failed costs nothing; the real request will report it
             self.ahead.counters["failed"] += 1
         finally:

@@ -6,12 +6,14 @@ No sockets: the worker is a real child process (the daemon's own WorkerPool) on 
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from flipedit_previewd.admission import Admission
 from flipedit_previewd.dispatch import Dispatcher, FrameResult, HeavyFrameRefused, HeavyFrames, LoopHooks, frame_etag
@@ -50,6 +52,12 @@ class Side:
         self.heard: list[tuple[Any, ...]] = []
         self.threads: set[int] = set()
         self.reads = 0
+        self.allowed: tuple[str, ...] = ()
+        self.roots_asked: list[Timeline] = []
+
+    def roots(self, timeline: Timeline) -> list[str]:
+        self.roots_asked.append(timeline)
+        return list(self.allowed)
 
     def read(self) -> Timeline:
         self.reads += 1
@@ -70,11 +78,11 @@ class Side:
 def make(pool: WorkerPool, side: Side, queue_timeout: float = 5.0) -> Dispatcher:
     admission = Admission(capacity=1, queue_size=8, queue_timeout=queue_timeout)
     return Dispatcher(admission, pool, FrameCache(1 << 22), RenderAhead(4), Metrics(), side.read,
-                      lambda t: (), side.hooks(), budget=10.0, heavy_ttl=60.0)
+                      side.roots, side.hooks(), budget=10.0, heavy_ttl=60.0)
 
 
-def run(pool: WorkerPool, scenario: Callable[[Dispatcher, Side], Any], start: bool = True) -> Side:
-    side = Side()
+def run(pool: WorkerPool, scenario: Callable[[Dispatcher, Side], Any], start: bool = True, side: Side | None = None) -> Side:
+    side = side or Side()
 
     async def main() -> None:
         d = make(pool, side)
@@ -316,3 +324,50 @@ def test_frame_result_and_etag_shapes() -> None:
     assert frame_etag(timeline("abc"), 12, OutputSpec(320, 180, 80, "jpeg")) == '"abc-12-320x180-q80-jpeg"'
     assert FrameResult(b"x", "image/png", "e", 1.0, 2.0, True).shared is False
     assert issubclass(HeavyFrameRefused, GatewayTimeout)
+
+
+def green_still(tmp_path: Any) -> Timeline:
+    """A green still on frames 0-29 (one second at 30 fps); other frames are black."""
+    path = tmp_path / "green.png"
+    Image.new("RGB", (64, 36), (0, 200, 0)).save(path)
+    clip = {"id": 1, "type": "image", "source_path": str(path), "start_on_track_ms": 0, "end_on_track_ms": 1000,
+            "rect": {"left": 0, "top": 0, "width": 64, "height": 36}}
+    return timeline_from_json({"canvas": {"width": 64, "height": 36}, "tracks": [{"id": 1, "clips": [clip]}]}, (64, 36), 30)
+
+
+def centre(body: bytes) -> tuple[int, ...]:
+    return tuple(Image.open(io.BytesIO(body)).convert("RGB").getpixel((32, 18)))
+
+
+def is_green(rgb: tuple[int, ...]) -> bool:
+    return rgb[1] > 150 and rgb[0] < 60 and rgb[2] < 60
+
+
+def test_renders_use_the_frame_and_the_media_roots_of_their_timeline(pool: WorkerPool, tmp_path: Any) -> None:
+    still = green_still(tmp_path)
+    side = Side()
+    side.current, side.allowed = still, (str(tmp_path),)
+
+    async def scenario(d: Dispatcher, side: Side) -> None:
+        shown = await d.render((3, SPEC), still.revision, "e")
+        assert is_green(centre(shown.body))  # inside the roots: the still itself, no placeholder
+        after = await d.render((45, SPEC), still.revision, "e")
+        assert centre(after.body) != centre(shown.body)  # frame 45 is past the clip: the frame number reached the worker
+        d.admission.ahead_limit = 1
+        for frame in (4, 5):
+            assert d.admission.speculate((frame, SPEC), still.revision, 5.0, 8)
+        await until(lambda: d.ahead.counters["rendered"] == 2 and not d.admission.in_flight and not d.admission.ahead)
+        for frame in (4, 5):
+            cached = d.cache.get(frame_etag(still, frame, SPEC))
+            assert cached is not None and is_green(centre(cached[0]))
+        for frame in (6, 7):
+            assert d.admission.speculate((frame, SPEC), "gone", 5.0, 8)
+        await until(lambda: d.ahead.counters["stale"] == 2 and not d.admission.in_flight and not d.admission.ahead)
+        side.current = RuntimeError("read failed")
+        for frame in (8, 9):
+            assert d.admission.speculate((frame, SPEC), still.revision, 5.0, 8)
+        await until(lambda: d.ahead.counters["failed"] == 2 and not d.admission.in_flight and not d.admission.ahead)
+
+    run(pool, scenario, side=side)
+    assert not [h for h in side.heard if h[0] == "media_problem"]
+    assert side.roots_asked and all(t is still for t in side.roots_asked)
