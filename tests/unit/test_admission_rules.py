@@ -258,10 +258,10 @@ def test_close_ends_takers_and_drops_render_ahead_jobs() -> None:
 def test_take_answers_a_job_past_its_deadline_503_itself_and_starts_the_next() -> None:
     async def scenario() -> None:
         adm = Admission(capacity=1, queue_size=5, queue_timeout=5)
-        stale, fresh = adm.submit((1,)), adm.submit((2,))
-        stale.deadline = 0.0  # overdue, and its timer has not fired yet
+        stale, older, fresh = adm.submit((1,)), adm.submit((0,)), adm.submit((2,))
+        stale.deadline = older.deadline = 0.0  # overdue, and their timers have not fired yet
         assert adm.take(threading.Event()) is fresh
-        assert stale.started == 0.0 and fresh.started > 0 and adm.counters["expired"] == 1
+        assert stale.started == 0.0 and fresh.started > 0 and adm.counters["expired"] == 2
         exc = stale.future.exception()
         assert isinstance(exc, Overloaded) and exc.limit == "deadline" and exc.detail == "waited over 5.0 s for a worker"
         adm.ahead_limit = 1
@@ -293,4 +293,24 @@ def test_locality_prefers_the_nearest_frame_at_or_after_the_decoders_within_a_go
         assert pick(10, [(200,), (12,), (14,)]) == (12,)  # the nearest, not the last within reach
         assert pick(10, [(200,), (14, "a"), (14, "b")]) == (14, "a")  # equally near: the older
         assert pick(10, [("x",), (200,), (12,)]) == (12,)  # a key that is no frame number is never "near"
+    run(scenario())
+
+
+def test_the_default_window_is_ten_seconds() -> None:
+    meter = admission_module.RateMeter()
+    meter.mark(100.0)
+    assert meter.rate(now=110.0) == 0.1 and meter.rate(now=110.5) == 0.0
+
+
+def test_a_result_from_another_thread_is_settled_by_the_loop_not_by_that_thread() -> None:
+    async def scenario() -> None:
+        adm = Admission(capacity=1, queue_size=5, queue_timeout=5)
+        adm.bind(asyncio.get_running_loop())
+        job = adm.submit((1,))
+        assert adm.take(threading.Event()) is job
+        thread = threading.Thread(target=adm.finish, args=(job, "frame"))
+        thread.start()
+        thread.join(5)
+        assert not job.future.done()  # futures are not thread-safe: the loop settles it, on its next turn
+        assert await asyncio.wait_for(asyncio.shield(job.future), 5) == "frame"
     run(scenario())
