@@ -1,4 +1,4 @@
-.PHONY: setup demo test bench bench-peers docs clean
+.PHONY: setup demo test bench bench-peers docs mutmut clean
 
 setup:
 	bash scripts/setup.sh
@@ -25,5 +25,12 @@ bench-peers: setup
 	.venv/bin/pip install -q -e '.[bench]'
 	.venv/bin/python bench/peers.py
 
+# Mutation testing ([tool.mutmut] in pyproject.toml: admission, protocol, timeline, dispatch), outside make test.
+# MUTMUT_ARGS narrows it, e.g. make mutmut MUTMUT_ARGS='"flipedit_previewd.protocol*"'; results: .venv/bin/mutmut results.
+MUTMUT_CHILDREN ?= 2
+mutmut: setup
+	.venv/bin/pip install -q -e '.[mutation]'
+	.venv/bin/mutmut run --max-children $(MUTMUT_CHILDREN) $(MUTMUT_ARGS)
+
 clean:
-	rm -rf .venv demo-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv demo-data mutants .pytest_cache .mypy_cache .ruff_cache

@@ -75,7 +75,7 @@ def first_frame(port: int) -> tuple[float, int]:
     """connect() to the last byte of GET /get_frame/0; ms and body size."""
     started = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"GET /get_frame/0 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        sock.sendall(f"GET /get_frame/0 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := sock.recv(65536):
             data += chunk

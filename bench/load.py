@@ -21,7 +21,6 @@ import random
 import selectors
 import socket
 import sqlite3
-import statistics
 import sys
 import threading
 import time
@@ -31,16 +30,14 @@ from urllib.parse import urlparse
 from rich.progress import Progress
 
 from flipedit_previewd.client import PreviewClient, PreviewError
-from flipedit_previewd.projectdb import schema_version, set_clip_rect
+from flipedit_previewd.percentiles import summary
+from flipedit_previewd.projectdb import schema_version
+from flipedit_previewd.testing import set_clip_rect
 
 EDITOR_TIMEOUT_MS = 3000  # the editor abandons a frame request after 3 s (reference/flipedit-client.md)
 
 
-def pct(values: list[float]) -> dict[str, float | None]:
-    if len(values) < 2:
-        return {"p50": values[0] if values else None, "p95": values[0] if values else None, "p99": values[0] if values else None}
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50": round(cuts[49], 2), "p95": round(cuts[94], 2), "p99": round(cuts[98], 2)}
+pct = summary
 
 
 def scrub(url: str, frames: int, quiet: bool) -> dict[str, Any]:

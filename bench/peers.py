@@ -43,7 +43,8 @@ sys.path.insert(0, str(HERE))
 from load import overload as raw_overload  # noqa: E402
 from render import make_scene  # noqa: E402
 
-from flipedit_previewd.projectdb import add_clip, add_track, create_project_db, set_clip_rect  # noqa: E402
+from flipedit_previewd.percentiles import summary as percentile_summary  # noqa: E402
+from flipedit_previewd.testing import add_clip, add_track, create_project_db, set_clip_rect  # noqa: E402
 
 VENV = ROOT / ".venv/bin"
 KEEP_MARKER = "<!-- Written by hand from here on; bench/peers.py keeps it when it rewrites the tables above. -->"
@@ -107,15 +108,20 @@ class Server:
         self.proc = None
 
 
-def servers(db: Path, daemon_args: tuple[str, ...] = ()) -> list[Server]:
+def servers(db: Path, daemon_args: tuple[str, ...] = (), baseline_tree: str = "") -> list[Server]:
     flask_env = {"FLIPEDIT_DB": str(db), "PYTHONPATH": f"{ROOT}:{HERE / 'baselines'}"}
     gunicorn = [str(VENV / "gunicorn"), "-k", "gthread", "-w", "2", "--threads", "4", "-b", "127.0.0.1:{port}", "flask_app:app"]
+    uncached = ["--project", str(db), "--listen", "127.0.0.1:{port}", "--frame-cache-bytes", "0", *daemon_args]
+    # Another checkout of the daemon (an older commit), run from the same environment: a change is
+    # compared with what it replaced in the same run, not with figures from another day.
+    base = [Server("daemon@base", [str(VENV / "python"), "-m", "flipedit_previewd", *uncached],
+                   {"XDG_CONFIG_HOME": str(db.parent), "PYTHONPATH": str(Path(baseline_tree).resolve())})] if baseline_tree else []
     return [
         # Rendered-frame cache off: the baselines have none, so steady, overload and drag compare renders.
-        Server("daemon", [str(VENV / "flipedit-previewd"), "--project", str(db), "--listen", "127.0.0.1:{port}",
-                          "--frame-cache-bytes", "0", *daemon_args], {"XDG_CONFIG_HOME": str(db.parent)}),
+        Server("daemon", [str(VENV / "flipedit-previewd"), *uncached], {"XDG_CONFIG_HOME": str(db.parent)}),
         Server("daemon-cached", [str(VENV / "flipedit-previewd"), "--project", str(db), "--listen", "127.0.0.1:{port}", *daemon_args],
                {"XDG_CONFIG_HOME": str(db.parent)}),
+        *base,
         Server("old", [str(VENV / "python"), str(HERE / "baselines/old_server.py"), str(db), "{port}"], {"PYTHONPATH": str(ROOT)}),
         Server("gunicorn", gunicorn, {**flask_env, "PIPELINE": "naive"}),
         Server("gunicorn+", gunicorn, {**flask_env, "PIPELINE": "daemon"}),
@@ -125,11 +131,7 @@ def servers(db: Path, daemon_args: tuple[str, ...] = ()) -> list[Server]:
 
 
 def pct(values: list[float]) -> dict[str, float]:
-    if len(values) < 2:
-        v = values[0] if values else float("nan")
-        return {"p50": v, "p95": v, "p99": v}
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98]}
+    return {k: float("nan") if v is None else v for k, v in percentile_summary(values, digits=None).items()}
 
 
 def closed_loop(url: str, clients: int, seconds: float, path: Callable[[int], str], headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -267,6 +269,8 @@ def main() -> int:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset, for a targeted run")
     parser.add_argument("--servers", default="", help="comma-separated subset of server names (default: all)")
     parser.add_argument("--daemon-args", default="", help="extra options for the daemon, e.g. '--loop-nice 0' (an experiment)")
+    parser.add_argument("--baseline-tree", default="", help="another checkout of this repository: its daemon runs as 'daemon@base' "
+                        "beside this one (e.g. `git worktree add /tmp/base <commit>`)")
     args = parser.parse_args()
     started = time.monotonic()
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -275,7 +279,7 @@ def main() -> int:
         scene = make_scene(Path(tmp))
         db = make_project(Path(tmp), scene)
         wanted = set(args.servers.split(",")) if args.servers else None
-        all_servers = [s for s in servers(db, tuple(args.daemon_args.split())) if wanted is None or s.name in wanted or s.name == "daemon-cached"]
+        all_servers = [s for s in servers(db, tuple(args.daemon_args.split()), args.baseline_tree) if wanted is None or s.name in wanted or s.name == "daemon-cached"]
         try:
             for server in all_servers:
                 print(f"starting {server.name}", flush=True)
@@ -417,6 +421,14 @@ def write_results(results: dict[tuple[str, str], list[dict[str, Any]]], extra: d
     if have(("cached-etag", "daemon-cached"), ("cached", "fixed")):
         etag = rate("cached-etag", "daemon-cached") / rate("cached", "fixed")
         goals.append(("cached with If-None-Match (304): vs fixed", etag >= 0.5, f"{etag:.2f}x"))
+    for name in ("steady-2", "steady-8", "overload"):
+        if have((name, "daemon"), (name, "daemon@base")):
+            goals.append((f"{name} (information): this checkout vs daemon@base, frames/s", True,
+                          f"{rate(name, 'daemon') / max(rate(name, 'daemon@base'), 1e-9):.2f}x (rounds {ratio_rounds(name, 'daemon', 'daemon@base')})"))
+    if have(("drag", "daemon"), ("drag", "daemon@base")):
+        goals.append(("drag (information): this checkout vs daemon@base, settle p50 / p95", True,
+                      " / ".join(f"{median_of(results[('drag', 'daemon')], 'settle_ms', q):.1f} vs "
+                                 f"{median_of(results[('drag', 'daemon@base')], 'settle_ms', q):.1f} ms" for q in ("p50", "p95"))))
     lines += ["", "| goal | result | measured |", "|---|---|---|"]
     lines += [f"| {goal} | {'info' if '(information)' in goal else 'PASS' if ok else 'FAIL'} | {text} |" for goal, ok, text in goals]
     lines += ["", "![latency percentiles](latency.png)", ""]

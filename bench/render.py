@@ -37,8 +37,8 @@ import av
 from PIL import Image
 
 from flipedit_previewd.compositor import OutputSpec, compose
-from flipedit_previewd.demo import make_indexed_video
 from flipedit_previewd.media import MediaPool
+from flipedit_previewd.testing import make_indexed_video
 from flipedit_previewd.timeline import Rect, Timeline, timeline_from_json
 
 CANVAS = (1280, 720)
@@ -76,11 +76,13 @@ class Pipeline:
         if self.decoder_threads:
             original = self.media.video
             threads = self.decoder_threads
+            configured: set[int] = set()
 
             def video(*args: Any, **kwargs: Any) -> Any:
                 source = original(*args, **kwargs)
-                if source.decoded == 0 and source.stream.thread_count != threads:
-                    source.stream.thread_count = threads  # before the codec is opened by the first decode
+                if id(source) not in configured:  # a new source: before the codec is opened by its first decode
+                    configured.add(id(source))
+                    source.stream.thread_count = threads
                 return source
 
             self.media.video = video  # type: ignore[method-assign]

@@ -32,13 +32,14 @@ from load import overload as raw_overload  # noqa: E402
 from peers import VENV, Server, make_project  # noqa: E402
 from render import make_scene  # noqa: E402
 
+from flipedit_previewd.percentiles import percentile  # noqa: E402
+
 FRAMES = 240  # the scene's clips are 8 s at 30 fps
 
 
 def pct(values: list[float], q: int) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(sorted(values), n=100, method="inclusive")[q - 1]
+    value = percentile(values, q)
+    return float("nan") if value is None else value
 
 
 def timed_get(session: requests.Session, url: str) -> tuple[float, requests.Response]:

@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import ConfigError, from_args
+from .config import Config, ConfigError, from_args
 from .journal import EventLog
 
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_SOCKET = 0, 1, 2, 3
+EXIT_OK, EXIT_CONFIG, EXIT_SOCKET = 0, 2, 3  # 1: an uncaught exception (Python's own)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .server import Server
     from .sockets import SocketError
 
-    def reload_config():  # type: ignore[no-untyped-def]
+    def reload_config() -> Config:  # SIGHUP: the same command line and environment, the files read again
         return from_args(args)[0]
 
     server = Server(config, reload_config, log)

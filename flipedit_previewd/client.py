@@ -21,6 +21,12 @@ timeline (``PUT``/``DELETE /timeline``) is for the daemon's own user only: on th
 nothing more is needed (the kernel tells the daemon who connected); over TCP send
 ``Authorization: Bearer <token>`` with the token from ``$XDG_RUNTIME_DIR/flipedit-preview/token``
 (0600, new at each daemon start: read it again after a 403). ``put_timeline`` does all this.
+
+``fetch`` is the bounded exchange previewctl uses (``PreviewClient(..., resilient=False)``: no
+retries, no breaker; it reports each failure itself): a wall-clock deadline over the whole answer,
+headers included (a server dripping one byte a second cannot hold the caller), a size cap (a 300 MB
+answer is refused, never held), and ``Unreachable`` with a short text for a person (no exception
+class names, no raw server text).
 """
 
 from __future__ import annotations
@@ -29,10 +35,10 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import requests
 import requests_unixsocket
@@ -40,7 +46,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .access import read_token
+from .transport import MAX_JSON_BYTES, Expired, Unreachable, is_unix_address, socket_path, unix_base, wall_clock, why_failed
 
+DEFAULT_URL = "http://127.0.0.1:8081"
 
 class PreviewError(Exception):
     """The daemon answered, but not with a frame."""
@@ -102,30 +110,86 @@ class CircuitBreaker:
 
 
 class PreviewClient:
-    def __init__(self, url: str = "http://127.0.0.1:8081", *, timeout: float = 3.0, connect_timeout: float = 1.0,
-                 retry: Retry | None = None, breaker: CircuitBreaker | None = None, pool_size: int = 4) -> None:
+    """``resilient=False`` (previewctl): no retries and no circuit breaker, every failure is the caller's to report;
+    and ``fetch`` bounds each whole exchange with a SIGALRM wall clock (main thread only). A resilient client,
+    living in someone else's program, leaves the process's timers alone: per-read timeouts and a per-chunk
+    deadline check bound the body (a server dripping its headers can hold it longer).
+
+    ``environ`` is where the TCP token is looked up (``$XDG_RUNTIME_DIR``); ``shown`` names the address for people.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 3.0, connect_timeout: float = 1.0,
+                 retry: Retry | None = None, breaker: CircuitBreaker | None = None, pool_size: int = 4,
+                 resilient: bool = True, environ: Mapping[str, str] | None = None) -> None:
         self.timeout = (connect_timeout, timeout)
+        self.deadline_s = timeout
         self.breaker = breaker or CircuitBreaker()
-        if url.startswith("/") or url.startswith("unix:"):
-            path = url.removeprefix("unix:")
-            self.base = f"http+unix://{quote(path, safe='')}"
+        self.resilient = resilient
+        self.environ = environ
+        retries: Retry | int = (retry or make_retry()) if resilient else 0
+        self.unix = is_unix_address(url)
+        if self.unix:
+            self.path = socket_path(url)
+            self.base, self.shown = unix_base(self.path), f"unix:{self.path}"
             self.session: requests.Session = requests_unixsocket.Session()
-            adapter: HTTPAdapter = requests_unixsocket.UnixAdapter(max_retries=retry or make_retry(),
-                                                                   pool_connections=pool_size, pool_maxsize=pool_size)
+            adapter: HTTPAdapter = requests_unixsocket.UnixAdapter(max_retries=retries, pool_connections=pool_size, pool_maxsize=pool_size)
             self.session.mount("http+unix://", adapter)
         else:
-            self.base = url.rstrip("/")
+            self.path = ""
+            self.base = self.shown = url.rstrip("/")
             self.session = requests.Session()
-            adapter = HTTPAdapter(max_retries=retry or make_retry(), pool_connections=pool_size, pool_maxsize=pool_size)
+            adapter = HTTPAdapter(max_retries=retries, pool_connections=pool_size, pool_maxsize=pool_size)
             self.session.mount("http://", adapter)
 
     def close(self) -> None:
         self.session.close()
 
+    def fetch(self, method: str, path: str, *, max_bytes: int = MAX_JSON_BYTES, deadline_s: float | None = None,
+              headers: dict[str, str] | None = None, body: bytes | None = None) -> requests.Response:
+        """One bounded exchange: the whole answer within ``deadline_s`` (default: the client's timeout) and at
+        most ``max_bytes``, or ``Unreachable``. PUT/DELETE over TCP carry the daemon's token."""
+        seconds = min(deadline_s, self.deadline_s) if deadline_s else self.deadline_s
+        headers = {**(headers or {}), **(self._auth() if method in ("PUT", "DELETE") else {})}
+        give_up = time.monotonic() + seconds
+        try:
+            with wall_clock(seconds + 0.2) if not self.resilient else nullcontext():
+                response = self.session.request(method, self.base + path, data=body, headers=headers, stream=True,
+                                                timeout=(min(self.timeout[0], seconds), seconds))
+                try:
+                    declared = int(response.headers.get("Content-Length") or 0)
+                except ValueError:
+                    declared = 0
+                if declared > max_bytes:
+                    response.close()
+                    raise Unreachable(f"{self.shown}: answer of {declared} bytes is over the {max_bytes} byte limit")
+                content = bytearray()
+                for chunk in response.iter_content(65536):
+                    content += chunk
+                    if len(content) > max_bytes:
+                        response.close()
+                        raise Unreachable(f"{self.shown}: answer over the {max_bytes} byte limit")
+                    if time.monotonic() > give_up:
+                        response.close()
+                        raise Expired()
+                response._content = bytes(content)
+                setattr(response, "_content_consumed", True)  # noqa: B010 - requests' own flag, not typed
+                return response
+        except Expired:
+            raise Unreachable(f"{self.shown}: no complete answer within {seconds:g} s") from None
+        except requests.RequestException as exc:
+            raise Unreachable(f"{self.shown}: {why_failed(exc, seconds)}") from None
+
+    def _auth(self) -> dict[str, str]:
+        """Over TCP, the daemon's token (a fresh read: the daemon writes a new one at each start); never on GETs."""
+        if self.unix:
+            return {}
+        token = read_token(dict(os.environ if self.environ is None else self.environ))
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     def _get(self, path: str, headers: dict[str, str] | None = None) -> requests.Response:
-        if self.breaker.state == "open":
+        if self.resilient and self.breaker.state == "open":
             raise CircuitOpen(f"{self.base}: {self.breaker.failures} failures in a row; waiting before probing /health")
-        if self.breaker.state == "half-open":
+        if self.resilient and self.breaker.state == "half-open":
             self._probe()
         try:
             response = self.session.get(self.base + path, headers=headers, timeout=self.timeout)
@@ -164,12 +228,7 @@ class PreviewClient:
         return dict(self._get("/health").json())
 
     def _change(self, method: str, body: bytes | None = None) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json"}
-        if not self.base.startswith("http+unix://"):
-            token = read_token(dict(os.environ))  # a fresh read: the daemon writes a new token at each start
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-        response = self.session.request(method, self.base + "/timeline", data=body, headers=headers, timeout=self.timeout)
+        response = self.fetch(method, "/timeline", body=body, headers={"Content-Type": "application/json"})
         if response.status_code != 200:
             raise PreviewError(response.status_code, response.text[:200])
         return dict(response.json())

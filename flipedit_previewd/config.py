@@ -1,25 +1,33 @@
 """One configuration schema for CLI flags, environment, TOML files and the README table.
 
-Every knob is declared once in ``SETTINGS``. The argument parser, the
-``FLIPEDIT_PREVIEWD_*`` environment variables, the TOML keys and the README
-table are all derived from it, so they cannot drift apart. Each effective value
-remembers where it came from so ``--print-config`` can explain itself and a bad
-value can be reported against the source that supplied it.
+Every knob is declared once, as a typed field of ``Settings`` whose metadata
+carries its parser, unit, help text and whether SIGHUP applies it (``restart``
+marks the ones that need a restart). The argument parser, the
+``FLIPEDIT_PREVIEWD_*`` environment variables, the TOML keys, ``SETTINGS`` and
+the README table are all derived from those fields, so they cannot drift
+apart, and mypy sees every ``config.x`` with its declared type. Each effective
+value remembers where it came from so ``--print-config`` can explain itself and
+a bad value can be reported against the source that supplied it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tomllib
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from .configvalues import boolean, listen_list, non_negative_int, positive_float, positive_int, quality, str_list, text
 
 ENV_PREFIX = "FLIPEDIT_PREVIEWD_"
 SYSTEM_CONFIG = Path("/etc/flipedit-preview/previewd.toml")
+T = TypeVar("T")
 
 
 def user_config_path(environ: Mapping[str, str]) -> Path:
@@ -31,91 +39,93 @@ class ConfigError(Exception):
     """A configuration value that cannot be used; names key, value and source."""
 
 
-def _positive_int(raw: Any) -> int:
-    if isinstance(raw, bool):
-        raise ValueError("expected an integer")
-    value = int(raw)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
+@dataclass(frozen=True)
+class Meta:
+    """What a field of ``Settings`` carries besides its name, type and default."""
+
+    parse: Callable[[Any], object]
+    help: str
+    unit: str = ""
+    restart: bool = False  # True: SIGHUP keeps the running value (reported in /health restart_pending)
+    repeatable: bool = False
+    old_name: str = ""
 
 
-def _non_negative_int(raw: Any) -> int:
-    if isinstance(raw, bool):
-        raise ValueError("expected an integer")
-    value = int(raw)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
+def setting(default: T, parse: Callable[[Any], T], help: str, unit: str = "", *, restart: bool = False,
+            repeatable: bool = False, old_name: str = "") -> T:
+    """A field of ``Settings``: mypy checks the default and the parser against the field's type."""
+    meta = Meta(parse, help, unit, restart, repeatable, old_name)
+    return field(default=default, metadata={"setting": meta})
 
 
-def _positive_float(raw: Any) -> float:
-    if isinstance(raw, bool):
-        raise ValueError("expected a number")
-    value = float(raw)
-    if not value > 0 or value != value or value == float("inf"):
-        raise ValueError("must be a finite number above 0")
-    return value
+@dataclass(frozen=True)
+class Settings:
+    """The schema: one typed field per setting. ``restart=True``: applied at start only."""
+
+    listen: tuple[str, ...] = setting((), listen_list, "Address to listen on when systemd passes no socket: HOST:PORT or unix:PATH (repeatable).", restart=True, repeatable=True)
+    project: str = setting("", text, "FlipEdit project database to preview (pins it); empty means follow the editor's project list: the newest project whose database exists, re-checked while running.", "path", restart=True)
+    metadata_db: str = setting("~/Documents/flipedit_projects_metadata.sqlite", text, "The editor's project list, followed while the daemon runs (a change is noticed within 1 s) unless project pins one.", "path", restart=True)
+    workers: int = setting(2, positive_int, "Render workers (processes); renders in flight never exceed this.", restart=True, old_name="MAX_CONCURRENT_REQUESTS")
+    queue_size: int = setting(20, non_negative_int, "Renders that may wait for a worker; more are answered 503.", old_name="request_queue.maxsize")
+    queue_timeout: float = setting(2.5, positive_float, "Deadline for a queued render; a render not started by then is answered 503 (the editor gives up after 3 s).", "s")
+    max_connections: int = setting(1024, positive_int, "Open client connections; a connection above this is answered 503 as soon as it is accepted and closed (the soft RLIMIT_NOFILE is raised to cover it).", restart=True, old_name="server.max_connections")
+    keepalive_timeout: float = setting(20.0, positive_float, "Idle keep-alive connections are closed after this; must outlive the editor's 15 s pool.", "s")
+    request_timeout: float = setting(10.0, positive_float, "Time allowed to receive one whole request (slowloris guard); answered 408.", "s")
+    max_request_line: int = setting(8192, positive_int, "Longest request line; longer is answered 414.", "bytes")
+    max_header_bytes: int = setting(16384, positive_int, "Largest request head; larger is answered 431.", "bytes")
+    max_headers: int = setting(100, positive_int, "Most request header fields; more is answered 431.")
+    max_body_bytes: int = setting(4 * 1024 * 1024, positive_int, "Largest request body (PUT /timeline); larger is answered 413.", "bytes")
+    hang_threshold: float = setting(10.0, positive_float, "A render running longer than this counts as hung and is logged; all workers hung stops the watchdog heartbeat.", "s")
+    render_budget: float = setting(5.0, positive_float, "A render running longer is cancelled (its worker replaced) and answered 504; the same frame of the same timeline is then refused at once for heavy_frame_ttl. Kept below hang_threshold.", "s")
+    heavy_frame_ttl: float = setting(60.0, positive_float, "How long a frame that exceeded render_budget is refused at once (504) instead of rendered again.", "s")
+    max_layer_pixels: int = setting(400_000_000, positive_int, "Most layers visible at one frame times canvas pixels a timeline may have (checked on PUT and database read; 413 names it).", "px")
+    max_timeline_clips: int = setting(65536, positive_int, "Most clips in a timeline or project database; more is refused (413) or the last good timeline kept.")
+    db_read_timeout: float = setting(2.0, positive_float, "Deadline for reading a project database (SQLite progress handler); past it the read is abandoned and the last good timeline kept.", "s")
+    loop_lag_threshold: float = setting(0.25, positive_float, "Event-loop lag above this is a journal event (loop_lag); the lag itself is in /health, /metrics and STATUS=.", "s")
+    drain_timeout: float = setting(20.0, positive_float, "On SIGTERM, time allowed for in-flight and queued work; keep below TimeoutStopSec.", "s")
+    fdstore: bool = setting(True, boolean, "On a planned stop (restart, upgrade), hand keep-alive connections that are between requests to systemd's file descriptor store, so the next instance serves them and the editor loses none (systemd >= 246, FileDescriptorStoreMax= >= max_connections in the unit); false: each connection's last answer says Connection: close and idle ones are closed.", restart=True)
+    loop_nice: int = setting(10, non_negative_int, "Nice increment of the event-loop thread only (Linux priorities are per thread): under a flood of requests the CPU goes to rendering rather than to refusing; 0 disables.", restart=True)
+    canvas_width: int = setting(1280, positive_int, "Canvas width of the composited timeline.", "px", restart=True)
+    canvas_height: int = setting(720, positive_int, "Canvas height of the composited timeline.", "px", restart=True)
+    frame_rate: float = setting(30.0, positive_float, "Timeline frame rate (the editor's timing model).", "fps", restart=True)
+    jpeg_quality: int = setting(85, quality, "Default JPEG quality; a request may ask for another with ?quality=.")
+    frame_cache_bytes: int = setting(64 * 1024 * 1024, non_negative_int, "Memory for encoded frames, keyed by timeline revision, frame and output parameters.", "bytes")
+    render_ahead: bool = setting(True, boolean, "Render the next frames of a playback or scrub on idle workers before the editor asks (never delays a real request).")
+    render_ahead_frames: int = setting(8, non_negative_int, "How many frames render-ahead prepares past the last one asked for; 0 disables it.", "frames")
+    render_ahead_workers: int = setting(0, non_negative_int, "Most workers rendering ahead at once; 0 means all workers but one (at least one).")
+    source_cache_bytes: int = setting(128 * 1024 * 1024, non_negative_int, "Memory per worker for scaled stills and source frames.", "bytes", restart=True)
+    allowed_roots: tuple[str, ...] = setting((), str_list, "Directories media may be read from; empty means the project's directory and its assets' directories.", "paths", repeatable=True)
+    allowed_hosts: tuple[str, ...] = setting((), str_list, "Extra Host header values accepted on TCP (besides 127.0.0.1:PORT, localhost:PORT, [::1]:PORT); '*' turns the Host check off.", repeatable=True)
+    token_file: str = setting("", text, "Where the bearer token for PUT/DELETE over TCP is written at start; empty means $RUNTIME_DIRECTORY/token, else $XDG_RUNTIME_DIR/flipedit-preview/token.", "path", restart=True)
+    max_output_pixels: int = setting(3840 * 2160, positive_int, "Largest output (width x height) a request may ask for.", "px")
+    max_source_pixels: int = setting(100_000_000, positive_int, "Largest still image or video frame (width x height, from the file's header) decoded; larger renders a placeholder.", "px", restart=True)
+    demo: bool = setting(False, boolean, "Serve the built-in demo project (generated on first run).", restart=True)
+    test_render_hook: str = setting("", text, "Test only: 'sleep:SECONDS' or 'hang' makes every render stall, to exercise the watchdog; 'nice:FILE' records each render's thread priority.", restart=True)
+
+    def __post_init__(self) -> None:
+        # The run-time half of the typing: whatever built this object (a parser, replace()), each value
+        # has its field's type, so what mypy sees is what is there.
+        for s in SETTINGS:
+            value = getattr(self, s.name)
+            if not s.holds(value):
+                raise TypeError(f"{s.name} = {value!r} is not a {s.type_name}")
 
 
-def _quality(raw: Any) -> int:
-    value = _positive_int(raw)
-    if value > 95:
-        raise ValueError("JPEG quality must be between 1 and 95")
-    return value
-
-
-def _text(raw: Any) -> str:
-    if not isinstance(raw, str):
-        raise ValueError("expected a string")
-    return raw
-
-
-def _bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("expected true or false")
-
-
-def _listen_list(raw: Any) -> tuple[str, ...]:
-    """HOST:PORT, [V6]:PORT or unix:PATH each; a typo is a configuration error, not a socket error."""
-    items = _str_list(raw)
-    for item in items:
-        if item.startswith("unix:"):
-            if len(item) == 5:
-                raise ValueError(f"{item!r}: unix: needs a path")
-            continue
-        host, sep, port = item.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{item!r} is not HOST:PORT (port 1-65535) or unix:PATH")
-        if host.startswith("[") != host.endswith("]"):
-            raise ValueError(f"{item!r}: an IPv6 host goes in brackets, e.g. [::1]:8081")
-    return items
-
-
-def _str_list(raw: Any) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        items = [part.strip() for part in raw.replace(",", " ").split()]
-    elif isinstance(raw, (list, tuple)):
-        items = [str(part).strip() for part in raw]
-    else:
-        raise ValueError("expected a list of strings")
-    return tuple(item for item in items if item)
+# The field types the schema allows, with their names in --help and the README (a list is a tuple of str).
+TYPE_NAMES: dict[object, str] = {int: "int", float: "float", bool: "bool", str: "str", tuple[str, ...]: "list"}
 
 
 @dataclass(frozen=True)
 class Setting:
+    """One field of ``Settings`` as the parser, environment, TOML reader and docs see it."""
+
     name: str
-    parse: Callable[[Any], Any]
-    default: Any
+    parse: Callable[[Any], object]
+    default: object
     unit: str
     help: str
     type_name: str
+    restart: bool = False
     repeatable: bool = False
     old_name: str = ""
 
@@ -127,74 +137,62 @@ class Setting:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def on_reload(self) -> str:
+        return "restart" if self.restart else "applied"
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("listen", _listen_list, (), "", "Address to listen on when systemd passes no socket: HOST:PORT or unix:PATH (repeatable).", "list", repeatable=True),
-    Setting("project", _text, "", "path", "FlipEdit project database to preview (pins it); empty means follow the editor's project list: the newest project whose database exists, re-checked while running.", "str"),
-    Setting("metadata_db", _text, "~/Documents/flipedit_projects_metadata.sqlite", "path", "The editor's project list, followed while the daemon runs (a change is noticed within 1 s) unless project pins one.", "str"),
-    Setting("workers", _positive_int, 2, "", "Render workers (processes); renders in flight never exceed this.", "int", old_name="MAX_CONCURRENT_REQUESTS"),
-    Setting("queue_size", _non_negative_int, 20, "", "Renders that may wait for a worker; more are answered 503.", "int", old_name="request_queue.maxsize"),
-    Setting("queue_timeout", _positive_float, 2.5, "s", "Deadline for a queued render; a render not started by then is answered 503 (the editor gives up after 3 s).", "float"),
-    Setting("max_connections", _positive_int, 1024, "", "Open client connections; a connection above this is answered 503 as soon as it is accepted and closed (the soft RLIMIT_NOFILE is raised to cover it).", "int", old_name="server.max_connections"),
-    Setting("keepalive_timeout", _positive_float, 20.0, "s", "Idle keep-alive connections are closed after this; must outlive the editor's 15 s pool.", "float"),
-    Setting("request_timeout", _positive_float, 10.0, "s", "Time allowed to receive one whole request (slowloris guard); answered 408.", "float"),
-    Setting("max_request_line", _positive_int, 8192, "bytes", "Longest request line; longer is answered 414.", "int"),
-    Setting("max_header_bytes", _positive_int, 16384, "bytes", "Largest request head; larger is answered 431.", "int"),
-    Setting("max_headers", _positive_int, 100, "", "Most request header fields; more is answered 431.", "int"),
-    Setting("max_body_bytes", _positive_int, 4 * 1024 * 1024, "bytes", "Largest request body (PUT /timeline); larger is answered 413.", "int"),
-    Setting("hang_threshold", _positive_float, 10.0, "s", "A render running longer than this counts as hung and is logged; all workers hung stops the watchdog heartbeat.", "float"),
-    Setting("render_budget", _positive_float, 5.0, "s", "A render running longer is cancelled (its worker replaced) and answered 504; the same frame of the same timeline is then refused at once for heavy_frame_ttl. Kept below hang_threshold.", "float"),
-    Setting("heavy_frame_ttl", _positive_float, 60.0, "s", "How long a frame that exceeded render_budget is refused at once (504) instead of rendered again.", "float"),
-    Setting("max_layer_pixels", _positive_int, 400_000_000, "px", "Most layers visible at one frame times canvas pixels a timeline may have (checked on PUT and database read; 413 names it).", "int"),
-    Setting("max_timeline_clips", _positive_int, 65536, "", "Most clips in a timeline or project database; more is refused (413) or the last good timeline kept.", "int"),
-    Setting("db_read_timeout", _positive_float, 2.0, "s", "Deadline for reading a project database (SQLite progress handler); past it the read is abandoned and the last good timeline kept.", "float"),
-    Setting("loop_lag_threshold", _positive_float, 0.25, "s", "Event-loop lag above this is a journal event (loop_lag); the lag itself is in /health, /metrics and STATUS=.", "float"),
-    Setting("drain_timeout", _positive_float, 20.0, "s", "On SIGTERM, time allowed for in-flight and queued work; keep below TimeoutStopSec.", "float"),
-    Setting("fdstore", _bool, True, "", "On a planned stop (restart, upgrade), hand keep-alive connections that are between requests to systemd's file descriptor store, so the next instance serves them and the editor loses none (systemd >= 246, FileDescriptorStoreMax= >= max_connections in the unit); false: each connection's last answer says Connection: close and idle ones are closed.", "bool"),
-    Setting("loop_nice", _non_negative_int, 10, "", "Nice increment of the event-loop thread only (Linux priorities are per thread): under a flood of requests the CPU goes to rendering rather than to refusing; 0 disables.", "int"),
-    Setting("canvas_width", _positive_int, 1280, "px", "Canvas width of the composited timeline.", "int"),
-    Setting("canvas_height", _positive_int, 720, "px", "Canvas height of the composited timeline.", "int"),
-    Setting("frame_rate", _positive_float, 30.0, "fps", "Timeline frame rate (the editor's timing model).", "float"),
-    Setting("jpeg_quality", _quality, 85, "", "Default JPEG quality; a request may ask for another with ?quality=.", "int"),
-    Setting("frame_cache_bytes", _non_negative_int, 64 * 1024 * 1024, "bytes", "Memory for encoded frames, keyed by timeline revision, frame and output parameters.", "int"),
-    Setting("render_ahead", _bool, True, "", "Render the next frames of a playback or scrub on idle workers before the editor asks (never delays a real request).", "bool"),
-    Setting("render_ahead_frames", _non_negative_int, 8, "frames", "How many frames render-ahead prepares past the last one asked for; 0 disables it.", "int"),
-    Setting("render_ahead_workers", _non_negative_int, 0, "", "Most workers rendering ahead at once; 0 means all workers but one (at least one).", "int"),
-    Setting("source_cache_bytes", _non_negative_int, 128 * 1024 * 1024, "bytes", "Memory per worker for scaled stills and source frames.", "int"),
-    Setting("allowed_roots", _str_list, (), "paths", "Directories media may be read from; empty means the project's directory and its assets' directories.", "list", repeatable=True),
-    Setting("allowed_hosts", _str_list, (), "", "Extra Host header values accepted on TCP (besides 127.0.0.1:PORT, localhost:PORT, [::1]:PORT); '*' turns the Host check off.", "list", repeatable=True),
-    Setting("token_file", _text, "", "path", "Where the bearer token for PUT/DELETE over TCP is written at start; empty means $RUNTIME_DIRECTORY/token, else $XDG_RUNTIME_DIR/flipedit-preview/token.", "str"),
-    Setting("max_output_pixels", _positive_int, 3840 * 2160, "px", "Largest output (width x height) a request may ask for.", "int"),
-    Setting("max_source_pixels", _positive_int, 100_000_000, "px", "Largest still image or video frame (width x height, from the file's header) decoded; larger renders a placeholder.", "int"),
-    Setting("demo", _bool, False, "", "Serve the built-in demo project (generated on first run).", "bool"),
-    Setting("test_render_hook", _text, "", "", "Test only: 'sleep:SECONDS' or 'hang' makes every render stall, to exercise the watchdog.", "str"),
-)
+    def holds(self, value: object) -> bool:
+        """Exactly the field's type: a bool is not an int here, an int is not a float."""
+        if self.type_name == "list":
+            return isinstance(value, tuple) and all(isinstance(item, str) for item in value)
+        return type(value) in TYPE_NAMES and TYPE_NAMES[type(value)] == self.type_name
 
+
+def _schema() -> tuple[Setting, ...]:
+    hints = typing.get_type_hints(Settings)
+    out = []
+    for f in dataclasses.fields(Settings):
+        meta = f.metadata["setting"]
+        assert isinstance(meta, Meta)
+        out.append(Setting(f.name, meta.parse, f.default, meta.unit, meta.help, TYPE_NAMES[hints[f.name]],
+                           meta.restart, meta.repeatable, meta.old_name))
+    return tuple(out)
+
+
+SETTINGS: tuple[Setting, ...] = _schema()
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
 @dataclass(frozen=True)
-class Config:
-    values: Mapping[str, Any]
-    sources: Mapping[str, str] = field(default_factory=dict)
+class Config(Settings):
+    """The effective settings plus where each came from and what waits for a restart."""
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    # Restart-only settings whose configured value differs from the running one (shown in /health).
+    restart_pending: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def values(self) -> dict[str, object]:
+        return {s.name: getattr(self, s.name) for s in SETTINGS}
+
+    def reloaded(self, new: Config) -> Config:
+        """What runs after a reload to ``new``: its live settings, this one's restart-only ones."""
+        kept: dict[str, Any] = {s.name: getattr(self, s.name) for s in SETTINGS if s.restart}
+        pending = tuple(name for name, value in kept.items() if getattr(new, name) != value)
+        sources = {**new.sources, **{name: self.sources.get(name, "default") for name in kept}}
+        return dataclasses.replace(new, **kept, sources=sources, restart_pending=pending)
 
     def describe(self) -> str:
         """Valid TOML: saved as previewd.toml it gives the same configuration back."""
-        width = max(len(name) for name in self.values)
+        width = max(len(s.name) for s in SETTINGS)
         lines = ["# flipedit-previewd effective configuration; each value's source follows it"]
         for setting in SETTINGS:
-            shown = toml_value(self.values[setting.name])
-            lines.append(f"{setting.name:<{width}} = {shown:<40} # {self.sources[setting.name]}")
+            shown = toml_value(getattr(self, setting.name))
+            lines.append(f"{setting.name:<{width}} = {shown:<40} # {self.sources.get(setting.name, 'default')}")
         return "\n".join(lines)
 
 
-def toml_value(value: Any) -> str:
+def toml_value(value: object) -> str:
     """A TOML literal for the schema's types (bool, int, float, str, list of str)."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -207,7 +205,7 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"no TOML form for {type(value).__name__}")
 
 
-def _apply(setting: Setting, raw: Any, source: str) -> Any:
+def _parse(setting: Setting, raw: Any, source: str) -> object:
     try:
         return setting.parse(raw)
     except (TypeError, ValueError) as exc:
@@ -239,7 +237,8 @@ def build_parser(prog: str = "flipedit-previewd") -> argparse.ArgumentParser:
     for setting in SETTINGS:
         unit = f" [{setting.unit}]" if setting.unit else ""
         default = toml_value(setting.default) if setting.default not in ("", ()) else "none"
-        text = f"{setting.help}{unit} (env {setting.env}; default {default})"
+        restart = "; restart to change" if setting.restart else ""
+        text = f"{setting.help}{unit} (env {setting.env}; default {default}{restart})"
         if setting.name.startswith("test_"):
             text = argparse.SUPPRESS  # test-only: not in --help, the man page or completions
         if setting.type_name == "bool":
@@ -274,14 +273,14 @@ def load(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for setting in SETTINGS:
-        values[setting.name] = setting.parse(setting.default)
+        values[setting.name] = setting.default
         sources[setting.name] = "default"
         for label, layer in layers:
             if setting.name in layer:
                 source = f"{label} ({setting.env})" if label == "environment" else label
-                values[setting.name] = _apply(setting, layer[setting.name], source)
+                values[setting.name] = _parse(setting, layer[setting.name], source)
                 sources[setting.name] = source
-    return Config(values, sources)
+    return Config(**values, sources=sources)
 
 
 def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> tuple[Config, argparse.Namespace]:
@@ -290,8 +289,8 @@ def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | No
 
 
 def markdown_table() -> str:
-    rows = ["| key / flag / env | type | default | unit | old server | meaning |", "|---|---|---|---|---|---|"]
+    rows = ["| key / flag / env | type | default | unit | old server | meaning | on SIGHUP |", "|---|---|---|---|---|---|---|"]
     for s in SETTINGS:
         default = list(s.default) if isinstance(s.default, tuple) else s.default
-        rows.append(f"| `{s.name}` / `{s.flag}` / `{s.env}` | {s.type_name} | `{default!r}` | {s.unit} | {s.old_name} | {s.help} |")
+        rows.append(f"| `{s.name}` / `{s.flag}` / `{s.env}` | {s.type_name} | `{default!r}` | {s.unit} | {s.old_name} | {s.help} | {s.on_reload} |")
     return "\n".join(rows)

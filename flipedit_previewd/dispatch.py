@@ -182,10 +182,11 @@ class Dispatcher:
         self._post(self.hooks.timeline_read)
         return timeline
 
-    def _render(self, index: int, frame: int, spec: OutputSpec, timeline: Timeline, etag: str) -> RenderOutcome:
+    def _render(self, index: int, frame: int, spec: OutputSpec, timeline: Timeline, etag: str,
+                speculative: bool = False) -> RenderOutcome:
         """Through worker ``index``'s process; past the budget the frame is marked heavy (then refused at once)."""
         try:
-            return self.pool.render(index, frame, spec, timeline, self.budget, tuple(self.roots(timeline)))
+            return self.pool.render(index, frame, spec, timeline, self.budget, tuple(self.roots(timeline)), speculative)
         except BudgetExceeded:
             self.heavy.mark(etag)
             raise
@@ -226,7 +227,7 @@ class Dispatcher:
             if timeline.revision != pending.revision:
                 self.ahead.counters["stale"] += 1
             elif etag not in self.cache and etag not in self.heavy:
-                outcome = self._render(index, frame, spec, timeline, etag)
+                outcome = self._render(index, frame, spec, timeline, etag, speculative=True)
                 self.ahead.counters["rendered"] += 1
                 self.cache.put(etag, (outcome.result.body, outcome.result.content_type), len(outcome.result.body), ahead=True)
         except Exception:  # noqa: BLE001 - a guess that failed costs nothing; the real request will report it

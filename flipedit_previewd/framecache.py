@@ -6,6 +6,9 @@ before anyone asked for them, which must never push out what the editor is looki
 speculative put may only evict other speculative frames nobody used yet, or frames no request
 touched for ``idle_s`` seconds; otherwise it is dropped. Hits on speculative frames and the
 speculative frames thrown away unused are counted, so render-ahead's benefit and waste show.
+
+It is the package's one byte-bounded LRU: each worker's cache of scaled stills
+(``media.MediaPool``) is a ``FrameCache`` too, which simply never makes a speculative put.
 """
 
 from __future__ import annotations

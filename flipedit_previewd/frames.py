@@ -82,7 +82,8 @@ class FrameService:
         return {"enabled": bool(self.ahead.frames), "frames": self.ahead.frames, "workers": self.admission.ahead_limit,
                 "gestures": len(self.ahead.tracks), "queued": len(self.admission.ahead), "running": self.admission.ahead_running(),
                 **self.ahead.counters, "started": c["ahead_started"], "taken_over": c["ahead_taken_over"],
-                "dropped": c["ahead_dropped"], "hits": self.cache.ahead_hits, "wasted": self.cache.ahead_wasted}
+                "dropped": c["ahead_dropped"], "hits": self.cache.ahead_hits, "wasted": self.cache.ahead_wasted,
+                "contended": self.ahead.contended}
 
     def publish_source_events(self) -> None:
         source = self.host.source
@@ -104,8 +105,10 @@ class FrameService:
         if plan is None:
             self.admission.retain_ahead(lambda p: p.revision == revision)
             return
-        if self.host.overloaded_since is not None or self.admission.queue:
-            # Real work is waiting or being refused: a guess would take its CPU.
+        real_busy = len(self.admission.in_flight) - self.admission.ahead_running()
+        if self.host.overloaded_since is not None or self.admission.queue or self.ahead.contended or real_busy >= self.host.config.workers:
+            # Real work is waiting, being refused, occupies every worker now (the first requests of a
+            # flood, before any is refused) or has kept them busy lately: a guess would take its CPU.
             self.ahead.counters["suppressed"] += 1
             self.admission.retain_ahead(lambda p: False)
             return
@@ -170,6 +173,8 @@ class FrameService:
             fields.update(STATUS=status, OUTCOME=outcome, TOTAL_MS=round(total_ms, 2),
                           QUEUE_DEPTH=len(self.admission.queue), IN_FLIGHT=len(self.admission.in_flight))
             if result is not None:
+                if not result.cached:
+                    self.ahead.note_real_render(result.queue_ms)
                 fields.update(QUEUE_MS=round(result.queue_ms, 2), RENDER_MS=round(result.render_ms, 2), BYTES=len(result.body),
                               CACHE="hit" if result.cached else "miss")
             if status == 503 or refused_at_once:

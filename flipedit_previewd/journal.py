@@ -77,7 +77,6 @@ class EventLog:
         self.to_journal = to_journal and _journal is not None
         self.to_stderr = (not _stderr_is_journal()) if to_stderr is None else to_stderr
         self._lock = threading.Lock()
-        self.counts: dict[str, int] = {}
         self.dropped = 0
         self._drop_lock = threading.Lock()  # not _lock: the writer holds that while stderr is slow
         self._queue: queue.Queue[tuple[str, str, str, dict[str, str], tuple[str, int, str]] | None] | None = None
@@ -120,7 +119,6 @@ class EventLog:
                 return
 
     def emit(self, event: str, message: str, priority: str = "info", **fields: Any) -> None:
-        self.counts[event] = self.counts.get(event, 0) + 1
         payload = {key.upper(): _text(value) for key, value in fields.items() if value is not None}
         # MESSAGE and the stderr line are for eyes and line-based tools: client- and file-controlled text
         # in them is escaped onto one bounded line; the structured fields keep the raw value.

@@ -13,6 +13,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from .percentiles import percentile
+
 INTERVAL = 0.05
 WINDOW = 1200  # samples: one minute at INTERVAL
 REPORT_EVERY = 10.0
@@ -55,10 +57,7 @@ class LoopLag:
         self._handle = loop.call_at(loop.time() + INTERVAL, self._fire, loop)
 
     def percentile(self, pct: float) -> float:
-        if not self.samples:
-            return 0.0
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+        return percentile(self.samples, pct) or 0.0
 
     def snapshot(self) -> dict[str, float | int]:
         return {"last_ms": round(self.last * 1000, 2), "p50_ms": round(self.percentile(50) * 1000, 2),

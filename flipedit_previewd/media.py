@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
-import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,6 +19,8 @@ from typing import IO, Any, cast
 
 import av
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+
+from .framecache import FrameCache
 
 STILL_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 # What Pillow may decode: the formats the README promises, never one guessed from content
@@ -109,7 +110,6 @@ class VideoSource:
         self._ahead: _Decoded | None = None
         self.scaled: tuple[tuple[int, tuple[int, int]], Image.Image] | None = None
         self.seeks = 0
-        self.decoded = 0
 
     def size(self) -> tuple[int, int]:
         return self.stream.codec_context.width, self.stream.codec_context.height
@@ -153,7 +153,6 @@ class VideoSource:
     def _decode_until(self, target: int, best: _Decoded | None) -> _Decoded | None:
         try:
             for frame in self._frames:
-                self.decoded += 1
                 decoded = _Decoded(self._index_of(frame), frame)
                 if decoded.index > target:
                     self._ahead = decoded  # keep it: the next request probably wants it
@@ -174,44 +173,6 @@ class VideoSource:
             self.file.close()
 
 
-class ByteLRU:
-    """A thread-safe LRU bounded by the total size of its values."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.size = 0
-        self.hits = 0
-        self.misses = 0
-        self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return item[0]
-
-    def put(self, key: Any, value: Any, size: int) -> None:
-        if size > self.capacity:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.size -= old[1]
-            self._items[key] = (value, size)
-            self.size += size
-            while self.size > self.capacity:
-                _, (_, evicted) = self._items.popitem(last=False)
-                self.size -= evicted
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 class MediaPool:
     """Per-worker media state: open decoders, scaled stills and the problems already reported."""
 
@@ -220,7 +181,7 @@ class MediaPool:
         self.roots = roots
         self.max_open = max_open
         self.videos: OrderedDict[tuple[str, Any], VideoSource] = OrderedDict()
-        self.scaled = ByteLRU(cache_bytes)
+        self.scaled = FrameCache(cache_bytes)
         self.reported: set[tuple[str, str]] = set()
         Image.MAX_IMAGE_PIXELS = max_source_pixels
 
@@ -269,7 +230,7 @@ class MediaPool:
         """New roots (a reload, another project): nothing opened under the old ones is used again."""
         if roots != self.roots:
             self.close()
-            self.scaled = ByteLRU(self.scaled.capacity)
+            self.scaled = FrameCache(self.scaled.capacity)
             self.roots = roots
 
     def _open_still(self, path: str) -> tuple[Image.Image, tuple[int, int], IO[bytes]]:

@@ -17,7 +17,6 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -40,6 +39,11 @@ class TimelineRefused(sqlite3.DatabaseError):
     """The database was read but its timeline breaks a limit: the last good timeline stays."""
 
 
+def readonly_uri(path: str) -> str:
+    """SQLite's read-only URI for ``path``: every byte that means something in a URI (``?``, ``#``, ``%``) quoted."""
+    return f"file:{quote(os.path.abspath(path), safe='/')}?mode=ro"
+
+
 def open_readonly(path: str, deadline: float | None = None) -> sqlite3.Connection:
     """Open a project database as untrusted input.
 
@@ -54,8 +58,7 @@ def open_readonly(path: str, deadline: float | None = None) -> sqlite3.Connectio
         raise sqlite3.OperationalError(f"cannot stat: {exc.strerror}") from None
     if not stat.S_ISREG(mode):
         raise sqlite3.DatabaseError("not a regular file")
-    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA query_only = 1")
     conn.execute("PRAGMA trusted_schema = OFF")
@@ -237,9 +240,6 @@ class SourceHealth:
     state: str = "none"
     error: str = ""
     reads: int = 0
-    failures: int = 0
-    last_read: float = 0.0
-    revision: str = ""
     events: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -374,8 +374,6 @@ class ProjectSource:
                 self._failed = None
                 self._timeline = timeline
             self.health.reads += 1
-            self.health.last_read = time.time()
-            self.health.revision = timeline.revision
             if skipped:
                 self._note("partial", f"project database {self.path}: {len(skipped)} rows skipped: {'; '.join(skipped[:3])}")
                 return timeline
@@ -385,7 +383,6 @@ class ProjectSource:
             return timeline
 
     def _note(self, state: str, error: str) -> None:
-        self.health.failures += 1
         if self.health.state != state or self.health.error != error:
             with self._lock:
                 self.health.events.append((state, error))
@@ -395,96 +392,3 @@ class ProjectSource:
         with self._lock:
             events, self.health.events = self.health.events, []
             return events
-
-
-# --- the editor's schema, for the demo project and the tests ---------------------
-
-TRACKS_DDL = (
-    'CREATE TABLE tracks (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, type TEXT NOT NULL, '
-    '"order" INTEGER NOT NULL, is_visible INTEGER NOT NULL DEFAULT 1, is_locked INTEGER NOT NULL DEFAULT 0, '
-    'metadata_json TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)'
-)
-CLIPS_COMMON = (
-    "id INTEGER PRIMARY KEY AUTOINCREMENT, track_id INTEGER NOT NULL REFERENCES tracks(id), name TEXT NOT NULL, "
-    "type TEXT NOT NULL, source_path TEXT NOT NULL, source_duration_ms INTEGER, start_time_in_source_ms INTEGER NOT NULL, "
-    "end_time_in_source_ms INTEGER NOT NULL, start_time_on_track_ms INTEGER NOT NULL, end_time_on_track_ms INTEGER NOT NULL"
-)
-ASSETS_DDL = (
-    "CREATE TABLE project_assets (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, source_path TEXT NOT NULL, "
-    "type TEXT NOT NULL, mime_type TEXT, duration_ms INTEGER, width INTEGER, height INTEGER, file_size INTEGER, "
-    "metadata_json TEXT, thumbnail_path TEXT, created_at INTEGER NOT NULL)"
-)
-
-
-def create_project_db(path: str | Path, version: int) -> None:
-    """Create an empty project database with the editor's schema at ``version`` (1, 2 or 3)."""
-    if version == 1:
-        clips = f"CREATE TABLE clips ({CLIPS_COMMON}, metadata_json TEXT)"
-    elif version == 2:
-        clips = f"CREATE TABLE clips ({CLIPS_COMMON}, metadata TEXT)"
-    elif version == 3:
-        clips = (f"CREATE TABLE clips ({CLIPS_COMMON}, metadata TEXT, preview_position_x REAL NOT NULL DEFAULT 0, "
-                 "preview_position_y REAL NOT NULL DEFAULT 0, preview_width REAL NOT NULL DEFAULT 100, "
-                 "preview_height REAL NOT NULL DEFAULT 100)")
-    else:
-        raise ValueError(f"unknown schema version {version}")
-    conn = sqlite3.connect(str(path))
-    with conn:
-        conn.execute(TRACKS_DDL)
-        conn.execute(clips)
-        conn.execute(ASSETS_DDL)
-        conn.execute(f"PRAGMA user_version = {version}")
-    conn.close()
-
-
-def add_track(conn: sqlite3.Connection, name: str, order: int, visible: bool = True) -> int:
-    now = int(time.time())
-    cur = conn.execute('INSERT INTO tracks (name, type, "order", is_visible, is_locked, created_at, updated_at) '
-                       "VALUES (?, 'video', ?, ?, 0, ?, ?)", (name, order, int(visible), now, now))
-    return int(cur.lastrowid or 0)
-
-
-def add_clip(conn: sqlite3.Connection, version: int, track_id: int, source_path: str, clip_type: str,
-             start_on_track_ms: int, end_on_track_ms: int, start_in_source_ms: int = 0,
-             rect: tuple[float, float, float, float] | None = None, flip: int = 0) -> int:
-    meta: dict[str, Any] = {}
-    if rect is not None and version < 3:
-        meta["previewRect"] = dict(zip(("left", "top", "width", "height"), rect, strict=True))
-    if flip:
-        meta["previewFlip"] = flip
-    duration = end_on_track_ms - start_on_track_ms
-    values: list[Any] = [track_id, os.path.basename(source_path), clip_type, source_path, duration,
-                         start_in_source_ms, start_in_source_ms + duration, start_on_track_ms, end_on_track_ms,
-                         json.dumps(meta)]
-    columns = ("track_id, name, type, source_path, source_duration_ms, start_time_in_source_ms, end_time_in_source_ms, "
-               "start_time_on_track_ms, end_time_on_track_ms, " + ("metadata_json" if version == 1 else "metadata"))
-    if version == 3 and rect is not None:
-        columns += ", preview_position_x, preview_position_y, preview_width, preview_height"
-        values += list(rect)
-    marks = ", ".join("?" * len(values))
-    cur = conn.execute(f"INSERT INTO clips ({columns}) VALUES ({marks})", values)
-    return int(cur.lastrowid or 0)
-
-
-def set_clip_rect(conn: sqlite3.Connection, version: int, clip_id: int, rect: tuple[float, float, float, float]) -> None:
-    """What the editor does during a drag: write the clip's new preview rectangle."""
-    if version == 3:
-        conn.execute("UPDATE clips SET preview_position_x=?, preview_position_y=?, preview_width=?, preview_height=? "
-                     "WHERE id=?", (*rect, clip_id))
-        return
-    col = "metadata_json" if version == 1 else "metadata"
-    (raw,) = conn.execute(f"SELECT {col} FROM clips WHERE id=?", (clip_id,)).fetchone()
-    meta = json.loads(raw or "{}")
-    meta["previewRect"] = dict(zip(("left", "top", "width", "height"), rect, strict=True))
-    conn.execute(f"UPDATE clips SET {col}=? WHERE id=?", (json.dumps(meta), clip_id))
-
-
-def create_metadata_db(path: str | Path, projects: list[tuple[str, str, int]]) -> None:
-    conn = sqlite3.connect(str(path))
-    with conn:
-        conn.execute("CREATE TABLE project_metadata_table (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, "
-                     "database_path TEXT NOT NULL, created_at INTEGER NOT NULL, last_modified_at INTEGER)")
-        for name, db_path, modified in projects:
-            conn.execute("INSERT INTO project_metadata_table (name, database_path, created_at, last_modified_at) "
-                         "VALUES (?, ?, ?, ?)", (name, db_path, modified, modified))
-    conn.close()

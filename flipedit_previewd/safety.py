@@ -2,7 +2,7 @@
 
 A JSON timeline comes over HTTP, so its paths are untrusted: each must resolve
 (symlinks and ``..`` included) to a file under an allowed root, or the whole
-timeline is refused with 403 before anything is opened. That early check is a
+timeline is refused (``PathRefused``, answered 403) before anything is opened. That early check is a
 courtesy; the binding one is made by the worker on the descriptor it opened
 (``media.open_media``), so a symlink swapped afterwards gains nothing.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import Forbidden
+from .errors import PathRefused
 from .timeline import Timeline
 
 SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run", "/sbin",
@@ -68,5 +68,5 @@ def is_under(path: str, roots: list[str] | tuple[str, ...]) -> bool:
 def check_timeline_paths(timeline: Timeline, roots: list[str]) -> None:
     for index, clip in enumerate(timeline.clips):
         if not os.path.isabs(clip.source_path) or not is_under(clip.source_path, roots):
-            raise Forbidden(f"clip {index}: source_path {clip.source_path[:200]!r} is outside the allowed roots",
+            raise PathRefused(f"clip {index}: source_path {clip.source_path[:200]!r} is outside the allowed roots",
                             field=f"clips[{index}].source_path")

@@ -27,6 +27,7 @@ from .config import Config
 from .fdstore import Handover
 from .journal import EventLog
 from .protocol import HTTPConnection, Limits, ProtocolFailure, Request, Response
+from .reconfigure import apply, http_limits
 from .resources import raise_nofile
 from .service import Service
 from .sockets import Listener, adopt_systemd_sockets, kernel_backlog, open_listener
@@ -329,10 +330,10 @@ class Server:
         self.config = config
         self.reload_config = reload_config
         self.log = log or EventLog()
-        self.limits = Limits(config.max_request_line, config.max_header_bytes, config.max_headers,
-                             config.max_body_bytes, config.keepalive_timeout)
+        self.limits: Limits = http_limits(config)
         self.limits_request_timeout = config.request_timeout
         self.service = Service(config, self.log)
+        apply(config, self)  # the same lines as on SIGHUP set every live setting
         self.notifier = sdnotify.SystemdNotifier()
         self.handover = Handover(config.fdstore, config.max_connections)
         self.drain_started = 0.0
@@ -435,14 +436,16 @@ class Server:
         error = ""
         if self.reload_config is not None:
             try:
-                self.config = self.reload_config()
-                self.service.reload(self.config)
+                apply(self.reload_config(), self)
+                self.service.reload()
             except Exception as exc:  # noqa: BLE001 - a bad reload keeps the old configuration
                 error = str(exc)
         else:
-            self.service.reload(self.config)
-        self.log.emit("reload", "reloaded configuration and timeline" + (f"; kept old configuration: {error}" if error else ""),
-                      "warning" if error else "info", ERROR=error or None)
+            self.service.reload()
+        pending = ", ".join(self.config.restart_pending)
+        self.log.emit("reload", "reloaded configuration and timeline" + (f"; kept old configuration: {error}" if error else "")
+                      + (f"; restart to apply: {pending}" if pending else ""),
+                      "warning" if error else "info", ERROR=error or None, RESTART_PENDING=pending or None)
         self.notify(f"READY=1\nSTATUS={self.service.status_line()}")
 
     async def shutdown(self) -> int:

@@ -21,7 +21,7 @@ from .access import Guard, Peer, token_path, write_token
 from .admission import Admission
 from .config import Config
 from .dispatch import Dispatcher, LoopHooks
-from .errors import BadRequest, HTTPError, MethodNotAllowed, NotFound, RenderFailed
+from .errors import BadRequest, DomainError, HTTPError, MethodNotAllowed, NotFound, RenderFailed, as_http
 from .framecache import FrameCache
 from .frames import FrameService
 from .journal import EventLog
@@ -162,15 +162,8 @@ class Service:
         self.rejections.flush()
         self.offload.shutdown()
 
-    def reload(self, config: Config) -> None:
-        """Apply what can change without a restart; worker count and sockets need a restart."""
-        self.config = config
-        self.admission.queue_size = config.queue_size
-        self.admission.queue_timeout = config.queue_timeout
-        self.frames.capacity = config.frame_cache_bytes
-        self._apply_render_ahead(config)
-        self.lag.threshold = config.loop_lag_threshold
-        self._apply_source_limits(config)
+    def reload(self) -> None:
+        """Re-read the project list and the timeline (settings: ``reconfigure.apply``, before this)."""
         if self.follower is not None:  # reload re-reads the project list too (the next follow, off the loop)
             self.follower.forget()
 
@@ -180,7 +173,6 @@ class Service:
 
         # Off the loop: a locked or hostile database must not hold the loop (or SIGHUP would stall it).
         self.offload.submit_nowait(reread)
-        self.guard.allowed_hosts = {h.lower() for h in config.allowed_hosts}
         self._roots = None
 
     # --- the frame use case (frames.py) and the render path (dispatch.py) ----------------------
@@ -366,6 +358,7 @@ class Service:
             "cache": {"frames": len(self.frames), "bytes": self.frames.size, "hits": self.frames.hits, "misses": self.frames.misses},
             "render_ahead": self.render_ahead_stats(),
             "keepalive_timeout_s": self.config.keepalive_timeout,
+            "restart_pending": list(self.config.restart_pending),  # restart-only settings changed in the configuration
             "loop_lag": self.lag.snapshot(),
             "rejections": {"total": self.rejections.total, "by_reason": dict(self.rejections.by_reason)},
             "offload": {"pending": self.offload.pending, "capacity": self.offload.capacity, "rejected": self.offload.rejected},
@@ -392,10 +385,11 @@ class Service:
             return refused
         try:
             return await self._route(request, over_limit, client)
-        except HTTPError as exc:
-            if 400 <= exc.status < 500:
-                self._note_client_error(exc.status, f"{request.method} {request.target[:200]}: {exc.detail}")
-            return Response.from_error(exc)
+        except (HTTPError, DomainError) as raised:
+            answer = as_http(raised)
+            if 400 <= answer.status < 500:
+                self._note_client_error(answer.status, f"{request.method} {request.target[:200]}: {answer.detail}")
+            return Response.from_error(answer)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the boundary: log, answer 500, keep serving

@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import BadRequest
+from .errors import TimelineInvalid
 
 FLIP_NONE, FLIP_HORIZONTAL, FLIP_VERTICAL = 0, 1, 2
 MAX_CANVAS_SIDE = 8192
@@ -145,7 +145,7 @@ def _digest(timeline: Timeline) -> str:
         for c in t.clips:
             h.update(repr((c.id, c.track_id, c.type, c.source_path, c.start_on_track_ms, c.end_on_track_ms, c.start_in_source_ms,
                            c.end_in_source_ms, c.rect and (c.rect.left, c.rect.top, c.rect.width, c.rect.height), c.flip,
-                           c.source_stat)).encode("utf-8", "surrogateescape"))
+                           c.source_stat)).encode())  # repr escapes every lone surrogate: always valid UTF-8
     return h.hexdigest()
 
 
@@ -178,83 +178,83 @@ def _replace(obj: Any, **changes: Any) -> Any:
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
     if name not in obj:
         if default is ...:
-            raise BadRequest(f"{where}.{name}: required field is missing", field=f"{where}.{name}")
+            raise TimelineInvalid(f"{where}.{name}: required field is missing", field=f"{where}.{name}")
         return default
     value = obj[name]
     if kind in (int, float, (int, float)) and isinstance(value, bool):
-        raise BadRequest(f"{where}.{name}: expected a number, got {value!r}", field=f"{where}.{name}")
+        raise TimelineInvalid(f"{where}.{name}: expected a number, got {value!r}", field=f"{where}.{name}")
     if not isinstance(value, kind):
-        raise BadRequest(f"{where}.{name}: expected {_kind_name(kind)}, got {type(value).__name__}", field=f"{where}.{name}")
+        raise TimelineInvalid(f"{where}.{name}: expected {_kind_name(kind)}, got {type(value).__name__}", field=f"{where}.{name}")
     if isinstance(value, float) and not math.isfinite(value):
-        raise BadRequest(f"{where}.{name}: must be finite", field=f"{where}.{name}")
+        raise TimelineInvalid(f"{where}.{name}: must be finite", field=f"{where}.{name}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
-        raise BadRequest(f"{where}.{name}: out of range (at most {MAX_NUMBER:.0e} in magnitude)", field=f"{where}.{name}")
+        raise TimelineInvalid(f"{where}.{name}: out of range (at most {MAX_NUMBER:.0e} in magnitude)", field=f"{where}.{name}")
     return value
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    if isinstance(kind, tuple):
-        return "a number"
-    return {str: "a string", int: "an integer", bool: "a boolean", list: "a list", dict: "an object"}.get(kind, kind.__name__)
+    return KIND_NAMES[kind]
 
 
 NUMBER = (int, float)
 MAX_NUMBER = 2**53  # any number in a timeline: beyond it float() overflows or loses integer precision
+KIND_NAMES: dict[type | tuple[type, ...], str] = {str: "a string", int: "an integer", bool: "a boolean", list: "a list",
+                                                  dict: "an object", NUMBER: "a number", (dict, type(None)): "an object or null"}
 
 
 def timeline_from_json(data: Any, default_canvas: tuple[int, int], default_fps: float) -> Timeline:
-    """Validate a JSON timeline; a ``BadRequest`` names the field and the reason."""
+    """Validate a JSON timeline; a ``TimelineInvalid`` names the field and the reason."""
     if not isinstance(data, dict):
-        raise BadRequest("timeline: expected a JSON object", field="timeline")
+        raise TimelineInvalid("timeline: expected a JSON object", field="timeline")
     canvas = _field(data, "canvas", dict, "timeline", {"width": default_canvas[0], "height": default_canvas[1]})
     width = _field(canvas, "width", int, "timeline.canvas")
     height = _field(canvas, "height", int, "timeline.canvas")
     for name, side in (("width", width), ("height", height)):
         if not 1 <= side <= MAX_CANVAS_SIDE:
-            raise BadRequest(f"timeline.canvas.{name}: must be between 1 and {MAX_CANVAS_SIDE}", field=f"timeline.canvas.{name}")
+            raise TimelineInvalid(f"timeline.canvas.{name}: must be between 1 and {MAX_CANVAS_SIDE}", field=f"timeline.canvas.{name}")
     fps = float(_field(data, "frame_rate", NUMBER, "timeline", default_fps))
     if not 1 <= fps <= 240:
-        raise BadRequest("timeline.frame_rate: must be between 1 and 240", field="timeline.frame_rate")
+        raise TimelineInvalid("timeline.frame_rate: must be between 1 and 240", field="timeline.frame_rate")
     raw_tracks = _field(data, "tracks", list, "timeline")
     if len(raw_tracks) > 256:
-        raise BadRequest("timeline.tracks: at most 256 tracks", field="timeline.tracks")
+        raise TimelineInvalid("timeline.tracks: at most 256 tracks", field="timeline.tracks")
     tracks = []
     for t_index, raw_track in enumerate(raw_tracks):
         where = f"timeline.tracks[{t_index}]"
         if not isinstance(raw_track, dict):
-            raise BadRequest(f"{where}: expected an object", field=where)
+            raise TimelineInvalid(f"{where}: expected an object", field=where)
         track_id = _field(raw_track, "id", int, where, t_index + 1)
         raw_clips = _field(raw_track, "clips", list, where)
         if len(raw_clips) > 4096:
-            raise BadRequest(f"{where}.clips: at most 4096 clips", field=f"{where}.clips")
+            raise TimelineInvalid(f"{where}.clips: at most 4096 clips", field=f"{where}.clips")
         clips = []
         for c_index, raw_clip in enumerate(raw_clips):
             cw = f"{where}.clips[{c_index}]"
             if not isinstance(raw_clip, dict):
-                raise BadRequest(f"{cw}: expected an object", field=cw)
+                raise TimelineInvalid(f"{cw}: expected an object", field=cw)
             start = float(_field(raw_clip, "start_on_track_ms", NUMBER, cw))
             end = float(_field(raw_clip, "end_on_track_ms", NUMBER, cw))
             if start < 0 or end < start or end > 1e10:
-                raise BadRequest(f"{cw}.end_on_track_ms: must be >= start_on_track_ms >= 0", field=f"{cw}.end_on_track_ms")
+                raise TimelineInvalid(f"{cw}.end_on_track_ms: must be >= start_on_track_ms >= 0", field=f"{cw}.end_on_track_ms")
             src_start = float(_field(raw_clip, "start_in_source_ms", NUMBER, cw, 0))
             if src_start < 0 or src_start > 1e10:
-                raise BadRequest(f"{cw}.start_in_source_ms: must be >= 0", field=f"{cw}.start_in_source_ms")
+                raise TimelineInvalid(f"{cw}.start_in_source_ms: must be >= 0", field=f"{cw}.start_in_source_ms")
             src_end = float(_field(raw_clip, "end_in_source_ms", NUMBER, cw, src_start + end - start))
             clip_type = _field(raw_clip, "type", str, cw, "video")
             if clip_type not in ("video", "image", "audio", "text"):
-                raise BadRequest(f"{cw}.type: unknown clip type {clip_type!r}", field=f"{cw}.type")
+                raise TimelineInvalid(f"{cw}.type: unknown clip type {clip_type!r}", field=f"{cw}.type")
             path = _field(raw_clip, "source_path", str, cw)
             if not path or "\x00" in path:
-                raise BadRequest(f"{cw}.source_path: must be a non-empty path", field=f"{cw}.source_path")
+                raise TimelineInvalid(f"{cw}.source_path: must be a non-empty path", field=f"{cw}.source_path")
             rect = None
             raw_rect = _field(raw_clip, "rect", (dict, type(None)), cw, None)
             if raw_rect is not None:
                 rect = Rect(*(float(_field(raw_rect, k, NUMBER, f"{cw}.rect")) for k in ("left", "top", "width", "height")))
                 if not (0 < rect.width <= 4 * MAX_CANVAS_SIDE and 0 < rect.height <= 4 * MAX_CANVAS_SIDE) or abs(rect.left) > 1e6 or abs(rect.top) > 1e6:
-                    raise BadRequest(f"{cw}.rect: width and height must be positive and bounded", field=f"{cw}.rect")
+                    raise TimelineInvalid(f"{cw}.rect: width and height must be positive and bounded", field=f"{cw}.rect")
             flip = _field(raw_clip, "flip", int, cw, 0)
             if flip not in (0, 1, 2):
-                raise BadRequest(f"{cw}.flip: must be 0, 1 or 2", field=f"{cw}.flip")
+                raise TimelineInvalid(f"{cw}.flip: must be 0, 1 or 2", field=f"{cw}.flip")
             clips.append(Clip(_field(raw_clip, "id", int, cw, c_index + 1), track_id, clip_type, path,
                               start, end, src_start, src_end, rect, flip, stat_of(path)))
         tracks.append(Track(track_id, _field(raw_track, "order", int, where, t_index),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,12 @@ from .output import OutputSpec, RenderResult
 from .timeline import Timeline, Track
 
 IDLE_RELEASE_S = 10.0  # a worker without a job for this long closes its media and trims its heap
+
+# Render-ahead jobs run on a worker thread at this nice value (Linux priorities are per thread; an
+# unprivileged thread can raise its nice but never lower it again, hence a thread of its own).
+# Without it a guess competes as an equal with the event loop (niced by loop_nice) and with the
+# other worker's real render: a playback's cache hits then wait for the CPU (bench/render_ahead.py).
+AHEAD_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class RenderJob:
     broken: frozenset[str] = frozenset()  # sources that crashed a worker twice: drawn as placeholders
     revision: str = ""
     roots: tuple[str, ...] = ()  # where media may be read from, checked on each opened descriptor
+    speculative: bool = False  # render-ahead: run at AHEAD_NICE, below the event loop and real renders
 
 
 class BudgetExceeded(GatewayTimeout):
@@ -79,6 +87,7 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
 
     threading.Thread(target=orphan_guard, daemon=True).start()
     media = MediaPool(settings.source_cache_bytes, settings.max_source_pixels)
+    ahead = _LowPriority(AHEAD_NICE)
     current: Timeline | None = None
     used = False
     while True:
@@ -102,18 +111,54 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
             if current is None or current.revision != job.revision:
                 conn.send(("error", job.job_id, "worker has no timeline for this job", 0.0))
                 continue
-            job = RenderJob(job.job_id, job.frame, job.spec, current, job.broken, job.revision, job.roots)
+            job = RenderJob(job.job_id, job.frame, job.spec, current, job.broken, job.revision, job.roots, job.speculative)
         started = time.perf_counter()
         used = True
-        try:
+        def render(job: RenderJob = job, media: Any = media) -> RenderResult:
+            assert job.timeline is not None
             if job.timeline.source != "warm-up":
                 _test_hook(settings.test_render_hook, job)
             media.set_roots(job.roots)
-            result = compose(job.timeline, job.frame, job.spec, media, job.broken)
+            return compose(job.timeline, job.frame, job.spec, media, job.broken)
+
+        try:
+            # A guess runs on the low-priority thread while this one waits (no CPU, no GIL): one job at a time.
+            result = ahead.run(render) if job.speculative else render()
             conn.send(("ok", job.job_id, result, (time.perf_counter() - started) * 1000))
         except Exception as exc:  # noqa: BLE001 - any render bug must become a 500, not a dead worker
             conn.send(("error", job.job_id, f"{type(exc).__name__}: {exc}", (time.perf_counter() - started) * 1000))
     media.close()
+
+
+class _LowPriority:
+    """One thread, started on first use, that lowers its own priority once and runs calls handed to it."""
+
+    def __init__(self, nice: int) -> None:
+        self.nice = nice
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], queue.SimpleQueue[Any]]] | None = None
+
+    def run(self, call: Callable[..., Any], *args: Any) -> Any:
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(self._jobs,), daemon=True, name="render-ahead").start()
+        done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._jobs.put((call, args, done))
+        ok, value = done.get()
+        if not ok:
+            raise value
+        return value
+
+    def _serve(self, jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], queue.SimpleQueue[Any]]]) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + self.nice))
+        except OSError:
+            pass  # a priority is an optimisation; the guess still renders
+        while True:
+            call, args, done = jobs.get()
+            try:
+                done.put((True, call(*args)))
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller, who reports it
+                done.put((False, exc))
 
 
 def _receive_timeline(conn: Connection, head: tuple[Any, ...]) -> Timeline:
@@ -155,6 +200,11 @@ def _test_hook(hook: str, job: RenderJob) -> None:
     if hook == "hang":
         while True:
             time.sleep(3600)
+    if hook.startswith("nice:"):
+        # Records which thread priority each kind of job ran at (tests/integration/test_render_ahead.py).
+        with open(hook.split(":", 1)[1], "a") as out:
+            out.write(f"{'ahead' if job.speculative else 'real'} {os.getpriority(os.PRIO_PROCESS, threading.get_native_id())}\n")
+        return
     if hook.startswith("sleep:"):
         time.sleep(float(hook.split(":", 1)[1]))
 
@@ -218,7 +268,7 @@ class WorkerPool:
         return Worker(index, process, parent_conn, state="idle")
 
     def render(self, index: int, frame: int, spec: OutputSpec, timeline: Timeline, budget: float | None = None,
-               roots: tuple[str, ...] = ()) -> RenderOutcome:
+               roots: tuple[str, ...] = (), speculative: bool = False) -> RenderOutcome:
         """One job through worker ``index``'s process, blocking (from its dispatcher thread, or at warm-up).
 
         A worker found dead before the job is replaced first. A worker that dies during the job
@@ -239,7 +289,7 @@ class WorkerPool:
             broken = self.broken(sources)
             with self._lock:
                 self._next_job += 1
-                job = RenderJob(self._next_job, frame, spec, None, broken, timeline.revision, roots)
+                job = RenderJob(self._next_job, frame, spec, None, broken, timeline.revision, roots, speculative)
             worker.state, worker.since, worker.frame, worker.hung_reported = "rendering", time.monotonic(), frame, False
             worker.job_id = job.job_id
             try:

@@ -62,7 +62,7 @@ PAGES: dict[str, dict[str, object]] = {
                  ("2", "configuration error: a bad value, an unknown key or FLIPEDIT_PREVIEWD_ variable, a malformed --listen address; "
                        "also a bad command-line option"),
                  ("3", "socket error: an address that cannot be bound, or a socket from systemd that cannot be used")],
-        "signals": [("SIGHUP", "re-read the configuration and the timeline (systemctl reload); workers and sockets change on restart"),
+        "signals": [("SIGHUP", "re-read the configuration and the timeline (systemctl reload); settings marked 'restart to change' in OPTIONS keep their running value until a restart (/health restart_pending names them)"),
                     ("SIGTERM, SIGINT", "stop: new renders get 503, queued and running ones finish within drain_timeout")],
         "environment": [("FLIPEDIT_PREVIEWD_<KEY>", "any setting, e.g. FLIPEDIT_PREVIEWD_WORKERS=4; an unknown one is an error"),
                         ("LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES", "sockets passed by systemd (sd_listen_fds(3))"),

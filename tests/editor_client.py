@@ -69,6 +69,11 @@ class EditorPool:
         self.report.final_ports = list(self._ports)
         return self.report
 
+    def progress(self) -> tuple[int, int]:
+        """(answers, reconnects) so far, while the pool runs."""
+        with self._lock:
+            return self.report.answers, self.report.reconnects
+
     def close(self) -> None:
         for conn in self.conns:
             conn.close()

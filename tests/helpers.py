@@ -6,6 +6,7 @@ import io
 import os
 import signal
 import socket
+import socketserver
 import sqlite3
 import subprocess
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import requests
 from PIL import Image
 
-from flipedit_previewd.projectdb import add_clip, add_track, create_project_db
+from flipedit_previewd.testing import add_clip, add_track, create_project_db
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,31 +68,68 @@ def close_to(pixel: tuple[int, ...], colour: tuple[int, int, int], tolerance: in
     return all(abs(a - b) <= tolerance for a, b in zip(pixel, colour, strict=False))
 
 
+class FakeHandler(socketserver.BaseRequestHandler):
+    """A fake server's connection: reads the request's head, then ``answer(sock, head, mode)`` says anything."""
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        head = read_head(sock)
+        if head:
+            try:
+                self.answer(sock, head, getattr(self.server, "mode", ""))
+            except OSError:
+                pass  # the client went away: that is what a hostile server hopes for
+
+    def answer(self, sock: socket.socket, head: bytes, mode: str) -> None:
+        raise NotImplementedError
+
+
+def read_head(sock: socket.socket, timeout: float = 30) -> bytes:
+    """A fake server's side: the request's head (up to the blank line), or b"" if the client went away."""
+    sock.settimeout(timeout)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return b""
+        head += chunk
+    return head
+
+
 def exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
-    """Send raw bytes; return (status, whole response) once one complete response arrived, or (0, b"") on a clean close."""
+    """Send raw bytes; return (status, bytes received) once one complete response arrived.
+
+    A close with no byte of an answer is (0, b""): no answer at all, which callers never accept as a
+    status. A close in the middle of a response (head or body cut short), a reset, or no complete
+    answer within ``timeout`` raise AssertionError: a deliberate close comes after a complete answer.
+    """
     # "Host: x" in the tests' raw requests stands for the daemon's own name: the daemon refuses foreign Hosts (421).
     data = data.replace(b"\r\nHost: x\r\n", b"\r\nHost: 127.0.0.1:%d\r\n" % port)
+    head_request = data.startswith(b"HEAD ")  # its answer has a Content-Length but no body
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
             sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
         buf = b""
-        while True:
+        complete = False
+        while not complete:
             try:
                 chunk = sock.recv(65536)
             except ConnectionResetError as exc:
                 raise AssertionError(f"connection reset by the daemon after {buf[:80]!r}") from exc
+            except TimeoutError as exc:
+                raise AssertionError(f"no complete answer within {timeout} s, got {buf[:80]!r}") from exc
             if not chunk:
                 break
             buf += chunk
             head, sep, body = buf.partition(b"\r\n\r\n")
             if sep:
                 length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
-                if len(body) >= length:
-                    break
+                complete = len(body) >= length or head_request
     if not buf:
         return 0, b""
+    assert complete, f"the daemon closed in the middle of an answer: {buf[:200]!r}"
     assert buf.startswith(b"HTTP/1.1 "), buf[:80]
     return int(buf.split(b" ", 2)[1]), buf
 

@@ -15,9 +15,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any
-from urllib.parse import quote
 
-from .http import DaemonClient, Unreachable
+from ..projectdb import open_readonly
+from .discovery import DaemonClient, Unreachable
 from .journal_read import BadTime, as_json, entries, event_of, number, open_reader, parse_time, short_line
 from .restarts import JOURNALCTL_USER, classify, is_manager_entry, open_unit_reader, verdict
 from .safeout import as_float, as_int, clean
@@ -557,7 +557,7 @@ def _db_readable(path: str, timeout: float = 3.0) -> tuple[bool, str]:
 
     def probe() -> None:
         try:
-            conn = sqlite3.connect(f"file:{quote(path, safe='/')}?mode=ro", uri=True, timeout=0.5)
+            conn = open_readonly(path, time.monotonic() + timeout)  # the daemon's own opener: quoted URI, mode=ro
             try:
                 conn.execute("SELECT count(*) FROM clips").fetchone()
             finally:

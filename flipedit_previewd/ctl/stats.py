@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from ..percentiles import summary
 from .journal_read import IGNORED, event_of, number
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None, "count": 0}
-    if len(values) == 1:
-        return {"p50": values[0], "p95": values[0], "p99": values[0], "count": 1}
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50": round(cuts[49], 2), "p95": round(cuts[94], 2), "p99": round(cuts[98], 2), "count": len(values)}
+    return {**summary(values), "count": len(values)}
 
 
 def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:

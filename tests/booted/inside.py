@@ -28,7 +28,7 @@ RED, GREEN = (220, 20, 20), (20, 200, 20)
 
 
 def make_projects(base: Path) -> None:
-    from flipedit_previewd.projectdb import add_clip, add_track, create_metadata_db, create_project_db
+    from flipedit_previewd.testing import add_clip, add_track, create_metadata_db, create_project_db
 
     base.mkdir(parents=True, exist_ok=True)
     for name, colour in (("red", RED), ("green", GREEN)):

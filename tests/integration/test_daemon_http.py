@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import json
 import select
 import signal
@@ -17,9 +18,9 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import build_project, close_to, decode, solid_png
+from helpers import build_project, close_to, decode, exchange, solid_png, wait_for
 
-from flipedit_previewd.projectdb import set_clip_rect
+from flipedit_previewd.testing import set_clip_rect
 
 RED = (255, 0, 0)
 
@@ -105,7 +106,8 @@ def test_drag_changes_next_frame_without_reading_db_per_request(start_daemon: An
     with conn:
         set_clip_rect(conn, 3, ids["c"], (600, 400, 200, 100))
     conn.close()
-    time.sleep(0.1)
+    # The change is noticed from the request path (stat at most every 0.2 s): ask until it shows.
+    assert wait_for(lambda: not close_to(decode(daemon.get("/get_frame/5").content).getpixel((150, 150)), RED), 5)
     after = decode(daemon.get("/get_frame/5").content)
     assert close_to(before.getpixel((150, 150)), RED) and not close_to(after.getpixel((150, 150)), RED)
     assert close_to(after.getpixel((650, 450)), RED)
@@ -143,7 +145,7 @@ MALFORMED: list[tuple[bytes, set[int]]] = [
     (b"GET /get_frame/1?width=abc HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     (b"GET /get_frame/1?format=gif HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     (b"GET /get_frame/1?width=20000&height=20000 HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
-    (b"\r\n\r\n\r\n", {400, 0}),
+    (b"\r\n\r\n\r\n", {400}),
 ]
 
 
@@ -152,8 +154,7 @@ def test_malformed_requests_get_their_status_and_daemon_keeps_serving(start_daem
     daemon = start_daemon("--project", str(db), "--request-timeout", "2")
     assert len(MALFORMED) >= 30
     for data, statuses in MALFORMED:
-        answer = raw_exchange(daemon.port, data)
-        status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+        status, answer = exchange(daemon.port, data, timeout=5)  # 0: no answer at all, never accepted
         assert status in statuses, (data[:60], answer[:200])
         if status:
             head, _, body = answer.partition(b"\r\n\r\n")
@@ -246,33 +247,46 @@ def test_overload_answers_503_with_retry_after_and_health_stays_fast(start_daemo
 
 
 def test_identical_requests_share_one_render(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
-    daemon = start_daemon("--project", str(db), "--workers", "1", "--test-render-hook", "sleep:0.4")
-    before = daemon.health()["counters"]["completed"]
+    # 1 s renders: all 12 requests arrive while the first render runs, so none can be a cache hit.
+    daemon = start_daemon("--project", str(db_of(project)), "--workers", "1", "--test-render-hook", "sleep:1.0")
+    before = daemon.health()["counters"]
     with ThreadPoolExecutor(max_workers=12) as pool:
         results = list(pool.map(lambda _: daemon.get("/get_frame/7"), range(12)))
     assert all(r.status_code == 200 for r in results)
-    renders = daemon.health()["counters"]["completed"] - before
-    assert renders <= 2, renders  # one in flight plus one pending, however many waited
+    assert len({r.content for r in results}) == 1
+    after = daemon.health()["counters"]
+
+    def delta(key: str) -> int:
+        return int(after.get(key, 0) - before.get(key, 0))
+
+    # None answered from the cache on the request path (they all came while the first render ran)...
+    assert delta("outcome_cached") == 0, after
+    # ...one in flight plus one pending, however many waited: every other request joined the pending one.
+    assert 1 <= delta("admitted") <= 2 and 1 <= delta("completed") <= delta("admitted"), after
+    assert delta("joined") == 12 - delta("admitted") == delta("outcome_shared"), after
+
+
+def db_of(project: tuple[Path, dict[str, int]]) -> Path:
+    return project[0]
 
 
 def test_client_gone_while_queued_is_dropped_without_rendering(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
     db, _ = project
-    daemon = start_daemon("--project", str(db), "--workers", "1", "--test-render-hook", "sleep:1.0")
+    daemon = start_daemon("--project", str(db), "--workers", "1", "--test-render-hook", "sleep:1.0", "--render-ahead", "false")
+    completed = daemon.health()["counters"]["completed"]
     holder = threading.Thread(target=lambda: daemon.get("/get_frame/20"))
     holder.start()
-    time.sleep(0.2)
+    assert wait_for(lambda: daemon.health()["active_requests"] == 1, 5)  # frame 20 is rendering
     sock = socket.create_connection(("127.0.0.1", daemon.port))
     sock.sendall(b"GET /get_frame/21 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % daemon.port)
-    time.sleep(0.2)
-    assert daemon.health()["queue_size"] == 1
+    assert wait_for(lambda: daemon.health()["queue_size"] == 1, 5)
     sock.close()
-    time.sleep(0.2)
-    health = daemon.health()
-    assert health["queue_size"] == 0 and health["counters"]["cancelled"] == 1
+    assert wait_for(lambda: daemon.health()["counters"]["cancelled"] == 1, 5)
+    assert daemon.health()["queue_size"] == 0
     holder.join()
-    time.sleep(1.5)
-    assert daemon.health()["counters"]["completed"] == 2  # warm-up + frame 20; frame 21 never rendered
+    # One worker: a later frame renders after anything still queued, so frame 21 would have rendered before it.
+    assert daemon.get("/get_frame/60").status_code == 200
+    assert daemon.health()["counters"]["completed"] == completed + 2  # frames 20 and 60; frame 21 never rendered
 
 
 def test_sigterm_stops_accepting_and_drains_what_was_received(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
@@ -283,9 +297,10 @@ def test_sigterm_stops_accepting_and_drains_what_was_received(start_daemon: Any,
     open_conn = socket.create_connection(("127.0.0.1", daemon.port))
     open_conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % daemon.port)
     assert open_conn.recv(65536).startswith(b"HTTP/1.1 200")
+    admitted = daemon.health()["counters"]["admitted"]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    assert wait_for(lambda: daemon.health()["counters"]["admitted"] == admitted + 3, 5)  # all three received
     daemon.signal(signal.SIGTERM)
     # The listener is closed at once (under systemd it is systemd's, and new connections wait there for the next
     # instance); without systemd nothing listens any more, long before the renders are done.
@@ -316,16 +331,30 @@ def test_sighup_reloads_configuration(start_daemon: Any, project: tuple[Path, di
     (conf / "previewd.toml").write_text("queue_size = 5\n")
     daemon = start_daemon("--project", str(db), env={"XDG_CONFIG_HOME": str(tmp_path)})
     assert daemon.health()["queue_capacity"] == 5
-    (conf / "previewd.toml").write_text("queue_size = 9\n")
+    (conf / "previewd.toml").write_text("queue_size = 9\njpeg_quality = 20\nmax_connections = 3\n")
     daemon.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 5
-    while daemon.health()["queue_capacity"] != 9 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert daemon.health()["queue_capacity"] == 9
+    assert wait_for(lambda: daemon.health()["queue_capacity"] == 9, 5)
+    # The default JPEG quality: a frame not asked for with ?quality= is now encoded like ?quality=20.
+    default = decode_raw(daemon.get("/get_frame/11").content)
+    asked = decode_raw(daemon.get("/get_frame/11?quality=20").content)
+    before = decode_raw(daemon.get("/get_frame/11?quality=85").content)
+    assert default.quantization == asked.quantization != before.quantization
+    # max_connections: with three held open, a fourth connection is answered 503 at once (before the reload: 1024).
+    held = [socket.create_connection(("127.0.0.1", daemon.port)) for _ in range(3)]  # idle connections
+    answer = raw_exchange(daemon.port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 503") and b'"connections"' in answer, answer[:300]
+    for sock in held:
+        sock.close()
     (conf / "previewd.toml").write_text("queue_size = -3\n")
     daemon.signal(signal.SIGHUP)
-    time.sleep(0.5)
-    assert daemon.health()["queue_capacity"] == 9 and "kept old configuration" in daemon.log()
+    assert wait_for(lambda: "kept old configuration" in daemon.log(), 5)
+    assert daemon.health()["queue_capacity"] == 9
+
+
+def decode_raw(body: bytes) -> Any:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(body))
 
 
 def test_put_timeline_validates_and_guards_paths(start_daemon: Any, project: tuple[Path, dict[str, int]], tmp_path: Path) -> None:
@@ -353,15 +382,21 @@ def test_put_timeline_validates_and_guards_paths(start_daemon: Any, project: tup
     outside.unlink()
 
 
+@pytest.mark.xfail(strict=True, reason="issue 13: each worker has its own `reported` set, so two workers log it twice; "
+                   "the render path (core-render) must report once per daemon: remove this mark then")
 def test_bad_media_renders_placeholder_logged_once(start_daemon: Any, tmp_path: Path) -> None:
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video")
     db = tmp_path / "p.sqlite"
     build_project(db, 2, [{"name": "t", "order": 0, "clips": [{"source": broken, "type": "video", "rect": (0, 0, 640, 360),
                                                                 "start": 0, "end": 10_000}]}])
-    daemon = start_daemon("--project", str(db), "--workers", "1")
-    for frame in range(5):
-        assert daemon.get(f"/get_frame/{frame}").status_code == 200
+    daemon = start_daemon("--project", str(db), "--workers", "2", "--render-ahead", "false", "--test-render-hook", "sleep:0.2")
+    before = [w["completed"] for w in daemon.health()["workers"]]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: both workers render the broken clip
+        statuses = list(pool.map(lambda frame: daemon.get(f"/get_frame/{frame * 20}").status_code, range(8)))
+    assert statuses == [200] * 8
+    after = [w["completed"] for w in daemon.health()["workers"]]
+    assert len(after) == 2 and all(a > b for a, b in zip(after, before, strict=True)), (before, after)  # both rendered it
     assert daemon.log().count(f"media problem in {broken}") == 1
     assert daemon.health()["status"] == "ok"
 

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from helpers import build_project, solid_png
+from helpers import Daemon, build_project, solid_png
 
 from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.commands import Env
@@ -56,16 +56,32 @@ def test_render_reports_timing_and_cache(start_daemon: Any, tmp_path: Path) -> N
 
 
 def test_monitor_prints_lines_off_a_tty_and_survives_a_restart(start_daemon: Any, tmp_path: Path) -> None:
+    """The daemon is stopped, then a new one starts on the same port: monitor goes on and counts the restart."""
     daemon = start_daemon("--project", str(project(tmp_path)))
     out, err = io.StringIO(), io.StringIO()
     calls = [0]
+    restarted: list[Daemon] = []
 
     def fake_sleep(_: float) -> None:
         calls[0] += 1
         if calls[0] == 1:
             daemon.stop()
+        elif calls[0] == 2:
+            again = Daemon(daemon.args, None, tmp_path)
+            again.port, again.url = daemon.port, daemon.url  # the same address, a new process
+            again.log_path = tmp_path / "restarted.log"
+            restarted.append(again)
+            again.start()
 
-    code = main(["--url", daemon.url, "monitor", "--count", "3"], Env(out, err, {}, False, False, sleep=fake_sleep))
+    try:
+        code = main(["--url", daemon.url, "monitor", "--count", "3"], Env(out, err, {}, False, False, sleep=fake_sleep))
+    finally:
+        for again in restarted:
+            again.stop()
     lines = out.getvalue().splitlines()
-    assert code == 0 and len(lines) == 3
-    assert " ok " in lines[0] and "unreachable" in lines[1]
+    assert code == 0 and len(lines) == 3, out.getvalue() + err.getvalue()
+    assert " ok " in lines[0] and "restarts 0" in lines[0]
+    assert "unreachable" in lines[1]
+    assert " ok " in lines[2] and "restarts 1" in lines[2], lines[2]  # the new daemon (another pid) answered
+    assert restarted and restarted[0].proc is not None and restarted[0].proc.pid != daemon.proc.pid
+    assert "Traceback" not in restarted[0].log()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, FakeHandler
 
 from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.commands import Env
@@ -80,50 +80,38 @@ class Fake(socketserver.ThreadingTCPServer):
     tmp = Path("/tmp")
 
 
-class Handler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        sock: socket.socket = self.request
-        sock.settimeout(30)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = sock.recv(4096)
-            if not chunk:
-                return
-            head += chunk
+class Handler(FakeHandler):
+    def answer(self, sock: socket.socket, head: bytes, mode: str) -> None:
         path = head.split(b" ")[1].decode("latin-1")
-        mode = self.server.mode  # type: ignore[attr-defined]
         tmp = self.server.tmp  # type: ignore[attr-defined]
-        try:
-            if mode == "crafted":
-                if path.startswith("/health"):
-                    body = json.dumps(crafted_health(tmp)).encode()
-                elif path.startswith("/debug/timeline"):
-                    body = json.dumps({"clips": [{"source_path": "/nonexistent/" + EVIL}, {"source_path": 5}, "x"]}).encode()
-                else:
-                    body = EVIL.encode()
-                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Cache: " + EVIL.encode("latin-1", "replace")[:20].replace(b"\r\n", b"")
-                             + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-            elif mode == "fifo":
-                body = json.dumps({"status": "ok", "project": {"path": str(tmp / "fifo.db"), "state": "ok"}}).encode()
-                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-            elif mode == "drip":
-                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n{")
-                for _ in range(600):
-                    sock.sendall(b" ")
-                    time.sleep(0.1)
-            elif mode == "drip-head":
-                for byte in b"HTTP/1.1 200 OK\r\nX-" + b"a" * 1000:
-                    sock.sendall(bytes([byte]))
-                    time.sleep(0.1)
-            elif mode in ("huge", "huge-unsized"):
-                size = 300 * 1024 * 1024
-                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             + (b"Content-Length: %d\r\n" % size if mode == "huge" else b"Connection: close\r\n") + b"\r\n[")
-                block = b"1," * 32768
-                for _ in range(size // len(block)):
-                    sock.sendall(block)
-        except OSError:
-            pass
+        if mode == "crafted":
+            if path.startswith("/health"):
+                body = json.dumps(crafted_health(tmp)).encode()
+            elif path.startswith("/debug/timeline"):
+                body = json.dumps({"clips": [{"source_path": "/nonexistent/" + EVIL}, {"source_path": 5}, "x"]}).encode()
+            else:
+                body = EVIL.encode()
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Cache: " + EVIL.encode("latin-1", "replace")[:20].replace(b"\r\n", b"")
+                         + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        elif mode == "fifo":
+            body = json.dumps({"status": "ok", "project": {"path": str(tmp / "fifo.db"), "state": "ok"}}).encode()
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        elif mode == "drip":
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n{")
+            for _ in range(600):
+                sock.sendall(b" ")
+                time.sleep(0.1)
+        elif mode == "drip-head":
+            for byte in b"HTTP/1.1 200 OK\r\nX-" + b"a" * 1000:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.1)
+        elif mode in ("huge", "huge-unsized"):
+            size = 300 * 1024 * 1024
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         + (b"Content-Length: %d\r\n" % size if mode == "huge" else b"Connection: close\r\n") + b"\r\n[")
+            block = b"1," * 32768
+            for _ in range(size // len(block)):
+                sock.sendall(block)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import requests
 from helpers import build_project, solid_png, wait_for
 
-from flipedit_previewd.projectdb import set_clip_rect
+from flipedit_previewd.testing import set_clip_rect
 
 
 @pytest.fixture
@@ -145,3 +145,43 @@ def test_output_parameters_that_do_not_change_the_bytes_share_one_render(start_d
         plain = session.get(f"{daemon.url}/get_frame/4", timeout=10)
         explicit = session.get(f"{daemon.url}/get_frame/4?width=1280&height=720&quality=85&format=jpeg", timeout=10)
         assert plain.headers["ETag"] == explicit.headers["ETag"] and explicit.headers["X-Cache"] == "hit"
+
+
+def test_guesses_render_below_the_priority_of_real_renders(start_daemon: Any, project: Path, tmp_path: Path) -> None:
+    # A guess at the same priority as the event loop's answers and the other worker's real render takes
+    # their CPU (bench/render_ahead.py: playback hits waiting for a core); it runs on a lowered thread.
+    record = tmp_path / "nice.log"
+    daemon = start_daemon("--project", str(project), "--workers", "2", "--test-render-hook", f"nice:{record}")
+    with requests.Session() as session:
+        play(session, daemon.url, range(0, 30))
+    assert wait_for(lambda: ahead(daemon)["running"] == 0, 5, 0.05)
+    seen: dict[str, set[int]] = {}
+    for kind, nice in (line.split() for line in record.read_text().splitlines()):
+        seen.setdefault(kind, set()).add(int(nice))
+    assert seen["ahead"] and seen["real"], seen
+    assert min(seen["ahead"]) >= max(seen["real"]) + 10, seen
+
+
+def test_no_guessing_while_real_clients_keep_every_worker_busy(start_daemon: Any, project: Path) -> None:
+    # Three editors each playing at its own size on two workers, without any refusal: every worker is
+    # needed for real frames, so a guess could only take one from them (191 -> 154 frames/s measured).
+    daemon = start_daemon("--project", str(project), "--workers", "2", "--test-render-hook", "sleep:0.05")
+    statuses: list[int] = []
+    stop = time.monotonic() + 3
+
+    def client(width: int) -> None:
+        with requests.Session() as session:
+            frame = 0
+            while time.monotonic() < stop:
+                statuses.append(session.get(f"{daemon.url}/get_frame/{frame}?width={width}", timeout=10).status_code)
+                frame += 1
+
+    threads = [threading.Thread(target=client, args=(320 + 16 * i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses.count(200) == len(statuses) > 30
+    stats = ahead(daemon)
+    assert stats["suppressed"] > 0
+    assert stats["started"] <= len(statuses) // 10, (stats, len(statuses))

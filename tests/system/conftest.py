@@ -1,3 +1,42 @@
 """Fixtures of the system layer."""
 
-from deploy import deployed  # noqa: F401  (the fixture, shared by every system test module)
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from deploy import UNIT, deployed  # noqa: F401  (the fixture, shared by every system test module)
+
+
+def tracebacks(entries: list[dict[str, object]]) -> list[str]:
+    """The messages of journal entries that hold a Python traceback (MESSAGE may be text or a byte list)."""
+    found = []
+    for entry in entries:
+        message = entry.get("MESSAGE", "")
+        text = bytes(message).decode("utf-8", "replace") if isinstance(message, list) else str(message)
+        if "Traceback" in text:
+            found.append(text)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_traceback_in_the_journal(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each system test that used the sandbox: no "Traceback" in the daemon's journal since it began.
+
+    Integration tests read the daemon's output for tracebacks; under systemd the output (the daemon's,
+    its workers', previewctl's when run as the unit) is in the sandbox's journal, so look there. Set up
+    before the test's own fixtures, so this runs after they stopped the units (the drain is covered too).
+    """
+    if "sandbox" not in request.fixturenames:
+        yield
+        return
+    since = int(time.time()) - 1
+    yield
+    box = request.getfixturevalue("sandbox")
+    box.run("journalctl", "--sync", check=False)
+    entries = [entry for match in (f"_SYSTEMD_USER_UNIT={UNIT}", "_SYSTEMD_USER_UNIT=flipedit-preview.socket",
+                                   f"_SYSTEMD_UNIT={UNIT}")
+               for entry in box.journal(f"--since=@{since}", match)]
+    found = tracebacks(entries)
+    assert not found, "a traceback in the journal:\n" + "\n---\n".join(found[:3])

@@ -19,6 +19,8 @@ import requests
 from deploy import Deployed, wait_active
 from helpers import ROOT, overload_with_health_watch, wait_for
 
+from flipedit_previewd.percentiles import percentile
+
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
 
 
@@ -60,8 +62,7 @@ class Probe:
         self.thread.join()
 
     def p99(self) -> float:
-        ordered = sorted(self.times)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return percentile(self.times, 99) or 0.0
 
 
 def test_hostile_inputs_under_systemd_no_restart(deployed: Any, tmp_path: Path) -> None:

@@ -6,22 +6,26 @@ Loopback only, bounded in count and time.
 
 from __future__ import annotations
 
+import http.client
 import os
 import random
 import signal
 import socket
-import statistics
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from deploy import UNIT, Deployed, wait_active
+from editor_client import EditorPool, local_port
 from helpers import overload_with_health_watch, wait_for
 
 from flipedit_previewd.client import PreviewClient, make_retry
 from flipedit_previewd.demo import ensure_demo_project
+from flipedit_previewd.journal import MESSAGE_IDS
+from flipedit_previewd.percentiles import percentile
 
 WATCHDOG_SEC, RESTART_SEC = 5, 1
 
@@ -144,32 +148,46 @@ def test_hangs_are_restarted_every_time(deployed: Any, tmp_path: Path) -> None:
 
 
 def test_keepalive_200_reuses_after_idle_0_to_20s(deployed: Any, tmp_path: Path) -> None:
+    """20 editor-like connections (no retry), each idle 0-20 s between 10 requests: every request answered on its first connection."""
     d = demo_deploy(deployed, tmp_path)
     failures: list[str] = []
-    done = [0]
+    reused = [0]
     idles: list[float] = []
 
     def run(seed: int) -> None:
         rng = random.Random(seed)
-        client = PreviewClient(d.url, timeout=10)
-        for _ in range(10):
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+        conn.connect()
+        port = local_port(conn)
+        for index in range(10):
             idle = rng.uniform(0, 20)
             idles.append(idle)
             time.sleep(idle)
             try:
-                client.frame(rng.randrange(0, 150), width=320)
-                done[0] += 1
-            except Exception as exc:  # noqa: BLE001
-                failures.append(repr(exc))
-        client.close()
+                conn.request("GET", f"/get_frame/{rng.randrange(0, 150)}?width=320")
+                response = conn.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(f"request {index} after {idle:.1f} s idle: {exc!r}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+                continue
+            if response.status != 200 or body[:2] != b"\xff\xd8":
+                failures.append(f"request {index}: status {response.status}")
+            elif local_port(conn) != port:  # http.client reconnects silently: the local port tells
+                failures.append(f"request {index} after {idle:.1f} s idle went out on a new connection")
+            else:
+                reused[0] += 1
+        conn.close()
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(20)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    report("keep-alive reuse", reuses=done[0], failures=len(failures), idle_min_s=round(min(idles), 2), idle_max_s=round(max(idles), 2))
-    assert done[0] == 200 and not failures
+    report("keep-alive reuse", reuses=reused[0], failures=len(failures), idle_min_s=round(min(idles), 2), idle_max_s=round(max(idles), 2))
+    assert not failures, failures[:3]
+    assert reused[0] == 200
 
 
 def test_slowloris_does_not_delay_normal_clients(deployed: Any, tmp_path: Path) -> None:
@@ -185,7 +203,7 @@ def test_slowloris_does_not_delay_normal_clients(deployed: Any, tmp_path: Path) 
                 response = session.get(f"{d.url}/get_frame/{(i * 11) % 150}?width={width}", timeout=10)
                 assert response.status_code == 200 and response.headers["X-Cache"] == "miss"
                 times.append(time.perf_counter() - t0)
-        return statistics.quantiles(times, n=100, method="inclusive")[94]
+        return percentile(times, 95) or 0.0
 
     p95(318, 30)  # warm decoders
     unloaded = p95(320)
@@ -217,35 +235,61 @@ def test_slowloris_does_not_delay_normal_clients(deployed: Any, tmp_path: Path) 
     assert loaded <= 2 * unloaded + 0.005  # 5 ms of slack for a shared, noisy 2-core machine
 
 
+def editor_pool(d: Deployed) -> EditorPool:
+    """10 editor-like keep-alive connections, no retry, each asking every 50 ms (renders that cost real work)."""
+    return EditorPool("127.0.0.1", d.port, connections=10, interval=0.05, timeout=30,
+                      path=lambda n: f"/get_frame/{n % 150}?width={(320, 480, 640)[n % 3]}")
+
+
 def test_graceful_stop_and_reload_under_load(deployed: Any, tmp_path: Path) -> None:
+    """The reload half: 10 editor-like connections (no retry) through a reload: no failed request, every
+    connection kept, and the reload took effect (a changed setting, the journal's reload entry)."""
+    conf = tmp_path / "flipedit-preview" / "previewd.toml"
+    conf.parent.mkdir()
+    conf.write_text("queue_size = 20\n")
     d = demo_deploy(deployed, tmp_path)
-    failures: list[str] = []
-    ok = [0]
-    stop = threading.Event()
+    assert requests.get(d.url + "/health", timeout=10).json()["queue_capacity"] == 20
+    pid = d.main_pid()
+    pool = editor_pool(d).start()
+    try:
+        time.sleep(2)
+        before = pool.progress()
+        conf.write_text("queue_size = 17\n")
+        d.box.systemctl("reload", UNIT)  # returns once the daemon said READY=1 after RELOADING=1
+        assert wait_for(lambda: requests.get(d.url + "/health", timeout=10).json()["queue_capacity"] == 17, 10)
+        time.sleep(2)
+    finally:
+        result = pool.stop()
+        pool.close()
+    reloads = d.journal(MESSAGE_ID=MESSAGE_IDS["reload"])
+    report("reload under load", fetches_ok=result.answers, answers_before_reload=before[0], failures=len(result.failures),
+           reconnects=result.reconnects, closed_by_server=result.closed_by_server, reloads=len(reloads))
+    assert not result.failures, result.failures[:3]
+    assert before[0] > 0 and result.answers > before[0]
+    assert result.reconnects == 0 and result.closed_by_server == 0 and result.final_ports == result.initial_ports  # every connection kept
+    assert len(reloads) == 1 and "kept old configuration" not in str(reloads[0].get("MESSAGE"))
+    assert d.main_pid() == pid and result.servers == {str(pid)}  # reloaded in place, not restarted
 
-    def run(seed: int) -> None:
-        rng = random.Random(seed)
-        client = PreviewClient(d.url, timeout=15, retry=make_retry(attempts=6, backoff=0.2))
-        while not stop.is_set():
-            try:
-                client.frame(rng.randrange(0, 150), width=rng.choice([320, 480, 640]))
-                ok[0] += 1
-            except Exception as exc:  # noqa: BLE001
-                failures.append(repr(exc))
-        client.close()
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(10)]
-    for t in threads:
-        t.start()
-    time.sleep(2)
-    d.box.systemctl("reload", UNIT)
-    time.sleep(2)
+@pytest.mark.xfail(strict=True, reason="issue 13 finding: `systemctl stop` under load resets the keep-alive connections that are "
+                   "between requests (handed to the fd store, which systemd < 254 discards on stop: 10 of 10 reset in a run); "
+                   "the old test passed only through 6 retries. Remove this mark once a stop answers or closes them cleanly.")
+def test_graceful_stop_under_load_fails_no_request(deployed: Any, tmp_path: Path) -> None:
+    """The stop half: 10 editor-like connections (no retry) through `systemctl stop` (the socket stays): no failed
+    request; the next requests start the service again."""
+    d = demo_deploy(deployed, tmp_path)
     first_pid = d.main_pid()
-    d.box.systemctl("stop", UNIT)  # the socket stays: the next request starts the service again
-    time.sleep(4)
-    stop.set()
-    for t in threads:
-        t.join()
-    report("stop and reload under load", fetches_ok=ok[0], failures=len(failures), restarted=d.main_pid() not in (0, first_pid))
-    assert not failures, failures[:3]
+    pool = editor_pool(d).start()
+    try:
+        time.sleep(2)
+        d.box.systemctl("stop", UNIT)  # the socket stays: the next request starts the service again
+        time.sleep(4)
+    finally:
+        result = pool.stop()
+        pool.close()
+    report("stop under load", fetches_ok=result.answers, failures=len(result.failures), reconnects=result.reconnects,
+           closed_by_server=result.closed_by_server, daemon_pids=len(result.servers), restarted=d.main_pid() not in (0, first_pid),
+           first_failures=result.failures[:2])
     assert d.show("ActiveState")["ActiveState"] == "active" and d.main_pid() != first_pid
+    assert len(result.servers) == 2  # answered by the next instance too
+    assert not result.failures, result.failures[:3]

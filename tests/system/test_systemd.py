@@ -112,36 +112,40 @@ def test_kill9_refuses_no_connection(deployed: Any) -> None:
     d = deployed()
     requests.get(d.url + "/health", timeout=30)
     wait_active(d)
-    refused: list[str] = []
-    failures: list[str] = []
-    ok = [0]
+    outcomes: list[str] = []  # every request's outcome, judged in the main thread (a thread's assert would vanish)
     stop = threading.Event()
 
     def client() -> None:
         while not stop.is_set():
             try:
                 r = requests.get(d.url + "/get_frame/1", timeout=30, headers={"Connection": "close"})
-                assert r.status_code == 200
-                ok[0] += 1
+                outcomes.append(str(r.status_code))
             except requests.ConnectionError as exc:
-                (refused if "refused" in str(exc).lower() else failures).append(repr(exc))
+                outcomes.append(("refused: " if "refused" in str(exc).lower() else "lost: ") + repr(exc))
+            except Exception as exc:  # noqa: BLE001 - a timeout or anything else is an outcome too
+                outcomes.append(f"error: {exc!r}")
             time.sleep(0.02)
 
     threads = [threading.Thread(target=client) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(1)
+    assert wait_for(lambda: outcomes.count("200") >= 8, 10)
     pid = d.main_pid()
     os.kill(pid, signal.SIGKILL)
-    killed_ok = ok[0]
+    killed_at = len(outcomes)
     time.sleep(6)
     stop.set()
     for t in threads:
         t.join()
-    print(f"\nkill -9: {ok[0]} ok ({ok[0] - killed_ok} after the kill), {len(failures)} in-flight losses, {len(refused)} refused")
+    ok, after = outcomes.count("200"), outcomes[killed_at:].count("200")
+    refused = [o for o in outcomes if o.startswith("refused")]
+    lost = [o for o in outcomes if o.startswith("lost")]
+    other = [o for o in outcomes if o != "200" and not o.startswith(("refused", "lost"))]
+    print(f"\nkill -9: {ok} ok ({after} after the kill), {len(lost)} in-flight losses, {len(refused)} refused, other {other[:3]}")
     assert not refused
-    assert len(failures) <= len(threads)  # at most the requests in flight at the kill
-    assert ok[0] > killed_ok  # waiting connections were answered by the restarted daemon
+    assert not other  # no 503, no timeout, no other status
+    assert len(lost) <= len(threads)  # at most the requests in flight at the kill
+    assert after > 0  # waiting connections were answered by the restarted daemon
     assert d.main_pid() not in (0, pid)
 
 

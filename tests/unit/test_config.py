@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -55,14 +56,103 @@ def test_unknown_toml_key_is_an_error(tmp_path: Path) -> None:
         load({}, {}, user, None)
 
 
-def test_every_setting_has_flag_env_and_readme_row() -> None:
-    table = markdown_table()
-    flags = build_parser().format_help()
-    for setting in SETTINGS:
-        assert (setting.flag in flags) != setting.name.startswith("test_")  # test-only flags stay out of --help
-        assert setting.env in table and f"`{setting.name}`" in table
-    readme = (ROOT / "README.md").read_text()
-    assert table in readme, "README configuration table is stale: regenerate with python -m flipedit_previewd.docs"
+def readme_config_table() -> dict[str, dict[str, str]]:
+    """The README's configuration table, parsed from its text: {key: {"flag", "env", column name: cell}}."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| key / flag / env |"))
+    header = [cell.strip() for cell in lines[start].strip().strip("|").split("|")]
+    rows: dict[str, dict[str, str]] = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("| `"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        key, flag, env = re.findall(r"`([^`]+)`", cells[0])
+        rows[key] = {"flag": flag, "env": env, **dict(zip(header[1:], cells[1:], strict=False))}
+    return rows
+
+
+# Facts stated here, not generated: the editor's contract and the old server's knobs (README prose).
+STATED_DEFAULTS = {"workers": ("int", "2"), "queue_size": ("int", "20"), "queue_timeout": ("float", "2.5"),
+                   "max_connections": ("int", "1024"), "keepalive_timeout": ("float", "20.0"), "jpeg_quality": ("int", "85"),
+                   "canvas_width": ("int", "1280"), "canvas_height": ("int", "720"), "frame_rate": ("float", "30.0"),
+                   "allowed_roots": ("list", "[]"), "fdstore": ("bool", "True"), "project": ("str", "''")}
+STATED_NAMES = {"workers": ("--workers", "FLIPEDIT_PREVIEWD_WORKERS"), "queue_size": ("--queue-size", "FLIPEDIT_PREVIEWD_QUEUE_SIZE"),
+                "keepalive_timeout": ("--keepalive-timeout", "FLIPEDIT_PREVIEWD_KEEPALIVE_TIMEOUT"),
+                "allowed_roots": ("--allowed-roots", "FLIPEDIT_PREVIEWD_ALLOWED_ROOTS")}
+
+
+def sample(key: str, type_name: str, default: str) -> tuple[str, object]:
+    """A valid value other than the default, as text and as --print-config shows it (TOML)."""
+    if type_name == "int":
+        return "7", 7
+    if type_name == "float":
+        return ("9.5", 9.5) if key == "hang_threshold" else ("7.5", 7.5)  # render_budget stays below hang_threshold
+    if type_name == "bool":
+        return ("false", False) if default == "`True`" else ("true", True)
+    if type_name == "list":
+        return ("127.0.0.1:9", ["127.0.0.1:9"]) if key == "listen" else ("/srv/x", ["/srv/x"])
+    return ("sleep:1", "sleep:1") if key == "test_render_hook" else ("/srv/y", "/srv/y")
+
+
+def print_config(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[dict[str, object], dict[str, str]]:
+    """The real CLI's --print-config: {key: value} (TOML) and {key: source} (the comments)."""
+    import tomllib
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLIPEDIT_PREVIEWD_")}
+    result = subprocess.run([str(ROOT / ".venv/bin/flipedit-previewd"), "--print-config", *args],
+                            env={**clean, "XDG_CONFIG_HOME": str(tmp_path), **env}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    sources = {line.split("=")[0].strip(): line.rsplit("# ", 1)[1] for line in result.stdout.splitlines() if not line.startswith("#")}
+    return tomllib.loads(result.stdout), sources
+
+
+def test_readme_table_states_the_documented_defaults_flags_and_env() -> None:
+    rows = readme_config_table()
+    assert len(rows) >= 30
+    for key, (type_name, default) in STATED_DEFAULTS.items():
+        assert rows[key]["type"] == type_name and rows[key]["default"] == f"`{default}`", (key, rows[key])
+    for key, (flag, env) in STATED_NAMES.items():
+        assert (rows[key]["flag"], rows[key]["env"]) == (flag, env)
+    olds = {row["old server"]: key for key, row in rows.items() if row["old server"]}
+    assert olds == {"MAX_CONCURRENT_REQUESTS": "workers", "request_queue.maxsize": "queue_size", "server.max_connections": "max_connections"}
+    assert markdown_table() in (ROOT / "README.md").read_text(), "README configuration table is stale: regenerate with python -m flipedit_previewd.docs"
+
+
+def test_every_readme_row_is_a_working_flag_and_in_help(tmp_path: Path) -> None:
+    """Each flag the README names, passed on a real command line, sets its key (and only test_ flags hide from --help)."""
+    rows = readme_config_table()
+    helped = set(re.findall(r"--[a-z][a-z0-9-]*", build_parser().format_help()))
+    argv: list[str] = []
+    expected: dict[str, object] = {}
+    for key, row in rows.items():
+        assert (row["flag"] in helped) != key.startswith("test_"), key
+        text, value = sample(key, row["type"], row["default"])
+        argv += [row["flag"], text]
+        expected[key] = value
+    values, sources = print_config(argv, {}, tmp_path)
+    assert set(values) == set(rows)  # the README lists every key --print-config shows, no more
+    for key, value in expected.items():
+        assert values[key] == value and sources[key] == "command line", (key, values[key], sources[key])
+
+
+def test_every_readme_row_is_a_working_environment_variable(tmp_path: Path) -> None:
+    rows = readme_config_table()
+    env: dict[str, str] = {}
+    expected: dict[str, object] = {}
+    for key, row in rows.items():
+        text, value = sample(key, row["type"], row["default"])
+        env[row["env"]] = text
+        expected[key] = value
+    values, sources = print_config([], env, tmp_path)
+    for key, value in expected.items():
+        assert values[key] == value and sources[key] == f"environment ({rows[key]['env']})", (key, values[key], sources[key])
+    # And through load() with the real process environment (not a dict handed to it):
+    os.environ["FLIPEDIT_PREVIEWD_QUEUE_SIZE"] = "13"
+    try:
+        config = load({}, None, tmp_path / "none.toml", None)
+    finally:
+        del os.environ["FLIPEDIT_PREVIEWD_QUEUE_SIZE"]
+    assert config.queue_size == 13 and "FLIPEDIT_PREVIEWD_QUEUE_SIZE" in config.sources["queue_size"]
 
 
 def test_old_server_knobs_are_documented() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import build_project, solid_png
 
-from flipedit_previewd.projectdb import ProjectSource, add_track, create_metadata_db, discover_project, set_clip_rect
+from flipedit_previewd.projectdb import ProjectSource, discover_project
+from flipedit_previewd.testing import add_track, create_metadata_db, set_clip_rect
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])

@@ -217,3 +217,21 @@ def test_playback_is_followed_through_other_requests_of_the_same_size() -> None:
     # A playback 10, 11, 12, 13 with random frames of another client interleaved.
     plans = feed(ra, [10, 700, 11, 42, 12, 300, 13])
     assert plans == [None, None, None, None, [13, 14], None, [14, 15]]
+
+
+def test_speculation_is_gated_while_most_real_renders_wait_for_a_worker() -> None:
+    from flipedit_previewd.renderahead import WAITED_MS
+
+    ahead = RenderAhead(8)
+    for _ in range(10):
+        ahead.note_real_render(0.3)  # a lone playback: real renders start at once
+    assert not ahead.contended
+    for _ in range(20):
+        ahead.note_real_render(WAITED_MS * 4)  # four clients on two workers: every render queues
+    assert ahead.contended
+    for _ in range(3):
+        ahead.note_real_render(0.3)
+    assert ahead.contended  # a few quick ones do not end it at once ...
+    for _ in range(10):
+        ahead.note_real_render(0.3)
+    assert not ahead.contended  # ... but the load going away does

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from flipedit_previewd.errors import BadRequest, Forbidden
+from flipedit_previewd.errors import BadRequest, Forbidden, PathRefused, TimelineInvalid, as_http
 from flipedit_previewd.safety import check_timeline_paths
 from flipedit_previewd.timeline import Clip, restat, timeline_from_json
 
@@ -31,10 +31,13 @@ def doc(**clip: object) -> dict[str, object]:
     ],
 )
 def test_bad_json_timeline_names_the_field(data: object, field: str) -> None:
-    with pytest.raises(BadRequest) as info:
+    with pytest.raises(TimelineInvalid) as info:
         timeline_from_json(data, (1280, 720), 30)
     assert info.value.extra["field"] == field
     assert field in info.value.detail
+    answer = as_http(info.value)  # the boundary's mapping: a 400 naming the same field
+    assert isinstance(answer, BadRequest) and answer.status == 400
+    assert answer.body()["field"] == field and answer.detail == info.value.detail
 
 
 def test_timing_model_matches_the_editor() -> None:
@@ -70,5 +73,13 @@ def test_paths_outside_roots_are_forbidden(tmp_path: Path) -> None:
     check_timeline_paths(allowed, [str(root)])
     for path in ("/etc/passwd", str(root / "../../x.jpg"), str(root / "escape.png"), "relative.png"):
         bad = timeline_from_json(doc(source_path=path), (1280, 720), 30)
-        with pytest.raises(Forbidden):
+        with pytest.raises(PathRefused) as info:
             check_timeline_paths(bad, [str(root)])
+        answer = as_http(info.value)
+        assert isinstance(answer, Forbidden) and answer.status == 403 and answer.body()["field"] == "clips[0].source_path"
+
+
+def test_as_http_passes_http_errors_through_and_leaves_the_rest() -> None:
+    error = Forbidden("no")
+    assert as_http(error) is error
+    assert as_http(ValueError("x")) is None
