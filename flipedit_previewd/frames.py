@@ -62,6 +62,7 @@ class FrameService:
         self.cache = dispatcher.cache
         self.ahead = dispatcher.ahead
         self._request_seq = 0
+        self._problems_reported: set[tuple[str, str]] = set()  # once per daemon, whichever worker met it
         dispatcher.hooks.timeline_read = self.publish_source_events
         dispatcher.hooks.media_problem = self._media_problem
         self.apply(host.config)
@@ -94,6 +95,11 @@ class FrameService:
                                PROJECT=source.path, PROJECT_STATE=state, TIMELINE_READS=source.health.reads)
 
     def _media_problem(self, path: str, problem: str) -> None:
+        if (path, problem) in self._problems_reported:
+            return
+        if len(self._problems_reported) > 10_000:
+            self._problems_reported.clear()
+        self._problems_reported.add((path, problem))
         self.host.log.emit("media_problem", f"media problem in {path}: {problem}", "warning", SOURCE_PATH=path, PROBLEM=problem)
 
     def _plan_ahead(self, frame: int, spec: OutputSpec, timeline: Timeline) -> None:
