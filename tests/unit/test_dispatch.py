@@ -120,8 +120,12 @@ def test_a_render_is_cached_and_the_next_one_is_answered_from_the_cache(pool: Wo
         assert first.etag == etag and not first.cached and not first.shared and first.render_ms > 0 and first.queue_ms >= 0
         assert pool.completed == completed + 1 and d.position == [5]  # the worker's decoders are at frame 5 now
         assert d.cache.get(etag) == (first.body, "image/jpeg")
+        assert first.cached is False
+        assert sample(d, "flipedit_preview_render_seconds_sum") == first.render_ms / 1000
+        assert sample(d, "flipedit_preview_queue_wait_seconds_sum") == first.queue_ms / 1000
         again = await d.render((5, SPEC), "r1", etag)
-        assert again.cached and again.body == first.body and again.render_ms == 0.0 and pool.completed == completed + 1
+        assert again.cached is True and again.body == first.body and again.render_ms == 0.0 and pool.completed == completed + 1
+        assert again.content_type == "image/jpeg" and again.etag == etag and 0.0 <= again.queue_ms < 60_000
         assert sample(d, "flipedit_preview_queue_wait_seconds_count") == 2
         assert sample(d, "flipedit_preview_render_seconds_count") == 1
         assert d.snapshot() == {"queued": 0, "in_flight": 0, "ahead_queued": 0, "ahead_running": 0}
@@ -135,11 +139,33 @@ def test_a_render_is_cached_and_the_next_one_is_answered_from_the_cache(pool: Wo
 def test_the_render_reads_the_timeline_when_it_starts(pool: WorkerPool) -> None:
     async def scenario(d: Dispatcher, side: Side) -> None:
         side.current = timeline("r2")  # the timeline changed after the request arrived with r1
-        result = await d.render((1, SPEC), "r1", frame_etag(timeline("r1"), 1, SPEC))
+        task = asyncio.ensure_future(d.render((1, SPEC), "r1", frame_etag(timeline("r1"), 1, SPEC)))
+        await asyncio.sleep(0)
+        job = d.admission.queue[(1, SPEC)]
+        job.enqueued -= 2.0  # it has waited two seconds for a worker
+        d.start(asyncio.get_running_loop())
+        result = await task
         assert result.etag == frame_etag(timeline("r2"), 1, SPEC)
-        assert side.reads == 1
+        assert side.reads == 1 and job.revision == "r2"  # admission learns what the render shows
+        assert 2000.0 <= result.queue_ms < 2000.0 + 60_000
 
-    run(pool, scenario)
+    run(pool, scenario, start=False)
+
+
+def test_render_ahead_jobs_reach_the_worker_as_speculative(tmp_path: Any) -> None:
+    record = tmp_path / "kinds.txt"
+    marked = new_pool(f"nice:{record}")
+    try:
+        async def scenario(d: Dispatcher, side: Side) -> None:
+            await d.render((1, SPEC), "r1", "e")
+            d.admission.ahead_limit = 1
+            assert d.admission.speculate((2, SPEC), "r1", 5.0, 8)
+            await until(lambda: d.ahead.counters["rendered"] == 1 and not d.admission.in_flight)
+
+        run(marked, scenario)
+        assert [line.split()[0] for line in record.read_text().splitlines()] == ["real", "ahead"]
+    finally:
+        marked.stop()
 
 
 def test_identical_requests_share_one_render(pool: WorkerPool) -> None:
