@@ -129,6 +129,7 @@ def test_a_render_is_cached_and_the_next_one_is_answered_from_the_cache(pool: Wo
         assert sample(d, "flipedit_preview_queue_wait_seconds_count") == 2
         assert sample(d, "flipedit_preview_render_seconds_count") == 1
         assert d.snapshot() == {"queued": 0, "in_flight": 0, "ahead_queued": 0, "ahead_running": 0}
+        assert [(t.name, t.daemon) for t in d._threads] == [("worker-0", True)]  # never holds the daemon's exit
         assert not d.admission.in_flight and d.admission.rate.rate() > 0
 
     side = run(pool, scenario)
@@ -142,6 +143,7 @@ def test_the_render_reads_the_timeline_when_it_starts(pool: WorkerPool) -> None:
         task = asyncio.ensure_future(d.render((1, SPEC), "r1", frame_etag(timeline("r1"), 1, SPEC)))
         await asyncio.sleep(0)
         job = d.admission.queue[(1, SPEC)]
+        assert job.revision == "r1"  # admitted with the request's revision
         job.enqueued -= 2.0  # it has waited two seconds for a worker
         d.start(asyncio.get_running_loop())
         result = await task
@@ -252,6 +254,7 @@ def test_a_worker_found_dead_is_told_to_the_loop_and_the_render_still_succeeds(p
     side = run(pool, scenario)
     events = [h for h in side.heard if h[0] == "worker_event"]
     assert [e[1] for e in events] == ["worker_died"] and side.threads == {threading.get_ident()}
+    assert events[0][2].startswith("worker 0 found dead") and events[0][3].index == 0
 
 
 def test_render_ahead_fills_the_cache_only_for_the_current_revision(pool: WorkerPool) -> None:
@@ -291,7 +294,8 @@ def test_a_render_past_the_budget_is_a_504_and_the_frame_is_then_refused_at_once
             with pytest.raises(HeavyFrameRefused) as refused:
                 await d.render((1, SPEC), "r1", etag)
             assert refused.value.status == 504 and refused.value.extra["limit"] == "render_budget"
-            assert "0.3 s" in refused.value.detail and "refused for 60 s more" in refused.value.detail
+            assert refused.value.detail.startswith("frame 1 of this timeline") and "0.3 s" in refused.value.detail
+            assert "refused for 60 s more" in refused.value.detail
             assert d.admission.counters["admitted"] == 1  # refused before admission: no second render
             d.stop()
             for thread in d._threads:
@@ -342,8 +346,9 @@ def test_events_before_start_or_after_the_loop_closed_are_dropped(pool: WorkerPo
     d._post(side.hook("late"))  # closed loop: dropped, no error
     assert side.heard == []
     assert LoopHooks().timeline_read() is None and LoopHooks().media_problem("p", "x") is None
-    assert Dispatcher(d.admission, pool, d.cache, d.ahead, d.metrics, side.read, lambda t: ()).hooks.worker_event(
-        "e", "m", pool.workers[0]) is None
+    default = Dispatcher(d.admission, pool, d.cache, d.ahead, d.metrics, side.read, lambda t: ())
+    assert default.hooks.worker_event("e", "m", pool.workers[0]) is None
+    assert default.budget == 5.0 and default.heavy.ttl == 60.0
 
 
 def test_frame_result_and_etag_shapes() -> None:
@@ -397,3 +402,20 @@ def test_renders_use_the_frame_and_the_media_roots_of_their_timeline(pool: Worke
     run(pool, scenario, side=side)
     assert not [h for h in side.heard if h[0] == "media_problem"]
     assert side.roots_asked and all(t is still for t in side.roots_asked)
+
+
+def test_a_worker_goes_on_from_the_frame_its_decoders_are_at(pool: WorkerPool) -> None:
+    async def scenario(d: Dispatcher, side: Side) -> None:
+        await d.render((10, SPEC), "r1", "e")
+        assert d.position == [10]
+        with d.admission._cond:  # both queued before the worker's thread looks again
+            far = asyncio.ensure_future(d.render((200, SPEC), "r1", "e"))
+            near = asyncio.ensure_future(d.render((12, SPEC), "r1", "e"))
+            await asyncio.sleep(0)
+            order: list[int] = []
+            for frame in (200, 12):
+                d.admission.queue[(frame, SPEC)].future.add_done_callback(lambda f, frame=frame: order.append(frame))
+        await asyncio.gather(far, near)
+        assert order == [12, 200]  # 2 frames on from its position, before the older request for frame 200
+
+    run(pool, scenario)
