@@ -327,6 +327,8 @@ def test_heavy_frames_expire_and_are_pruned() -> None:
     assert heavy.left("a") == 0.0 and "a" not in heavy
     heavy.mark("a")
     assert 59.0 < heavy.left("a") <= 60.0 and "a" in heavy
+    heavy.until["a"] = time.monotonic() + 0.5
+    assert 0.0 < heavy.left("a") <= 0.5  # the last second of its refusal still counts
     heavy.until["a"] = time.monotonic() - 1
     assert heavy.left("a") == 0.0 and "a" not in heavy  # expired: forgotten
     heavy.until = {str(i): time.monotonic() - 1 for i in range(1000)}
