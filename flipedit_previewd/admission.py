@@ -8,11 +8,12 @@ drag (same URL, changing database) costs at most one render in flight plus one
 pending per URL, and every waiter gets the newest frame.
 
 The queue is shared between the event loop (which submits and cancels) and
-the workers' driver threads (which take jobs and finish them), so it is guarded
-by a condition variable. Workers never wait for the event loop: when the loop
-is busy answering a flood of 503s, the workers keep rendering at full speed.
-Futures belong to the loop, so results are handed over with
-``call_soon_threadsafe``.
+the dispatcher's threads (which take jobs and finish them, dispatch.py), so it
+is guarded by a condition variable. Admission knows jobs, not workers: a taker
+may say which frame its decoders are at (``near``), nothing more. Takers never
+wait for the event loop: when the loop is busy answering a flood of 503s, the
+workers keep rendering at full speed. Futures belong to the loop, so results
+are handed over with ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from typing import Any
 from .errors import Overloaded
 
 Key = tuple[Any, ...]
-LOCALITY_FRAMES = 30  # a worker prefers a queued frame this close after its last one (about one GOP)
+LOCALITY_FRAMES = 30  # a taker prefers a queued frame this close after its decoders' position (about one GOP)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: one job is one object (in_flight membership)
 class Pending:
     key: Key
     deadline: float
@@ -86,7 +87,7 @@ class Admission:
         self.queue_size = queue_size
         self.queue_timeout = queue_timeout
         self.queue: OrderedDict[Key, Pending] = OrderedDict()
-        self.in_flight: dict[int, Pending] = {}
+        self.in_flight: list[Pending] = []
         self.rate = RateMeter()
         self.rejections: deque[tuple[float, str]] = deque()
         self.counters: dict[str, int] = {"admitted": 0, "joined": 0, "rejected": 0, "expired": 0, "cancelled": 0,
@@ -94,9 +95,7 @@ class Admission:
         # Render-ahead jobs: looked at only when no real job is eligible, at most ``ahead_limit`` running.
         self.ahead: OrderedDict[Key, Pending] = OrderedDict()
         self.ahead_limit = 0
-        self.stopping = False
         self.closed = False
-        self.last_frame: dict[int, int] = {}  # per worker: the frame its decoders are at (see _eligible)
         self._cond = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -145,7 +144,7 @@ class Admission:
         ``revision`` is the timeline revision current when the request arrived: a queued job for the
         same key is not held back behind an in-flight render of an older revision (see ``_eligible``).
         """
-        if self.stopping:
+        if self.closed:
             raise self.reject("stopping", "the daemon is stopping")
         with self._cond:
             pending = self.queue.get(key)
@@ -191,12 +190,12 @@ class Admission:
 
     def speculate(self, key: Key, revision: str, ttl: float, max_queued: int) -> bool:
         """Queue a render-ahead job unless the frame is already queued, running or enough are queued."""
-        if self.stopping or self.ahead_limit <= 0:
+        if self.closed or self.ahead_limit <= 0:
             return False
         with self._cond:
             if key in self.queue or key in self.ahead or len(self.ahead) >= max_queued:
                 return False
-            if any(p.key == key for p in self.in_flight.values()):
+            if any(p.key == key for p in self.in_flight):
                 return False
             pending = Pending(key, time.monotonic() + ttl, asyncio.get_running_loop().create_future(),
                               speculative=True, revision=revision)
@@ -222,7 +221,7 @@ class Admission:
             return self._ahead_running()
 
     def _ahead_running(self) -> int:
-        return sum(1 for p in self.in_flight.values() if p.speculative)
+        return sum(1 for p in self.in_flight if p.speculative)
 
     def _expire(self, pending: Pending) -> None:
         """The deadline timer of one queued job: still waiting for a worker means 503 now."""
@@ -244,12 +243,12 @@ class Admission:
         for pending in expired:
             self._resolve(pending, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
 
-    # --- the workers' side (driver threads) -----------------------------------------------------
+    # --- the takers' side (the dispatcher's threads) --------------------------------------------
 
-    def _eligible(self, worker: int = -1) -> Pending | None:
+    def _eligible(self, near: int | None = None) -> Pending | None:
         """The oldest queued job whose key is not being rendered: one render in flight per URL.
 
-        Unless a younger one is a few frames after the last frame ``worker`` rendered, while the oldest
+        Unless a younger one is a few frames after ``near`` (the taker's decoder position), while the oldest
         still has more than half its queue time left: that worker's decoders then go on forward instead
         of seeking back to a keyframe (under overload the admitted frames are scattered, and seeking
         was the largest cost in the profile, bench/RESULTS.md).
@@ -260,10 +259,10 @@ class Admission:
         Real jobs first; a render-ahead job only when no real one can start and fewer than
         ``ahead_limit`` speculative renders run, so speculation only ever uses idle workers.
         """
-        busy = {p.key for p in self.in_flight.values()}
-        rendering = {(p.key, p.revision) for p in self.in_flight.values()}
+        busy = {p.key for p in self.in_flight}
+        rendering = {(p.key, p.revision) for p in self.in_flight}
         chosen: Pending | None = None
-        last, nearest = self.last_frame.get(worker), LOCALITY_FRAMES
+        last, nearest = near, LOCALITY_FRAMES
         for pending in self.queue.values():
             if pending.key not in busy or (pending.revision and (pending.key, pending.revision) not in rendering):
                 if chosen is None:
@@ -285,12 +284,15 @@ class Admission:
                     return pending
         return None
 
-    def take(self, worker: int, stop: threading.Event) -> Pending | None:
-        """Block until there is a job whose deadline has not passed; None once ``stop`` is set."""
+    def take(self, stop: threading.Event, near: int | None = None) -> Pending | None:
+        """Block until there is a job whose deadline has not passed; None once ``stop`` is set or closed.
+
+        ``near``: the frame the taker's decoders are at, if any (locality, see ``_eligible``).
+        """
         while True:
             expired: Pending | None = None
             with self._cond:
-                while (pending := self._eligible(worker)) is None:
+                while (pending := self._eligible(near)) is None:
                     if stop.is_set() or self.closed:
                         return None
                     self._cond.wait(0.5)
@@ -298,7 +300,7 @@ class Admission:
                     del self.ahead[pending.key]
                     self.counters["ahead_started"] += 1
                     pending.started = time.monotonic()
-                    self.in_flight[worker] = pending
+                    self.in_flight.append(pending)
                     return pending
                 del self.queue[pending.key]
                 if time.monotonic() > pending.deadline:
@@ -306,15 +308,15 @@ class Admission:
                     expired = pending
                 else:
                     pending.started = time.monotonic()
-                    self.in_flight[worker] = pending
-                    if isinstance(pending.key[0], int):
-                        self.last_frame[worker] = pending.key[0]
+                    self.in_flight.append(pending)
                     return pending
             self._resolve(expired, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
 
-    def finish(self, worker: int, pending: Pending, result: Any = None, error: BaseException | None = None) -> None:
+    def finish(self, pending: Pending, result: Any = None, error: BaseException | None = None) -> None:
+        """A taken job is done: settle its future on the loop (a render-ahead job's error is dropped)."""
         with self._cond:
-            self.in_flight.pop(worker, None)
+            if pending in self.in_flight:
+                self.in_flight.remove(pending)
             if not pending.speculative:
                 self.rate.mark()
             self._cond.notify_all()  # a job for the same URL may now start

@@ -1,4 +1,4 @@
-"""Render workers as child processes, driven from the event loop.
+"""Render workers as child processes; the dispatcher (dispatch.py) drives them.
 
 Processes, not threads: a frame's JPEG encode and alpha compositing hold the
 GIL, so two threads on two cores render barely faster than one (see
@@ -73,7 +73,6 @@ CRASHES_TO_BREAK = 2
 class RenderOutcome:
     result: RenderResult
     render_ms: float
-    worker: int
 
 
 def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> None:
@@ -231,15 +230,12 @@ class Worker:
                 "since_s": round(age, 3), "completed": self.completed}
 
 
-JobRunner = Callable[[Worker, Any], None]
-
-
 class WorkerPool:
-    """Worker processes, each driven by its own thread that takes jobs straight from admission.
+    """Worker processes, addressed by index; ``render`` is one blocking job through one of them.
 
-    The event loop is not on the dispatch path: a driver thread takes the next job, renders it
-    through its process (a blocking pipe round trip) and hands the result back; when the loop is
-    swamped by a flood of requests, the workers still never wait for it.
+    The pool knows nothing of admission or requests: the dispatcher's thread for worker ``i``
+    calls ``render(i, ...)`` (a blocking pipe round trip), so when the loop is swamped by a flood
+    of requests, the workers still never wait for it.
     """
 
     def __init__(self, size: int, settings: WorkerSettings, hang_threshold: float) -> None:
@@ -253,18 +249,13 @@ class WorkerPool:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._next_job = 0
-        self._threads: list[threading.Thread] = []
         self.crashes: dict[tuple[str, Any], int] = {}
         self.on_event: Callable[[str, str, Worker], None] | None = None
 
-    def start(self, take: Callable[[int, threading.Event], Any], run: JobRunner) -> None:
-        """Spawn the processes and their driver threads; ``take`` blocks for the next job, ``run`` does it."""
+    def start(self) -> None:
+        """Spawn the worker processes."""
         for index in range(self.size):
-            worker = self._spawn(index)
-            self.workers.append(worker)
-            thread = threading.Thread(target=self._drive, args=(worker, take, run), daemon=True, name=f"worker-{index}")
-            thread.start()
-            self._threads.append(thread)
+            self.workers.append(self._spawn(index))
 
     def _spawn(self, index: int) -> Worker:
         parent_conn, child_conn = self._ctx.Pipe()
@@ -274,23 +265,15 @@ class WorkerPool:
         child_conn.close()
         return Worker(index, process, parent_conn, state="idle")
 
-    def _drive(self, worker: Worker, take: Callable[[int, threading.Event], Any], run: JobRunner) -> None:
-        while not self._stop.is_set():
-            pending = take(worker.index, self._stop)
-            if pending is None:
-                return
-            run(self.workers[worker.index], pending)
-
-    def render(self, worker: Worker, frame: int, spec: OutputSpec, timeline: Timeline, budget: float | None = None,
+    def render(self, index: int, frame: int, spec: OutputSpec, timeline: Timeline, budget: float | None = None,
                roots: tuple[str, ...] = (), speculative: bool = False) -> RenderOutcome:
-        """One job through ``worker``'s process, blocking (called from its driver thread, or at warm-up).
+        """One job through worker ``index``'s process, blocking (from its dispatcher thread, or at warm-up).
 
         A worker found dead before the job is replaced first. A worker that dies during the job
         is replaced and the job retried once on the fresh one; each death counts against the
         job's sources, and a source at ``CRASHES_TO_BREAK`` is then drawn as a placeholder. A
         render past ``budget`` is cancelled: its worker is killed and replaced, 504.
         """
-        index = worker.index
         attempts = 0
         while True:
             if self._stop.is_set():
@@ -336,7 +319,7 @@ class WorkerPool:
                 self.completed += 1
             if kind == "error":
                 raise RenderFailed(str(payload))
-            return RenderOutcome(payload, render_ms, worker.index)
+            return RenderOutcome(payload, render_ms)
 
     @staticmethod
     def _sources(timeline: Timeline, frame: int) -> list[tuple[str, Any]]:

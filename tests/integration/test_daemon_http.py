@@ -384,8 +384,6 @@ def test_put_timeline_validates_and_guards_paths(start_daemon: Any, project: tup
     outside.unlink()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: each worker has its own `reported` set, so two workers log it twice; "
-                   "the render path (core-render) must report once per daemon: remove this mark then")
 def test_bad_media_renders_placeholder_logged_once(start_daemon: Any, tmp_path: Path) -> None:
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video")

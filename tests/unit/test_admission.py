@@ -13,14 +13,13 @@ def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
 
 
-# The workers' side of Admission in one place: core-render is changing take/finish (no worker indexes),
-# so these two helpers are all the tests need adapting when it lands.
+# The takers' side of Admission in one place (it knows no workers: take(stop, near), finish(job)).
 def take(adm: Admission, stop: threading.Event | None = None, worker: int = 0) -> Pending | None:
-    return adm.take(worker, stop or threading.Event())
+    return adm.take(stop or threading.Event())
 
 
 def finish(adm: Admission, job: Pending, result: object = None, worker: int = 0) -> None:
-    adm.finish(worker, job, result)
+    adm.finish(job, result)
 
 
 def test_identical_requests_join_one_pending_job() -> None:
@@ -38,10 +37,10 @@ def test_request_for_a_frame_in_flight_queues_one_more_not_more() -> None:
     async def scenario() -> None:
         adm = Admission(capacity=2, queue_size=5, queue_timeout=5)
         adm.submit((7, "s"))
-        started = take(adm, worker=0)  # now in flight on worker 0
+        started = take(adm)  # now in flight
         assert started is not None
         pendings = {id(adm.submit((7, "s"))) for _ in range(10)}
-        assert len(pendings) == 1 and len(adm.queue) == 1 and adm.in_flight[0] is started
+        assert len(pendings) == 1 and len(adm.queue) == 1 and adm.in_flight == [started]
         other = adm.submit((8, "s"))
         # A second worker skips the URL already being rendered and takes the next one.
         assert take(adm, worker=1) is other
@@ -106,7 +105,7 @@ def test_last_waiter_leaving_drops_the_queued_job() -> None:
 def test_stopping_refuses_new_work() -> None:
     async def scenario() -> None:
         adm = Admission(capacity=1, queue_size=5, queue_timeout=5)
-        adm.stopping = True
+        adm.closed = True
         with pytest.raises(Overloaded) as info:
             adm.submit((1,))
         assert info.value.limit == "stopping"

@@ -13,14 +13,14 @@ def test_newer_revision_starts_beside_a_stale_render_in_flight() -> None:
     async def scenario() -> None:
         adm = Admission(capacity=2, queue_size=5, queue_timeout=5)
         stale = adm.submit((7, "s"), "rev-a")
-        assert adm.take(0, threading.Event()) is stale  # rendering revision a
+        assert adm.take(threading.Event()) is stale  # rendering revision a
         fresh = adm.submit((7, "s"), "rev-b")  # the rectangle moved: revision b
         assert fresh is not stale
         # The second worker starts it now instead of waiting for the stale render to finish.
-        assert adm.take(1, threading.Event()) is fresh
-        assert adm.in_flight == {0: stale, 1: fresh}
-        adm.finish(0, stale, "old frame")
-        adm.finish(1, fresh, "new frame")
+        assert adm.take(threading.Event()) is fresh
+        assert adm.in_flight == [stale, fresh]
+        adm.finish(stale, "old frame")
+        adm.finish(fresh, "new frame")
         assert stale.future.result() == "old frame" and fresh.future.result() == "new frame"
     asyncio.run(scenario())
 
@@ -29,11 +29,11 @@ def test_same_revision_still_waits_for_the_render_in_flight() -> None:
     async def scenario() -> None:
         adm = Admission(capacity=2, queue_size=5, queue_timeout=5)
         first = adm.submit((7, "s"), "rev-a")
-        assert adm.take(0, threading.Event()) is first
+        assert adm.take(threading.Event()) is first
         again = adm.submit((7, "s"), "rev-a")
         stop = threading.Event()
         threading.Timer(0.2, stop.set).start()
-        assert adm.take(1, stop) is None  # one render per URL and revision: no duplicate work
+        assert adm.take(stop) is None  # one render per URL and revision: no duplicate work
         assert list(adm.queue.values()) == [again]
     asyncio.run(scenario())
 
@@ -42,12 +42,12 @@ def test_render_that_read_the_new_revision_is_not_duplicated() -> None:
     async def scenario() -> None:
         adm = Admission(capacity=2, queue_size=5, queue_timeout=5)
         first = adm.submit((7, "s"), "rev-a")
-        assert adm.take(0, threading.Event()) is first
+        assert adm.take(threading.Event()) is first
         first.revision = "rev-b"  # the driver read the timeline when it started: already revision b
         adm.submit((7, "s"), "rev-b")
         stop = threading.Event()
         threading.Timer(0.2, stop.set).start()
-        assert adm.take(1, stop) is None
+        assert adm.take(stop) is None
     asyncio.run(scenario())
 
 
@@ -55,11 +55,11 @@ def test_worker_goes_on_forward_from_its_last_frame_while_the_oldest_has_time() 
     async def scenario() -> None:
         adm = Admission(capacity=2, queue_size=10, queue_timeout=5)
         first = adm.submit((10, "s"))
-        assert adm.take(0, threading.Event()) is first
-        adm.finish(0, first, "frame 10")
+        assert adm.take(threading.Event()) is first
+        adm.finish(first, "frame 10")
         far, behind, near = adm.submit((200, "s")), adm.submit((5, "s")), adm.submit((14, "s"))
-        assert adm.take(0, threading.Event()) is near  # 4 frames on: no seek back to a keyframe
-        assert adm.take(1, threading.Event()) is far  # no position yet: the oldest
+        assert adm.take(threading.Event(), near=10) is near  # 4 frames on: no seek back to a keyframe
+        assert adm.take(threading.Event()) is far  # no position yet: the oldest
         assert list(adm.queue.values()) == [behind]
     asyncio.run(scenario())
 
@@ -68,10 +68,10 @@ def test_oldest_goes_first_once_half_its_queue_time_is_gone() -> None:
     async def scenario() -> None:
         adm = Admission(capacity=2, queue_size=10, queue_timeout=5)
         first = adm.submit((10, "s"))
-        assert adm.take(0, threading.Event()) is first
-        adm.finish(0, first, "frame 10")
+        assert adm.take(threading.Event()) is first
+        adm.finish(first, "frame 10")
         late = adm.submit((200, "s"))
         late.deadline = time.monotonic() + 2.0  # less than half of 5 s left
         adm.submit((11, "s"))
-        assert adm.take(0, threading.Event()) is late
+        assert adm.take(threading.Event(), near=10) is late
     asyncio.run(scenario())

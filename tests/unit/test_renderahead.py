@@ -85,8 +85,8 @@ def test_a_real_job_is_taken_before_any_render_ahead_job() -> None:
         adm.ahead_limit = 2
         assert adm.speculate((5, "s"), "r", 1.0, 8)
         real = adm.submit((99, "s"))
-        assert adm.take(0, threading.Event()) is real
-        ahead = adm.take(1, threading.Event())
+        assert adm.take(threading.Event()) is real
+        ahead = adm.take(threading.Event())
         assert ahead is not None and ahead.speculative and ahead.key == (5, "s")
         assert adm.counters["ahead_started"] == 1
     run(scenario())
@@ -98,18 +98,18 @@ def test_render_ahead_never_runs_on_more_than_its_limit_of_workers() -> None:
         adm.ahead_limit = 1
         for frame in (1, 2, 3):
             assert adm.speculate((frame, "s"), "r", 1.0, 8)
-        first = adm.take(0, threading.Event())
+        first = adm.take(threading.Event())
         assert first is not None and first.speculative
         stop = threading.Event()
         got: list[object] = []
-        thread = threading.Thread(target=lambda: got.append(adm.take(1, stop)))
+        thread = threading.Thread(target=lambda: got.append(adm.take(stop)))
         thread.start()
         thread.join(0.3)
         assert thread.is_alive() and not got  # worker 1 stays free for real requests
         real = adm.submit((50, "s"))
         thread.join(2)
         assert got == [real]
-        adm.finish(0, first)
+        adm.finish(first)
         assert first.future.result() is None
     run(scenario())
 
@@ -122,9 +122,9 @@ def test_a_real_request_takes_over_a_queued_render_ahead_job() -> None:
         real = adm.submit((7, "s"))
         assert not real.speculative and real.waiters == 1 and not adm.ahead and list(adm.queue) == [(7, "s")]
         assert adm.counters["ahead_taken_over"] == 1
-        taken = adm.take(0, threading.Event())
+        taken = adm.take(threading.Event())
         assert taken is real
-        adm.finish(0, taken, "frame")
+        adm.finish(taken, "frame")
         assert real.future.result() == "frame"
     run(scenario())
 
@@ -136,11 +136,11 @@ def test_speculation_is_refused_for_queued_running_or_stopping_and_without_worke
         adm.ahead_limit = 1
         adm.submit((1, "s"))
         assert not adm.speculate((1, "s"), "r", 1.0, 8)
-        adm.take(0, threading.Event())
+        adm.take(threading.Event())
         assert not adm.speculate((1, "s"), "r", 1.0, 8)  # in flight
         assert adm.speculate((2, "s"), "r", 1.0, 1)
         assert not adm.speculate((3, "s"), "r", 1.0, 1)  # queue bound
-        adm.stopping = True
+        adm.closed = True
         assert not adm.speculate((4, "s"), "r", 1.0, 8)
     run(scenario())
 
@@ -154,14 +154,14 @@ def test_expired_and_dropped_render_ahead_jobs_never_start() -> None:
         adm.speculate((3, "s"), "old", 5.0, 8)
         await asyncio.sleep(0.05)
         assert adm.retain_ahead(lambda p: p.revision == "new") == 2
-        taken = adm.take(0, threading.Event())
+        taken = adm.take(threading.Event())
         assert taken is not None and taken.key == (2, "s")
-        adm.finish(0, taken)
+        adm.finish(taken)
         adm.speculate((4, "s"), "new", 0.01, 8)
         await asyncio.sleep(0.05)
         stop = threading.Event()
         stop.set()
-        assert adm.take(0, stop) is None  # expired: dropped, not started
+        assert adm.take(stop) is None  # expired: dropped, not started
         assert adm.counters["ahead_dropped"] == 3 and adm.counters["ahead_started"] == 1
     run(scenario())
 
@@ -171,9 +171,9 @@ def test_a_failed_render_ahead_job_raises_nothing() -> None:
         adm = Admission(capacity=1, queue_size=5, queue_timeout=5)
         adm.ahead_limit = 1
         adm.speculate((1, "s"), "r", 1.0, 8)
-        job = adm.take(0, threading.Event())
+        job = adm.take(threading.Event())
         assert job is not None
-        adm.finish(0, job, error=RuntimeError("decoder broke"))
+        adm.finish(job, error=RuntimeError("decoder broke"))
         assert job.future.result() is None and adm.rate.rate() == 0.0  # guesses do not count as served
     run(scenario())
 
