@@ -23,7 +23,8 @@ kernel's socket buffer and are read by the next instance.
 Checked against systemd 252's source (src/core/service.c, manager.c): the
 store is released only when the unit is inactive with no job queued, so it
 survives ``systemctl restart`` (one restart job throughout) and automatic
-restarts, and is closed by ``systemctl stop``; stored fds follow the socket
+restarts, and is closed by ``systemctl stop`` (so at SIGTERM the daemon hands over only when it
+sees a restart job queued for its unit: ``queued_job``); stored fds follow the socket
 unit's fds in ``LISTEN_FDS`` with their ``FDNAME``; a full store closes the
 extra fds (which would drop the connection), and ``BARRIER=1`` (systemd 246)
 lets us wait until the manager processed what we sent. systemd 252 does not
@@ -41,6 +42,7 @@ import os
 import select
 import socket
 import stat
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -167,6 +169,7 @@ class Handover:
         self.probe_result = "off"
         self.refused = False
         self._seq = 0
+        self.next_job = ""
 
     async def start(self, connect: Callable[[socket.socket], Any]) -> None:
         """Serve what the previous instance stored, take it out of the store, then probe the store."""
@@ -199,8 +202,54 @@ class Handover:
         self.stored += 1
         return True
 
+    def expect_restart(self, job: str) -> None:
+        """At SIGTERM: hand over only if a restart follows (see ``queued_job``); otherwise close gracefully.
+
+        systemd 252 empties the store when the unit stops with no job queued (``systemctl stop``,
+        a kill from outside), closing the stored connections under the editor: a connection the
+        editor reuses then fails. Closed by us instead (answered, FIN, then a linger that still
+        answers a request crossing it), the editor sees the close before reusing it.
+        """
+        self.next_job = job
+        if job != "restart":
+            self.enabled = False
+
     def finish(self) -> bool:
         """Before exiting: wait until the manager took every stored connection (it reads our messages in order)."""
         if not self.stored:
             return True
         return barrier(environ=self.environ)
+
+
+def own_unit(cgroup_file: str = "/proc/self/cgroup") -> tuple[str, bool]:
+    """This process's service unit and whether a user manager runs it (from its cgroup path)."""
+    try:
+        with open(cgroup_file) as f:
+            lines = f.read().strip().splitlines()
+    except OSError:
+        return "", False
+    # cgroup v2 ("0::/...") or, on a hybrid hierarchy, systemd's own ("N:name=systemd:/...")
+    paths = [line.split(":", 2)[-1] for line in lines if line.startswith("0::") or ":name=systemd:" in line]
+    parts = max(paths, key=len, default="").split("/")
+    units = [p for p in parts if p.endswith(".service")]
+    return (units[-1] if units else ""), any(p.startswith("user@") for p in parts[:-1])
+
+
+def queued_job(unit: str, user: bool, timeout: float = 2.0) -> str:
+    """The type of the job the manager has queued for ``unit`` ('restart', 'stop', ...); '' if none or unknown.
+
+    Asked with ``systemctl list-jobs`` (the manager's private socket, no D-Bus library needed); at
+    SIGTERM a ``systemctl restart`` shows as a 'restart' job until the stop half is done.
+    """
+    if not unit:
+        return ""
+    argv = ["systemctl", *(["--user"] if user else []), "list-jobs", "--no-legend", "--no-pager", "--full", "--plain"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[1] == unit:
+            return fields[2]
+    return ""

@@ -24,7 +24,7 @@ from . import __version__
 from .access import Guard, token_path, write_token
 from .config import Config
 from .connection import ClientProtocol
-from .fdstore import Handover
+from .fdstore import Handover, own_unit, queued_job
 from .journal import EventLog
 from .lifecycle import Lifecycle, LifecycleState, ServiceAPI
 from .protocol import Limits
@@ -183,13 +183,17 @@ class Server:
         would be the only alternative); each connection, once between requests, goes to the fd store
         or is closed (``ClientProtocol.settle``).
         """
+        if self.handover.enabled:
+            # The store outlives this stop only if a restart is queued (fdstore.py). Asked before
+            # draining begins: no connection may be handed over while the answer is not known.
+            self.handover.expect_restart(await asyncio.get_running_loop().run_in_executor(None, queued_job, *own_unit()))
         self.lifecycle.enter(Lifecycle.DRAINING)
         self.notify("STOPPING=1\nSTATUS=stopping: draining")
         for server in self.servers:
             server.close()
         backlog = self.service.backlog()
         self.log.emit("stopping", f"draining {backlog} renders", "info", BACKLOG=backlog,
-                      CONNECTIONS=len(self.connections), FDSTORE=int(self.handover.enabled))
+                      CONNECTIONS=len(self.connections), FDSTORE=int(self.handover.enabled), NEXT_JOB=self.handover.next_job or None)
         drained = await self.service.drain(self.config.drain_timeout, self._settle_connections)
         self.lifecycle.enter(Lifecycle.STOPPED)  # nothing more is admitted
         self._settle_connections(final=True)

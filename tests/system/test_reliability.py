@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 from deploy import UNIT, Deployed, wait_active
 from editor_client import EditorPool, local_port
@@ -271,9 +270,6 @@ def test_graceful_stop_and_reload_under_load(deployed: Any, tmp_path: Path) -> N
     assert d.main_pid() == pid and result.servers == {str(pid)}  # reloaded in place, not restarted
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 finding: `systemctl stop` under load resets the keep-alive connections that are "
-                   "between requests (handed to the fd store, which systemd < 254 discards on stop: 10 of 10 reset in a run); "
-                   "the old test passed only through 6 retries. Remove this mark once a stop answers or closes them cleanly.")
 def test_graceful_stop_under_load_fails_no_request(deployed: Any, tmp_path: Path) -> None:
     """The stop half: 10 editor-like connections (no retry) through `systemctl stop` (the socket stays): no failed
     request; the next requests start the service again."""
