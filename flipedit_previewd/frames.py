@@ -111,8 +111,8 @@ class FrameService:
         if plan is None:
             self.admission.retain_ahead(lambda p: p.revision == revision)
             return
-        real_busy = len(self.admission.in_flight) - self.admission.ahead_running()
-        if self.host.overloaded_since is not None or self.admission.queue or self.ahead.contended or real_busy >= self.host.config.workers:
+        if (self.host.overloaded_since is not None or self.admission.queue or self.ahead.contended
+                or len(self.admission.in_flight) - self.admission.ahead_running() >= self.host.config.workers):
             # Real work is waiting, being refused, occupies every worker now (the first requests of a
             # flood, before any is refused) or has kept them busy lately: a guess would take its CPU.
             self.ahead.counters["suppressed"] += 1
