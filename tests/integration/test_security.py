@@ -18,7 +18,7 @@ import av
 import numpy as np
 import pytest
 import requests
-from helpers import build_project, close_to, decode, exchange, solid_png
+from helpers import build_project, close_to, decode, exchange, solid_png, wait_for
 
 from flipedit_previewd.projectdb import MEDIA_STAT_INTERVAL
 
@@ -185,7 +185,8 @@ def test_hostile_media_renders_placeholders_and_nothing_outside(start_daemon: An
         response = daemon.get(f"/get_frame/{frame}")
         assert response.status_code == 200
         assert _no_blue(decode(response.content)), name
-        assert problem in daemon.log(), (name, daemon.log()[-1500:])
+        # The journal line is written by the log's own thread: it may follow the answer by a moment.
+        assert wait_for(lambda problem=problem: problem in daemon.log(), 3), (name, daemon.log()[-1500:])
     # Symlink and FIFO swapped after the PUT accepted them: checked again on what is opened.
     assert put(daemon, [{"source_path": str(root / "link.png")}]).status_code == 200
     assert close_to(decode(daemon.get("/get_frame/10").content).getpixel((640, 360)), GREEN)
@@ -193,7 +194,7 @@ def test_hostile_media_renders_placeholders_and_nothing_outside(start_daemon: An
     (root / "link.png").symlink_to(scene["blue_png"])
     time.sleep(MEDIA_STAT_INTERVAL + 0.3)  # until then the frame is the one rendered from the checked file
     image = decode(daemon.get("/get_frame/11").content)
-    assert _no_blue(image) and "outside the allowed media roots" in daemon.log()
+    assert _no_blue(image) and wait_for(lambda: "outside the allowed media roots" in daemon.log(), 3)
     assert put(daemon, [{"source_path": str(fifo_target)}]).status_code == 200
     fifo_target.unlink()
     os.mkfifo(fifo_target)
@@ -201,7 +202,7 @@ def test_hostile_media_renders_placeholders_and_nothing_outside(start_daemon: An
     started = time.monotonic()
     response = daemon.get("/get_frame/12", timeout=10)
     assert response.status_code == 200 and time.monotonic() - started < 8
-    assert "not a regular file" in daemon.log(), daemon.log()[-3000:]
+    assert wait_for(lambda: "not a regular file" in daemon.log(), 3), daemon.log()[-3000:]
     assert descendants(daemon.proc.pid) == workers_before  # no gs, no ffmpeg helper, no replaced worker
     assert daemon.health()["status"] == "ok"
 
