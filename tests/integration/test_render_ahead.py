@@ -39,6 +39,26 @@ def play(session: requests.Session, url: str, frames: range, fps: float = 30.0, 
     return answers
 
 
+def closed_loop_players(url: str, clients: int, seconds: float) -> list[int]:
+    """``clients`` players, each at its own width, asking consecutive frames back to back; every status."""
+    statuses: list[int] = []
+    stop = time.monotonic() + seconds
+
+    def client(width: int) -> None:
+        with requests.Session() as session:
+            frame = 0
+            while time.monotonic() < stop:
+                statuses.append(session.get(f"{url}/get_frame/{frame}?width={width}", timeout=10).status_code)
+                frame += 1
+
+    threads = [threading.Thread(target=client, args=(320 + 16 * i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
 def test_playback_is_served_from_frames_rendered_ahead(start_daemon: Any, project: Path) -> None:
     daemon = start_daemon("--project", str(project), "--workers", "2")
     with requests.Session() as session:
@@ -123,22 +143,8 @@ def test_a_real_request_never_waits_behind_more_than_one_guess(start_daemon: Any
 def test_no_speculative_work_under_overload(start_daemon: Any, project: Path) -> None:
     daemon = start_daemon("--project", str(project), "--workers", "1", "--queue-size", "1",
                           "--test-render-hook", "sleep:0.05")
-    statuses: list[int] = []
-    stop = time.monotonic() + 3
-
-    def client(width: int) -> None:
-        # Each client plays at its own panel size: eight playbacks the detector does recognise.
-        with requests.Session() as session:
-            frame = 0
-            while time.monotonic() < stop:
-                statuses.append(session.get(f"{daemon.url}/get_frame/{frame}?width={width}", timeout=10).status_code)
-                frame += 1
-
-    threads = [threading.Thread(target=client, args=(320 + 16 * i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # Each client plays at its own panel size: eight playbacks the detector does recognise.
+    statuses = closed_loop_players(daemon.url, 8, 3.0)
     assert statuses.count(503) > 50 and statuses.count(200) > 5
     stats = ahead(daemon)
     assert stats["suppressed"] > 0
@@ -176,21 +182,7 @@ def test_no_guessing_while_real_clients_keep_every_worker_busy(start_daemon: Any
     # Three editors each playing at its own size on two workers, without any refusal: every worker is
     # needed for real frames, so a guess could only take one from them (191 -> 154 frames/s measured).
     daemon = start_daemon("--project", str(project), "--workers", "2", "--test-render-hook", "sleep:0.05")
-    statuses: list[int] = []
-    stop = time.monotonic() + 3
-
-    def client(width: int) -> None:
-        with requests.Session() as session:
-            frame = 0
-            while time.monotonic() < stop:
-                statuses.append(session.get(f"{daemon.url}/get_frame/{frame}?width={width}", timeout=10).status_code)
-                frame += 1
-
-    threads = [threading.Thread(target=client, args=(320 + 16 * i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    statuses = closed_loop_players(daemon.url, 3, 3.0)
     assert statuses.count(200) == len(statuses) > 30
     stats = ahead(daemon)
     assert stats["suppressed"] > 0
