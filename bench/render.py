@@ -16,19 +16,26 @@ each for
   pipeline-*-t1             : the same with one decoder thread per worker (PyAV thread_count=1)
                               instead of FFmpeg's default (one slice thread per core in each worker).
 Prints ratios against the goals in the README, and the load average (the machine may be shared).
-Usage: .venv/bin/python bench/render.py [--frames N]
+  baseline-1w / current-1w  : with --baseline-tree DIR (another checkout, e.g. `git worktree add --detach
+                              /tmp/base REV`): pipeline-1w of that tree and of this one, each in a child
+                              process of its own, one after the other in every round: "no slower than
+                              before" as a ratio measured side by side, not against an old figure.
+Usage: .venv/bin/python bench/render.py [--frames N] [--rounds N] [--baseline-tree DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import multiprocessing
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +45,6 @@ from PIL import Image
 
 from flipedit_previewd.compositor import OutputSpec, compose
 from flipedit_previewd.media import MediaPool
-from flipedit_previewd.testing import make_indexed_video
 from flipedit_previewd.timeline import Rect, Timeline, timeline_from_json
 
 CANVAS = (1280, 720)
@@ -47,6 +53,8 @@ STILL_RECT = (40, 40, 300, 200)
 
 
 def make_scene(directory: Path) -> dict[str, Path]:
+    from flipedit_previewd.testing import make_indexed_video  # here: a --baseline-tree child may predate testing.py
+
     big = make_indexed_video(directory / "clip1080.mp4", 240, (1920, 1080), 30, gop=30)
     small = make_indexed_video(directory / "clip720.mp4", 240, (1280, 720), 30, gop=30)
     still = directory / "still.jpg"
@@ -197,8 +205,11 @@ def run_chunk(args: tuple[str, dict[str, Path], list[tuple[int, float | None]], 
 def measure(kind: str, workers: int, scene: dict[str, Path], jobs: list[tuple[int, float | None]],
             pool: Any) -> tuple[float, float]:
     """frames/s over the whole batch (wall clock) and the per-frame median."""
-    if workers == 1:
+    if workers == 1 and pool is None:
         times, began, ended = run_chunk((kind, scene, jobs, 0.0))
+        wall = ended - began
+    elif workers == 1:  # one child process (--baseline-tree: the same conditions for both trees)
+        times, began, ended = pool.apply(run_chunk, ((kind, scene, jobs, 0.0),))
         wall = ended - began
     elif pool is None:  # two threads in one process: what a thread pool would give
         from concurrent.futures import ThreadPoolExecutor
@@ -219,10 +230,49 @@ def measure(kind: str, workers: int, scene: dict[str, Path], jobs: list[tuple[in
     return len(jobs) / wall, statistics.median(times) * 1000
 
 
+@contextlib.contextmanager
+def side_by_side(ctx: Any, tree: Path | None) -> Iterator[tuple[Any, Any]]:
+    """Two one-process pools, this tree's and the baseline's, or (None, None) without a baseline.
+
+    Both are children started the same way, so the only difference is the tree they render with."""
+    if tree is None:
+        yield None, None
+        return
+    with ctx.Pool(1) as current, ctx.Pool(1, initializer=_use_tree, initargs=(str(tree.resolve()),)) as baseline:
+        where = baseline.apply(_package_dir)
+        if not where.startswith(str(tree.resolve())):
+            raise SystemExit(f"the baseline child imported {where}, not the tree {tree}")
+        yield current, baseline
+
+
+def _use_tree(tree: str) -> None:
+    """In a baseline child: the package again, from ``tree``, and this script's names rebound to it.
+
+    A spawned child gets its parent's sys.path and imports this script (and so the package)
+    before any initializer runs; PYTHONPATH cannot help, so the imports are redone here."""
+    import importlib
+
+    for name in [m for m in sys.modules if m == "flipedit_previewd" or m.startswith("flipedit_previewd.")]:
+        del sys.modules[name]
+    sys.path.insert(0, tree)
+    compositor = importlib.import_module("flipedit_previewd.compositor")
+    media = importlib.import_module("flipedit_previewd.media")
+    timeline = importlib.import_module("flipedit_previewd.timeline")
+    globals().update(OutputSpec=compositor.OutputSpec, compose=compositor.compose, MediaPool=media.MediaPool,
+                     Rect=timeline.Rect, Timeline=timeline.Timeline, timeline_from_json=timeline.timeline_from_json)
+
+
+def _package_dir() -> str:
+    import flipedit_previewd
+
+    return str(Path(flipedit_previewd.__file__).parent)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--baseline-tree", type=Path, help="another checkout whose pipeline-1w runs beside this one's")
     options = parser.parse_args()
     print(f"load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -231,7 +281,7 @@ def main() -> None:
         print(f"scene generated in {time.perf_counter() - t0:.1f} s")
         ctx = multiprocessing.get_context("spawn")
         results: dict[tuple[str, str], list[tuple[float, float]]] = {}
-        with ctx.Pool(2) as pool:
+        with ctx.Pool(2) as pool, side_by_side(ctx, options.baseline_tree) as (current, baseline):
             for _ in range(options.rounds):
                 for name in ("sequential", "random", "drag"):
                     jobs = workload(name, options.frames)
@@ -249,7 +299,10 @@ def main() -> None:
                         if kind == "pipeline-t1" and name == "drag":
                             continue  # drag decodes nothing new
                         results.setdefault((name, label), []).append(
-                            measure(kind, workers, scene, batch, None if label == "pipeline-2t" else pool))
+                            measure(kind, workers, scene, batch, None if label in ("pipeline-1w", "pipeline-2t") else pool))
+                    if baseline is not None:
+                        for label, one in (("baseline-1w", baseline), ("current-1w", current)):
+                            results.setdefault((name, label), []).append(measure("pipeline", 1, scene, jobs, one))
         print(f"\n{'scenario':<11} {'pipeline':<15} {'frames/s':>9} {'median ms':>10}")
         fps: dict[tuple[str, str], float] = {}
         for (name, label), runs in results.items():
@@ -285,6 +338,12 @@ def main() -> None:
                 print(f"      {what:<27}: 2w/1w = {statistics.median(ratios):.2f}x; per round as a fraction of the ceiling "
                       f"measured beside it: {', '.join(f'{f:.2f}' for f in fractions)}, median {fraction:.2f} [>= 0.95] "
                       f"{'PASS' if fraction >= 0.95 else 'FAIL'}; 2w vs shipped 1w = {vs_shipped:.2f}x")
+        if options.baseline_tree:
+            print(f"against {options.baseline_tree} (same run, each round; > 1 means this tree is faster):")
+            for name in ("sequential", "random", "drag"):
+                ratios = per_round(name, "current-1w", "baseline-1w")
+                print(f"  {name:<10}: current-1w / baseline-1w = {statistics.median(ratios):.2f}x "
+                      f"(rounds {', '.join(f'{r:.2f}' for r in ratios)})")
         print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
