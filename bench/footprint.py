@@ -10,7 +10,10 @@ over the daemon and every descendant (render workers, multiprocessing's resource
 shared libraries are divided among the processes that map them, so the sum is the service's share
 of memory. RSS is printed too (it counts shared pages once per process).
 
-  .venv/bin/python bench/footprint.py [--runs 5] [--workers 2]
+  .venv/bin/python bench/footprint.py [--runs 5] [--workers 2] [--idle-seconds S] [--baseline-tree DIR]
+
+With --baseline-tree (another checkout, e.g. `git worktree add --detach /tmp/base REV`) each run measures
+that tree's daemon and then this one's, from the same entry point (PYTHONPATH picks the package).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def command(pid: int) -> str:
     raw = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     if "resource_tracker" in raw:
         return "resource tracker"
-    if "multiprocessing" in raw:
+    if "child_main" in raw or "multiprocessing" in raw:  # multiprocessing: a daemon from before workers.py's _Child
         return "render worker"
     return "main" if "flipedit-previewd" in raw else raw[:40]
 
@@ -104,10 +107,15 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def measure(db: Path, workers: int, idle_seconds: float, extra: list[str]) -> dict[str, object]:
+def measure(db: Path, workers: int, idle_seconds: float, extra: list[str], tree: Path | None = None) -> dict[str, object]:
     port = free_port()
-    env = {**os.environ, "XDG_CONFIG_HOME": str(db.parent)}
-    argv = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", str(VENV / "flipedit-previewd"), "--project", str(db),
+    # systemd-socket-activate passes the daemon only the variables named with -E, as systemd would.
+    passed = {"XDG_CONFIG_HOME": str(db.parent)}
+    if tree is not None:  # the same entry point, importing the package from another checkout first
+        passed["PYTHONPATH"] = str(tree.resolve())
+    env = {**os.environ, **passed}
+    argv = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", *(f"-E{k}={v}" for k, v in passed.items()),
+            str(VENV / "flipedit-previewd"), "--project", str(db),
             "--workers", str(workers), *extra]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -136,13 +144,23 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--idle-seconds", type=float, default=3.0)
+    parser.add_argument("--baseline-tree", type=Path, help="another checkout, measured in alternation with this one")
     parser.add_argument("daemon_args", nargs="*", help="extra daemon options (after --)")
     args = parser.parse_args()
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         scene = make_scene(Path(tmp))
         db = make_project(Path(tmp), scene)
-        runs = [measure(db, args.workers, args.idle_seconds, args.daemon_args) for _ in range(args.runs)]
+        runs, baseline = [], []
+        for _ in range(args.runs):
+            if args.baseline_tree:
+                baseline.append(measure(db, args.workers, args.idle_seconds, args.daemon_args, args.baseline_tree))
+            runs.append(measure(db, args.workers, args.idle_seconds, args.daemon_args))
+    for i, run in enumerate(baseline, 1):
+        print(f"baseline run {i}: cold start {run['cold_ms']:.0f} ms, idle PSS {run['pss_mb']:.1f} MB (RSS {run['rss_mb']:.1f} MB): {run['processes']}")
+    if baseline:
+        print(f"baseline ({args.baseline_tree}) medians: cold start {statistics.median(float(r['cold_ms']) for r in baseline):.0f} ms, "  # type: ignore[arg-type]
+              f"idle PSS {statistics.median(float(r['pss_mb']) for r in baseline):.1f} MB\n")  # type: ignore[arg-type]
     for i, run in enumerate(runs, 1):
         print(f"run {i}: cold start {run['cold_ms']:.0f} ms, idle PSS {run['pss_mb']:.1f} MB (RSS {run['rss_mb']:.1f} MB): {run['processes']}")
     cold = statistics.median(float(r["cold_ms"]) for r in runs)  # type: ignore[arg-type]

@@ -11,9 +11,13 @@ which a thread cannot. Each worker reports what it is doing and since when, so
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
+import json
 import os
+import pickle
 import queue
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -73,6 +77,13 @@ CRASHES_TO_BREAK = 2
 class RenderOutcome:
     result: RenderResult
     render_ms: float
+
+
+def child_main() -> None:
+    """Entry point of a worker process (see ``_Child``): argv names it and its end of the socket pair."""
+    conn = Connection(int(sys.argv[2]))
+    settings, parent = pickle.loads(conn.recv_bytes())
+    _worker_main(conn, settings, parent)
 
 
 def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> None:
@@ -209,6 +220,47 @@ def _test_hook(hook: str, job: RenderJob) -> None:
         time.sleep(float(hook.split(":", 1)[1]))
 
 
+_CHILD_CODE = "import json, sys; sys.path[:] = json.loads(sys.argv[3]); from flipedit_previewd.workers import child_main; child_main()"
+
+
+class _Child:
+    """A worker process started by ``subprocess``, with the little of multiprocessing.Process we use.
+
+    Not multiprocessing's spawn: that starts a resource-tracker process (6.6 MB PSS idle, for
+    semaphores the daemon never makes) and re-imports the daemon's ``__main__`` (the HTTP side)
+    in every worker. Here a worker imports only this module and the render side (bench/footprint.py).
+    """
+
+    def __init__(self, index: int, settings: WorkerSettings) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with ours, theirs:
+            # The daemon's own import path, as multiprocessing would pass it: the worker renders with
+            # the same package the daemon runs (a source tree, a venv, the .deb), and -P keeps the
+            # working directory off it until then.
+            self.popen = subprocess.Popen(
+                [sys.executable, "-P", "-c", _CHILD_CODE, f"flipedit-previewd-worker-{index}", str(theirs.fileno()),
+                 json.dumps(sys.path)], stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),))
+            self.conn = Connection(ours.detach())
+        self.conn.send_bytes(pickle.dumps((settings, os.getpid())))
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def kill(self) -> None:
+        if self.popen.returncode is None:
+            self.popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+
 @dataclass
 class Worker:
     index: int
@@ -245,7 +297,6 @@ class WorkerPool:
         self.workers: list[Worker] = []
         self.completed = 0
         self.replaced = 0
-        self._ctx = multiprocessing.get_context("spawn")
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._next_job = 0
@@ -258,12 +309,8 @@ class WorkerPool:
             self.workers.append(self._spawn(index))
 
     def _spawn(self, index: int) -> Worker:
-        parent_conn, child_conn = self._ctx.Pipe()
-        process = self._ctx.Process(target=_worker_main, args=(child_conn, self.settings, os.getpid()),
-                                    name=f"flipedit-previewd-worker-{index}", daemon=True)
-        process.start()
-        child_conn.close()
-        return Worker(index, process, parent_conn, state="idle")
+        child = _Child(index, self.settings)
+        return Worker(index, child, child.conn, state="idle")
 
     def render(self, index: int, frame: int, spec: OutputSpec, timeline: Timeline, budget: float | None = None,
                roots: tuple[str, ...] = (), speculative: bool = False) -> RenderOutcome:

@@ -40,3 +40,31 @@ def test_journal_entries_carry_the_callers_code_location_without_a_stack_walk(mo
     refuse()
     assert sent and "walked" not in sent[0]
     assert sent[0]["CODE_FUNC"] == "refuse" and str(sent[0]["CODE_FILE"]).endswith("test_footprint.py")
+
+
+def test_workers_start_without_multiprocessing_or_its_resource_tracker() -> None:
+    """multiprocessing's spawn costs a resource-tracker process (6.6 MB PSS, for semaphores the
+    daemon never makes) and re-imports the daemon's __main__ in every worker."""
+    import os
+    from pathlib import Path
+
+    from flipedit_previewd.workers import WorkerPool, WorkerSettings
+
+    pool = WorkerPool(2, WorkerSettings(1 << 22, 1 << 24), hang_threshold=30.0)
+    pool.start()
+    try:
+        assert pool.workers[0].conn.poll(0) is False  # a live pair, nothing unasked for
+        commands = {}
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:  # a process of someone else's may end while we look
+                if int(entry.joinpath("stat").read_text().rpartition(")")[2].split()[1]) == os.getpid():
+                    commands[int(entry.name)] = entry.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, ValueError):
+                continue
+        workers = {w.process.pid for w in pool.workers}
+        assert workers <= set(commands)
+        assert not any("resource_tracker" in c or "multiprocessing" in c for c in commands.values()), commands
+        assert all("child_main" in commands[pid] for pid in workers)
+    finally:
+        pool.stop()
+    assert not any(w.process.is_alive() for w in pool.workers)
