@@ -1,7 +1,8 @@
 """Render-ahead on and off, side by side in one run, on the standard scene at the editor's panel size.
 
 Per round and mode (the order alternates between rounds), a fresh daemon (2 workers) serves:
-  cached    one frame asked again and again: the cached path's latency, the goal's yardstick
+  cached    one frame asked again and again, back to back and paced at 30/s as the playback asks:
+            the cached path's latency; the paced p95 is the goal's yardstick (see cached_path)
   playback  a 30 fps client walking the timeline for --seconds (n, n+1, ...), while
   random    a second client asks random frames at --random-rate per second
   overload  (render-ahead on only) 200 connections without backoff asking consecutive frames for
@@ -48,10 +49,21 @@ def timed_get(session: requests.Session, url: str) -> tuple[float, requests.Resp
     return (time.perf_counter() - started) * 1000, response
 
 
-def cached_path(url: str, query: str, count: int = 300) -> list[float]:
+def cached_path(url: str, query: str, count: int = 300, fps: float = 0.0) -> list[float]:
+    """One cached frame asked again: back to back, or paced like the playback client (``fps``).
+
+    Paced is the goal's yardstick: the playback asks every 33 ms, and on this VM a request after
+    33 ms of idle costs about 1 ms more than one right after the last (CPU wake-up; a raw-socket
+    client measured 0.45 ms back to back, 0.92 ms paced) whatever the server does."""
     with requests.Session() as session:
         session.get(f"{url}/get_frame/5{query}", timeout=10)
-        return [timed_get(session, f"{url}/get_frame/5{query}")[0] for _ in range(count)]
+        latencies = []
+        for _ in range(count):
+            started = time.monotonic()
+            latencies.append(timed_get(session, f"{url}/get_frame/5{query}")[0])
+            if fps:
+                time.sleep(max(0.0, 1 / fps - (time.monotonic() - started)))
+        return latencies
 
 
 def playback(url: str, query: str, seconds: float, fps: float, out: dict[str, Any]) -> None:
@@ -87,7 +99,8 @@ def one_run(db: Path, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     server.start()
     query = f"?width={args.width}&height={args.height}"
     try:
-        cached = cached_path(server.url, query)
+        cached_b2b = cached_path(server.url, query)
+        cached = cached_path(server.url, query, 150, 30.0)
         play: dict[str, Any] = {}
         rand: dict[str, Any] = {}
         threads = [threading.Thread(target=playback, args=(server.url, query, args.seconds, 30.0, play)),
@@ -98,7 +111,7 @@ def one_run(db: Path, mode: str, args: argparse.Namespace) -> dict[str, Any]:
             t.join()
         ahead_before = requests.get(server.url + "/health", timeout=5).json()["render_ahead"]
         result: dict[str, Any] = {
-            "cached_p95": pct(cached, 95),
+            "cached_p95": pct(cached, 95), "cached_b2b_p95": pct(cached_b2b, 95),
             "playback_p50": pct(play["latencies"], 50), "playback_p95": pct(play["latencies"], 95),
             "playback_hit_share": play["hits"] / max(1, len(play["latencies"])),
             "random_p50": pct(rand["latencies"], 50), "random_p95": pct(rand["latencies"], 95),
@@ -136,7 +149,8 @@ def main() -> int:
             for mode in (("off", "on") if round_index % 2 == 0 else ("on", "off")):
                 result = one_run(db, mode, args)
                 runs[mode].append(result)
-                print(f"round {round_index + 1} {mode:>3}: cached p95 {result['cached_p95']:.2f} ms, playback p50/p95 "
+                print(f"round {round_index + 1} {mode:>3}: cached p95 {result['cached_p95']:.2f} ms paced "
+                      f"({result['cached_b2b_p95']:.2f} back to back), playback p50/p95 "
                       f"{result['playback_p50']:.2f}/{result['playback_p95']:.2f} ms (hits {result['playback_hit_share']:.0%}), "
                       f"random p50/p95 {result['random_p50']:.2f}/{result['random_p95']:.2f} ms", flush=True)
 
@@ -144,6 +158,7 @@ def main() -> int:
         return statistics.median(r[key] for r in runs[mode])
 
     cached = statistics.median(r["cached_p95"] for r in runs["on"] + runs["off"])
+    cached_b2b = statistics.median(r["cached_b2b_p95"] for r in runs["on"] + runs["off"])
     on_p95, off_p95 = med("on", "playback_p95"), med("off", "playback_p95")
     rnd_on, rnd_off = med("on", "random_p95"), med("off", "random_p95")
     overload_started = sum(r["overload"]["speculative_started"] for r in runs["on"])
@@ -151,7 +166,8 @@ def main() -> int:
           f"random frames at {args.random_rate}/s, 2 workers:")
     print("| figure | render-ahead off | render-ahead on | ratio | goal |")
     print("|---|---|---|---|---|")
-    print(f"| cached path p95 (ms) | | {cached:.2f} | | yardstick |")
+    print(f"| cached path p95, paced at 30/s like the playback (ms) | | {cached:.2f} | | yardstick |")
+    print(f"| cached path p95, back to back (ms) | | {cached_b2b:.2f} | | (on/back-to-back {on_p95 / cached_b2b:.2f}x) |")
     print(f"| playback p50 (ms) | {med('off', 'playback_p50'):.2f} | {med('on', 'playback_p50'):.2f} | | |")
     print(f"| playback p95 (ms) | {off_p95:.2f} | {on_p95:.2f} | on/cached {on_p95 / cached:.2f}x | <= 2x cached: "
           f"{'met' if on_p95 <= 2 * cached else 'NOT met'} |")

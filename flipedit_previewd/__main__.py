@@ -35,6 +35,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(config.describe())
         return EXIT_OK
 
+    # The workers first: each one's interpreter start and PyAV/Pillow import (about 150 ms) overlaps
+    # the daemon's own start-up instead of following it (cold start, bench/footprint.py).
+    from .workers import WorkerPool
+
+    pool = WorkerPool.for_config(config)
+    pool.start()
+
     from .lifecycle import LifecycleState
     from .server import Server
     from .service import Service
@@ -44,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return from_args(args)[0]
 
     lifecycle = LifecycleState()  # one state: the server moves it, the service reads it
-    server = Server(config, Service(config, log, lifecycle), lifecycle, reload_config, log)
+    server = Server(config, Service(config, log, lifecycle, pool), lifecycle, reload_config, log)
     try:
         return asyncio.run(server.serve())
     except SocketError as exc:
@@ -55,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     finally:
+        pool.stop()  # already stopped by a drain; not when start-up failed (a socket error)
         log.stop_writer()  # entries still queued for the journal thread are written before exit
 
 

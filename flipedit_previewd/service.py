@@ -41,11 +41,11 @@ from .roots import MediaRoots
 from .routes import Routes, output_spec
 from .supervisor import Supervisor
 from .timeline import Timeline, empty_timeline
-from .workers import WorkerPool, WorkerSettings
+from .workers import WorkerPool
 
 
 class Service:
-    def __init__(self, config: Config, log: EventLog, lifecycle: LifecycleState | None = None) -> None:
+    def __init__(self, config: Config, log: EventLog, lifecycle: LifecycleState | None = None, pool: WorkerPool | None = None) -> None:
         self.config = config
         self.log = log
         self.lifecycle = lifecycle or LifecycleState()  # moved by the server only; read here
@@ -70,8 +70,7 @@ class Service:
         self.source = ProjectSource(os.path.expanduser(project) if project else "", (config.canvas_width, config.canvas_height), config.frame_rate)
         self._apply_source_limits(config)
         self.admission = Admission(config.workers, config.queue_size, config.queue_timeout)
-        self.pool = WorkerPool(config.workers, WorkerSettings(config.source_cache_bytes, config.max_source_pixels,
-                                                               config.test_render_hook), config.hang_threshold)
+        self.pool = pool if pool is not None else WorkerPool.for_config(config)
         self.frames = FrameCache(config.frame_cache_bytes)
         self.ahead = RenderAhead(config.render_ahead_frames)
         self.ahead_flushed: dict[str, int] = {}

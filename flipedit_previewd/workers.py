@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .config import Config
 from .errors import GatewayTimeout, RenderFailed
 from .output import OutputSpec, RenderResult
 from .timeline import Timeline, Track
@@ -302,6 +303,11 @@ class WorkerPool:
         self._next_job = 0
         self.crashes: dict[tuple[str, Any], int] = {}
         self.on_event: Callable[[str, str, Worker], None] | None = None
+
+    @classmethod
+    def for_config(cls, config: Config) -> WorkerPool:
+        return cls(config.workers, WorkerSettings(config.source_cache_bytes, config.max_source_pixels, config.test_render_hook),
+                   config.hang_threshold)
 
     def start(self) -> None:
         """Spawn the worker processes."""

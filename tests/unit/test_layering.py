@@ -52,6 +52,8 @@ ALLOWED: dict[str, set[str]] = {
 
 # Modules of another layer a layer may use anyway, each with its reason.
 SHARED: dict[tuple[str, str], str] = {
+    ("entry", "workers"): "__main__ starts the worker processes before it imports the rest of the daemon: their "
+                          "start-up overlaps the daemon's (cold start, bench/footprint.py)",
     ("http", "supervisor"): "the server starts the watchdog thread (supervisor.py runs nothing of the render side: "
                             "NEVER_REACHES checks it)",
     ("client", "access"): "the token file's location and reader, shared with the daemon that writes it",
