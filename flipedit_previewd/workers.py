@@ -23,12 +23,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import Config
 from .errors import GatewayTimeout, RenderFailed
 from .output import OutputSpec, RenderResult
 from .timeline import Timeline, Track
+
+if TYPE_CHECKING:  # a worker process never needs the configuration module (its import is on the cold start)
+    from .config import Config
 
 IDLE_RELEASE_S = 10.0  # a worker without a job for this long closes its media and trims its heap
 
