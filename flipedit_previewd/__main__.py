@@ -50,9 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def reload_config() -> Config:  # SIGHUP: the same command line and environment, the files read again
         return from_args(args)[0]
 
-    lifecycle = LifecycleState()  # one state: the server moves it, the service reads it
-    server = Server(config, Service(config, log, lifecycle, pool), lifecycle, reload_config, log)
     try:
+        lifecycle = LifecycleState()  # one state: the server moves it, the service reads it
+        server = Server(config, Service(config, log, lifecycle, pool), lifecycle, reload_config, log)
         return asyncio.run(server.serve())
     except SocketError as exc:
         log.emit("config_error", f"socket error: {exc}", "err")

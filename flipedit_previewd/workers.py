@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -84,6 +85,7 @@ class RenderOutcome:
 
 def child_main() -> None:
     """Entry point of a worker process (see ``_Child``): argv names it and its end of the socket pair."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the daemon's to handle; it ends the workers
     conn = Connection(int(sys.argv[2]))
     settings, parent = pickle.loads(conn.recv_bytes())
     _worker_main(conn, settings, parent)
