@@ -35,22 +35,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(config.describe())
         return EXIT_OK
 
-    # The workers first: each one's interpreter start and PyAV/Pillow import (about 150 ms) overlaps
-    # the daemon's own start-up instead of following it (cold start, bench/footprint.py).
-    from .workers import WorkerPool
-
-    pool = WorkerPool.for_config(config)
-    pool.start()
-
-    from .lifecycle import LifecycleState
-    from .server import Server
-    from .service import Service
     from .sockets import SocketError
+    from .workers import WorkerPool
 
     def reload_config() -> Config:  # SIGHUP: the same command line and environment, the files read again
         return from_args(args)[0]
 
+    pool = WorkerPool.for_config(config)
     try:
+        # The workers first: each one's interpreter start and PyAV/Pillow import (about 150 ms) overlaps
+        # the daemon's own start-up instead of following it (cold start, bench/footprint.py).
+        pool.start()
+        from .lifecycle import LifecycleState
+        from .server import Server
+        from .service import Service
+
         lifecycle = LifecycleState()  # one state: the server moves it, the service reads it
         server = Server(config, Service(config, log, lifecycle, pool), lifecycle, reload_config, log)
         return asyncio.run(server.serve())
@@ -62,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     finally:
-        pool.stop()  # already stopped by a drain; not when start-up failed (a socket error)
+        pool.stop()  # already stopped by a drain; not when start-up failed (a socket error, a failed spawn)
         log.stop_writer()  # entries still queued for the journal thread are written before exit
 
 

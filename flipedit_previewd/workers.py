@@ -225,7 +225,11 @@ def _test_hook(hook: str, job: RenderJob) -> None:
         time.sleep(float(hook.split(":", 1)[1]))
 
 
-_CHILD_CODE = "import json, sys; sys.path[:] = json.loads(sys.argv[3]); from flipedit_previewd.workers import child_main; child_main()"
+# The daemon's import path travels in the environment (/proc/PID/environ is readable by its owner only;
+# argv is readable by every local user) and is dropped from it at once.
+_PATH_VARIABLE = "FLIPEDIT_WORKER_SYS_PATH"
+_CHILD_CODE = (f"import json, os, sys; sys.path[:] = json.loads(os.environ.pop({_PATH_VARIABLE!r})); "
+               "from flipedit_previewd.workers import child_main; child_main()")
 
 
 class _Child:
@@ -239,12 +243,13 @@ class _Child:
     def __init__(self, index: int, settings: WorkerSettings) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with ours, theirs:
-            # The daemon's own import path, as multiprocessing would pass it: the worker renders with
-            # the same package the daemon runs (a source tree, a venv, the .deb), and -P keeps the
-            # working directory off it until then.
+            # The daemon's own import path and interpreter flags (-I, -s, -E ...), as multiprocessing
+            # passes them: the worker renders with the same package the daemon runs (a source tree, a
+            # venv, the .deb) under the same isolation, and -P keeps the working directory off the path.
+            flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
             self.popen = subprocess.Popen(
-                [sys.executable, "-P", "-c", _CHILD_CODE, f"flipedit-previewd-worker-{index}", str(theirs.fileno()),
-                 json.dumps(sys.path)], stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),))
+                [sys.executable, *flags, "-P", "-c", _CHILD_CODE, f"flipedit-previewd-worker-{index}", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env={**os.environ, _PATH_VARIABLE: json.dumps(sys.path)})
             self.conn = Connection(ours.detach())
         self.conn.send_bytes(pickle.dumps((settings, os.getpid())))
 

@@ -65,6 +65,8 @@ def test_workers_start_without_multiprocessing_or_its_resource_tracker() -> None
         assert workers <= set(commands)
         assert not any("resource_tracker" in c or "multiprocessing" in c for c in commands.values()), commands
         assert all("child_main" in commands[pid] for pid in workers)
+        # The import path goes by the environment (its owner's only), not argv (every local user's).
+        assert not any("site-packages" in commands[pid] for pid in workers)
     finally:
         pool.stop()
     assert not any(w.process.is_alive() for w in pool.workers)
