@@ -107,6 +107,11 @@ def health_rows(h: dict[str, Any], colour: bool = False) -> list[tuple[str, str]
     roots = h.get("media_roots")
     if isinstance(roots, list):
         rows.append(("media roots", ", ".join(str(r) for r in roots[:20]) or "(none: no media can be read)"))
+    pending = h.get("restart_pending")
+    if isinstance(pending, list) and pending:
+        # A reload kept these settings' running values: the configuration says otherwise until a restart.
+        rows.append(("restart", f"{paint('pending', colour)} for {', '.join(show(p) for p in pending[:20])}: "
+                                "the configuration changed them, a reload cannot; systemctl --user restart flipedit-preview"))
     return rows
 
 

@@ -7,6 +7,7 @@ database kept the old one.
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import socket
@@ -16,6 +17,9 @@ from typing import Any
 
 import requests
 from helpers import build_project, decode, solid_png
+
+from flipedit_previewd.ctl import main
+from flipedit_previewd.ctl.commands import Env
 
 
 def reloaded(daemon: Any, conf: Path, text: str, until: Any) -> dict[str, Any]:
@@ -74,6 +78,9 @@ def test_sighup_applies_http_limits_and_request_timeout_and_reports_restart_only
                       "canvas_width = 640\nframe_rate = 25.0\nworkers = 3\n",
                       lambda h: h["restart_pending"] == ["workers", "canvas_width", "frame_rate"])
     assert health["max_concurrent"] == 2 and len(health["workers"]) == 2  # the running value, not the file's
+    out = io.StringIO()
+    main(["--url", daemon.url, "health"], Env(out, io.StringIO(), {}, False, False, sleep=lambda s: None))
+    assert "restart     pending for workers, canvas_width, frame_rate" in out.getvalue()  # previewctl says so too
     # Live: a new connection is parsed with the new limits, and a request that never ends meets the new deadline.
     assert many_headers(daemon, 20) == 431
     assert many_headers(daemon, 5) == 200

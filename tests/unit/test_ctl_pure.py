@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 
 from flipedit_previewd.ctl import main
-from flipedit_previewd.ctl.commands import Env, bar, sparkline
+from flipedit_previewd.ctl.commands import Env, bar, health_rows, sparkline
 from flipedit_previewd.ctl.journal_read import BadTime, parse_time
 from flipedit_previewd.ctl.stats import summarise
 from flipedit_previewd.journal import MESSAGE_IDS
@@ -95,3 +95,13 @@ def test_journal_values_become_json_types() -> None:
     out = as_json(entry)
     assert out["__MONOTONIC_TIMESTAMP"] == 3.5 and out["EVENT"] == "ready" and isinstance(out["_BOOT_ID"], str)
     assert json.loads(json.dumps(out)) == out and "Monotonic" not in json.dumps(out)
+
+
+def test_health_names_settings_waiting_for_a_restart_and_only_then() -> None:
+    """After a SIGHUP that changed a restart-only setting (e.g. workers), /health's restart_pending names it:
+    the operator reading `previewctl health` must learn that the running value is not the configured one."""
+    base = {"status": "ok", "pid": 1, "restart_pending": []}
+    assert not [label for label, _ in health_rows(base) if label == "restart"]
+    rows = dict(health_rows({**base, "restart_pending": ["workers", "listen"]}))
+    assert "workers, listen" in rows["restart"] and "restart flipedit-preview" in rows["restart"]
+    assert "restart" not in dict(health_rows({**base, "restart_pending": "workers"}))  # a hostile shape: ignored
