@@ -125,7 +125,7 @@ class FrameService:
                 if self.admission.speculate((f, spec), revision, AHEAD_TTL_S, 4 * self.ahead.frames):
                     self.ahead.counters["planned"] += 1
 
-    async def get_frame(self, request: Request, frame: int, over_limit: bool, client: str) -> Response:
+    async def get_frame(self, request: Request, frame: int, client: str) -> Response:
         host = self.host
         begun = time.monotonic()
         self._request_seq += 1
@@ -150,8 +150,6 @@ class FrameService:
         refused_at_once = False
         result: FrameResult | None = None
         try:
-            if over_limit:
-                raise self.admission.reject("connections", f"more than {host.config.max_connections} connections open")
             result = await self.dispatcher.render((frame, spec), timeline.revision, etag)
             outcome, status = ("shared" if result.shared else "rendered"), 200
         except asyncio.CancelledError:

@@ -57,7 +57,7 @@ class Routes:
             frame = frame_index(path[len("/get_frame/"):])
             if s.lifecycle.current is Lifecycle.STOPPED:
                 raise s.refuse("stopping", "the daemon is stopping")
-            return await s.get_frame(request, frame, False, client)
+            return await s.get_frame(request, frame, client)
         if path == "/health":
             _require(method, ("GET", "HEAD"))
             s._count("health")

@@ -210,8 +210,8 @@ class Service:
     def _publish_source_events(self) -> None:
         self.frame_service.publish_source_events()
 
-    async def get_frame(self, request: Request, frame: int, over_limit: bool, client: str) -> Response:
-        return await self.frame_service.get_frame(request, frame, over_limit, client)
+    async def get_frame(self, request: Request, frame: int, client: str) -> Response:
+        return await self.frame_service.get_frame(request, frame, client)
 
     def render_ahead_stats(self) -> dict[str, Any]:
         return self.frame_service.render_ahead_stats()
