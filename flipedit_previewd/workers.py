@@ -309,6 +309,7 @@ class WorkerPool:
         self.replaced = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._state_lock = threading.Lock()  # a worker's (state, job_id) against replace_hung's check-then-kill
         self._next_job = 0
         self.crashes: dict[tuple[str, Any], int] = {}
         self.on_event: Callable[[str, str, Worker], None] | None = None
@@ -341,7 +342,8 @@ class WorkerPool:
             if self._stop.is_set():
                 raise RenderFailed("the daemon is stopping")
             worker = self.workers[index]
-            if worker.state == "dead" or not worker.process.is_alive():
+            # killed_for_hang here: killed for a job that answered just before the kill (replace_hung).
+            if worker.state == "dead" or worker.killed_for_hang or not worker.process.is_alive():
                 self._note("worker_died", f"worker {index} found dead while idle; replaced", worker)
                 self._respawn(worker)
                 worker = self.workers[index]
@@ -350,8 +352,9 @@ class WorkerPool:
             with self._lock:
                 self._next_job += 1
                 job = RenderJob(self._next_job, frame, spec, None, broken, timeline.revision, roots, speculative)
-            worker.state, worker.since, worker.frame, worker.hung_reported = "rendering", time.monotonic(), frame, False
-            worker.job_id = job.job_id
+            with self._state_lock:  # replace_hung decides on (state, job_id): never on half of a change
+                worker.state, worker.since, worker.frame, worker.hung_reported = "rendering", time.monotonic(), frame, False
+                worker.job_id = job.job_id
             try:
                 if worker.revision != timeline.revision:
                     worker.revision = ""
@@ -375,7 +378,8 @@ class WorkerPool:
                 if attempts == 1 or newly_broken:
                     continue  # once on a fresh worker; or again with the crashing sources as placeholders
                 raise WorkerCrashed(f"worker {index} died twice rendering frame {frame}") from None
-            worker.state, worker.since, worker.frame = "idle", time.monotonic(), None
+            with self._state_lock:
+                worker.state, worker.since, worker.frame = "idle", time.monotonic(), None
             worker.completed += 1
             with self._lock:
                 self.completed += 1
@@ -427,13 +431,17 @@ class WorkerPool:
         Only while it still renders the job it was found hung on: a worker that finished in the
         meantime may already run an unrelated job, which must not get the 504.
         """
-        if worker.state != "rendering" or worker.job_id != job_id or self.workers[worker.index] is not worker:
-            return
-        worker.killed_for_hang = True
-        try:
-            worker.process.kill()
-        except (OSError, ValueError, AttributeError):
-            pass
+        # Under the state lock: the driver cannot mark this job done and start the next one between the
+        # check and the kill (the next job would get this one's 504). A job whose answer arrived just
+        # before is still returned; the process is then found dead before the next job and replaced.
+        with self._state_lock:
+            if worker.state != "rendering" or worker.job_id != job_id or self.workers[worker.index] is not worker:
+                return
+            worker.killed_for_hang = True
+            try:
+                worker.process.kill()
+            except (OSError, ValueError, AttributeError):
+                pass
 
     def _terminate(self, worker: Worker) -> None:
         worker.state = "dead"

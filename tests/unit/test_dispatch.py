@@ -421,3 +421,24 @@ def test_a_worker_goes_on_from_the_frame_its_decoders_are_at(pool: WorkerPool) -
         assert order == [12, 200]  # 2 frames on from its position, before the older request for frame 200
 
     run(pool, scenario)
+
+
+def test_a_worker_killed_for_an_earlier_hang_never_answers_504_for_the_next_job() -> None:
+    """replace_hung may kill a worker whose job answered just before the kill. The next job must go to a fresh
+    worker, not get the 504 meant for the hung one, even while the killed process still looks alive (the
+    signal not yet delivered: is_alive is forced to True here to hold that moment)."""
+    fresh = new_pool()
+    fresh.start()
+    try:
+        first = fresh.render(0, 0, SPEC, timeline("r1"))
+        assert first.result.body
+        worker = fresh.workers[0]
+        with fresh._state_lock:  # as replace_hung does it, for the job that has just answered
+            worker.killed_for_hang = True
+            worker.process.kill()
+        worker.process.join(5)
+        worker.process.is_alive = lambda: True  # type: ignore[method-assign]
+        second = fresh.render(0, 1, SPEC, timeline("r1"))
+        assert second.result.body and fresh.workers[0] is not worker and fresh.replaced == 1
+    finally:
+        fresh.stop()
