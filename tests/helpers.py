@@ -31,6 +31,24 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
     return predicate()
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (through each thread's children; a thread ending while we look is skipped)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -18,7 +18,7 @@ import av
 import numpy as np
 import pytest
 import requests
-from helpers import build_project, close_to, decode, exchange, solid_png, wait_for
+from helpers import build_project, close_to, decode, descendants, exchange, solid_png, wait_for
 
 from flipedit_previewd.projectdb import MEDIA_STAT_INTERVAL
 
@@ -52,23 +52,6 @@ def scene(tmp_path: Path) -> dict[str, Any]:
     return {"root": root, "outside": outside, "db": db, "green": green,
             "blue_png": solid_png(outside / "secret.png", (16, 16), BLUE),
             "blue_ts": make_video(outside / "secret.ts", BLUE, fmt="mpegts")}
-
-
-def descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                children = (task / "children").read_text().split()
-            except OSError:
-                continue
-            for child in map(int, children):
-                if child not in found:
-                    found.add(child)
-                    todo.append(child)
-    return found
 
 
 def put(daemon: Any, clips: list[dict[str, Any]], **headers: str) -> requests.Response:

@@ -48,20 +48,22 @@ def test_workers_start_without_multiprocessing_or_its_resource_tracker() -> None
     import os
     from pathlib import Path
 
+    from helpers import descendants, wait_for
+
     from flipedit_previewd.workers import WorkerPool, WorkerSettings
 
     pool = WorkerPool(2, WorkerSettings(1 << 22, 1 << 24), hang_threshold=30.0)
     pool.start()
     try:
         assert pool.workers[0].conn.poll(0) is False  # a live pair, nothing unasked for
-        commands = {}
-        for entry in Path("/proc").glob("[0-9]*"):
-            try:  # a process of someone else's may end while we look
-                if int(entry.joinpath("stat").read_text().rpartition(")")[2].split()[1]) == os.getpid():
-                    commands[int(entry.name)] = entry.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (OSError, ValueError):
-                continue
+
+        def command_lines() -> dict[int, str]:
+            return {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in descendants(os.getpid())}
+
+        # Right after Popen returns, a child still in its exec can show an empty command line for a moment.
         workers = {w.process.pid for w in pool.workers}
+        assert wait_for(lambda: all(command_lines().get(pid) for pid in workers), 5, 0.02)
+        commands = command_lines()
         assert workers <= set(commands)
         assert not any("resource_tracker" in c or "multiprocessing" in c for c in commands.values()), commands
         assert all("child_main" in commands[pid] for pid in workers)
