@@ -9,7 +9,9 @@ import socket
 import socketserver
 import sqlite3
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +225,27 @@ class Daemon:
             pass
         self.proc.wait(timeout=5)
         return self.proc.returncode
+
+
+def closed_loop(url: str, clients: int, seconds: float, path: Callable[[int, int], str]) -> list[int]:
+    """``clients`` threads, each with its own keep-alive session, asking ``url + path(client, n)`` back to back
+    (``n`` counts that client's requests) until ``seconds`` are up: every status, in no particular order."""
+    statuses: list[int] = []
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        with requests.Session() as session:
+            n = 0
+            while time.monotonic() < stop:
+                statuses.append(session.get(url + path(index, n), timeout=10).status_code)
+                n += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
 
 
 def overload_with_health_watch(url: str, connections: int, seconds: float, path: Any = None) -> dict[str, Any]:

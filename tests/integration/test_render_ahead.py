@@ -4,14 +4,13 @@ and real requests never wait behind it."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from helpers import build_project, solid_png, wait_for
+from helpers import build_project, closed_loop, solid_png, wait_for
 
 from flipedit_previewd.testing import set_clip_rect
 
@@ -41,22 +40,7 @@ def play(session: requests.Session, url: str, frames: range, fps: float = 30.0, 
 
 def closed_loop_players(url: str, clients: int, seconds: float) -> list[int]:
     """``clients`` players, each at its own width, asking consecutive frames back to back; every status."""
-    statuses: list[int] = []
-    stop = time.monotonic() + seconds
-
-    def client(width: int) -> None:
-        with requests.Session() as session:
-            frame = 0
-            while time.monotonic() < stop:
-                statuses.append(session.get(f"{url}/get_frame/{frame}?width={width}", timeout=10).status_code)
-                frame += 1
-
-    threads = [threading.Thread(target=client, args=(320 + 16 * i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return statuses
+    return closed_loop(url, clients, seconds, lambda client, frame: f"/get_frame/{frame}?width={320 + 16 * client}")
 
 
 def test_playback_is_served_from_frames_rendered_ahead(start_daemon: Any, project: Path) -> None:

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import overload_with_health_watch  # noqa: E402
+from helpers import closed_loop, overload_with_health_watch  # noqa: E402
 
 
 def unique_path(counter: int) -> str:
@@ -23,27 +19,9 @@ def unique_path(counter: int) -> str:
 
 
 def measure_capacity(url: str, seconds: float = 5.0, clients: int = 4) -> float:
-    counter = [10_000_000]
-    lock = threading.Lock()
-    done = [0]
-    end = time.monotonic() + seconds
-
-    def run() -> None:
-        with requests.Session() as session:
-            while time.monotonic() < end:
-                with lock:
-                    counter[0] += 1
-                    path = unique_path(counter[0])
-                if session.get(url + path, timeout=10).status_code == 200:
-                    with lock:
-                        done[0] += 1
-
-    threads = [threading.Thread(target=run) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return done[0] / seconds
+    """Frames per second served to ``clients`` closed-loop clients, each request a distinct frame."""
+    statuses = closed_loop(url, clients, seconds, lambda client, n: unique_path(10_000_000 + n * clients + client))
+    return statuses.count(200) / seconds
 
 
 if __name__ == "__main__":
