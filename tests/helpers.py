@@ -193,6 +193,11 @@ class Daemon:
         except OSError:
             return ""
 
+    def log_once(self, text: str, count: int = 1, timeout: float = 5.0) -> str:
+        """The log once ``text`` is in it ``count`` times: the daemon's log writer is a thread that writes after
+        the answer has gone, so a test that reads the log right after a response races it."""
+        return str(wait_for(lambda: self.log() if self.log().count(text) >= count else "", timeout) or self.log())
+
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 10)
         return requests.get(self.url + path, **kwargs)

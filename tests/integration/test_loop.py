@@ -316,7 +316,7 @@ def test_stuck_renders_get_504_within_budget_and_the_frame_is_refused_at_once(st
     assert again.status_code == 504 and again.json()["limit"] == "render_budget" and again_s < 0.5
     assert health["counters"]["workers_replaced"] >= 2 and health["status"] != "degraded" or health["capacity"] == 2
     assert not figures["failures"] and figures["p99_s"] < HEALTH_P99_S
-    assert "render_budget" in daemon.log()
+    assert "render_budget" in daemon.log_once("render_budget")
 
 
 def test_worker_killed_while_idle_next_request_200(start_daemon: Any, red_project: Path) -> None:
@@ -328,7 +328,7 @@ def test_worker_killed_while_idle_next_request_200(start_daemon: Any, red_projec
     r = daemon.get("/get_frame/1")
     assert r.status_code == 200, r.text
     assert daemon.health()["workers"][0]["pid"] != pid
-    assert "found dead while idle" in daemon.log()
+    assert "found dead while idle" in daemon.log_once("found dead while idle")
 
 
 def test_source_that_crashes_its_worker_becomes_a_placeholder(start_daemon: Any, tmp_path: Path) -> None:
@@ -340,7 +340,7 @@ def test_source_that_crashes_its_worker_becomes_a_placeholder(start_daemon: Any,
         {"source": good, "rect": (0, 0, 640, 360), "start": 1000, "end": 2000}]}])
     daemon = start_daemon("--project", str(db), "--test-render-hook", "crash:crashy")
     statuses = {f: daemon.get(f"/get_frame/{f}").status_code for f in (0, 1, 2, 40, 41, 3, 4, 42)}
-    log = daemon.log()
+    log = daemon.log_once("crashed the renderer twice")
     deaths = log.count("died rendering frame")
     report("crashing source", statuses=statuses, worker_deaths=deaths)
     assert set(statuses.values()) == {200}
@@ -349,7 +349,7 @@ def test_source_that_crashes_its_worker_becomes_a_placeholder(start_daemon: Any,
     os.utime(bad, ns=(time.time_ns(), time.time_ns() + 10**9))  # the file changed: another chance (and two crashes)
     time.sleep(0.6)  # media are re-stat'ed at most every 0.5 s
     assert daemon.get("/get_frame/5").status_code == 200
-    assert daemon.log().count("died rendering frame") == 4
+    assert daemon.log_once("died rendering frame", 4).count("died rendering frame") == 4
 
 
 # --- back-pressure and connection limits ---------------------------------------------------------

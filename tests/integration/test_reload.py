@@ -91,7 +91,7 @@ def test_sighup_applies_http_limits_and_request_timeout_and_reports_restart_only
     assert decode(daemon.get("/get_frame/0").content).size == canvas
     assert put(1).status_code == 200
     assert decode(daemon.get("/get_frame/0").content).size == canvas
-    assert "restart to apply: workers, canvas_width, frame_rate" in daemon.log()
+    assert "restart to apply: workers, canvas_width, frame_rate" in daemon.log_once("restart to apply")
 
     # Configured back to the running values: nothing pending; the live ones follow the file again.
     health = reloaded(daemon, conf, "max_headers = 50\nrequest_timeout = 30\n", lambda h: h["restart_pending"] == [])
