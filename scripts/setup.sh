@@ -18,6 +18,10 @@ fi
 
 PY=${PYTHON:-python3}
 stamp=".venv/.setup-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ -e .venv ] && ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  echo "setup: .venv is incomplete (an interrupted earlier setup?): creating it again"
+  rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($PY --version)"
   "$PY" -m venv .venv
