@@ -250,9 +250,30 @@ def _rmdir(path: Path) -> None:
             time.sleep(0.1)
 
 
-def leftovers() -> dict[str, list[str]]:
-    """What a finished test run must not leave: cgroups under the roots, tmpfs mounts, sandbox processes."""
+def _mount_namespace(pid: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return ""  # ended meanwhile
+
+
+def _named_processes() -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line.strip() for line in ps.splitlines()[1:]
+            if any(k in line for k in ("systemd --user", "systemd-journald", "flipedit-previewd", "systemd-socket-activate"))]
+
+
+def leftovers(where: str = "anywhere") -> dict[str, list[str]]:
+    """What a finished test run must not leave: cgroups under the roots, tmpfs mounts, sandbox processes.
+
+    ``where``: "sandboxes" counts only what a sandbox makes (processes in another mount namespace than
+    ours, cgroups, mounts), "here" only processes in our mount namespace (the integration tests'
+    daemons): scripts/test.sh runs the systemd layers and the others as two pytest sessions at once,
+    and each must not count the other's work in progress as left behind."""
     found: dict[str, list[str]] = {"cgroups": [], "mounts": [], "processes": []}
+    ours = _mount_namespace("self")
+    if where == "here":
+        return {**found, "processes": [line for line in _named_processes() if _mount_namespace(line.split()[0]) == ours]}
     for root in CGROUP_ROOTS:
         found["cgroups"] += [str(p) for p in root.iterdir() if p.is_dir()] if root.exists() else []
     with open("/proc/self/mounts") as handle:
@@ -260,10 +281,10 @@ def leftovers() -> dict[str, list[str]]:
             parts = line.split()
             if parts[2] == "tmpfs" and parts[1] in ("/run/systemd", "/run/log", "/run/user", USER_UNIT_DIR):
                 found["mounts"].append(parts[1])
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    for line in ps.splitlines()[1:]:
-        if any(k in line for k in ("systemd --user", "systemd-journald", "flipedit-previewd", "systemd-socket-activate")):
-            found["processes"].append(line.strip())
+    for line in _named_processes():
+        if where == "sandboxes" and _mount_namespace(line.split()[0]) in ("", ours):
+            continue
+        found["processes"].append(line)
     return found
 
 

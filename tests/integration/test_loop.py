@@ -84,6 +84,7 @@ def red_project(tmp_path: Path) -> Path:
 
 # --- hostile timelines over PUT --------------------------------------------------------------
 
+@pytest.mark.solo
 def test_4mb_path_timeline_is_refused_without_stalling_the_loop(start_daemon: Any, red_project: Path, tmp_path: Path) -> None:
     daemon = start_daemon("--project", str(red_project))
     path = str(tmp_path) + "/" + "x/.." * 900_000 + "/red.png"  # 3.6 MB: resolving it took the old loop a minute
@@ -101,6 +102,7 @@ def test_4mb_path_timeline_is_refused_without_stalling_the_loop(start_daemon: An
     assert daemon.get("/get_frame/0").status_code == 200
 
 
+@pytest.mark.solo
 def test_4096_clips_at_largest_canvas_are_refused_naming_the_limit(start_daemon: Any, red_project: Path, tmp_path: Path) -> None:
     daemon = start_daemon("--project", str(red_project))
     red = str(tmp_path / "red.png")
@@ -118,6 +120,7 @@ def test_4096_clips_at_largest_canvas_are_refused_naming_the_limit(start_daemon:
     assert_responsive(figures)
 
 
+@pytest.mark.solo
 def test_timeline_naming_50000_files(start_daemon: Any, red_project: Path, tmp_path: Path) -> None:
     media = tmp_path / "many"
     media.mkdir()
@@ -156,6 +159,7 @@ def _locking_writer(db: Path, seconds: float, locked: threading.Event) -> None:
     conn.close()
 
 
+@pytest.mark.solo
 def test_database_locked_10s_and_sighup_during_the_lock(start_daemon: Any, red_project: Path) -> None:
     daemon = start_daemon("--project", str(red_project))
     assert daemon.get("/get_frame/0").status_code == 200
@@ -235,6 +239,7 @@ BAD_DATABASES: dict[str, tuple[Callable[[Path], None], set[str]]] = {
 }
 
 
+@pytest.mark.solo
 @pytest.mark.parametrize("case", sorted(BAD_DATABASES))
 def test_bad_project_database(start_daemon: Any, red_project: Path, case: str) -> None:
     spoil, expected_states = BAD_DATABASES[case]
@@ -257,6 +262,7 @@ def test_bad_project_database(start_daemon: Any, red_project: Path, case: str) -
     assert_responsive(figures)
 
 
+@pytest.mark.solo
 def test_fifo_as_project_path(start_daemon: Any, tmp_path: Path) -> None:
     fifo = tmp_path / "project.sqlite"
     os.mkfifo(fifo)
@@ -274,6 +280,7 @@ def test_fifo_as_project_path(start_daemon: Any, tmp_path: Path) -> None:
 
 # --- deadlines, budgets, worker faults ----------------------------------------------------------
 
+@pytest.mark.solo
 def test_queued_renders_answered_503_at_their_deadline(start_daemon: Any, red_project: Path) -> None:
     daemon = start_daemon("--project", str(red_project), "--workers", "1", "--queue-timeout", "0.5",
                           "--test-render-hook", "sleep:1")
@@ -292,6 +299,7 @@ def test_queued_renders_answered_503_at_their_deadline(start_daemon: Any, red_pr
     assert max(late) < 0.6, sorted(late)[-5:]
 
 
+@pytest.mark.solo
 def test_stuck_renders_get_504_within_budget_and_the_frame_is_refused_at_once(start_daemon: Any, red_project: Path) -> None:
     daemon = start_daemon("--project", str(red_project), "--test-render-hook", "hang", "--render-budget", "1",
                           "--hang-threshold", "3")

@@ -110,6 +110,7 @@ def test_speculation_stops_when_playback_stops(start_daemon: Any, project: Path)
     assert ahead(daemon)["rendered"] == rendered
 
 
+@pytest.mark.solo
 def test_a_real_request_never_waits_behind_more_than_one_guess(start_daemon: Any, project: Path) -> None:
     # One worker, and it may render ahead: the worst case for a real request.
     daemon = start_daemon("--project", str(project), "--workers", "1", "--render-ahead-workers", "1",

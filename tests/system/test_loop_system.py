@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from deploy import Deployed, wait_active
 from helpers import ROOT, overload_with_health_watch, wait_for
@@ -65,6 +66,7 @@ class Probe:
         return percentile(self.times, 99) or 0.0
 
 
+@pytest.mark.solo
 def test_hostile_inputs_under_systemd_no_restart(deployed: Any, tmp_path: Path) -> None:
     media = tmp_path / "many"
     media.mkdir()
@@ -134,6 +136,7 @@ def test_hostile_inputs_under_systemd_no_restart(deployed: Any, tmp_path: Path) 
     assert lag["p99_ms"] < 125
 
 
+@pytest.mark.solo
 def test_stuck_render_on_every_worker_504_within_budget_no_restart(deployed: Any) -> None:
     d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "hang", "FLIPEDIT_PREVIEWD_HANG_THRESHOLD": "2",
                       "FLIPEDIT_PREVIEWD_RENDER_BUDGET": "1"})
@@ -173,6 +176,7 @@ def stamp(seconds_ago: float = 0) -> str:
     return datetime.fromtimestamp(time.time() - seconds_ago).strftime("%Y-%m-%d %H:%M:%S")
 
 
+@pytest.mark.solo
 def test_rejection_flood_is_summarised_and_stats_counts_every_rejection(deployed: Any) -> None:
     # queue_size 0: every render request that is not a cache hit is refused at once (503, limit queue)
     d = deployed(args="--workers 1 --queue-size 0")

@@ -6,7 +6,7 @@ from sandbox import Sandbox, leftovers
 
 
 def test_sandbox_runs_a_user_manager_and_cleans_up_by_pid() -> None:
-    before = leftovers()
+    before = leftovers("sandboxes")
     with Sandbox() as box:
         assert box.systemctl("is-system-running", check=False).stdout.strip() in ("running", "degraded")
         assert box.run("test", "-S", "/run/systemd/journal/socket", check=False).returncode == 0
@@ -14,6 +14,6 @@ def test_sandbox_runs_a_user_manager_and_cleans_up_by_pid() -> None:
         assert any(e.get("MESSAGE") == "hello journal" for e in box.journal("SYSLOG_IDENTIFIER=sandbox-probe"))
         pids = box.cgroup_pids()
         assert box.pids["manager"] in pids
-    after = leftovers()
+    after = leftovers("sandboxes")
     assert after == before == {"cgroups": [], "mounts": [], "processes": []}
     assert not box.cgroup_pids()

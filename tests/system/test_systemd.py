@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from deploy import SOCKET, UNIT, wait_active
 from helpers import ROOT, overload_with_health_watch, wait_for
@@ -168,6 +169,7 @@ def test_stop_under_load_finishes_in_flight_and_exits_cleanly(deployed: Any) -> 
     assert d.journal(MESSAGE_ID=MESSAGE_IDS["stopped"])
 
 
+@pytest.mark.solo
 def test_overload_of_400_connections_gets_only_complete_answers(deployed: Any) -> None:
     d = deployed()
     requests.get(d.url + "/health", timeout=30)
