@@ -35,16 +35,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(config.describe())
         return EXIT_OK
 
-    from .sockets import SocketError
-    from .workers import WorkerPool
+    # The workers first: each one's interpreter start and PyAV/Pillow import (about 150-250 ms) overlaps
+    # the daemon's own start-up instead of following it (cold start, bench/footprint.py, spawn.py).
+    from .spawn import start_workers
 
-    def reload_config() -> Config:  # SIGHUP: the same command line and environment, the files read again
-        return from_args(args)[0]
+    started = start_workers(config.workers)
+    from .sockets import SocketError  # (a worker whose daemon is gone reads end-of-file and exits)
 
-    pool = WorkerPool.for_config(config)
+    pool = None
     try:
-        # The workers first: each one's interpreter start and PyAV/Pillow import (about 150 ms) overlaps
-        # the daemon's own start-up instead of following it (cold start, bench/footprint.py).
+        from .workers import WorkerPool
+
+        def reload_config() -> Config:  # SIGHUP: the same command line and environment, the files read again
+            return from_args(args)[0]
+
+        pool = WorkerPool.for_config(config, started)
         pool.start()
         from .lifecycle import LifecycleState
         from .server import Server
@@ -61,7 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     finally:
-        pool.stop()  # already stopped by a drain; not when start-up failed (a socket error, a failed spawn)
+        if pool is not None:
+            pool.stop()  # already stopped by a drain; not when start-up failed (a socket error, a failed spawn)
+        for process in started:  # none left alive by then, unless start-up failed before the pool adopted them
+            process.kill()
+            process.join(timeout=1)
         log.stop_writer()  # entries still queued for the journal thread are written before exit
 
 
