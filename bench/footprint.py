@@ -69,7 +69,7 @@ def command(pid: int) -> str:
     raw = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     if "resource_tracker" in raw:
         return "resource tracker"
-    if "child_main" in raw or "multiprocessing" in raw:  # multiprocessing: a daemon from before spawn.py
+    if "child_main" in raw or "multiprocessing" in raw:  # multiprocessing: a daemon from before workers.py's _Child
         return "render worker"
     return "main" if "flipedit-previewd" in raw else raw[:40]
 

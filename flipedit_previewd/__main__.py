@@ -35,21 +35,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(config.describe())
         return EXIT_OK
 
-    # The workers first: each one's interpreter start and PyAV/Pillow import (about 150-250 ms) overlaps
-    # the daemon's own start-up instead of following it (cold start, bench/footprint.py, spawn.py).
-    from .spawn import start_workers
+    from .sockets import SocketError
+    from .workers import WorkerPool
 
-    started = start_workers(config.workers)
-    from .sockets import SocketError  # (a worker whose daemon is gone reads end-of-file and exits)
+    def reload_config() -> Config:  # SIGHUP: the same command line and environment, the files read again
+        return from_args(args)[0]
 
-    pool = None
+    pool = WorkerPool.for_config(config)
     try:
-        from .workers import WorkerPool
-
-        def reload_config() -> Config:  # SIGHUP: the same command line and environment, the files read again
-            return from_args(args)[0]
-
-        pool = WorkerPool.for_config(config, started)
+        # The workers first: each one's interpreter start and PyAV/Pillow import (about 150 ms) overlaps
+        # the daemon's own start-up instead of following it (cold start, bench/footprint.py).
         pool.start()
         from .lifecycle import LifecycleState
         from .server import Server
@@ -66,11 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     finally:
-        if pool is not None:
-            pool.stop()  # already stopped by a drain; not when start-up failed (a socket error, a failed spawn)
-        for process in started:  # none left alive by then, unless start-up failed before the pool adopted them
-            process.kill()
-            process.join(timeout=1)
+        pool.stop()  # already stopped by a drain; not when start-up failed (a socket error, a failed spawn)
         log.stop_writer()  # entries still queued for the journal thread are written before exit
 
 

@@ -11,21 +11,23 @@ which a thread cannot. Each worker reports what it is doing and since when, so
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import pickle
 import queue
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from .errors import GatewayTimeout, RenderFailed
 from .output import OutputSpec, RenderResult
-from .spawn import WorkerProcess
 from .timeline import Timeline, Track
 
 if TYPE_CHECKING:  # a worker process never needs the configuration module (its import is on the cold start)
@@ -82,7 +84,7 @@ class RenderOutcome:
 
 
 def child_main() -> None:
-    """Entry point of a worker process (see ``spawn.WorkerProcess``): argv names it and its end of the socket pair."""
+    """Entry point of a worker process (see ``_Child``): argv names it and its end of the socket pair."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the daemon's to handle; it ends the workers
     conn = Connection(int(sys.argv[2]))
     settings, parent = pickle.loads(conn.recv_bytes())
@@ -223,6 +225,52 @@ def _test_hook(hook: str, job: RenderJob) -> None:
         time.sleep(float(hook.split(":", 1)[1]))
 
 
+# The daemon's import path travels in the environment (/proc/PID/environ is readable by its owner only;
+# argv is readable by every local user) and is dropped from it at once.
+_PATH_VARIABLE = "FLIPEDIT_WORKER_SYS_PATH"
+_CHILD_CODE = (f"import json, os, sys; sys.path[:] = json.loads(os.environ.pop({_PATH_VARIABLE!r})); "
+               "from flipedit_previewd.workers import child_main; child_main()")
+
+
+class _Child:
+    """A worker process started by ``subprocess``, with the little of multiprocessing.Process we use.
+
+    Not multiprocessing's spawn: that starts a resource-tracker process (6.6 MB PSS idle, for
+    semaphores the daemon never makes) and re-imports the daemon's ``__main__`` (the HTTP side)
+    in every worker. Here a worker imports only this module and the render side (bench/footprint.py).
+    """
+
+    def __init__(self, index: int, settings: WorkerSettings) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with ours, theirs:
+            # The daemon's own import path and interpreter flags (-I, -s, -E ...), as multiprocessing
+            # passes them: the worker renders with the same package the daemon runs (a source tree, a
+            # venv, the .deb) under the same isolation, and -P keeps the working directory off the path.
+            flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+            self.popen = subprocess.Popen(
+                [sys.executable, *flags, "-P", "-c", _CHILD_CODE, f"flipedit-previewd-worker-{index}", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env={**os.environ, _PATH_VARIABLE: json.dumps(sys.path)})
+            self.conn = Connection(ours.detach())
+        self.conn.send_bytes(pickle.dumps((settings, os.getpid())))
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def kill(self) -> None:
+        if self.popen.returncode is None:
+            self.popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+
 @dataclass
 class Worker:
     index: int
@@ -265,26 +313,20 @@ class WorkerPool:
         self._next_job = 0
         self.crashes: dict[tuple[str, Any], int] = {}
         self.on_event: Callable[[str, str, Worker], None] | None = None
-        self._started: dict[int, WorkerProcess] = {}
 
     @classmethod
-    def for_config(cls, config: Config, started: Sequence[WorkerProcess] = ()) -> WorkerPool:
-        """``started``: processes already started by ``spawn.start_workers`` (the daemon's very first step)."""
-        pool = cls(config.workers, WorkerSettings(config.source_cache_bytes, config.max_source_pixels, config.test_render_hook),
+    def for_config(cls, config: Config) -> WorkerPool:
+        return cls(config.workers, WorkerSettings(config.source_cache_bytes, config.max_source_pixels, config.test_render_hook),
                    config.hang_threshold)
-        pool._started = {index: process for index, process in enumerate(started) if index < pool.size}
-        return pool
 
     def start(self) -> None:
-        """Spawn the worker processes (or adopt those already started)."""
+        """Spawn the worker processes."""
         for index in range(self.size):
             self.workers.append(self._spawn(index))
 
     def _spawn(self, index: int) -> Worker:
-        process = self._started.pop(index, None) or WorkerProcess(index)
-        conn = Connection(process.sock.detach())
-        conn.send_bytes(pickle.dumps((self.settings, os.getpid())))  # the first thing the worker reads
-        return Worker(index, process, conn, state="idle")
+        child = _Child(index, self.settings)
+        return Worker(index, child, child.conn, state="idle")
 
     def render(self, index: int, frame: int, spec: OutputSpec, timeline: Timeline, budget: float | None = None,
                roots: tuple[str, ...] = (), speculative: bool = False) -> RenderOutcome:
@@ -412,10 +454,6 @@ class WorkerPool:
 
     def stop(self) -> None:
         self._stop.set()
-        for process in self._started.values():  # started but never adopted (start-up failed before start())
-            process.kill()
-            process.join(timeout=1)
-        self._started.clear()
         for worker in self.workers:
             if worker.state != "rendering":
                 try:

@@ -33,7 +33,7 @@ LAYERS: dict[str, str] = {
     # the render side: admission, workers, compositing and encoding, media, timelines and their sources
     "admission": "render", "workers": "render", "compositor": "render", "media": "render", "output": "render",
     "framecache": "render", "timeline": "render", "projectdb": "render", "projects": "render",
-    "renderahead": "render", "safety": "render", "limits": "render", "spawn": "render",
+    "renderahead": "render", "safety": "render", "limits": "render",
     # the daemon's entry point, fixture/demo writers, the HTTP client, previewctl
     "__main__": "entry", "demo": "tools", "testing": "tools", "client": "client", "transport": "client", "ctl": "ctl",
 }
@@ -52,9 +52,8 @@ ALLOWED: dict[str, set[str]] = {
 
 # Modules of another layer a layer may use anyway, each with its reason.
 SHARED: dict[tuple[str, str], str] = {
-    ("entry", "spawn"): "__main__ starts the worker processes before it imports the rest of the daemon: their "
-                        "start-up overlaps the daemon's (cold start, bench/footprint.py)",
-    ("entry", "workers"): "__main__ hands the started worker processes to the pool that drives them",
+    ("entry", "workers"): "__main__ starts the worker processes before it imports the rest of the daemon: their "
+                          "start-up overlaps the daemon's (cold start, bench/footprint.py)",
     ("http", "supervisor"): "the server starts the watchdog thread (supervisor.py runs nothing of the render side: "
                             "NEVER_REACHES checks it)",
     ("client", "access"): "the token file's location and reader, shared with the daemon that writes it",
