@@ -94,7 +94,6 @@ class Settings:
     render_ahead_frames: int = setting(8, non_negative_int, "How many frames render-ahead prepares past the last one asked for; 0 disables it.", "frames")
     render_ahead_workers: int = setting(0, non_negative_int, "Most workers rendering ahead at once; 0 means all workers but one (at least one).")
     source_cache_bytes: int = setting(128 * 1024 * 1024, non_negative_int, "Memory per worker for scaled stills and source frames.", "bytes", restart=True)
-    decoder_threads: int = setting(0, non_negative_int, "FFmpeg decoder threads per worker and video; 0 means the CPUs the daemon may use divided by workers (at least 1): slice threads of one worker compete with the other workers for the same cores (bench/render.py).", restart=True)
     allowed_roots: tuple[str, ...] = setting((), str_list, "Directories media may be read from; empty means the project's directory and its assets' directories.", "paths", repeatable=True)
     allowed_hosts: tuple[str, ...] = setting((), str_list, "Extra Host header values accepted on TCP (besides 127.0.0.1:PORT, localhost:PORT, [::1]:PORT); '*' turns the Host check off.", repeatable=True)
     token_file: str = setting("", text, "Where the bearer token for PUT/DELETE over TCP is written at start; empty means $RUNTIME_DIRECTORY/token, else $XDG_RUNTIME_DIR/flipedit-preview/token.", "path", restart=True)

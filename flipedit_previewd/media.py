@@ -77,7 +77,7 @@ def _refuse_nested_open(url: str, flags: int, options: Any) -> Any:
 
 
 class VideoSource:
-    def __init__(self, path: str, roots: tuple[str, ...] | None = None, max_pixels: int = 0, threads: int = 0) -> None:
+    def __init__(self, path: str, roots: tuple[str, ...] | None = None, max_pixels: int = 0) -> None:
         self.path = path
         self.file = open_media(path, roots)
         options = {"format_whitelist": VIDEO_DEMUXERS, "protocol_whitelist": "none", "enable_drefs": "0"}
@@ -101,11 +101,6 @@ class VideoSource:
         # Slice threads only: frame threading adds latency to every seek and, on 2 cores
         # shared by 2 worker processes, measured slower (bench/render.py).
         self.stream.thread_type = "SLICE"
-        if threads:
-            # One per worker when the workers fill the cores: FFmpeg's default (one slice thread per core
-            # in every worker) makes the workers' decoders compete; measured on an idle 2-core machine,
-            # 2 workers with 1 thread each rendered 3% (sequential) and 14% (random) more frames/s.
-            self.stream.thread_count = threads
         rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(30)
         self.rate = Fraction(rate)
         self.time_base = self.stream.time_base or Fraction(1, 1000)
@@ -181,10 +176,8 @@ class VideoSource:
 class MediaPool:
     """Per-worker media state: open decoders, scaled stills and the problems already reported."""
 
-    def __init__(self, cache_bytes: int, max_source_pixels: int, max_open: int = 8, roots: tuple[str, ...] | None = None,
-                 decoder_threads: int = 0) -> None:
+    def __init__(self, cache_bytes: int, max_source_pixels: int, max_open: int = 8, roots: tuple[str, ...] | None = None) -> None:
         self.max_source_pixels = max_source_pixels
-        self.decoder_threads = decoder_threads
         self.roots = roots
         self.max_open = max_open
         self.videos: OrderedDict[tuple[str, Any], VideoSource] = OrderedDict()
@@ -200,7 +193,7 @@ class MediaPool:
             return source
         for old_key in [k for k in self.videos if k[0] == path]:
             self.videos.pop(old_key).close()
-        source = VideoSource(path, self.roots, self.max_source_pixels, self.decoder_threads)
+        source = VideoSource(path, self.roots, self.max_source_pixels)
         self.videos[key] = source
         while len(self.videos) > self.max_open:
             _, evicted = self.videos.popitem(last=False)

@@ -47,7 +47,6 @@ class WorkerSettings:
     source_cache_bytes: int
     max_source_pixels: int
     test_render_hook: str = ""
-    decoder_threads: int = 0  # FFmpeg's default (one per core) when 0
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
         os._exit(0)
 
     threading.Thread(target=orphan_guard, daemon=True).start()
-    media = MediaPool(settings.source_cache_bytes, settings.max_source_pixels, decoder_threads=settings.decoder_threads)
+    media = MediaPool(settings.source_cache_bytes, settings.max_source_pixels)
     ahead = _LowPriority(AHEAD_NICE)
     current: Timeline | None = None
     used = False
@@ -113,7 +112,7 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
                 # Idle (the editor is closed or paused): give back decoders, cached sources and the
                 # heap they left behind; the next frame reopens its files (bench/footprint.py).
                 media.close()
-                media, used = MediaPool(settings.source_cache_bytes, settings.max_source_pixels, decoder_threads=settings.decoder_threads), False
+                media, used = MediaPool(settings.source_cache_bytes, settings.max_source_pixels), False
                 _trim_heap()
                 continue
             job = conn.recv()
@@ -317,8 +316,7 @@ class WorkerPool:
 
     @classmethod
     def for_config(cls, config: Config) -> WorkerPool:
-        threads = config.decoder_threads or max(1, len(os.sched_getaffinity(0)) // max(1, config.workers))
-        return cls(config.workers, WorkerSettings(config.source_cache_bytes, config.max_source_pixels, config.test_render_hook, threads),
+        return cls(config.workers, WorkerSettings(config.source_cache_bytes, config.max_source_pixels, config.test_render_hook),
                    config.hang_threshold)
 
     def start(self) -> None:

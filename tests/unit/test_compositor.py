@@ -141,20 +141,3 @@ def test_bad_media_renders_a_placeholder_and_reports_once(tmp_path: Path, indexe
     image = decode(first.body)
     assert close_to(image.getpixel((105, 200)), (255, 0, 255), 60)  # the placeholder's border
     assert close_to(image.getpixel((50, 50)), (0, 0, 0), 10)
-
-
-def test_decoder_threads_reach_the_decoder_and_default_to_cpus_per_worker(indexed_video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two workers on two cores each decode with one slice thread (FFmpeg's default, a thread per core in every
-    worker, made the workers' decoders compete: bench/render.py); a lone worker keeps a thread per core."""
-    from flipedit_previewd.config import from_args
-    from flipedit_previewd.workers import WorkerPool
-
-    def threads(*args: str) -> int:
-        return WorkerPool.for_config(from_args(["--project", "", *args], {})[0]).settings.decoder_threads
-
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    assert (threads("--workers", "2"), threads("--workers", "1"), threads("--workers", "8")) == (2, 4, 1)
-    assert threads("--workers", "2", "--decoder-threads", "3") == 3
-    stat = os.stat(indexed_video)
-    assert MediaPool(1 << 20, 10**8, decoder_threads=1).video(str(indexed_video), stat).stream.thread_count == 1
-    assert MediaPool(1 << 20, 10**8).video(str(indexed_video), stat).stream.thread_count == 0  # FFmpeg's own choice
