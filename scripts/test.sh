@@ -21,15 +21,31 @@ run() {  # pytest's exit status 5 (nothing selected, e.g. by a -k) is not a fail
   [ "$rc" -eq 5 ] && rc=0
   return "$rc"
 }
-status=0
 mkdir -p build
+# Job control: each session in a process group of its own, with Ctrl-C (SIGINT) not ignored as it is for a
+# script's background jobs, so that an interrupt or a SIGTERM reaches both sessions (pytest then stops its
+# sandboxes and containers) and neither outlives this script.
+set -m
+pids=()
+stop() {
+  trap - INT TERM
+  for pid in "${pids[@]}"; do kill -INT -- "-$pid" 2>/dev/null || true; done
+  wait || true
+  echo "== interrupted; unit + integration so far:"; cat build/pytest-daemons.log
+  exit 130
+}
+trap stop INT TERM
 echo "== pytest 1/3 and 2/3 at once: unit + integration (output below when done) beside system + booted (the booted layer uses the .deb built above)"
 run tests/unit tests/integration -m "not solo" --basetemp="$PWD/build/pytest-tmp-daemons" "$@" > build/pytest-daemons.log 2>&1 &
-daemons=$!
-run tests/system tests/booted -m "not solo" --basetemp="$PWD/build/pytest-tmp" "$@" || status=$?
-wait "$daemons" || status=$?
+pids+=($!)
+run tests/system tests/booted -m "not solo" --basetemp="$PWD/build/pytest-tmp" "$@" &
+pids+=($!)
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+trap - INT TERM
 echo "== pytest 1/3: unit + integration"
 cat build/pytest-daemons.log
+[ "$status" -eq 2 ] && { echo "== a session was interrupted or misused (exit 2): the solo tests are not run"; exit 2; }
 echo "== pytest 3/3: the solo tests, alone"
 run tests -m solo --basetemp="$PWD/build/pytest-tmp-solo" "$@" || status=$?
 exit "$status"

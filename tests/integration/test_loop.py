@@ -393,6 +393,7 @@ def _p95(daemon: Daemon, seconds: float) -> float:
     return percentile(times, 95) or 0.0
 
 
+@pytest.mark.solo
 def test_2000_pipelined_requests_read_by_nobody(start_daemon: Any, red_project: Path) -> None:
     # Caches are bounded by their own settings (frame_cache_bytes, source_cache_bytes per worker), whatever
     # the clients do; kept small here so that what is measured is what the connection costs.

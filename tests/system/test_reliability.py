@@ -128,7 +128,7 @@ def test_hangs_are_restarted_every_time(deployed: Any, tmp_path: Path) -> None:
 
 
 def test_keepalive_200_reuses_after_idle_0_to_20s(deployed: Any, tmp_path: Path) -> None:
-    """200 editor-like connections (no retry), each used once and then idle 0-20 s before it asks for a frame:
+    """200 editor-like connections (no retry), each used once and then idle 0-19.5 s before it asks for a frame:
     every one of those 200 reuses answered on its first connection. All idle at once, so the test takes the
     longest idle (about 20 s), not the sum of several."""
     d = demo_deploy(deployed, tmp_path)
@@ -144,7 +144,7 @@ def test_keepalive_200_reuses_after_idle_0_to_20s(deployed: Any, tmp_path: Path)
             first = conn.getresponse()
             first.read()
             port = local_port(conn)
-            idle = rng.uniform(0, 20)
+            idle = rng.uniform(0, 19.5)  # the daemon keeps an idle connection 20 s (its timer starts first)
             idles.append(idle)
             time.sleep(idle)
             conn.request("GET", f"/get_frame/{rng.randrange(0, 150)}?width=320")
@@ -156,9 +156,9 @@ def test_keepalive_200_reuses_after_idle_0_to_20s(deployed: Any, tmp_path: Path)
             return
         finally:
             conn.close()
-        if first.status != 200 or response.status != 200 or body[:2] != b"\xff\xd8":
+        if first.status != 200 or response.status != 200 or body[:2] != b"\xff\xd8" or first.will_close or response.will_close:
             failures.append(f"connection {seed}: status {first.status}, then {response.status}")
-        elif again != port:  # http.client reconnects silently: the local port tells
+        elif not port or again != port:  # http.client reconnects silently: the local port tells
             failures.append(f"connection {seed} after {idle:.1f} s idle went out on a new connection")
         else:
             reused[0] += 1
@@ -173,6 +173,7 @@ def test_keepalive_200_reuses_after_idle_0_to_20s(deployed: Any, tmp_path: Path)
     assert reused[0] == 200
 
 
+@pytest.mark.solo
 def test_slowloris_does_not_delay_normal_clients(deployed: Any, tmp_path: Path) -> None:
     d = demo_deploy(deployed, tmp_path)
 
