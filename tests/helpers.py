@@ -198,6 +198,16 @@ class Daemon:
         the answer has gone, so a test that reads the log right after a response races it."""
         return str(wait_for(lambda: self.log() if self.log().count(text) >= count else "", timeout) or self.log())
 
+    def log_settled(self) -> str:
+        """The whole log once every line logged before this call is in it: the log's writer is one queue, so the
+        line of a request made now follows them all (for counts: ``log_once`` returns at the first occurrence)."""
+        self._markers = getattr(self, "_markers", 0) + 1
+        target = f"/get_frame/0?width={200 + self._markers}"
+        self.get(target)
+        log = self.log_once(f"GET {target} -> ")
+        assert f"GET {target} -> " in log, f"the marker request {target} was not logged"
+        return log
+
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 10)
         return requests.get(self.url + path, **kwargs)

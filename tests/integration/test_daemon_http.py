@@ -397,7 +397,7 @@ def test_bad_media_renders_placeholder_logged_once(start_daemon: Any, tmp_path: 
     assert statuses == [200] * 8
     after = [w["completed"] for w in daemon.health()["workers"]]
     assert len(after) == 2 and all(a > b for a, b in zip(after, before, strict=True)), (before, after)  # both rendered it
-    assert daemon.log_once(f"media problem in {broken}").count(f"media problem in {broken}") == 1
+    assert daemon.log_settled().count(f"media problem in {broken}") == 1
     assert daemon.health()["status"] == "ok"
 
 

@@ -97,7 +97,7 @@ def test_foreign_host_and_browser_requests_refused_editor_shapes_served(start_da
     status, _ = exchange(port, f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nSec-Fetch-Site: none\r\n\r\n".encode())
     assert status == 200
     # Journaled once per client per minute, not once per refusal.
-    assert daemon.log_once("access_denied:").count("access_denied:") == 1, daemon.log()[-2000:]
+    assert daemon.log_settled().count("access_denied:") == 1, daemon.log()[-2000:]
     assert daemon.get("/get_frame/1").status_code == 200
 
 
@@ -203,7 +203,7 @@ def test_control_characters_in_a_media_path_stay_on_one_escaped_line(start_daemo
     evil = str(scene["root"] / "a\n00:00:00 ERR     worker_hung: forged\x1b[2J\x1b]8;;http://x\x07.png")
     assert put(daemon, [{"source_path": evil, "type": "image"}]).status_code == 200
     assert daemon.get("/get_frame/0").status_code == 200
-    log = daemon.log_once("media_problem")
+    log = daemon.log_settled()
     assert "\x1b" not in log and "\x07" not in log
     assert not re.search(r"^00:00:00 ERR", log, re.M)
     lines = [line for line in log.splitlines() if "media_problem" in line]
