@@ -49,7 +49,7 @@ cat build/pytest-daemons.log
 [ "$status" -eq 2 ] && { echo "== a session was interrupted or misused (exit 2): the solo tests are not run"; exit 2; }
 echo "== pytest 3/3: the solo tests, alone"
 run tests -m solo --basetemp="$PWD/build/pytest-tmp-solo" "$@" || status=$?
-if [ "$status" -eq 0 ] && [ "$(wc -l < build/pytest-selected-nothing 2>/dev/null || echo 0)" -eq 3 ]; then
+if [ "$status" -eq 0 ] && [ -f build/pytest-selected-nothing ] && [ "$(wc -l < build/pytest-selected-nothing)" -eq 3 ]; then
   echo "== no session selected any test"; exit 5
 fi
 exit "$status"
