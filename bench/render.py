@@ -326,14 +326,18 @@ def main() -> None:
         def per_round(name: str, two: str, one: str) -> list[float]:
             return [a[0] / b[0] for a, b in zip(results[(name, two)], results[(name, one)], strict=True)]
 
+        def listed(values: list[float]) -> str:
+            return ", ".join(f"{v:.2f}" for v in values)
+
         print()
-        for name in ("sequential", "random"):
-            ceilings = per_round(name, "ceiling-2p", "ceiling-1p")
-            print(f"machine ceiling next to the {name} runs: 2 CPU-bound processes / 1 = {statistics.median(ceilings):.2f}x "
-                  f"(rounds {', '.join(f'{c:.2f}' for c in ceilings)})")
-            media = per_round(name, "media-2p", "media-1p")
+        # Per scenario, per round: the CPU ceiling and the media ceiling measured beside its 2-worker runs.
+        ceiling = {name: (per_round(name, "ceiling-2p", "ceiling-1p"), per_round(name, "media-2p", "media-1p"))
+                   for name in ("sequential", "random")}
+        for name, (cpu, media) in ceiling.items():
+            print(f"machine ceiling next to the {name} runs: 2 CPU-bound processes / 1 = {statistics.median(cpu):.2f}x "
+                  f"(rounds {listed(cpu)})")
             print(f"  media ceiling beside it: the floor (sequential decode, scale, encode; 1 decoder thread) in 2 processes / 1 "
-                  f"= {statistics.median(media):.2f}x (rounds {', '.join(f'{c:.2f}' for c in media)})")
+                  f"= {statistics.median(media):.2f}x (rounds {listed(media)})")
         print("ratios (goal in brackets):")
         seq_floor = fps[("sequential", "floor")] / fps[("sequential", "pipeline-1w")]
         print(f"  sequential: floor / pipeline-1w = {seq_floor:.2f}x  [<= 1.25x]  {'PASS' if seq_floor <= 1.25 else 'FAIL'}")
@@ -346,8 +350,7 @@ def main() -> None:
                   f"  2 threads / 1 = {threads:.2f}x")
             if name == "drag":
                 continue
-            ceilings = per_round(name, "ceiling-2p", "ceiling-1p")
-            media = per_round(name, "media-2p", "media-1p")
+            ceilings, media = ceiling[name]
             for suffix, what in (("", "decoders as shipped"), ("-t1", "1 decoder thread per worker")):
                 ratios = per_round(name, "pipeline-2w" + suffix, "pipeline-1w" + suffix)
                 fractions = [r / c for r, c in zip(ratios, ceilings, strict=True)]
@@ -355,8 +358,8 @@ def main() -> None:
                 of_media = [r / c for r, c in zip(ratios, media, strict=True)]
                 vs_shipped = fps[(name, "pipeline-2w" + suffix)] / fps[(name, "pipeline-1w")]
                 print(f"      {what:<27}: 2w/1w = {statistics.median(ratios):.2f}x; per round as a fraction of the ceiling "
-                      f"measured beside it: {', '.join(f'{f:.2f}' for f in fractions)}, median {fraction:.2f} [>= 0.95] "
-                      f"{'PASS' if fraction >= 0.95 else 'FAIL'}; of the media ceiling: {', '.join(f'{f:.2f}' for f in of_media)}, "
+                      f"measured beside it: {listed(fractions)}, median {fraction:.2f} [>= 0.95] "
+                      f"{'PASS' if fraction >= 0.95 else 'FAIL'}; of the media ceiling: {listed(of_media)}, "
                       f"median {statistics.median(of_media):.2f}; 2w vs shipped 1w = {vs_shipped:.2f}x")
         if options.baseline_tree:
             print(f"against {options.baseline_tree} (same run, each round; > 1 means this tree is faster):")

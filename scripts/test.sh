@@ -11,7 +11,7 @@ bash packaging/prepare-install-test.sh
 echo "== RPM spec parses"; bash packaging/check-rpm-spec.sh
 # Outside /tmp: the hardened unit gives the daemon a private /tmp (PrivateTmp=yes), and the
 # system tests' projects must be visible to it.
-# Two parts. First everything but the "solo" tests as two pytest sessions at once: the system and booted
+# Three sessions. First everything but the "solo" tests as two pytest sessions at once: the system and booted
 # layers (one after another: they take the machine's systemd) beside the unit and integration layers; most
 # of these tests wait (idle connections, restarts, timeouts). Then the "solo" tests alone: each asserts a
 # latency or a rate measured while it runs. Each session checks what it could have left behind (conftest.py).

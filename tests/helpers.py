@@ -196,7 +196,11 @@ class Daemon:
     def log_once(self, text: str, count: int = 1, timeout: float = 5.0) -> str:
         """The log once ``text`` is in it ``count`` times: the daemon's log writer is a thread that writes after
         the answer has gone, so a test that reads the log right after a response races it."""
-        return str(wait_for(lambda: self.log() if self.log().count(text) >= count else "", timeout) or self.log())
+        def ready() -> str:
+            log = self.log()
+            return log if log.count(text) >= count else ""
+
+        return str(wait_for(ready, timeout) or self.log())
 
     def log_settled(self) -> str:
         """The whole log once every line logged before this call is in it: the log's writer is one queue, so the
