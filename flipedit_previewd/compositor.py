@@ -4,7 +4,8 @@ Layering: tracks are drawn in ascending ``order`` (lowest first, so the track
 with the highest order is on top); within a track, clips in start order. Each
 clip fills its preview rectangle (canvas pixels, scaled to the output size);
 without one it is centred and fitted inside the canvas, never upscaled, as the
-old server did. Rectangles may lie partly or wholly off canvas; Pillow's paste
+old server did; a video's size there is its displayed size (rotation and pixel
+aspect applied, ``display.py``). Rectangles may lie partly or wholly off canvas; Pillow's paste
 clips them. A frame with no active clip is black with the old server's text. An output
 size of another aspect ratio than the canvas is letterboxed: the canvas scaled to fit,
 centred, black bars on the other two sides.
@@ -16,7 +17,7 @@ import io
 
 from PIL import Image, ImageDraw
 
-from .media import MediaError, MediaPool, kind_of, placeholder
+from .media import MediaError, MediaPool, placeholder
 from .output import OutputSpec, RenderResult
 from .timeline import FLIP_HORIZONTAL, FLIP_VERTICAL, Clip, Timeline
 
@@ -69,10 +70,10 @@ def _compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool,
     layers = timeline.layers_at(frame)
     problems: list[tuple[str, str]] = []
     for clip in layers:
-        kind = kind_of(clip.source_path, clip.type)
         try:
             if clip.source_path in broken:
                 raise MediaError("crashed the renderer twice; shown as a placeholder until the file changes")
+            kind = media.kind(clip.source_path, clip.source_stat, clip.type)
             native = media.native_size(clip.source_path, clip.source_stat, kind)
             box = clip_box(clip, native, timeline, scale)
             if not _visible(box, out):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any, Protocol
 
 from .config import Config
@@ -25,6 +25,7 @@ from .rejections import RejectionSummary
 from .textsafe import is_safe_token
 from .timeline import Timeline
 
+RECENT_PROBLEMS = 20  # sources listed in /health's media_problems
 AHEAD_TTL_S = 1.0  # a render-ahead job not started within this is no longer ahead of anything
 
 
@@ -63,6 +64,7 @@ class FrameService:
         self.ahead = dispatcher.ahead
         self._request_seq = 0
         self._problems_reported: set[tuple[str, str]] = set()  # once per daemon, whichever worker met it
+        self._recent_problems: OrderedDict[str, tuple[str, float]] = OrderedDict()  # source -> (problem, when): /health, doctor
         dispatcher.hooks.timeline_read = self.publish_source_events
         dispatcher.hooks.media_problem = self._media_problem
         self.apply(host.config)
@@ -100,7 +102,17 @@ class FrameService:
         if len(self._problems_reported) > 10_000:
             self._problems_reported.clear()
         self._problems_reported.add((path, problem))
+        self._recent_problems.pop(path, None)
+        self._recent_problems[path] = (problem, time.monotonic())
+        while len(self._recent_problems) > RECENT_PROBLEMS:
+            self._recent_problems.popitem(last=False)
         self.host.log.emit("media_problem", f"media problem in {path}: {problem}", "warning", SOURCE_PATH=path, PROBLEM=problem)
+
+    def media_problems(self) -> list[dict[str, Any]]:
+        """The sources whose latest render met a problem, newest last (each also journalled once)."""
+        now = time.monotonic()
+        return [{"path": path, "problem": problem, "age_s": round(now - when, 1)}
+                for path, (problem, when) in self._recent_problems.items()]
 
     def _plan_ahead(self, frame: int, spec: OutputSpec, timeline: Timeline) -> None:
         """For every real frame request: follow a playback or scrub with render-ahead jobs."""

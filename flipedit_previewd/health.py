@@ -48,6 +48,7 @@ def health_report(s: Service) -> dict[str, Any]:
         "loop_lag": s.lag.snapshot(),
         "rejections": {"total": s.rejections.total, "by_reason": dict(s.rejections.by_reason)},
         "offload": {"pending": s.offload.pending, "capacity": s.offload.capacity, "rejected": s.offload.rejected},
+        "media_problems": s.frame_service.media_problems(),
         "media_roots": s.roots.last_kept,
         "media_roots_skipped": [f"{root} ({why})" for root, why in s.roots.last_skipped],
         "uptime_s": round(time.monotonic() - s.started, 1),

@@ -18,18 +18,22 @@ from fractions import Fraction
 from typing import IO, Any, cast
 
 import av
+import av.video.reformatter
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
+from .display import Geometry, sample_aspect, to_rgb, transpose_of
 from .framecache import FrameCache
+from .sniff import HEAD_BYTES, STILL_EXTENSIONS, STILL_FORMATS, STILL_NAMES, VIDEO_CODECS, VIDEO_DEMUXERS, Sniffed, sniff
 
-STILL_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
-# What Pillow may decode: the formats the README promises, never one guessed from content
-# (EPS starts Ghostscript; many others are rarely-audited decoders).
-STILL_FORMATS = ["JPEG", "PNG", "WEBP", "BMP", "GIF"]
-# What FFmpeg may demux: containers whose media is inside the one opened file. No playlists
-# (hls, dash), lists (concat), image sequences (image2), or anything that opens other files or URLs.
-VIDEO_DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,flv,ogg,asf,mxf,ivf,h264,hevc,m4v,mpegvideo"
 FORWARD_DECODE_LIMIT = 90  # frames: beyond this a seek is cheaper than decoding forward
+SEEK_ATTEMPTS = 5  # seeks ever further back (1, 2, 4, 8, 16 s) before decoding from the first byte
+# Above 8 bits per sample FFmpeg's scaler takes its generic path, where the default (bilinear)
+# is soft and biased. Measured against the original picture (README, "Formats"): when scaling,
+# bicubic with full chroma interpolation and exact rounding; at the stored size, error
+# diffusion. 8-bit sources keep the default, bit-exact with FFmpeg's own decoding.
+_I = av.video.reformatter.Interpolation
+DEEP_SCALED = _I.BICUBIC | _I.ACCURATE_RND | _I.FULL_CHR_H_INT
+DEEP_NATIVE = _I.POINT | _I.ERROR_DIFFUSION  # at the stored size: FFmpeg's own conversion, within 0.2 levels
 
 
 class MediaError(Exception):
@@ -38,7 +42,7 @@ class MediaError(Exception):
 
 @dataclass
 class _Decoded:
-    index: int
+    pts: int  # presentation time in ticks of the stream's time base (numbered on where the file has none)
     frame: Any  # av.VideoFrame at full size; scaled on demand
 
 
@@ -76,99 +80,204 @@ def _refuse_nested_open(url: str, flags: int, options: Any) -> Any:
     raise OSError(f"opening {url!r} from inside a media file is not allowed")
 
 
+def timeline_rate(fps: float) -> Fraction:
+    """The timeline's rate as an exact fraction: 29.97 is 30000/1001, as the NTSC rates are meant."""
+    rate = Fraction(fps).limit_denominator(1001)
+    for base in (24, 30, 48, 60, 120):
+        ntsc = Fraction(base * 1000, 1001)
+        if rate != base and abs(float(rate - ntsc)) < 0.005:
+            return ntsc
+    return rate
+
+
 class VideoSource:
+    """One open video: frames placed by presentation time, found by seeking that never lands late.
+
+    The time rule (README, "Which frame is shown"): at ``t`` seconds into the source the frame
+    shown is the last one whose presentation time, counted from the first frame's, is at or
+    before ``t`` (half a tick of the stream's time base allowed for rounding in the file). A
+    seek is verified: when the first frame it yields is already past the target (MPEG-TS and
+    MPEG-PS seek by byte estimate; an open-GOP keyframe's leading frames are dropped after a
+    seek), it seeks further back, and finally decodes from the first byte.
+    """
+
     def __init__(self, path: str, roots: tuple[str, ...] | None = None, max_pixels: int = 0) -> None:
         self.path = path
+        self.max_pixels = max_pixels
         self.file = open_media(path, roots)
-        options = {"format_whitelist": VIDEO_DEMUXERS, "protocol_whitelist": "none", "enable_drefs": "0"}
-        try:
-            try:
-                self.container = av.open(self.file, "r", timeout=5.0, io_open=_refuse_nested_open, options=options)
-            except TypeError:  # PyAV without io_open: the protocol whitelist still refuses nested opens
-                self.file.seek(0)
-                self.container = av.open(self.file, "r", timeout=5.0, options=options)
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            self.file.close()
-            raise MediaError(f"cannot open video: {_short(exc)}") from None
-        if not self.container.streams.video:
-            self.close()
-            raise MediaError("no video stream")
-        self.stream = self.container.streams.video[0]
-        width, height = self.stream.codec_context.width, self.stream.codec_context.height
-        if max_pixels and width * height > max_pixels:
-            self.close()
-            raise MediaError(f"video too large: {width}x{height} exceeds {max_pixels} pixels")
-        # Slice threads only: frame threading adds latency to every seek and, on 2 cores
-        # shared by 2 worker processes, measured slower (bench/render.py).
-        self.stream.thread_type = "SLICE"
-        rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(30)
-        self.rate = Fraction(rate)
-        self.time_base = self.stream.time_base or Fraction(1, 1000)
-        self.start_pts = self.stream.start_time or 0
+        self.seeks = 0
+        self.restarts = 0
         self._frames: Any = None
         self._last: _Decoded | None = None
         self._ahead: _Decoded | None = None
+        self._pulled: int | None = None  # the last time given out by _pull: numbering of frames without one
         self.scaled: tuple[tuple[int, tuple[int, int]], Image.Image] | None = None
-        self.seeks = 0
+        try:
+            self._open_container()
+            self.stream = self.container.streams.video[0] if self.container.streams.video else None
+            if self.stream is None:
+                raise MediaError("no video stream")
+            codec = self.stream.codec_context.name
+            if codec not in VIDEO_CODECS:
+                raise MediaError(f"the {codec} codec is not an allowed video codec")
+            self._check_pixels(self.stream.codec_context.width, self.stream.codec_context.height)
+            # Slice threads only: frame threading adds latency to every seek and, on 2 cores
+            # shared by 2 worker processes, measured slower (bench/render.py).
+            self.stream.thread_type = "SLICE"
+            self.rate = Fraction(self.stream.average_rate or self.stream.guessed_rate or 30)
+            self.time_base = Fraction(self.stream.time_base or Fraction(1, 1000))
+            self._tick = 1 / self.rate / self.time_base  # one frame's duration in ticks (numbering, windows)
+            self._frames = self.container.decode(self.stream)
+            first = self._pull()
+            if first is None:
+                raise MediaError("no frame could be decoded")
+        except MediaError:
+            self.close()
+            raise
+        except (av.FFmpegError, OSError, ValueError, MemoryError, RecursionError) as exc:
+            self.close()
+            raise MediaError(f"cannot open video: {_short(exc)}") from None
+        # The first frame gives the origin of time and what the viewer sees: the display
+        # matrix and the pixel shape travel with the decoded frames.
+        self.origin = first.pts
+        self.timestamps = first.frame.pts is not None
+        matrix = next((bytes(sd) for sd in first.frame.side_data if str(sd.type).endswith("DISPLAYMATRIX")), None)
+        sar = self.stream.sample_aspect_ratio or self.stream.codec_context.sample_aspect_ratio
+        self.geometry = Geometry(first.frame.width, first.frame.height, sample_aspect(sar), transpose_of(matrix))
+        self.deep = any(component.bits > 8 for component in first.frame.format.components)
+        self._last = first
+
+    def _open_container(self) -> None:
+        self.file.seek(0)
+        options = {"format_whitelist": VIDEO_DEMUXERS, "protocol_whitelist": "none", "enable_drefs": "0"}
+        try:
+            self.container = av.open(self.file, "r", timeout=5.0, io_open=_refuse_nested_open, options=options)
+        except TypeError:  # PyAV without io_open: the protocol whitelist still refuses nested opens
+            self.file.seek(0)
+            self.container = av.open(self.file, "r", timeout=5.0, options=options)
+
+    def _check_pixels(self, width: int, height: int) -> None:
+        if self.max_pixels and width * height > self.max_pixels:
+            raise MediaError(f"video too large: {width}x{height} exceeds {self.max_pixels} pixels")
 
     def size(self) -> tuple[int, int]:
-        return self.stream.codec_context.width, self.stream.codec_context.height
+        """The displayed size: rotation and pixel shape applied, as a player shows it."""
+        return self.geometry.displayed
 
-    def _index_of(self, frame: Any) -> int:
-        if frame.pts is None:
-            return self._last.index + 1 if self._last else 0
-        seconds = (frame.pts - self.start_pts) * self.time_base
-        return int(round(seconds * self.rate))
+    def _pull(self) -> _Decoded | None:
+        """The next frame in presentation order, or None at the end (the iterator is then dropped)."""
+        try:
+            frame = next(self._frames)
+        except StopIteration:
+            self._frames = None
+            return None
+        self._check_pixels(frame.width, frame.height)  # a stream may switch to a larger size mid-way
+        pts = frame.pts
+        if pts is None:  # raw streams carry no times: numbered at the stream's rate, from the last one
+            pts = 0 if self._pulled is None else self._pulled + max(1, round(self._tick))
+        self._pulled = pts
+        return _Decoded(pts, frame)
 
-    def _seek(self, target: int) -> None:
-        self.seeks += 1
-        pts = self.start_pts + int(Fraction(target) / self.rate / self.time_base)
-        self.container.seek(max(pts, self.start_pts), stream=self.stream, backward=True, any_frame=False)
-        self._frames = self.container.decode(self.stream)
-        self._last = None
-        self._ahead = None
+    def frame_at(self, seconds: Fraction) -> _Decoded:
+        """The frame on screen ``seconds`` after the first frame (see the class's time rule)."""
+        limit = self.origin + seconds / self.time_base + Fraction(1, 2)
+        try:
+            return self._frame_at(limit)
+        except MediaError:
+            self._frames = None
+            raise
+        except (av.FFmpegError, OSError, ValueError, MemoryError, RecursionError) as exc:
+            self._frames = None
+            self._last = self._ahead = None
+            raise MediaError(f"decode error: {_short(exc)}") from None
 
-    def frame_at(self, target: int) -> Any:
-        """The decoded frame whose index is ``target`` (or the last one before it)."""
-        last = self._last
-        if last is not None and last.index == target:
-            return last.frame
-        if self._frames is None or last is None or target < last.index or target - last.index > FORWARD_DECODE_LIMIT:
-            self._seek(target)
+    def _frame_at(self, limit: Fraction) -> _Decoded:
+        last, ahead = self._last, self._ahead
+        if last is not None and last.pts <= limit:
+            if (ahead is not None and ahead.pts > limit) or (ahead is None and self._frames is None):
+                return last  # the same frame (or the last of the file), nothing to decode
+            here = ahead.pts if ahead is not None else last.pts
+            if self._frames is not None and limit - here <= FORWARD_DECODE_LIMIT * self._tick:
+                return self._forward(limit)
+        self._seek(limit)
+        return self._forward(limit)
+
+    def _forward(self, limit: Fraction) -> _Decoded:
+        """Decode forward from where the decoder stands to the last frame at or before ``limit``."""
         best = self._last
         ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead.index > target:
-            self._ahead = ahead
-        else:
-            best = ahead or best
-            if best is None or best.index < target:
-                best = self._decode_until(target, best)
+        if ahead is not None:
+            if ahead.pts > limit:
+                self._ahead = ahead
+                assert best is not None
+                return best
+            best = ahead
+        while self._frames is not None:
+            decoded = self._pull()
+            if decoded is None:
+                break  # past the end: the last frame stands
+            if decoded.pts > limit:
+                self._ahead = decoded  # keep it: the next request probably wants it
+                break
+            best = decoded
         if best is None:
-            if self._ahead is None:
-                raise MediaError(f"frame {target} is beyond the end of the video")
-            best, self._ahead = self._ahead, None  # target precedes the first frame
+            raise MediaError("no frame could be decoded")
         self._last = best
-        return best.frame
-
-    def _decode_until(self, target: int, best: _Decoded | None) -> _Decoded | None:
-        try:
-            for frame in self._frames:
-                decoded = _Decoded(self._index_of(frame), frame)
-                if decoded.index > target:
-                    self._ahead = decoded  # keep it: the next request probably wants it
-                    return best
-                best = decoded
-                if decoded.index == target:
-                    return best
-        except (av.FFmpegError, OSError) as exc:
-            self._frames = None
-            raise MediaError(f"decode error: {_short(exc)}") from None
-        self._frames = None  # past the end: the last frame stands, the next request seeks
         return best
+
+    def _seek(self, limit: Fraction) -> None:
+        """Position the decoder at a frame at or before ``limit``, never after it."""
+        back = Fraction(0)
+        second = 1 / self.time_base
+        for _ in range(SEEK_ATTEMPTS if self.timestamps else 0):
+            target = int(limit - back)
+            if target <= self.origin:
+                break
+            self.seeks += 1
+            try:
+                self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+            except (av.FFmpegError, OSError):
+                break  # a stream that cannot seek (raw H.264): from the start
+            self._frames = self.container.decode(self.stream)
+            self._last = self._ahead = self._pulled = None
+            first = self._pull()
+            if first is not None and first.pts <= limit and not first.frame.is_corrupt:
+                self._last = first
+                return
+            back = max(back * 2, second)
+        self._restart()
+
+    def _restart(self) -> None:
+        """Decode from the first byte: the one position every demuxer can reach exactly."""
+        self.restarts += 1
+        self.container.close()
+        self._open_container()
+        stream = self.container.streams.video[0]
+        stream.thread_type = "SLICE"
+        self.stream = stream
+        self._frames = self.container.decode(stream)
+        self._last = self._ahead = self._pulled = None
+        first = self._pull()
+        if first is None:
+            raise MediaError("no frame could be decoded")
+        self._last = first  # a target before the first frame shows the first frame
+
+    def picture(self, decoded: _Decoded, size: tuple[int, int]) -> Image.Image:
+        """The frame as the viewer sees it, at ``size`` (displayed orientation), scaled once by FFmpeg."""
+        width, height = self.geometry.scale_size(size)
+        if self.deep:
+            native = (width, height) == (self.geometry.width, self.geometry.height)
+            flags = DEEP_NATIVE if native else DEEP_SCALED
+            scaled = decoded.frame.reformat(width=width, height=height, format="rgb24", interpolation=flags)
+        else:
+            scaled = decoded.frame.reformat(width=width, height=height, format="rgb24")
+        return self.geometry.orient(scaled.to_image())
 
     def close(self) -> None:
         try:
-            self.container.close()
+            container = getattr(self, "container", None)
+            if container is not None:
+                container.close()
         finally:
             self.file.close()
 
@@ -201,18 +310,36 @@ class MediaPool:
         return source
 
     def video_frame(self, path: str, stat: Any, index: int, fps: float, size: tuple[int, int]) -> Image.Image:
+        """Frame ``index`` counted at the timeline's rate ``fps``: the source frame on screen at index / fps."""
         source = self.video(path, stat)
-        # The editor's timing model counts source frames at the timeline rate; map to the source's own rate.
-        source_index = int(round(Fraction(index) / Fraction(fps).limit_denominator(1001) * source.rate))
-        key = (source_index, size)
+        decoded = source.frame_at(Fraction(index) / timeline_rate(fps))
+        key = (decoded.pts, size)
         if source.scaled is not None and source.scaled[0] == key:
             return source.scaled[1]  # same frame, same size: e.g. another layer is being dragged
-        frame = source.frame_at(source_index)
-        image: Image.Image = frame.reformat(width=size[0], height=size[1], format="rgb24").to_image()
+        image = source.picture(decoded, size)
         # One scaled frame per source, not an LRU of them: caching many full frames churns memory
         # (fresh pages on every allocation) and measured slower than re-scaling (bench/render.py).
         source.scaled = (key, image)
         return image
+
+    def kind(self, path: str, stat: Any, clip_type: str) -> str:
+        """"image" or "video", by the file's first bytes; a format on no allow-list is refused by name."""
+        key = ("kind", path, stat)
+        cached = self.scaled.get(key)
+        if cached is None:
+            handle = open_media(path, self.roots)
+            try:
+                head = handle.read(HEAD_BYTES)
+            except OSError as exc:
+                raise MediaError(f"cannot read: {exc.strerror}") from None
+            finally:
+                handle.close()
+            cached = sniff(head) or Sniffed(kind_of(path, clip_type), "")
+            self.scaled.put(key, cached, 64)
+        assert isinstance(cached, Sniffed)
+        if cached.kind == "refused":
+            raise MediaError(cached.refusal())
+        return cached.kind
 
     def native_size(self, path: str, stat: Any, kind: str) -> tuple[int, int]:
         if kind == "video":
@@ -248,7 +375,7 @@ class MediaPool:
             raise MediaError(f"image too large: {_short(exc)}") from None
         except UnidentifiedImageError:
             handle.close()
-            raise MediaError(f"not an allowed image format (allowed: {', '.join(STILL_FORMATS)})") from None
+            raise MediaError(f"not an allowed still format; allowed: {STILL_NAMES}") from None
         except (OSError, ValueError, SyntaxError) as exc:
             handle.close()
             raise MediaError(f"cannot read image: {_short(exc)}") from None
@@ -268,9 +395,7 @@ class MediaPool:
                 swapped = visible != image.size
                 image.draft("RGB", (size[1], size[0]) if swapped else size)
             image.load()
-            image = ImageOps.exif_transpose(image) or image
-            if image.mode not in ("RGB", "RGBA"):
-                image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+            image = to_rgb(ImageOps.exif_transpose(image) or image)
             image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise MediaError(f"cannot decode image: {_short(exc)}") from None

@@ -26,6 +26,7 @@ from .words import duration, journal_places, paint, pid1, show
 
 EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3
 EDITOR_POOL_IDLE_S = 15
+MEDIA_PROBLEM_WINDOW_S = 600  # doctor fails on a media problem met this recently (a fixed file stops being met)
 SERVICE, SOCKET = "flipedit-preview.service", "flipedit-preview.socket"
 
 
@@ -518,6 +519,14 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
         missing = ["(could not read /debug/timeline)"]
     findings.append(Finding("all media present", not missing, f"{len(missing)} missing: {', '.join(missing[:5])}" if missing else "every clip's source exists",
                             "relink the media in the editor, or restore the files"))
+    problems = [p for p in health.get("media_problems") or [] if isinstance(p, dict)] if isinstance(health.get("media_problems"), list) else []
+    recent = [p for p in problems if as_float(p.get("age_s", 0)) < MEDIA_PROBLEM_WINDOW_S]
+    if "media_problems" in health:
+        findings.append(Finding("media decodable", not recent,
+                                "; ".join(f"{clean(str(p.get('path')))}: {clean(str(p.get('problem')))}" for p in recent[-5:])
+                                if recent else "no clip met a problem in the last 10 minutes",
+                                "the placeholder in the frame names the problem: convert the file to an allowed format "
+                                "(README, 'Formats and containers') or replace it"))
     roots = health.get("media_roots")
     skipped = health.get("media_roots_skipped")
     if isinstance(roots, list):

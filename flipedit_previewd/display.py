@@ -1,0 +1,113 @@
+"""How a source is shown: its orientation, its pixel shape and its levels, as players show them.
+
+A phone stores a portrait video as landscape pixels plus a display matrix; a camera may
+store 1440x1080 pixels meant to be shown 1920x1080 (sample aspect ratio 4:3); a PNG may
+hold 16-bit grey. The decoders hand us the stored pixels; this module says what the
+viewer is meant to see, so the compositor fits and places the *displayed* picture.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from fractions import Fraction
+
+from PIL import Image
+
+_T = Image.Transpose
+# The display matrix's 2x2 part (a, b, c, d) maps a stored pixel (x, y) to (a*x + c*y, b*x + d*y)
+# (ISO/IEC 14496-12 tkhd; FFmpeg's AV_FRAME_DATA_DISPLAYMATRIX uses the same layout). Axis-aligned
+# matrices are the eight rotations and mirrorings a player applies.
+_TRANSPOSES: dict[tuple[int, int, int, int], _T | None] = {
+    (1, 0, 0, 1): None,
+    (-1, 0, 0, 1): _T.FLIP_LEFT_RIGHT,
+    (1, 0, 0, -1): _T.FLIP_TOP_BOTTOM,
+    (-1, 0, 0, -1): _T.ROTATE_180,
+    (0, 1, -1, 0): _T.ROTATE_270,  # clockwise 90: the stored top edge becomes the right edge (a phone held upright)
+    (0, -1, 1, 0): _T.ROTATE_90,  # counter-clockwise 90
+    (0, 1, 1, 0): _T.TRANSPOSE,
+    (0, -1, -1, 0): _T.TRANSVERSE,
+}
+_SWAPS = {_T.ROTATE_90, _T.ROTATE_270, _T.TRANSPOSE, _T.TRANSVERSE}
+MAX_SAR = 10  # a sample aspect ratio beyond 10:1 either way is damage, not intent: shown square
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Stored size, pixel shape and orientation of a video; ``displayed`` is what the viewer sees."""
+
+    width: int
+    height: int
+    sar: Fraction = Fraction(1)
+    transpose: _T | None = None
+
+    @property
+    def swaps(self) -> bool:
+        return self.transpose in _SWAPS
+
+    @property
+    def upright(self) -> tuple[int, int]:
+        """The stored picture with its pixel shape applied, before rotation."""
+        if self.sar == 1:
+            return self.width, self.height
+        return max(1, round(self.width * self.sar)), self.height
+
+    @property
+    def displayed(self) -> tuple[int, int]:
+        width, height = self.upright
+        return (height, width) if self.swaps else (width, height)
+
+    def scale_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The size to scale the stored picture to, so that after ``orient`` it is ``size``."""
+        return (size[1], size[0]) if self.swaps else size
+
+    def orient(self, image: Image.Image) -> Image.Image:
+        return image if self.transpose is None else image.transpose(self.transpose)
+
+
+def transpose_of(matrix: bytes | None) -> _T | None:
+    """The rotation/mirroring of a display matrix (nine int32, 16.16 fixed point for a..d).
+
+    A matrix that is not axis-aligned (a free rotation) or not readable is shown as stored.
+    """
+    if not matrix or len(matrix) < 36:
+        return None
+    m = struct.unpack("<9i", matrix[:36])
+    key = tuple(_unit(v) for v in (m[0], m[1], m[3], m[4]))
+    return _TRANSPOSES.get(key, None)  # type: ignore[arg-type]
+
+
+def _unit(value: int) -> int | None:
+    ratio = value / 65536
+    for unit in (-1, 0, 1):
+        if abs(ratio - unit) < 0.01:
+            return unit
+    return None
+
+
+def sample_aspect(sar: Fraction | None) -> Fraction:
+    if sar is None or sar <= 0 or not Fraction(1, MAX_SAR) <= sar <= MAX_SAR:
+        return Fraction(1)
+    return Fraction(sar)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB or RGBA at 8 bits per channel, with each mode's levels mapped as a viewer maps them.
+
+    Pillow's ``convert("RGB")`` clips 16-bit grey (``I;16``) and 32-bit ``I`` to 255 (all
+    white); these carry 0..65535 and are scaled down. Modes with transparency keep it.
+    """
+    mode = image.mode
+    if mode in ("RGB", "RGBA"):
+        return image
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit samples: 0..65535 -> 0..255 (Pillow's point() on mode I is a linear map).
+        grey = image.convert("I") if mode != "I" else image
+        return grey.point(lambda v: v * (1 / 257)).convert("L").convert("RGB")
+    if mode == "F":
+        low, high = image.getextrema()
+        scale = 255.0 if isinstance(high, float) and high <= 1.0 else 1.0
+        return image.point(lambda v: v * scale).convert("L").convert("RGB")
+    if mode in ("LA", "La", "PA", "RGBa") or (mode in ("P", "L", "1") and "transparency" in image.info):
+        return image.convert("RGBA")
+    return image.convert("RGB")  # L, 1, P, CMYK (Pillow undoes Adobe's inversion on decode), YCbCr, LAB, HSV
