@@ -103,11 +103,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode.startswith("I;16") or mode == "I":
         # 16-bit samples: 0..65535 -> 0..255 (Pillow's point() on mode I is a linear map).
         grey = image.convert("I") if mode != "I" else image
-        return grey.point(lambda v: v * (1 / 257)).convert("L").convert("RGB")
+        return grey.point(lambda v: v * (1 / 257) + 0.5).convert("L").convert("RGB")
     if mode == "F":
         low, high = image.getextrema()
         scale = 255.0 if isinstance(high, float) and high <= 1.0 else 1.0
-        return image.point(lambda v: v * scale).convert("L").convert("RGB")
+        return image.point(lambda v: v * scale + 0.5).convert("L").convert("RGB")
     if mode in ("LA", "La", "PA", "RGBa") or (mode in ("P", "L", "1") and "transparency" in image.info):
         return image.convert("RGBA")
     return image.convert("RGB")  # L, 1, P, CMYK (Pillow undoes Adobe's inversion on decode), YCbCr, LAB, HSV

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in libsystemd-dev pkg-config gcc python3-dev python3-venv systemd systemd-container util-linux procps curl tmux; do
+# ffmpeg: the independent decoder and stock encoder of the media corpus (tests/media_corpus.py).
+for pkg in libsystemd-dev pkg-config gcc python3-dev python3-venv systemd systemd-container util-linux procps curl tmux ffmpeg; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

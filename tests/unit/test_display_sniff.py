@@ -1,0 +1,88 @@
+"""Display geometry (display.py) and content sniffing (sniff.py): pure rules, no decoder."""
+
+from __future__ import annotations
+
+import struct
+from fractions import Fraction
+
+import pytest
+from PIL import Image
+
+from flipedit_previewd.display import Geometry, sample_aspect, to_rgb, transpose_of
+from flipedit_previewd.sniff import sniff
+
+T = Image.Transpose
+
+
+def matrix(a: float, b: float, c: float, d: float) -> bytes:
+    return struct.pack("<9i", int(a * 65536), int(b * 65536), 0, int(c * 65536), int(d * 65536), 0, 0, 0, 1 << 30)
+
+
+@pytest.mark.parametrize(("m", "op", "size"), [
+    ((1, 0, 0, 1), None, (640, 360)),
+    ((0, 1, -1, 0), T.ROTATE_270, (360, 640)),  # a phone held upright: clockwise 90
+    ((0, -1, 1, 0), T.ROTATE_90, (360, 640)),
+    ((-1, 0, 0, -1), T.ROTATE_180, (640, 360)),
+    ((-1, 0, 0, 1), T.FLIP_LEFT_RIGHT, (640, 360)),  # a selfie camera's mirror
+    ((1, 0, 0, -1), T.FLIP_TOP_BOTTOM, (640, 360)),
+    ((0, 1, 1, 0), T.TRANSPOSE, (360, 640)),
+    ((0, -1, -1, 0), T.TRANSVERSE, (360, 640)),
+    ((0.7071, 0.7071, -0.7071, 0.7071), None, (640, 360)),  # a free rotation: shown as stored
+])
+def test_display_matrix_gives_the_players_orientation(m: tuple[float, ...], op: T | None, size: tuple[int, int]) -> None:
+    transpose = transpose_of(matrix(*m))
+    assert transpose == op
+    assert Geometry(640, 360, Fraction(1), transpose).displayed == size
+
+
+def test_pixel_aspect_widens_and_is_applied_before_rotation() -> None:
+    assert Geometry(640, 360, Fraction(4, 3)).displayed == (853, 360)
+    assert Geometry(640, 360, Fraction(4, 3), T.ROTATE_270).displayed == (360, 853)
+    assert Geometry(640, 360, Fraction(4, 3), T.ROTATE_270).scale_size((360, 853)) == (853, 360)
+    assert transpose_of(b"") is None and transpose_of(b"\x00" * 10) is None
+
+
+@pytest.mark.parametrize("sar", [None, Fraction(0), Fraction(-1), Fraction(1000), Fraction(1, 1000)])
+def test_damaged_aspect_ratios_are_shown_square(sar: Fraction | None) -> None:
+    assert sample_aspect(sar) == 1
+
+
+@pytest.mark.parametrize(("mode", "value", "rgb"), [
+    ("I;16", 65535, (255, 255, 255)), ("I;16", 32896, (128, 128, 128)), ("I;16", 0, (0, 0, 0)),
+    ("I;16B", 65535, (255, 255, 255)), ("I", 65535, (255, 255, 255)), ("I", 257 * 100, (100, 100, 100)),
+    ("F", 0.5, (128, 128, 128)), ("L", 77, (77, 77, 77)),
+])
+def test_still_levels(mode: str, value: float, rgb: tuple[int, int, int]) -> None:
+    shown = to_rgb(Image.new(mode, (2, 2), value))  # type: ignore[arg-type]
+    assert shown.mode == "RGB" and shown.getpixel((0, 0)) == rgb
+
+
+def test_transparency_is_kept() -> None:
+    assert to_rgb(Image.new("LA", (1, 1), (10, 20))).getpixel((0, 0)) == (10, 10, 10, 20)
+    assert to_rgb(Image.new("PA", (1, 1))).mode == "RGBA"
+    palette = Image.new("P", (1, 1))
+    palette.info["transparency"] = 0
+    assert to_rgb(palette).mode == "RGBA"
+
+
+@pytest.mark.parametrize(("head", "kind", "name"), [
+    (b"\xff\xd8\xff\xe0", "image", "JPEG"), (b"\x89PNG\r\n\x1a\n", "image", "PNG"), (b"GIF89a", "image", "GIF"),
+    (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image", "WebP"), (b"BM" + b"\x00" * 12 + b"\x28" + b"\x00" * 10, "image", "BMP"),
+    (b"II*\x00", "refused", "TIFF"), (b"MM\x00*", "refused", "TIFF"), (b"YUV4MPEG2 W10", "refused", "YUV4MPEG"),
+    (b"\x00\x00\x00\x18ftypheic", "refused", "HEIF/HEIC"), (b"\x00\x00\x00\x18ftypisom", "video", "MP4/MOV"),
+    (b"\x1aE\xdf\xa3", "video", "Matroska"), (b"RIFF\x00\x00\x00\x00AVI LIST", "video", "AVI"),
+    (b"\x47" + b"\x00" * 187 + b"\x47" + b"\x00" * 10, "video", "MPEG-TS"),
+    (b"\x00\x00\x00\x00\x47" + b"\x00" * 191 + b"\x47", "video", "MPEG-TS"),  # .m2ts: 192-byte packets
+    (b"\x00\x00\x01\xba", "video", "MPEG-PS"), (b"#EXTM3U\n", "refused", "HLS playlist"),
+    (b"RIFF\x00\x00\x00\x00WAVEfmt ", "refused", "WAV"), (b"<?xml version", "refused", "SVG/XML"),
+])
+def test_sniffing_by_content(head: bytes, kind: str, name: str) -> None:
+    found = sniff(head)
+    assert found is not None and (found.kind, found.name) == (kind, name)
+
+
+def test_refusals_name_what_is_allowed() -> None:
+    assert sniff(b"II*\x00").refusal() == "TIFF is not an allowed still format; allowed: JPEG, PNG, WebP, BMP, GIF"  # type: ignore[union-attr]
+    assert sniff(b"YUV4MPEG2").refusal().startswith("YUV4MPEG is not an allowed video container; allowed: MP4/MOV")  # type: ignore[union-attr]
+    assert sniff(b"RIFF\x00\x00\x00\x00WAVE").refusal() == "WAV has no picture (an audio file)"  # type: ignore[union-attr]
+    assert sniff(b"plain text") is None
