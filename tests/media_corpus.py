@@ -75,8 +75,8 @@ ROWS: tuple[Row, ...] = (
     Row("h264_rot90_mirror_mp4", "mp4", H264 + ("-g", "25"), matrix=(0, 1, 1, 0)),
     Row("h264_sar43_mp4", "mp4", H264 + ("-g", "25"), vf="setsar=4/3"),
     # A phone's variable frame rate: frame times jitter by up to 16 ms around 30 fps.
-    Row("h264_vfr_mp4", "mp4", H264 + ("-g", "30", "-fps_mode", "passthrough", "-video_track_timescale", "90000"),
-        vf="setpts='(N/30+mod(N\\,3)*0.008)/TB'"),
+    Row("h264_vfr_mp4", "mp4", H264 + ("-g", "30", "-fps_mode", "passthrough", "-enc_time_base", "1/90000",
+                                       "-video_track_timescale", "90000"), vf="settb=1/90000,setpts=(N/30+mod(N\\,3)*0.008)/TB"),
     Row("h264_25fps_on_30", "mp4", H264 + ("-g", "25"), rate="25"),
     Row("h264_30fps_on_25", "mp4", H264 + ("-g", "30"), timeline_fps=25.0),
     Row("h264_2997_on_2997", "mp4", H264 + ("-g", "30"), rate="30000/1001", timeline_fps=29.97),
