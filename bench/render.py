@@ -84,18 +84,15 @@ class Pipeline:
         self.scene = scene
         self.media = MediaPool(256 * 1024 * 1024, 100_000_000)
         if self.decoder_threads:
-            original = self.media.video
+            from flipedit_previewd import media as media_module  # this tree's: only the current tree runs -t1
             threads = self.decoder_threads
-            configured: set[int] = set()
+            opened = media_module.VideoSource._open_container
 
-            def video(*args: Any, **kwargs: Any) -> Any:
-                source = original(*args, **kwargs)
-                if id(source) not in configured:  # a new source: before the codec is opened by its first decode
-                    configured.add(id(source))
-                    source.stream.thread_count = threads
-                return source
+            def open_container(source: Any) -> None:  # each (re)opened container, before its first decode
+                opened(source)
+                source.container.streams.video[0].thread_count = threads
 
-            self.media.video = video  # type: ignore[method-assign]
+            media_module.VideoSource._open_container = open_container  # type: ignore[method-assign]
         self.timeline = scene_timeline(scene)
 
     def render(self, frame: int, rect_left: float | None = None) -> int:

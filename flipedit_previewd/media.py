@@ -316,7 +316,10 @@ class MediaPool:
         key = (decoded.pts, size)
         if source.scaled is not None and source.scaled[0] == key:
             return source.scaled[1]  # same frame, same size: e.g. another layer is being dragged
-        image = source.picture(decoded, size)
+        try:
+            image = source.picture(decoded, size)
+        except (av.FFmpegError, OSError, ValueError, MemoryError) as exc:
+            raise MediaError(f"cannot scale the frame: {_short(exc)}") from None
         # One scaled frame per source, not an LRU of them: caching many full frames churns memory
         # (fresh pages on every allocation) and measured slower than re-scaling (bench/render.py).
         source.scaled = (key, image)

@@ -105,11 +105,11 @@ def ffmpeg() -> str | None:
     return shutil.which("ffmpeg") if shutil.which("ffprobe") else None
 
 
-def make(row: Row, folder: Path) -> Path:
+def make(row: Row, folder: Path, size: tuple[int, int] = (W, H)) -> Path:
     path = folder / f"{row.name}.{row.ext}"
     if path.exists():
         return path
-    source = f"testsrc2=size={W}x{H}:rate={row.rate}:duration={row.seconds}"
+    source = f"testsrc2=size={size[0]}x{size[1]}:rate={row.rate}:duration={row.seconds}"
     cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source]
     if row.vf:
         cmd += ["-vf", row.vf]

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 from helpers import ROOT, build_project, decode, solid_png
+from PIL import Image
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
 DAEMON = str(ROOT / ".venv/bin/flipedit-previewd")
@@ -216,6 +217,23 @@ def test_status_and_doctor_without_a_systemd_manager_show_health_and_mark_system
     assert results["socket listening"] == results["service not failed"] == results["journald rate limit off"] == "n/a"
     assert results["daemon answers /health"] == "ok" and results["project database readable and fresh"] == "ok"
     assert "units installed" not in results
+
+
+def test_doctor_names_a_refused_media_format(start_daemon: Any, tmp_path: Path) -> None:
+    """A TIFF (here named .png) is refused by content: the frame's placeholder, /health and doctor name it."""
+    tiff = tmp_path / "scan.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tiff, "TIFF")
+    db = tmp_path / "project.sqlite"
+    build_project(db, 3, [{"name": "v", "order": 0, "clips": [{"source": tiff, "type": "image", "start": 0, "end": 1000}]}])
+    daemon = start_daemon("--project", str(db))
+    assert daemon.get("/get_frame/1").status_code == 200
+    problem = "TIFF is not an allowed still format; allowed: JPEG, PNG, WebP, BMP, GIF"
+    assert daemon.health()["media_problems"][0]["problem"] == problem
+    daemon.log_once(problem)
+    doctor = ctl("--url", daemon.url, "doctor", "-o", "json")
+    found = {f["check"]: f for f in json.loads(doctor.stdout)["findings"]}["media decodable"]
+    assert found["result"] == "fail" and f"{tiff}: {problem}" in found["detail"], found
+    assert doctor.returncode == 1
 
 
 # --- snapshots of every subcommand ---------------------------------------------------------------
