@@ -12,23 +12,27 @@ the user's browser (DNS rebinding: a hostile name resolving to 127.0.0.1). So:
   daemon's own user: on the unix socket by ``SO_PEERCRED``, over TCP with the
   bearer token the daemon writes at start to a 0600 file only that user can read.
 
-Refusals are journaled once per client per minute, so a flood cannot flood the journal.
+A body is read only for a request that may carry one (``BODY_ENDPOINTS``) and only after these
+checks passed: they run on the request's head (``connection.py``), so an unauthorised body is never
+buffered. Refusals go to the one summarised path for the client's faults (``rejections.ClientErrors``):
+counted, journaled once per status per minute whoever sends them, so a flood cannot flood the journal.
+Connections are grouped per client by ``client_key``.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 import secrets
 import socket
 import stat
 import struct
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Forbidden, Misdirected, Unauthorized
+from .errors import Forbidden, Misdirected, PayloadTooLarge, Unauthorized
 from .protocol import Request
 
 TOKEN_DIR = "flipedit-preview"
@@ -36,6 +40,7 @@ TOKEN_NAME = "token"
 STATE_CHANGING = {"PUT", "DELETE", "POST", "PATCH"}
 GUARDED_PATHS = {"/timeline"}  # endpoints that change state; add any later one here
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+BODY_ENDPOINTS = {("PUT", "/timeline")}  # the only requests that carry a body; any other body is refused unread
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,24 @@ def peer_of(transport: Any) -> Peer:
     local = transport.get_extra_info("sockname")
     return Peer("tcp", str(peer[0]) if isinstance(peer, tuple) else "?",
                 local_port=local[1] if isinstance(local, tuple) and len(local) >= 2 else None)
+
+
+def client_key(peer: Peer | None) -> str:
+    """Who a connection counts as, for per-client shares: the uid on the unix socket; one key for all of
+    loopback (every local program reaches 127.0.0.1 and may pick any address of 127/8 or ::1 as its source,
+    so a key per address would let one program be 16 million clients); the address otherwise."""
+    if peer is None:
+        return "?"
+    if peer.family == "unix":
+        return peer.address
+    try:
+        address = ipaddress.ip_address(peer.address.split("%", 1)[0])
+    except ValueError:
+        return peer.address
+    mapped = getattr(address, "ipv4_mapped", None)
+    if address.is_loopback or (mapped is not None and mapped.is_loopback):
+        return "loopback"
+    return peer.address
 
 
 def token_path(environ: Mapping[str, str], configured: str = "") -> str:
@@ -122,22 +145,26 @@ def read_token(environ: Mapping[str, str]) -> str:
 
 
 class Guard:
-    """The checks every request passes before routing; raises the refusal, logs it once per client per minute."""
+    """The checks every request passes on its head, before its body is read and before routing; raises the
+    refusal and reports it to ``note`` (``ClientErrors.note``: counted, journaled once per status per minute)."""
 
-    def __init__(self, allowed_hosts: tuple[str, ...] | list[str], token: str, log: Any, own_uid: int | None = None) -> None:
+    def __init__(self, allowed_hosts: tuple[str, ...] | list[str], token: str, note: Callable[..., None],
+                 own_uid: int | None = None) -> None:
         self.allowed_hosts = {h.lower() for h in allowed_hosts}
         self.token = token
-        self.log = log
+        self.note = note
         self.own_uid = os.getuid() if own_uid is None else own_uid
-        self._logged: dict[str, float] = {}
         self.refused = 0
 
-    def check(self, request: Request, peer: Peer | None) -> None:
+    def check(self, request: Request, peer: Peer | None, body_length: int | None = 0) -> None:
+        """``body_length``: the declared body (Content-Length; None for a chunked one), checked against ``BODY_ENDPOINTS``."""
         if peer is None:
             return  # called without a connection (unit tests of routing): nothing to check against
         try:
             self._check(request, peer)
-        except (Forbidden, Misdirected, Unauthorized) as exc:
+            if body_length != 0 and (request.method, request.path) not in BODY_ENDPOINTS:
+                raise PayloadTooLarge(f"{request.method} {request.path[:80]} takes no request body", field="body")
+        except (Forbidden, Misdirected, Unauthorized, PayloadTooLarge) as exc:
             self.refused += 1
             self._note(request, peer, exc)
             raise
@@ -185,13 +212,6 @@ class Guard:
             raise Forbidden("wrong token", field="authorization")
 
     def _note(self, request: Request, peer: Peer, exc: Any) -> None:
-        now = time.monotonic()
-        if len(self._logged) > 4096:
-            self._logged = {k: t for k, t in self._logged.items() if now - t < 60}
-        last = self._logged.get(peer.address)
-        if last is not None and now - last < 60:
-            return
-        self._logged[peer.address] = now
-        self.log.emit("access_denied", f"{exc.status} to {peer.address}: {exc.detail} ({request.method} {request.target})",
-                      "notice", STATUS=exc.status, CLIENT=peer.address, METHOD=request.method, PATH=request.target,
-                      HOST=request.headers.get("host"), ORIGIN=request.headers.get("origin"), REASON=exc.detail)
+        self.note(exc.status, f"{exc.status} to {peer.address}: {exc.detail} ({request.method} {request.target[:200]})",
+                  "access_denied", CLIENT=peer.address, METHOD=request.method, PATH=request.target,
+                  HOST=request.headers.get("host"), ORIGIN=request.headers.get("origin"), REASON=exc.detail)

@@ -75,6 +75,7 @@ class Settings:
     max_header_bytes: int = setting(16384, positive_int, "Largest request head; larger is answered 431.", "bytes")
     max_headers: int = setting(100, positive_int, "Most request header fields; more is answered 431.")
     max_body_bytes: int = setting(4 * 1024 * 1024, positive_int, "Largest request body (PUT /timeline); larger is answered 413.", "bytes")
+    max_buffered_body_bytes: int = setting(16 * 1024 * 1024, positive_int, "Request bodies buffered at once, all connections together; a body is charged when its head has passed the access checks, before it is read. A body larger than this is answered 413, one that does not fit now 503 with Retry-After.", "bytes")
     hang_threshold: float = setting(10.0, positive_float, "A render running longer than this counts as hung and is logged; all workers hung stops the watchdog heartbeat.", "s")
     render_budget: float = setting(5.0, positive_float, "A render running longer is cancelled (its worker replaced) and answered 504; the same frame of the same timeline is then refused at once for heavy_frame_ttl. Kept below hang_threshold.", "s")
     heavy_frame_ttl: float = setting(60.0, positive_float, "How long a frame that exceeded render_budget is refused at once (504) instead of rendered again.", "s")

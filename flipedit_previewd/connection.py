@@ -2,7 +2,8 @@
 
 One request at a time, in order (pipelined ones wait in h11's buffer); back-pressure both ways;
 a close never races an answer (``_linger``); the stop drains each connection (``settle``). The
-access guard runs here, at the HTTP boundary, before the service sees a request. Whether a
+access guard and the body budget run here, at the end of each request's head, before a byte of its
+body is kept (``_admit``); connection slots are given out by ``intake.ConnectionSlots``. Whether a
 connection closes after an answer is decided in one place, ``_closes`` (HTTP's own rules, a
 broken request or HTTP/1.0, stay in protocol.py).
 """
@@ -14,9 +15,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .access import Peer, peer_of
-from .errors import HTTPError, RequestTimeout
-from .protocol import HTTPConnection, ProtocolFailure, Request, Response
+from .access import Peer, client_key, peer_of
+from .errors import HTTPError, PayloadTooLarge, RequestTimeout
+from .protocol import Head, HTTPConnection, ProtocolFailure, Request, Response
 
 if TYPE_CHECKING:
     from .server import Server
@@ -55,19 +56,39 @@ class ClientProtocol(asyncio.Protocol):
         self.write_paused = False
         self.refused = False
         self.linger_waited = 0.0
+        self.silent = True  # no byte received yet
+        self.charged = 0  # bytes of the body budget this connection's request holds
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        if len(self.server.connections) >= self.server.config.max_connections:
+        self.peer = peer_of(transport)
+        key = client_key(self.peer)
+        victims = self.server.slots.make_room(key)
+        if victims is None:
             self._refuse_at_accept()
             return
+        for victim in victims:
+            victim.evict()
         transport.set_write_buffer_limits(high=WRITE_HIGH_BYTES)
         self.server.connections.add(self)
+        self.server.slots.opened(self, key)
         peer = transport.get_extra_info("peername")
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
-        self.peer = peer_of(transport)
         self._arm(self.server.limits.keepalive_timeout, self._idle_expired)
+
+    @property
+    def idle(self) -> bool:
+        """Between requests (or before the first): may be closed to make room for a new connection."""
+        return (self.task is None and not self.http.mid_request and not self.lingering and self.transport is not None
+                and not self.transport.is_closing())
+
+    def evict(self) -> None:
+        """Closed to make room for a new connection (``intake.ConnectionSlots`` chose it: silent, or idle longest)."""
+        self.server.connections.discard(self)
+        self._disarm()
+        if self.transport is not None:
+            self.transport.close()
 
     def _refuse_at_accept(self) -> None:
         """Over max_connections: a complete 503 at once, then the descriptor is given back."""
@@ -111,6 +132,8 @@ class ClientProtocol(asyncio.Protocol):
             self._disarm()
             self.transport = None
             return
+        self._release()
+        self.server.slots.closed(self)
         self.server.connections.discard(self)
         self._disarm()
         if self.task is not None and not self.task.done():
@@ -120,6 +143,9 @@ class ClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.lingering:
             return  # answered and closing: discard what the peer still sends
+        if self.silent:
+            self.silent = False
+            self.server.slots.spoke(self)
         self.http.receive(data)
         if self.task is not None or self.write_paused:
             self.buffered += len(data)
@@ -140,13 +166,21 @@ class ClientProtocol(asyncio.Protocol):
     def _pump(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        try:
-            request = self.http.next_request()
-        except ProtocolFailure as failure:
-            self.server.log.emit("protocol_error", f"{failure.error.status} from {self.client}: {failure.error.detail}",
-                                 "notice", STATUS=failure.error.status, CLIENT=self.client)
-            self._write(Response.from_error(failure.error, protocol=True))
-            return
+        while True:
+            try:
+                event = self.http.next_event()
+            except ProtocolFailure as failure:
+                error = failure.error
+                self._release()
+                self.service.note_client_error(error.status, f"{error.status} from {self.client}: {error.detail}",
+                                               "protocol_error", CLIENT=self.client)
+                self._write(Response.from_error(error, protocol=True))
+                return
+            if not isinstance(event, Head):
+                break
+            if not self._admit(event):
+                return
+        request = event
         if request is None:
             if self.http.closed_by_peer:
                 self.transport.close()
@@ -155,16 +189,45 @@ class ClientProtocol(asyncio.Protocol):
                     self._arm(self.server.request_timeout, self._request_expired, "request")
             return
         self._disarm()
-        try:
-            self.server.guard.check(request, self.peer)
-        except HTTPError as exc:
-            # nothing more for a client that is not (or not speaking as) the editor's user
-            self._write(Response.from_error(exc), head_only=request.method == "HEAD", refused=True)
-            return
         self.task = asyncio.get_running_loop().create_task(self._serve(request))
+
+    def _admit(self, head: Head) -> bool:
+        """At the end of a request's head, before a byte of its body is kept: the access checks (who may ask,
+        and whether this request may carry a body), then the body budget. A refusal is answered with
+        Connection: close (the body, not read, cannot be skipped): nothing of it is ever buffered."""
+        request = head.request
+        try:
+            # nothing more for a client that is not (or not speaking as) the editor's user
+            self.server.guard.check(request, self.peer, head.body_length)
+            size = self.server.limits.max_body_bytes if head.body_length is None else head.body_length
+            if size:
+                self._charge(size)
+        except HTTPError as exc:
+            self._write(Response.from_error(exc), head_only=request.method == "HEAD", refused=True)
+            return False
+        self.http.admit()
+        return True
+
+    def _charge(self, size: int) -> None:
+        """Reserve the body's bytes in the server's budget (``intake.BodyBudget``), or raise 413/503."""
+        budget = self.server.bodies
+        if not budget.fits_ever(size):
+            error = PayloadTooLarge(f"a body of {size} bytes exceeds max_buffered_body_bytes ({budget.limit})")
+            self.service.note_client_error(413, f"413 from {self.client}: {error.detail}", "protocol_error", CLIENT=self.client)
+            raise error
+        if not budget.reserve(size):
+            raise self.service.refuse("bodies", f"{budget.used} bytes of request bodies already buffered "
+                                                f"(max_buffered_body_bytes {budget.limit})")
+        self.charged = size
+
+    def _release(self) -> None:
+        if self.charged:
+            self.server.bodies.release(self.charged)
+            self.charged = 0
 
     async def _serve(self, request: Request) -> None:
         response = await self.service.handle(request, self.client)
+        self._release()
         self._write(response, head_only=request.method == "HEAD")
         self.task = None
         self.buffered = 0
@@ -185,6 +248,7 @@ class ClientProtocol(asyncio.Protocol):
             self.paused = False
             self.buffered = 0
         self._arm(self.server.limits.keepalive_timeout, self._idle_expired)
+        self.server.slots.rested(self)
         self._pump()
         if self.server.lifecycle.stopping:
             self.settle()
@@ -204,8 +268,8 @@ class ClientProtocol(asyncio.Protocol):
         try:
             return self.http.send_response(response, head_only)
         except Exception as exc:  # noqa: BLE001 - a connection-level bug must cost one connection, not the daemon
-            self.server.log.emit("protocol_error", f"cannot answer {self.client}: {type(exc).__name__}: {exc}", "err",
-                                 CLIENT=self.client)
+            self.service.note_client_error(500, f"cannot answer {self.client}: {type(exc).__name__}: {exc}", "protocol_error",
+                                           "err", CLIENT=self.client)
             if self.transport is not None:
                 self.transport.abort()
             return None
@@ -276,8 +340,9 @@ class ClientProtocol(asyncio.Protocol):
     def _request_expired(self) -> None:
         self.timer = None
         if self.task is None and self.transport is not None:
-            self.server.log.emit("protocol_error", f"408 from {self.client}: request not complete in time", "notice",
-                                 STATUS=408, CLIENT=self.client)
+            self._release()
+            self.service.note_client_error(408, f"408 from {self.client}: request not complete in time", "protocol_error",
+                                           CLIENT=self.client)
             self._write(Response.from_error(RequestTimeout(
                 f"request not received within {self.server.request_timeout:.0f} s")))
 

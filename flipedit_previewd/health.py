@@ -47,6 +47,7 @@ def health_report(s: Service) -> dict[str, Any]:
         "restart_pending": list(s.config.restart_pending),  # restart-only settings changed in the configuration
         "loop_lag": s.lag.snapshot(),
         "rejections": {"total": s.rejections.total, "by_reason": dict(s.rejections.by_reason)},
+        "client_errors": {str(status): n for status, n in sorted(s.client_errors.total.items())},
         "offload": {"pending": s.offload.pending, "capacity": s.offload.capacity, "rejected": s.offload.rejected},
         "media_problems": s.frame_service.media_problems(),
         "media_roots": s.roots.last_kept,
@@ -58,21 +59,24 @@ def health_report(s: Service) -> dict[str, Any]:
 
 
 def flush_summary(s: Service) -> None:
-    """Once a minute (and at stop): one journal entry for the cheap outcomes (cache hits, 304s, 4xx)."""
-    counts = {k: v for k, v in s.summary.items() if k in ("cached", "not_modified", "health") or k.startswith("http_4")}
+    """Once a minute (and at stop): one journal entry for the cheap outcomes (cache hits, 304s) and every
+    answer that was the client's fault (4xx, protocol errors, access refusals: ``ClientErrors``), with examples."""
+    counts = {k: v for k, v in s.summary.items() if k in ("cached", "not_modified", "health")}
+    errors, examples, last = s.client_errors.take()
+    counts.update({f"http_{status}": n for status, n in errors.items()})
     now = {"rendered": s.ahead.counters["rendered"], "hits": s.frames.ahead_hits, "wasted": s.frames.ahead_wasted}
     ahead = {k: v - s.ahead_flushed.get(k, 0) for k, v in now.items()}
     if any(counts.values()) or any(ahead.values()):
-        errors = {f"LAST_ERROR_{status}": what for status, what in s.last_client_error.items()}
+        fields = {f"LAST_ERROR_{status}": what for status, what in last.items()}
+        fields.update({f"EXAMPLES_{status}": " | ".join(seen) for status, seen in examples.items()})
         text = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if v)
-        text += "".join(f"; last {status}: {what}" for status, what in sorted(s.last_client_error.items()))
+        text += "".join(f"; {status} e.g. {' | '.join(seen)}" for status, seen in sorted(examples.items()))
         if any(ahead.values()):
             text += "; render-ahead " + ", ".join(f"{k}={v}" for k, v in ahead.items())
         s.log.emit("summary", "cheap requests: " + text.lstrip("; "), "info",
-                   **{f"COUNT_{k.upper()}": v for k, v in counts.items() if v}, **errors,
+                   **{f"COUNT_{k.upper()}": v for k, v in counts.items() if v}, **fields,
                    **{f"AHEAD_{k.upper()}": v for k, v in ahead.items() if v})
     s.ahead_flushed = now
-    for key in counts:
-        s.summary[key] = 0
-    s.last_client_error.clear()
-
+    for key in ("cached", "not_modified", "health"):
+        if key in s.summary:
+            s.summary[key] = 0

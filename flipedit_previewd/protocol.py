@@ -78,6 +78,15 @@ class Response:
         return cls.json(error.status, error.body(), headers=headers, close=close)
 
 
+@dataclass(frozen=True)
+class Head:
+    """A request whose head has arrived and whose body has not been read: the caller admits it
+    (``HTTPConnection.admit``: its body is read from now on) or refuses it, unread."""
+
+    request: Request
+    body_length: int | None  # the declared Content-Length; None for a chunked body; 0 for none
+
+
 class ProtocolFailure(Exception):
     """The peer broke HTTP; carry the error to answer with before closing."""
 
@@ -89,8 +98,10 @@ class ProtocolFailure(Exception):
 class HTTPConnection:
     """One client connection's HTTP state, without I/O.
 
-    ``receive`` feeds bytes; ``next_request`` returns a complete request, or
-    None when more bytes are needed, or raises ``ProtocolFailure``. After
+    ``receive`` feeds bytes; ``next_event`` returns a request's ``Head`` as soon as
+    it has arrived (nothing of its body is kept until the caller ``admit``s it),
+    then the complete request, or None when more bytes are needed, or raises
+    ``ProtocolFailure``. ``next_request`` admits every head (no policy). After
     ``send_response`` the caller checks ``should_close`` and, if still open,
     asks for the next (possibly already pipelined) request.
     """
@@ -105,6 +116,7 @@ class HTTPConnection:
         self.closed_by_peer = False
         self._detached_close = False
         self._method = b""
+        self._admitted = True  # False between a Head and admit(): no body byte is read
 
     @property
     def mid_request(self) -> bool:
@@ -123,9 +135,21 @@ class HTTPConnection:
         self._h11.receive_data(data)
 
     def next_request(self) -> Request | None:
+        """The next complete request, every head admitted (a caller with no admission policy)."""
+        while True:
+            event = self.next_event()
+            if not isinstance(event, Head):
+                return event
+            self.admit()
+
+    def admit(self) -> None:
+        """The head just returned is accepted: its body is read from now on."""
+        self._admitted = True
+
+    def next_event(self) -> Head | Request | None:
         if not self._saw_line_end and self._cycle_bytes > self.limits.max_request_line:
             raise ProtocolFailure(URITooLong(f"request line longer than {self.limits.max_request_line} bytes"))
-        while True:
+        while self._admitted:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
@@ -137,7 +161,8 @@ class HTTPConnection:
             if isinstance(event, h11.Request):
                 self._method = event.method
                 self._pending = self._start(event)
-                continue
+                self._admitted = False
+                return Head(self._pending, self._body_length())
             if isinstance(event, h11.Data):
                 self._body += event.data
                 if len(self._body) > self.limits.max_body_bytes:
@@ -150,6 +175,13 @@ class HTTPConnection:
                 self._pending = None
                 self._body.clear()
                 return request
+        return None
+
+    def _body_length(self) -> int | None:
+        assert self._pending is not None
+        if "transfer-encoding" in self._pending.headers:
+            return None  # chunked (h11 refuses any other transfer coding)
+        return int(self._pending.headers.get("content-length", "0").split(",")[0])
 
     def _classify(self, exc: h11.RemoteProtocolError) -> HTTPError:
         status = getattr(exc, "error_status_hint", 400)
@@ -236,6 +268,7 @@ class HTTPConnection:
     def start_next_cycle(self) -> None:
         self._h11.start_next_cycle()
         self._method = b""
+        self._admitted = True
         self._cycle_bytes = len(self._h11.trailing_data[0])
         self._saw_line_end = b"\n" in self._h11.trailing_data[0]
 

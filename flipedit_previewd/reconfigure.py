@@ -63,6 +63,10 @@ class Configurable(Protocol):
     def configure(self, config: Config) -> None: ...
 
 
+class BudgetTarget(Protocol):
+    limit: int
+
+
 class ServerTarget(Protocol):
     """The connection side: HTTP limits, the request deadline and the Host guard, plus the service behind it."""
 
@@ -72,6 +76,8 @@ class ServerTarget(Protocol):
 
     @property
     def guard(self) -> GuardTarget: ...
+    @property
+    def bodies(self) -> BudgetTarget: ...
     @property
     def service(self) -> Configurable: ...
 
@@ -93,6 +99,7 @@ def apply(new: Config, server: ServerTarget) -> Config:
     server.limits = http_limits(config)
     server.request_timeout = config.request_timeout
     server.guard.allowed_hosts = {h.lower() for h in config.allowed_hosts}
+    server.bodies.limit = config.max_buffered_body_bytes
     server.service.configure(config)  # through the server's narrow interface: the service sets its own parts
     return config
 

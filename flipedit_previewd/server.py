@@ -25,6 +25,7 @@ from .access import Guard, token_path, write_token
 from .config import Config
 from .connection import ClientProtocol
 from .fdstore import Handover, own_unit, queued_job
+from .intake import BodyBudget, ConnectionSlots
 from .journal import EventLog
 from .lifecycle import Lifecycle, LifecycleState, ServiceAPI
 from .protocol import Limits
@@ -44,7 +45,11 @@ class Server:
         self.log = log or EventLog()
         self.limits: Limits = http_limits(config)
         self.request_timeout = config.request_timeout
-        self.guard = Guard(config.allowed_hosts, self._make_token(), self.log)
+        self.guard = Guard(config.allowed_hosts, self._make_token(), service.note_client_error)
+        self.bodies = BodyBudget(config.max_buffered_body_bytes)
+        # Half the slots at most for connections that have sent nothing, per client (intake.py).
+        self.slots: ConnectionSlots[ClientProtocol] = ConnectionSlots(config.max_connections, config.max_connections // 2,
+                                                                      lambda connection: connection.idle)
         apply(config, self)  # the same lines as on SIGHUP set every live setting
         self.notifier = sdnotify.SystemdNotifier()
         self.handover = Handover(config.fdstore, config.max_connections)

@@ -35,7 +35,7 @@ from .projectdb import ProjectSource
 from .projects import ProjectFollower, Switch
 from .protocol import Request, Response
 from .reconfigure import configure_service
-from .rejections import RejectionSummary
+from .rejections import ClientErrors, RejectionSummary
 from .renderahead import RenderAhead
 from .roots import MediaRoots
 from .routes import Routes, output_spec
@@ -55,6 +55,7 @@ class Service:
         # serialisations) runs here, never on the loop; a full queue is a 503.
         self.offload = BoundedOffload(2, 16)
         self.rejections = RejectionSummary(log)
+        self.client_errors = ClientErrors(log)  # every 4xx, protocol error and access refusal: one summarised path
         self.lag = LoopLag(config.loop_lag_threshold, self._report_lag)
         self._flush_handle: asyncio.TimerHandle | None = None
         project = config.project
@@ -81,7 +82,6 @@ class Service:
         self.open_connections: Callable[[], int] = lambda: 0  # the server's count, given at start
         self.latencies: deque[float] = deque(maxlen=2000)
         self.summary: dict[str, int] = {}
-        self.last_client_error: dict[int, str] = {}
         self.overloaded_since: float | None = None
         self._follow_task: asyncio.Future[None] | None = None
         self.roots = MediaRoots(log)
@@ -261,11 +261,11 @@ class Service:
         self.summary[outcome] = self.summary.get(outcome, 0) + 1
         self.metrics.requests.labels(outcome).inc()
 
-    def note_client_error(self, status: int, what: str) -> None:
-        """A 4xx answer (the caller's mistake) is cheap: counted per status for the per-minute summary,
-        with the last one's reason, so 'previewctl logs' can say why a request was refused."""
-        self.summary[f"http_{status}"] = self.summary.get(f"http_{status}", 0) + 1
-        self.last_client_error[status] = what
+    def note_client_error(self, status: int, what: str, event: str = "", priority: str = "notice", **fields: Any) -> None:
+        """An answer that is the caller's fault (a route's 4xx, a protocol error, an access refusal): counted per
+        status for the per-minute summary with a few examples, so 'previewctl logs' can say why a request was
+        refused; ``event``: journaled too, the first of its kind and status in the minute only (rejections.py)."""
+        self.client_errors.note(status, what, event, priority, **fields)
 
     def follow_in_background(self) -> None:
         """From the tick: follow the project list with no requests coming (one follow at a time)."""

@@ -135,7 +135,8 @@ MALFORMED: list[tuple[bytes, set[int]]] = [
     (b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n", {400}),
     (b"GET / HTTP/1.1\r\nHost: x\r\nBad\x00Header: v\r\n\r\n", {400}),
     (b"GET http://example.com/ HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
-    (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", {400}),
+    # without the token: refused at the end of the head (401), the broken chunk is never read (issue 25)
+    (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", {401}),
     (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{bad}", {401}),  # no token: refused before the body is read
     (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]", {401}),
     (b"DELETE /get_frame/1 HTTP/1.1\r\nHost: x\r\n\r\n", {405}),

@@ -96,8 +96,8 @@ def test_foreign_host_and_browser_requests_refused_editor_shapes_served(start_da
     # A typed URL (Sec-Fetch-Site: none) is not a page's request.
     status, _ = exchange(port, f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nSec-Fetch-Site: none\r\n\r\n".encode())
     assert status == 200
-    # Journaled once per client per minute, not once per refusal.
-    assert daemon.log_settled().count("access_denied:") == 1, daemon.log()[-2000:]
+    # Journaled once per status per minute (421, 403), not once per refusal or per client (issue 25).
+    assert daemon.log_settled().count("access_denied:") == 2, daemon.log()[-2000:]
     assert daemon.get("/get_frame/1").status_code == 200
 
 

@@ -25,7 +25,7 @@ LAYERS: dict[str, str] = {
     "offload": "base", "rejections": "base", "configvalues": "base", "readonlydb": "base",
     # listening and HTTP: sockets in, sans-IO protocol, one connection, lifecycle, access control
     "sockets": "http", "fdstore": "http", "protocol": "http", "access": "http", "connection": "http",
-    "server": "http", "lifecycle": "http", "reconfigure": "http",
+    "server": "http", "lifecycle": "http", "reconfigure": "http", "intake": "http",
     # supervision: tick, hang policy, watchdog, status, /health; reads both sides
     "supervisor": "supervision", "health": "supervision",
     # the application: composition root, routes, the frame use-case, the dispatcher

@@ -16,6 +16,7 @@ from flipedit_previewd.errors import Forbidden, Misdirected, Unauthorized
 from flipedit_previewd.journal import MESSAGE_IDS
 from flipedit_previewd.media import MediaError, open_media
 from flipedit_previewd.protocol import Request
+from flipedit_previewd.rejections import ClientErrors
 from flipedit_previewd.safety import effective_roots
 from flipedit_previewd.textsafe import escape, is_safe_token
 
@@ -45,7 +46,7 @@ TCP = Peer("tcp", "127.0.0.1", local_port=8081)
 
 
 def test_guard_host_origin_fetch_site() -> None:
-    guard = Guard([], "tok", Recorder(), own_uid=1000)
+    guard = Guard([], "tok", ClientErrors(Recorder()).note, own_uid=1000)
     for host in ("127.0.0.1:8081", "localhost:8081", "[::1]:8081", "LOCALHOST:8081"):
         guard.check(req(host=host), TCP)
     for host in ("rebind.example:8081", "127.0.0.1:8082", "127.0.0.1", "", "127.0.0.1:8081, evil"):
@@ -58,12 +59,13 @@ def test_guard_host_origin_fetch_site() -> None:
     with pytest.raises(Forbidden):
         guard.check(req(host="127.0.0.1:8081", sec_fetch_site="same-site"), TCP)
     guard.check(req(host="127.0.0.1:8081", sec_fetch_site="none"), TCP)
-    Guard(["preview.local:8081"], "", Recorder()).check(req(host="preview.local:8081"), TCP)
+    Guard(["preview.local:8081"], "", ClientErrors(Recorder()).note).check(req(host="preview.local:8081"), TCP)
 
 
 def test_guard_owner_only_changes() -> None:
     log = Recorder()
-    guard = Guard([], "s3cret", log, own_uid=1000)
+    errors = ClientErrors(log)
+    guard = Guard([], "s3cret", errors.note, own_uid=1000)
     put = {"host": "127.0.0.1:8081"}
     with pytest.raises(Unauthorized):
         guard.check(Request("PUT", "/timeline", put), TCP)
@@ -76,11 +78,11 @@ def test_guard_owner_only_changes() -> None:
     with pytest.raises(Forbidden):
         guard.check(Request("PUT", "/timeline", {}), Peer("unix", "uid None", None))
     guard.check(Request("DELETE", "/get_frame/1", put), TCP)  # not a state-changing endpoint: routing answers 405
-    # Four refusals from three clients: once per client per minute in the journal.
-    assert guard.refused == 4
-    assert sorted(e[2]["CLIENT"] for e in log.events if e[0] == "access_denied") == ["127.0.0.1", "uid 1001", "uid None"]
+    # Four refusals from three clients: counted each, journaled once per status per minute, whoever sent them.
+    assert guard.refused == 4 and errors.counts == {401: 1, 403: 3}
+    assert sorted((e[2]["STATUS"], e[2]["CLIENT"]) for e in log.events if e[0] == "access_denied") == [(401, "127.0.0.1"), (403, "127.0.0.1")]
     with pytest.raises(Forbidden):  # no token written: TCP can never change state
-        Guard([], "", log, own_uid=1000).check(Request("PUT", "/timeline", {**put, "authorization": "Bearer "}), TCP)
+        Guard([], "", errors.note, own_uid=1000).check(Request("PUT", "/timeline", {**put, "authorization": "Bearer "}), TCP)
 
 
 def test_token_file_is_private_and_read_back(tmp_path: Path) -> None:
