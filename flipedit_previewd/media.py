@@ -13,6 +13,7 @@ import fcntl
 import os
 import stat
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import IO, Any, cast
@@ -23,6 +24,7 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from .display import Geometry, sample_aspect, to_rgb, transpose_of
 from .framecache import FrameCache
+from .keyframes import KeyframeIndex
 from .sniff import HEAD_BYTES, STILL_EXTENSIONS, STILL_FORMATS, STILL_NAMES, VIDEO_CODECS, VIDEO_DEMUXERS, Sniffed, sniff
 
 FORWARD_DECODE_LIMIT = 90  # frames: beyond this a seek is cheaper than decoding forward
@@ -111,6 +113,9 @@ class VideoSource:
         self._last: _Decoded | None = None
         self._ahead: _Decoded | None = None
         self._pulled: int | None = None  # the last time given out by _pull: numbering of frames without one
+        self.keyframes = KeyframeIndex()
+        self._lands_late = False  # a timestamp seek of this source has yielded a frame after its target
+        self._bytes_refused = False  # the demuxer refuses byte seeks (it has an index of its own)
         self.scaled: tuple[tuple[int, tuple[int, int]], Image.Image] | None = None
         try:
             self._open_container()
@@ -127,7 +132,7 @@ class VideoSource:
             self.rate = Fraction(self.stream.average_rate or self.stream.guessed_rate or 30)
             self.time_base = Fraction(self.stream.time_base or Fraction(1, 1000))
             self._tick = 1 / self.rate / self.time_base  # one frame's duration in ticks (numbering, windows)
-            self._frames = self.container.decode(self.stream)
+            self._frames = self._decoding()
             first = self._pull()
             if first is None:
                 raise MediaError("no frame could be decoded")
@@ -226,41 +231,86 @@ class VideoSource:
         return best
 
     def _seek(self, limit: Fraction) -> None:
-        """Position the decoder at a frame at or before ``limit``, never after it."""
-        back = Fraction(0)
-        second = 1 / self.time_base
-        for _ in range(SEEK_ATTEMPTS if self.timestamps else 0):
-            target = int(limit - back)
-            if target <= self.origin:
-                break
-            self.seeks += 1
-            try:
-                self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
-            except (av.FFmpegError, OSError):
-                break  # a stream that cannot seek (raw H.264): from the start
-            self._frames = self.container.decode(self.stream)
-            self._last = self._ahead = self._pulled = None
-            first = self._pull()
-            if first is not None and first.pts <= limit and not first.frame.is_corrupt:
-                self._last = first
+        """Position the decoder at a frame at or before ``limit``, never after it.
+
+        In order: the keyframe index's byte position when this source's timestamp seeks are known to
+        land late and the index knows the target's GOP; the demuxer's own timestamp seek; the
+        index's nearest keyframe before the target; timestamp seeks 1, 2, 4, 8, 16 s further back;
+        the first byte; a fresh open. Each is verified by the first frame it yields.
+        """
+        self.seeks += 1
+        if self.timestamps:
+            known = self.keyframes.before(limit)
+            if known is not None and self._lands_late and self.keyframes.covers(known[0], limit) and self._seek_byte(known[1], limit):
                 return
-            back = max(back * 2, second)
+            if self._seek_time(int(limit), limit):
+                return
+            self._lands_late = True
+            known = self.keyframes.before(limit)
+            if known is not None and self._seek_byte(known[1], limit):
+                return
+            back = 1 / self.time_base
+            for _ in range(SEEK_ATTEMPTS):
+                target = int(limit - back)
+                if target <= self.origin:
+                    break
+                if self._seek_time(target, limit):
+                    return
+                back *= 2
+            if self._seek_byte(0, limit):
+                return
         self._restart()
 
+    def _seek_time(self, target: int, limit: Fraction) -> bool:
+        try:
+            self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+        except (av.FFmpegError, OSError):
+            return False  # a stream that cannot seek (raw H.264)
+        return self._landed(limit)
+
+    def _seek_byte(self, position: int, limit: Fraction) -> bool:
+        if self._bytes_refused:
+            return False
+        try:
+            self.container.seek(position, unsupported_byte_offset=True)
+        except (av.FFmpegError, OSError, TypeError):  # MP4 refuses byte seeks (it has an index)
+            self._bytes_refused = True
+            return False
+        return self._landed(limit)
+
+    def _landed(self, limit: Fraction) -> bool:
+        """Decode the first frame after a seek: True when it is at or before ``limit`` (and whole)."""
+        self._frames = self._decoding()
+        self._last = self._ahead = self._pulled = None
+        first = self._pull()
+        if first is not None and first.pts <= limit and not first.frame.is_corrupt:
+            self._last = first
+            return True
+        return False
+
     def _restart(self) -> None:
-        """Decode from the first byte: the one position every demuxer can reach exactly."""
+        """Decode from the first byte of a fresh open: the one position every demuxer reaches exactly."""
         self.restarts += 1
         self.container.close()
         self._open_container()
         stream = self.container.streams.video[0]
         stream.thread_type = "SLICE"
         self.stream = stream
-        self._frames = self.container.decode(stream)
+        self._frames = self._decoding()
         self._last = self._ahead = self._pulled = None
         first = self._pull()
         if first is None:
             raise MediaError("no frame could be decoded")
         self._last = first  # a target before the first frame shows the first frame
+
+    def _decoding(self) -> Iterator[Any]:
+        """Frames in presentation order, noting each keyframe packet's byte position on the way."""
+        previous: int | None = None
+        for packet in self.container.demux(self.stream):
+            if packet.is_keyframe and packet.pts is not None and packet.pos is not None and packet.pos >= 0:
+                self.keyframes.add(packet.pts, packet.pos, previous)
+                previous = packet.pts
+            yield from packet.decode()
 
     def picture(self, decoded: _Decoded, size: tuple[int, int]) -> Image.Image:
         """The frame as the viewer sees it, at ``size`` (displayed orientation), scaled once by FFmpeg."""
