@@ -194,3 +194,18 @@ def test_a_daemon_with_two_workers_serves_the_exact_frames(corpus: Path, start_d
             wrong.append(f"{rows[index].name} frame {local}: shown {found.best}, expected {expected} ({found.expected_psnr:.1f} dB)")
     assert not wrong, "\n".join(wrong)
     assert daemon.health()["media_problems"] == []
+
+
+def test_a_transport_stream_is_sought_by_the_keyframes_it_showed(corpus: Path) -> None:
+    """MPEG-TS has no index: after the first late landing, targets in GOPs already seen go to a keyframe's byte."""
+    from flipedit_previewd.media import VideoSource
+
+    row = next(r for r in ROWS if r.name == "h264_ts_gop250")
+    path = make(row, corpus)
+    ref = reference(path)
+    source = VideoSource(str(path))
+    for n in (280, 100, 270, 20, 260, 249, 0, 299):
+        decoded = source.frame_at(Fraction(n, 30))
+        assert match(np.asarray(source.picture(decoded, (160, 96))), ref.frames, n).best == n
+    assert source.restarts == 0 and len(source.keyframes) == 2  # keyframes at 0 and 250, learned
+    source.close()

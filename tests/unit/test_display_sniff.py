@@ -86,3 +86,20 @@ def test_refusals_name_what_is_allowed() -> None:
     assert sniff(b"YUV4MPEG2").refusal().startswith("YUV4MPEG is not an allowed video container; allowed: MP4/MOV")  # type: ignore[union-attr]
     assert sniff(b"RIFF\x00\x00\x00\x00WAVE").refusal() == "WAV has no picture (an audio file)"  # type: ignore[union-attr]
     assert sniff(b"plain text") is None
+
+
+def test_keyframe_index_finds_the_keyframe_before_and_knows_adjacent_ones() -> None:
+    from flipedit_previewd.keyframes import KeyframeIndex
+
+    index = KeyframeIndex()
+    index.add(0, 564, None)
+    index.add(750_000, 836_224, 0)  # demuxed one after the other: adjacent
+    index.add(2_250_000, 2_502_656, None)  # reached by a seek: its predecessor is unknown
+    assert index.before(Fraction(-1)) is None
+    assert index.before(Fraction(0)) == (0, 564)
+    assert index.before(Fraction(749_999)) == (0, 564) and index.before(Fraction(750_000)) == (750_000, 836_224)
+    assert index.before(Fraction(3_000_000)) == (2_250_000, 2_502_656)
+    assert index.covers(0, Fraction(749_999)) and not index.covers(0, Fraction(750_000))
+    assert not index.covers(750_000, Fraction(800_000))  # what follows 750_000 was never seen: maybe a keyframe
+    index.add(0, 564, None)
+    assert len(index) == 3
