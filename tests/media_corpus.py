@@ -62,6 +62,7 @@ ROWS: tuple[Row, ...] = (
     Row("hevc_mp4_opengop", "mp4", _x265("keyint=30:min-keyint=30:open-gop=1:bframes=3") + ("-pix_fmt", "yuv420p")),
     Row("hevc_mkv_opengop", "mkv", _x265("keyint=30:min-keyint=30:open-gop=1:bframes=3") + ("-pix_fmt", "yuv420p")),
     Row("hevc10_mp4_phone", "mp4", _x265("keyint=30:open-gop=1") + ("-pix_fmt", "yuv420p10le", "-tag:v", "hvc1")),
+    Row("hevc12_mp4", "mp4", _x265("keyint=30") + ("-pix_fmt", "yuv420p12le")),
     Row("vp9_webm", "webm", ("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "30")),
     Row("av1_mkv", "mkv", ("-c:v", "libsvtav1", "-preset", "12", "-g", "30")),
     Row("mjpeg_avi", "avi", ("-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p")),
