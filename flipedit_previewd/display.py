@@ -9,6 +9,7 @@ viewer is meant to see, so the compositor fits and places the *displayed* pictur
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -111,3 +112,79 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode in ("LA", "La", "PA", "RGBa") or (mode in ("P", "L", "1") and "transparency" in image.info):
         return image.convert("RGBA")
     return image.convert("RGB")  # L, 1, P, CMYK (Pillow undoes Adobe's inversion on decode), YCbCr, LAB, HSV
+
+
+MAX_MOOV = 64 * 1024 * 1024  # a movie header larger than this is not read for its matrix (hours of samples fit in less)
+
+
+def tkhd_matrix(read_at: Callable[[int, int], bytes], file_size: int) -> bytes | None:
+    """The display matrix of the first video track of an MP4/MOV, as FFmpeg lays it out (nine int32).
+
+    For FFmpeg builds that do not attach the matrix to decoded frames (Debian 12's 5.1 with PyAV 10):
+    walks moov/trak/{tkhd, mdia/hdlr} with every size checked against its parent, so a hostile
+    file costs at most one bounded read. ``read_at(offset, size)`` reads the opened descriptor.
+    """
+    offset = 0
+    for _ in range(64):  # top-level boxes: ftyp, free, mdat, moov ... in any order
+        if offset + 8 > file_size:
+            return None
+        size, kind = _box(read_at(offset, 16), file_size - offset)
+        if size is None:
+            return None
+        if kind == b"moov":
+            if size > MAX_MOOV:
+                return None
+            moov = read_at(offset, size)
+            return _video_matrix(moov, *_body(moov, 0, len(moov)))
+        offset += size
+    return None
+
+
+def _box(head: bytes, room: int) -> tuple[int | None, bytes]:
+    if len(head) < 8:
+        return None, b""
+    size, kind = struct.unpack(">I4s", head[:8])
+    if size == 1 and len(head) >= 16:
+        size = struct.unpack(">Q", head[8:16])[0]
+    elif size == 0:
+        size = room
+    return (size if 8 <= size <= room else None), kind
+
+
+def _body(data: bytes, start: int, end: int) -> tuple[int, int]:
+    header = 16 if struct.unpack(">I", data[start:start + 4])[0] == 1 else 8
+    return start + header, end
+
+
+def _children(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    found: list[tuple[bytes, int, int]] = []
+    at = start
+    while at + 8 <= end and len(found) < 1024:
+        size, kind = _box(data[at:at + 16], end - at)
+        if size is None:
+            break
+        found.append((kind, at, at + size))
+        at += size
+    return found
+
+
+def _video_matrix(data: bytes, start: int, end: int) -> bytes | None:
+    for kind, at, until in _children(data, start, end):
+        if kind != b"trak":
+            continue
+        matrix, video = None, False
+        for child, c_at, c_until in _children(data, *_body(data, at, until)):
+            body, _ = _body(data, c_at, c_until)
+            if child == b"tkhd" and c_until - body >= 84:
+                version = data[body]
+                offset = body + 4 + (32 if version == 1 else 20) + 16
+                if offset + 36 <= c_until:
+                    matrix = struct.pack("<9i", *struct.unpack(">9i", data[offset:offset + 36]))
+            elif child == b"mdia":
+                for grand, g_at, g_until in _children(data, *_body(data, c_at, c_until)):
+                    g_body, _ = _body(data, g_at, g_until)
+                    if grand == b"hdlr" and g_until - g_body >= 12 and data[g_body + 8:g_body + 12] == b"vide":
+                        video = True
+        if video:
+            return matrix
+    return None

@@ -22,7 +22,7 @@ import av
 import av.video.reformatter
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
-from .display import Geometry, sample_aspect, to_rgb, transpose_of
+from .display import Geometry, sample_aspect, tkhd_matrix, to_rgb, transpose_of
 from .framecache import FrameCache
 from .keyframes import KeyframeIndex
 from .sniff import HEAD_BYTES, STILL_EXTENSIONS, STILL_FORMATS, STILL_NAMES, VIDEO_CODECS, VIDEO_DEMUXERS, Sniffed, sniff
@@ -33,9 +33,20 @@ SEEK_ATTEMPTS = 5  # seeks ever further back (1, 2, 4, 8, 16 s) before decoding 
 # is soft and biased. Measured against the original picture (README, "Formats"): when scaling,
 # bicubic with full chroma interpolation and exact rounding; at the stored size, error
 # diffusion. 8-bit sources keep the default, bit-exact with FFmpeg's own decoding.
-_I = av.video.reformatter.Interpolation
-DEEP_SCALED = _I.BICUBIC | _I.ACCURATE_RND | _I.FULL_CHR_H_INT
-DEEP_NATIVE = _I.POINT | _I.ERROR_DIFFUSION  # at the stored size: FFmpeg's own conversion, within 0.2 levels
+def _flags(*names: str) -> Any:
+    """Scaler flags combined, or the algorithm alone where PyAV (Debian 12's 10.0) has no flag members."""
+    interpolation = av.video.reformatter.Interpolation
+    try:
+        combined = getattr(interpolation, names[0])
+        for name in names[1:]:
+            combined |= getattr(interpolation, name)
+        return combined
+    except (AttributeError, TypeError):
+        return getattr(interpolation, names[0])
+
+
+DEEP_SCALED = _flags("BICUBIC", "ACCURATE_RND", "FULL_CHR_H_INT")
+DEEP_NATIVE = _flags("POINT", "ERROR_DIFFUSION")  # at the stored size: FFmpeg's own conversion, within 0.2 levels
 
 
 class MediaError(Exception):
@@ -147,19 +158,26 @@ class VideoSource:
         self.origin = first.pts
         self.timestamps = first.frame.pts is not None
         matrix = next((bytes(sd) for sd in first.frame.side_data if str(sd.type).endswith("DISPLAYMATRIX")), None)
-        sar = self.stream.sample_aspect_ratio or self.stream.codec_context.sample_aspect_ratio
+        if matrix is None and self.container.format.name.startswith("mov"):
+            matrix = tkhd_matrix(self._read_at, os.fstat(self.file.fileno()).st_size)
+        sar = getattr(self.stream, "sample_aspect_ratio", None) or self.stream.codec_context.sample_aspect_ratio
         self.geometry = Geometry(first.frame.width, first.frame.height, sample_aspect(sar), transpose_of(matrix))
         self.deep = any(component.bits > 8 for component in first.frame.format.components)
         self._last = first
 
     def _open_container(self) -> None:
         self.file.seek(0)
+        # container_options, not options: those are also given to every codec, and PyAV 10 (Debian 12)
+        # then aborts the process with "free(): invalid pointer" when opening an MPEG-PS file.
         options = {"format_whitelist": VIDEO_DEMUXERS, "protocol_whitelist": "none", "enable_drefs": "0"}
         try:
-            self.container = av.open(self.file, "r", timeout=5.0, io_open=_refuse_nested_open, options=options)
+            self.container = av.open(self.file, "r", timeout=5.0, io_open=_refuse_nested_open, container_options=options)
         except TypeError:  # PyAV without io_open: the protocol whitelist still refuses nested opens
             self.file.seek(0)
-            self.container = av.open(self.file, "r", timeout=5.0, options=options)
+            self.container = av.open(self.file, "r", timeout=5.0, container_options=options)
+
+    def _read_at(self, offset: int, size: int) -> bytes:
+        return os.pread(self.file.fileno(), size, offset)
 
     def _check_pixels(self, width: int, height: int) -> None:
         if self.max_pixels and width * height > self.max_pixels:
@@ -283,7 +301,7 @@ class VideoSource:
         self._frames = self._decoding()
         self._last = self._ahead = self._pulled = None
         first = self._pull()
-        if first is not None and first.pts <= limit and not first.frame.is_corrupt:
+        if first is not None and first.pts <= limit and not getattr(first.frame, "is_corrupt", False):
             self._last = first
             return True
         return False

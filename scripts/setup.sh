@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-# ffmpeg: the independent decoder and stock encoder of the media corpus (tests/media_corpus.py).
-for pkg in libsystemd-dev pkg-config gcc python3-dev python3-venv systemd systemd-container util-linux procps curl tmux ffmpeg; do
+# ffmpeg: the independent decoder and stock encoder of the media corpus (tests/media_corpus.py);
+# python3-pytest: the corpus also runs under Debian's python3 with the .deb's PyAV 10 and Pillow 9.4.
+for pkg in libsystemd-dev pkg-config gcc python3-dev python3-venv systemd systemd-container util-linux procps curl tmux ffmpeg python3-pytest; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
