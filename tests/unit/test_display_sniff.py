@@ -103,3 +103,46 @@ def test_keyframe_index_finds_the_keyframe_before_and_knows_adjacent_ones() -> N
     assert not index.covers(750_000, Fraction(800_000))  # what follows 750_000 was never seen: maybe a keyframe
     index.add(0, 564, None)
     assert len(index) == 3
+
+
+def _box(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+def _movie(matrix: tuple[int, int, int, int], handler: bytes = b"vide") -> bytes:
+    a, b, c, d = matrix
+    tkhd = b"\x00" * 4 + b"\x00" * 20 + b"\x00" * 16 + struct.pack(">9i", a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30) + b"\x00" * 8
+    hdlr = b"\x00" * 8 + handler + b"\x00" * 12
+    trak = _box(b"trak", _box(b"tkhd", tkhd) + _box(b"mdia", _box(b"hdlr", hdlr)))
+    return _box(b"ftyp", b"isom\x00\x00\x00\x00") + _box(b"moov", trak)
+
+
+def read(data: bytes) -> bytes | None:
+    from flipedit_previewd.display import tkhd_matrix
+
+    return tkhd_matrix(lambda offset, size: data[offset:offset + size], len(data))
+
+
+def test_the_track_header_gives_the_matrix_where_ffmpeg_does_not() -> None:
+    assert transpose_of(read(_movie((0, 1, -1, 0)))) == T.ROTATE_270
+    assert read(_movie((0, 1, -1, 0), handler=b"soun")) is None  # not a video track
+
+
+@pytest.mark.parametrize("damage", ["size0", "size_huge", "size_small", "truncated", "largesize", "deep_garbage"])
+def test_a_hostile_movie_header_costs_nothing(damage: str) -> None:
+    data = bytearray(_movie((0, 1, -1, 0)))
+    moov = data.find(b"moov") - 4
+    if damage == "size0":
+        data[moov:moov + 4] = struct.pack(">I", 0)  # "to the end of the file": still bounded by the file
+    elif damage == "size_huge":
+        data[moov:moov + 4] = struct.pack(">I", 0xFFFFFFF0)
+    elif damage == "size_small":
+        data[moov + 8:moov + 12] = struct.pack(">I", 3)  # trak of 3 bytes
+    elif damage == "truncated":
+        data = data[:moov + 30]
+    elif damage == "largesize":
+        data[moov:moov + 4] = struct.pack(">I", 1)  # a 64-bit size follows, here garbage
+    elif damage == "deep_garbage":
+        data += _box(b"moov", b"\xff" * 4000)
+    result = read(bytes(data))
+    assert result is None or len(result) == 36
