@@ -176,13 +176,29 @@ class Guard:
         host = headers.get("host")
         if peer.family == "tcp" and host is not None and not self.host_allowed(host, peer.local_port):
             raise Misdirected("Host must name this daemon (127.0.0.1, localhost or [::1] and its port)", field="host")
-        if "origin" in headers:
-            raise Forbidden("requests from web pages (Origin) are refused", field="origin")
-        fetch_site = headers.get("sec-fetch-site")
-        if fetch_site is not None and fetch_site.strip().lower() != "none":
-            raise Forbidden("requests from web pages (Sec-Fetch-Site) are refused", field="sec-fetch-site")
+        if not self.own_page(request, peer):
+            if "origin" in headers:
+                raise Forbidden("requests from web pages (Origin) are refused", field="origin")
+            fetch_site = headers.get("sec-fetch-site")
+            if fetch_site is not None and fetch_site.strip().lower() != "none":
+                raise Forbidden("requests from web pages (Sec-Fetch-Site) are refused", field="sec-fetch-site")
         if request.method in STATE_CHANGING and request.path in GUARDED_PATHS:
             self.check_owner(headers, peer)
+
+    def own_page(self, request: Request, peer: Peer) -> bool:
+        """A GET from the daemon's own viewer page (``viewer.py``): same-origin by the browser's word,
+        to a loopback name and this port (never an ``allowed_hosts`` name, never ``*``: a rebound
+        name is another origin), and an ``Origin``, if any, that is this very origin."""
+        headers = request.headers
+        if request.method not in ("GET", "HEAD") or peer.family != "tcp":
+            return False
+        if (headers.get("sec-fetch-site") or "").strip().lower() != "same-origin":
+            return False
+        host = (headers.get("host") or "").strip().lower()
+        if host not in {f"{name}:{peer.local_port}" for name in LOOPBACK_NAMES}:
+            return False
+        origin = headers.get("origin")
+        return origin is None or origin.strip().lower() == f"http://{host}"
 
     def host_allowed(self, host: str | None, port: int | None) -> bool:
         if "*" in self.allowed_hosts:

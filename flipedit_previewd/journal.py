@@ -14,6 +14,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from .textsafe import escape
@@ -57,6 +58,7 @@ MESSAGE_IDS: dict[str, str] = {
 # Entries wait here for the writer thread: the event loop never blocks on journald. When journald
 # is slower than this, entries are dropped and counted (one journal_dropped entry says how many).
 JOURNAL_QUEUE = 4096
+RECENT_EVENTS = 50  # kept in memory for the viewer page (GET /debug/events)
 
 PRIORITY = {"debug": 7, "info": 6, "notice": 5, "warning": 4, "err": 3}
 
@@ -81,6 +83,8 @@ class EventLog:
         self._drop_lock = threading.Lock()  # not _lock: the writer holds that while stderr is slow
         self._queue: queue.Queue[tuple[str, str, str, dict[str, str], tuple[str, int, str]] | None] | None = None
         self._thread: threading.Thread | None = None
+        # The last events, for the viewer page (/debug/events): already escaped, bounded.
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
 
     def start_writer(self) -> None:
         """From now on ``emit`` only enqueues; a thread writes (journald or a full pipe never stalls the caller)."""
@@ -123,6 +127,7 @@ class EventLog:
         # MESSAGE and the stderr line are for eyes and line-based tools: client- and file-controlled text
         # in them is escaped onto one bounded line; the structured fields keep the raw value.
         message = escape(message, 2000)
+        self.recent.append({"time": round(time.time(), 3), "event": event, "priority": priority, "message": message[:300]})
         caller = sys._getframe(1)  # the code location, taken here: the write may happen on the writer thread
         code = (caller.f_code.co_filename, int(caller.f_lineno or 0), caller.f_code.co_name)
         q = self._queue

@@ -12,7 +12,7 @@ import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from . import __version__, viewer
 from .config import Config
 from .errors import BadRequest, DomainError, HTTPError, MethodNotAllowed, NotFound, RenderFailed, as_http
 from .lifecycle import Lifecycle
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from .service import Service
 
 MAX_FRAME = 10_000_000
+VIEWER_FILES = {"/viewer.js": (viewer.JS, "text/javascript; charset=utf-8"), "/viewer.css": (viewer.CSS, "text/css; charset=utf-8"),
+                "/favicon.svg": (viewer.ICON, "image/svg+xml"), "/favicon.ico": (viewer.ICON, "image/svg+xml")}
 MAX_SIDE = 16384
 
 
@@ -80,8 +82,19 @@ class Routes:
             timeline = await s.timeline()
             return await s.offload.run(lambda: _large_json(timeline.to_json()))
         if path == "/":
+            _require(method, ("GET", "HEAD"))
+            if "text/html" in request.headers.get("accept", ""):
+                return Response(200, viewer.HTML.encode(), "text/html; charset=utf-8", headers=list(viewer.HEADERS))
             return Response.json(200, {"service": "flipedit-previewd", "version": __version__,
-                                       "endpoints": ["/get_frame/<n>", "/health", "/metrics", "/debug/timeline", "/timeline"]})
+                                       "endpoints": ["/get_frame/<n>", "/health", "/metrics", "/debug/timeline", "/debug/events",
+                                                     "/timeline"]})
+        if path in VIEWER_FILES:
+            _require(method, ("GET", "HEAD"))
+            body, kind = VIEWER_FILES[path]
+            return Response(200, body.encode(), kind, headers=list(viewer.HEADERS))
+        if path == "/debug/events":
+            _require(method, ("GET", "HEAD"))
+            return Response.json(200, {"events": list(s.log.recent)}, headers=[("Cache-Control", "no-store")])
         raise NotFound(f"no such endpoint: {path[:80]}")
 
     async def put_timeline(self, request: Request) -> Response:

@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 
 need=()
 # ffmpeg: the independent decoder and stock encoder of the media corpus (tests/media_corpus.py);
-# python3-pytest: the corpus also runs under Debian's python3 with the .deb's PyAV 10 and Pillow 9.4.
-for pkg in libsystemd-dev pkg-config gcc python3-dev python3-venv systemd systemd-container util-linux procps curl tmux ffmpeg python3-pytest; do
+# python3-pytest: the corpus also runs under Debian's python3 with the .deb's PyAV 10 and Pillow 9.4;
+# chromium, chromium-driver: the viewer page is tested in a real browser (tests/integration/test_viewer.py).
+for pkg in libsystemd-dev pkg-config gcc python3-dev python3-venv systemd systemd-container util-linux procps curl tmux ffmpeg python3-pytest \
+           chromium chromium-driver; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -29,7 +29,7 @@ LAYERS: dict[str, str] = {
     # supervision: tick, hang policy, watchdog, status, /health; reads both sides
     "supervisor": "supervision", "health": "supervision",
     # the application: composition root, routes, the frame use-case, the dispatcher
-    "service": "app", "routes": "app", "roots": "app", "frames": "app", "dispatch": "app",
+    "service": "app", "routes": "app", "roots": "app", "frames": "app", "dispatch": "app", "viewer": "app",
     # the render side: admission, workers, compositing and encoding, media, timelines and their sources
     "admission": "render", "workers": "render", "compositor": "render", "media": "render", "output": "render",
     "framecache": "render", "timeline": "render", "projectdb": "render", "projects": "render",

@@ -62,6 +62,26 @@ def test_guard_host_origin_fetch_site() -> None:
     Guard(["preview.local:8081"], "", ClientErrors(Recorder()).note).check(req(host="preview.local:8081"), TCP)
 
 
+def test_only_the_daemons_own_page_passes_as_a_web_page() -> None:
+    """The viewer's same-origin GETs pass; another origin, a rebound or allowed_hosts name, a state change do not."""
+    guard = Guard(["*"], "tok", ClientErrors(Recorder()).note, own_uid=1000)
+    guard.check(req(host="127.0.0.1:8081", sec_fetch_site="same-origin"), TCP)
+    guard.check(req(host="localhost:8081", sec_fetch_site="same-origin", origin="http://localhost:8081"), TCP)
+    refused = [
+        req(host="127.0.0.1:8081", sec_fetch_site="same-origin", origin="http://127.0.0.1:3000"),  # another port's page
+        req(host="127.0.0.1:8081", sec_fetch_site="same-site"),
+        req(host="127.0.0.1:8081", sec_fetch_site="cross-site"),
+        req(host="rebind.example:8081", sec_fetch_site="same-origin"),  # only with allowed_hosts "*": still not its page
+        req("DELETE", "/timeline", host="127.0.0.1:8081", sec_fetch_site="same-origin"),
+        req(host="127.0.0.1:9999", sec_fetch_site="same-origin"),
+    ]
+    for request in refused:
+        with pytest.raises((Forbidden, Unauthorized)):
+            guard.check(request, TCP)
+    with pytest.raises(Forbidden):
+        guard.check(req(host="anything", sec_fetch_site="same-origin"), Peer("unix", "uid 1000", 1000))
+
+
 def test_guard_owner_only_changes() -> None:
     log = Recorder()
     errors = ClientErrors(log)
