@@ -18,6 +18,7 @@ import difflib
 import json
 import os
 import re
+import shlex
 import sys
 import tomllib
 import typing
@@ -239,7 +240,6 @@ def toml_value(value: object) -> str:
 # where a number is meant is a mistake to name, not text to convert (the environment and flags are
 # text by nature and are parsed from text instead).
 TOML_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "list": (list,)}
-TOML_EXAMPLES = {"int": "{key} = 3", "float": "{key} = 2.5", "bool": "{key} = true", "str": '{key} = "text"', "list": '{key} = ["a", "b"]'}
 TOML_KINDS = {bool: "true/false", int: "a whole number", float: "a decimal number", str: "a string in quotes", list: "a list",
               dict: "a table"}
 
@@ -257,14 +257,18 @@ class Layer:
     def is_text(self) -> bool:
         return self.label in ("environment", "command line")
 
-    def where(self, setting: Setting) -> str:
-        """The source as the user wrote it: file and line, the variable, or the flag."""
-        if self.label == "environment":
-            return f"environment {setting.env}"
+    def where(self, setting: Setting, raw: Any) -> str:
+        """The value as the user wrote it, and where: 'FILE line N: key = value', 'environment VAR: key = value'
+        or 'command line: --flag value' (each name once: the reason that follows never repeats it)."""
         if self.label == "command line":
-            return f"command line {setting.flag}"
+            shown = " ".join(f"{setting.flag} {shlex.quote(str(item))}" for item in (raw if isinstance(raw, list) else [raw]))
+            key = f" ({setting.name})" if "_" in setting.name else ""  # the key as in the file, when the flag spells it otherwise
+            return f"command line: {shown}{key}"
+        if self.label == "environment":
+            return f"environment {setting.env}: {setting.name} = {shlex.quote(str(raw))}"
         line = key_line(self.text, setting.name)
-        return f"{self.file}" + (f" line {line}" if line else "")
+        shown = toml_value(raw) if isinstance(raw, (bool, int, float, str, list, tuple)) else repr(raw)
+        return f"{self.file}" + (f" line {line}" if line else "") + f": {setting.name} = {shown}"
 
 
 def key_line(text: str, key: str) -> int | None:
@@ -279,11 +283,10 @@ def key_line(text: str, key: str) -> int | None:
 
 
 def _parse(setting: Setting, raw: Any, layer: Layer) -> object:
-    where = layer.where(setting)
-    shown = toml_value(raw) if isinstance(raw, (bool, int, float, str, list, tuple)) else repr(raw)
+    where = layer.where(setting, raw)
 
     def error(reason: str) -> ConfigError:
-        return ConfigError(f"{where}: {setting.name} = {shown}: {reason}", source=layer.label, key=setting.name,
+        return ConfigError(f"{where}: {reason}", source=layer.label, key=setting.name,
                            file=layer.file, line=key_line(layer.text, setting.name) if layer.file else None)
 
     if layer.is_text:
@@ -293,10 +296,13 @@ def _parse(setting: Setting, raw: Any, layer: Layer) -> object:
         allowed = TOML_TYPES[setting.type_name]
         if not isinstance(raw, allowed) or (isinstance(raw, bool) and bool not in allowed):
             kind = TOML_KINDS.get(type(raw), type(raw).__name__)
-            example = TOML_EXAMPLES[setting.type_name].format(key=setting.name)
-            hint = " (without the quotes)" if isinstance(raw, str) else ""
-            raise error(f"expected {TOML_KINDS[allowed[-1]] if setting.type_name != 'float' else 'a number'}, not {kind}; "
-                        f"write e.g. {example}{hint}")
+            hint = ""
+            if isinstance(raw, str) and setting.type_name != "list":
+                try:  # "3" where 3 is meant: say how to write it; "x" where a number is meant: the type says enough
+                    hint = f" (write it without the quotes: {setting.name} = {toml_value(setting.parse(raw))})"
+                except (TypeError, ValueError):
+                    pass
+            raise error(f"expected {TOML_KINDS[allowed[-1]] if setting.type_name != 'float' else 'a number'}, not {kind}{hint}")
     try:
         return setting.parse(raw)
     except (TypeError, ValueError) as exc:

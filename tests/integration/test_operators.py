@@ -68,7 +68,7 @@ def test_a_configuration_refused_on_reload_is_degraded_until_a_good_reload(tmp_p
         assert health["status"] == "degraded", health
         error = health["config_error"]
         assert (error["key"], error["file"], error["line"]) == ("queue_size", str(conf), 2), error
-        assert f"{conf} line 2: queue_size" in error["message"] and "without the quotes" in error["message"]
+        assert f"{conf} line 2: queue_size" in error["message"] and "not a string" in error["message"]
         assert health["queue_capacity"] == 20  # the old configuration stays in force
         shown = statuses(notify)
         assert any(s.startswith("degraded: ") and f"configuration rejected on reload (queue_size in {conf} line 2)" in s

@@ -29,7 +29,7 @@ def toml_error(tmp_path: Path, text: str) -> ConfigError:
 
 @pytest.mark.parametrize(("line", "words"), [
     ("workers = 2.5", "whole number"),
-    ('workers = "3"', "without the quotes"),
+    ('workers = "3"', "without the quotes: workers = 3"),
     ("workers = true", "whole number"),
     ("workers = 1e9", "whole number"),
     ("queue_timeout = true", "number"),
@@ -38,7 +38,7 @@ def toml_error(tmp_path: Path, text: str) -> ConfigError:
     ("demo = \"yes\"", "true/false"),
     ("project = 3", "string"),
     ('allowed_roots = "/a,/b"', "list"),
-    ('queue_size = "x"', "without the quotes"),
+    ('queue_size = "x"', "not a string"),
 ])
 def test_toml_types_are_checked_with_file_line_and_key(tmp_path: Path, line: str, words: str) -> None:
     error = toml_error(tmp_path, f"# previewd\njpeg_quality = 50\n\n{line}\n")
