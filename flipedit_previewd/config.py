@@ -267,7 +267,10 @@ class Layer:
         if self.label == "environment":
             return f"environment {setting.env}: {setting.name} = {shlex.quote(str(raw))}"
         line = key_line(self.text, setting.name)
-        shown = toml_value(raw) if isinstance(raw, (bool, int, float, str, list, tuple)) else repr(raw)
+        try:
+            shown = toml_value(raw)
+        except TypeError:  # a table, a date: no value of the schema's types
+            shown = repr(raw)
         return f"{self.file}" + (f" line {line}" if line else "") + f": {setting.name} = {shown}"
 
 

@@ -127,3 +127,9 @@ def test_toml_array_items_are_not_split(tmp_path: Path) -> None:
 def test_the_list_syntax_is_in_help() -> None:
     text = " ".join(build_parser().format_help().split())
     assert "separate items with commas" in text and "\\," in text
+
+
+@pytest.mark.parametrize("line", ["workers = [{ a = 1 }]", "workers = 1979-05-27", "[workers]\na = 1", "allowed_roots = [1, 2]"])
+def test_odd_toml_values_are_named_not_crashed_on(tmp_path: Path, line: str) -> None:
+    error = toml_error(tmp_path, f"{line}\n")
+    assert str(error).startswith(f"{tmp_path / 'previewd.toml'} line 1: ") and error.key == line.split()[0].strip("[]"), str(error)
