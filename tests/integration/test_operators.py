@@ -76,6 +76,9 @@ def test_a_configuration_refused_on_reload_is_degraded_until_a_good_reload(tmp_p
         ctl = subprocess.run([str(ROOT / ".venv/bin/previewctl"), "--url", daemon.url, "health"], capture_output=True, text=True,
                              timeout=60)
         assert ctl.returncode == 1 and "rejected on reload" in ctl.stdout and "queue_size" in ctl.stdout, ctl.stdout + ctl.stderr
+        doctor = subprocess.run([str(ROOT / ".venv/bin/previewctl"), "--url", daemon.url, "doctor", "--directory", str(tmp_path / "journal")],
+                                capture_output=True, text=True, timeout=60)
+        assert doctor.returncode == 1 and "[FAIL] configuration in force: rejected on reload" in doctor.stdout, doctor.stdout
 
         time.sleep(0.1)
         health = reload(daemon, conf, "queue_size = 7\n")  # a good one: degraded no more
