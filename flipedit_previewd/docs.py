@@ -13,7 +13,8 @@ BEGIN, END = "<!-- config-table:begin -->", "<!-- config-table:end -->"
 
 def update_readme(path: Path) -> bool:
     text = path.read_text()
-    new = re.sub(f"{re.escape(BEGIN)}.*?{re.escape(END)}", f"{BEGIN}\n{markdown_table()}\n{END}", text, flags=re.S)
+    table = f"{BEGIN}\n{markdown_table()}\n{END}"  # a function, not a template: the table has backslashes (list syntax)
+    new = re.sub(f"{re.escape(BEGIN)}.*?{re.escape(END)}", lambda _: table, text, flags=re.S)
     if new != text:
         path.write_text(new)
         return True

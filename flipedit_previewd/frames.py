@@ -47,6 +47,12 @@ class FrameHost(Protocol):
     def _count(self, outcome: str) -> None: ...
 
 
+# A frame's bytes are fixed by its strong ETag (timeline revision, frame, output), but the timeline can change
+# at any moment: a browser or proxy may keep a frame, yet must ask again each time (If-None-Match, answered 304
+# at no render cost) rather than show a stale one. Sent on the 200 and, as RFC 9110 asks, on the 304.
+FRAME_CACHING = ("Cache-Control", "no-cache")
+
+
 def etag_matches(header: str, etag: str) -> bool:
     if not header:
         return False
@@ -151,12 +157,12 @@ class FrameService:
         self._plan_ahead(frame, spec, timeline)
         if etag_matches(request.headers.get("if-none-match", ""), etag):
             host._count("not_modified")
-            return Response(304, b"", spec.content_type, headers=[("ETag", etag)])
+            return Response(304, b"", spec.content_type, headers=[("ETag", etag), FRAME_CACHING])
         cached = self.cache.get(etag)
         if cached is not None:
             host._count("cached")
             host.latencies.append((time.monotonic() - begun) * 1000)
-            return Response(200, cached[0], cached[1], headers=[("ETag", etag), ("X-Cache", "hit"), ("X-Request-Id", request_id)])
+            return Response(200, cached[0], cached[1], headers=[("ETag", etag), FRAME_CACHING, ("X-Cache", "hit"), ("X-Request-Id", request_id)])
         outcome = "failed"
         status = 500
         refused_at_once = False
@@ -200,5 +206,5 @@ class FrameService:
                 host.log.emit("request", f"{request.method} {request.target} -> {status} {outcome} in {total_ms:.1f} ms",
                               "info" if status < 500 else "warning", **fields)
         return Response(200, result.body, result.content_type,
-                        headers=[("ETag", result.etag), ("X-Cache", "hit" if result.cached else "miss"), ("X-Request-Id", request_id),
+                        headers=[("ETag", result.etag), FRAME_CACHING, ("X-Cache", "hit" if result.cached else "miss"), ("X-Request-Id", request_id),
                                  ("X-Render-Ms", f"{result.render_ms:.1f}"), ("X-Queue-Ms", f"{result.queue_ms:.1f}")])

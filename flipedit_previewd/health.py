@@ -45,6 +45,8 @@ def health_report(s: Service) -> dict[str, Any]:
         "render_ahead": s.render_ahead_stats(),
         "keepalive_timeout_s": s.config.keepalive_timeout,
         "restart_pending": list(s.config.restart_pending),  # restart-only settings changed in the configuration
+        # The last reload's configuration could not be used (the old one runs; a restart would fail): why, where.
+        "config_error": s.config_error.fields() if s.config_error else None,
         "loop_lag": s.lag.snapshot(),
         "rejections": {"total": s.rejections.total, "by_reason": dict(s.rejections.by_reason)},
         "client_errors": {str(status): n for status, n in sorted(s.client_errors.total.items())},
@@ -52,6 +54,7 @@ def health_report(s: Service) -> dict[str, Any]:
         "media_problems": s.frame_service.media_problems(),
         "media_roots": s.roots.last_kept,
         "media_roots_skipped": [f"{root} ({why})" for root, why in s.roots.last_skipped],
+        "media_roots_missing": s.roots.last_missing,  # configured, kept, but not an existing directory (warned)
         "uptime_s": round(time.monotonic() - s.started, 1),
         "version": __version__,
         "pid": os.getpid(),

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .config import Config
+    from .config import Config, ConfigError
     from .errors import Overloaded
     from .protocol import Request, Response
 
@@ -103,5 +103,10 @@ class ServiceAPI(Protocol):
 
     def configure(self, config: Config) -> None: ...
     def reload(self) -> None: ...
+
+    def config_rejected(self, error: ConfigError | None) -> None:
+        """A reload's configuration could not be used (``error``; the old one stays in force) or, with None, a
+        later one could: shown as ``degraded`` (/health ``config_error``, STATUS=) until then, because the next
+        restart would fail on it."""
 
     def close(self) -> None: ...

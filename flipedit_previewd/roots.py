@@ -2,7 +2,9 @@
 
 Never /, a system directory or the home directory itself (``safety.effective_roots``). The answer
 is cached per project state, because working it out reads the project database (its asset
-directories); a candidate that would make a forbidden root is skipped and logged once.
+directories); a candidate that would make a forbidden root is skipped and logged once. A configured
+root that does not exist is kept (a drive mounted later makes it work) but warned about once, by
+name: a typo in allowed_roots otherwise only shows as every clip refused.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ class MediaRoots:
         self._key: tuple[object, ...] | None = None
         self.last_kept: list[str] | None = None  # for /health: None until first worked out
         self.last_skipped: list[tuple[str, str]] = []
-        self._reported: set[str] = set()
+        self.last_missing: list[str] = []  # configured roots that are not an existing directory (for /health)
+        self._reported: set[tuple[str, str]] = set()
 
     def forget(self) -> None:
         self._key, self.last_kept = None, None
@@ -30,8 +33,10 @@ class MediaRoots:
         key = (tuple(configured), source.path, source.last.revision if source.path else "")
         if self.last_kept is not None and self._key == key:
             return self.last_kept
+        missing: list[str] = []
         if configured:
             candidates = [os.path.expanduser(p) for p in configured]
+            missing = [p for p in candidates if os.path.isabs(p) and not os.path.isdir(p)]
         else:
             candidates = []
             if source.path:
@@ -39,8 +44,13 @@ class MediaRoots:
                 candidates += asset_dirs(source.path)
         kept, skipped = effective_roots(candidates)
         for root, why in skipped:
-            if root not in self._reported:
-                self._reported.add(root)
+            if ("skipped", root) not in self._reported:
+                self._reported.add(("skipped", root))
                 self.log.emit("media_roots", f"not a media root: {root} ({why})", "warning", ROOT=root, REASON=why)
-        self._key, self.last_kept, self.last_skipped = key, kept, skipped
+        for root in missing:
+            if ("missing", root) not in self._reported:
+                self._reported.add(("missing", root))
+                self.log.emit("media_roots", f"configured media root does not exist: {root} (kept; media under it is "
+                              "refused until it does)", "warning", ROOT=root, REASON="does not exist")
+        self._key, self.last_kept, self.last_skipped, self.last_missing = key, kept, skipped, missing
         return kept

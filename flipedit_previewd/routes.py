@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, viewer
 from .config import Config
+from .configvalues import MAX_SIDE  # one bound for a canvas side and for a requested output side
 from .errors import BadRequest, DomainError, HTTPError, MethodNotAllowed, NotFound, RenderFailed, as_http
 from .lifecycle import Lifecycle
 from .output import OutputSpec
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 MAX_FRAME = 10_000_000
 VIEWER_FILES = {"/viewer.js": (viewer.JS, "text/javascript; charset=utf-8"), "/viewer.css": (viewer.CSS, "text/css; charset=utf-8"),
                 "/favicon.svg": (viewer.ICON, "image/svg+xml"), "/favicon.ico": (viewer.ICON, "image/svg+xml")}
-MAX_SIDE = 16384
+# /health and /metrics describe this instant: no cache (browser, proxy) may keep or replay one. Frames have
+# their own policy (``frames.FRAME_CACHING``: kept, but validated by ETag each time).
+NO_STORE = ("Cache-Control", "no-store")
 
 
 class Routes:
@@ -42,6 +45,8 @@ class Routes:
             answer = as_http(raised)  # a refused path or an invalid timeline: the one place they get a status
             if 400 <= answer.status < 500:
                 s.note_client_error(answer.status, f"{request.method} {request.target[:200]}: {answer.detail}")
+                if request.path.startswith("/get_frame/"):  # a frame request all the same (a render's errors are 5xx)
+                    s.metrics.requests.labels("client_error").inc()
             return Response.from_error(answer)
         except asyncio.CancelledError:
             raise
@@ -63,10 +68,10 @@ class Routes:
         if path == "/health":
             _require(method, ("GET", "HEAD"))
             s._count("health")
-            return Response.json(200, s.health())
+            return Response.json(200, s.health(), headers=[NO_STORE])
         if path == "/metrics":
             _require(method, ("GET", "HEAD"))
-            return Response(200, s.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8")
+            return Response(200, s.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8", headers=[NO_STORE])
         if path == "/debug/timeline":
             _require(method, ("GET", "HEAD"))
             timeline = await s.timeline()

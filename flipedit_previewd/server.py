@@ -22,7 +22,7 @@ import sdnotify
 
 from . import __version__
 from .access import Guard, token_path, write_token
-from .config import Config
+from .config import Config, ConfigError
 from .connection import ClientProtocol
 from .fdstore import Handover, own_unit, queued_job
 from .intake import BodyBudget, ConnectionSlots
@@ -59,6 +59,7 @@ class Server:
         self.servers: list[asyncio.base_events.Server] = []
         self.should_exit = False
         self.should_reload = False
+        self.rejected = False  # the last reload's configuration could not be used (the service shows it degraded)
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.watchdog = Watchdog(service, self.notify, self.log)
@@ -163,19 +164,29 @@ class Server:
         self.lifecycle.enter(Lifecycle.RELOADING)
         monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.notify(f"RELOADING=1\nMONOTONIC_USEC={monotonic_usec}\nSTATUS=reloading")
-        error = ""
+        rejected: ConfigError | None = None
+        was_rejected = self.rejected
         if self.reload_config is not None:
             try:
                 apply(self.reload_config(), self)
                 self.service.reload()
-            except Exception as exc:  # noqa: BLE001 - a bad reload keeps the old configuration
-                error = str(exc)
+            except ConfigError as exc:  # a bad reload keeps the old configuration, and says so until a good one
+                rejected = exc
+            except Exception as exc:  # noqa: BLE001 - anything else applying it: the same, in its own words
+                rejected = ConfigError(f"applying the configuration failed: {type(exc).__name__}: {exc}", source="reload")
+            self.rejected = rejected is not None
+            self.service.config_rejected(rejected)
         else:
             self.service.reload()
         pending = ", ".join(self.config.restart_pending)
+        error = str(rejected) if rejected else ""
+        fixed = was_rejected and not rejected
         self.log.emit("reload", "reloaded configuration and timeline" + (f"; kept old configuration: {error}" if error else "")
+                      + ("; the configuration error of an earlier reload is fixed" if fixed else "")
                       + (f"; restart to apply: {pending}" if pending else ""),
-                      "warning" if error else "info", ERROR=error or None, RESTART_PENDING=pending or None)
+                      "warning" if error else "info", ERROR=error or None, RESTART_PENDING=pending or None,
+                      CONFIG_FIXED=1 if fixed else None,
+                      **{f"CONFIG_{k.upper()}": v or None for k, v in (rejected.fields() if rejected else {}).items() if k != "message"})
         self.lifecycle.enter(Lifecycle.SERVING)
         self.notify(f"READY=1\nSTATUS={self.service.status_line()}")
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .admission import Admission
-from .config import Config
+from .config import Config, ConfigError
 from .dispatch import Dispatcher, LoopHooks
 from .errors import Overloaded
 from .framecache import FrameCache
@@ -50,6 +50,7 @@ class Service:
         self.log = log
         self.lifecycle = lifecycle or LifecycleState()  # moved by the server only; read here
         self.started = time.monotonic()
+        self.config_error: ConfigError | None = None  # the last reload's configuration, if it could not be used
         self.metrics = Metrics()
         # Everything slow on untrusted input (timeline parsing, path checks, database reads, large
         # serialisations) runs here, never on the loop; a full queue is a 503.
@@ -92,13 +93,16 @@ class Service:
         m.gauge("flipedit_preview_in_flight", "Renders running", lambda: len(self.admission.in_flight))
         m.gauge("flipedit_preview_workers_busy", "Workers rendering", lambda: self.pool.busy_count())
         m.gauge("flipedit_preview_connections", "Open client connections", lambda: self.open_connections())
-        m.gauge("flipedit_preview_render_ahead_rendered", "Frames rendered ahead of a request", lambda: self.ahead.counters["rendered"])
-        m.gauge("flipedit_preview_render_ahead_hits", "Requests answered by a frame rendered ahead", lambda: self.frames.ahead_hits)
-        m.gauge("flipedit_preview_render_ahead_wasted", "Frames rendered ahead and discarded unused", lambda: self.frames.ahead_wasted)
+        m.counter("flipedit_preview_render_ahead_rendered_total", "Frames rendered ahead of a request since start",
+                  lambda: self.ahead.counters["rendered"])
+        m.counter("flipedit_preview_render_ahead_hits_total", "Frame requests answered by a frame rendered ahead, since start",
+                  lambda: self.frames.ahead_hits)
+        m.counter("flipedit_preview_render_ahead_wasted_total", "Frames rendered ahead and discarded unused, since start",
+                  lambda: self.frames.ahead_wasted)
         m.gauge("flipedit_preview_loop_lag_seconds", "Event-loop timer lag, last sample", lambda: self.lag.last)
         m.gauge("flipedit_preview_loop_lag_p99_seconds", "Event-loop timer lag, 99th percentile of the last minute",
                 lambda: self.lag.percentile(99))
-        m.gauge("flipedit_preview_rejections", "Requests refused (503, or 504 at once) since start", lambda: self.rejections.total)
+        m.counter("flipedit_preview_rejections_total", "Requests refused (503, or 504 at once) since start", lambda: self.rejections.total)
 
     def _apply_source_limits(self, config: Config) -> None:
         self.source.read_timeout = config.db_read_timeout
@@ -155,6 +159,10 @@ class Service:
     def configure(self, config: Config) -> None:
         """The live settings (at start and on SIGHUP, from ``reconfigure.apply`` through the server)."""
         configure_service(config, self)
+
+    def config_rejected(self, error: ConfigError | None) -> None:
+        """See ``ServiceAPI.config_rejected``: read by the status word, STATUS= and /health."""
+        self.config_error = error
 
     def reload(self) -> None:
         """Re-read the project list and the timeline (settings: ``configure``, before this)."""
@@ -258,8 +266,10 @@ class Service:
         return output_spec(request.query, timeline, self.config)
 
     def _count(self, outcome: str) -> None:
+        """A frame request's outcome: the per-minute summary and /metrics' requests_total (frames only)."""
         self.summary[outcome] = self.summary.get(outcome, 0) + 1
-        self.metrics.requests.labels(outcome).inc()
+        if outcome != "health":  # /health is in the summary's cheap requests, not in the frame request counter
+            self.metrics.requests.labels(outcome).inc()
 
     def note_client_error(self, status: int, what: str, event: str = "", priority: str = "notice", **fields: Any) -> None:
         """An answer that is the caller's fault (a route's 4xx, a protocol error, an access refusal): counted per

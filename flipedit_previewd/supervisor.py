@@ -87,13 +87,19 @@ class Supervisor:
             return "overloaded"
         if s.pool.hung_workers() or s.source.health.state not in ("ok", "none"):
             return "degraded"
+        if s.config_error is not None:  # serving, but on an older configuration that the next restart would not start with
+            return "degraded"
         return "ok"
 
     def status_line(self) -> str:
         s = self.service
+        rejected = s.config_error
+        where = (f"{rejected.file}" + (f" line {rejected.line}" if rejected.line else "")) if rejected and rejected.file else ""
         return (f"{self.status()}: {len(s.admission.in_flight)}/{s.config.workers} rendering, "
                 f"{len(s.admission.queue)} queued, {s.admission.rejected_recently(60)} rejected in the last minute, "
-                f"{s.admission.rate.rate():.1f} frames/s, loop lag p99 {s.lag.percentile(99) * 1000:.0f} ms")
+                f"{s.admission.rate.rate():.1f} frames/s, loop lag p99 {s.lag.percentile(99) * 1000:.0f} ms"
+                + (f"; configuration rejected on reload ({rejected.key or 'see journal'}"
+                   + (f" in {where}" if where else "") + "), old one in force" if rejected else ""))
 
 
 def hang_policy(hung: list[Worker], workers: int, now: float, threshold: float) -> tuple[list[Worker], list[Worker]]:

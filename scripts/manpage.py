@@ -64,7 +64,7 @@ PAGES: dict[str, dict[str, object]] = {
                  ("3", "socket error: an address that cannot be bound, or a socket from systemd that cannot be used")],
         "signals": [("SIGHUP", "re-read the configuration and the timeline (systemctl reload); settings marked 'restart to change' in OPTIONS keep their running value until a restart (/health restart_pending names them)"),
                     ("SIGTERM, SIGINT", "stop: new renders get 503, queued and running ones finish within drain_timeout")],
-        "environment": [("FLIPEDIT_PREVIEWD_<KEY>", "any setting, e.g. FLIPEDIT_PREVIEWD_WORKERS=4; an unknown one is an error"),
+        "environment": [("FLIPEDIT_PREVIEWD_<KEY>", "any setting, e.g. FLIPEDIT_PREVIEWD_WORKERS=4 (digits only for a whole number); a list separated by commas, e.g. FLIPEDIT_PREVIEWD_ALLOWED_ROOTS=/srv/media,/home/me/Videos, with \\, for a comma inside an item; an unknown one is an error"),
                         ("LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES", "sockets passed by systemd (sd_listen_fds(3))"),
                         ("NOTIFY_SOCKET, WATCHDOG_USEC", "systemd's notification socket and watchdog interval (sd_notify(3))"),
                         ("XDG_CONFIG_HOME", "where the user configuration file is looked for"),

@@ -108,6 +108,9 @@ def health_rows(h: dict[str, Any], colour: bool = False) -> list[tuple[str, str]
     roots = h.get("media_roots")
     if isinstance(roots, list):
         rows.append(("media roots", ", ".join(str(r) for r in roots[:20]) or "(none: no media can be read)"))
+    rejected = _dict(h.get("config_error"))
+    if rejected:  # a reload's configuration could not be used: the old one runs, a restart would fail (issue 26)
+        rows.append(("config", f"{paint('rejected on reload', colour)}: {clean(str(rejected.get('message')))}"))
     pending = h.get("restart_pending")
     if isinstance(pending, list) and pending:
         # A reload kept these settings' running values: the configuration says otherwise until a restart.
@@ -494,6 +497,10 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
                                 "start it (README: 'make demo', or flipedit-previewd --listen 127.0.0.1:8081) or pass --url"))
         return findings
     findings.append(Finding("daemon answers /health", True, f"{health['status']} via {client.shown}"))
+    rejected_config = _dict(health.get("config_error"))
+    if rejected_config:  # only when a reload was refused: the old configuration runs, the next restart would fail
+        findings.append(Finding("configuration in force", False, f"rejected on reload: {clean(str(rejected_config.get('message')))}",
+                                "fix that value (flipedit-previewd --print-config checks the files), then reload the daemon"))
     rejected = as_int(health.get("rejected_last_minute", 0))
     queue, capacity = as_int(health.get("queue_size", 0)), as_int(health.get("queue_capacity", 0))
     findings.append(Finding("no overload", rejected == 0 and (capacity == 0 or queue < capacity),

@@ -84,7 +84,7 @@ STATED_NAMES = {"workers": ("--workers", "FLIPEDIT_PREVIEWD_WORKERS"), "queue_si
 def sample(key: str, type_name: str, default: str) -> tuple[str, object]:
     """A valid value other than the default, as text and as --print-config shows it (TOML)."""
     if type_name == "int":
-        return "7", 7
+        return ("70", 70) if key == "max_output_pixels" else ("7", 7)  # a 7 x 7 canvas must fit in max_output_pixels
     if type_name == "float":
         return ("9.5", 9.5) if key == "hang_threshold" else ("7.5", 7.5)  # render_budget stays below hang_threshold
     if type_name == "bool":
