@@ -8,6 +8,7 @@ like systemctl's ("2h 3min"), and colour marks status words only on a terminal
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +39,17 @@ def show(value: Any, unit: str = "") -> str:
     else:
         text = str(value)
     return f"{text} {unit}" if unit else text
+
+
+def fit(text: str, indent: int = 12, columns: int = 80) -> list[str]:
+    """One human line within ``columns``: wrapped at spaces, continuation lines indented by ``indent``.
+
+    A word longer than a line (a path, a URL) is kept whole rather than cut."""
+    if len(text) <= columns:
+        return [text]
+    head = len(text) - len(text.lstrip(" "))
+    return textwrap.wrap(text.lstrip(" "), columns, initial_indent=" " * head, subsequent_indent=" " * indent,
+                         break_long_words=False, break_on_hyphens=False) or [text]
 
 
 def duration(seconds: Any) -> str:
