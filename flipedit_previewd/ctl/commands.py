@@ -763,8 +763,8 @@ def cmd_profile(args: Any, env: Env) -> int:
     if wants_json(args):
         env.out(json.dumps({"output": args.output_file, "bytes": size, "seconds": args.seconds, "pid": pid, "workers": workers}))
     else:
-        env.out(f"flame graph of pid {pid} and workers {', '.join(map(str, workers)) or '-'} ({args.seconds} s) -> {args.output_file} "
-                f"({size} bytes); open it in a browser")
+        env.say(f"flame graph of pid {pid} and workers {', '.join(map(str, workers)) or '-'} ({args.seconds} s) -> {args.output_file} "
+                f"({size} bytes); open it in a browser", 2)
     return EXIT_OK
 
 

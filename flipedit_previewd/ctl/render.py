@@ -13,7 +13,7 @@ from typing import Any
 from .commands import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CtlError, Env, client_for, unreachable_error, wants_json
 from .discovery import Unreachable
 from .safeout import as_int, clean
-from .words import show
+from .words import fit, show
 
 FORMATS = ("jpeg", "png")
 EXTENSIONS = {".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".png": "png"}
@@ -39,10 +39,10 @@ def target(output_file: str | None, fmt: str | None) -> tuple[str, str]:
 
 
 def cmd_render(args: Any, env: Env) -> int:
+    if args.output_file not in (None, "-") and os.path.isdir(args.output_file):
+        raise CtlError(f"-O {args.output_file} is a directory", "name a file, e.g. -O frame.jpg, or -O - for stdout", EXIT_USAGE)
     output, fmt = target(args.output_file, args.format)
     to_stdout = output == "-"
-    if not to_stdout and os.path.isdir(output):
-        raise CtlError(f"-O {output} is a directory", "name a file, e.g. -O frame.jpg, or -O - for stdout", EXIT_USAGE)
     if to_stdout and env.is_tty:
         raise CtlError("refusing to write an image to the terminal", "redirect stdout, or write a file with -O FILE", EXIT_USAGE)
     client = client_for(args, env)
@@ -94,10 +94,10 @@ def cmd_render(args: Any, env: Env) -> int:
         env.printed = env.printed or not to_stdout
     else:
         where = "stdout" if to_stdout else output
-        timing = (f"render {show(report['render_ms'], 'ms')}, queue {show(report['queue_ms'], 'ms')}"
-                  if report["cache"] != "hit" else "served from the daemon's frame cache")
-        print(f"frame {args.frame} -> {clean(where)}: {len(response.content)} bytes in {ms:.1f} ms (cache {show(report['cache'])}, {timing})",
-              file=stream, flush=True)
+        timing = (f"; render {show(report['render_ms'], 'ms')}, queue {show(report['queue_ms'], 'ms')}"
+                  if report["cache"] != "hit" else ", from the daemon's frame cache")
+        line = f"frame {args.frame} -> {clean(where)}: {len(response.content)} bytes in {ms:.1f} ms (cache {show(report['cache'])}{timing})"
+        print("\n".join(fit(line, 2, env.columns)), file=stream, flush=True)
     if past_end:
         last = f"frames 0-{total - 1}" if total else "no frames: the timeline is empty"
         print(f"previewctl: frame {args.frame} is past the end of the timeline ({last}); the image is the empty canvas",

@@ -84,8 +84,10 @@ def cmd_timeline(args: Any, env: Env) -> int:
                     handle.write("\n")
             except OSError as exc:
                 raise CtlError(f"cannot write {args.file}: {exc.strerror}", "choose a writable path") from None
-            clips = answer.get("clips") if isinstance(answer, dict) else None
-            report = {"action": "get", "file": args.file, "clips": len(clips) if isinstance(clips, list) else None}
+            tracks = answer.get("tracks") if isinstance(answer, dict) else None
+            clips = sum(len(t["clips"]) for t in tracks if isinstance(t, dict) and isinstance(t.get("clips"), list)) \
+                if isinstance(tracks, list) else None
+            report = {"action": "get", "file": args.file, "clips": clips}
             env.out(json.dumps(report) if wants_json(args) else f"timeline -> {clean(args.file)}: {report['clips']} clips")
         else:
             env.out(json.dumps(answer, indent=2))

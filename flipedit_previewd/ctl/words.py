@@ -8,7 +8,7 @@ like systemctl's ("2h 3min"), and colour marks status words only on a terminal
 from __future__ import annotations
 
 import os
-import textwrap
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,12 +44,24 @@ def show(value: Any, unit: str = "") -> str:
 def fit(text: str, indent: int = 12, columns: int = 80) -> list[str]:
     """One human line within ``columns``: wrapped at spaces, continuation lines indented by ``indent``.
 
-    A word longer than a line (a path, a URL) is kept whole rather than cut."""
+    The spacing between words is kept (aligned columns stay aligned); a word longer than a line
+    (a path, a URL) is kept whole, on the line it starts."""
     if len(text) <= columns:
         return [text]
     head = len(text) - len(text.lstrip(" "))
-    return textwrap.wrap(text.lstrip(" "), columns, initial_indent=" " * head, subsequent_indent=" " * indent,
-                         break_long_words=False, break_on_hyphens=False) or [text]
+    pad = " " * indent
+    lines: list[str] = []
+    line, gap, fresh = " " * head, "", True
+    for word, after in re.findall(r"(\S+)(\s*)", text[head:]):
+        candidate = line + gap + word
+        if not fresh and len(candidate) > columns and len(pad) + len(word) <= columns:
+            lines.append(line)
+            line = pad + word
+        else:
+            line = candidate
+        fresh, gap = False, after
+    lines.append(line)
+    return lines
 
 
 def duration(seconds: Any) -> str:
