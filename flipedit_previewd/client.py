@@ -46,7 +46,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .access import read_token
-from .transport import MAX_JSON_BYTES, Expired, Unreachable, is_unix_address, socket_path, unix_base, wall_clock, why_failed
+from .transport import MAX_JSON_BYTES, Expired, TimedOut, Unreachable, is_unix_address, socket_path, unix_base, wall_clock, why_failed
 
 DEFAULT_URL = "http://127.0.0.1:8081"
 
@@ -175,7 +175,9 @@ class PreviewClient:
                 setattr(response, "_content_consumed", True)  # noqa: B010 - requests' own flag, not typed
                 return response
         except Expired:
-            raise Unreachable(f"{self.shown}: no complete answer within {seconds:g} s") from None
+            raise TimedOut(f"{self.shown}: no complete answer within {seconds:g} s") from None
+        except requests.Timeout as exc:
+            raise TimedOut(f"{self.shown}: {why_failed(exc, seconds)}") from None
         except requests.RequestException as exc:
             raise Unreachable(f"{self.shown}: {why_failed(exc, seconds)}") from None
 

@@ -122,12 +122,13 @@ class Routes:
 
 
 def frame_index(raw: str) -> int:
+    """/get_frame/<n>: a whole number from 0; anything else is the client's mistake (400, one message for all)."""
     try:
-        frame = int(raw)
+        frame = int(raw) if raw.isascii() and raw.lstrip("-").isdigit() else -1
     except ValueError:
-        raise NotFound(f"frame index must be an integer, not {raw[:40]!r}") from None
+        frame = -1
     if frame < 0:
-        raise BadRequest(f"frame index must not be negative: {frame}", field="frame")
+        raise BadRequest(f"frame index must be a whole number from 0, not {raw[:40]!r}", field="frame")
     if frame > MAX_FRAME:
         raise BadRequest(f"frame index {frame} is absurd", field="frame")
     return frame

@@ -25,6 +25,10 @@ class Unreachable(Exception):
     """No complete, acceptable answer from the address (``fetch``); the text is for a person."""
 
 
+class TimedOut(Unreachable):
+    """No complete answer within the deadline: the address answered the connection, or might, but too slowly."""
+
+
 class Expired(BaseException):
     """The wall clock ran out: a BaseException, so no library's ``except Exception`` swallows it."""
 

@@ -4,24 +4,31 @@ Subcommands live in one table; the environment (streams, tty, colour, variables)
 is injected, so tests drive it without a terminal; every exception goes through
 one funnel to a documented exit code and a one-line message that says what to do.
 
-Conventions of the tools people know: ``-o json`` (alias ``--json``) wherever
-data is printed (``render`` and ``profile`` write a file: there ``-o`` is the
-file, as in curl, and ``-`` is stdout); global flags also after the subcommand;
-journalctl's time formats; every argument checked by argparse (exit 3).
+Conventions of the tools people know: ``-o text|json`` (alias ``--json``) on every
+command, as kubectl's and gh's (``render`` and ``profile`` write their file with
+``-O/--output-file``, ``-`` for stdout); with ``-o json`` stdout is JSON whatever
+happens, an error included; global flags also after the subcommand; journalctl's time
+formats; every argument checked by argparse (exit 3), a mistyped command or choice
+answered with "did you mean".
 
-Exit codes: 0 ok, 1 degraded/overloaded, a failed check or nothing found, 2 daemon unreachable,
-3 usage error.
+Exit codes: 0 ok, 1 degraded/overloaded, a failed check or nothing found, 2 daemon unreachable
+(or not answering in time), 3 usage error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
+import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .. import __version__
 from ..journal import MESSAGE_IDS
 from .commands import (
     EXIT_PROBLEM,
@@ -33,17 +40,19 @@ from .commands import (
     cmd_logs,
     cmd_monitor,
     cmd_profile,
-    cmd_render,
     cmd_stats,
     cmd_status,
 )
+from .completion import SHELLS, cmd_completion
 from .journal_read import BadTime, parse_time
+from .render import FORMATS, cmd_render
 from .safeout import clean
+from .timeline import cmd_timeline
 from .words import wants_colour
 
 OUTCOMES = ("rendered", "shared", "rejected", "timeout", "failed", "cancelled")
-EXIT_STATUS = ("Exit codes: 0 ok; 1 degraded/overloaded, a failed check, or no journal/entries found; "
-               "2 daemon unreachable; 3 usage error.")
+EXIT_STATUS = ("Exit codes: 0 ok; 1 degraded/overloaded, a failed check, no journal/entries found, or a frame past "
+               "the end of the timeline; 2 daemon unreachable or not answering within --timeout; 3 usage error.")
 
 
 def _number(kind: type, low: float | None = None, high: float | None = None, above: float | None = None) -> Callable[[str], Any]:
@@ -98,8 +107,17 @@ def _global_args(p: argparse.ArgumentParser, suppress: bool) -> None:
                    help="accepted for journalctl compatibility; previewctl never pages")
 
 
-def _format_args(p: argparse.ArgumentParser, choices: tuple[str, ...] = ("text", "json"), default: str = "text") -> None:
-    p.add_argument("-o", "--output", choices=choices, default=default, help=f"output format (default {default})")
+def output_format(text: str) -> str:
+    """-o's value: text or json ('short', logs' old word, is text). A file name here is the old render/profile spelling."""
+    text = {"short": "text"}.get(text, text)
+    if text not in ("text", "json") and ("." in text or "/" in text or text == "-"):
+        raise argparse.ArgumentTypeError(f"'{text}' is not an output format (text, json): write the file with -O {text}")
+    return text
+
+
+def _format_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", type=output_format, choices=("text", "json"), default="text",
+                   help="output format: text or json (default text)")
     p.add_argument("--json", dest="output", action="store_const", const="json", help="the same as -o json")
 
 
@@ -121,7 +139,7 @@ def _logs_args(p: argparse.ArgumentParser) -> None:
                    help="only this event kind: " + ", ".join(sorted(MESSAGE_IDS)))
     p.add_argument("-n", "--lines", type=_number(int, low=0), metavar="N", help="only the last N matching entries (with -f: default 10)")
     p.add_argument("-f", "--follow", action="store_true", help="show the last 10 (or -n) entries, then keep printing new ones")
-    _format_args(p, ("short", "json"), "short")
+    _format_args(p)
 
 
 def _stats_args(p: argparse.ArgumentParser) -> None:
@@ -136,11 +154,13 @@ def _doctor_args(p: argparse.ArgumentParser) -> None:
 
 def _render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("frame", type=_number(int, low=0, high=10_000_000), help="timeline frame index (from 0)")
-    p.add_argument("-o", "--output", default="frame.jpg", metavar="FILE", help="where to write the image; - for stdout (default frame.jpg)")
+    p.add_argument("-O", "--output-file", metavar="FILE",
+                   help="where to write the image; - for stdout (default frame.jpg, or frame.png with --format png)")
+    p.add_argument("--format", choices=FORMATS, help="image format (default: from the file's extension, else jpeg)")
     p.add_argument("--width", type=_number(int, low=1, high=16384), help="render at this width (px)")
     p.add_argument("--height", type=_number(int, low=1, high=16384), help="render at this height (px); another aspect ratio is letterboxed")
     p.add_argument("--quality", type=_number(int, low=1, high=95), help="JPEG quality 1-95")
-    p.add_argument("--json", action="store_true", help="report timing and cache state as JSON")
+    _format_args(p)
 
 
 def _monitor_args(p: argparse.ArgumentParser) -> None:
@@ -156,10 +176,22 @@ def _health_args(p: argparse.ArgumentParser) -> None:
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=_number(int, low=1, high=3600), default=10, metavar="N", help="how long to record (default 10)")
-    p.add_argument("-o", "--output", default="profile.svg", metavar="FILE.svg", help="the flame graph to write (default profile.svg)")
+    p.add_argument("-O", "--output-file", default="profile.svg", metavar="FILE.svg", help="the flame graph to write (default profile.svg)")
     p.add_argument("--rate", type=_number(int, low=1, high=1000), default=100, metavar="HZ", help="samples per second (default 100)")
     p.add_argument("--idle", action="store_true", help="include threads that are waiting, not only running")
-    p.add_argument("--json", action="store_true", help="report what was written as JSON")
+    _format_args(p)
+
+
+def _timeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("put", "get", "clear"),
+                   help="put: show the JSON timeline in FILE instead of the project; get: write the timeline served to FILE "
+                        "(default stdout); clear: back to the project database")
+    p.add_argument("file", nargs="?", metavar="FILE", help="the JSON timeline (put: required, - for stdin; get: default stdout)")
+    _format_args(p)
+
+
+def _completion_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shell", choices=SHELLS, help="the shell to complete in")
 
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[Any, Env], int]]
@@ -172,6 +204,8 @@ COMMANDS: tuple[Command, ...] = (
     ("doctor", _doctor_args, cmd_doctor),
     ("render", _render_args, cmd_render),
     ("profile", _profile_args, cmd_profile),
+    ("timeline", _timeline_args, cmd_timeline),
+    ("completion", _completion_args, cmd_completion),
 )
 HELP = {
     "health": "one readable summary of the daemon's health (exit 0 ok, 1 degraded/overloaded, 2 unreachable)",
@@ -180,18 +214,31 @@ HELP = {
     "logs": "the daemon's journal entries, filtered (exit 1 when there is no journal or no entry)",
     "stats": "what happened in a window, from the journal alone (exit 1 when there is no journal or no entry)",
     "doctor": "the troubleshooting checklist, automated (exit 0 all pass, 1 otherwise)",
-    "render": "fetch one frame and report timing and cache state",
+    "render": "fetch one frame and report timing and cache state (exit 1 past the end of the timeline)",
     "profile": "record the daemon's main process and workers with py-spy into one flame graph (SVG)",
+    "timeline": "put, get or clear a JSON timeline shown instead of the project (the daemon's own user only)",
+    "completion": "print the shell completion script: bash, zsh or fish",
 }
+
+
+def _did_you_mean(message: str) -> str:
+    """argparse's "invalid choice: 'helth' (choose from 'health', ...)" -> " did you mean 'health'?" (or "")."""
+    found = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)", message)
+    if not found:
+        return ""
+    choices = re.findall(r"'([^']*)'", found.group(2))
+    close = difflib.get_close_matches(found.group(1), choices, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'? " if close else ""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # usage errors are exit 3, not argparse's 2
-        raise CtlError(message, f"see '{self.prog} --help'", EXIT_USAGE)
+        raise CtlError(message, f"{_did_you_mean(message)}see '{self.prog} --help'", EXIT_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="previewctl", description="Inspect and troubleshoot the FlipEdit preview daemon.", epilog=EXIT_STATUS)
+    parser.add_argument("--version", action="version", version=f"previewctl {__version__}")
     _global_args(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -210,11 +257,20 @@ def default_env() -> Env:
 
 def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     env = env or default_env()
+    args: Any = None
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        try:
+            with contextlib.redirect_stdout(env.stdout):  # --help and --version go to the injected stdout
+                args = parser.parse_args(argv)
+        except SystemExit as done:  # --help and --version: argparse prints them and exits 0
+            return done.code if isinstance(done.code, int) else EXIT_USAGE
         handler = {name: run for name, _, run in COMMANDS}[args.command]
         return handler(args, env)
     except CtlError as exc:
+        if getattr(args, "output", None) == "json" and not env.printed and args.command not in ("logs", "monitor"):
+            # -o json: stdout is a JSON document whatever happened (logs and monitor print JSON lines: none is valid)
+            env.out(json.dumps({"error": clean(exc, 2000), "hint": exc.hint, "exit_code": exc.code}, indent=2))
         print(f"previewctl: {clean(exc, 2000)}; {exc.hint}", file=env.stderr)
         return exc.code
     except KeyboardInterrupt:

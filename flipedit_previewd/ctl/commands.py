@@ -17,12 +17,13 @@ from datetime import datetime, timedelta
 from typing import IO, Any
 
 from ..readonlydb import open_readonly
-from .discovery import DaemonClient, Unreachable
+from .discovery import DaemonClient, TimedOut, Unreachable
 from .journal_read import BadTime, as_json, entries, event_of, number, open_reader, parse_time, short_line
 from .restarts import JOURNALCTL_USER, classify, is_manager_entry, open_unit_reader, verdict
+from .running import Running, how_run, pinned_by
 from .safeout import as_float, as_int, clean
-from .stats import summarise
-from .words import duration, journal_places, paint, pid1, show
+from .stats import pending_counts, summarise
+from .words import duration, fit, journal_places, paint, pid1, show
 
 EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3
 EDITOR_POOL_IDLE_S = 15
@@ -46,9 +47,21 @@ class Env:
     color: bool
     width: int = 100
     sleep: Any = field(default=time.sleep)
+    printed: bool = False  # anything on stdout yet (the funnel's JSON error document only on an empty stdout)
 
     def out(self, text: str = "") -> None:
+        self.printed = True
         print(text, file=self.stdout, flush=True)
+
+    @property
+    def columns(self) -> int:
+        """80 columns, the convention (fewer on a narrower terminal)."""
+        return min(80, self.width) if self.is_tty and self.width > 20 else 80
+
+    def say(self, text: str, indent: int = 12) -> None:
+        """A human line, wrapped within ``columns`` (continuation lines indented under the value)."""
+        for line in fit(text, indent, self.columns):
+            self.out(line)
 
     def paint(self, text: str, word: str | None = None) -> str:
         return paint(text, self.color, word)
@@ -63,13 +76,21 @@ def client_for(args: Any, env: Env) -> DaemonClient:
                         warn=lambda text: print(text, file=env.stderr, flush=True))
 
 
+def unreachable_error(exc: Unreachable, timeout: float) -> CtlError:
+    """A timeout is a timeout (the daemon may well run, busy or far); anything else: it is not there."""
+    if isinstance(exc, TimedOut):
+        return CtlError(f"the daemon did not answer within --timeout {timeout:g} s ({exc})",
+                        "raise --timeout; 'previewctl monitor' shows whether it is busy", EXIT_UNREACHABLE)
+    return CtlError(f"daemon unreachable ({exc})",
+                    "start it ('systemctl --user start flipedit-preview.socket', or by hand: 'make demo' or "
+                    "'flipedit-previewd --listen HOST:PORT') or pass --url", EXIT_UNREACHABLE)
+
+
 def _health_or_exit(client: DaemonClient) -> dict[str, Any]:
     try:
         return client.health()
     except Unreachable as exc:
-        raise CtlError(f"daemon unreachable ({exc})",
-                       "start it ('systemctl --user start flipedit-preview.socket', or by hand: 'make demo' or "
-                       "'flipedit-previewd --listen HOST:PORT') or pass --url", EXIT_UNREACHABLE) from None
+        raise unreachable_error(exc, client.timeout) from None
 
 
 def bar(used: Any, capacity: Any, width: int = 20) -> str:
@@ -82,7 +103,7 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def health_rows(h: dict[str, Any], colour: bool = False) -> list[tuple[str, str]]:
+def health_rows(h: dict[str, Any], colour: bool = False, running: Running | None = None) -> list[tuple[str, str]]:
     """(label, value) pairs: the health view's lines, and monitor's table rows (whole labels)."""
     lat = _dict(h.get("latency_ms"))
     counters = _dict(h.get("counters"))
@@ -115,22 +136,29 @@ def health_rows(h: dict[str, Any], colour: bool = False) -> list[tuple[str, str]
     if isinstance(pending, list) and pending:
         # A reload kept these settings' running values: the configuration says otherwise until a restart.
         rows.append(("restart", f"{paint('pending', colour)} for {', '.join(show(p) for p in pending[:20])}: "
-                                "the configuration changed them, a reload cannot; systemctl --user restart flipedit-preview"))
+                                "the configuration changed them, a reload cannot; "
+                                + (running or Running("unknown")).restart_advice()))
     return rows
 
 
-def render_health(h: dict[str, Any], colour: bool = False) -> list[str]:
-    return [f"{label:<11} {value}" for label, value in health_rows(h, colour)]
+def render_health(h: dict[str, Any], colour: bool = False, running: Running | None = None, columns: int = 80) -> list[str]:
+    return [line for label, value in health_rows(h, colour, running) for line in fit(f"{label:<11} {value}", 12, columns)]
 
 
 def cmd_health(args: Any, env: Env) -> int:
     client = client_for(args, env)
-    health = _health_or_exit(client)
+    try:
+        health = client.health()
+    except Unreachable as exc:
+        error = unreachable_error(exc, client.timeout)
+        if wants_json(args):  # the same document shape as when it answers: a status, and why
+            env.out(json.dumps({"status": "unreachable", "daemon": client.shown, "error": clean(exc)}, indent=2))
+        raise error from None
     if wants_json(args):
         env.out(json.dumps(health, indent=2))
     else:
         env.out(f"daemon      {client.shown}")
-        for line in render_health(health, env.color):
+        for line in render_health(health, env.color, how_run(health.get("pid")), env.columns):
             env.out(line)
     return EXIT_OK if health.get("status") == "ok" else EXIT_PROBLEM
 
@@ -186,7 +214,7 @@ def cmd_status(args: Any, env: Env) -> int:
     lines: list[str] = []
     if scope is None:
         why = no_manager_reason() if not any_manager else f"no {SERVICE} unit for this user or the system"
-        lines.append(f"systemd     {env.paint('n/a')}: {why}; a daemon started by hand is shown by its health alone")
+        lines.append(f"systemd     {env.paint('n/a')}: {why}; a daemon run by hand is shown by its health alone")
         report["manager"] = "none" if not any_manager else "no unit"
         sock: dict[str, str] = {}
         service: dict[str, str] = {}
@@ -209,29 +237,29 @@ def cmd_status(args: Any, env: Env) -> int:
         health = client.health()
     except Unreachable as exc:
         health = None
-        lines.append(f"health      {env.paint('unreachable')} ({exc})")
+        lines.append(f"health      {env.paint('timeout' if isinstance(exc, TimedOut) else 'unreachable')} ({exc})")
         code = EXIT_UNREACHABLE if scope is None or sock.get("ActiveState") != "active" else EXIT_PROBLEM
     if health is not None:
         report.update(health=health, daemon=client.shown)
         lines.append(f"health      {env.paint(str(health.get('status', '-')))} via {client.shown}   pid {show(health.get('pid'))}, "
                      f"up {duration(health.get('uptime_s'))}")
-        lines.append(project_line(health.get("project") or {}))
+        lines.append(project_line(health.get("project") or {}, how_run(health.get("pid"))))
         ok = (scope is None or service.get("ActiveState") == "active") and health.get("status") == "ok"
         code = EXIT_OK if ok else EXIT_PROBLEM
     if wants_json(args):
         env.out(json.dumps(report, indent=2))
     else:
         for line in lines:
-            env.out(line)
+            env.say(line)
     return code
 
 
-def project_line(project: dict[str, Any]) -> str:
+def project_line(project: dict[str, Any], running: Running | None = None) -> str:
     """The project served and, unless pinned, the editor's list it follows and the last switch."""
     line = f"project     {project.get('path') or '(none)'} ({project.get('state', '?')})"
     following = project.get("following")
     if not following:
-        return line + ", pinned by --project" if project.get("path") else line
+        return line + ", " + pinned_by(running) if project.get("path") else line
     line += f", following {following.get('metadata_db')}: {following.get('switches', 0)} switches"
     if following.get("switched_at"):
         when = datetime.fromtimestamp(float(following["switched_at"])).strftime("%Y-%m-%d %H:%M:%S")
@@ -247,6 +275,9 @@ def _window(args: Any) -> tuple[datetime | None, datetime | None]:
         until = parse_time(args.until) if getattr(args, "until", None) else None
     except BadTime as exc:
         raise CtlError(str(exc), "see journalctl(1) 'SPECIFYING TIMESTAMPS' for the accepted forms", EXIT_USAGE) from None
+    if since is not None and until is not None and since > until:  # journalctl: "--since= must be before --until="
+        raise CtlError(f"--since {args.since} ({since:%Y-%m-%d %H:%M:%S}) is after --until {args.until} ({until:%Y-%m-%d %H:%M:%S})",
+                       "swap them, or widen the window", EXIT_USAGE)
     return since, until
 
 
@@ -330,11 +361,20 @@ def cmd_stats(args: Any, env: Env) -> int:
     if not found:
         raise _no_entries(args)
     summary = summarise(found)
+    health: dict[str, Any] | None = None
+    if until is None:  # the window reaches now: what the next per-minute summary will add, from /health
+        try:
+            health = client_for(args, env).health()
+        except Unreachable:
+            health = None
+    summary["pending"] = pending = pending_counts(found, health)
     if wants_json(args):
         env.out(json.dumps(summary, indent=2))
         return EXIT_OK
-    env.out(f"window      {args.since or 'beginning'} .. {args.until or 'now'}   ({len(found)} journal entries)")
-    env.out(f"requests    {summary['requests']}   " + ("  ".join(f"{clean(k, 40)}={v}" for k, v in summary["outcomes"].items()) or "none"))
+    env.say(f"window      {args.since or 'beginning'} .. {args.until or 'now'}   ({len(found)} journal entries)")
+    env.say(f"requests    {summary['requests']}   " + ("  ".join(f"{clean(k, 40)}={v}" for k, v in summary["outcomes"].items()) or "none"))
+    if pending is not None:
+        env.say(f"not yet     {pending['note']}")
     for name in ("queue_ms", "render_ms", "total_ms"):
         p = summary[name]
         label = name.replace("_ms", " ms")
@@ -353,72 +393,6 @@ def cmd_stats(args: Any, env: Env) -> int:
     if summary.get("ignored_fields"):
         env.out(f"ignored     {summary['ignored_fields']} numeric fields that were not finite numbers")
     return EXIT_OK
-
-
-# --- render -----------------------------------------------------------------------------------
-
-def cmd_render(args: Any, env: Env) -> int:
-    to_stdout = args.output == "-"
-    if not to_stdout and os.path.isdir(args.output):
-        raise CtlError(f"-o {args.output} is a directory", "name a file, e.g. -o frame.jpg, or -o - for stdout", EXIT_USAGE)
-    if to_stdout and env.is_tty:
-        raise CtlError("refusing to write an image to the terminal", "redirect stdout, or write a file with -o FILE", EXIT_USAGE)
-    client = client_for(args, env)
-    query = "&".join(f"{k}={v}" for k, v in (("width", args.width), ("height", args.height), ("quality", args.quality)) if v)
-    try:
-        response, ms = client.timed_get(f"/get_frame/{args.frame}" + (f"?{query}" if query else ""), timeout=args.timeout)
-    except Unreachable as exc:
-        raise CtlError(f"daemon unreachable ({exc})", "check 'previewctl status'", EXIT_UNREACHABLE) from None
-    if response.status_code != 200:
-        try:
-            body = response.json()
-            reason = (f"{clean(body.get('error'), 80)}: {clean(body.get('detail'), 200)}" if isinstance(body, dict)
-                      else clean(response.text, 200))
-        except ValueError:
-            reason = clean(response.reason or "no reason given", 80)
-        if response.status_code == 503:
-            hint = f"the daemon is at a limit; retry after {response.headers.get('Retry-After', 'a few')} s ('previewctl health')"
-        elif response.status_code < 500:
-            hint = "the request was refused as the daemon said; check the arguments"
-        else:
-            hint = "see 'previewctl logs -n 20' for the reason"
-        raise CtlError(f"frame {args.frame}: HTTP {response.status_code} {reason}", hint)
-    if not response.content.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")):
-        raise CtlError(f"frame {args.frame}: the answer is not a JPEG or PNG image ({clean(response.headers.get('Content-Type'), 80)})",
-                       "check that --url points at flipedit-previewd")
-    if to_stdout:
-        binary = getattr(env.stdout, "buffer", None)
-        if binary is None:
-            raise CtlError("this output stream takes no binary data", "write a file with -o FILE", EXIT_USAGE)
-        binary.write(response.content)
-        binary.flush()
-    else:
-        try:
-            with open(args.output, "wb") as handle:
-                handle.write(response.content)
-        except OSError as exc:
-            raise CtlError(f"cannot write {args.output}: {exc.strerror}", "choose a writable path with -o") from None
-    headers = response.headers
-    report = {"frame": args.frame, "output": args.output, "bytes": len(response.content), "ms": round(ms, 1),
-              "cache": clean(headers.get("X-Cache"), 20) or None, "render_ms": _float(headers.get("X-Render-Ms")),
-              "queue_ms": _float(headers.get("X-Queue-Ms")), "etag": clean(headers.get("ETag"), 200) or None}
-    stream = env.stderr if to_stdout else env.stdout
-    if args.json:
-        print(json.dumps(report), file=stream, flush=True)
-    else:
-        where = "stdout" if to_stdout else args.output
-        timing = (f"render {show(report['render_ms'], 'ms')}, queue {show(report['queue_ms'], 'ms')}"
-                  if report["cache"] != "hit" else "served from the daemon's frame cache")
-        print(f"frame {args.frame} -> {clean(where)}: {len(response.content)} bytes in {ms:.1f} ms (cache {show(report['cache'])}, {timing})",
-              file=stream, flush=True)
-    return EXIT_OK
-
-
-def _float(raw: str | None) -> float | None:
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
 
 
 # --- doctor -----------------------------------------------------------------------------------
@@ -599,22 +573,26 @@ def cmd_doctor(args: Any, env: Env) -> int:
     failed = sum(1 for f in findings if f.ok is False)
     skipped = sum(1 for f in findings if f.ok is None)
     if wants_json(args):
-        env.out(json.dumps({"findings": [{"check": f.check, "result": f.result, "detail": f.detail, "fix": f.fix or None}
+        env.out(json.dumps({"findings": [{"check": f.check, "result": f.result, "detail": f.detail,
+                                          "fix": (f.fix or None) if f.ok is False else None}
                                          for f in findings],
                             "passed": len(findings) - failed - skipped, "failed": failed, "not_applicable": skipped}, indent=2))
         return EXIT_OK if failed == 0 else EXIT_PROBLEM
     for f in findings:
         mark = {"ok": "[ok  ]", "fail": "[FAIL]", "n/a": "[n/a ]"}[f.result]
-        env.out(f"{env.paint(mark, f.result)} {f.check}: {f.detail}")
+        first, *rest = fit(f"{mark} {f.check}: {f.detail}", 7, env.columns)
+        env.out(env.paint(mark, f.result) + first[len(mark):])
+        for line in rest:
+            env.out(line)
         if f.ok is False and f.fix:
-            env.out(f"       fix: {f.fix}")
+            env.say(f"       fix: {f.fix}", 12)
     env.out(f"{len(findings) - failed - skipped} passed, {failed} failed" + (f", {skipped} not applicable" if skipped else ""))
     try:
         user_unit = systemctl_scope(env.environ) == ["--user"]
     except CtlError:
         user_unit = False
     if user_unit:
-        env.out(f"the unit's journal: {JOURNALCTL_USER} (a user unit: 'journalctl -u' without --user searches system units and shows nothing)")
+        env.say(f"the unit's journal: {JOURNALCTL_USER} (a user unit: 'journalctl -u' without --user searches system units and shows nothing)", 0)
     return EXIT_OK if failed == 0 else EXIT_PROBLEM
 
 
@@ -668,6 +646,7 @@ def cmd_monitor(args: Any, env: Env) -> int:
     def poll() -> dict[str, Any] | None:
         try:
             health = client.health()
+            answered[0] += 1
         except Unreachable:
             client.forget()
             health = None
@@ -675,6 +654,12 @@ def cmd_monitor(args: Any, env: Env) -> int:
         return health
 
     count = 0
+    answered = [0]
+
+    def outcome() -> int:
+        """Non-zero when every sample failed: nothing was ever seen of the daemon."""
+        return EXIT_UNREACHABLE if count and not answered[0] else EXIT_OK
+
     if not env.is_tty or wants_json(args):
         try:
             while args.count is None or count < args.count:
@@ -689,7 +674,7 @@ def cmd_monitor(args: Any, env: Env) -> int:
                     env.sleep(args.interval)
         except KeyboardInterrupt:
             pass
-        return EXIT_OK
+        return outcome()
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
@@ -718,13 +703,14 @@ def cmd_monitor(args: Any, env: Env) -> int:
 
     try:
         with Live(view(poll()), console=console, refresh_per_second=4, screen=False) as live:
+            count += 1
             while args.count is None or count < args.count:
                 env.sleep(args.interval)
                 live.update(view(poll()))
                 count += 1
     except KeyboardInterrupt:
         pass
-    return EXIT_OK
+    return outcome()
 
 
 # --- profile ----------------------------------------------------------------------------------
@@ -744,8 +730,8 @@ def cmd_profile(args: Any, env: Env) -> int:
     if exe is None:
         raise CtlError("py-spy is not installed (an optional dependency of previewctl profile)",
                        "install it: 'pip install py-spy' in previewctl's environment, 'make setup', or 'apt install py-spy'")
-    if os.path.isdir(args.output):
-        raise CtlError(f"-o {args.output} is a directory", "name a file, e.g. -o profile.svg", EXIT_USAGE)
+    if os.path.isdir(args.output_file):
+        raise CtlError(f"-O {args.output_file} is a directory", "name a file, e.g. -O profile.svg", EXIT_USAGE)
     client = client_for(args, env)
     health = _health_or_exit(client)
     pid = int(health.get("pid") or 0)
@@ -756,10 +742,10 @@ def cmd_profile(args: Any, env: Env) -> int:
         raise CtlError(f"the daemon's pid {pid} is not visible here (another machine, container or PID namespace)",
                        "run previewctl profile where the daemon runs")
     command = [exe, "record", "--pid", str(pid), "--subprocesses", "--duration", str(args.seconds), "--rate", str(args.rate),
-               "--format", "flamegraph", "--output", args.output, "--nonblocking"]
+               "--format", "flamegraph", "--output", args.output_file, "--nonblocking"]
     if args.idle:
         command.append("--idle")
-    if not args.json:
+    if not wants_json(args):
         print(f"recording pid {pid} and workers {', '.join(map(str, workers)) or '-'} for {args.seconds} s ...", file=env.stderr, flush=True)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds + 60)
@@ -770,16 +756,30 @@ def cmd_profile(args: Any, env: Env) -> int:
     if "No stack counts found" in said:
         raise CtlError(f"py-spy saw no Python code running in {args.seconds} s: the daemon was idle",
                        "profile while the editor (or bench/load.py) loads it, or add --idle to record waiting threads too")
-    if done.returncode != 0 or not os.path.exists(args.output):
+    if done.returncode != 0 or not os.path.exists(args.output_file):
         if any(word in said.lower() for word in ("permission denied", "operation not permitted", "ptrace")):
             raise CtlError(f"no permission to attach to pid {pid}: {said}",
                            "py-spy needs ptrace: run as root (sudo previewctl profile ...) or as the daemon's user with "
                            "kernel.yama.ptrace_scope=0")
         raise CtlError(f"py-spy failed (exit {done.returncode}): {said or 'no output'}", "run the py-spy command by hand to see more")
-    size = os.path.getsize(args.output)
-    if args.json:
-        env.out(json.dumps({"output": args.output, "bytes": size, "seconds": args.seconds, "pid": pid, "workers": workers}))
+    if not _has_samples(args.output_file):
+        os.unlink(args.output_file)  # py-spy's "ERROR: No valid input" picture is not a flame graph
+        raise CtlError(f"py-spy saw nothing to sample in {args.seconds} s: the daemon was idle; no file written",
+                       "profile while the editor (or bench/load.py) loads it, or add --idle to record waiting threads too")
+    size = os.path.getsize(args.output_file)
+    if wants_json(args):
+        env.out(json.dumps({"output": args.output_file, "bytes": size, "seconds": args.seconds, "pid": pid, "workers": workers}))
     else:
-        env.out(f"flame graph of pid {pid} and workers {', '.join(map(str, workers)) or '-'} ({args.seconds} s) -> {args.output} "
-                f"({size} bytes); open it in a browser")
+        env.say(f"flame graph of pid {pid} and workers {', '.join(map(str, workers)) or '-'} ({args.seconds} s) -> {args.output_file} "
+                f"({size} bytes); open it in a browser", 2)
     return EXIT_OK
+
+
+def _has_samples(path: str) -> bool:
+    """A flame graph with frames in it; inferno's picture for no input says "No valid input"."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read(1 << 20)
+    except OSError:
+        return False
+    return "No valid input" not in text and "<g" in text

@@ -21,10 +21,10 @@ from typing import Any
 import requests
 
 from ..client import DEFAULT_URL, PreviewClient
-from ..transport import MAX_BODY_BYTES, MAX_JSON_BYTES, Unreachable
+from ..transport import MAX_BODY_BYTES, MAX_JSON_BYTES, TimedOut, Unreachable
 from .safeout import clean, clean_tree
 
-__all__ = ["DaemonClient", "Unreachable", "candidates", "check_unix_socket", "peer_uid"]
+__all__ = ["DaemonClient", "TimedOut", "Unreachable", "candidates", "check_unix_socket", "peer_uid"]
 
 SOCKET_NAME = "flipedit-preview.sock"
 
@@ -86,27 +86,29 @@ class DaemonClient:
         self.warn = warn or (lambda text: None)
         self._warned = False
 
-    def request(self, method: str, path: str, max_bytes: int = MAX_JSON_BYTES, timeout: float | None = None) -> requests.Response:
+    def request(self, method: str, path: str, max_bytes: int = MAX_JSON_BYTES, timeout: float | None = None,
+                body: bytes | None = None, headers: dict[str, str] | None = None) -> requests.Response:
         errors = []
+        timed_out = False
         for target in [self.target] if self.target else self.targets:
             if target.unix:
                 problem = check_unix_socket(target.path, self.timeout)
                 if problem:
                     errors.append(f"{target.shown}: {problem}")
                     continue
-            elif not self.explicit and not self._warned:
-                self._warned = True  # the TCP fallback: announced once
-                why = "; ".join(errors) or "no unix socket found"
-                self.warn(f"previewctl: {clean(why)}; falling back to {target.shown}, where any local user could be "
-                          "listening (pass --url to choose)")
+            elif not self.explicit and not self._warned and errors:
+                self._warned = True  # the TCP fallback, when a unix socket was expected (there, but unusable): announced once
+                self.warn(f"previewctl: {clean('; '.join(errors))}; falling back to {target.shown}, where any local user "
+                          "could be listening (pass --url to choose)")
             try:
-                response = target.fetch(method, path, max_bytes=max_bytes, deadline_s=timeout)
+                response = target.fetch(method, path, max_bytes=max_bytes, deadline_s=timeout, body=body, headers=headers)
             except Unreachable as exc:
                 errors.append(str(exc))
+                timed_out = timed_out or isinstance(exc, TimedOut)
                 continue
             self.target = target
             return response
-        raise Unreachable(clean("; ".join(errors)))
+        raise (TimedOut if timed_out else Unreachable)(clean("; ".join(errors)))
 
     def get(self, path: str, max_bytes: int = MAX_JSON_BYTES, timeout: float | None = None) -> requests.Response:
         return self.request("GET", path, max_bytes, timeout)

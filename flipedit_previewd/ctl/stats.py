@@ -86,3 +86,32 @@ def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "events": dict(sorted(events.items())),
         "ignored_fields": IGNORED["fields"] - ignored_before,
     }
+
+
+PENDING = ("cached", "not_modified")  # what /health counts until the next per-minute summary takes it
+
+
+def pending_counts(entries: list[dict[str, Any]], health: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the journal does not have yet: cache hits, 304s, 4xx and render-ahead arrive with the next
+    per-minute summary. With /health's live counts (those it holds for that summary) when the daemon answers.
+
+    None when the journal has no summary and no daemon answered (nothing to say)."""
+    last = None
+    for entry in entries:
+        if event_of(entry) == "summary" and isinstance(entry.get("__REALTIME_TIMESTAMP"), datetime):
+            last = entry["__REALTIME_TIMESTAMP"]
+    when = f"last summary at {last:%H:%M}" if last else "no per-minute summary yet"
+    counters = health.get("counters") if isinstance(health, dict) else None
+    if not isinstance(counters, dict):
+        if last is None:
+            return None
+        return {"last_summary": last.isoformat(), "from_health": None,
+                "note": f"{when}; cache hits, 304s, 4xx and render-ahead since then arrive with the next one "
+                        "(the daemon did not answer for live counts)"}
+    live = {name: int(n) for name in PENDING
+            if isinstance(n := counters.get(f"outcome_{name}"), (int, float)) and not isinstance(n, bool) and 0 <= n < 1e12}
+    total = sum(live.values())
+    counted = "  ".join(f"{k}={v}" for k, v in live.items())
+    return {"last_summary": last.isoformat() if last else None, "from_health": live,
+            "note": f"{when}; {total} requests since (from /health: {counted}); 4xx and render-ahead since then "
+                    "arrive with the next summary, within a minute"}

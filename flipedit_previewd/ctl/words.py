@@ -8,6 +8,7 @@ like systemctl's ("2h 3min"), and colour marks status words only on a terminal
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +39,29 @@ def show(value: Any, unit: str = "") -> str:
     else:
         text = str(value)
     return f"{text} {unit}" if unit else text
+
+
+def fit(text: str, indent: int = 12, columns: int = 80) -> list[str]:
+    """One human line within ``columns``: wrapped at spaces, continuation lines indented by ``indent``.
+
+    The spacing between words is kept (aligned columns stay aligned); a word longer than a line
+    (a path, a URL) is kept whole, on the line it starts."""
+    if len(text) <= columns:
+        return [text]
+    head = len(text) - len(text.lstrip(" "))
+    pad = " " * indent
+    lines: list[str] = []
+    line, gap, fresh = " " * head, "", True
+    for word, after in re.findall(r"(\S+)(\s*)", text[head:]):
+        candidate = line + gap + word
+        if not fresh and len(candidate) > columns and len(pad) + len(word) <= columns:
+            lines.append(line)
+            line = pad + word
+        else:
+            line = candidate
+        fresh, gap = False, after
+    lines.append(line)
+    return lines
 
 
 def duration(seconds: Any) -> str:

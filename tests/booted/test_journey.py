@@ -68,7 +68,7 @@ def test_previewctl_health_status_doctor_logs_stats_render(booted: Booted) -> No
     assert logs.returncode == 0 and "GET /get_frame/5" in logs.stdout, logs
     stats = booted.previewctl("stats", "--json")
     assert stats.returncode == 0 and json.loads(stats.stdout)["requests"] >= 1, stats
-    render = booted.previewctl("render", "7", "-o", f"{booted.home}/frame7.jpg")
+    render = booted.previewctl("render", "7", "-O", f"{booted.home}/frame7.jpg")
     assert render.returncode == 0, render
     assert booted.as_user("od", "-An", "-tx1", "-N2", f"{booted.home}/frame7.jpg").stdout.split() == ["ff", "d8"]  # a JPEG
 

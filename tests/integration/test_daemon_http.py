@@ -75,7 +75,7 @@ def test_editor_endpoints_and_shapes(start_daemon: Any, project: tuple[Path, dic
     metrics = daemon.get("/metrics").text
     assert "flipedit_preview_requests_total" in metrics and "flipedit_preview_queue_depth" in metrics
     assert daemon.get("/get_frame/-1").status_code == 400
-    assert daemon.get("/get_frame/abc").status_code == 404
+    assert daemon.get("/get_frame/abc").status_code == 400  # the client's mistake, like -1 (issue 26)
     assert daemon.get("/get_frame/0?width=99999").status_code == 400
     assert daemon.get("/nope").status_code == 404
     daemon.stop()

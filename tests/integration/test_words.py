@@ -184,12 +184,12 @@ def test_usage_mistakes_exit_3_with_one_line(args: list[str]) -> None:
 
 def test_render_to_stdout_and_refuses_a_directory(start_daemon: Any, tmp_path: Path) -> None:
     daemon = start_daemon("--project", str(project(tmp_path)))
-    done = subprocess.run([PREVIEWCTL, "--url", daemon.url, "render", "3", "-o", "-"], capture_output=True, timeout=60)
+    done = subprocess.run([PREVIEWCTL, "--url", daemon.url, "render", "3", "-O", "-"], capture_output=True, timeout=60)
     assert done.returncode == 0 and done.stdout[:2] == b"\xff\xd8" and b"stdout" in done.stderr
     assert not (tmp_path / "-").exists() and not Path("-").exists()
-    done = ctl("--url", daemon.url, "render", "3", "-o", str(tmp_path))
+    done = ctl("--url", daemon.url, "render", "3", "-O", str(tmp_path))
     assert done.returncode == 3 and "is a directory" in done.stderr
-    done = ctl("--url", daemon.url, "render", "3", "--width", "9000", "--height", "9000", "-o", str(tmp_path / "x.jpg"))
+    done = ctl("--url", daemon.url, "render", "3", "--width", "9000", "--height", "9000", "-O", str(tmp_path / "x.jpg"))
     assert done.returncode == 1 and "HTTP 400" in done.stderr and "exceeds" in done.stderr and "logs" not in done.stderr
 
 
@@ -198,9 +198,12 @@ def test_journal_commands_say_where_they_looked_when_there_is_no_journal(tmp_pat
     empty.mkdir()
     for args in (["logs"], ["logs", "-f"], ["stats"], ["stats", "--json"]):
         done = ctl(*args, "-D", str(empty))
-        assert done.returncode == 1 and f"no journal found (looked in {empty})" in done.stderr and not done.stdout, (args, done.stderr)
+        assert done.returncode == 1 and f"no journal found (looked in {empty})" in done.stderr, (args, done.stderr)
+        # -o json: stdout is a JSON document even so (the error, its hint, the exit code); text: nothing on stdout
+        assert json.loads(done.stdout)["exit_code"] == 1 if "--json" in args else not done.stdout, (args, done.stdout)
     done = ctl("doctor", "-D", str(empty), "--url", "http://127.0.0.1:9")
-    assert done.returncode == 1 and f"[FAIL] journal has the daemon's entries: no journal found (looked in {empty})" in done.stdout
+    flowing = " ".join(done.stdout.split())  # wrapped within 80 columns
+    assert done.returncode == 1 and f"[FAIL] journal has the daemon's entries: no journal found (looked in {empty})" in flowing
     assert "[ok  ] no watchdog" not in done.stdout
 
 
@@ -240,10 +243,12 @@ def test_doctor_names_a_refused_media_format(start_daemon: Any, tmp_path: Path) 
 
 def normalise(text: str, tmp_path: Path, port: int) -> str:
     """What varies between runs (paths, port, pids, times, counts) becomes a placeholder; words and layout stay."""
+    # lines wrapped within 80 columns are joined first: where they wrap depends on the path's length (checked apart)
+    text = re.sub(r"\n(?: {2}| {7,})(?!fix: )(?=\S)", " ", text)
     text = text.replace(str(tmp_path), "<TMP>").replace(f"127.0.0.1:{port}", "<ADDRESS>")
     text = re.sub(r"PID 1 is \S+\)", "PID 1 is <PID1>)", text)
     # the daemon's counter names are its own (other work adds some): their form is checked, not the list
-    text = re.sub(r"^counters    ([a-z_]+=\d+  )*[a-z_]+=\d+$", "counters    <NAME=N ...>", text, flags=re.M)
+    text = re.sub(r"^counters    [a-z_]+=\d+.*(\n {12}[a-z_]+=\d+.*)*$", "counters    <NAME=N ...>", text, flags=re.M)
     text = re.sub(r"\d+(\.\d+)?(ms|s|min|h|d)\b", "<DURATION>", text)
     return re.sub(r"\d+(\.\d+)?", "N", text)
 
@@ -271,21 +276,23 @@ def test_snapshot_of_each_subcommand_and_json_for_each(start_daemon: Any, tmp_pa
         "logs": ["--url", url, "logs", "-D", str(empty)],
         "stats": ["--url", url, "stats", "-D", str(empty)],
         "doctor": ["--url", url, "doctor", "-D", str(empty)],
-        "render": ["--url", url, "render", "5", "-o", str(tmp_path / "f.jpg")],
-        "profile": ["--url", url, "profile", "--seconds", "1", "--idle", "-o", str(tmp_path / "p.svg")],
+        "render": ["--url", url, "render", "5", "-O", str(tmp_path / "f.jpg")],
+        "profile": ["--url", url, "profile", "--seconds", "1", "--idle", "-O", str(tmp_path / "p.svg")],
     }
     for name, args in runs.items():
         done = ctl(*args)
         text = f"exit {done.returncode}\n" + normalise(f"--- stdout\n{done.stdout}--- stderr\n{done.stderr}", tmp_path, daemon.port)
         assert not REPRS.search(done.stdout + done.stderr), (name, done.stdout, done.stderr)
         assert "\033[" not in done.stdout + done.stderr, name  # piped: no colour
+        wide = [line for line in done.stdout.replace(str(tmp_path), "<TMP>").splitlines() if len(line) > 80]
+        assert not wide or name == "monitor", (name, wide)  # 80 columns (monitor's one line per sample is a log's)
         snapshot(name, text)
     json_runs = {
         "health": ["--url", url, "health", "-o", "json"], "status": ["--url", url, "status", "--json"],
         "monitor": ["--url", url, "monitor", "--count", "2", "--interval", "0.1", "-o", "json"],
         "doctor": ["--url", url, "doctor", "--json", "-D", str(empty)],
-        "render": ["--url", url, "render", "5", "--json", "-o", str(tmp_path / "g.jpg")],
-        "profile": ["--url", url, "profile", "--seconds", "1", "--idle", "--json", "-o", str(tmp_path / "q.svg")],
+        "render": ["--url", url, "render", "5", "--json", "-O", str(tmp_path / "g.jpg")],
+        "profile": ["--url", url, "profile", "--seconds", "1", "--idle", "--json", "-O", str(tmp_path / "q.svg")],
     }
     for name, args in json_runs.items():
         done = ctl(*args)
@@ -293,6 +300,9 @@ def test_snapshot_of_each_subcommand_and_json_for_each(start_daemon: Any, tmp_pa
         assert docs and all(isinstance(d, dict) for d in docs), (name, done.stdout, done.stderr)
     render = json.loads(ctl(*json_runs["render"]).stdout)
     assert isinstance(render["bytes"], int) and isinstance(render["ms"], float) and render["cache"] == "hit"
+    findings = json.loads(ctl(*json_runs["doctor"]).stdout)["findings"]
+    assert all(f["fix"] is None for f in findings if f["result"] != "fail"), findings  # a fix only where something failed
+    assert any(f["fix"] for f in findings if f["result"] == "fail")
 
 
 def test_colour_on_a_terminal_none_with_no_color(start_daemon: Any, tmp_path: Path) -> None:
@@ -343,7 +353,7 @@ def test_profile_records_main_process_and_a_worker_under_load(start_daemon: Any,
         t.start()
     try:
         out = tmp_path / "profile.svg"
-        done = ctl("--url", daemon.url, "profile", "--seconds", "3", "-o", str(out))
+        done = ctl("--url", daemon.url, "profile", "--seconds", "3", "-O", str(out))
     finally:
         stop.set()
         for t in loaders:

@@ -30,3 +30,5 @@ def test_man_pages_render_and_completions_register(tmp_path: object) -> None:
         assert result.returncode == 0 and prog in result.stdout
     zsh = (out / "completions" / "_previewctl").read_text()
     assert zsh.startswith("#compdef previewctl") and "doctor" in zsh
+    fish = (out / "completions" / "previewctl.fish").read_text()  # the same script as 'previewctl completion fish'
+    assert "complete -c previewctl" in fish and "timeline" in fish
