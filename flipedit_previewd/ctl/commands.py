@@ -22,6 +22,7 @@ from .journal_read import BadTime, as_json, entries, event_of, number, open_read
 from .restarts import JOURNALCTL_USER, classify, is_manager_entry, open_unit_reader, verdict
 from .safeout import as_float, as_int, clean
 from .stats import summarise
+from .verify import daemon_problem
 from .words import duration, journal_places, paint, pid1, show
 
 EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3
@@ -739,6 +740,12 @@ def cmd_profile(args: Any, env: Env) -> int:
     if not os.path.exists(f"/proc/{pid}"):
         raise CtlError(f"the daemon's pid {pid} is not visible here (another machine, container or PID namespace)",
                        "run previewctl profile where the daemon runs")
+    target = client.target
+    problem = daemon_problem(pid, target.shown if target.unix else target.base) if target is not None else "no address answered"
+    if problem:  # /health is the answer of whatever listens there: ptrace only what holds that socket (ctl/verify.py)
+        raise CtlError(f"refusing to profile pid {pid}, named by {client.shown}: {problem}",
+                       "profile the daemon you own by its own address (--url unix:PATH or the port it listens on); "
+                       "as root, only for the system unit")
     command = [exe, "record", "--pid", str(pid), "--subprocesses", "--duration", str(args.seconds), "--rate", str(args.rate),
                "--format", "flamegraph", "--output", args.output, "--nonblocking"]
     if args.idle:
