@@ -509,7 +509,8 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
     said = f"daemon says {show(project.get('state'))}" + (f" ({project['error']})" if project.get("error") else "")
     findings.append(Finding("project database readable and fresh", project.get("state") == "ok" and readable,
                             f"{path or '(no project)'}: {said}; {why}",
-                            "check the path (--project or the metadata database) and file permissions"))
+                            "check the path (--project or the metadata database), file permissions, and that no "
+                            "-journal, -wal or -shm beside the database is a FIFO, symlink or device"))
     try:
         timeline = client.get("/debug/timeline").json()
         clips = timeline.get("clips", []) if isinstance(timeline, dict) else []
