@@ -5,6 +5,11 @@ drag. We open it with ``mode=ro`` and a short busy timeout, decide whether to
 re-read from the database and ``-wal`` files' mtime and size (a stat, not a
 query), and keep the last good timeline whenever a read fails: a locked,
 half-written or vanished database must never blank the preview.
+
+The database is untrusted input: whatever one row holds (a type SQLite lets any column have, JSON
+nested 100,000 deep, a NUL byte, bytes that are not UTF-8) is a problem of that row, skipped and
+named; whatever else a read raises, or a read blocked in a system call, is a problem of the project
+(its state in /health), never of the daemon.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .readonlydb import open_readonly
+from .readonlydb import ReadStuck, read_readonly
 from .timeline import MAX_CANVAS_SIDE, Clip, Rect, Timeline, Track, empty_timeline, restat, stat_of
 
 # The database's own files are stat'ed on every call (two stat calls: the drag must settle fast);
@@ -79,6 +84,31 @@ class BadRow(ValueError):
     """One row whose values break the rules JSON timelines follow; it is skipped and reported."""
 
 
+def describe(exc: BaseException) -> str:
+    """One line for a skipped row or a failed read: the reason of a ``BadRow``, else the exception's type too."""
+    text = str(exc)[:160]
+    return text if isinstance(exc, (BadRow, sqlite3.Error)) else f"{type(exc).__name__}: {text}"
+
+
+def _text(value: Any, name: str, default: str = "") -> str:
+    """A column read as text: bytes that were not UTF-8 arrive as lone surrogates (``_decode``) and break the row."""
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise BadRow(f"{name}: not text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRow(f"{name}: not valid UTF-8") from None
+    return value
+
+
+def _decode(raw: bytes) -> str:
+    """SQLite TEXT to str; invalid UTF-8 is kept (as surrogates) for ``_text`` to refuse in its row only:
+    the default decoder raises for the whole query, so one such row would make the project unreadable."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def _number(value: Any, name: str, low: float = 0.0, high: float = 1e10) -> float:
     """A finite number in range, as a JSON timeline must have; SQLite lets any column hold text."""
     if value is None:
@@ -124,6 +154,7 @@ def read_timeline(conn: sqlite3.Connection, canvas: tuple[int, int], fps: float,
                   max_rows: int = MAX_ROWS, skipped: list[str] | None = None) -> Timeline:
     """The database's timeline; rows whose values are not valid are skipped and described in ``skipped``."""
     skipped = [] if skipped is None else skipped
+    conn.text_factory = _decode
     version = schema_version(conn)
     meta_col = "metadata_json" if version == 1 else "metadata"
     extra = ", preview_position_x, preview_position_y, preview_width, preview_height" if version == 3 else ""
@@ -148,41 +179,60 @@ def read_timeline(conn: sqlite3.Connection, canvas: tuple[int, int], fps: float,
                 if w is not None and h is not None and w > 0 and h > 0:
                     rect = Rect(x or 0.0, y or 0.0, w, h)
                     _check_rect(rect, "preview rectangle")
-            path = row[3] if isinstance(row[3], str) else ""
+            path = _text(row[3], "source_path")
             if "\x00" in path or len(path) >= 4096:
                 raise BadRow("source_path: not a usable path")
             start, end = _number(row[4], "start_time_on_track_ms"), _number(row[5], "end_time_on_track_ms")
             if end < start:
                 raise BadRow("end_time_on_track_ms: before start_time_on_track_ms")
-            clip = Clip(clip_id, track_id, str(row[2] or "video"), path, start, end,
+            clip = Clip(clip_id, track_id, _text(row[2], "type") or "video", path, start, end,
                         _number(row[6], "start_time_in_source_ms"), _number(row[7], "end_time_in_source_ms"),
                         rect, flip, stat_of(path) if path else None)
-        except BadRow as exc:
-            skipped.append(f"clip {str(row[0])[:20]}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - anything one row raises (RecursionError, MemoryError...) skips that row
+            skipped.append(f"clip {_ident(row[0])}: {describe(exc)}")
             continue
         by_track.setdefault(clip.track_id, []).append(clip)
     tracks = []
     for r in track_rows:
         try:
             track_id, order = _integer(r[0], "tracks.id"), int(_number(r[1], "order", -1e9, 1e9))
-        except BadRow as exc:
-            skipped.append(f"track {str(r[0])[:20]}: {exc}")
+            track = Track(track_id, order, bool(r[2]), tuple(by_track.get(track_id, ())), _text(r[3], "tracks.type") or "video")
+        except Exception as exc:  # noqa: BLE001 - as for clips
+            skipped.append(f"track {_ident(r[0])}: {describe(exc)}")
             continue
-        tracks.append(Track(track_id, order, bool(r[2]), tuple(by_track.get(track_id, ())), str(r[3] or "video")))
+        tracks.append(track)
     return Timeline(canvas[0], canvas[1], fps, tuple(tracks), source=f"{source} (schema v{version})")
 
 
+def _ident(value: Any) -> str:
+    """A row's id as it may appear in a message: whatever the column holds, short and printable."""
+    return repr(value)[:20] if not isinstance(value, int) or isinstance(value, bool) else str(value)
+
+
+def _asset_rows(conn: sqlite3.Connection) -> list[Any]:
+    conn.text_factory = _decode
+    return conn.execute("SELECT DISTINCT source_path FROM project_assets").fetchmany(MAX_ROWS)
+
+
 def asset_dirs(path: str) -> list[str]:
-    """Directories the project's assets live in: the default roots for media besides the project's own."""
+    """Directories the project's assets live in: the default roots for media besides the project's own.
+
+    Only absolute, valid paths (no NUL byte, valid UTF-8, not over PATH_MAX): the rest cannot name a
+    directory and must not reach ``realpath``. A read that fails in any way gives no asset directories.
+    """
     try:
-        conn = open_readonly(path, time.monotonic() + DB_READ_TIMEOUT)
-        try:
-            rows = conn.execute("SELECT DISTINCT source_path FROM project_assets").fetchmany(MAX_ROWS)
-        finally:
-            conn.close()
-    except sqlite3.Error:
+        rows = read_readonly(path, DB_READ_TIMEOUT, _asset_rows)
+    except Exception:  # noqa: BLE001 - a project read that fails is the project's problem (ProjectSource says which)
         return []
-    return sorted({os.path.dirname(str(r[0])) for r in rows if r[0] and os.path.isabs(str(r[0]))})
+    dirs = set()
+    for (value, *_) in rows:
+        try:
+            text = _text(value, "source_path")
+        except BadRow:
+            continue
+        if text and "\x00" not in text and len(text) < 4096 and os.path.isabs(text):
+            dirs.add(os.path.dirname(text))
+    return sorted(dirs)
 
 
 def discover_project(metadata_db: str) -> str | None:
@@ -191,14 +241,9 @@ def discover_project(metadata_db: str) -> str | None:
     if not os.path.exists(path):
         return None
     try:
-        conn = open_readonly(path, time.monotonic() + DB_READ_TIMEOUT)
-        try:
-            row = conn.execute(
-                "SELECT database_path FROM project_metadata_table ORDER BY last_modified_at DESC, id DESC LIMIT 1"
-            ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
+        row = read_readonly(path, DB_READ_TIMEOUT, lambda conn: conn.execute(
+            "SELECT database_path FROM project_metadata_table ORDER BY last_modified_at DESC, id DESC LIMIT 1").fetchone())
+    except Exception:  # noqa: BLE001 - an unreadable list is no project, whatever the reason
         return None
     return str(row[0]) if row and row[0] else None
 
@@ -314,20 +359,21 @@ class ProjectSource:
                 return self._timeline
             skipped: list[str] = []
             try:
-                conn = open_readonly(self.path, time.monotonic() + self.read_timeout)
-                try:
-                    timeline = read_timeline(conn, self.canvas, self.fps, self.path, self.max_rows, skipped)
-                finally:
-                    conn.close()
+                # In a thread of its own (read_readonly): a read blocked in open() frees this thread, and
+                # ``_read_lock`` that every render waits for, at its deadline.
+                timeline = read_readonly(self.path, self.read_timeout,
+                                         lambda conn: read_timeline(conn, self.canvas, self.fps, self.path, self.max_rows, skipped))
                 if self.check is not None:
                     try:
                         self.check(timeline)
                     except Exception as exc:  # noqa: BLE001 - any limit breach keeps the last good timeline
                         raise TimelineRefused(getattr(exc, "detail", str(exc))) from None
-            except sqlite3.Error as exc:
-                text = str(exc)
+            except Exception as exc:  # noqa: BLE001 - any failure of a read is the project's, never the daemon's
+                text = describe(exc)
                 if isinstance(exc, TimelineRefused):
                     state = "refused"
+                elif isinstance(exc, ReadStuck):
+                    state = "stuck"
                 elif "interrupted" in text:
                     state, text = "timeout", f"read abandoned after {self.read_timeout:.1f} s ({text})"
                 elif "locked" in text or "busy" in text:

@@ -18,23 +18,20 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .readonlydb import open_readonly
+from .readonlydb import read_readonly
 from .timeline import stat_of
 
 # Requests stat at most this often (three stat calls): a change is noticed well within 1 s.
 CHECK_INTERVAL = 0.2
+LIST_READ_TIMEOUT = 2.0  # the list is small; a read still running then is blocked (readonlydb.read_readonly)
 
 
 def list_projects(metadata_db: str) -> list[str]:
-    """The project list, newest first (the editor's order: last_modified_at, then id)."""
-    conn = open_readonly(metadata_db)
-    try:
-        rows = conn.execute(
-            "SELECT database_path FROM project_metadata_table ORDER BY last_modified_at DESC, id DESC"
-        ).fetchall()
-    finally:
-        conn.close()
-    return [str(row[0]) for row in rows if row[0]]
+    """The project list, newest first (the editor's order: last_modified_at, then id); only paths that can
+    name a file (text without a NUL byte): the rest is skipped, it cannot be opened anyway."""
+    rows = read_readonly(metadata_db, LIST_READ_TIMEOUT, lambda conn: conn.execute(
+        "SELECT database_path FROM project_metadata_table ORDER BY last_modified_at DESC, id DESC").fetchall())
+    return [row[0] for row in rows if isinstance(row[0], str) and row[0] and "\x00" not in row[0]]
 
 
 @dataclass
@@ -78,8 +75,8 @@ class ProjectFollower:
             try:
                 listed = list_projects(self.metadata_db) if signature[0] is not None else []
                 self.error = ""
-            except sqlite3.Error as exc:
-                self.error = f"project list {self.metadata_db}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - an unreadable list (locked, hostile, blocked) is never the daemon's end
+                self.error = f"project list {self.metadata_db}: {exc if isinstance(exc, sqlite3.Error) else repr(exc)[:200]}"
                 return None  # keep serving what we serve; the editor's next write changes the signature again
             newest = next((path for path in listed if os.path.exists(path)), "")
             if newest == current:

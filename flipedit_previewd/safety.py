@@ -47,7 +47,11 @@ def effective_roots(candidates: list[str], home: str | None = None) -> tuple[lis
         if not candidate or not os.path.isabs(candidate):
             skipped.append((candidate, "not an absolute path"))
             continue
-        real = os.path.realpath(candidate)
+        try:
+            real = os.path.realpath(candidate)
+        except (ValueError, OSError) as exc:  # a NUL byte, a name too long: not a directory anyone can have
+            skipped.append((candidate[:200], f"not a usable path ({type(exc).__name__})"))
+            continue
         why = root_problem(real, home)
         if why:
             skipped.append((candidate, why))

@@ -23,6 +23,7 @@ from .restarts import JOURNALCTL_USER, classify, is_manager_entry, open_unit_rea
 from .running import Running, how_run, pinned_by
 from .safeout import as_float, as_int, clean
 from .stats import pending_counts, summarise
+from .verify import daemon_problem
 from .words import duration, fit, journal_places, paint, pid1, show
 
 EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2, 3
@@ -490,7 +491,8 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
     said = f"daemon says {show(project.get('state'))}" + (f" ({project['error']})" if project.get("error") else "")
     findings.append(Finding("project database readable and fresh", project.get("state") == "ok" and readable,
                             f"{path or '(no project)'}: {said}; {why}",
-                            "check the path (--project or the metadata database) and file permissions"))
+                            "check the path (--project or the metadata database), file permissions, and that no "
+                            "-journal, -wal or -shm beside the database is a FIFO, symlink or device"))
     try:
         timeline = client.get("/debug/timeline").json()
         clips = timeline.get("clips", []) if isinstance(timeline, dict) else []
@@ -741,6 +743,12 @@ def cmd_profile(args: Any, env: Env) -> int:
     if not os.path.exists(f"/proc/{pid}"):
         raise CtlError(f"the daemon's pid {pid} is not visible here (another machine, container or PID namespace)",
                        "run previewctl profile where the daemon runs")
+    target = client.target
+    problem = daemon_problem(pid, target.shown if target.unix else target.base) if target is not None else "no address answered"
+    if problem:  # /health is the answer of whatever listens there: ptrace only what holds that socket (ctl/verify.py)
+        raise CtlError(f"refusing to profile pid {pid}, named by {client.shown}: {problem}",
+                       "profile the daemon you own by its own address (--url unix:PATH or the port it listens on); "
+                       "as root, only for the system unit")
     command = [exe, "record", "--pid", str(pid), "--subprocesses", "--duration", str(args.seconds), "--rate", str(args.rate),
                "--format", "flamegraph", "--output", args.output_file, "--nonblocking"]
     if args.idle:

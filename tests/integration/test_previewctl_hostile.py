@@ -93,6 +93,9 @@ class Handler(FakeHandler):
                 body = EVIL.encode()
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Cache: " + EVIL.encode("latin-1", "replace")[:20].replace(b"\r\n", b"")
                          + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        elif mode.startswith("decoy:"):  # names another process as the daemon
+            body = json.dumps({"status": "ok", "pid": int(mode[6:]), "workers": []}).encode()
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
         elif mode == "fifo":
             body = json.dumps({"status": "ok", "project": {"path": str(tmp / "fifo.db"), "state": "ok"}}).encode()
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
@@ -163,3 +166,27 @@ def test_monitor_on_a_terminal_shows_markup_as_text(fake: Fake, tmp_path: Path) 
     assert code == 0, text
     assert "[/bold]" in text and "\\x1b[2J" in text
     assert "\x1b]8" not in text and "\x1b[2J" not in text
+
+
+def test_profile_refuses_a_pid_that_does_not_hold_the_socket(fake: Fake, tmp_path: Path) -> None:
+    """The server at the address names a decoy (a Python process of ours, which py-spy --idle would record):
+    profile refuses, says why, and records nothing; the server's own PID (this test process holds its
+    listening socket) would pass the check."""
+    decoy = subprocess.Popen([str(ROOT / ".venv/bin/python"), "-c", "import time; time.sleep(60)"])
+    try:
+        fake.mode = f"decoy:{decoy.pid}"
+        out = tmp_path / "p.svg"
+        done = subprocess.run([str(ROOT / ".venv/bin/previewctl"), "--url", f"http://127.0.0.1:{fake.server_address[1]}",
+                               "profile", "--seconds", "1", "--idle", "-o", str(out)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+        assert f"refusing to profile pid {decoy.pid}" in done.stderr and "does not hold the socket" in done.stderr, done.stderr
+        assert not out.exists()
+    finally:
+        decoy.kill()
+        decoy.wait()
+    from flipedit_previewd.ctl.verify import daemon_problem
+
+    url = f"http://127.0.0.1:{fake.server_address[1]}"
+    assert daemon_problem(os.getpid(), url) == ""
+    assert "does not hold" in daemon_problem(os.getppid(), url) or "uid" in daemon_problem(os.getppid(), url)
+    assert "belongs to uid 0" in daemon_problem(1, url, euid=12345)

@@ -16,7 +16,8 @@ from flipedit_previewd.errors import Overloaded, PayloadTooLarge
 from flipedit_previewd.limits import check_timeline, max_overlap
 from flipedit_previewd.looplag import LoopLag
 from flipedit_previewd.offload import BoundedOffload
-from flipedit_previewd.projectdb import ProjectSource, open_readonly, read_timeline
+from flipedit_previewd.projectdb import ProjectSource, read_timeline
+from flipedit_previewd.readonlydb import open_readonly
 from flipedit_previewd.rejections import RejectionSummary
 from flipedit_previewd.timeline import timeline_from_json
 

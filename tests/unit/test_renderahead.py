@@ -179,9 +179,10 @@ def test_a_failed_render_ahead_job_raises_nothing() -> None:
 
 
 # --- the frame cache: guesses never push out what the editor looks at ------------------------
+# (entry_overhead=0: these are about the eviction policy in round numbers; what an entry costs is test_framecache.py's)
 
 def test_speculative_put_never_evicts_a_frame_in_use() -> None:
-    cache = FrameCache(capacity=300, idle_s=10.0)
+    cache = FrameCache(capacity=300, idle_s=10.0, entry_overhead=0)
     cache.put("a", "A", 100)
     cache.put("b", "B", 100)
     cache.put("c", "C", 100)
@@ -190,7 +191,7 @@ def test_speculative_put_never_evicts_a_frame_in_use() -> None:
 
 
 def test_speculative_put_evicts_unused_guesses_and_idle_frames() -> None:
-    cache = FrameCache(capacity=300, idle_s=0.0)  # every real frame counts as idle
+    cache = FrameCache(capacity=300, idle_s=0.0, entry_overhead=0)  # every real frame counts as idle
     cache.put("a", "A", 100)
     assert cache.put("x", "X", 100, ahead=True)
     assert cache.put("y", "Y", 100, ahead=True)
@@ -201,7 +202,7 @@ def test_speculative_put_evicts_unused_guesses_and_idle_frames() -> None:
 
 
 def test_hits_on_guesses_are_counted_once_and_a_real_put_evicts_as_usual() -> None:
-    cache = FrameCache(capacity=200)
+    cache = FrameCache(capacity=200, entry_overhead=0)
     cache.put("x", "X", 100, ahead=True)
     assert cache.get("x") == "X" and cache.get("x") == "X"
     assert cache.ahead_hits == 1
