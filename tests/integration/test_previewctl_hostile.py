@@ -177,7 +177,7 @@ def test_profile_refuses_a_pid_that_does_not_hold_the_socket(fake: Fake, tmp_pat
         fake.mode = f"decoy:{decoy.pid}"
         out = tmp_path / "p.svg"
         done = subprocess.run([str(ROOT / ".venv/bin/previewctl"), "--url", f"http://127.0.0.1:{fake.server_address[1]}",
-                               "profile", "--seconds", "1", "--idle", "-o", str(out)], capture_output=True, text=True, timeout=60)
+                               "profile", "--seconds", "1", "--idle", "-O", str(out)], capture_output=True, text=True, timeout=60)
         assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
         assert f"refusing to profile pid {decoy.pid}" in done.stderr and "does not hold the socket" in done.stderr, done.stderr
         assert not out.exists()
