@@ -236,7 +236,9 @@ def landlock_abi(arch: Arch | None = None) -> int:
     if abi < 0:
         code = ctypes.get_errno()
         why = {errno.ENOSYS: "the kernel has no Landlock (before 5.13, or built without it)",
-               errno.EOPNOTSUPP: "Landlock is built in but not enabled (lsm= boot parameter)"}.get(code, os.strerror(code))
+               errno.EOPNOTSUPP: "Landlock is built in but not enabled (lsm= boot parameter)",
+               errno.EPERM: "its system calls are refused by a filter around the daemon (a unit's SystemCallFilter=)",
+               }.get(code, os.strerror(code))
         raise LandlockUnavailable(why)
     return int(abi)
 

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from helpers import build_project, close_to, decode, solid_png, wait_for
 
 from flipedit_previewd import confine

@@ -165,3 +165,12 @@ def test_bodies_are_held_to_their_output_size_and_type() -> None:
         wire.decode(not_an_image, 5, "image/jpeg")
     with pytest.raises(wire.WireError):  # an error carries no image
         wire.decode(wire.encode(wire.Reply("error", 5, body=JPEG, message="x")), 5)
+
+
+def test_a_worker_covers_only_roots_under_its_own() -> None:
+    from flipedit_previewd.workers import covers
+
+    assert covers(("/m/a",), ("/m/a", "/m/a/sub"))
+    assert not covers(("/m/a",), ("/m/ab",))  # a sibling with the same prefix is another directory
+    assert not covers(("/m/a",), ("/m/a", "/m/b"))
+    assert covers((), ()) and not covers((), ("/m/a",))  # confined to no roots: a project needs a fresh worker
