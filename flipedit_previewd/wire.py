@@ -26,7 +26,6 @@ MAX_META = 1 << 20  # problems of many clips fit easily; a JSON bomb does not
 MAX_TEXT = 4096  # one message, one path, one problem
 MAX_PROBLEMS = 1000
 MAX_BODY = 256 << 20  # absolute; a reply is also held to its output size (body_limit)
-MAX_REPLY = HEADER.size + MAX_META + MAX_BODY  # given to Connection.recv_bytes: longer is refused before it is read
 CONTENT_TYPES = ("image/jpeg", "image/png")
 IMAGE_MAGIC = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}
 

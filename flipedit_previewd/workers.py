@@ -483,8 +483,9 @@ class WorkerPool:
                     self._note("render_budget", f"render of frame {frame} ran past its budget of {budget:.1f} s; worker {index} replaced", worker)
                     self._respawn(worker)
                     raise BudgetExceeded(f"render of frame {frame} exceeded the render budget of {budget:.1f} s; cancelled")
-                reply = wire.decode(worker.conn.recv_bytes(wire.MAX_REPLY), job.job_id, spec.content_type,
-                                    wire.body_limit(spec.width, spec.height))
+                # maxlength: a longer message is refused before it is allocated (OSError: the crash path)
+                limit = wire.body_limit(spec.width, spec.height)
+                reply = wire.decode(worker.conn.recv_bytes(wire.HEADER.size + wire.MAX_META + limit), job.job_id, spec.content_type, limit)
             except wire.WireError as exc:
                 self._note("worker_bad_reply", f"worker {index} sent a malformed reply to frame {frame} ({exc}); replaced",
                            worker, REASON=str(exc))
@@ -517,7 +518,7 @@ class WorkerPool:
 
     def _hello(self, worker: Worker) -> None:
         """The first message of a worker process: what confinement it applied (wire.py "hello")."""
-        reply = wire.decode(worker.conn.recv_bytes(wire.MAX_REPLY))
+        reply = wire.decode(worker.conn.recv_bytes(wire.HEADER.size + wire.MAX_META), body_limit=0)
         if reply.kind != "hello":
             raise wire.WireError("the first reply of a worker is not its hello")
         worker.sandbox = reply.sandbox
