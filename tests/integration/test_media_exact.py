@@ -154,8 +154,9 @@ def test_the_decision_is_by_content_not_extension(corpus: Path) -> None:
     assert not problems and match(shown, ffmpeg_decode(still, "rgb24", 3)[None], 0).expected_psnr >= MIN_PSNR
 
 
-def test_a_stream_that_grows_past_the_pixel_limit_is_refused_per_frame(corpus: Path) -> None:
+def test_a_stream_that_grows_past_the_pixel_limit_is_refused_per_frame(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """MPEG-TS may switch to a larger size mid-stream (a new SPS): checked on every decoded frame, not only the probe."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # MediaPool sets it for its (worker) process
     small = ffmpeg_to(corpus / "small.ts", "-c:v", "libx264", "-g", "10", "-vf", "scale=64:64")
     big = ffmpeg_to(corpus / "big.ts", "-c:v", "libx264", "-g", "10", "-vf", "scale=1024:1024")
     joined = corpus / "switch.ts"

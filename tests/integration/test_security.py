@@ -152,7 +152,8 @@ def test_hostile_media_renders_placeholders_and_nothing_outside(start_daemon: An
     daemon = start_daemon("--project", str(scene["db"]), "--allowed-roots", str(root), "--max-source-pixels", "100000")
     (root / "list.m3u8").write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{scene['blue_ts']}\n#EXT-X-ENDLIST\n")
     (root / "list.ffconcat").write_text(f"ffconcat version 1.0\nfile '{scene['blue_ts']}'\n")
-    (root / "seq%03d.vid").write_bytes((outside / "secret.png").read_bytes())  # a pattern name; image2 would expand it
+    # A pattern name: FFmpeg's image2 would expand it to seq001.vid (the secret). Its own content is a green PNG,
+    # decided by content and decoded by Pillow from the one checked descriptor.
     (root / "seq001.vid").write_bytes((outside / "secret.png").read_bytes())
     (root / "ps.png").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 0 1 setrgbcolor 0 0 10 10 rectfill\nshowpage\n")
     make_video(root / "big.mp4", BLUE, (640, 480))  # 307200 pixels > 100000
@@ -161,8 +162,9 @@ def test_hostile_media_renders_placeholders_and_nothing_outside(start_daemon: An
     fifo_target = solid_png(root / "fifo.png", (16, 16), GREEN)
     workers_before = descendants(daemon.proc.pid)
     assert workers_before
-    cases = {"list.m3u8": "cannot open video", "list.ffconcat": "cannot open video", "seq%03d.vid": "cannot open video",
-             "ps.png": "not an allowed image format", "big.mp4": "video too large"}
+    (root / "seq%03d.vid").write_bytes(fifo_target.read_bytes())
+    cases = {"list.m3u8": "HLS playlist is not an allowed video container", "list.ffconcat": "concat list is not an allowed video container",
+             "ps.png": "PostScript is not an allowed still format", "big.mp4": "video too large"}
     for frame, (name, problem) in enumerate(cases.items()):
         assert put(daemon, [{"source_path": str(root / name)}]).status_code == 200
         response = daemon.get(f"/get_frame/{frame}")
@@ -170,6 +172,9 @@ def test_hostile_media_renders_placeholders_and_nothing_outside(start_daemon: An
         assert _no_blue(decode(response.content)), name
         # The journal line is written by the log's own thread: it may follow the answer by a moment.
         assert wait_for(lambda problem=problem: problem in daemon.log(), 3), (name, daemon.log()[-1500:])
+    assert put(daemon, [{"source_path": str(root / "seq%03d.vid")}]).status_code == 200
+    pattern = decode(daemon.get("/get_frame/9").content)
+    assert _no_blue(pattern) and close_to(pattern.getpixel((640, 360)), GREEN)  # the file itself, never seq001.vid
     # Symlink and FIFO swapped after the PUT accepted them: checked again on what is opened.
     assert put(daemon, [{"source_path": str(root / "link.png")}]).status_code == 200
     assert close_to(decode(daemon.get("/get_frame/10").content).getpixel((640, 360)), GREEN)
