@@ -93,6 +93,8 @@ ARCHES = {
 def current_arch() -> Arch | None:
     """The running architecture's table, None where the sandbox has none (then it says it is unavailable)."""
     machine = platform.machine()
+    if sys.maxsize <= 2**32:  # a 32-bit interpreter on a 64-bit kernel calls through the other ABI: the filter would kill it
+        return None
     return ARCHES.get({"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine))
 
 
@@ -307,7 +309,7 @@ def confine_process() -> tuple[Arch | None, Status]:
     status = Status()
     arch = current_arch()
     if arch is None:
-        status.why = f"no sandbox for the {platform.machine()} architecture (seccomp and Landlock tables: x86_64, aarch64)"
+        status.why = f"no sandbox for a {platform.machine()} {'64' if sys.maxsize > 2**32 else '32'}-bit interpreter (system call tables: 64-bit x86_64, aarch64)"
         return None, status
     reasons = []
     try:
