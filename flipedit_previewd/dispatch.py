@@ -30,7 +30,7 @@ from .metrics import Metrics
 from .output import OutputSpec
 from .renderahead import RenderAhead
 from .timeline import Timeline
-from .workers import BudgetExceeded, RenderOutcome, Worker, WorkerPool
+from .workers import BudgetExceeded, RenderOutcome, WorkerPool
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class LoopHooks:
 
     timeline_read: Callable[[], None] = lambda: None
     media_problem: Callable[[str, str], None] = lambda path, problem: None
-    worker_event: Callable[[str, str, Worker], None] = lambda event, message, worker: None
+    worker_event: Callable[..., None] = lambda event, message, worker, fields=None: None  # fields: journal fields
 
 
 class Dispatcher:
@@ -108,7 +108,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        pool.on_event = lambda event, message, worker: self._post(self.hooks.worker_event, event, message, worker)
+        pool.on_event = lambda event, message, worker, **fields: self._post(self.hooks.worker_event, event, message, worker, fields)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Spawn the worker processes (unless already running) and one dispatcher thread each."""

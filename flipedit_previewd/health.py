@@ -38,6 +38,7 @@ def health_report(s: Service) -> dict[str, Any]:
                      "completed": s.pool.completed, "workers_replaced": s.pool.replaced},
         "latency_ms": {**summary(lat), "samples": len(lat)},
         "workers": s.pool.snapshot(),
+        "sandbox": s.pool.sandbox,  # the workers' confinement (confine.py); None until a worker started
         "project": {"path": s.source.path, "state": s.source.health.state, "error": s.source.health.error,
                     "reads": s.source.health.reads, "revision": timeline.revision, "source": timeline.source,
                     "clips": len(timeline.clips), "following": s.follower.state() if s.follower else None},

@@ -53,6 +53,9 @@ MESSAGE_IDS: dict[str, str] = {
     "journal_dropped": "9cf81f39c30140b79b0ebe8fe3d7991c",
     "access_denied": "5b0e6b7f3c0d4f1f9a57a3d1e2c8b640",
     "media_roots": "e3f1a26c9d2b4b7e8c4f0a9d6b1e2f37",
+    "sandbox": "917847e607594866bf534e51bd099ea6",
+    "sandbox_violation": "ab47b29cea35444cb7758b1e83330ae5",
+    "worker_bad_reply": "ca042e12c242429da5cb3328485c6a05",
 }
 
 # Entries wait here for the writer thread: the event loop never blocks on journald. When journald

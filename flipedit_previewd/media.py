@@ -70,6 +70,12 @@ def open_media(path: str, roots: tuple[str, ...] | None) -> IO[bytes]:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise MediaError("file not found") from None
+    except PermissionError as exc:
+        # In a confined worker (confine.py) Landlock refuses a path outside the roots before it is opened:
+        # the same reason as the check below would give (resolving the path opens nothing)
+        if roots is not None and not _under(os.path.realpath(path), roots):
+            raise MediaError("outside the allowed media roots") from None
+        raise MediaError(f"cannot open: {exc.strerror}") from None
     except OSError as exc:
         raise MediaError(f"cannot open: {exc.strerror}") from None
     try:
@@ -80,13 +86,17 @@ def open_media(path: str, roots: tuple[str, ...] | None) -> IO[bytes]:
                 real = os.readlink(f"/proc/self/fd/{fd}")
             except OSError:
                 raise MediaError("cannot tell where the opened file is (no /proc)") from None
-            if not any(real == root or real.startswith(root.rstrip("/") + "/") for root in roots):
+            if not _under(real, roots):
                 raise MediaError("outside the allowed media roots")
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def _under(real: str, roots: tuple[str, ...]) -> bool:
+    return any(real == root or real.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def _refuse_nested_open(url: str, flags: int, options: Any) -> Any:

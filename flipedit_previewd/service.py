@@ -116,8 +116,25 @@ class Service:
         self.log.emit("loop_lag", f"event loop ran {worst * 1000:.0f} ms late (threshold {threshold * 1000:.0f} ms)", "warning",
                       LAG_MS=round(worst * 1000, 1), THRESHOLD_MS=round(threshold * 1000, 1))
 
-    def _worker_event(self, event: str, message: str, worker: Any) -> None:
-        self.log.emit(event, message, "warning", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
+    def _worker_event(self, event: str, message: str, worker: Any, fields: dict[str, Any] | None = None) -> None:
+        fields = fields or {}
+        if event == "sandbox_violation":  # refused is the sandbox working (the failpoint); allowed is a hole
+            priority = "warning" if fields.get("REFUSED") else "err"
+        else:  # a replacement for other media roots is the normal way of a project switch
+            priority = "notice" if fields.get("REASON") == "media roots" else "warning"
+        self.log.emit(event, message, priority, WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame, **fields)
+
+    def _report_sandbox(self) -> None:
+        """Once, after the warm-up: what confinement the workers have (a kernel without Landlock is said here)."""
+        status = self.pool.sandbox
+        if status is None:
+            return
+        whole = status["seccomp"] and status["landlock"]
+        text = (f"render workers confined: seccomp {'on' if status['seccomp'] else 'OFF'}, "
+                f"Landlock {'ABI ' + str(status['landlock_abi']) if status['landlock'] else 'OFF'}")
+        self.log.emit("sandbox", text + ("" if whole else f" ({status['why']})"), "info" if whole else "warning",
+                      SECCOMP=int(status["seccomp"]), LANDLOCK=int(status["landlock"]),
+                      LANDLOCK_ABI=status["landlock_abi"], REASON=status["why"] or None)
 
     # --- the interface the server serves through (lifecycle.ServiceAPI) ----------------------
 
@@ -128,12 +145,14 @@ class Service:
         self.dispatcher.start(loop)
         await self.offload.run(self.source.current, True)
         self._publish_source_events()
-        await self.offload.run(self.allowed_roots)
+        roots = await self.offload.run(self.allowed_roots)
         # Warm-up: READY=1 only after a worker really rendered a frame. Nothing is admitted yet, so
         # the dispatcher threads are idle and the pipe is ours. An empty timeline proves the worker
-        # renders and encodes without touching project media.
+        # renders and encodes without touching project media; it carries the current roots, which
+        # the worker confines itself to (a warm-up with none would cost a replacement at the first frame).
         warm_up = empty_timeline((64, 36), self.config.frame_rate, "warm-up")
-        await self.offload.run(self.pool.render, 0, 0, OutputSpec(64, 36), warm_up)
+        await self.offload.run(self.pool.render, 0, 0, OutputSpec(64, 36), warm_up, None, tuple(roots))
+        self._report_sandbox()
         self.lag.start(loop)  # the serving loop's lag: start-up (spawning workers) is before READY=1
 
     async def drain(self, timeout: float, settled: Callable[[], bool] = lambda: True) -> bool:

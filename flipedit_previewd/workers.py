@@ -6,11 +6,17 @@ GIL, so two threads on two cores render barely faster than one (see
 and replaced when a render hangs (a FIFO as media source, a wedged decoder),
 which a thread cannot. Each worker reports what it is doing and since when, so
 ``/health`` and the watchdog can tell progress from a hang.
+
+A worker parses untrusted media, so it is treated as a process that may be taken over: it confines
+itself (``confine.py``: seccomp at start, Landlock at its first job, to that job's media roots) and
+its replies are plain data the daemon checks field by field (``wire.py``), never pickle. A worker
+whose Landlock rules do not cover a job's roots (another project opened) is replaced by a fresh one.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import pickle
@@ -26,6 +32,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+from . import wire
 from .errors import GatewayTimeout, RenderFailed
 from .output import OutputSpec, RenderResult
 from .timeline import Timeline, Track
@@ -40,6 +47,13 @@ IDLE_RELEASE_S = 10.0  # a worker without a job for this long closes its media a
 # Without it a guess competes as an equal with the event loop (niced by loop_nice) and with the
 # other worker's real render: a playback's cache hits then wait for the CPU (bench/render_ahead.py).
 AHEAD_NICE = 10
+
+# Test failpoint, read by the worker process only (never by the daemon, never set by the units, not a
+# setting): "escape" or "escape:PATH" makes each worker, at its first job after it is confined, try
+# to open PATH (default /etc/hostname), connect to 127.0.0.1 and run /bin/sh, and report each
+# attempt; the daemon logs them as sandbox_violation. "badreply:FRAME" makes a worker answer FRAME
+# with a pickled tuple, the old reply format, as a worker taken over might (tests/integration/test_confinement.py).
+FAILPOINT_VARIABLE = "FLIPEDIT_WORKER_FAILPOINT"  # not FLIPEDIT_PREVIEWD_*: that prefix is the configuration's (config.py)
 
 
 @dataclass(frozen=True)
@@ -77,26 +91,52 @@ CLIPS_PER_MESSAGE = 500
 CRASHES_TO_BREAK = 2
 
 
+class BadReply(RenderFailed):
+    """The worker's reply broke the wire format (wire.py): a worker taken over, or a bug; it was replaced."""
+
+
 @dataclass
 class RenderOutcome:
     result: RenderResult
     render_ms: float
 
 
+def covers(locked: tuple[str, ...], roots: tuple[str, ...]) -> bool:
+    """Whether a worker confined to ``locked`` may read everything under ``roots`` (all real paths)."""
+    return all(any(root == lock or root.startswith(lock.rstrip("/") + "/") for lock in locked) for root in roots)
+
+
 def child_main() -> None:
     """Entry point of a worker process (see ``_Child``): argv names it and its end of the socket pair."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the daemon's to handle; it ends the workers
     conn = Connection(int(sys.argv[2]))
-    settings, parent = pickle.loads(conn.recv_bytes())
+    settings, parent = pickle.loads(conn.recv_bytes())  # from the daemon: the trusted direction (wire.py)
     _worker_main(conn, settings, parent)
 
 
+def _send(conn: Connection, reply: wire.Reply) -> None:
+    conn.send_bytes(wire.encode(reply))
+
+
 def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> None:
-    """Child process loop: one job at a time, results back over the pipe."""
+    """Child process loop: confine, say hello, then one job at a time, replies back over the pipe."""
+    from . import confine
     from .compositor import compose  # PyAV and Pillow: in the workers only (output.py)
     from .media import MediaPool
 
+    failpoint = os.environ.pop(FAILPOINT_VARIABLE, "")
+    # The test hook's record is opened before confinement (a confined worker writes nothing anywhere).
+    record = open(settings.test_render_hook[5:], "a", buffering=1) if settings.test_render_hook.startswith("nice:") else None
+    _libc()  # loaded now: later it would be a dlopen (the loader's cache is readable, but why depend on it)
+    arch, status = confine.confine_process()  # seccomp: on this thread before any other thread exists
+    _send(conn, wire.Reply("hello", sandbox=status.as_dict()))
+
     def orphan_guard() -> None:
+        if arch is not None and status.landlock:
+            try:
+                confine.lock_thread_out(arch, status.landlock_abi)  # older than the worker's lock: shut out by itself
+            except OSError:
+                os._exit(1)
         while os.getppid() == parent:
             time.sleep(1.0)
         os._exit(0)
@@ -106,6 +146,7 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
     ahead = _LowPriority(AHEAD_NICE)
     current: Timeline | None = None
     used = False
+    locked: tuple[str, ...] | None = None  # the roots this worker's Landlock rules allow, from its first job
     while True:
         try:
             if used and not conn.poll(IDLE_RELEASE_S):
@@ -125,25 +166,74 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
             break
         if job.timeline is None:
             if current is None or current.revision != job.revision:
-                conn.send(("error", job.job_id, "worker has no timeline for this job", 0.0))
+                _send(conn, wire.Reply("error", job.job_id, message="worker has no timeline for this job"))
                 continue
             job = RenderJob(job.job_id, job.frame, job.spec, current, job.broken, job.revision, job.roots, job.speculative)
+        attempts: list[dict[str, Any]] = []
+        if locked is None:
+            # Before anything of this job, and before the render-ahead thread exists (it inherits the rules).
+            if arch is not None and status.landlock:
+                try:
+                    confine.lock_filesystem(arch, status.landlock_abi, job.roots)
+                except OSError as exc:
+                    _send(conn, wire.Reply("error", job.job_id, message=f"sandbox: cannot confine the worker: {exc}"))
+                    break  # never decode unconfined when the kernel offered Landlock: the daemon starts a fresh one
+            locked = job.roots
+            if failpoint.startswith("escape"):
+                attempts = _try_escape(failpoint.partition(":")[2] or "/etc/hostname")
+        elif not covers(locked, job.roots):  # the daemon replaces such a worker first (WorkerPool.render)
+            _send(conn, wire.Reply("error", job.job_id, message="sandbox: the job's media roots are outside this worker's"))
+            continue
         started = time.perf_counter()
         used = True
         def render(job: RenderJob = job, media: Any = media) -> RenderResult:
             assert job.timeline is not None
             if job.timeline.source != "warm-up":
-                _test_hook(settings.test_render_hook, job)
+                _test_hook(settings.test_render_hook, job, record)
             media.set_roots(job.roots)
             return compose(job.timeline, job.frame, job.spec, media, job.broken)
 
         try:
             # A guess runs on the low-priority thread while this one waits (no CPU, no GIL): one job at a time.
             result = ahead.run(render) if job.speculative else render()
-            conn.send(("ok", job.job_id, result, (time.perf_counter() - started) * 1000))
+            reply = wire.Reply("ok", job.job_id, (time.perf_counter() - started) * 1000, result.content_type, result.body,
+                               result.problems, result.clips, attempts=attempts)
         except Exception as exc:  # noqa: BLE001 - any render bug must become a 500, not a dead worker
-            conn.send(("error", job.job_id, f"{type(exc).__name__}: {exc}", (time.perf_counter() - started) * 1000))
+            reply = wire.Reply("error", job.job_id, (time.perf_counter() - started) * 1000,
+                               message=f"{type(exc).__name__}: {exc}", attempts=attempts)
+        if failpoint == f"badreply:{job.frame}":
+            conn.send(("ok", job.job_id, reply.body, reply.render_ms))  # pickle: what the daemon must never load
+            continue
+        _send(conn, reply)
     media.close()
+
+
+def _try_escape(target: str) -> list[dict[str, Any]]:
+    """The escape failpoint (FAILPOINT_VARIABLE): what a taken-over decoder would try first; each outcome."""
+    attempts: list[dict[str, Any]] = []
+
+    def attempt(what: str, call: Callable[[], None]) -> None:
+        try:
+            call()
+            attempts.append({"what": what, "refused": False, "error": ""})
+        except OSError as exc:
+            code = exc.errno or 0
+            attempts.append({"what": what, "refused": code in (errno.EPERM, errno.EACCES),
+                             "error": errno.errorcode.get(code, str(exc))})
+
+    def connect() -> None:
+        with socket.socket() as sock:
+            sock.settimeout(1.0)
+            sock.connect(("127.0.0.1", 9))
+
+    def run_shell() -> None:
+        pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 0"], {})
+        os.waitpid(pid, 0)
+
+    attempt(f"open {target}", lambda: os.close(os.open(target, os.O_RDONLY | os.O_NONBLOCK)))
+    attempt("connect 127.0.0.1:9", connect)
+    attempt("exec /bin/sh", run_shell)
+    return attempts
 
 
 class _LowPriority:
@@ -196,14 +286,28 @@ def _send_timeline(conn: Connection, timeline: Timeline) -> None:
             conn.send(track.clips[start:start + CLIPS_PER_MESSAGE])
 
 
+_LIBC: list[ctypes.CDLL] = []
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not _LIBC:
+        try:
+            _LIBC.append(ctypes.CDLL("libc.so.6"))
+        except OSError:
+            return None  # not glibc
+    return _LIBC[0]
+
+
 def _trim_heap() -> None:
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
+        libc = _libc()
+        if libc is not None:
+            libc.malloc_trim(0)
+    except AttributeError:
         pass  # not glibc
 
 
-def _test_hook(hook: str, job: RenderJob) -> None:
+def _test_hook(hook: str, job: RenderJob, record: Any = None) -> None:
     if not hook:
         return
     if hook.startswith("crash:"):
@@ -218,8 +322,8 @@ def _test_hook(hook: str, job: RenderJob) -> None:
             time.sleep(3600)
     if hook.startswith("nice:"):
         # Records which thread priority each kind of job ran at (tests/integration/test_render_ahead.py).
-        with open(hook.split(":", 1)[1], "a") as out:
-            out.write(f"{'ahead' if job.speculative else 'real'} {os.getpriority(os.PRIO_PROCESS, threading.get_native_id())}\n")
+        if record is not None:  # opened before confinement
+            record.write(f"{'ahead' if job.speculative else 'real'} {os.getpriority(os.PRIO_PROCESS, threading.get_native_id())}\n")
         return
     if hook.startswith("sleep:"):
         time.sleep(float(hook.split(":", 1)[1]))
@@ -284,12 +388,14 @@ class Worker:
     killed_for_hang: bool = False
     job_id: int = 0
     revision: str = ""  # of the timeline this worker's process holds
+    sandbox: dict[str, Any] | None = None  # what its process could apply (its hello), None until read
+    locked: tuple[str, ...] | None = None  # the roots its first job gave it (Landlock's rules), None before
 
     def snapshot(self, now: float, hung: bool) -> dict[str, Any]:
         age = now - self.since
         state = "hung" if hung else self.state  # hung: decided by WorkerPool.hung_workers alone
         return {"index": self.index, "pid": self.process.pid, "state": state, "frame": self.frame,
-                "since_s": round(age, 3), "completed": self.completed}
+                "since_s": round(age, 3), "completed": self.completed, "media_roots": list(self.locked or ())}
 
 
 class WorkerPool:
@@ -312,7 +418,8 @@ class WorkerPool:
         self._state_lock = threading.Lock()  # a worker's (state, job_id) against replace_hung's check-then-kill
         self._next_job = 0
         self.crashes: dict[tuple[str, Any], int] = {}
-        self.on_event: Callable[[str, str, Worker], None] | None = None
+        self.on_event: Callable[..., None] | None = None  # (event, message, worker, **journal fields)
+        self.sandbox: dict[str, Any] | None = None  # the first worker's hello: what confinement this kernel allows
 
     @classmethod
     def for_config(cls, config: Config) -> WorkerPool:
@@ -332,10 +439,12 @@ class WorkerPool:
                roots: tuple[str, ...] = (), speculative: bool = False) -> RenderOutcome:
         """One job through worker ``index``'s process, blocking (from its dispatcher thread, or at warm-up).
 
-        A worker found dead before the job is replaced first. A worker that dies during the job
+        A worker found dead before the job is replaced first, and so is one confined to other
+        media roots than the job's (Landlock rules cannot be widened). A worker that dies during the job
         is replaced and the job retried once on the fresh one; each death counts against the
         job's sources, and a source at ``CRASHES_TO_BREAK`` is then drawn as a placeholder. A
-        render past ``budget`` is cancelled: its worker is killed and replaced, 504.
+        render past ``budget`` is cancelled: its worker is killed and replaced, 504. A reply that
+        breaks the wire format (``wire.py``) replaces the worker and fails the job (``BadReply``).
         """
         attempts = 0
         while True:
@@ -347,6 +456,11 @@ class WorkerPool:
                 self._note("worker_died", f"worker {index} found dead while idle; replaced", worker)
                 self._respawn(worker)
                 worker = self.workers[index]
+            if worker.locked is not None and not covers(worker.locked, roots):
+                self._note("worker_replaced", f"worker {index} replaced for other media roots: its sandbox allows "
+                           f"{', '.join(worker.locked) or 'none'}; the job needs {', '.join(roots)}", worker, REASON="media roots")
+                self._respawn(worker)
+                worker = self.workers[index]
             sources = self._sources(timeline, frame)
             broken = self.broken(sources)
             with self._lock:
@@ -356,16 +470,27 @@ class WorkerPool:
                 worker.state, worker.since, worker.frame, worker.hung_reported = "rendering", time.monotonic(), frame, False
                 worker.job_id = job.job_id
             try:
+                if worker.sandbox is None:
+                    self._hello(worker)
                 if worker.revision != timeline.revision:
                     worker.revision = ""
                     _send_timeline(worker.conn, timeline)
                     worker.revision = timeline.revision
+                if worker.locked is None:
+                    worker.locked = roots  # the worker confines itself to the roots of its first job
                 worker.conn.send(job)
                 if budget is not None and not worker.conn.poll(budget):
                     self._note("render_budget", f"render of frame {frame} ran past its budget of {budget:.1f} s; worker {index} replaced", worker)
                     self._respawn(worker)
                     raise BudgetExceeded(f"render of frame {frame} exceeded the render budget of {budget:.1f} s; cancelled")
-                kind, _, payload, render_ms = worker.conn.recv()
+                # maxlength: a longer message is refused before it is allocated (OSError: the crash path)
+                limit = wire.body_limit(spec.width, spec.height)
+                reply = wire.decode(worker.conn.recv_bytes(wire.HEADER.size + wire.MAX_META + limit), job.job_id, spec.content_type, limit)
+            except wire.WireError as exc:
+                self._note("worker_bad_reply", f"worker {index} sent a malformed reply to frame {frame} ({exc}); replaced",
+                           worker, REASON=str(exc))
+                self._respawn(worker)
+                raise BadReply(f"worker {index} sent a malformed reply; it was replaced") from None
             except (EOFError, OSError, ValueError) as exc:
                 killed = worker.killed_for_hang
                 self._respawn(worker)
@@ -383,9 +508,22 @@ class WorkerPool:
             worker.completed += 1
             with self._lock:
                 self.completed += 1
-            if kind == "error":
-                raise RenderFailed(str(payload))
-            return RenderOutcome(payload, render_ms)
+            for attempt in reply.attempts:
+                what = "refused" if attempt["refused"] else "NOT refused"
+                self._note("sandbox_violation", f"worker {index} tried to {attempt['what']}: {what} ({attempt['error'] or 'no error'})",
+                           worker, ATTEMPT=attempt["what"], REFUSED=int(attempt["refused"]), ERRNO=attempt["error"])
+            if reply.kind == "error":
+                raise RenderFailed(reply.message)
+            return RenderOutcome(RenderResult(reply.body, reply.content_type, reply.problems, reply.clips), reply.render_ms)
+
+    def _hello(self, worker: Worker) -> None:
+        """The first message of a worker process: what confinement it applied (wire.py "hello")."""
+        reply = wire.decode(worker.conn.recv_bytes(wire.HEADER.size + wire.MAX_META), body_limit=0)
+        if reply.kind != "hello":
+            raise wire.WireError("the first reply of a worker is not its hello")
+        worker.sandbox = reply.sandbox
+        if self.sandbox is None:
+            self.sandbox = reply.sandbox
 
     @staticmethod
     def _sources(timeline: Timeline, frame: int) -> list[tuple[str, Any]]:
@@ -406,9 +544,9 @@ class WorkerPool:
                 reached = reached or self.crashes[key] == CRASHES_TO_BREAK
         return reached
 
-    def _note(self, event: str, message: str, worker: Worker) -> None:
+    def _note(self, event: str, message: str, worker: Worker, **fields: Any) -> None:
         if self.on_event is not None:
-            self.on_event(event, message, worker)
+            self.on_event(event, message, worker, **fields)
 
     def _respawn(self, worker: Worker) -> None:
         self._terminate(worker)

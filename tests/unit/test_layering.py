@@ -34,6 +34,7 @@ LAYERS: dict[str, str] = {
     "admission": "render", "workers": "render", "compositor": "render", "media": "render", "output": "render",
     "framecache": "render", "timeline": "render", "projectdb": "render", "projects": "render",
     "renderahead": "render", "safety": "render", "limits": "render", "sniff": "render", "display": "render", "keyframes": "render",
+    "confine": "render", "wire": "render",
     # the daemon's entry point, fixture/demo writers, the HTTP client, previewctl
     "__main__": "entry", "demo": "tools", "testing": "tools", "client": "client", "transport": "client", "ctl": "ctl",
 }
