@@ -39,6 +39,12 @@ TOKEN_DIR = "flipedit-preview"
 TOKEN_NAME = "token"
 STATE_CHANGING = {"PUT", "DELETE", "POST", "PATCH"}
 GUARDED_PATHS = {"/timeline"}  # endpoints that change state; add any later one here
+
+
+def is_private_read(path: str) -> bool:
+    """What shows the user's media or where it is: frames, the timeline, the debug views (private_reads).
+    /health and /metrics stay open: monitoring reads them, and they carry counts, not pictures."""
+    return path.startswith(("/get_frame/", "/debug/")) or path == "/timeline"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 BODY_ENDPOINTS = {("PUT", "/timeline")}  # the only requests that carry a body; any other body is refused unread
 
@@ -149,11 +155,12 @@ class Guard:
     refusal and reports it to ``note`` (``ClientErrors.note``: counted, journaled once per status per minute)."""
 
     def __init__(self, allowed_hosts: tuple[str, ...] | list[str], token: str, note: Callable[..., None],
-                 own_uid: int | None = None) -> None:
+                 own_uid: int | None = None, private_reads: bool = False) -> None:
         self.allowed_hosts = {h.lower() for h in allowed_hosts}
         self.token = token
         self.note = note
         self.own_uid = os.getuid() if own_uid is None else own_uid
+        self.private_reads = private_reads
         self.refused = 0
 
     def check(self, request: Request, peer: Peer | None, body_length: int | None = 0) -> None:
@@ -184,6 +191,8 @@ class Guard:
                 raise Forbidden("requests from web pages (Sec-Fetch-Site) are refused", field="sec-fetch-site")
         if request.method in STATE_CHANGING and request.path in GUARDED_PATHS:
             self.check_owner(headers, peer)
+        elif self.private_reads and is_private_read(request.path):
+            self.check_owner(headers, peer, "reading frames and timelines (private_reads)")
 
     def own_page(self, request: Request, peer: Peer) -> bool:
         """A GET from the daemon's own viewer page (``viewer.py``): same-origin by the browser's word,
@@ -213,15 +222,15 @@ class Guard:
             names += list(LOOPBACK_NAMES)
         return host in names
 
-    def check_owner(self, headers: Mapping[str, str], peer: Peer) -> None:
+    def check_owner(self, headers: Mapping[str, str], peer: Peer, what: str = "changing the timeline") -> None:
         if peer.family == "unix":
             if peer.uid is None or peer.uid != self.own_uid:
-                raise Forbidden("only the daemon's own user may change the timeline", field="peer")
+                raise Forbidden(f"only the daemon's own user may go on {what}", field="peer")
             return
         auth = headers.get("authorization", "")
         scheme, _, given = auth.partition(" ")
         if not auth or scheme.lower() != "bearer":
-            raise Unauthorized("changing the timeline over TCP needs 'Authorization: Bearer <token>' "
+            raise Unauthorized(f"{what} over TCP needs 'Authorization: Bearer <token>' "
                                "(the token file in $XDG_RUNTIME_DIR/flipedit-preview/), or use the unix socket",
                                field="authorization")
         if not self.token or not hmac.compare_digest(given.strip().encode("latin-1", "replace"), self.token.encode()):

@@ -37,6 +37,7 @@ class PoolTarget(Protocol):
 
 class GuardTarget(Protocol):
     allowed_hosts: set[str]
+    private_reads: bool
 
 
 class ServiceTarget(Protocol):
@@ -99,6 +100,7 @@ def apply(new: Config, server: ServerTarget) -> Config:
     server.limits = http_limits(config)
     server.request_timeout = config.request_timeout
     server.guard.allowed_hosts = {h.lower() for h in config.allowed_hosts}
+    server.guard.private_reads = config.private_reads
     server.bodies.limit = config.max_buffered_body_bytes
     server.service.configure(config)  # through the server's narrow interface: the service sets its own parts
     return config

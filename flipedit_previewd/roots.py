@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .journal import EventLog
 from .projectdb import ProjectSource, asset_dirs
-from .safety import effective_roots
+from .safety import derived_root_problem, effective_roots
 
 
 class MediaRoots:
@@ -43,6 +43,12 @@ class MediaRoots:
                 candidates.append(os.path.dirname(os.path.abspath(source.path)))
                 candidates += asset_dirs(source.path)
         kept, skipped = effective_roots(candidates)
+        if not configured:  # the project's own suggestions: stricter than what the user configured
+            for root in list(kept):
+                why = derived_root_problem(root)
+                if why:
+                    kept.remove(root)
+                    skipped.append((root, why))
         for root, why in skipped:
             if ("skipped", root) not in self._reported:
                 self._reported.add(("skipped", root))

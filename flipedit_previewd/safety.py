@@ -60,6 +60,31 @@ def effective_roots(candidates: list[str], home: str | None = None) -> tuple[lis
     return kept, skipped
 
 
+DOT_SCAN_LIMIT = 4096  # entries looked at for a dot-directory: a project folder's top level is smaller
+
+
+def derived_root_problem(real: str, runtime_dir: str | None = None) -> str:
+    """Why a root the *project* suggests (not one the user configured) must not be one: the project
+    may come from someone else, and every local user may read frames from under a root.
+
+    A directory holding dot-directories (``.ssh``, ``.config``, ``.git``) is a home or a
+    configuration folder, not a folder of media; the runtime directory holds the daemon's token.
+    """
+    runtime = os.path.realpath(runtime_dir or os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}")
+    if real == runtime or runtime.startswith(real.rstrip(os.sep) + os.sep) or real.startswith(runtime + os.sep):
+        return "the runtime directory or one holding it"
+    try:
+        with os.scandir(real) as entries:
+            for count, entry in enumerate(entries):
+                if count >= DOT_SCAN_LIMIT:
+                    break
+                if entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                    return f"holds dot-directories ({entry.name[:40]}): a home or configuration folder, not a project's"
+    except OSError:
+        return ""  # not listable: nothing under it is readable either; the open of each file decides
+    return ""
+
+
 def is_under(path: str, roots: list[str] | tuple[str, ...]) -> bool:
     real = os.path.realpath(path)
     for root in roots:
