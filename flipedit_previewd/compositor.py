@@ -14,6 +14,7 @@ centred, black bars on the other two sides.
 from __future__ import annotations
 
 import io
+import textwrap
 
 from PIL import Image, ImageDraw
 
@@ -106,7 +107,8 @@ def _compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool,
             canvas.paste(image, (box[0], box[1]))
     if not layers:
         draw = ImageDraw.Draw(canvas)
-        draw.text((spec.width // 2, spec.height // 2), EMPTY_MESSAGE, fill=(255, 255, 255), anchor="mm")
+        text = "\n".join(textwrap.wrap(timeline.note, max(20, spec.width // 7))[:8]) if timeline.note else EMPTY_MESSAGE
+        draw.multiline_text((spec.width // 2, spec.height // 2), text, fill=(255, 255, 255), anchor="mm", align="center")
     if not encoded:
         return RenderResult(b"", spec.content_type, problems, len(layers), canvas)
     return RenderResult(encode(canvas, spec), spec.content_type, problems, len(layers))

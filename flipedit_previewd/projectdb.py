@@ -257,6 +257,9 @@ class SourceHealth:
     events: list[tuple[str, str]] = field(default_factory=list)
 
 
+KEEPING = "; keeping the last good timeline"
+
+
 class ProjectSource:
     """The live timeline of one project database (or a PUT JSON timeline), thread-safe.
 
@@ -267,13 +270,14 @@ class ProjectSource:
     is not retried while the files stay the same (a lock is retried soon).
     """
 
-    def __init__(self, path: str, canvas: tuple[int, int], fps: float) -> None:
+    def __init__(self, path: str, canvas: tuple[int, int], fps: float, no_project: str = "") -> None:
+        """``no_project``: what an empty frame says when there is no project (where it was looked for, the fix)."""
         self.canvas = canvas
         self.fps = fps
-        self.health = SourceHealth(path=path)
+        self.health = SourceHealth(path=path, error="" if path else no_project)
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._timeline = empty_timeline(canvas, fps, source="no project")
+        self._timeline = empty_timeline(canvas, fps, source="no project", note="" if path else no_project)
         self._signature: tuple[Any, ...] | None = None
         self._failed: tuple[Any, ...] | None = None
         self._retry_at = 0.0
@@ -382,7 +386,7 @@ class ProjectSource:
                     state = "unreadable"
                 self._failed = signature
                 self._retry_at = time.monotonic() + (RETRY_LOCKED if state == "locked" else RETRY_FAILED)
-                self._note(state, f"project database {self.path}: {text}; keeping the last good timeline")
+                self._note(state, f"project database {self.path}: {text}{KEEPING}")
                 return self._timeline
             with self._lock:
                 self._signature = signature
@@ -401,6 +405,9 @@ class ProjectSource:
         if self.health.state != state or self.health.error != error:
             with self._lock:
                 self.health.events.append((state, error))
+                if self._signature is None and state != "partial":  # never read: the empty frame says why
+                    self._timeline = empty_timeline(self.canvas, self.fps, source="no project",
+                                                    note=f"Project not readable: {error.removesuffix(KEEPING)}. 'previewctl doctor' says more.")
         self.health.state, self.health.error = state, error
 
     def drain_events(self) -> list[tuple[str, str]]:

@@ -69,7 +69,8 @@ class Service:
         if self.follower is not None:
             project = self.follower.initial()
         self.project_reason = project_reason(config, project)
-        self.source = ProjectSource(os.path.expanduser(project) if project else "", (config.canvas_width, config.canvas_height), config.frame_rate)
+        self.source = ProjectSource(os.path.expanduser(project) if project else "", (config.canvas_width, config.canvas_height), config.frame_rate,
+                                    no_project_text(config))
         self._apply_source_limits(config)
         self.admission = Admission(config.workers, config.queue_size, config.queue_timeout)
         self.pool = pool if pool is not None else WorkerPool.for_config(config)
@@ -265,7 +266,8 @@ class Service:
     def _switch_to(self, switch: Switch | None) -> None:
         if switch is None or self.follower is None or switch.project == self.source.path:
             return
-        source = ProjectSource(switch.project, (self.config.canvas_width, self.config.canvas_height), self.config.frame_rate)
+        source = ProjectSource(switch.project, (self.config.canvas_width, self.config.canvas_height), self.config.frame_rate,
+                               no_project_text(self.config))
         source.set_json(self.source.override)  # a PUT /timeline stays until DELETE
         self.source = source
         self._apply_source_limits(self.config)
@@ -325,3 +327,8 @@ def project_reason(config: Config, project: str) -> str:
         return f"no --project, no --demo, and the editor's project list {metadata} does not exist"
     return f"no --project, no --demo, and no usable project in {metadata}"
 
+
+def no_project_text(config: Config) -> str:
+    """What an empty frame, /health and doctor say when no project is served: where it was looked for, and the fix."""
+    return (f"No project: none is open in FlipEdit (looked in {config.metadata_db}). "
+            "Open a project in FlipEdit, or pass --project FILE.")

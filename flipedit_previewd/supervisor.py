@@ -85,7 +85,7 @@ class Supervisor:
             return "stopping"
         if s.overloaded_since is not None or len(s.admission.queue) >= s.config.queue_size > 0:
             return "overloaded"
-        if s.pool.hung_workers() or s.source.health.state not in ("ok", "none"):
+        if s.pool.hung_workers() or s.source.health.state != "ok":  # "none" too: no project is a misconfiguration
             return "degraded"
         if s.config_error is not None:  # serving, but on an older configuration that the next restart would not start with
             return "degraded"

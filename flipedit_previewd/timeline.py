@@ -71,6 +71,7 @@ class Timeline:
     tracks: tuple[Track, ...]
     source: str = ""
     revision: str = field(default="", compare=False)
+    note: str = ""  # drawn on an empty frame instead of "No videos in timeline": why there is nothing (no project ...)
 
     def __post_init__(self) -> None:
         if not self.revision:
@@ -140,6 +141,8 @@ def _digest(timeline: Timeline) -> str:
     """Clip by clip, never one call over the whole timeline: a C call over 50,000 clips holds the GIL
     (and so the event loop) for a second; a Python loop lets the loop run between clips."""
     h = hashlib.blake2b(repr((timeline.canvas_width, timeline.canvas_height, timeline.frame_rate)).encode(), digest_size=12)
+    if timeline.note:  # another reason for an empty frame is another frame (and ETag)
+        h.update(repr(timeline.note).encode())
     for t in timeline.tracks:
         h.update(repr((t.id, t.order, t.visible, t.type, len(t.clips))).encode())
         for c in t.clips:
@@ -263,5 +266,5 @@ def timeline_from_json(data: Any, default_canvas: tuple[int, int], default_fps: 
     return Timeline(width, height, fps, tuple(tracks), source="json")
 
 
-def empty_timeline(canvas: tuple[int, int], fps: float, source: str = "empty") -> Timeline:
-    return Timeline(canvas[0], canvas[1], fps, (), source=source)
+def empty_timeline(canvas: tuple[int, int], fps: float, source: str = "empty", note: str = "") -> Timeline:
+    return Timeline(canvas[0], canvas[1], fps, (), source=source, note=note)

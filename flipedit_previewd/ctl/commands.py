@@ -489,10 +489,16 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
     path = project.get("path") or ""
     readable, why = _db_readable(path if isinstance(path, str) else "", getattr(args, "timeout", 3.0))
     said = f"daemon says {show(project.get('state'))}" + (f" ({project['error']})" if project.get("error") else "")
-    findings.append(Finding("project database readable and fresh", project.get("state") == "ok" and readable,
-                            f"{path or '(no project)'}: {said}; {why}",
-                            "check the path (--project or the metadata database), file permissions, and that no "
-                            "-journal, -wal or -shm beside the database is a FIFO, symlink or device"))
+    state = project.get("state")
+    if not path:
+        fix = "open a project in FlipEdit (the daemon follows the editor's project list), or pass --project FILE"
+    elif state == "missing":
+        fix = "the file is gone: open the project again in FlipEdit, or pass --project with an existing file"
+    else:
+        fix = ("check the path (--project or the metadata database), file permissions, and that no "
+               "-journal, -wal or -shm beside the database is a FIFO, symlink or device")
+    findings.append(Finding("project database readable and fresh", state == "ok" and readable,
+                            f"{path or '(no project)'}: {said}; {why}", fix))
     try:
         timeline = client.get("/debug/timeline").json()
         clips = timeline.get("clips", []) if isinstance(timeline, dict) else []
@@ -512,7 +518,9 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
                                 "(README, 'Formats and containers') or replace it"))
     roots = health.get("media_roots")
     skipped = health.get("media_roots_skipped")
-    if isinstance(roots, list):
+    if isinstance(roots, list) and not path and not roots:
+        findings.append(Finding("media roots", None, "not applicable: no project, so no project folders to read media from"))
+    elif isinstance(roots, list):
         findings.append(Finding("media roots", bool(roots) and not skipped,
                                 "effective: " + (", ".join(str(r) for r in roots[:20]) or "(none)")
                                 + ("; skipped: " + ", ".join(str(r) for r in skipped[:20]) if isinstance(skipped, list) and skipped else ""),

@@ -8,8 +8,10 @@ there too; ``dpkg -i`` needs no network.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from container import Container, ContainerError
@@ -28,7 +30,11 @@ def booted() -> Iterator[Booted]:
         box.stop()
         pytest.skip(f"booted container unavailable: {exc}")
     try:
-        box.run("dpkg", "-i", str(debs[-1]), timeout=120)
+        # Copied in, not read through the overlay: the container has a /tmp (and /home) of its own, so a
+        # checkout under /tmp or on another mount would not be visible inside (issue 27).
+        deb = f"/root/{debs[-1].name}"
+        box.run("sh", "-c", f"base64 -d > {deb}", input=base64.b64encode(debs[-1].read_bytes()).decode())
+        box.run("dpkg", "-i", deb, timeout=120)
         box.run("useradd", "-m", USER)
         box.run("loginctl", "enable-linger", USER)
         bus = f"/run/user/{box.uid(USER)}/bus"
@@ -37,7 +43,7 @@ def booted() -> Iterator[Booted]:
             assert time.monotonic() < deadline, "no user manager for the lingering user"
             time.sleep(0.2)
         home = f"/home/{USER}"
-        state = Booted(box, USER, debs[-1], home, f"{home}/Videos/projects")
+        state = Booted(box, USER, Path(deb), home, f"{home}/Videos/projects")
         state.inside("projects", state.projects)
         yield state
     finally:

@@ -1,0 +1,58 @@
+"""Misconfiguration shows everywhere: the frame's own text, /health, previewctl health and doctor.
+
+No project, or a project file that does not exist, used to look like an empty timeline ("No videos
+in timeline", /health ok); now each says what is wrong and what fixes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+from helpers import ROOT, decode
+
+PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
+
+
+def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "XDG_RUNTIME_DIR")}
+    return subprocess.run([PREVIEWCTL, *args], capture_output=True, text=True, timeout=60, env=environ, stdin=subprocess.DEVNULL)
+
+
+def test_no_project_is_degraded_and_every_place_says_how_to_fix_it(start_daemon: Any, tmp_path: Path) -> None:
+    metadata = tmp_path / "nowhere" / "flipedit_projects_metadata.sqlite"
+    daemon = start_daemon("--metadata-db", str(metadata))
+    health = daemon.health()
+    assert health["status"] == "degraded" and health["project"]["state"] == "none"
+    assert f"looked in {metadata}" in health["project"]["error"] and "--project" in health["project"]["error"]
+    frame = np.asarray(decode(daemon.get("/get_frame/0").content).convert("L"))
+    assert requests.put(daemon.url + "/timeline", data=json.dumps({"tracks": []}), headers=daemon.auth, timeout=10).status_code == 200
+    empty = np.asarray(decode(daemon.get("/get_frame/0").content).convert("L"))
+    assert (frame != empty).any()  # the frame's text is not "No videos in timeline"
+    assert frame.max() > 200 and (frame > 200).sum() > (empty > 200).sum()  # more words than the two of the empty frame
+    assert ctl("--url", daemon.url, "health").returncode == 1
+    doctor = json.loads(ctl("--url", daemon.url, "doctor", "-o", "json").stdout)
+    found = {f["check"]: f for f in doctor["findings"]}
+    assert found["project database readable and fresh"]["result"] == "fail"
+    assert "open a project in FlipEdit" in found["project database readable and fresh"]["fix"]
+    assert found["media roots"]["result"] == "n/a"  # not a knock-on failure with an unrelated fix
+
+
+def test_a_missing_project_file_is_named_on_the_frame_and_in_health(start_daemon: Any, tmp_path: Path) -> None:
+    missing = tmp_path / "gone" / "x.sqlite"
+    daemon = start_daemon("--project", str(missing))
+    health = daemon.health()
+    assert health["status"] == "degraded" and health["project"]["state"] == "missing"
+    assert str(missing) in health["project"]["error"]
+    frame = np.asarray(decode(daemon.get("/get_frame/0").content).convert("L"))
+    assert requests.put(daemon.url + "/timeline", data=json.dumps({"tracks": []}), headers=daemon.auth, timeout=10).status_code == 200
+    empty = np.asarray(decode(daemon.get("/get_frame/0").content).convert("L"))
+    assert (frame != empty).any()
+    doctor = json.loads(ctl("--url", daemon.url, "doctor", "-o", "json").stdout)
+    found = {f["check"]: f for f in doctor["findings"]}["project database readable and fresh"]
+    assert found["result"] == "fail" and "the file is gone" in found["fix"]
