@@ -105,10 +105,15 @@ def token_path(environ: Mapping[str, str], configured: str = "") -> str:
     return os.path.join(base, TOKEN_DIR, TOKEN_NAME) if base else ""
 
 
+def runtime_dir(environ: Mapping[str, str]) -> str:
+    """$XDG_RUNTIME_DIR, else where pam_systemd would put it (a root console, ssh without a session)."""
+    return environ.get("XDG_RUNTIME_DIR", "") or f"/run/user/{os.getuid()}"
+
+
 def token_candidates(environ: Mapping[str, str]) -> list[str]:
     """Where clients look for the token: the user daemon's, then the system unit's."""
     found = []
-    base = environ.get("XDG_RUNTIME_DIR", "")
+    base = runtime_dir(environ)
     if base:
         found.append(os.path.join(base, TOKEN_DIR, TOKEN_NAME))
     found.append(os.path.join("/run", TOKEN_DIR, "auth", TOKEN_NAME))  # the system unit's RuntimeDirectory

@@ -126,7 +126,7 @@ class Settings:
     source_cache_bytes: int = setting(128 * 1024 * 1024, non_negative_int, "Memory per worker for scaled stills and source frames.", "bytes", restart=True)
     allowed_roots: tuple[str, ...] = setting((), str_list, "Directories media may be read from; empty means the project's directory and its assets' directories. One that does not exist is warned about (journal: media_roots), not refused.", "paths", repeatable=True)
     allowed_hosts: tuple[str, ...] = setting((), str_list, "Extra Host header values accepted on TCP (besides 127.0.0.1:PORT, localhost:PORT, [::1]:PORT); '*' turns the Host check off.", repeatable=True)
-    private_reads: bool = setting(False, boolean, "Require the owner's token over TCP (or the owner's uid on the unix socket) for frames, GET /timeline and /debug/*, as for PUT/DELETE; off by default because the editor sends no token (README, Security).")
+    private_reads: bool = setting(False, boolean, "Require the owner's token over TCP (or the owner's uid on the unix socket) for frames, GET /timeline and /debug/*, as for PUT/DELETE; off by default because the editor sends no token (docs/security.md).")
     token_file: str = setting("", text, "Where the bearer token for PUT/DELETE over TCP is written at start; empty means $RUNTIME_DIRECTORY/token, else $XDG_RUNTIME_DIR/flipedit-preview/token.", "path", restart=True)
     max_output_pixels: int = setting(3840 * 2160, positive_int, "Largest output (width x height) a request may ask for; at least canvas_width x canvas_height.", "px")
     max_source_pixels: int = setting(100_000_000, positive_int, "Largest still image or video frame (width x height, from the file's header) decoded; larger renders a placeholder.", "px", restart=True)

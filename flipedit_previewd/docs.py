@@ -1,4 +1,4 @@
-"""Regenerate the README's configuration table from the schema: ``python -m flipedit_previewd.docs``."""
+"""Regenerate the configuration table in docs/configuration.md from the schema: ``python -m flipedit_previewd.docs``."""
 
 from __future__ import annotations
 
@@ -22,5 +22,5 @@ def update_readme(path: Path) -> bool:
 
 
 if __name__ == "__main__":
-    readme = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    readme = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/configuration.md")
     print("updated" if update_readme(readme) else "up to date", readme)

@@ -30,7 +30,7 @@ from .sniff import HEAD_BYTES, STILL_EXTENSIONS, STILL_FORMATS, STILL_NAMES, VID
 FORWARD_DECODE_LIMIT = 90  # frames: beyond this a seek is cheaper than decoding forward
 SEEK_ATTEMPTS = 5  # seeks ever further back (1, 2, 4, 8, 16 s) before decoding from the first byte
 # Above 8 bits per sample FFmpeg's scaler takes its generic path, where the default (bilinear)
-# is soft and biased. Measured against the original picture (README, "Formats"): when scaling,
+# is soft and biased. Measured against the original picture (docs/usage.md, "Which frame is shown"): when scaling,
 # bicubic with full chroma interpolation and exact rounding; at the stored size, error
 # diffusion. 8-bit sources keep the default, bit-exact with FFmpeg's own decoding.
 def _flags(*names: str) -> Any:
@@ -116,7 +116,7 @@ def timeline_rate(fps: float) -> Fraction:
 class VideoSource:
     """One open video: frames placed by presentation time, found by seeking that never lands late.
 
-    The time rule (README, "Which frame is shown"): at ``t`` seconds into the source the frame
+    The time rule (docs/usage.md, "Which frame is shown"): at ``t`` seconds into the source the frame
     shown is the last one whose presentation time, counted from the first frame's, is at or
     before ``t`` (half a tick of the stream's time base allowed for rounding in the file). A
     seek is verified: when the first frame it yields is already past the target (MPEG-TS and

@@ -11,15 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    ProcessCollector,
-    disable_created_metrics,
-    generate_latest,
-)
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -27,7 +20,11 @@ from . import __version__
 
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-disable_created_metrics()  # process-wide in prometheus_client; the daemon's process is its own
+# Process-wide in prometheus_client (the daemon's process is its own). Debian 12's 0.16 predates it: there
+# the *_created lines are taken out of the exposition instead (``exposition``).
+_DISABLE_CREATED = getattr(prometheus_client, "disable_created_metrics", None)
+if _DISABLE_CREATED is not None:
+    _DISABLE_CREATED()
 
 
 class _ReadCounter(Collector):
@@ -69,4 +66,9 @@ class Metrics:
         self.registry.register(_ReadCounter(name, help_text, read))
 
     def exposition(self) -> bytes:
-        return bytes(generate_latest(self.registry))
+        text = bytes(generate_latest(self.registry))
+        if _DISABLE_CREATED is None:
+            text = b"".join(line for line in text.splitlines(keepends=True)
+                            if not (line.split(b" ", 1)[0].split(b"{", 1)[0].endswith(b"_created")
+                                    or (line.startswith(b"# ") and line.split(b" ")[2:3] and line.split(b" ")[2].endswith(b"_created"))))
+        return text

@@ -268,19 +268,19 @@ class _LowPriority:
 
 
 def _receive_timeline(conn: Connection, head: tuple[Any, ...]) -> Timeline:
-    _, width, height, fps, source, revision, track_heads = head
+    _, width, height, fps, source, revision, track_heads, note = head
     tracks = []
     for track_id, order, visible, kind, count in track_heads:
         clips: list[Any] = []
         while len(clips) < count:
             clips.extend(conn.recv())
         tracks.append(Track(track_id, order, visible, tuple(clips), kind))
-    return Timeline(width, height, fps, tuple(tracks), source, revision=revision)
+    return Timeline(width, height, fps, tuple(tracks), source, revision=revision, note=note)
 
 
 def _send_timeline(conn: Connection, timeline: Timeline) -> None:
     conn.send(("timeline", timeline.canvas_width, timeline.canvas_height, timeline.frame_rate, timeline.source, timeline.revision,
-               [(t.id, t.order, t.visible, t.type, len(t.clips)) for t in timeline.tracks]))
+               [(t.id, t.order, t.visible, t.type, len(t.clips)) for t in timeline.tracks], timeline.note))
     for track in timeline.tracks:
         for start in range(0, len(track.clips), CLIPS_PER_MESSAGE):
             conn.send(track.clips[start:start + CLIPS_PER_MESSAGE])

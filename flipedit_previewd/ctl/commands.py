@@ -191,7 +191,7 @@ def systemctl_scope(environ: dict[str, str]) -> list[str]:
     scope, _ = find_scope(environ)
     if scope is None:
         raise CtlError(f"no {SERVICE} unit found for this user or the system",
-                       "install the units (see README 'Install') and run 'systemctl --user daemon-reload'")
+                       "install the units (see README, 'Install') and run 'systemctl --user daemon-reload'")
     return scope
 
 
@@ -427,7 +427,7 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
         findings += [Finding(check, None, f"not applicable: {why}") for check in systemd_checks]
     elif scope is None:
         findings.append(Finding("units installed", False, f"no {SERVICE} for this user or the system",
-                                "install the units (README 'Install') and run 'systemctl --user daemon-reload'"))
+                                "install the units (README, 'Install') and run 'systemctl --user daemon-reload'"))
     else:
         sock = unit_props(scope, SOCKET, ["ActiveState", "SubState", "ActiveEnterTimestampMonotonic"], env.environ)
         service = unit_props(scope, SERVICE, SERVICE_PROPS, env.environ)
@@ -452,9 +452,13 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
             ago = time.clock_gettime(time.CLOCK_MONOTONIC) - entered / 1e6
             window = max(window, datetime.now().astimezone() - timedelta(seconds=ago))
     places, found = journal_places(args.directory, args.file)
-    if not found:
+    by_hand = health is not None and how_run(health.get("pid")).manager == "hand" and not (args.directory or args.file)
+    if by_hand:  # its log lines go to the terminal that started it: no journal is expected
+        findings.append(Finding("journal has the daemon's entries", None,
+                                "not applicable: the daemon runs by hand and logs to its terminal"))
+    elif not found:
         findings.append(Finding("journal has the daemon's entries", False, f"no journal found (looked in {', '.join(places)})",
-                                "run the daemon under systemd (README 'Install') so its entries are kept, or pass --directory"))
+                                "run the daemon under systemd (README, 'Install') so its entries are kept, or pass --directory"))
     else:
         try:
             if next(iter(entries(open_reader(args.directory, args.file))), None) is None:
@@ -515,7 +519,7 @@ def doctor_findings(args: Any, env: Env) -> list[Finding]:
                                 "; ".join(f"{clean(str(p.get('path')))}: {clean(str(p.get('problem')))}" for p in recent[-5:])
                                 if recent else "no clip met a problem in the last 10 minutes",
                                 "the placeholder in the frame names the problem: convert the file to an allowed format "
-                                "(README, 'Formats and containers') or replace it"))
+                                "(docs/usage.md, 'Formats and containers') or replace it"))
     roots = health.get("media_roots")
     skipped = health.get("media_roots_skipped")
     if isinstance(roots, list) and not path and not roots:

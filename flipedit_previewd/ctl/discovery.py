@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 
+from ..access import runtime_dir
 from ..client import DEFAULT_URL, PreviewClient
 from ..transport import MAX_BODY_BYTES, MAX_JSON_BYTES, TimedOut, Unreachable
 from .safeout import clean, clean_tree
@@ -37,7 +38,7 @@ def candidates(url: str | None, environ: dict[str, str], timeout: float = 3.0) -
     if url:
         return [client(url)]
     found = []
-    for directory in (environ.get("XDG_RUNTIME_DIR", ""), "/run/flipedit-preview"):
+    for directory in (runtime_dir(environ), "/run/flipedit-preview"):
         if directory:
             path = os.path.join(directory, SOCKET_NAME)
             if os.path.exists(path):

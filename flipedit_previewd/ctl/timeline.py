@@ -35,7 +35,7 @@ def _read(path: str) -> bytes:
     try:
         json.loads(data)
     except (ValueError, RecursionError) as exc:
-        raise CtlError(f"{path} is not valid JSON: {clean(exc, 200)}", "see README 'JSON timelines' for the format", EXIT_USAGE) from None
+        raise CtlError(f"{path} is not valid JSON: {clean(exc, 200)}", "see docs/usage.md, 'JSON timelines', for the format", EXIT_USAGE) from None
     return data
 
 

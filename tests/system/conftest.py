@@ -12,11 +12,14 @@ from deploy import UNIT, deployed  # noqa: F401  (the fixture, shared by every s
 def tracebacks(entries: list[dict[str, object]]) -> list[str]:
     """The messages of journal entries that hold a Python traceback (MESSAGE may be text or a byte list)."""
     found = []
+    texts = []
     for entry in entries:
         message = entry.get("MESSAGE", "")
-        text = bytes(message).decode("utf-8", "replace") if isinstance(message, list) else str(message)
+        texts.append(bytes(message).decode("utf-8", "replace") if isinstance(message, list) else str(message))
+    for at, text in enumerate(texts):
         if "Traceback" in text:
-            found.append(text)
+            # stderr reaches the journal a line an entry: the traceback is this entry and the ones after it
+            found.append("\n".join([text, *texts[at + 1:at + 25]]) if text.strip().startswith("Traceback") else text)
     return found
 
 

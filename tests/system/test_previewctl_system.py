@@ -145,7 +145,9 @@ def test_doctor_finds_each_seeded_problem_and_passes_when_none(deployed: Any, tm
     # recent watchdog restart
     os.kill(d.main_pid(), signal.SIGSTOP)
     assert wait_for(lambda: d.show("NRestarts")["NRestarts"] != "0", 15)
-    failed = [line for line in ctl(d, "doctor").stdout.splitlines() if line.startswith("[FAIL] no faults")]
+    # A finding wraps at 80 columns: its detail goes on in the indented lines after its "[FAIL]" line.
+    findings = re.split(r"\n(?=\[)", ctl(d, "doctor").stdout)
+    failed = [" ".join(f.split()) for f in findings if f.startswith("[FAIL] no faults")]
     assert failed and "watchdog at" in failed[0], failed  # the cause is named
     # socket not listening
     d.box.systemctl("stop", "flipedit-preview.socket", UNIT)

@@ -58,7 +58,7 @@ def test_unknown_toml_key_is_an_error(tmp_path: Path) -> None:
 
 def readme_config_table() -> dict[str, dict[str, str]]:
     """The README's configuration table, parsed from its text: {key: {"flag", "env", column name: cell}}."""
-    lines = (ROOT / "README.md").read_text().splitlines()
+    lines = (ROOT / "docs/configuration.md").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| key / flag / env |"))
     header = [cell.strip() for cell in lines[start].strip().strip("|").split("|")]
     rows: dict[str, dict[str, str]] = {}
@@ -115,7 +115,7 @@ def test_readme_table_states_the_documented_defaults_flags_and_env() -> None:
         assert (rows[key]["flag"], rows[key]["env"]) == (flag, env)
     olds = {row["old server"]: key for key, row in rows.items() if row["old server"]}
     assert olds == {"MAX_CONCURRENT_REQUESTS": "workers", "request_queue.maxsize": "queue_size", "server.max_connections": "max_connections"}
-    assert markdown_table() in (ROOT / "README.md").read_text(), "README configuration table is stale: regenerate with python -m flipedit_previewd.docs"
+    assert markdown_table() in (ROOT / "docs/configuration.md").read_text(), "docs/configuration.md table is stale: regenerate with python -m flipedit_previewd.docs"
 
 
 def test_every_readme_row_is_a_working_flag_and_in_help(tmp_path: Path) -> None:

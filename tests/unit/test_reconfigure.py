@@ -134,7 +134,7 @@ def test_a_value_of_the_wrong_type_is_refused_even_past_the_parser() -> None:
 
 def test_readme_table_says_which_settings_a_reload_applies() -> None:
     rows = {}
-    for line in (ROOT / "README.md").read_text().splitlines():
+    for line in (ROOT / "docs/configuration.md").read_text().splitlines():
         cells = [cell.strip() for cell in line.split("|")]
         if len(cells) > 6 and cells[1].startswith("`") and "FLIPEDIT_PREVIEWD_" in cells[1]:
             rows[cells[1].split("`")[1]] = cells[-2]  # the last column
