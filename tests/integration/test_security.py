@@ -83,7 +83,8 @@ def test_foreign_host_and_browser_requests_refused_editor_shapes_served(start_da
         {"Host": f"127.0.0.1:{port}", "Origin": "http://rebind.attacker.example:8081"},
         {"Host": f"127.0.0.1:{port}", "Origin": "null"},
         {"Host": f"127.0.0.1:{port}", "Sec-Fetch-Site": "cross-site"},
-        {"Host": f"localhost:{port}", "Sec-Fetch-Site": "same-origin"},
+        {"Host": f"localhost:{port}", "Sec-Fetch-Site": "same-site"},  # a page on another localhost port
+        {"Host": f"localhost:{port}", "Sec-Fetch-Site": "same-origin", "Origin": f"http://localhost:{port + 1}"},
     ]
     for headers in hostile:
         for path in ENDPOINTS:
@@ -93,6 +94,12 @@ def test_foreign_host_and_browser_requests_refused_editor_shapes_served(start_da
                 assert status in (403, 421), (headers, path, answer[:200])
                 body = json.loads(answer.partition(b"\r\n\r\n")[2])
                 assert body["error"] and body["detail"]
+    # The daemon's own viewer page (same-origin, a loopback Host) may read; it may not change the timeline.
+    status, _ = exchange(port, f"GET /health HTTP/1.1\r\nHost: localhost:{port}\r\nSec-Fetch-Site: same-origin\r\n\r\n".encode())
+    assert status == 200
+    status, _ = exchange(port, f"PUT /timeline HTTP/1.1\r\nHost: localhost:{port}\r\nSec-Fetch-Site: same-origin\r\n"
+                               f"Content-Length: 0\r\n\r\n".encode())
+    assert status == 403
     # A typed URL (Sec-Fetch-Site: none) is not a page's request.
     status, _ = exchange(port, f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nSec-Fetch-Site: none\r\n\r\n".encode())
     assert status == 200
