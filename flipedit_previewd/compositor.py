@@ -85,6 +85,9 @@ def _compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool,
             if kind == "video":
                 image = media.video_frame(clip.source_path, clip.source_stat,
                                           clip.source_frame(frame, timeline.frame_rate), timeline.frame_rate, size)
+                warning = media.warning(clip.source_path, clip.source_stat)
+                if warning and media.first_report(clip.source_path, warning):
+                    problems.append((clip.source_path, warning))  # drawn, but said: journal and /health
             else:
                 image = media.still(clip.source_path, clip.source_stat, size)
         except MediaError as exc:

@@ -8,6 +8,7 @@ viewer is meant to see, so the compositor fits and places the *displayed* pictur
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,18 @@ def transpose_of(matrix: bytes | None) -> _T | None:
     m = struct.unpack("<9i", matrix[:36])
     key = tuple(_unit(v) for v in (m[0], m[1], m[3], m[4]))
     return _TRANSPOSES.get(key, None)  # type: ignore[arg-type]
+
+
+def matrix_problem(matrix: bytes | None) -> str:
+    """Why a display matrix cannot be honoured ("" when it can, or there is none): said per source, never silent."""
+    if not matrix or len(matrix) < 36 or transpose_of(matrix) is not None:
+        return ""
+    m = struct.unpack("<9i", matrix[:36])
+    if (m[0], m[1], m[3], m[4]) == (0, 0, 0, 0):
+        return ""  # an empty matrix: no orientation given
+    degrees = math.degrees(math.atan2(m[1], m[0]))
+    return (f"its display matrix asks for a rotation of {degrees:.0f} degrees or a skew: only quarter turns and "
+            "mirroring are applied; shown as stored")
 
 
 def _unit(value: int) -> int | None:

@@ -22,7 +22,7 @@ import av
 import av.video.reformatter
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
-from .display import Geometry, sample_aspect, tkhd_matrix, to_rgb, transpose_of
+from .display import Geometry, matrix_problem, sample_aspect, tkhd_matrix, to_rgb, transpose_of
 from .framecache import FrameCache
 from .keyframes import KeyframeIndex
 from .sniff import HEAD_BYTES, STILL_EXTENSIONS, STILL_FORMATS, STILL_NAMES, VIDEO_CODECS, VIDEO_DEMUXERS, Sniffed, sniff
@@ -172,6 +172,7 @@ class VideoSource:
             matrix = tkhd_matrix(self._read_at, os.fstat(self.file.fileno()).st_size)
         sar = getattr(self.stream, "sample_aspect_ratio", None) or self.stream.codec_context.sample_aspect_ratio
         self.geometry = Geometry(first.frame.width, first.frame.height, sample_aspect(sar), transpose_of(matrix))
+        self.warning = matrix_problem(matrix)  # shown, but not as a player would: reported per source
         self.deep = any(component.bits > 8 for component in first.frame.format.components)
         self._last = first
 
@@ -402,6 +403,11 @@ class MediaPool:
         # (fresh pages on every allocation) and measured slower than re-scaling (bench/render.py).
         source.scaled = (key, image)
         return image
+
+    def warning(self, path: str, stat: Any) -> str:
+        """What about an open video is not shown as a player shows it ("" for nothing)."""
+        source = self.videos.get((path, stat))
+        return source.warning if source is not None else ""
 
     def kind(self, path: str, stat: Any, clip_type: str) -> str:
         """"image" or "video", by the file's first bytes; a format on no allow-list is refused by name."""

@@ -78,6 +78,16 @@ def build_project(path: Path, version: int, tracks: list[dict[str, Any]]) -> dic
     return ids
 
 
+def still_project(folder: Path, colour: tuple[int, int, int] = (255, 0, 0), rect: tuple[int, int, int, int] = (0, 0, 640, 360),
+                  size: tuple[int, int] = (64, 64), clip: str = "", name: str = "red.png") -> Path:
+    """The smallest real project: one schema-v3 track with one still of ``colour`` at ``rect`` for 100 s."""
+    still = solid_png(folder / name, size, colour)
+    db = folder / "project.sqlite"
+    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": still, "rect": rect, "start": 0, "end": 100_000,
+                                                               **({"name": clip} if clip else {})}]}])
+    return db
+
+
 def decode(body: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(body))
     image.load()

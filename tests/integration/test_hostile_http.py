@@ -15,17 +15,14 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import build_project, solid_png
+from helpers import still_project
 
 MIB = 1024 * 1024
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    red = solid_png(tmp_path / "red.png", (64, 64), (255, 0, 0))
-    db = tmp_path / "project.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 640, 360), "end": 100_000}]}])
-    return db
+    return still_project(tmp_path)
 
 
 def rss(pid: int) -> int:

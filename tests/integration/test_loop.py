@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import Daemon, build_project, solid_png, wait_for
+from helpers import Daemon, build_project, solid_png, still_project, wait_for
 
 from flipedit_previewd.percentiles import percentile
 
@@ -76,10 +76,7 @@ def assert_responsive(figures: dict[str, Any]) -> None:
 
 @pytest.fixture
 def red_project(tmp_path: Path) -> Path:
-    red = solid_png(tmp_path / "red.png", (64, 64), (255, 0, 0))
-    db = tmp_path / "project.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 640, 360), "end": 100_000}]}])
-    return db
+    return still_project(tmp_path)
 
 
 # --- hostile timelines over PUT --------------------------------------------------------------

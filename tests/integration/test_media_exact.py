@@ -210,3 +210,25 @@ def test_a_transport_stream_is_sought_by_the_keyframes_it_showed(corpus: Path) -
         assert match(np.asarray(source.picture(decoded, (160, 96))), ref.frames, n).best == n
     assert source.restarts == 0 and len(source.keyframes) == 2  # keyframes at 0 and 250, learned
     source.close()
+
+
+def test_a_free_rotation_is_shown_as_stored_and_said(corpus: Path) -> None:
+    """Only quarter turns and mirroring are applied; any other matrix is reported per source, never silent."""
+    import math
+    import struct
+
+    path = corpus / "rot30.mp4"
+    path.write_bytes(make(ROWS[0], corpus).read_bytes())
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    offset = at + 8 + (32 if data[at + 4] == 1 else 20) + 16
+    c, s = (round(v * 65536) for v in (math.cos(math.radians(30)), math.sin(math.radians(30))))
+    data[offset:offset + 36] = struct.pack(">9i", c, s, 0, -s, c, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+    ref = reference(path)
+    timeline = timeline_from_json({"tracks": [{"clips": [clip_json(path, 3.0)]}]}, (160, 96), 30)
+    media = MediaPool(64 << 20, 50_000_000)
+    first = compose(timeline, 7, OutputSpec(160, 96, 0, "png"), media)
+    assert match(png(first.body), ref.frames, 7).best == 7  # as stored
+    assert first.problems and "rotation of 30 degrees" in first.problems[0][1], first.problems
+    assert compose(timeline, 8, OutputSpec(160, 96, 0, "png"), media).problems == []  # said once

@@ -16,18 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from helpers import ROOT, Daemon, build_project, solid_png
+from helpers import ROOT, Daemon, still_project
 from prometheus_client.parser import text_string_to_metric_families
 
 from flipedit_previewd import __version__
 
 
 def project(tmp_path: Path) -> Path:
-    green = solid_png(tmp_path / "green.png", (32, 32), (0, 255, 0))
-    db = tmp_path / "project.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"name": "c", "source": green, "rect": (0, 0, 100, 100),
-                                                               "start": 0, "end": 100_000}]}])
-    return db
+    return still_project(tmp_path, (0, 255, 0), (0, 0, 100, 100), (32, 32), clip="c", name="green.png")
 
 
 def reload(daemon: Daemon, conf: Path, text: str) -> dict[str, Any]:

@@ -10,18 +10,14 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import build_project, closed_loop, solid_png, wait_for
+from helpers import closed_loop, still_project, wait_for
 
 from flipedit_previewd.testing import set_clip_rect
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    red = solid_png(tmp_path / "red.png", (64, 64), (255, 0, 0))
-    db = tmp_path / "project.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"name": "c", "source": red, "rect": (100, 100, 200, 100),
-                                                                "start": 0, "end": 100_000}]}])
-    return db
+    return still_project(tmp_path, rect=(100, 100, 200, 100), clip="c")
 
 
 def ahead(daemon: Any) -> dict[str, Any]:
