@@ -81,11 +81,11 @@ def transpose_of(matrix: bytes | None) -> _T | None:
 
 def matrix_problem(matrix: bytes | None) -> str:
     """Why a display matrix cannot be honoured ("" when it can, or there is none): said per source, never silent."""
-    if not matrix or len(matrix) < 36 or transpose_of(matrix) is not None:
+    if not matrix or len(matrix) < 36:
         return ""
     m = struct.unpack("<9i", matrix[:36])
-    if (m[0], m[1], m[3], m[4]) == (0, 0, 0, 0):
-        return ""  # an empty matrix: no orientation given
+    if tuple(_unit(v) for v in (m[0], m[1], m[3], m[4])) in _TRANSPOSES or (m[0], m[1], m[3], m[4]) == (0, 0, 0, 0):
+        return ""  # honoured (the identity included: FFmpeg 5.1's track header gives it for every MP4), or none given
     degrees = math.degrees(math.atan2(m[1], m[0]))
     return (f"its display matrix asks for a rotation of {degrees:.0f} degrees or a skew: only quarter turns and "
             "mirroring are applied; shown as stored")

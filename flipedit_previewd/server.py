@@ -45,6 +45,7 @@ class Server:
         self.log = log or EventLog()
         self.limits: Limits = http_limits(config)
         self.request_timeout = config.request_timeout
+        self._token_problem = ""
         self.guard = Guard(config.allowed_hosts, self._make_token(), service.note_client_error)
         self.bodies = BodyBudget(config.max_buffered_body_bytes)
         # Half the slots at most for connections that have sent nothing, per client (intake.py).
@@ -68,15 +69,25 @@ class Server:
         """A fresh bearer token for state changes over TCP, in a file only this user can read."""
         self.token_file = token_path(os.environ, self.config.token_file)
         if not self.token_file:
-            self.log.emit("config_error", "no token file (no $XDG_RUNTIME_DIR): PUT/DELETE only on the unix socket", "warning",
-                          KEY="token_file")
+            self._token_problem = "no token file (no $XDG_RUNTIME_DIR and no token_file)"
             return ""
         try:
             return write_token(self.token_file)
         except OSError as exc:
-            self.log.emit("config_error", f"cannot write the token file {self.token_file}: {exc.strerror}; "
-                          "PUT/DELETE only on the unix socket", "warning", KEY="token_file", VALUE=self.token_file)
+            self._token_problem = f"cannot write the token file {self.token_file}: {exc.strerror}"
             return ""
+
+    def _say_token_problem(self) -> None:
+        """Said once the listeners are known: whether PUT/DELETE are left on a unix socket or on nothing."""
+        if not self._token_problem:
+            return
+        if any(listener.sock.family == socket.AF_UNIX for listener in self.listeners):
+            consequence = "PUT/DELETE /timeline over the unix socket only"
+        else:
+            consequence = ("PUT/DELETE /timeline are not possible (no unix socket either): set XDG_RUNTIME_DIR or "
+                           "token_file, or add --listen unix:PATH")
+        self.log.emit("config_error", f"{self._token_problem}; {consequence}", "warning", KEY="token_file",
+                      VALUE=self.token_file or None)
 
     # --- signals only set flags ---------------------------------------------------------
 
@@ -115,6 +126,7 @@ class Server:
             why = ("--listen / listen in the configuration" if self.config.listen
                    else "no socket from systemd and no --listen: the editor's default address")
             self.listeners = [open_listener(spec) for spec in specs]
+        self._say_token_problem()
         addresses = ", ".join(f"{x.address} ({'systemd ' + x.name if x.adopted else 'own'})" for x in self.listeners)
         project, reason = self.service.project()
         self.log.emit("start", f"flipedit-previewd starting on {addresses} ({why}); project: "

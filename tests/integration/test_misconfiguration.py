@@ -56,3 +56,13 @@ def test_a_missing_project_file_is_named_on_the_frame_and_in_health(start_daemon
     doctor = json.loads(ctl("--url", daemon.url, "doctor", "-o", "json").stdout)
     found = {f["check"]: f for f in doctor["findings"]}["project database readable and fresh"]
     assert found["result"] == "fail" and "the file is gone" in found["fix"]
+
+
+def test_without_a_token_file_the_start_says_where_put_still_works(start_daemon: Any, tmp_path: Path) -> None:
+    """No $XDG_RUNTIME_DIR and no token_file: the warning says whether a unix socket is left, not always that one is."""
+    no_token = {"FLIPEDIT_PREVIEWD_TOKEN_FILE": "", "XDG_RUNTIME_DIR": ""}
+    tcp_only = start_daemon("--metadata-db", str(tmp_path / "m.sqlite"), env=no_token)
+    assert tcp_only.log_once("PUT/DELETE /timeline are not possible (no unix socket either)")
+    sock = tmp_path / "d.sock"
+    with_socket = start_daemon("--metadata-db", str(tmp_path / "m.sqlite"), "--listen", f"unix:{sock}", env=no_token)
+    assert with_socket.log_once("PUT/DELETE /timeline over the unix socket only")

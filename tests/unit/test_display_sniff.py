@@ -146,3 +146,11 @@ def test_a_hostile_movie_header_costs_nothing(damage: str) -> None:
         data += _box(b"moov", b"\xff" * 4000)
     result = read(bytes(data))
     assert result is None or len(result) == 36
+
+
+def test_only_matrices_that_cannot_be_honoured_are_reported() -> None:
+    from flipedit_previewd.display import matrix_problem
+
+    assert matrix_problem(matrix(1, 0, 0, 1)) == ""  # the identity every MP4's track header carries (FFmpeg 5.1 reads it)
+    assert matrix_problem(matrix(0, 1, -1, 0)) == "" and matrix_problem(None) == "" and matrix_problem(b"\x00" * 36) == ""
+    assert "rotation of 45 degrees" in matrix_problem(matrix(0.7071, 0.7071, -0.7071, 0.7071))
