@@ -9,13 +9,14 @@ there too; ``dpkg -i`` needs no network.
 from __future__ import annotations
 
 import base64
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from container import Container, ContainerError
-from journey import ROOT, USER, Booted
+from journey import INSIDE, INSIDE_IN_BOX, ROOT, USER, Booted
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +36,10 @@ def booted() -> Iterator[Booted]:
         deb = f"/root/{debs[-1].name}"
         box.run("sh", "-c", f"base64 -d > {deb}", input=base64.b64encode(debs[-1].read_bytes()).decode())
         box.run("dpkg", "-i", deb, timeout=120)
+        box.run("mkdir", "-p", os.path.dirname(INSIDE_IN_BOX))
+        for source in (INSIDE, ROOT / "tests/editor_client.py"):
+            target = os.path.join(os.path.dirname(INSIDE_IN_BOX), source.name)
+            box.run("sh", "-c", f"cat > {target} && chmod 0644 {target}", input=source.read_text())
         box.run("useradd", "-m", USER)
         box.run("loginctl", "enable-linger", USER)
         bus = f"/run/user/{box.uid(USER)}/bus"

@@ -118,7 +118,8 @@ def editor(out: Path, stop: Path, retrying: bool) -> None:
 
 def pool(out: Path, stop: Path) -> None:
     """Issue 18 through an upgrade: the daemon's restart must keep these very connections."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    here = Path(__file__).resolve().parent
+    sys.path[:0] = [str(here), str(here.parent)]  # beside it in the container (conftest copies it), tests/ in a checkout
     from editor_client import EditorPool
 
     editor_pool = EditorPool("127.0.0.1", 8081, connections=4, interval=0.05).start()

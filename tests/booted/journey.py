@@ -17,6 +17,9 @@ from container import Container
 ROOT = Path(__file__).resolve().parents[2]
 USER = "alice"
 INSIDE = Path(__file__).with_name("inside.py")
+# Where conftest copies inside.py in the container: the container has a /tmp (and /home) of its own, so a
+# checkout there is not visible inside.
+INSIDE_IN_BOX = "/usr/local/lib/flipedit-test/inside.py"
 
 
 @dataclass
@@ -37,7 +40,7 @@ class Booted:
         return self.systemctl("show", unit, f"-p{prop}", "--value").stdout.strip()
 
     def inside(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return self.as_user("/usr/bin/python3", str(INSIDE), *args, timeout=timeout)
+        return self.as_user("/usr/bin/python3", INSIDE_IN_BOX, *args, timeout=timeout)
 
     def frame(self, n: int = 0) -> dict[str, object]:
         return dict(json.loads(self.inside("frame", str(n)).stdout))
@@ -74,7 +77,7 @@ def upgrade_while_editor_asks(b: Booted, deb: str, *, retrying: bool = True, the
     """
     out, stop, pool_out = f"{b.home}/editor.json", f"{b.home}/editor.stop", f"{b.home}/pool.json"
     b.as_user("rm", "-f", out, stop, pool_out)
-    user = ["runuser", "-u", b.user, "--", "env", f"HOME={b.home}", "/usr/bin/python3", str(INSIDE)]
+    user = ["runuser", "-u", b.user, "--", "env", f"HOME={b.home}", "/usr/bin/python3", INSIDE_IN_BOX]
     argv = [*user, "editor", out, stop]
     if not retrying:
         argv.append("--no-retry")
