@@ -12,7 +12,7 @@ import re
 import time
 
 import pytest
-from journey import INSIDE, Booted, newer_build, upgrade_while_editor_asks
+from journey import INSIDE_IN_BOX, Booted, newer_build, upgrade_while_editor_asks
 
 SERVICE, SOCKET = "flipedit-preview.service", "flipedit-preview.socket"
 RED, GREEN = (220, 20, 20), (20, 200, 20)
@@ -161,7 +161,7 @@ def test_system_wide_unit_and_journalctl_u(booted: Booted) -> None:
     assert exposure <= 2.0
     box.run("systemctl", "enable", "--now", SOCKET)
     try:
-        got = json.loads(box.run("/usr/bin/python3", str(INSIDE), "frame", "0").stdout)
+        got = json.loads(box.run("/usr/bin/python3", INSIDE_IN_BOX, "frame", "0").stdout)
         assert got["status"] == 200, got
         journal = box.run("journalctl", "-u", "flipedit-preview", "--no-pager", "-o", "cat").stdout
         assert "\nserving " in journal and "GET /get_frame/0" in journal
