@@ -115,7 +115,12 @@ def child_main() -> None:
 
 
 def _send(conn: Connection, reply: wire.Reply) -> None:
-    conn.send_bytes(wire.encode(reply))
+    """A reply; a pipe the daemon closed (it is stopping and no longer waits for this job) ends the worker
+    quietly: a traceback there would be the journal's only word about an orderly stop."""
+    try:
+        conn.send_bytes(wire.encode(reply))
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        os._exit(0)
 
 
 def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> None:

@@ -15,11 +15,12 @@ def tracebacks(entries: list[dict[str, object]]) -> list[str]:
     texts = []
     for entry in entries:
         message = entry.get("MESSAGE", "")
-        texts.append(bytes(message).decode("utf-8", "replace") if isinstance(message, list) else str(message))
-    for at, text in enumerate(texts):
+        texts.append((str(entry.get("_PID", "")), bytes(message).decode("utf-8", "replace") if isinstance(message, list) else str(message)))
+    for at, (pid, text) in enumerate(texts):
         if "Traceback" in text:
-            # stderr reaches the journal a line an entry: the traceback is this entry and the ones after it
-            found.append("\n".join([text, *texts[at + 1:at + 25]]) if text.strip().startswith("Traceback") else text)
+            # stderr reaches the journal a line an entry: the traceback is this entry and the same process's after it
+            after = [t for p, t in texts[at + 1:] if p == pid][:25]
+            found.append("\n".join([f"(pid {pid}) {text}", *after]) if text.strip().startswith("Traceback") else text)
     return found
 
 
