@@ -10,6 +10,7 @@ size, never at full size first.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import stat
 from collections import OrderedDict
@@ -103,8 +104,10 @@ def _refuse_nested_open(url: str, flags: int, options: Any) -> Any:
     raise OSError(f"opening {url!r} from inside a media file is not allowed")
 
 
+@functools.lru_cache(maxsize=16)
 def timeline_rate(fps: float) -> Fraction:
-    """The timeline's rate as an exact fraction: 29.97 is 30000/1001, as the NTSC rates are meant."""
+    """The timeline's rate as an exact fraction: 29.97 is 30000/1001, as the NTSC rates are meant.
+    Cached: asked for each video layer of each frame, and a timeline has one rate."""
     rate = Fraction(fps).limit_denominator(1001)
     for base in (24, 30, 48, 60, 120):
         ntsc = Fraction(base * 1000, 1001)

@@ -312,3 +312,21 @@ def overload_with_health_watch(url: str, connections: int, seconds: float, path:
     result["health_p99_s"] = round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3)
     result["health_states"] = sorted(health_states)
     return result
+
+
+class Recorder:
+    """An event log that keeps what is emitted (for parts that take ``EventLog.emit``)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+
+    def emit(self, event: str, message: str, priority: str = "info", **fields: Any) -> None:
+        self.events.append((event, message, fields))
+
+
+def ctl(*args: str, env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
+    """previewctl as a user runs it, without colour settings or a runtime directory of the test runner's."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "XDG_RUNTIME_DIR")}
+    return subprocess.run([str(ROOT / ".venv/bin/previewctl"), *args], capture_output=True, text=True, timeout=60,
+                          env={**environ, **(env or {})}, stdin=stdin)
+

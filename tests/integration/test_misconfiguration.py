@@ -7,21 +7,12 @@ in timeline", /health ok); now each says what is wrong and what fixes it.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import requests
-from helpers import ROOT, decode
-
-PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
-
-
-def ctl(*args: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "XDG_RUNTIME_DIR")}
-    return subprocess.run([PREVIEWCTL, *args], capture_output=True, text=True, timeout=60, env=environ, stdin=subprocess.DEVNULL)
+from helpers import ctl, decode
 
 
 def test_no_project_is_degraded_and_every_place_says_how_to_fix_it(start_daemon: Any, tmp_path: Path) -> None:

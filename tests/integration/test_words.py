@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import ROOT, build_project, decode, solid_png
+from helpers import ROOT, build_project, ctl, decode, solid_png
 from PIL import Image
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
@@ -34,11 +34,6 @@ def project(tmp_path: Path, size: tuple[int, int] = (64, 64)) -> Path:
     db = tmp_path / "p.sqlite"
     build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 1280, 720), "end": 100_000}]}])
     return db
-
-
-def ctl(*args: str, env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "XDG_RUNTIME_DIR")}
-    return subprocess.run([PREVIEWCTL, *args], capture_output=True, text=True, timeout=60, env={**environ, **(env or {})}, stdin=stdin)
 
 
 def systemd_manager_here() -> bool:

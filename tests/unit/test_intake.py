@@ -3,20 +3,12 @@ and the sans-IO parser stopping at a request's head until it is admitted."""
 
 from __future__ import annotations
 
-from typing import Any
+from helpers import Recorder
 
 from flipedit_previewd.access import Peer, client_key
 from flipedit_previewd.intake import BodyBudget, ConnectionSlots
 from flipedit_previewd.protocol import Head, HTTPConnection, Limits, Request
 from flipedit_previewd.rejections import EXAMPLES, ClientErrors
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
-
-    def emit(self, event: str, message: str, priority: str = "info", **fields: Any) -> None:
-        self.events.append((event, message, fields))
 
 
 def test_the_head_comes_first_and_no_body_byte_is_kept_until_it_is_admitted() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Recorder
 
 from flipedit_previewd.access import Guard, Peer, read_token, write_token
 from flipedit_previewd.ctl.journal_read import event_of, number, short_line
@@ -19,14 +20,6 @@ from flipedit_previewd.protocol import Request
 from flipedit_previewd.rejections import ClientErrors
 from flipedit_previewd.safety import effective_roots
 from flipedit_previewd.textsafe import escape, is_safe_token
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
-
-    def emit(self, event: str, message: str, priority: str = "info", **fields: Any) -> None:
-        self.events.append((event, message, fields))
 
 
 def test_escape_one_line_no_controls_bounded() -> None:
