@@ -26,7 +26,7 @@ bench-peers: setup
 	.venv/bin/python bench/peers.py
 
 # Mutation testing ([tool.mutmut] in pyproject.toml: admission, protocol, timeline, dispatch), outside make test.
-# MUTMUT_ARGS narrows it, e.g. make mutmut MUTMUT_ARGS='"flipedit_previewd.protocol*"'; results: .venv/bin/mutmut results.
+# MUTMUT_ARGS narrows it, e.g. make mutmut MUTMUT_ARGS='"flipedit_previewd.http.protocol*"'; results: .venv/bin/mutmut results.
 MUTMUT_CHILDREN ?= 2
 mutmut: setup
 	.venv/bin/pip install -q -e '.[mutation]'

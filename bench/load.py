@@ -29,10 +29,10 @@ from urllib.parse import urlparse
 
 from rich.progress import Progress
 
-from flipedit_previewd.client import PreviewClient, PreviewError
-from flipedit_previewd.percentiles import summary
-from flipedit_previewd.projectdb import schema_version
-from flipedit_previewd.testing import set_clip_rect
+from flipedit_previewd.client.api import PreviewClient, PreviewError
+from flipedit_previewd.common.percentiles import summary
+from flipedit_previewd.demo.fixtures import set_clip_rect
+from flipedit_previewd.timeline.projectdb import schema_version
 
 EDITOR_TIMEOUT_MS = 3000  # the editor abandons a frame request after 3 s (reference/flipedit-client.md)
 

@@ -32,9 +32,9 @@ NAMES = ("h264_mp4_gop25_bframes", "h264_ts_gop25", "h264_ts_gop250", "mpeg2_mpg
 CHILD = r"""
 import json, random, sys, time
 sys.path.insert(0, sys.argv[1])
-from flipedit_previewd.compositor import OutputSpec, compose
-from flipedit_previewd.media import MediaPool
-from flipedit_previewd.timeline import timeline_from_json
+from flipedit_previewd.worker.compositor import OutputSpec, compose
+from flipedit_previewd.worker.media import MediaPool
+from flipedit_previewd.timeline.model import timeline_from_json
 rows, frames = json.loads(sys.argv[2]), int(sys.argv[3])
 out = {}
 for name, path, seconds in rows:

@@ -43,8 +43,8 @@ sys.path.insert(0, str(HERE))
 from load import overload as raw_overload  # noqa: E402
 from render import make_scene  # noqa: E402
 
-from flipedit_previewd.percentiles import summary as percentile_summary  # noqa: E402
-from flipedit_previewd.testing import add_clip, add_track, create_project_db, set_clip_rect  # noqa: E402
+from flipedit_previewd.common.percentiles import summary as percentile_summary  # noqa: E402
+from flipedit_previewd.demo.fixtures import add_clip, add_track, create_project_db, set_clip_rect  # noqa: E402
 
 VENV = ROOT / ".venv/bin"
 KEEP_MARKER = "<!-- Written by hand from here on; bench/peers.py keeps it when it rewrites the tables above. -->"

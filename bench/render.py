@@ -5,7 +5,7 @@ frames, a 720p clip, a 3000x2000 JPEG still, 1280x720 canvas) and measures frame
 per-frame median for:
   (a) sequential frames, (b) random frames, (c) one frame repeated while a rectangle changes,
 each for
-  pipeline-1w / pipeline-2w : flipedit_previewd.compositor.compose in 1 or 2 worker processes,
+  pipeline-1w / pipeline-2w : flipedit_previewd.worker.compositor.compose in 1 or 2 worker processes,
   pipeline-2t               : the same in 2 threads of one process (why the daemon uses processes),
   floor                     : decode, scale (FFmpeg), paste, encode in a tight loop, nothing else,
   naive                     : the old server's way: open the video, seek, decode, full-size
@@ -45,9 +45,9 @@ from typing import Any
 import av
 from PIL import Image
 
-from flipedit_previewd.compositor import OutputSpec, compose
-from flipedit_previewd.media import MediaPool
-from flipedit_previewd.timeline import Rect, Timeline, timeline_from_json
+from flipedit_previewd.timeline.model import Rect, Timeline, timeline_from_json
+from flipedit_previewd.worker.compositor import OutputSpec, compose
+from flipedit_previewd.worker.media import MediaPool
 
 CANVAS = (1280, 720)
 SMALL_RECT = (640, 360, 600, 338)
@@ -55,7 +55,7 @@ STILL_RECT = (40, 40, 300, 200)
 
 
 def make_scene(directory: Path) -> dict[str, Path]:
-    from flipedit_previewd.testing import make_indexed_video  # here: a --baseline-tree child may predate testing.py
+    from flipedit_previewd.demo.fixtures import make_indexed_video  # here: a --baseline-tree child may predate testing.py
 
     big = make_indexed_video(directory / "clip1080.mp4", 240, (1920, 1080), 30, gop=30)
     small = make_indexed_video(directory / "clip720.mp4", 240, (1280, 720), 30, gop=30)
@@ -84,7 +84,7 @@ class Pipeline:
         self.scene = scene
         self.media = MediaPool(256 * 1024 * 1024, 100_000_000)
         if self.decoder_threads:
-            from flipedit_previewd import media as media_module  # this tree's: only the current tree runs -t1
+            from flipedit_previewd.worker import media as media_module
             threads = self.decoder_threads
             opened = media_module.VideoSource._open_container
 
@@ -265,9 +265,9 @@ def _use_tree(tree: str) -> None:
     for name in [m for m in sys.modules if m == "flipedit_previewd" or m.startswith("flipedit_previewd.")]:
         del sys.modules[name]
     sys.path.insert(0, tree)
-    compositor = importlib.import_module("flipedit_previewd.compositor")
-    media = importlib.import_module("flipedit_previewd.media")
-    timeline = importlib.import_module("flipedit_previewd.timeline")
+    compositor = importlib.import_module("flipedit_previewd.worker.compositor")
+    media = importlib.import_module("flipedit_previewd.worker.media")
+    timeline = importlib.import_module("flipedit_previewd.timeline.model")
     globals().update(OutputSpec=compositor.OutputSpec, compose=compositor.compose, MediaPool=media.MediaPool,
                      Rect=timeline.Rect, Timeline=timeline.Timeline, timeline_from_json=timeline.timeline_from_json)
 

@@ -33,7 +33,7 @@ from load import overload as raw_overload  # noqa: E402
 from peers import VENV, Server, make_project  # noqa: E402
 from render import make_scene  # noqa: E402
 
-from flipedit_previewd.percentiles import percentile  # noqa: E402
+from flipedit_previewd.common.percentiles import percentile  # noqa: E402
 
 FRAMES = 240  # the scene's clips are 8 s at 30 fps
 

@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, random, sys, time
 sys.path.insert(0, sys.argv[1])
-from flipedit_previewd.output import OutputSpec
-from flipedit_previewd.timeline import timeline_from_json, empty_timeline
-from flipedit_previewd.workers import WorkerPool, WorkerSettings
+from flipedit_previewd.worker.output import OutputSpec
+from flipedit_previewd.timeline.model import timeline_from_json, empty_timeline
+from flipedit_previewd.render.pool import WorkerPool, WorkerSettings
 import flipedit_previewd
 assert flipedit_previewd.__file__.startswith(sys.argv[1]), flipedit_previewd.__file__
 media, frames = sys.argv[2], int(sys.argv[3])
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from flipedit_previewd.testing import make_indexed_video, make_still
+    from flipedit_previewd.demo.fixtures import make_indexed_video, make_still
 
     with tempfile.TemporaryDirectory() as tmp:
         media = str(Path(tmp).resolve())

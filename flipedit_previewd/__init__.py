@@ -1,6 +1,6 @@
 """FlipEdit preview daemon: timeline frames as JPEG over HTTP, run by systemd."""
 
-from .gcrypt import init_without_secure_memory
+from flipedit_previewd.common.gcrypt import init_without_secure_memory
 
 __version__ = "0.1.0"
 

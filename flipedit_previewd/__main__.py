@@ -11,9 +11,9 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .config import Config, ConfigError, from_args
-from .journal import EventLog
+from flipedit_previewd import __version__
+from flipedit_previewd.common.journal import EventLog
+from flipedit_previewd.config.schema import Config, ConfigError, from_args
 
 EXIT_OK, EXIT_CONFIG, EXIT_SOCKET = 0, 2, 3  # 1: an uncaught exception (Python's own)
 
@@ -35,8 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(config.describe())
         return EXIT_OK
 
-    from .sockets import SocketError
-    from .workers import WorkerPool
+    from flipedit_previewd.render.pool import WorkerPool
+    from flipedit_previewd.sd.sockets import SocketError
 
     def reload_config() -> Config:  # SIGHUP: the same command line and environment, the files read again
         return from_args(args)[0]
@@ -46,9 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The workers first: each one's interpreter start and PyAV/Pillow import (about 150 ms) overlaps
         # the daemon's own start-up instead of following it (cold start, bench/footprint.py).
         pool.start()
-        from .lifecycle import LifecycleState
-        from .server import Server
-        from .service import Service
+        from flipedit_previewd.app.service import Service
+        from flipedit_previewd.http.lifecycle import LifecycleState
+        from flipedit_previewd.http.server import Server
 
         lifecycle = LifecycleState()  # one state: the server moves it, the service reads it
         server = Server(config, Service(config, log, lifecycle, pool), lifecycle, reload_config, log)

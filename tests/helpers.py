@@ -18,7 +18,7 @@ from typing import Any
 import requests
 from PIL import Image
 
-from flipedit_previewd.testing import add_clip, add_track, create_project_db
+from flipedit_previewd.demo.fixtures import add_clip, add_track, create_project_db
 
 ROOT = Path(__file__).resolve().parent.parent
 

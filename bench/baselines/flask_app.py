@@ -13,9 +13,9 @@ from flask import Flask, Response, jsonify
 sys.path.insert(0, os.path.dirname(__file__))
 from naive import render as naive_render  # noqa: E402
 
-from flipedit_previewd.compositor import OutputSpec, compose  # noqa: E402
-from flipedit_previewd.media import MediaPool  # noqa: E402
-from flipedit_previewd.projectdb import ProjectSource  # noqa: E402
+from flipedit_previewd.timeline.projectdb import ProjectSource  # noqa: E402
+from flipedit_previewd.worker.compositor import OutputSpec, compose  # noqa: E402
+from flipedit_previewd.worker.media import MediaPool  # noqa: E402
 
 DB = os.environ["FLIPEDIT_DB"]
 PIPELINE = os.environ.get("PIPELINE", "naive")

@@ -28,8 +28,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import __version__
-from ..journal import MESSAGE_IDS
+from flipedit_previewd import __version__
+from flipedit_previewd.common.journal import MESSAGE_IDS
+
 from .commands import (
     EXIT_PROBLEM,
     EXIT_USAGE,

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any
 
-from ..readonlydb import open_readonly
+from flipedit_previewd.common.readonlydb import open_readonly
+
 from .discovery import DaemonClient, TimedOut, Unreachable
 from .journal_read import BadTime, as_json, entries, event_of, number, open_reader, parse_time, short_line
 from .restarts import JOURNALCTL_USER, classify, is_manager_entry, open_unit_reader, verdict

@@ -20,9 +20,10 @@ from typing import Any
 
 import requests
 
-from ..access import runtime_dir
-from ..client import DEFAULT_URL, PreviewClient
-from ..transport import MAX_BODY_BYTES, MAX_JSON_BYTES, TimedOut, Unreachable
+from flipedit_previewd.client.api import DEFAULT_URL, PreviewClient
+from flipedit_previewd.client.transport import MAX_BODY_BYTES, MAX_JSON_BYTES, TimedOut, Unreachable
+from flipedit_previewd.common.token import runtime_dir
+
 from .safeout import clean, clean_tree
 
 __all__ = ["DaemonClient", "TimedOut", "Unreachable", "candidates", "check_unix_socket", "peer_uid"]

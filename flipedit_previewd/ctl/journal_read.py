@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from flipedit_previewd.common.journal import MESSAGE_IDS, SYSLOG_IDENTIFIER
+from flipedit_previewd.common.textsafe import finite_number
 from systemd import journal
 
-from ..journal import MESSAGE_IDS, SYSLOG_IDENTIFIER
-from ..textsafe import finite_number
 from .safeout import clean
 
 EVENT_BY_ID = {v: k for k, v in MESSAGE_IDS.items()}

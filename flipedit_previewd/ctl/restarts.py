@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..journal import SYSLOG_IDENTIFIER
+from flipedit_previewd.common.journal import SYSLOG_IDENTIFIER
+
 from .journal_read import event_of, open_reader
 
 SERVICE = "flipedit-preview.service"

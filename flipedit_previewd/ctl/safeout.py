@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..textsafe import escape, escape_tree, finite_number
+from flipedit_previewd.common.textsafe import escape, escape_tree, finite_number
 
 
 def clean(value: Any, limit: int = 500) -> str:

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from ..percentiles import summary
+from flipedit_previewd.common.percentiles import summary
+
 from .journal_read import IGNORED, event_of, number
 
 

@@ -13,7 +13,8 @@ import os
 import sys
 from typing import Any
 
-from ..transport import MAX_JSON_BYTES
+from flipedit_previewd.client.transport import MAX_JSON_BYTES
+
 from .commands import EXIT_OK, EXIT_USAGE, CtlError, Env, client_for, unreachable_error, wants_json
 from .discovery import Unreachable
 from .safeout import clean, clean_tree

@@ -28,7 +28,7 @@ RED, GREEN = (220, 20, 20), (20, 200, 20)
 
 
 def make_projects(base: Path) -> None:
-    from flipedit_previewd.testing import add_clip, add_track, create_metadata_db, create_project_db
+    from flipedit_previewd.demo.fixtures import add_clip, add_track, create_metadata_db, create_project_db
 
     base.mkdir(parents=True, exist_ok=True)
     for name, colour in (("red", RED), ("green", GREEN)):
@@ -83,11 +83,11 @@ def switch(base: Path) -> None:
 def editor(out: Path, stop: Path, retrying: bool) -> None:
     """The editor asking for frames while something happens to the daemon; every failure is counted.
 
-    ``retrying``: the editor's client library (flipedit_previewd.client.PreviewClient: pooled
+    ``retrying``: the editor's client library (flipedit_previewd.client.api.PreviewClient: pooled
     keep-alive, retries on connection errors and 503). Without it: a plain keep-alive session that
     never retries, for when restarts keep connections (the integrator's no-retry variant).
     """
-    from flipedit_previewd.client import PreviewClient
+    from flipedit_previewd.client.api import PreviewClient
 
     client = PreviewClient(URL, timeout=10.0) if retrying else None
     session = requests.Session()

@@ -14,7 +14,7 @@ import pytest
 import requests
 from helpers import build_project, solid_png, wait_for
 
-from flipedit_previewd.client import CircuitBreaker, CircuitOpen, LatestFrame, PreviewClient, PreviewError, make_retry
+from flipedit_previewd.client.api import CircuitBreaker, CircuitOpen, LatestFrame, PreviewClient, PreviewError, make_retry
 
 
 def project(tmp_path: Path) -> Path:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from helpers import FakeHandler
 
-from flipedit_previewd.access import token_path, write_token
-from flipedit_previewd.client import PreviewClient
-from flipedit_previewd.transport import Unreachable, unix_base
+from flipedit_previewd.client.api import PreviewClient
+from flipedit_previewd.client.transport import Unreachable, unix_base
+from flipedit_previewd.common.token import token_path, write_token
 
 SEEN: list[bytes] = []
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from helpers import build_project, close_to, decode, solid_png, wait_for
 
-from flipedit_previewd import confine
-from flipedit_previewd.testing import create_metadata_db
+from flipedit_previewd.demo.fixtures import create_metadata_db
+from flipedit_previewd.worker import confine
 
 RED, GREEN = (220, 20, 20), (20, 200, 20)
 
@@ -122,7 +122,7 @@ def test_a_pickled_reply_is_never_loaded_the_worker_is_replaced_and_the_next_fra
 
 CONFINED = textwrap.dedent("""
     import os, socket, sys
-    from flipedit_previewd import confine
+    from flipedit_previewd.worker import confine
     arch, status = confine.confine_process()
     assert status.seccomp, status
     if status.landlock:

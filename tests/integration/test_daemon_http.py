@@ -20,7 +20,7 @@ import pytest
 import requests
 from helpers import build_project, close_to, decode, exchange, solid_png, wait_for
 
-from flipedit_previewd.testing import set_clip_rect
+from flipedit_previewd.demo.fixtures import set_clip_rect
 
 RED = (255, 0, 0)
 

@@ -24,7 +24,7 @@ import pytest
 import requests
 from helpers import Daemon, build_project, solid_png, still_project, wait_for
 
-from flipedit_previewd.percentiles import percentile
+from flipedit_previewd.common.percentiles import percentile
 
 # The goals are /health p99 < 100 ms and loop lag p99 < 50 ms; they hold on a quiet machine
 # (figures printed and kept in the README). The asserts allow 2.5x for a shared, noisy CI machine: the

@@ -22,9 +22,9 @@ from helpers import build_project
 from media_corpus import ROWS, Reference, Row, apply_matrix, ffmpeg, make, match, reference
 from PIL import Image
 
-from flipedit_previewd.compositor import OutputSpec, compose
-from flipedit_previewd.media import MediaPool, timeline_rate
-from flipedit_previewd.timeline import timeline_from_json
+from flipedit_previewd.timeline.model import timeline_from_json
+from flipedit_previewd.worker.compositor import OutputSpec, compose
+from flipedit_previewd.worker.media import MediaPool, timeline_rate
 
 MIN_PSNR, MAX_BIAS = 40.0, 1.5
 PURE_ROTATIONS = {(0, 1, -1, 0), (-1, 0, 0, -1), (0, -1, 1, 0)}
@@ -199,7 +199,7 @@ def test_a_daemon_with_two_workers_serves_the_exact_frames(corpus: Path, start_d
 
 def test_a_transport_stream_is_sought_by_the_keyframes_it_showed(corpus: Path) -> None:
     """MPEG-TS has no index: after the first late landing, targets in GOPs already seen go to a keyframe's byte."""
-    from flipedit_previewd.media import VideoSource
+    from flipedit_previewd.worker.media import VideoSource
 
     row = next(r for r in ROWS if r.name == "h264_ts_gop250")
     path = make(row, corpus)

@@ -15,7 +15,7 @@ from typing import Any
 
 from helpers import build_project, close_to, decode, solid_png
 
-from flipedit_previewd.safety import derived_root_problem
+from flipedit_previewd.timeline.safety import derived_root_problem
 
 GREEN = (0, 255, 0)
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 from helpers import closed_loop, still_project, wait_for
 
-from flipedit_previewd.testing import set_clip_rect
+from flipedit_previewd.demo.fixtures import set_clip_rect
 
 
 @pytest.fixture

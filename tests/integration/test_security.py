@@ -20,7 +20,7 @@ import pytest
 import requests
 from helpers import build_project, close_to, decode, descendants, exchange, solid_png, wait_for
 
-from flipedit_previewd.projectdb import MEDIA_STAT_INTERVAL
+from flipedit_previewd.timeline.projectdb import MEDIA_STAT_INTERVAL
 
 BLUE = (0, 0, 255)
 GREEN = (0, 255, 0)
@@ -224,7 +224,7 @@ def test_control_characters_in_a_media_path_stay_on_one_escaped_line(start_daemo
 
 def test_preview_client_picks_up_the_token(start_daemon: Any, scene: dict[str, Any], tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from flipedit_previewd.client import PreviewClient, PreviewError
+    from flipedit_previewd.client.api import PreviewClient, PreviewError
 
     runtime = tmp_path / "runtime"
     token_file = runtime / "flipedit-preview" / "token"

@@ -17,7 +17,7 @@ import pytest
 import requests
 from helpers import build_project, wait_for
 
-from flipedit_previewd.testing import make_indexed_video
+from flipedit_previewd.demo.fixtures import make_indexed_video
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no browser: scripts/setup.sh installs Debian's chromium and chromium-driver")

@@ -20,7 +20,7 @@ from editor_client import EditorPool, peer_closed
 from helpers import wait_for
 from sandbox import USER_UNIT_DIR
 
-from flipedit_previewd.journal import MESSAGE_IDS
+from flipedit_previewd.common.journal import MESSAGE_IDS
 
 
 def started(d: Deployed) -> None:

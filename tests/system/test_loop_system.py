@@ -20,7 +20,7 @@ import requests
 from deploy import Deployed, wait_active
 from helpers import ROOT, overload_with_health_watch, wait_for
 
-from flipedit_previewd.percentiles import percentile
+from flipedit_previewd.common.percentiles import percentile
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
 

@@ -19,7 +19,7 @@ from deploy import SOCKET, UNIT, tmp_accommodation
 from helpers import ROOT, build_project, free_port, wait_for
 from sandbox import Sandbox
 
-from flipedit_previewd.journal import MESSAGE_IDS
+from flipedit_previewd.common.journal import MESSAGE_IDS
 
 PKG = ROOT / "build/deb/root"
 SITE = PKG / "usr/lib/python3/dist-packages"
@@ -31,7 +31,7 @@ def installed(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> dic
         pytest.skip("no unpacked package: run packaging/prepare-install-test.sh (scripts/test.sh does)")
     tmp = tmp_path_factory.mktemp("packaged")
     tmp.chmod(0o755)
-    from flipedit_previewd.testing import make_still
+    from flipedit_previewd.demo.fixtures import make_still
 
     still = make_still(tmp / "still.png", (320, 180))
     db = tmp / "project.sqlite"

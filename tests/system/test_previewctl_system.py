@@ -19,7 +19,7 @@ import requests
 from deploy import UNIT, Deployed, wait_active
 from helpers import ROOT, wait_for
 
-from flipedit_previewd.percentiles import summary as percentile_summary
+from flipedit_previewd.common.percentiles import summary as percentile_summary
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
 COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # any SGR sequence: colour or other styling

@@ -25,10 +25,10 @@ from deploy import UNIT, Deployed, wait_active
 from editor_client import EditorPool, local_port
 from helpers import wait_for
 
-from flipedit_previewd.client import PreviewClient, make_retry
-from flipedit_previewd.demo import ensure_demo_project
-from flipedit_previewd.journal import MESSAGE_IDS
-from flipedit_previewd.percentiles import percentile
+from flipedit_previewd.client.api import PreviewClient, make_retry
+from flipedit_previewd.common.journal import MESSAGE_IDS
+from flipedit_previewd.common.percentiles import percentile
+from flipedit_previewd.demo.project import ensure_demo_project
 
 WATCHDOG_SEC, RESTART_SEC = 5, 1
 

@@ -19,7 +19,7 @@ from deploy import SOCKET, UNIT, Deployed, wait_active
 from helpers import ROOT, wait_for
 from sandbox import USER_UNIT_DIR
 
-from flipedit_previewd.journal import MESSAGE_IDS
+from flipedit_previewd.common.journal import MESSAGE_IDS
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
 MARK = f"FORGED-{uuid.uuid4().hex[:8]}"

@@ -18,7 +18,7 @@ from deploy import SOCKET, UNIT, wait_active
 from helpers import ROOT, overload_with_health_watch, wait_for
 from sandbox import Sandbox
 
-from flipedit_previewd.journal import MESSAGE_IDS
+from flipedit_previewd.common.journal import MESSAGE_IDS
 
 WATCHDOG_SEC, RESTART_SEC = 5, 1
 

@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from flipedit_previewd.admission import Admission, Pending, RateMeter, retry_after
-from flipedit_previewd.errors import Overloaded
+from flipedit_previewd.common.errors import Overloaded
+from flipedit_previewd.render.admission import Admission, Pending, RateMeter, retry_after
 
 
 def run(coro):  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from flipedit_previewd.admission import Admission
+from flipedit_previewd.render.admission import Admission
 
 
 def test_newer_revision_starts_beside_a_stale_render_in_flight() -> None:

@@ -8,9 +8,9 @@ from collections import deque
 
 import pytest
 
-from flipedit_previewd import admission as admission_module
-from flipedit_previewd.admission import Admission, retry_after
-from flipedit_previewd.errors import Overloaded
+from flipedit_previewd.common.errors import Overloaded
+from flipedit_previewd.render import admission as admission_module
+from flipedit_previewd.render.admission import Admission, retry_after
 
 
 def run(coro):  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ import re
 
 from helpers import ROOT
 
-from flipedit_previewd.journal import MESSAGE_IDS
+from flipedit_previewd.common.journal import MESSAGE_IDS
 
 
 def test_catalog_and_code_agree() -> None:

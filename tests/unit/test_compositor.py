@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from helpers import build_project, close_to, decode, solid_png
 
-from flipedit_previewd.compositor import OutputSpec, compose
-from flipedit_previewd.media import MediaPool
-from flipedit_previewd.projectdb import ProjectSource
-from flipedit_previewd.testing import make_indexed_video, read_index
-from flipedit_previewd.timeline import timeline_from_json
+from flipedit_previewd.demo.fixtures import make_indexed_video, read_index
+from flipedit_previewd.timeline.model import timeline_from_json
+from flipedit_previewd.timeline.projectdb import ProjectSource
+from flipedit_previewd.worker.compositor import OutputSpec, compose
+from flipedit_previewd.worker.media import MediaPool
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 

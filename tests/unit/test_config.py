@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flipedit_previewd.config import SETTINGS, ConfigError, build_parser, load, markdown_table
+from flipedit_previewd.config.schema import SETTINGS, ConfigError, build_parser, load, markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,7 +115,7 @@ def test_readme_table_states_the_documented_defaults_flags_and_env() -> None:
         assert (rows[key]["flag"], rows[key]["env"]) == (flag, env)
     olds = {row["old server"]: key for key, row in rows.items() if row["old server"]}
     assert olds == {"MAX_CONCURRENT_REQUESTS": "workers", "request_queue.maxsize": "queue_size", "server.max_connections": "max_connections"}
-    assert markdown_table() in (ROOT / "docs/configuration.md").read_text(), "docs/configuration.md table is stale: regenerate with python -m flipedit_previewd.docs"
+    assert markdown_table() in (ROOT / "docs/configuration.md").read_text(), "docs/configuration.md table is stale: regenerate with python -m flipedit_previewd.config.docs"
 
 
 def test_every_readme_row_is_a_working_flag_and_in_help(tmp_path: Path) -> None:

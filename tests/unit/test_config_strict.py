@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flipedit_previewd.config import ConfigError, build_parser, load
+from flipedit_previewd.config.schema import ConfigError, build_parser, load
 
 ROOT = Path(__file__).resolve().parents[2]
 NOWHERE = Path("/nonexistent/u.toml")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from flipedit_previewd import confine, wire
+from flipedit_previewd.worker import confine, wire
 
 X86, ARM = confine.ARCHES["x86_64"], confine.ARCHES["aarch64"]
 ALLOW = confine.SECCOMP_RET_ALLOW
@@ -168,7 +168,7 @@ def test_bodies_are_held_to_their_output_size_and_type() -> None:
 
 
 def test_a_worker_covers_only_roots_under_its_own() -> None:
-    from flipedit_previewd.workers import covers
+    from flipedit_previewd.render.pool import covers
 
     assert covers(("/m/a",), ("/m/a", "/m/a/sub"))
     assert not covers(("/m/a",), ("/m/ab",))  # a sibling with the same prefix is another directory

@@ -7,11 +7,11 @@ from datetime import datetime
 
 import pytest
 
+from flipedit_previewd.common.journal import MESSAGE_IDS
 from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.commands import Env, bar, health_rows, sparkline
 from flipedit_previewd.ctl.journal_read import BadTime, parse_time
 from flipedit_previewd.ctl.stats import summarise
-from flipedit_previewd.journal import MESSAGE_IDS
 
 NOW = datetime(2026, 11, 28, 12, 0, 0)
 

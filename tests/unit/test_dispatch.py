@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from flipedit_previewd.admission import Admission
-from flipedit_previewd.dispatch import Dispatcher, FrameResult, HeavyFrameRefused, HeavyFrames, LoopHooks, frame_etag
-from flipedit_previewd.errors import BadRequest, GatewayTimeout, RenderFailed
-from flipedit_previewd.framecache import FrameCache
-from flipedit_previewd.metrics import Metrics
-from flipedit_previewd.output import OutputSpec
-from flipedit_previewd.renderahead import RenderAhead
-from flipedit_previewd.timeline import Timeline, timeline_from_json
-from flipedit_previewd.workers import BudgetExceeded, WorkerPool, WorkerSettings
+from flipedit_previewd.common.errors import BadRequest, GatewayTimeout, RenderFailed
+from flipedit_previewd.common.framecache import FrameCache
+from flipedit_previewd.common.metrics import Metrics
+from flipedit_previewd.render.admission import Admission
+from flipedit_previewd.render.dispatch import Dispatcher, FrameResult, HeavyFrameRefused, HeavyFrames, LoopHooks, frame_etag
+from flipedit_previewd.render.pool import BudgetExceeded, WorkerPool, WorkerSettings
+from flipedit_previewd.render.renderahead import RenderAhead
+from flipedit_previewd.timeline.model import Timeline, timeline_from_json
+from flipedit_previewd.worker.output import OutputSpec
 
 SPEC = OutputSpec(64, 36)
 

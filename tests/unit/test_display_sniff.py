@@ -8,8 +8,8 @@ from fractions import Fraction
 import pytest
 from PIL import Image
 
-from flipedit_previewd.display import Geometry, sample_aspect, to_rgb, transpose_of
-from flipedit_previewd.sniff import sniff
+from flipedit_previewd.worker.display import Geometry, sample_aspect, to_rgb, transpose_of
+from flipedit_previewd.worker.sniff import sniff
 
 T = Image.Transpose
 
@@ -89,7 +89,7 @@ def test_refusals_name_what_is_allowed() -> None:
 
 
 def test_keyframe_index_finds_the_keyframe_before_and_knows_adjacent_ones() -> None:
-    from flipedit_previewd.keyframes import KeyframeIndex
+    from flipedit_previewd.worker.keyframes import KeyframeIndex
 
     index = KeyframeIndex()
     index.add(0, 564, None)
@@ -118,7 +118,7 @@ def _movie(matrix: tuple[int, int, int, int], handler: bytes = b"vide") -> bytes
 
 
 def read(data: bytes) -> bytes | None:
-    from flipedit_previewd.display import tkhd_matrix
+    from flipedit_previewd.worker.display import tkhd_matrix
 
     return tkhd_matrix(lambda offset, size: data[offset:offset + size], len(data))
 
@@ -149,7 +149,7 @@ def test_a_hostile_movie_header_costs_nothing(damage: str) -> None:
 
 
 def test_only_matrices_that_cannot_be_honoured_are_reported() -> None:
-    from flipedit_previewd.display import matrix_problem
+    from flipedit_previewd.worker.display import matrix_problem
 
     assert matrix_problem(matrix(1, 0, 0, 1)) == ""  # the identity every MP4's track header carries (FFmpeg 5.1 reads it)
     assert matrix_problem(matrix(0, 1, -1, 0)) == "" and matrix_problem(None) == "" and matrix_problem(b"\x00" * 36) == ""

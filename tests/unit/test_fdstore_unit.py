@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from flipedit_previewd.fdstore import CONNECTION_PREFIX, Handover, is_stored_connection, notify
+from flipedit_previewd.sd.fdstore import CONNECTION_PREFIX, Handover, is_stored_connection, notify
 
 
 def test_stored_connections_are_told_from_listening_sockets_by_name() -> None:
@@ -28,7 +28,7 @@ def test_systemd_254_announced_store_size_caps_the_hand_over() -> None:
 
 
 def test_own_unit_from_unified_and_hybrid_cgroup_files(tmp_path: Path) -> None:
-    from flipedit_previewd.fdstore import own_unit
+    from flipedit_previewd.sd.fdstore import own_unit
 
     unified = tmp_path / "unified"
     unified.write_text("0::/user.slice/user-1000.slice/user@1000.service/app.slice/flipedit-preview.service\n")
@@ -44,7 +44,7 @@ def test_own_unit_from_unified_and_hybrid_cgroup_files(tmp_path: Path) -> None:
 
 
 def test_only_a_queued_restart_keeps_the_handover() -> None:
-    from flipedit_previewd.fdstore import Handover
+    from flipedit_previewd.sd.fdstore import Handover
 
     for job, kept in (("restart", True), ("stop", False), ("", False)):
         handover = Handover(True, 10, environ={})

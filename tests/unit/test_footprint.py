@@ -9,7 +9,7 @@ import sys
 
 
 def test_main_process_imports_neither_pyav_nor_pillow() -> None:
-    code = ("import sys; import flipedit_previewd.__main__, flipedit_previewd.server, flipedit_previewd.workers; "
+    code = ("import sys; import flipedit_previewd.__main__, flipedit_previewd.http.server, flipedit_previewd.render.pool; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'av', 'PIL', 'numpy'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
@@ -20,7 +20,7 @@ def test_journal_entries_carry_the_callers_code_location_without_a_stack_walk(mo
     flood of 503s logs one entry each. Given, they also name the real caller instead of emit()."""
     import traceback
 
-    from flipedit_previewd import journal
+    from flipedit_previewd.common import journal
 
     sent: list[dict[str, object]] = []
 
@@ -50,7 +50,7 @@ def test_workers_start_without_multiprocessing_or_its_resource_tracker() -> None
 
     from helpers import descendants, wait_for
 
-    from flipedit_previewd.workers import WorkerPool, WorkerSettings
+    from flipedit_previewd.render.pool import WorkerPool, WorkerSettings
 
     pool = WorkerPool(2, WorkerSettings(1 << 22, 1 << 24), hang_threshold=30.0)
     pool.start()

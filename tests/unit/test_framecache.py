@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
-from flipedit_previewd.framecache import FrameCache
+from flipedit_previewd.common.framecache import FrameCache
 
 CACHE = 2 * 1024 * 1024
 

@@ -21,11 +21,11 @@ from helpers import build_project, solid_png
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flipedit_previewd.projectdb import ProjectSource, asset_dirs
-from flipedit_previewd.projects import ProjectFollower
-from flipedit_previewd.readonlydb import STUCK_GRACE, ReadStuck, read_readonly
-from flipedit_previewd.safety import effective_roots
-from flipedit_previewd.testing import create_metadata_db, create_project_db
+from flipedit_previewd.common.readonlydb import STUCK_GRACE, ReadStuck, read_readonly
+from flipedit_previewd.demo.fixtures import create_metadata_db, create_project_db
+from flipedit_previewd.timeline.following import ProjectFollower
+from flipedit_previewd.timeline.projectdb import ProjectSource, asset_dirs
+from flipedit_previewd.timeline.safety import effective_roots
 
 
 def within(seconds: float, call: Callable[[], Any], fifos: list[Path]) -> Any:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from helpers import Recorder
 
-from flipedit_previewd.access import Peer, client_key
-from flipedit_previewd.intake import BodyBudget, ConnectionSlots
-from flipedit_previewd.protocol import Head, HTTPConnection, Limits, Request
-from flipedit_previewd.rejections import EXAMPLES, ClientErrors
+from flipedit_previewd.common.rejections import EXAMPLES, ClientErrors
+from flipedit_previewd.http.access import Peer, client_key
+from flipedit_previewd.http.intake import BodyBudget, ConnectionSlots
+from flipedit_previewd.http.protocol import Head, HTTPConnection, Limits, Request
 
 
 def test_the_head_comes_first_and_no_body_byte_is_kept_until_it_is_admitted() -> None:

@@ -18,58 +18,47 @@ import flipedit_previewd
 
 PACKAGE = Path(flipedit_previewd.__file__).parent
 
-LAYERS: dict[str, str] = {
-    # shared leaves: no knowledge of HTTP or rendering
-    "__init__": "base", "errors": "base", "config": "base", "docs": "base", "journal": "base", "textsafe": "base",
-    "metrics": "base", "resources": "base", "gcrypt": "base", "percentiles": "base", "looplag": "base",
-    "offload": "base", "rejections": "base", "configvalues": "base", "readonlydb": "base",
-    # listening and HTTP: sockets in, sans-IO protocol, one connection, lifecycle, access control
-    "sockets": "http", "fdstore": "http", "protocol": "http", "access": "http", "connection": "http",
-    "server": "http", "lifecycle": "http", "reconfigure": "http", "intake": "http",
-    # supervision: tick, hang policy, watchdog, status, /health; reads both sides
-    "supervisor": "supervision", "health": "supervision",
-    # the application: composition root, routes, the frame use-case, the dispatcher
-    "service": "app", "routes": "app", "roots": "app", "frames": "app", "dispatch": "app", "viewer": "app",
-    # the render side: admission, workers, compositing and encoding, media, timelines and their sources
-    "admission": "render", "workers": "render", "compositor": "render", "media": "render", "output": "render",
-    "framecache": "render", "timeline": "render", "projectdb": "render", "projects": "render",
-    "renderahead": "render", "safety": "render", "limits": "render", "sniff": "render", "display": "render", "keyframes": "render",
-    "confine": "render", "wire": "render",
-    # the daemon's entry point, fixture/demo writers, the HTTP client, previewctl
-    "__main__": "entry", "demo": "tools", "testing": "tools", "client": "client", "transport": "client", "ctl": "ctl",
-}
-
+# Each package of the tree, and the packages it may import. The tree draws the request's path:
+# http (bytes in, answers out) -> app (routes, the frame use case) -> render (admission, the pool)
+# -> worker (compositing and decoding, in child processes); timeline is what is shown, sd is systemd,
+# common and config are leaves everyone may use.
 ALLOWED: dict[str, set[str]] = {
-    "base": {"base"},
-    "http": {"http", "base"},
-    "render": {"render", "base"},
-    "supervision": {"supervision", "http", "render", "app", "base"},
-    "app": {"app", "supervision", "http", "render", "base", "tools"},
-    "entry": {"entry", "app", "http", "base"},
-    "tools": {"tools", "render", "base"},
-    "client": {"client", "base"},
-    "ctl": {"ctl", "client", "base"},
+    "__init__": {"common"},
+    "common": {"common", "__init__"},
+    "config": {"config", "common"},
+    "timeline": {"timeline", "common", "config"},
+    "worker": {"worker", "timeline", "common", "config"},
+    "render": {"render", "worker", "timeline", "common", "config"},
+    "sd": {"sd", "common", "config"},
+    "http": {"http", "sd", "common", "config", "__init__"},
+    "app": {"app", "http", "sd", "render", "worker", "timeline", "common", "config", "demo", "__init__"},
+    "__main__": {"__main__", "app", "http", "sd", "common", "config", "__init__"},
+    "demo": {"demo", "worker", "timeline", "common", "config"},
+    "client": {"client", "common", "__init__"},
+    "ctl": {"ctl", "client", "common", "config", "__init__"},
 }
+LAYERS = {name: name for name in ALLOWED}
 
-# Modules of another layer a layer may use anyway, each with its reason.
+# Modules of another package a package may use anyway, each with its reason.
 SHARED: dict[tuple[str, str], str] = {
-    ("entry", "workers"): "__main__ starts the worker processes before it imports the rest of the daemon: their "
-                          "start-up overlaps the daemon's (cold start, bench/footprint.py)",
-    ("http", "supervisor"): "the server starts the watchdog thread (supervisor.py runs nothing of the render side: "
-                            "NEVER_REACHES checks it)",
-    ("client", "access"): "the token file's location and reader, shared with the daemon that writes it",
-    ("ctl", "access"): "the token file's location and reader, shared with the daemon that writes it",
+    ("__main__", "render.pool"): "__main__ starts the worker processes before it imports the rest of the daemon: their "
+                                 "start-up overlaps the daemon's (cold start, bench/footprint.py)",
 }
 
-# Through the run-time import graph, these layers must never be reached from these.
+# Through the run-time import graph, these packages must never be reached from these.
 NEVER_REACHES: dict[str, set[str]] = {
-    "http": {"render", "app", "tools"},
-    "ctl": {"render", "app", "supervision", "entry", "tools"},
+    "http": {"render", "worker", "timeline", "app", "demo"},
+    "ctl": {"render", "worker", "timeline", "app", "http", "sd", "demo", "__main__"},
+    "client": {"render", "worker", "timeline", "app", "http", "sd", "demo", "__main__"},
 }
 
 
 def layer_of(module: str) -> str:
     return LAYERS[module.split(".")[0]]
+
+
+def is_package(module: str) -> bool:
+    return (PACKAGE / module.replace(".", "/") / "__init__.py").exists() or module == "__init__"
 
 
 def package_modules() -> dict[str, str]:
@@ -90,8 +79,7 @@ def _type_checking(test: ast.expr) -> bool:
 
 def imports_of(module: str, source: str, known: set[str]) -> list[tuple[str, bool]]:
     """(imported package module, at run time?) for every import in ``source``, anywhere in it."""
-    is_package = module == "ctl" or module == "__init__"
-    package = module.split(".") if is_package and module != "__init__" else module.split(".")[:-1]
+    package = [] if module == "__init__" else module.split(".") if is_package(module) else module.split(".")[:-1]
     found: list[tuple[str, bool]] = []
 
     def resolve(name: str) -> str | None:
@@ -149,7 +137,7 @@ def violations(modules: dict[str, str]) -> list[str]:
             if runtime:
                 graph[module].add(target)
             frm, to = layer_of(module), layer_of(target)
-            if to not in ALLOWED[frm] and (frm, target.split(".")[0]) not in SHARED:
+            if to not in ALLOWED[frm] and (frm, target) not in SHARED:
                 problems.append(f"{module} ({frm}) imports {target} ({to})")
     for module in graph:
         banned = NEVER_REACHES.get(layer_of(module), set())
@@ -180,25 +168,27 @@ def test_the_package_follows_the_layering_rule() -> None:
 
 
 def test_the_import_reader_sees_every_form_of_import() -> None:
-    known = {"__init__", "server", "workers", "journal", "ctl", "ctl.http", "ctl.words"}
-    source = ("from . import __version__\nfrom .workers import WorkerPool\nimport flipedit_previewd.journal\n"
-              "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .journal import EventLog\n"
-              "def later():\n    from flipedit_previewd.workers import Worker\n")
-    assert imports_of("server", source, known) == [("__init__", True), ("workers", True), ("journal", True),
-                                                   ("journal", False), ("workers", True)]
-    assert imports_of("ctl.words", "from ..journal import X\nfrom .http import Y\n", known) == [("journal", True), ("ctl.http", True)]
+    known = {"__init__", "http.server", "render.pool", "common.journal", "ctl", "ctl.http", "ctl.words"}
+    source = ("from .. import __version__\nfrom ..render.pool import WorkerPool\nimport flipedit_previewd.common.journal\n"
+              "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..common.journal import EventLog\n"
+              "def later():\n    from flipedit_previewd.render.pool import Worker\n")
+    assert imports_of("http.server", source, known) == [("__init__", True), ("render.pool", True), ("common.journal", True),
+                                                        ("common.journal", False), ("render.pool", True)]
+    assert imports_of("ctl.words", "from ..common.journal import X\nfrom .http import Y\n", known) == [
+        ("common.journal", True), ("ctl.http", True)]
     assert imports_of("ctl", "from . import words\n", known) == [("ctl.words", True)]
 
 
 @pytest.mark.parametrize(("module", "source", "expected"), [
-    ("connection", "from .workers import WorkerPool\n", "connection (http) imports workers (render)"),
-    ("server", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .service import Service\n",
-     "server (http) imports service (app)"),  # a typing-only import breaks the direct rule too
-    ("protocol", "def late():\n    from .compositor import compose\n", "protocol (http) imports compositor (render)"),
-    ("ctl.words", "from ..service import Service\n", "ctl.words (ctl) imports service (app)"),
-    ("admission", "from .server import Server\n", "admission (render) imports server (http)"),
-    # each import along an allowed edge, but the HTTP side now reaches the render side through supervision
-    ("supervisor", "from .workers import WorkerPool\n", "server (http) reaches workers (render) at run time"),
+    ("http.connection", "from flipedit_previewd.render.pool import WorkerPool\n",
+     "http.connection (http) imports render.pool (render)"),
+    ("http.server", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..app.service import Service\n",
+     "http.server (http) imports app.service (app)"),  # a typing-only import breaks the direct rule too
+    ("http.protocol", "def late():\n    from flipedit_previewd.worker.compositor import compose\n",
+     "http.protocol (http) imports worker.compositor (worker)"),
+    ("ctl.words", "from ..app.service import Service\n", "ctl.words (ctl) imports app.service (app)"),
+    ("render.admission", "from flipedit_previewd.http.server import Server\n", "render.admission (render) imports http.server (http)"),
+    ("client.api", "from flipedit_previewd.http.access import Guard\n", "client.api (client) imports http.access (http)"),
 ])
 def test_a_violating_import_fails_the_rule(module: str, source: str, expected: str) -> None:
     modules = package_modules()
@@ -207,8 +197,17 @@ def test_a_violating_import_fails_the_rule(module: str, source: str, expected: s
     assert any(expected in problem for problem in found), found
 
 
+def test_an_indirect_reach_fails_even_along_allowed_edges(monkeypatch: pytest.MonkeyPatch) -> None:
+    # were sd allowed to use the render side, the HTTP side would reach it through the watchdog
+    monkeypatch.setitem(ALLOWED, "sd", ALLOWED["sd"] | {"render"})
+    modules = package_modules()
+    modules["sd.watchdog"] += "\nfrom flipedit_previewd.render.pool import WorkerPool\n"
+    found = violations(modules)
+    assert any("http.server (http) reaches render.pool (render) at run time" in problem for problem in found), found
+
+
 def service_api() -> set[str]:
-    tree = ast.parse((PACKAGE / "lifecycle.py").read_text())
+    tree = ast.parse((PACKAGE / "http" / "lifecycle.py").read_text())
     api = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ServiceAPI")
     return {n.name for n in api.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
 

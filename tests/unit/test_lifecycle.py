@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from flipedit_previewd.journal import EventLog
-from flipedit_previewd.lifecycle import Lifecycle, LifecycleState
-from flipedit_previewd.supervisor import MAX_TICK, Watchdog
+from flipedit_previewd.common.journal import EventLog
+from flipedit_previewd.http.lifecycle import Lifecycle, LifecycleState
+from flipedit_previewd.sd.watchdog import MAX_TICK, Watchdog
 
 
 def test_a_stop_is_final_and_reload_returns_to_serving() -> None:
@@ -76,8 +76,8 @@ def test_without_a_watchdog_nothing_is_sent_or_logged() -> None:
 
 
 def test_a_hung_worker_is_reported_once_and_replaced_only_while_another_is_healthy() -> None:
-    from flipedit_previewd.supervisor import hang_policy
-    from flipedit_previewd.workers import Worker, WorkerPool, WorkerSettings
+    from flipedit_previewd.app.supervisor import hang_policy
+    from flipedit_previewd.render.pool import Worker, WorkerPool, WorkerSettings
 
     pool = WorkerPool(2, WorkerSettings(0, 0, ""), hang_threshold=10.0)  # no process is started
     now = 1000.0

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from helpers import build_project
 
-from flipedit_previewd.errors import Overloaded, PayloadTooLarge
-from flipedit_previewd.limits import check_timeline, max_overlap
-from flipedit_previewd.looplag import LoopLag
-from flipedit_previewd.offload import BoundedOffload
-from flipedit_previewd.projectdb import ProjectSource, read_timeline
-from flipedit_previewd.readonlydb import open_readonly
-from flipedit_previewd.rejections import RejectionSummary
-from flipedit_previewd.timeline import timeline_from_json
+from flipedit_previewd.common.errors import Overloaded, PayloadTooLarge
+from flipedit_previewd.common.looplag import LoopLag
+from flipedit_previewd.common.offload import BoundedOffload
+from flipedit_previewd.common.readonlydb import open_readonly
+from flipedit_previewd.common.rejections import RejectionSummary
+from flipedit_previewd.timeline.limits import check_timeline, max_overlap
+from flipedit_previewd.timeline.model import timeline_from_json
+from flipedit_previewd.timeline.projectdb import ProjectSource, read_timeline
 
 
 def _timeline(clips: list[tuple[int, int]], canvas: tuple[int, int] = (1280, 720), path: str = "/m/a.png") -> Any:
@@ -181,7 +181,7 @@ def test_loop_lag_sees_a_blocked_loop_and_reports_once() -> None:
 
 def test_journal_writer_keeps_order_counts_drops_and_flushes_on_stop(capsys: pytest.CaptureFixture[str],
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from flipedit_previewd import journal
+    from flipedit_previewd.common import journal
 
     monkeypatch.setattr(journal, "JOURNAL_QUEUE", 3)
     log = journal.EventLog(to_journal=False, to_stderr=True)

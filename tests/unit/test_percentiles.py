@@ -7,9 +7,9 @@ import statistics
 
 import pytest
 
+from flipedit_previewd.common.looplag import LoopLag
+from flipedit_previewd.common.percentiles import percentile, summary
 from flipedit_previewd.ctl.stats import percentiles
-from flipedit_previewd.looplag import LoopLag
-from flipedit_previewd.percentiles import percentile, summary
 
 
 def test_matches_statistics_inclusive_quantiles_at_every_cut() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import build_project, solid_png
 
-from flipedit_previewd.projectdb import ProjectSource, discover_project
-from flipedit_previewd.testing import add_track, create_metadata_db, set_clip_rect
+from flipedit_previewd.demo.fixtures import add_track, create_metadata_db, set_clip_rect
+from flipedit_previewd.timeline.projectdb import ProjectSource, discover_project
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])

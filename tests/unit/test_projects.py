@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from flipedit_previewd.projects import CHECK_INTERVAL, ProjectFollower
-from flipedit_previewd.testing import create_metadata_db
+from flipedit_previewd.demo.fixtures import create_metadata_db
+from flipedit_previewd.timeline.following import CHECK_INTERVAL, ProjectFollower
 
 
 def _files(tmp: Path, *names: str) -> list[str]:

@@ -4,8 +4,7 @@ import time
 
 import pytest
 
-from flipedit_previewd import protocol
-from flipedit_previewd.errors import (
+from flipedit_previewd.common.errors import (
     BadRequest,
     HeaderFieldsTooLarge,
     HTTPError,
@@ -15,7 +14,8 @@ from flipedit_previewd.errors import (
     URITooLong,
     VersionNotSupported,
 )
-from flipedit_previewd.protocol import HTTPConnection, Limits, ProtocolFailure, Response
+from flipedit_previewd.http import protocol
+from flipedit_previewd.http.protocol import HTTPConnection, Limits, ProtocolFailure, Response
 
 
 def conn(**limits: int) -> HTTPConnection:
@@ -101,7 +101,7 @@ def test_http10_client_gets_close() -> None:
 
 
 def test_overload_error_carries_retry_after() -> None:
-    from flipedit_previewd.errors import Overloaded
+    from flipedit_previewd.common.errors import Overloaded
 
     response = Response.from_error(Overloaded("queue", 3))
     assert ("Retry-After", "3") in response.headers and response.status == 503 and not response.close

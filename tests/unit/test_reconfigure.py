@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from flipedit_previewd.config import SETTINGS, TYPE_NAMES, Config, Settings, load
-from flipedit_previewd.journal import EventLog
-from flipedit_previewd.lifecycle import LifecycleState
-from flipedit_previewd.reconfigure import apply
-from flipedit_previewd.server import Server
-from flipedit_previewd.service import Service
+from flipedit_previewd.app.service import Service
+from flipedit_previewd.common.journal import EventLog
+from flipedit_previewd.config.schema import SETTINGS, TYPE_NAMES, Config, Settings, load
+from flipedit_previewd.http.lifecycle import LifecycleState
+from flipedit_previewd.http.reconfigure import apply
+from flipedit_previewd.http.server import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 LIVE = [s for s in SETTINGS if not s.restart]
@@ -91,7 +91,7 @@ def test_config_has_no_untyped_access_path() -> None:
 def test_mypy_sees_every_setting_typed(tmp_path: Path) -> None:
     """With ``__getattr__ -> Any`` each line below is 'Expression has type Any'; typed fields pass."""
     probe = tmp_path / "probe_config_types.py"
-    lines = ["# mypy: disallow-any-expr", "from flipedit_previewd.config import Config", "", "", "def probe(c: Config) -> None:"]
+    lines = ["# mypy: disallow-any-expr", "from flipedit_previewd.config.schema import Config", "", "", "def probe(c: Config) -> None:"]
     lines += [f"    v{i} = c.{s.name}  # noqa" for i, s in enumerate(SETTINGS)]
     lines += [f"    print(v{i})" for i in range(len(SETTINGS))]
     probe.write_text("\n".join(lines) + "\n")

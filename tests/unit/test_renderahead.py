@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from flipedit_previewd.admission import Admission
-from flipedit_previewd.framecache import FrameCache
-from flipedit_previewd.renderahead import MAX_INTERVAL_S, RenderAhead
+from flipedit_previewd.common.framecache import FrameCache
+from flipedit_previewd.render.admission import Admission
+from flipedit_previewd.render.renderahead import MAX_INTERVAL_S, RenderAhead
 
 
 def feed(ra: RenderAhead, frames: list[int], step_s: float = 1 / 30, revision: str = "r1", start: float = 100.0,
@@ -221,7 +221,7 @@ def test_playback_is_followed_through_other_requests_of_the_same_size() -> None:
 
 
 def test_speculation_is_gated_while_most_real_renders_wait_for_a_worker() -> None:
-    from flipedit_previewd.renderahead import WAITED_MS
+    from flipedit_previewd.render.renderahead import WAITED_MS
 
     ahead = RenderAhead(8)
     for _ in range(10):

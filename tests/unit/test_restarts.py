@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from flipedit_previewd.common.journal import MESSAGE_IDS
 from flipedit_previewd.ctl.restarts import UNIT_FAILURE_RESULT, UNIT_PROCESS_EXIT, UNIT_STOPPING, classify, verdict
-from flipedit_previewd.journal import MESSAGE_IDS
 
 T0 = datetime(2026, 11, 29, 6, 0, 0)
 

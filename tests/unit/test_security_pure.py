@@ -10,16 +10,17 @@ from typing import Any
 import pytest
 from helpers import Recorder
 
-from flipedit_previewd.access import Guard, Peer, read_token, write_token
+from flipedit_previewd.common.errors import Forbidden, Misdirected, Unauthorized
+from flipedit_previewd.common.journal import MESSAGE_IDS
+from flipedit_previewd.common.rejections import ClientErrors
+from flipedit_previewd.common.textsafe import escape, is_safe_token
+from flipedit_previewd.common.token import read_token, write_token
 from flipedit_previewd.ctl.journal_read import event_of, number, short_line
 from flipedit_previewd.ctl.stats import summarise
-from flipedit_previewd.errors import Forbidden, Misdirected, Unauthorized
-from flipedit_previewd.journal import MESSAGE_IDS
-from flipedit_previewd.media import MediaError, open_media
-from flipedit_previewd.protocol import Request
-from flipedit_previewd.rejections import ClientErrors
-from flipedit_previewd.safety import effective_roots
-from flipedit_previewd.textsafe import escape, is_safe_token
+from flipedit_previewd.http.access import Guard, Peer
+from flipedit_previewd.http.protocol import Request
+from flipedit_previewd.timeline.safety import effective_roots
+from flipedit_previewd.worker.media import MediaError, open_media
 
 
 def test_escape_one_line_no_controls_bounded() -> None:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from flipedit_previewd.errors import BadRequest, Forbidden, PathRefused, TimelineInvalid, as_http
-from flipedit_previewd.safety import check_timeline_paths
-from flipedit_previewd.timeline import Clip, restat, timeline_from_json
+from flipedit_previewd.common.errors import BadRequest, Forbidden, PathRefused, TimelineInvalid, as_http
+from flipedit_previewd.timeline.model import Clip, restat, timeline_from_json
+from flipedit_previewd.timeline.safety import check_timeline_paths
 
 
 def doc(**clip: object) -> dict[str, object]:

@@ -12,7 +12,17 @@ from typing import Any
 
 import pytest
 
-from flipedit_previewd.timeline import MAX_CANVAS_SIDE, Clip, Rect, Timeline, Track, empty_timeline, restat, stat_of, timeline_from_json
+from flipedit_previewd.timeline.model import (
+    MAX_CANVAS_SIDE,
+    Clip,
+    Rect,
+    Timeline,
+    Track,
+    empty_timeline,
+    restat,
+    stat_of,
+    timeline_from_json,
+)
 
 CANVAS, FPS = (1280, 720), 30.0
 C0 = "timeline.tracks[0].clips[0]"
@@ -31,7 +41,7 @@ def track(**fields: Any) -> dict[str, Any]:
 
 
 def refused(data: Any) -> tuple[str, str]:
-    from flipedit_previewd.errors import TimelineInvalid
+    from flipedit_previewd.common.errors import TimelineInvalid
 
     with pytest.raises(TimelineInvalid) as info:
         timeline_from_json(data, CANVAS, FPS)

@@ -1,0 +1,1 @@
+"""The application: the composition root, routes, the frame use case, health and supervision."""

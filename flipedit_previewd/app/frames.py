@@ -1,0 +1,210 @@
+"""GET /get_frame/<n>, the use case: ETag and 304, the frame cache, render-ahead planning, the
+request's log entry; the render itself goes one way through the dispatcher (dispatch.py).
+
+Runs on the event loop only. What it needs from the service around it (the current timeline,
+query parsing, request counters) is the narrow ``FrameHost`` interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import OrderedDict, deque
+from typing import Any, Protocol
+
+from flipedit_previewd.common.errors import HTTPError, Overloaded
+from flipedit_previewd.common.journal import EventLog
+from flipedit_previewd.common.metrics import Metrics
+from flipedit_previewd.common.rejections import RejectionSummary
+from flipedit_previewd.common.textsafe import is_safe_token
+from flipedit_previewd.config.schema import Config
+from flipedit_previewd.http.protocol import Request, Response
+from flipedit_previewd.render.dispatch import Dispatcher, FrameResult, HeavyFrameRefused, frame_etag
+from flipedit_previewd.timeline.model import Timeline
+from flipedit_previewd.timeline.projectdb import ProjectSource
+from flipedit_previewd.worker.output import OutputSpec
+
+RECENT_PROBLEMS = 20  # sources listed in /health's media_problems
+AHEAD_TTL_S = 1.0  # a render-ahead job not started within this is no longer ahead of anything
+
+
+class FrameHost(Protocol):
+    config: Config
+    log: EventLog
+    metrics: Metrics
+    rejections: RejectionSummary
+    source: ProjectSource
+    latencies: deque[float]
+    overloaded_since: float | None
+
+    async def timeline(self) -> Timeline: ...
+
+    def output_spec(self, request: Request, timeline: Timeline) -> OutputSpec: ...
+
+    def note_rejection(self) -> None: ...
+
+    def _count(self, outcome: str) -> None: ...
+
+
+# A frame's bytes are fixed by its strong ETag (timeline revision, frame, output), but the timeline can change
+# at any moment: a browser or proxy may keep a frame, yet must ask again each time (If-None-Match, answered 304
+# at no render cost) rather than show a stale one. Sent on the 200 and, as RFC 9110 asks, on the 304.
+FRAME_CACHING = ("Cache-Control", "no-cache")
+
+
+def etag_matches(header: str, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
+class FrameService:
+    def __init__(self, host: FrameHost, dispatcher: Dispatcher) -> None:
+        self.host = host
+        self.dispatcher = dispatcher
+        self.admission = dispatcher.admission
+        self.cache = dispatcher.cache
+        self.ahead = dispatcher.ahead
+        self._request_seq = 0
+        self._problems_reported: set[tuple[str, str]] = set()  # once per daemon, whichever worker met it
+        self._recent_problems: OrderedDict[str, tuple[str, float]] = OrderedDict()  # source -> (problem, when): /health, doctor
+        dispatcher.hooks.timeline_read = self.publish_source_events
+        dispatcher.hooks.media_problem = self._media_problem
+        self.apply(host.config)
+
+    def apply(self, config: Config) -> None:
+        """At start and on reload: render-ahead, the render budget, how long heavy frames stay refused."""
+        self.ahead.frames = config.render_ahead_frames if config.render_ahead else 0
+        limit = config.render_ahead_workers or max(1, config.workers - 1)
+        self.admission.ahead_limit = min(limit, config.workers) if self.ahead.frames else 0
+        if not self.ahead.frames:
+            self.admission.retain_ahead(lambda p: False)
+        # kept below hang_threshold so a heavy render never looks like a hang
+        self.dispatcher.budget = float(min(config.render_budget, config.hang_threshold * 0.8))
+        self.dispatcher.heavy.ttl = config.heavy_frame_ttl
+
+    def render_ahead_stats(self) -> dict[str, Any]:
+        c = self.admission.counters
+        return {"enabled": bool(self.ahead.frames), "frames": self.ahead.frames, "workers": self.admission.ahead_limit,
+                "gestures": len(self.ahead.tracks), "queued": len(self.admission.ahead), "running": self.admission.ahead_running(),
+                **self.ahead.counters, "started": c["ahead_started"], "taken_over": c["ahead_taken_over"],
+                "dropped": c["ahead_dropped"], "hits": self.cache.ahead_hits, "wasted": self.cache.ahead_wasted,
+                "contended": self.ahead.contended}
+
+    def publish_source_events(self) -> None:
+        source = self.host.source
+        for state, message in source.drain_events():
+            if state == "ok":
+                self.host.metrics.timeline_reads.inc()
+            self.host.log.emit("project", message, "info" if state == "ok" else "warning",
+                               PROJECT=source.path, PROJECT_STATE=state, TIMELINE_READS=source.health.reads)
+
+    def _media_problem(self, path: str, problem: str) -> None:
+        if (path, problem) in self._problems_reported:
+            return
+        if len(self._problems_reported) > 10_000:
+            self._problems_reported.clear()
+        self._problems_reported.add((path, problem))
+        self._recent_problems.pop(path, None)
+        self._recent_problems[path] = (problem, time.monotonic())
+        while len(self._recent_problems) > RECENT_PROBLEMS:
+            self._recent_problems.popitem(last=False)
+        self.host.log.emit("media_problem", f"media problem in {path}: {problem}", "warning", SOURCE_PATH=path, PROBLEM=problem)
+
+    def media_problems(self) -> list[dict[str, Any]]:
+        """The sources whose latest render met a problem, newest last (each also journalled once)."""
+        now = time.monotonic()
+        return [{"path": path, "problem": problem, "age_s": round(now - when, 1)}
+                for path, (problem, when) in self._recent_problems.items()]
+
+    def _plan_ahead(self, frame: int, spec: OutputSpec, timeline: Timeline) -> None:
+        """For every real frame request: follow a playback or scrub with render-ahead jobs."""
+        if not self.ahead.frames or not self.cache.capacity:
+            return
+        plan = self.ahead.observe(time.monotonic(), spec, frame, timeline.revision, timeline.total_frames)
+        revision = timeline.revision
+        if plan is None:
+            self.admission.retain_ahead(lambda p: p.revision == revision)
+            return
+        if (self.host.overloaded_since is not None or self.admission.queue or self.ahead.contended
+                or len(self.admission.in_flight) - self.admission.ahead_running() >= self.host.config.workers):
+            # Real work is waiting, being refused, occupies every worker now (the first requests of a
+            # flood, before any is refused) or has kept them busy lately: a guess would take its CPU.
+            self.ahead.counters["suppressed"] += 1
+            self.admission.retain_ahead(lambda p: False)
+            return
+        wanted = {(f, spec) for f in plan.frames}
+        self.admission.retain_ahead(lambda p: p.revision == revision and (p.key[1] != spec or p.key in wanted))
+        for f in plan.frames:
+            if frame_etag(timeline, f, spec) not in self.cache:
+                if self.admission.speculate((f, spec), revision, AHEAD_TTL_S, 4 * self.ahead.frames):
+                    self.ahead.counters["planned"] += 1
+
+    async def get_frame(self, request: Request, frame: int, client: str) -> Response:
+        host = self.host
+        begun = time.monotonic()
+        self._request_seq += 1
+        given = request.headers.get("x-request-id", "")
+        request_id = given if is_safe_token(given) else f"{os.getpid()}-{self._request_seq}"
+        timeline = await host.timeline()
+        spec = host.output_spec(request, timeline)
+        fields: dict[str, Any] = {"REQUEST_ID": request_id, "METHOD": request.method, "PATH": request.target,
+                                  "FRAME": frame, "CLIENT": client}
+        etag = frame_etag(timeline, frame, spec)
+        self._plan_ahead(frame, spec, timeline)
+        if etag_matches(request.headers.get("if-none-match", ""), etag):
+            host._count("not_modified")
+            return Response(304, b"", spec.content_type, headers=[("ETag", etag), FRAME_CACHING])
+        cached = self.cache.get(etag)
+        if cached is not None:
+            host._count("cached")
+            host.latencies.append((time.monotonic() - begun) * 1000)
+            return Response(200, cached[0], cached[1], headers=[("ETag", etag), FRAME_CACHING, ("X-Cache", "hit"), ("X-Request-Id", request_id)])
+        outcome = "failed"
+        status = 500
+        refused_at_once = False
+        result: FrameResult | None = None
+        try:
+            result = await self.dispatcher.render((frame, spec), timeline.revision, etag)
+            outcome, status = ("shared" if result.shared else "rendered"), 200
+        except asyncio.CancelledError:
+            outcome, status = "cancelled", 499
+            raise
+        except Overloaded as exc:
+            outcome, status = ("timeout" if exc.limit == "deadline" else "rejected"), 503
+            fields["LIMIT"] = exc.limit
+            raise
+        except HTTPError as exc:
+            outcome, status = ("timeout" if exc.status == 504 else "failed"), exc.status
+            refused_at_once = isinstance(exc, HeavyFrameRefused)
+            fields["ERROR"] = exc.detail
+            if exc.extra.get("limit"):
+                fields["LIMIT"] = exc.extra["limit"]
+            raise
+        finally:
+            total_ms = (time.monotonic() - begun) * 1000
+            host._count(outcome)
+            host.metrics.total_time.observe(total_ms / 1000)
+            if status == 200:
+                host.latencies.append(total_ms)
+            if outcome == "rejected":
+                host.note_rejection()
+            fields.update(STATUS=status, OUTCOME=outcome, TOTAL_MS=round(total_ms, 2),
+                          QUEUE_DEPTH=len(self.admission.queue), IN_FLIGHT=len(self.admission.in_flight))
+            if result is not None:
+                if not result.cached:
+                    self.ahead.note_real_render(result.queue_ms)
+                fields.update(QUEUE_MS=round(result.queue_ms, 2), RENDER_MS=round(result.render_ms, 2), BYTES=len(result.body),
+                              CACHE="hit" if result.cached else "miss")
+            if status == 503 or refused_at_once:
+                # refused without a render: counted, and summarised once a second (rejections.py)
+                host.rejections.add(outcome, str(fields.get("LIMIT", "other")))
+            else:
+                host.log.emit("request", f"{request.method} {request.target} -> {status} {outcome} in {total_ms:.1f} ms",
+                              "info" if status < 500 else "warning", **fields)
+        return Response(200, result.body, result.content_type,
+                        headers=[("ETag", result.etag), FRAME_CACHING, ("X-Cache", "hit" if result.cached else "miss"), ("X-Request-Id", request_id),
+                                 ("X-Render-Ms", f"{result.render_ms:.1f}"), ("X-Queue-Ms", f"{result.queue_ms:.1f}")])

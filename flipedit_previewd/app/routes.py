@@ -1,0 +1,182 @@
+"""The routes: which path does what, query parsing, PUT /timeline, and the one error boundary.
+
+``Routes.handle`` is the only place where an ``HTTPError`` (or a bug) becomes a response; a
+route raises, it never builds an error answer itself. Frames go to the frame use-case
+(``Service.get_frame``); everything slow on untrusted input (parsing a timeline, checking its
+paths, serialising a large one) runs in the offload threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from flipedit_previewd import __version__
+from flipedit_previewd.app import viewer
+from flipedit_previewd.common.errors import BadRequest, DomainError, HTTPError, MethodNotAllowed, NotFound, RenderFailed, as_http
+from flipedit_previewd.config.schema import Config
+from flipedit_previewd.config.values import MAX_SIDE  # one bound for a canvas side and for a requested output side
+from flipedit_previewd.http.lifecycle import Lifecycle
+from flipedit_previewd.http.protocol import Request, Response
+from flipedit_previewd.timeline.model import Timeline, timeline_from_json
+from flipedit_previewd.timeline.safety import check_timeline_paths
+from flipedit_previewd.worker.output import OutputSpec
+
+if TYPE_CHECKING:
+    from flipedit_previewd.app.service import Service
+
+MAX_FRAME = 10_000_000
+VIEWER_FILES = {"/viewer.js": (viewer.JS, "text/javascript; charset=utf-8"), "/viewer.css": (viewer.CSS, "text/css; charset=utf-8"),
+                "/favicon.svg": (viewer.ICON, "image/svg+xml"), "/favicon.ico": (viewer.ICON, "image/svg+xml")}
+# /health and /metrics describe this instant: no cache (browser, proxy) may keep or replay one. Frames have
+# their own policy (``frames.FRAME_CACHING``: kept, but validated by ETag each time).
+NO_STORE = ("Cache-Control", "no-store")
+
+
+class Routes:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def handle(self, request: Request, client: str = "") -> Response:
+        s = self.service
+        try:
+            return await self._route(request, client)
+        except (HTTPError, DomainError) as raised:
+            answer = as_http(raised)  # a refused path or an invalid timeline: the one place they get a status
+            if 400 <= answer.status < 500:
+                s.note_client_error(answer.status, f"{request.method} {request.target[:200]}: {answer.detail}")
+                if request.path.startswith("/get_frame/"):  # a frame request all the same (a render's errors are 5xx)
+                    s.metrics.requests.labels("client_error").inc()
+            return Response.from_error(answer)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the boundary: log, answer 500, keep serving
+            s.log.emit("protocol_error", f"internal error on {request.target}: {type(exc).__name__}: {exc}", "err",
+                       PATH=request.target)
+            return Response.from_error(RenderFailed(f"internal error: {type(exc).__name__}"))
+
+    async def _route(self, request: Request, client: str) -> Response:
+        s = self.service
+        path = request.path
+        method = request.method
+        if path.startswith("/get_frame/"):
+            _require(method, ("GET", "HEAD"))
+            frame = frame_index(path[len("/get_frame/"):])
+            if s.lifecycle.current is Lifecycle.STOPPED:
+                raise s.refuse("stopping", "the daemon is stopping")
+            return await s.get_frame(request, frame, client)
+        if path == "/health":
+            _require(method, ("GET", "HEAD"))
+            s._count("health")
+            return Response.json(200, s.health(), headers=[NO_STORE])
+        if path == "/metrics":
+            _require(method, ("GET", "HEAD"))
+            return Response(200, s.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8", headers=[NO_STORE])
+        if path == "/debug/timeline":
+            _require(method, ("GET", "HEAD"))
+            timeline = await s.timeline()
+            queue_stats = {"queue_size": len(s.admission.queue), "active_requests": len(s.admission.in_flight)}
+            return await s.offload.run(lambda: _large_json({**timeline.debug_json(), "queue_stats": queue_stats}))
+        if path == "/timeline":
+            _require(method, ("GET", "HEAD", "PUT", "DELETE"))
+            if method == "PUT":
+                return await self.put_timeline(request)
+            if method == "DELETE":
+                s.source.set_json(None)
+                return Response.json(200, {"source": "database", "path": s.source.path})
+            timeline = await s.timeline()
+            return await s.offload.run(lambda: _large_json(timeline.to_json()))
+        if path == "/":
+            _require(method, ("GET", "HEAD"))
+            if "text/html" in request.headers.get("accept", ""):
+                return Response(200, viewer.HTML.encode(), "text/html; charset=utf-8", headers=list(viewer.HEADERS))
+            return Response.json(200, {"service": "flipedit-previewd", "version": __version__,
+                                       "endpoints": ["/get_frame/<n>", "/health", "/metrics", "/debug/timeline", "/debug/events",
+                                                     "/timeline"]})
+        if path in VIEWER_FILES:
+            _require(method, ("GET", "HEAD"))
+            body, kind = VIEWER_FILES[path]
+            return Response(200, body.encode(), kind, headers=list(viewer.HEADERS))
+        if path == "/debug/events":
+            _require(method, ("GET", "HEAD"))
+            return Response.json(200, {"events": list(s.log.recent)}, headers=[("Cache-Control", "no-store")])
+        raise NotFound(f"no such endpoint: {path[:80]}")
+
+    async def put_timeline(self, request: Request) -> Response:
+        s = self.service
+        timeline = await s.offload.run(self._parse_timeline, request.body)
+        s.source.set_json(timeline)
+        return Response.json(200, {"revision": timeline.revision, "clips": len(timeline.clips), "total_frames": timeline.total_frames})
+
+    def _parse_timeline(self, body: bytes) -> Timeline:
+        """In an offload thread: parse, validate, check limits and paths (each can be slow on hostile input)."""
+        s = self.service
+        try:
+            data = json.loads(body or b"null")
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(f"timeline: body is not valid JSON: {exc}", field="timeline") from None
+        timeline = timeline_from_json(data, (s.config.canvas_width, s.config.canvas_height), s.config.frame_rate)
+        s.check_limits(timeline)
+        check_timeline_paths(timeline, s.allowed_roots(timeline))
+        return timeline
+
+
+def frame_index(raw: str) -> int:
+    """/get_frame/<n>: a whole number from 0; anything else is the client's mistake (400, one message for all)."""
+    try:
+        frame = int(raw) if raw.isascii() and raw.lstrip("-").isdigit() else -1
+    except ValueError:
+        frame = -1
+    if frame < 0:
+        raise BadRequest(f"frame index must be a whole number from 0, not {raw[:40]!r}", field="frame")
+    if frame > MAX_FRAME:
+        raise BadRequest(f"frame index {frame} is absurd", field="frame")
+    return frame
+
+
+def output_spec(query: dict[str, str], timeline: Timeline, config: Config) -> OutputSpec:
+    """?width=&height=&quality=&format= against the timeline's canvas and the configured limits."""
+    cw, ch = timeline.canvas_width, timeline.canvas_height
+    width = _int_param(query, "width", 1, MAX_SIDE)
+    height = _int_param(query, "height", 1, MAX_SIDE)
+    if width and not height:
+        height = max(1, round(width * ch / cw))
+    elif height and not width:
+        width = max(1, round(height * cw / ch))
+    width, height = width or cw, height or ch
+    if width * height > config.max_output_pixels:
+        raise BadRequest(f"output {width}x{height} exceeds {config.max_output_pixels} pixels", field="width")
+    quality = _int_param(query, "quality", 1, 95) or config.jpeg_quality
+    fmt = query.get("format", "jpeg").lower()
+    if fmt not in ("jpeg", "jpg", "png"):
+        raise BadRequest(f"format must be jpeg or png, not {fmt!r}", field="format")
+    if fmt == "png":
+        # PNG ignores quality: one cache key and ETag for every ?quality= (no 95 renders of the same bytes).
+        return OutputSpec(width, height, 0, "png")
+    return OutputSpec(width, height, quality, "jpeg")
+
+
+def _large_json(payload: Any) -> Response:
+    """A 200 JSON answer built by the pure-Python encoder (in an offload thread): the C encoder
+    serialises a 50,000-clip timeline in one call holding the GIL, which stalls the event loop."""
+    encoder = json.JSONEncoder(separators=(",", ":"))
+    return Response(200, "".join(encoder.iterencode(payload)).encode(), "application/json")
+
+
+def _require(method: str, allowed: tuple[str, ...]) -> None:
+    if method not in allowed:
+        raise MethodNotAllowed(f"{method} not allowed here; use {', '.join(allowed)}", allow=allowed)
+
+
+def _int_param(query: dict[str, str], name: str, low: int, high: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, not {raw[:20]!r}", field=name) from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}", field=name)
+    return value

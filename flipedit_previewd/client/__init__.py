@@ -1,0 +1,1 @@
+"""A client of the daemon, importable by the editor's tools without loading any server module."""

@@ -1,0 +1,1 @@
+"""Shared leaves: errors, text escaping, percentiles, read-only SQLite, the journal, metrics. No knowledge of HTTP or rendering."""

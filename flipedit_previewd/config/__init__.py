@@ -1,0 +1,1 @@
+"""The one configuration schema (flags, environment, TOML, docs) and its value parsers."""

@@ -1,0 +1,331 @@
+"""Admission control and request coalescing in front of the worker pool.
+
+The old server queued behind a global lock and wedged. Here every render
+request is either joined to an identical pending one, queued with a deadline,
+or refused at once with a complete 503 whose ``Retry-After`` comes from the
+measured service rate. The render reads the timeline when it *starts*, so a
+drag (same URL, changing database) costs at most one render in flight plus one
+pending per URL, and every waiter gets the newest frame.
+
+The queue is shared between the event loop (which submits and cancels) and
+the dispatcher's threads (which take jobs and finish them, dispatch.py), so it
+is guarded by a condition variable. Admission knows jobs, not workers: a taker
+may say which frame its decoders are at (``near``), nothing more. Takers never
+wait for the event loop: when the loop is busy answering a flood of 503s, the
+workers keep rendering at full speed. Futures belong to the loop, so results
+are handed over with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flipedit_previewd.common.errors import Overloaded
+
+Key = tuple[Any, ...]
+LOCALITY_FRAMES = 30  # a taker prefers a queued frame this close after its decoders' position (about one GOP)
+
+
+@dataclass(eq=False)  # identity: one job is one object (in_flight membership)
+class Pending:
+    key: Key
+    deadline: float
+    future: asyncio.Future[Any]
+    enqueued: float = field(default_factory=time.monotonic)
+    waiters: int = 0
+    started: float = 0.0
+    speculative: bool = False  # render-ahead: nobody waits yet; a real request may take it over
+    revision: str = ""  # the timeline revision it was planned for / its requests arrived with / it renders
+
+
+class RateMeter:
+    """Completions per second over a sliding window, for Retry-After and STATUS=."""
+
+    def __init__(self, window: float = 10.0) -> None:
+        self.window = window
+        self.events: deque[float] = deque()
+
+    def mark(self, now: float | None = None) -> None:
+        self.events.append(time.monotonic() if now is None else now)
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        while self.events and self.events[0] < now - self.window:
+            self.events.popleft()
+        if not self.events:
+            return 0.0
+        span = max(now - self.events[0], 1.0)
+        return len(self.events) / span
+
+
+def retry_after(backlog: int, rate: float, capacity: int) -> int:
+    """Seconds until the current backlog should have drained, at least 1, at most 30."""
+    if rate <= 0:
+        rate = max(capacity, 1) * 0.5
+    return max(1, min(30, math.ceil((backlog + 1) / rate)))
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class Admission:
+    def __init__(self, capacity: int, queue_size: int, queue_timeout: float) -> None:
+        self.capacity = capacity
+        self.queue_size = queue_size
+        self.queue_timeout = queue_timeout
+        self.queue: OrderedDict[Key, Pending] = OrderedDict()
+        self.in_flight: list[Pending] = []
+        self.rate = RateMeter()
+        self.rejections: deque[tuple[float, str]] = deque()
+        self.counters: dict[str, int] = {"admitted": 0, "joined": 0, "rejected": 0, "expired": 0, "cancelled": 0,
+                                         "ahead_queued": 0, "ahead_started": 0, "ahead_taken_over": 0, "ahead_dropped": 0}
+        # Render-ahead jobs: looked at only when no real job is eligible, at most ``ahead_limit`` running.
+        self.ahead: OrderedDict[Key, Pending] = OrderedDict()
+        self.ahead_limit = 0
+        self.closed = False
+        self._cond = threading.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def backlog(self) -> int:
+        with self._cond:
+            return len(self.queue) + len(self.in_flight)
+
+    def reject(self, limit: str, detail: str = "") -> Overloaded:
+        now = time.monotonic()
+        with self._cond:
+            self.rejections.append((now, limit))
+            self.counters["rejected"] += 1
+            backlog, rate = len(self.queue) + len(self.in_flight), self.rate.rate(now)
+        return Overloaded(limit, retry_after(backlog, rate, self.capacity), detail)
+
+    def rejected_recently(self, seconds: float) -> int:
+        now = time.monotonic()
+        with self._cond:
+            while self.rejections and self.rejections[0][0] < now - 60:
+                self.rejections.popleft()
+            return sum(1 for at, _ in self.rejections if at >= now - seconds)
+
+    def _resolve(self, pending: Pending, result: Any = None, error: BaseException | None = None) -> None:
+        """From any thread: settle the loop-owned future on the loop."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            _settle(pending.future, result, error)
+        else:
+            try:
+                loop.call_soon_threadsafe(_settle, pending.future, result, error)
+            except RuntimeError:
+                pass  # loop closed during shutdown
+
+    # --- the event loop's side ---------------------------------------------------------------
+
+    def submit(self, key: Key, revision: str = "") -> Pending:
+        """Join an identical queued request, or queue a new one, or raise ``Overloaded``.
+
+        ``revision`` is the timeline revision current when the request arrived: a queued job for the
+        same key is not held back behind an in-flight render of an older revision (see ``_eligible``).
+        """
+        if self.closed:
+            raise self.reject("stopping", "the daemon is stopping")
+        with self._cond:
+            pending = self.queue.get(key)
+            if pending is not None:
+                pending.waiters += 1
+                pending.revision = revision or pending.revision
+                self.counters["joined"] += 1
+                return pending
+            full = len(self.queue) >= self.queue_size
+            if not full:
+                loop = asyncio.get_running_loop()
+                ahead = self.ahead.pop(key, None)
+                if ahead is not None:
+                    # The editor caught up with a frame queued ahead: it becomes a real job, no second one.
+                    self.counters["ahead_taken_over"] += 1
+                    ahead.speculative, ahead.waiters = False, 1
+                    ahead.revision = revision or ahead.revision
+                    ahead.enqueued, ahead.deadline = time.monotonic(), time.monotonic() + self.queue_timeout
+                    self.queue[key] = ahead
+                    self.counters["admitted"] += 1
+                    self._cond.notify()
+                    loop.call_later(self.queue_timeout, self._expire, ahead)
+                    return ahead
+                pending = Pending(key, time.monotonic() + self.queue_timeout, loop.create_future(), waiters=1,
+                                  revision=revision)
+                self.queue[key] = pending
+                self.counters["admitted"] += 1
+                self._cond.notify()
+                # Deadlines by timer: answered 503 at its deadline, whatever the workers are doing.
+                loop.call_later(self.queue_timeout, self._expire, pending)
+                return pending
+        raise self.reject("queue", f"render queue full ({self.queue_size} waiting)")
+
+    def leave(self, pending: Pending) -> None:
+        """A waiter went away (client disconnected); drop the job if nobody waits and it has not started."""
+        with self._cond:
+            pending.waiters -= 1
+            if pending.waiters > 0 or pending.started or self.queue.get(pending.key) is not pending:
+                return
+            del self.queue[pending.key]
+            self.counters["cancelled"] += 1
+        pending.future.cancel()
+
+    def speculate(self, key: Key, revision: str, ttl: float, max_queued: int) -> bool:
+        """Queue a render-ahead job unless the frame is already queued, running or enough are queued."""
+        if self.closed or self.ahead_limit <= 0:
+            return False
+        with self._cond:
+            if key in self.queue or key in self.ahead or len(self.ahead) >= max_queued:
+                return False
+            if any(p.key == key for p in self.in_flight):
+                return False
+            pending = Pending(key, time.monotonic() + ttl, asyncio.get_running_loop().create_future(),
+                              speculative=True, revision=revision)
+            self.ahead[key] = pending
+            self.counters["ahead_queued"] += 1
+            self._cond.notify()
+            return True
+
+    def retain_ahead(self, keep: Callable[[Pending], bool]) -> int:
+        """Drop queued render-ahead jobs that no longer pay (revision changed, playback stopped, overload)."""
+        if not self.ahead:
+            return 0  # the usual case, on every frame request (overload included): no lock needed
+        with self._cond:
+            dropped = [p for p in self.ahead.values() if not keep(p)]
+            for pending in dropped:
+                del self.ahead[pending.key]
+            self.counters["ahead_dropped"] += len(dropped)
+        return len(dropped)
+
+    def ahead_running(self) -> int:
+        """Render-ahead jobs running now (for /health; ``_eligible`` counts under the lock it holds)."""
+        with self._cond:
+            return self._ahead_running()
+
+    def _ahead_running(self) -> int:
+        return sum(1 for p in self.in_flight if p.speculative)
+
+    def _expire(self, pending: Pending) -> None:
+        """The deadline timer of one queued job: still waiting for a worker means 503 now."""
+        with self._cond:
+            if pending.started or self.queue.get(pending.key) is not pending:
+                return
+            del self.queue[pending.key]
+            self.counters["expired"] += 1
+        self._resolve(pending, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
+
+    def expire_overdue(self) -> None:
+        """Answer queued jobs whose deadline passed while every worker was busy."""
+        now = time.monotonic()
+        with self._cond:
+            expired = [p for p in self.queue.values() if now > p.deadline]
+            for pending in expired:
+                del self.queue[pending.key]
+                self.counters["expired"] += 1
+        for pending in expired:
+            self._resolve(pending, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
+
+    # --- the takers' side (the dispatcher's threads) --------------------------------------------
+
+    def _eligible(self, near: int | None = None) -> Pending | None:
+        """The oldest queued job whose key is not being rendered: one render in flight per URL.
+
+        Unless a younger one is a few frames after ``near`` (the taker's decoder position), while the oldest
+        still has more than half its queue time left: that worker's decoders then go on forward instead
+        of seeking back to a keyframe (under overload the admitted frames are scattered, and seeking
+        was the largest cost in the profile, bench/RESULTS.md).
+
+        Unless the render in flight is of an older timeline revision than the one the queued job's
+        requests arrived with (a drag): then it starts at once on another worker instead of waiting
+        for a frame its requests must not get anyway.
+        Real jobs first; a render-ahead job only when no real one can start and fewer than
+        ``ahead_limit`` speculative renders run, so speculation only ever uses idle workers.
+        """
+        busy = {p.key for p in self.in_flight}
+        rendering = {(p.key, p.revision) for p in self.in_flight}
+        chosen: Pending | None = None
+        last, nearest = near, LOCALITY_FRAMES
+        for pending in self.queue.values():
+            if pending.key not in busy or (pending.revision and (pending.key, pending.revision) not in rendering):
+                if chosen is None:
+                    chosen = pending
+                    if last is None or chosen.deadline - time.monotonic() < self.queue_timeout / 2:
+                        break  # no decoder position to follow, or the oldest is getting late: it goes first
+                frame = pending.key[0]
+                if last is not None and isinstance(frame, int) and 0 <= frame - last < nearest:
+                    chosen, nearest = pending, frame - last
+        if chosen is not None:
+            return chosen
+        if self.ahead and self._ahead_running() < self.ahead_limit:
+            now = time.monotonic()
+            for pending in list(self.ahead.values()):
+                if now > pending.deadline:
+                    del self.ahead[pending.key]
+                    self.counters["ahead_dropped"] += 1
+                elif pending.key not in busy:
+                    return pending
+        return None
+
+    def take(self, stop: threading.Event, near: int | None = None) -> Pending | None:
+        """Block until there is a job whose deadline has not passed; None once ``stop`` is set or closed.
+
+        ``near``: the frame the taker's decoders are at, if any (locality, see ``_eligible``).
+        """
+        while True:
+            expired: Pending | None = None
+            with self._cond:
+                while (pending := self._eligible(near)) is None:
+                    if stop.is_set() or self.closed:
+                        return None
+                    self._cond.wait(0.5)
+                if pending.speculative:
+                    del self.ahead[pending.key]
+                    self.counters["ahead_started"] += 1
+                    pending.started = time.monotonic()
+                    self.in_flight.append(pending)
+                    return pending
+                del self.queue[pending.key]
+                if time.monotonic() > pending.deadline:
+                    self.counters["expired"] += 1
+                    expired = pending
+                else:
+                    pending.started = time.monotonic()
+                    self.in_flight.append(pending)
+                    return pending
+            self._resolve(expired, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
+
+    def finish(self, pending: Pending, result: Any = None, error: BaseException | None = None) -> None:
+        """A taken job is done: settle its future on the loop (a render-ahead job's error is dropped)."""
+        with self._cond:
+            if pending in self.in_flight:
+                self.in_flight.remove(pending)
+            if not pending.speculative:
+                self.rate.mark()
+            self._cond.notify_all()  # a job for the same URL may now start
+        if pending.speculative:
+            error = None  # nobody awaits a render-ahead job: an error is counted, never raised
+        self._resolve(pending, result, error)
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self.ahead.clear()
+            self._cond.notify_all()

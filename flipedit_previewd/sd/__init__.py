@@ -1,0 +1,1 @@
+"""systemd: adopted sockets and the file descriptor store."""

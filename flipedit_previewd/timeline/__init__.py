@@ -1,0 +1,1 @@
+"""What is shown: the timeline model, the editor's project database, following projects, limits, where media may be read from."""
