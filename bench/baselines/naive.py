@@ -8,7 +8,8 @@ import io
 import av
 from PIL import Image, ImageDraw
 
-from flipedit_previewd.projectdb import open_readonly, read_timeline
+from flipedit_previewd.projectdb import read_timeline
+from flipedit_previewd.readonlydb import open_readonly
 from flipedit_previewd.timeline import Timeline
 
 
