@@ -268,6 +268,20 @@ def pattern(name: str, frames: int, count: int, seed: int = 1) -> list[tuple[flo
     return out
 
 
+def decode_work(jobs: list[tuple[float, int]], gop: int, forward_limit: int = 90) -> list[int]:
+    """Frames one decoder decodes per request, by flipedit_previewd/media.py's rule as of this writing: forward from
+    where it stands when the target is at most ``forward_limit`` frames ahead, otherwise a seek to the target's
+    keyframe and forward from there (B-frame reordering and the other worker ignored: a model, not a measurement)."""
+    out, at = [], None
+    for _, target in jobs:
+        if at is not None and at <= target <= at + forward_limit:
+            out.append(target - at)
+        else:
+            out.append(target - target // gop * gop + 1)
+        at = target
+    return out
+
+
 def describe(jobs: list[tuple[float, int]]) -> str:
     steps = [abs(b[1] - a[1]) for a, b in zip(jobs, jobs[1:], strict=False)]
     span = jobs[-1][0] - jobs[0][0]
@@ -289,7 +303,10 @@ def main() -> int:
         if args.info:
             print("  ", probe(path))
             for p in PATTERNS:
-                print(f"   {p}: {describe(pattern(p, SCENES[name].frames, 120))}")
+                jobs = pattern(p, SCENES[name].frames, 120)
+                work = sorted(decode_work(jobs, SCENES[name].gop))
+                print(f"   {p}: {describe(jobs)}; frames decoded per request (model, one decoder): "
+                      f"median {work[len(work) // 2]}, p95 {work[int(0.95 * (len(work) - 1))]}, mean {sum(work) / len(work):.0f}")
     return 0
 
 

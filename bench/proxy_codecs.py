@@ -15,7 +15,9 @@ by ``ffmpeg -threads 1`` (decoding, scaling and encoding on one core) and measur
              backward to the frame's keyframe and decode up to it: median and p95 over --frames random
              frames (seeded)
   compose    the same frames rendered by the daemon's own render function (compositor.compose, the proxy as
-             a clip filling the 1280x720 canvas, JPEG out): what a worker spends per request
+             a clip filling the 1280x720 canvas, JPEG out): what a worker spends per request; "seeking" is the
+             same with media.py's FORWARD_DECODE_LIMIT set to 1 in this process (a what-if: media.py decodes up
+             to 90 frames forward rather than seek, even through keyframes, which all-intra media never needs)
 With --daemon, the chosen candidates (--daemon-candidates) are also served by the daemon itself (one clip,
 the proxy, filling the canvas; frame cache off) and asked for random and scrub patterns as bench/peers.py
 does: per-request latency through the whole daemon.
@@ -86,18 +88,16 @@ def ffmpeg_timed(argv: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def base_argv(source: Path, seconds: float, flags: str) -> list[str]:
+def base_argv(source: Path, seconds: float, vf: str) -> list[str]:
     return [footage.FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-threads", "1", "-t", f"{seconds}",
-            "-i", str(source), "-filter_threads", "1", "-vf", f"scale={W}:{H}:flags={flags}", "-an"]
+            "-i", str(source), "-filter_threads", "1", "-vf", vf, "-an"]
 
 
 def make_proxy(source: Path, seconds: float, candidate: Candidate | None, out: Path) -> tuple[float, float]:
-    flags = scaler(source)
+    vf = f"scale={W}:{H}:flags={scaler(source)}"
     if candidate is None:  # the source alone: decode and scale, nothing written
-        return ffmpeg_timed([*base_argv(source, seconds, flags), "-f", "null", "-"])
-    argv = base_argv(source, seconds, flags)
-    argv[-3] += f",format={candidate.pix_fmt}"
-    return ffmpeg_timed([*argv, "-threads", "1", *candidate.encode, str(out)])
+        return ffmpeg_timed([*base_argv(source, seconds, vf), "-f", "null", "-"])
+    return ffmpeg_timed([*base_argv(source, seconds, f"{vf},format={candidate.pix_fmt}"), "-threads", "1", *candidate.encode, str(out)])
 
 
 def make_reference(source: Path, seconds: float, out: Path) -> None:
@@ -142,20 +142,30 @@ def random_decode(proxy: Path, count: int, seed: int = 7) -> tuple[float, float]
     return statistics.median(times), percentile(times, 95) or 0.0
 
 
-def compose_random(proxy: Path, seconds: float, count: int, seed: int = 7) -> tuple[float, float]:
-    """ms per random frame through the daemon's render function (one clip, the proxy, filling the canvas)."""
+def compose_random(proxy: Path, seconds: float, count: int, seed: int = 7, forward_limit: int | None = None) -> tuple[float, float]:
+    """ms per random frame through the daemon's render function (one clip, the proxy, filling the canvas).
+
+    ``forward_limit`` (a what-if, set in this process only): media.py's FORWARD_DECODE_LIMIT, the number of frames
+    it decodes forward rather than seek; 1 = seek for anything but the next frame (right for all-intra media)."""
+    from flipedit_previewd import media as media_module
     from flipedit_previewd.compositor import OutputSpec, compose
     from flipedit_previewd.media import MediaPool
     from flipedit_previewd.timeline import timeline_from_json
 
-    timeline = timeline_from_json(footage.timeline_json(proxy, seconds), footage.CANVAS, footage.FPS)
-    media = MediaPool(64 << 20, 100_000_000)
-    compose(timeline, 0, OutputSpec(W, H), media)
-    times = []
-    for _, frame in footage.pattern("random", round(seconds * footage.FPS), count, seed):
-        t0 = time.perf_counter()
-        compose(timeline, frame, OutputSpec(W, H), media)
-        times.append((time.perf_counter() - t0) * 1000)
+    shipped = media_module.FORWARD_DECODE_LIMIT
+    if forward_limit is not None:
+        media_module.FORWARD_DECODE_LIMIT = forward_limit
+    try:
+        timeline = timeline_from_json(footage.timeline_json(proxy, seconds), footage.CANVAS, footage.FPS)
+        media = MediaPool(64 << 20, 100_000_000)
+        compose(timeline, 0, OutputSpec(W, H), media)
+        times = []
+        for _, frame in footage.pattern("random", round(seconds * footage.FPS), count, seed):
+            t0 = time.perf_counter()
+            compose(timeline, frame, OutputSpec(W, H), media)
+            times.append((time.perf_counter() - t0) * 1000)
+    finally:
+        media_module.FORWARD_DECODE_LIMIT = shipped
     return statistics.median(times), percentile(times, 95) or 0.0
 
 
@@ -196,7 +206,7 @@ def main() -> int:
     loads = [os.getloadavg()[0]]
     print(f"load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)", flush=True)
     header = ("| source | proxy | x real time (CPU) | x real time (wall) | MB/min | PSNR-Y mean dB | PSNR-Y worst dB | "
-              "decode p50 ms | decode p95 ms | compose p50 ms | compose p95 ms | load |")
+              "decode p50 ms | decode p95 ms | compose p50 ms | compose p95 ms | compose p95, seeking ms | load |")
     rows = [header, "|---" * (header.count("|") - 1) + "|"]
     daemon_rows = ["| source | proxy | random p50 ms | random p95 ms | random max ms | scrub p50 ms | scrub p95 ms | scrub max ms |",
                    "|---|---|---|---|---|---|---|---|"]
@@ -212,7 +222,7 @@ def main() -> int:
             wall, cpu = make_proxy(source, seconds, None, work / "null")
             loads.append(os.getloadavg()[0])
             rows.append(f"| {source_name} ({seconds:g} s) | source only: decode + scale | {seconds / cpu:.2f} | {seconds / wall:.2f} | "
-                        f"- | - | - | - | - | - | - | {loads[-1]:.2f} |")
+                        f"- | - | - | - | - | - | - | - | {loads[-1]:.2f} |")
             print(rows[-1], flush=True)
             for name in names:
                 candidate = CANDIDATES[name]
@@ -224,9 +234,10 @@ def main() -> int:
                     print(f"  note: {count} frames compared, {round(seconds * footage.FPS)} expected")
                 d50, d95 = random_decode(proxy, args.frames)
                 c50, c95 = compose_random(proxy, seconds, args.frames)
+                _, s95 = compose_random(proxy, seconds, args.frames, forward_limit=1)
                 loads.append(os.getloadavg()[0])
                 rows.append(f"| {source_name} | {name} | {seconds / cpu:.2f} | {seconds / wall:.2f} | {mb_min:.0f} | {mean:.2f} | "
-                            f"{worst:.2f} | {d50:.1f} | {d95:.1f} | {c50:.1f} | {c95:.1f} | {loads[-1]:.2f} |")
+                            f"{worst:.2f} | {d50:.1f} | {d95:.1f} | {c50:.1f} | {c95:.1f} | {s95:.1f} | {loads[-1]:.2f} |")
                 print(rows[-1], flush=True)
                 problems = verdicts.setdefault(name, [])
                 if mean < 45 or worst < 45:
@@ -252,7 +263,8 @@ def main() -> int:
           + ("; p95 <= 40 ms through the daemon" if args.daemon else "") + "):")
     for name in names:
         problems = verdicts.get(name, [])
-        print(f"  {name:<28} {'meets them' if not problems else 'FAILS: ' + '; '.join(problems)}")
+        untried = " (not served by the daemon in this run)" if args.daemon and name not in args.daemon_candidates.split(",") else ""
+        print(f"  {name:<28} {'meets them' + untried if not problems else 'FAILS: ' + '; '.join(problems)}")
     return 0
 
 
