@@ -147,10 +147,10 @@ def compose_random(proxy: Path, seconds: float, count: int, seed: int = 7, forwa
 
     ``forward_limit`` (a what-if, set in this process only): media.py's FORWARD_DECODE_LIMIT, the number of frames
     it decodes forward rather than seek; 1 = seek for anything but the next frame (right for all-intra media)."""
+    from flipedit_previewd.timeline.model import timeline_from_json
     from flipedit_previewd.worker import media as media_module
     from flipedit_previewd.worker.compositor import OutputSpec, compose
     from flipedit_previewd.worker.media import MediaPool
-    from flipedit_previewd.timeline.model import timeline_from_json
 
     shipped = media_module.FORWARD_DECODE_LIMIT
     if forward_limit is not None:
