@@ -8,9 +8,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from media_corpus import ffmpeg
 
 from flipedit_previewd.worker.media import MediaPool
+from tests.support.media_corpus import ffmpeg
 
 FPS = 30.0
 SIZE = (160, 90)
