@@ -58,3 +58,11 @@ class KeyframeIndex:
         """True when ``pts`` is known to be the last keyframe at or before ``limit`` (its successor is after it)."""
         following = self._next.get(pts)
         return following is not None and following > limit
+
+    def widest_gap(self) -> int | None:
+        """The longest distance between two keyframes seen one after the other (None before two were).
+
+        With a regular GOP, a jump at least this long forward has a keyframe on its way: seeking to it
+        skips the frames before it. Scene-cut keyframes shorten some gaps, never the widest.
+        """
+        return max((after - before for before, after in self._next.items()), default=None)

@@ -263,10 +263,29 @@ class VideoSource:
             if (ahead is not None and ahead.pts > limit) or (ahead is None and self._frames is None):
                 return last  # the same frame (or the last of the file), nothing to decode
             here = ahead.pts if ahead is not None else last.pts
-            if self._frames is not None and limit - here <= FORWARD_DECODE_LIMIT * self._tick:
+            if self._frames is not None and limit - here <= FORWARD_DECODE_LIMIT * self._tick and not self._keyframe_between(here, limit):
                 return self._forward(limit)
         self._seek(limit)
         return self._forward(limit)
+
+    def _keyframe_between(self, here: int, limit: Fraction) -> bool:
+        """A keyframe after ``here`` and at or before ``limit``: a seek to it costs less than decoding forward.
+
+        Known from the keyframe index, or, where timestamp seeks land exactly (an indexed container),
+        inferred: every keyframe the decoder passed on its way to ``here`` is in the index, so the last
+        known one at or before ``here`` is the real one, and the next comes at most the widest keyframe
+        gap seen after it. Without this, an all-intra source decoded up to 90 whole frames for a jump a
+        seek answers with one (bench/FOOTAGE.md). A step of one or two frames always decodes forward.
+        """
+        if limit - here <= 2 * self._tick:
+            return False
+        known = self.keyframes.before(limit)
+        if known is not None and known[0] > here:
+            return True
+        gap = self.keyframes.widest_gap()
+        current = self.keyframes.before(Fraction(here))
+        return (gap is not None and current is not None and self.timestamps and not self._lands_late
+                and current[0] + gap <= limit)
 
     def _forward(self, limit: Fraction) -> _Decoded:
         """Decode forward from where the decoder stands to the last frame at or before ``limit``."""
