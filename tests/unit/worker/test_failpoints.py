@@ -16,8 +16,7 @@ from flipedit_previewd.worker import failpoints
 from flipedit_previewd.worker.failpoints import VARIABLE, Failpoint, Point
 from flipedit_previewd.worker.output import OutputSpec
 from flipedit_previewd.worker.wire import Job
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.helpers import ROOT
 
 
 def test_each_documented_value_parses_and_a_mistyped_one_is_refused() -> None:

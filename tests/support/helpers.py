@@ -21,7 +21,7 @@ from PIL import Image
 from flipedit_previewd.demo.fixtures import add_clip, add_track, create_project_db
 from flipedit_previewd.worker.failpoints import VARIABLE as FAILPOINT_VARIABLE
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
@@ -286,11 +286,9 @@ def closed_loop(url: str, clients: int, seconds: float, path: Callable[[int, int
 
 def overload_with_health_watch(url: str, connections: int, seconds: float, path: Any = None) -> dict[str, Any]:
     """bench/load.py's raw-socket overload (no backoff, keep-alive) while a thread times /health."""
-    import sys
     import threading
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    from load import overload
+    from bench.load import overload
 
     health_times: list[float] = []
     health_states: set[str] = set()
