@@ -20,10 +20,12 @@ from flipedit_previewd.common.framecache import FrameCache
 from flipedit_previewd.common.metrics import Metrics
 from flipedit_previewd.render.admission import Admission
 from flipedit_previewd.render.dispatch import Dispatcher, FrameResult, HeavyFrameRefused, HeavyFrames, LoopHooks, frame_etag
-from flipedit_previewd.render.pool import BudgetExceeded, WorkerPool, WorkerSettings
+from flipedit_previewd.render.pool import BudgetExceeded, WorkerPool
 from flipedit_previewd.render.renderahead import RenderAhead
 from flipedit_previewd.timeline.model import Timeline, timeline_from_json
+from flipedit_previewd.worker.failpoints import VARIABLE
 from flipedit_previewd.worker.output import OutputSpec
+from flipedit_previewd.worker.wire import WorkerSettings
 
 SPEC = OutputSpec(64, 36)
 
@@ -32,8 +34,8 @@ def timeline(revision: str) -> Timeline:
     return Timeline(64, 36, 30.0, (), source="test", revision=revision)
 
 
-def new_pool(hook: str = "") -> WorkerPool:
-    return WorkerPool(1, WorkerSettings(1 << 22, 1 << 24, hook), hang_threshold=30.0)
+def new_pool() -> WorkerPool:
+    return WorkerPool(1, WorkerSettings(1 << 22, 1 << 24), hang_threshold=30.0)
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +156,10 @@ def test_the_render_reads_the_timeline_when_it_starts(pool: WorkerPool) -> None:
     run(pool, scenario, start=False)
 
 
-def test_render_ahead_jobs_reach_the_worker_as_speculative(tmp_path: Any) -> None:
+def test_render_ahead_jobs_reach_the_worker_as_speculative(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     record = tmp_path / "kinds.txt"
-    marked = new_pool(f"nice:{record}")
+    monkeypatch.setenv(VARIABLE, f"nice:{record}")  # the failpoint of the workers this test starts (docs/tests.md)
+    marked = new_pool()
     try:
         async def scenario(d: Dispatcher, side: Side) -> None:
             await d.render((1, SPEC), "r1", "e")
@@ -282,8 +285,9 @@ def test_render_ahead_fills_the_cache_only_for_the_current_revision(pool: Worker
     run(pool, scenario)
 
 
-def test_a_render_past_the_budget_is_a_504_and_the_frame_is_then_refused_at_once() -> None:
-    slow = new_pool("sleep:5")
+def test_a_render_past_the_budget_is_a_504_and_the_frame_is_then_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(VARIABLE, "sleep:5")
+    slow = new_pool()
     try:
         async def scenario(d: Dispatcher, side: Side) -> None:
             d.budget = 0.3
@@ -307,8 +311,9 @@ def test_a_render_past_the_budget_is_a_504_and_the_frame_is_then_refused_at_once
         slow.stop()
 
 
-def test_a_speculative_render_past_the_budget_marks_the_frame_heavy() -> None:
-    slow = new_pool("sleep:5")
+def test_a_speculative_render_past_the_budget_marks_the_frame_heavy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(VARIABLE, "sleep:5")
+    slow = new_pool()
     try:
         async def scenario(d: Dispatcher, side: Side) -> None:
             d.budget = 0.3
