@@ -33,6 +33,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from flipedit_previewd.common.errors import GatewayTimeout, RenderFailed
+from flipedit_previewd.common.gcrypt import init_without_secure_memory
 from flipedit_previewd.timeline.model import Timeline, Track
 from flipedit_previewd.worker import wire
 from flipedit_previewd.worker.output import OutputSpec, RenderResult
@@ -108,6 +109,7 @@ def covers(locked: tuple[str, ...], roots: tuple[str, ...]) -> bool:
 
 def child_main() -> None:
     """Entry point of a worker process (see ``_Child``): argv names it and its end of the socket pair."""
+    init_without_secure_memory()  # before PyAV can load libssh (common/gcrypt.py)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the daemon's to handle; it ends the workers
     conn = Connection(int(sys.argv[2]))
     settings, parent = pickle.loads(conn.recv_bytes())  # from the daemon: the trusted direction (wire.py)
