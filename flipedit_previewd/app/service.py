@@ -209,6 +209,9 @@ class Service:
             self.note_rejection()
         return error
 
+    def refusal_written(self, seconds: float) -> None:
+        self.metrics.refusal_time.observe(seconds)
+
     def backlog(self) -> int:
         return self.admission.backlog()
 

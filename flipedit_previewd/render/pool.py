@@ -204,7 +204,7 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
             # A guess runs on the low-priority thread while this one waits (no CPU, no GIL): one job at a time.
             result = ahead.run(render) if job.speculative else render()
             reply = wire.Reply("ok", job.job_id, (time.perf_counter() - started) * 1000, result.content_type, result.body,
-                               result.problems, result.clips, attempts=attempts)
+                               result.problems, result.clips, attempts=attempts, reach=result.reach)
         except Exception as exc:  # noqa: BLE001 - any render bug must become a 500, not a dead worker
             reply = wire.Reply("error", job.job_id, (time.perf_counter() - started) * 1000,
                                message=f"{type(exc).__name__}: {exc}", attempts=attempts)
@@ -521,7 +521,7 @@ class WorkerPool:
                            worker, ATTEMPT=attempt["what"], REFUSED=int(attempt["refused"]), ERRNO=attempt["error"])
             if reply.kind == "error":
                 raise RenderFailed(reply.message)
-            return RenderOutcome(RenderResult(reply.body, reply.content_type, reply.problems, reply.clips), reply.render_ms)
+            return RenderOutcome(RenderResult(reply.body, reply.content_type, reply.problems, reply.clips, reach=reply.reach), reply.render_ms)
 
     def _hello(self, worker: Worker) -> None:
         """The first message of a worker process: what confinement it applied (wire.py "hello")."""

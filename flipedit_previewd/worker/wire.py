@@ -46,12 +46,15 @@ class Reply:
     message: str = ""  # error: what went wrong
     sandbox: dict[str, Any] = field(default_factory=dict)  # hello: confine.Status.as_dict()
     attempts: list[dict[str, Any]] = field(default_factory=list)  # the escape failpoint's attempts (tests only)
+    reach: tuple[int, int] | None = None  # ok: timeline frames [from, to) the worker's decoder serves without a seek
 
 
 def encode(reply: Reply) -> bytes:
     meta: dict[str, Any] = {"kind": reply.kind, "job_id": reply.job_id, "render_ms": reply.render_ms}
     if reply.kind == "ok":
         meta.update(content_type=reply.content_type, problems=[list(p) for p in reply.problems], clips=reply.clips)
+        if reply.reach is not None:
+            meta["reach"] = list(reply.reach)
     elif reply.kind == "error":
         meta["message"] = reply.message[:MAX_TEXT]
     elif reply.kind == "hello":
@@ -115,6 +118,12 @@ def decode(data: bytes, job_id: int | None = None, content_type: str | None = No
                 raise WireError("problems: each one a [path, problem] pair")
             reply.problems.append((_text(problem[0], "problem path"), _text(problem[1], "problem")))
         reply.clips = _int(meta.get("clips"), "clips", 10_000_000)
+        reach = meta.get("reach")
+        if reach is not None:
+            if not isinstance(reach, list) or len(reach) != 2:
+                raise WireError("reach: not a [from, to] pair")
+            low, high = _int(reach[0], "reach", 2**31), _int(reach[1], "reach", 2**31)
+            reply.reach = (low, high) if low <= high else None
     elif body:
         raise WireError(f"a {kind} reply carries no image")
     if kind == "error":

@@ -91,6 +91,7 @@ class Service:
         self.gate: asyncio.Event | None = None
         self.errors: list[int] = []
         self.refusals: list[str] = []
+        self.refusal_times: list[float] = []
 
     async def handle(self, request: Request, client: str) -> Response:
         self.requests.append(request)
@@ -104,6 +105,9 @@ class Service:
 
     def note_client_error(self, status: int, what: str, event: str = "", priority: str = "notice", **fields: object) -> None:
         self.errors.append(status)
+
+    def refusal_written(self, seconds: float) -> None:
+        self.refusal_times.append(seconds)
 
 
 class Config:
@@ -313,6 +317,7 @@ def test_over_max_connections_a_newcomer_gets_503_and_its_descriptor_back(server
         await settle_loop()
         newcomer, transport = connect(server)
         assert transport.answers()[0].startswith(b"HTTP/1.1 503") and newcomer.refused and newcomer in server.refused
+        assert len(server.service.refusal_times) == 1  # timed from the accept
         assert transport.limits == {}  # the answer is small: no output limits for a refused connection
         server.service.gate.set()
 

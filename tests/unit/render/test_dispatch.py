@@ -118,7 +118,7 @@ def test_a_render_is_cached_and_the_next_one_is_answered_from_the_cache(pool: Wo
         first = await d.render((5, SPEC), "r1", etag)
         assert first.body.startswith(b"\xff\xd8") and first.content_type == "image/jpeg"
         assert first.etag == etag and not first.cached and not first.shared and first.render_ms > 0 and first.queue_ms >= 0
-        assert pool.completed == completed + 1 and d.position == [5]  # the worker's decoders are at frame 5 now
+        assert pool.completed == completed + 1 and d.position[0] is not None and d.position[0][0] <= 5 < d.position[0][1]  # its decoders reach frame 5
         assert d.cache.get(etag) == (first.body, "image/jpeg")
         assert first.cached is False
         assert sample(d, "flipedit_preview_render_seconds_sum") == first.render_ms / 1000
@@ -409,7 +409,7 @@ def test_renders_use_the_frame_and_the_media_roots_of_their_timeline(pool: Worke
 def test_a_worker_goes_on_from_the_frame_its_decoders_are_at(pool: WorkerPool) -> None:
     async def scenario(d: Dispatcher, side: Side) -> None:
         await d.render((10, SPEC), "r1", "e")
-        assert d.position == [10]
+        assert d.position[0] is not None and d.position[0][0] <= 10 < d.position[0][1]
         with d.admission._cond:  # both queued before the worker's thread looks again
             far = asyncio.ensure_future(d.render((200, SPEC), "r1", "e"))
             near = asyncio.ensure_future(d.render((12, SPEC), "r1", "e"))
