@@ -20,6 +20,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from flipedit_previewd.common.gcrypt import init_without_secure_memory
 from flipedit_previewd.timeline.model import Timeline
 from flipedit_previewd.worker import wire
 from flipedit_previewd.worker.failpoints import Failpoint
@@ -36,6 +37,7 @@ AHEAD_NICE = 10
 
 def child_main() -> None:
     """Entry point of a worker process: argv names it and its end of the socket pair."""
+    init_without_secure_memory()  # before PyAV can load libssh (common/gcrypt.py)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the daemon's to handle; it ends the workers
     failpoint = Failpoint.from_environ()  # the tests' fault injection (failpoints.py): read here, once
     conn = Connection(int(sys.argv[2]))
