@@ -275,7 +275,7 @@ class VideoSource:
         inferred: every keyframe the decoder passed on its way to ``here`` is in the index, so the last
         known one at or before ``here`` is the real one, and the next comes at most the widest keyframe
         gap seen after it. Without this, an all-intra source decoded up to 90 whole frames for a jump a
-        seek answers with one (bench/FOOTAGE.md). A step of one or two frames always decodes forward.
+        seek answers with one (bench/results/FOOTAGE.md). A step of one or two frames always decodes forward.
         """
         if limit - here <= 2 * self._tick:
             return False
