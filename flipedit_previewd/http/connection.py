@@ -20,7 +20,7 @@ from flipedit_previewd.http.access import Peer, client_key, peer_of
 from flipedit_previewd.http.protocol import Head, HTTPConnection, ProtocolFailure, Request, Response
 
 if TYPE_CHECKING:
-    from flipedit_previewd.http.server import Server
+    from flipedit_previewd.http.serverstate import ServerState
 
 # Back-pressure: input beyond this, while a request is being served, is left in the kernel (bounds
 # pipelining depth); output beyond WRITE_HIGH_BYTES not yet taken by the peer stops reading and serving
@@ -40,7 +40,7 @@ MAX_REFUSED_LINGERING = 256
 class ClientProtocol(asyncio.Protocol):
     """One connection: bytes into the sans-IO state machine, one request at a time, in order."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerState) -> None:
         self.server = server
         self.service = server.service
         self.http = HTTPConnection(server.limits)
