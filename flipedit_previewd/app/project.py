@@ -17,8 +17,8 @@ from flipedit_previewd.common.journal import EventLog
 from flipedit_previewd.common.metrics import Metrics
 from flipedit_previewd.common.offload import BoundedOffload
 from flipedit_previewd.config.schema import Config
+from flipedit_previewd.timeline.cost import check_timeline
 from flipedit_previewd.timeline.following import ProjectFollower, Switch
-from flipedit_previewd.timeline.limits import check_timeline
 from flipedit_previewd.timeline.model import Timeline
 from flipedit_previewd.timeline.projectdb import ProjectSource
 from flipedit_previewd.timeline.roots import MediaRoots

@@ -62,7 +62,7 @@ class Service:
             from flipedit_previewd.demo.project import ensure_demo_project
 
             project = ensure_demo_project()
-        # Unless --project pins one, follow the editor's project list (projects.py).
+        # Unless --project pins one, follow the editor's project list (timeline/following.py).
         follower = ProjectFollower(config.metadata_db) if not project else None
         if follower is not None:
             project = follower.initial()

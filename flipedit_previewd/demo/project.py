@@ -1,6 +1,6 @@
 """The built-in demo project: generated once in the one demo location, served by ``--demo``.
 
-The writers it uses live in ``testing.py`` (shared with the tests and benchmarks); this module is
+The writers it uses live in ``fixtures.py`` (shared with the tests and benchmarks); this module is
 imported only by the demo command and by the daemon when started with ``--demo``.
 """
 

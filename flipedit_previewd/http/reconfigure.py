@@ -1,7 +1,7 @@
 """The one place settings reach the running parts: ``apply()``, at start and on SIGHUP.
 
 Every setting is either live (re-applied here on every reload) or marked
-``restart=True`` in the schema (``config.py``). A reload never half-applies a
+``restart=True`` in the schema (``config/schema.py``). A reload never half-applies a
 restart-only one: the effective configuration keeps its running value, so every
 ``config.x`` read anywhere sees what really runs, and ``restart_pending`` names
 the ones whose configured value differs (``/health`` shows it). The targets are

@@ -17,7 +17,7 @@ from flipedit_previewd.common.looplag import LoopLag
 from flipedit_previewd.common.offload import BoundedOffload
 from flipedit_previewd.common.readonlydb import open_readonly
 from flipedit_previewd.common.rejections import RejectionSummary
-from flipedit_previewd.timeline.limits import check_timeline, max_overlap
+from flipedit_previewd.timeline.cost import check_timeline, max_overlap
 from flipedit_previewd.timeline.model import timeline_from_json
 from flipedit_previewd.timeline.projectdb import ProjectSource, read_timeline
 
