@@ -1,6 +1,6 @@
 """Random access on the media corpus: this tree against another checkout, side by side in one run.
 
-Not a test. The corpus rows of tests/media_corpus.py (made here by a stock ffmpeg, at --size) are
+Not a test. The corpus rows of tests/support/media_corpus.py (made here by a stock ffmpeg, at --size) are
 asked for the same random frames, at their displayed size as JPEG, by this tree's renderer and by
 --baseline-tree's (e.g. `git worktree add --detach /tmp/base REV`), each in a child process of its
 own, alternating tree by tree in every round. Prints per row the median and p95 milliseconds per
@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from media_corpus import ROWS, make  # noqa: E402  (tests/ is not a package the daemon ships)
+sys.path.insert(0, str(ROOT))
+from tests.support.media_corpus import ROWS, make  # noqa: E402  (tests/ is not a package the daemon ships)
 
 NAMES = ("h264_mp4_gop25_bframes", "h264_ts_gop25", "h264_ts_gop250", "mpeg2_mpg_gop15", "hevc_mp4_opengop",
          "hevc10_mp4_phone", "vp9_webm", "h264_rot90_mp4", "h264_vfr_mp4")

@@ -13,6 +13,15 @@ Scenarios, every server in alternation, several rounds (medians and per-round ra
   drag                60 requests/s for one frame while the clip's rectangle changes; settle latency
   cached, cached-etag one frame again and again, without and with If-None-Match
 Writes bench/RESULTS.md and bench/latency.png.  Usage: .venv/bin/python bench/peers.py [--rounds N]
+
+With --scenes footage (or footage scene names, comma-separated: bench/footage.py), the servers (by
+default daemon and gunicorn+; --servers to choose) each serve a project of one clip filling the
+canvas, one footage scene at a time, and one client asks for frames in the patterns of
+bench/footage.py: random, sequential (closed loop, --requests each) and scrub (the editor's pace,
+10-30 requests/s with reversals and jumps; a request is sent at its time or when the last is
+answered, whichever is later, so every server renders the same frames). Each (pattern, server) run
+is bounded by --pattern-seconds. Prints per-request latency p50/p95/max, 1280x720 JPEG; RESULTS.md
+is not touched (--footage-out FILE writes the table there).
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import requests
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+import footage  # noqa: E402
 from load import overload as raw_overload  # noqa: E402
 from render import make_scene  # noqa: E402
 
@@ -271,7 +281,16 @@ def main() -> int:
     parser.add_argument("--daemon-args", default="", help="extra options for the daemon, e.g. '--loop-nice 0' (an experiment)")
     parser.add_argument("--baseline-tree", default="", help="another checkout of this repository: its daemon runs as 'daemon@base' "
                         "beside this one (e.g. `git worktree add /tmp/base <commit>`)")
+    parser.add_argument("--scenes", default="standard",
+                        help="'standard' (the scene of the tables in RESULTS.md), or 'footage' / footage scene names "
+                        f"({', '.join(footage.SCENES)}), comma-separated: the patterns below on real-footage scenes")
+    parser.add_argument("--patterns", default=",".join(footage.PATTERNS), help="footage scenes: comma-separated subset")
+    parser.add_argument("--requests", type=int, default=40, help="footage scenes: requests per pattern and server")
+    parser.add_argument("--pattern-seconds", type=float, default=40.0, help="footage scenes: time bound per pattern and server")
+    parser.add_argument("--footage-out", default="", help="footage scenes: also write the table (markdown) to this file")
     args = parser.parse_args()
+    if args.scenes != "standard":
+        return footage_main(args)
     started = time.monotonic()
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     extra: dict[str, Any] = {}
@@ -303,6 +322,90 @@ def main() -> int:
     elapsed = time.monotonic() - started
     report = write_results(results, extra, args, elapsed)
     print(report)
+    return 0
+
+
+def paced(url: str, jobs: list[tuple[float, int]], seconds: float) -> dict[str, Any]:
+    """One client, one request in flight: each job sent at its time (from the start) or when the last is answered."""
+    latencies: list[float] = []
+    late: list[float] = []
+    errors = 0
+    with requests.Session() as session:
+        start = time.perf_counter()
+        for at, frame in jobs:
+            now = time.perf_counter() - start
+            if now >= seconds:
+                break
+            if at > now:
+                time.sleep(at - now)
+            else:
+                late.append((now - at) * 1000)
+            t0 = time.perf_counter()
+            try:
+                r = session.get(f"{url}/get_frame/{frame}", timeout=30)
+                r.content  # noqa: B018 - read the whole body
+                ok = r.status_code == 200
+            except requests.RequestException:
+                ok = False
+            if ok:
+                latencies.append((time.perf_counter() - t0) * 1000)
+            else:
+                errors += 1
+        wall = time.perf_counter() - start
+    return {"latency_ms": {**pct(sorted(latencies)), "max": max(latencies, default=float("nan"))}, "n": len(latencies),
+            "errors": errors, "wall_s": wall, "late_p50_ms": statistics.median(late) if late else 0.0, "late_n": len(late)}
+
+
+def footage_main(args: argparse.Namespace) -> int:
+    """Random, sequential and scrub on real-footage scenes (bench/footage.py), every chosen server in alternation."""
+    started = time.monotonic()
+    names = footage.scene_names(args.scenes)
+    patterns = [p for p in args.patterns.split(",") if p]
+    wanted = set(args.servers.split(",")) if args.servers else {"daemon", "gunicorn+"}
+    print(f"load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)", flush=True)
+    results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    loads: list[float] = [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            scene = footage.SCENES[name]
+            source = footage.make(scene)
+            db = footage.make_project(Path(tmp), source, scene.seconds)
+            chosen = [s for s in servers(db, tuple(args.daemon_args.split()), args.baseline_tree) if s.name in wanted]
+            try:
+                for server in chosen:
+                    server.start()
+                    footage.check_served(server.url, source, 45)
+                for round_index in range(args.rounds):
+                    for pattern in patterns:
+                        jobs = footage.pattern(pattern, scene.frames, args.requests if pattern != "scrub" else 3 * args.requests,
+                                               seed=round_index + 1)
+                        for server in chosen:
+                            loads.append(os.getloadavg()[0])
+                            result = paced(server.url, jobs, args.pattern_seconds)
+                            results.setdefault((name, pattern, server.name), []).append(result)
+                            lat = result["latency_ms"]
+                            print(f"round {round_index + 1} {name:<13} {pattern:<10} {server.name:<10} n={result['n']:<4} "
+                                  f"p50 {lat['p50']:7.1f} p95 {lat['p95']:7.1f} max {lat['max']:7.1f} ms  "
+                                  f"(load {loads[-1]:.2f}, {result['wall_s']:.0f} s)", flush=True)
+            finally:
+                for server in chosen:
+                    server.stop()
+    loads.append(os.getloadavg()[0])
+    lines = [f"Footage scenes through each server, 1280x720 JPEG, one client; {args.rounds} round(s), servers in alternation; "
+             f"{time.monotonic() - started:.0f} s; 1-minute load average {min(loads):.2f}-{max(loads):.2f} "
+             f"(start {loads[0]:.2f}, end {loads[-1]:.2f}).", "",
+             "| scene | pattern | server | requests | p50 ms | p95 ms | max ms | sent late (p50 ms) |", "|---|---|---|---|---|---|---|---|"]
+    for (name, pattern, server_name), runs in results.items():
+        lat = [r["latency_ms"] for r in runs]
+        lines.append(f"| {name} | {pattern} | {server_name} | {sum(r['n'] for r in runs)} | "
+                     f"{statistics.median(x['p50'] for x in lat):.1f} | {statistics.median(x['p95'] for x in lat):.1f} | "
+                     f"{max(x['max'] for x in lat):.1f} | "
+                     + (f"{sum(r['late_n'] for r in runs)} ({statistics.median(r['late_p50_ms'] for r in runs):.0f})" if pattern == "scrub" else "-")
+                     + " |")
+    text = "\n".join(lines)
+    print("\n" + text)
+    if args.footage_out:
+        Path(args.footage_out).write_text(text + "\n")
     return 0
 
 

@@ -22,7 +22,12 @@ Prints ratios against the goals in the README, and the load average (the machine
                               /tmp/base REV`): pipeline-1w of that tree and of this one, each in a child
                               process of its own, one after the other in every round: "no slower than
                               before" as a ratio measured side by side, not against an old figure.
-Usage: .venv/bin/python bench/render.py [--frames N] [--rounds N] [--baseline-tree DIR]
+  --scenes footage          : instead, real-footage scenes made by the stock ffmpeg (bench/footage.py: 1080p
+                              H.264 GOP 250, 2160p HEVC 10-bit GOP 60, 2160p DNxHR; or names, comma-separated),
+                              one clip filling the 1280x720 canvas, in the random, sequential and scrub patterns:
+                              per-frame p50/p95/max of pipeline-1w (compose in this process, one decoder pool) and
+                              of naive, each run bounded by --pattern-seconds. The standard scene is not run.
+Usage: .venv/bin/python bench/render.py [--frames N] [--rounds N] [--baseline-tree DIR] [--scenes footage]
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import footage  # bench/footage.py: this script's directory is on sys.path when run as a script
 from PIL import Image
 
 from flipedit_previewd.timeline.model import Rect, Timeline, timeline_from_json
@@ -278,12 +284,69 @@ def _package_dir() -> str:
     return str(Path(flipedit_previewd.__file__).parent)
 
 
+def footage_run(source: Path, seconds: float, kind: str, jobs: list[tuple[float, int]], bound: float) -> list[float]:
+    """Milliseconds per frame of one pipeline on one footage clip, warm (opened, first frame decoded), in order."""
+    timeline = timeline_from_json(footage.timeline_json(source, seconds), CANVAS, 30)
+    media = MediaPool(256 * 1024 * 1024, 100_000_000)
+    naive = Naive({})
+
+    def render(frame: int) -> None:
+        if kind == "naive":
+            image = naive.frame_image(source, frame).resize(CANVAS)
+            image.save(io.BytesIO(), "JPEG", quality=85)
+        else:
+            compose(timeline, frame, OutputSpec(*CANVAS), media)
+
+    render(jobs[0][1])
+    times: list[float] = []
+    end = time.monotonic() + bound
+    for _, frame in jobs:
+        if time.monotonic() > end:
+            break
+        t0 = time.perf_counter()
+        render(frame)
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def footage_main(options: argparse.Namespace) -> None:
+    from flipedit_previewd.percentiles import percentile
+
+    print(f"load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
+    t0 = time.perf_counter()
+    rows = []
+    for name in footage.scene_names(options.scenes):
+        scene = footage.SCENES[name]
+        source = footage.make(scene)
+        for pattern in footage.PATTERNS:
+            for kind in ("pipeline-1w", "naive"):
+                count = options.frames if kind != "naive" else max(5, options.frames // 4)
+                times: list[float] = []
+                for round_index in range(options.rounds):
+                    jobs = footage.pattern(pattern, scene.frames, count, seed=round_index + 1)
+                    times += footage_run(source, scene.seconds, kind, jobs, options.pattern_seconds)
+                load = os.getloadavg()[0]
+                rows.append((name, pattern, kind, len(times), percentile(times, 50), percentile(times, 95), max(times), load))
+                print(f"{name:<13} {pattern:<10} {kind:<12} n={len(times):<4} p50 {rows[-1][4]:7.1f} p95 {rows[-1][5]:7.1f} "
+                      f"max {rows[-1][6]:7.1f} ms (load {load:.2f})", flush=True)
+    print("\n| scene | pattern | pipeline | frames | p50 ms | p95 ms | max ms | load |\n|---|---|---|---|---|---|---|---|")
+    for name, pattern, kind, n, p50, p95, top, load in rows:
+        print(f"| {name} | {pattern} | {kind} | {n} | {p50:.1f} | {p95:.1f} | {top:.1f} | {load:.2f} |")
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline-tree", type=Path, help="another checkout whose pipeline-1w runs beside this one's")
+    parser.add_argument("--scenes", default="standard", help="'standard', or 'footage' / footage scene names, comma-separated "
+                        f"({', '.join(footage.SCENES)})")
+    parser.add_argument("--pattern-seconds", type=float, default=30.0, help="footage scenes: time bound per pattern and pipeline")
     options = parser.parse_args()
+    if options.scenes != "standard":
+        footage_main(options)
+        return
     print(f"load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-# ffmpeg: the independent decoder and stock encoder of the media corpus (tests/media_corpus.py);
+# ffmpeg: the independent decoder and stock encoder of the media corpus (tests/support/media_corpus.py);
 # python3-pytest: the corpus also runs under Debian's python3 with the .deb's PyAV 10 and Pillow 9.4;
 # chromium, chromium-driver: the viewer page is tested in a real browser (tests/integration/test_viewer.py).
 for pkg in libsystemd-dev pkg-config gcc python3-dev python3-venv systemd systemd-container util-linux procps curl tmux ffmpeg python3-pytest \

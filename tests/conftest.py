@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from helpers import Daemon  # noqa: E402
-from sandbox import Sandbox, SandboxError, leftovers  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "booted"))
-from container import stale as booted_stale  # noqa: E402
+from tests.booted.container import stale as booted_stale
+from tests.support.helpers import Daemon
+from tests.support.sandbox import Sandbox, SandboxError, leftovers
 
 LAYERS = ("unit", "integration", "system", "booted")
 

@@ -8,8 +8,9 @@ import io
 import av
 from PIL import Image, ImageDraw
 
+from flipedit_previewd.common.readonlydb import open_readonly
 from flipedit_previewd.timeline.model import Timeline
-from flipedit_previewd.timeline.projectdb import open_readonly, read_timeline
+from flipedit_previewd.timeline.projectdb import read_timeline
 
 
 def _video_frame(path: str, index: int, fps: float) -> Image.Image:

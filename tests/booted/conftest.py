@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from container import Container, ContainerError
-from journey import INSIDE, INSIDE_IN_BOX, ROOT, USER, Booted
+
+from tests.booted.container import Container, ContainerError
+from tests.booted.journey import INSIDE, INSIDE_IN_BOX, ROOT, USER, Booted
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +38,7 @@ def booted() -> Iterator[Booted]:
         box.run("sh", "-c", f"base64 -d > {deb}", input=base64.b64encode(debs[-1].read_bytes()).decode())
         box.run("dpkg", "-i", deb, timeout=120)
         box.run("mkdir", "-p", os.path.dirname(INSIDE_IN_BOX))
-        for source in (INSIDE, ROOT / "tests/editor_client.py"):
+        for source in (INSIDE, ROOT / "tests/support/editor_client.py"):
             target = os.path.join(os.path.dirname(INSIDE_IN_BOX), source.name)
             box.run("sh", "-c", f"cat > {target} && chmod 0644 {target}", input=source.read_text())
         box.run("useradd", "-m", USER)

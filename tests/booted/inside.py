@@ -5,7 +5,7 @@ The container has its own network (loopback only), so the editor's side of each 
     inside.py frame N                   one frame: {"status", "etag", "pixel", "cache"}
     inside.py switch DIR                the editor opens the green project; seconds until it is served
     inside.py editor OUT STOP [--no-retry]   ask frames until STOP exists; write counts and failures to OUT
-    inside.py pool OUT STOP             the editor's own habit (tests/editor_client.py): 4 pooled keep-alive
+    inside.py pool OUT STOP             the editor's own habit (tests/support/editor_client.py): 4 pooled keep-alive
                                         connections, no retry, a frame every 50 ms until STOP exists
 """
 
@@ -118,9 +118,13 @@ def editor(out: Path, stop: Path, retrying: bool) -> None:
 
 def pool(out: Path, stop: Path) -> None:
     """Issue 18 through an upgrade: the daemon's restart must keep these very connections."""
-    here = Path(__file__).resolve().parent
-    sys.path[:0] = [str(here), str(here.parent)]  # beside it in the container (conftest copies it), tests/ in a checkout
-    from editor_client import EditorPool
+    # In the container this script runs alone, with editor_client.py copied beside it (conftest); in a
+    # checkout, the support package is importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        from editor_client import EditorPool  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        from tests.support.editor_client import EditorPool
 
     editor_pool = EditorPool("127.0.0.1", 8081, connections=4, interval=0.05).start()
     try:

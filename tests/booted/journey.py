@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from container import Container
+from tests.booted.container import Container
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "alice"

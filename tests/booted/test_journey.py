@@ -12,7 +12,8 @@ import re
 import time
 
 import pytest
-from journey import INSIDE_IN_BOX, Booted, newer_build, upgrade_while_editor_asks
+
+from tests.booted.journey import INSIDE_IN_BOX, Booted, newer_build, upgrade_while_editor_asks
 
 SERVICE, SOCKET = "flipedit-preview.service", "flipedit-preview.socket"
 RED, GREEN = (220, 20, 20), (20, 200, 20)

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, Daemon, build_project, exchange, solid_png
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.support.helpers import ROOT, Daemon, build_project, exchange, solid_png
 
 CORPUS = [json.loads(line) for line in (ROOT / "tests/corpus/malformed_http.jsonl").read_text().splitlines()]
 # Every request gets an answer: a connection closed without one (status 0) is a failure, not a pass.

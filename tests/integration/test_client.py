@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import build_project, solid_png, wait_for
 
 from flipedit_previewd.client.api import CircuitBreaker, CircuitOpen, LatestFrame, PreviewClient, PreviewError, make_retry
+from tests.support.helpers import build_project, solid_png, wait_for
 
 
 def project(tmp_path: Path) -> Path:

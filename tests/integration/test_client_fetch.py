@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import FakeHandler
 
 from flipedit_previewd.client.api import PreviewClient
 from flipedit_previewd.client.transport import Unreachable, unix_base
 from flipedit_previewd.common.token import token_path, write_token
+from tests.support.helpers import FakeHandler
 
 SEEN: list[bytes] = []
 

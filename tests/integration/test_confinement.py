@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers import build_project, close_to, decode, solid_png, wait_for
-
 from flipedit_previewd.demo.fixtures import create_metadata_db
 from flipedit_previewd.worker import confine
+from tests.support.helpers import build_project, close_to, decode, solid_png, wait_for
 
 RED, GREEN = (220, 20, 20), (20, 200, 20)
 

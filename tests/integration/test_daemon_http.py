@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import build_project, close_to, decode, exchange, solid_png, wait_for
 
 from flipedit_previewd.demo.fixtures import set_clip_rect
+from tests.support.helpers import build_project, close_to, decode, exchange, solid_png, wait_for
 
 RED = (255, 0, 0)
 

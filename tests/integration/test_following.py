@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import build_project, close_to, decode, solid_png
 
 from flipedit_previewd.demo.fixtures import create_metadata_db
+from tests.support.helpers import build_project, close_to, decode, solid_png
 
 RED, GREEN, BLUE = (220, 20, 20), (20, 200, 20), (20, 20, 220)
 

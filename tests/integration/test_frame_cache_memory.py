@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from helpers import build_project, solid_png
+
+from tests.support.helpers import build_project, solid_png
 
 CACHE = 4 * 1024 * 1024
 RENDERS = 20_000

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import still_project
+
+from tests.support.helpers import still_project
 
 MIB = 1024 * 1024
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers import build_project, close_to, decode, solid_png, wait_for
+from tests.support.helpers import build_project, close_to, decode, solid_png, wait_for
 
 RED = (255, 0, 0)
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import Daemon, build_project, solid_png, still_project, wait_for
 
 from flipedit_previewd.common.percentiles import percentile
+from tests.support.helpers import Daemon, build_project, solid_png, still_project, wait_for
 
 # The goals are /health p99 < 100 ms and loop lag p99 < 50 ms; they hold on a quiet machine
 # (figures printed and kept in the README). The asserts allow 2.5x for a shared, noisy CI machine: the
@@ -439,7 +439,7 @@ def test_max_connections_plus_100_get_503_and_no_emfile(tmp_path: Path, red_proj
     daemon = Daemon(["--project", str(red_project), "--max-connections", "300"], None, tmp_path)
     import subprocess
 
-    from helpers import ROOT
+    from tests.support.helpers import ROOT
 
     log = open(daemon.log_path, "wb")
     daemon.proc = subprocess.Popen([str(ROOT / ".venv/bin/flipedit-previewd"), "--listen", f"127.0.0.1:{daemon.port}", *daemon.args],

@@ -1,6 +1,6 @@
 """Exact frames on the media people have, checked against a decoder that is not ours.
 
-Each file of the corpus (tests/media_corpus.py) is made by a stock FFmpeg and decoded by it
+Each file of the corpus (tests/support/media_corpus.py) is made by a stock FFmpeg and decoded by it
 from the first frame to the last; frames are then asked of the renderer in random order, through
 several media pools (as several workers hold them) and through a real daemon, as PNG at the
 picture's displayed size. The frame shown must be the one the time rule names, matched against
@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from helpers import build_project
-from media_corpus import ROWS, Reference, Row, apply_matrix, ffmpeg, make, match, reference
 from PIL import Image
 
 from flipedit_previewd.timeline.model import timeline_from_json
 from flipedit_previewd.worker.compositor import OutputSpec, compose
 from flipedit_previewd.worker.media import MediaPool, timeline_rate
+from tests.support.helpers import build_project
+from tests.support.media_corpus import ROWS, Reference, Row, apply_matrix, ffmpeg, make, match, reference
 
 MIN_PSNR, MAX_BIAS = 40.0, 1.5
 PURE_ROTATIONS = {(0, 1, -1, 0), (-1, 0, 0, -1), (0, -1, 1, 0)}

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 import requests
-from helpers import ctl, decode
+
+from tests.support.helpers import ctl, decode
 
 
 def test_no_project_is_degraded_and_every_place_says_how_to_fix_it(start_daemon: Any, tmp_path: Path) -> None:

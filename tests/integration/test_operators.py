@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from helpers import ROOT, Daemon, still_project
 from prometheus_client.parser import text_string_to_metric_families
 
 from flipedit_previewd import __version__
+from tests.support.helpers import ROOT, Daemon, still_project
 
 
 def project(tmp_path: Path) -> Path:

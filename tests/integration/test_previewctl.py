@@ -8,10 +8,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from helpers import Daemon, build_project, solid_png
-
 from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.commands import Env
+from tests.support.helpers import Daemon, build_project, solid_png
 
 
 def run(*argv: str) -> tuple[int, str, str]:

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, FakeHandler
 
 from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.commands import Env
+from tests.support.helpers import ROOT, FakeHandler
 
 RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 EVIL = "\x1b[2J\x1b]8;;http://evil.example/\x07click\x1b]8;;\x07\r\nFAKE LINE \u202e [/bold] [link=file:///etc/passwd]x[/link]"

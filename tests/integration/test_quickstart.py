@@ -14,7 +14,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from helpers import ROOT, free_port, wait_for
+from tests.support.helpers import ROOT, free_port, wait_for
 
 LINE = re.compile(r'^(?P<command>.+?)\s+# prints "(?P<expected>[^"]+)"$')
 

@@ -13,9 +13,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from helpers import build_project, close_to, decode, solid_png
-
 from flipedit_previewd.timeline.safety import derived_root_problem
+from tests.support.helpers import build_project, close_to, decode, solid_png
 
 GREEN = (0, 255, 0)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from helpers import build_project, decode, solid_png
 
 from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.commands import Env
+from tests.support.helpers import build_project, decode, solid_png
 
 
 def reloaded(daemon: Any, conf: Path, text: str, until: Any) -> dict[str, Any]:

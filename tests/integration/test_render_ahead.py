@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import closed_loop, still_project, wait_for
 
 from flipedit_previewd.demo.fixtures import set_clip_rect
+from tests.support.helpers import closed_loop, still_project, wait_for
 
 
 @pytest.fixture

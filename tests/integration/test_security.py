@@ -18,9 +18,9 @@ import av
 import numpy as np
 import pytest
 import requests
-from helpers import build_project, close_to, decode, descendants, exchange, solid_png, wait_for
 
 from flipedit_previewd.timeline.projectdb import MEDIA_STAT_INTERVAL
+from tests.support.helpers import build_project, close_to, decode, descendants, exchange, solid_png, wait_for
 
 BLUE = (0, 0, 255)
 GREEN = (0, 255, 0)

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import build_project, wait_for
 
 from flipedit_previewd.demo.fixtures import make_indexed_video
+from tests.support.helpers import build_project, wait_for
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no browser: scripts/setup.sh installs Debian's chromium and chromium-driver")

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 import requests
-from helpers import ROOT, build_project, ctl, decode, solid_png
 from PIL import Image
+
+from tests.support.helpers import ROOT, build_project, ctl, decode, solid_png
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
 DAEMON = str(ROOT / ".venv/bin/flipedit-previewd")

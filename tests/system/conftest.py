@@ -6,7 +6,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from deploy import UNIT, deployed  # noqa: F401  (the fixture, shared by every system test module)
+
+from tests.system.deploy import UNIT, deployed  # noqa: F401  (the fixture, shared by every system test module)
 
 
 def tracebacks(entries: list[dict[str, object]]) -> list[str]:

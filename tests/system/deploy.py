@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, build_project, free_port, solid_png, wait_for
-from sandbox import Sandbox
+
+from tests.support.helpers import ROOT, build_project, free_port, solid_png, wait_for
+from tests.support.sandbox import Sandbox
 
 UNIT = "flipedit-preview.service"
 SOCKET = "flipedit-preview.socket"

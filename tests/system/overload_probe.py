@@ -1,16 +1,14 @@
 """The overload test's measurements, run in a fresh interpreter (see test_overload_400_connections_20s).
 
-Usage: python overload_probe.py URL CONNECTIONS SECONDS; prints {"capacity": ..., "overload": {...}} as JSON.
+Usage: python -m tests.system.overload_probe URL CONNECTIONS SECONDS; prints {"capacity": ..., "overload": {...}} as JSON.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import closed_loop, overload_with_health_watch  # noqa: E402
+from tests.support.helpers import closed_loop, overload_with_health_watch
 
 
 def unique_path(counter: int) -> str:

@@ -1,6 +1,6 @@
 """Restarts that keep the editor's connections (systemd's fd store), and the drain without it, under real systemd.
 
-The client is the editor's way of talking (tests/editor_client.py): pooled keep-alive
+The client is the editor's way of talking (tests/support/editor_client.py): pooled keep-alive
 connections, no retry. Figures are printed (pytest -s) for the README.
 """
 
@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 import urllib3
-from deploy import UNIT, Deployed, wait_active
-from editor_client import EditorPool, peer_closed
-from helpers import wait_for
-from sandbox import USER_UNIT_DIR
 
 from flipedit_previewd.common.journal import MESSAGE_IDS
+from tests.support.editor_client import EditorPool, peer_closed
+from tests.support.helpers import wait_for
+from tests.support.sandbox import USER_UNIT_DIR
+from tests.system.deploy import UNIT, Deployed, wait_active
 
 
 def started(d: Deployed) -> None:

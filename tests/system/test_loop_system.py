@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import requests
-from deploy import Deployed, wait_active
-from helpers import ROOT, overload_with_health_watch, wait_for
 
 from flipedit_previewd.common.percentiles import percentile
+from tests.support.helpers import ROOT, overload_with_health_watch, wait_for
+from tests.system.deploy import Deployed, wait_active
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
 

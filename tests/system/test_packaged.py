@@ -15,11 +15,11 @@ import time
 
 import pytest
 import requests
-from deploy import SOCKET, UNIT, tmp_accommodation
-from helpers import ROOT, build_project, free_port, wait_for
-from sandbox import Sandbox
 
 from flipedit_previewd.common.journal import MESSAGE_IDS
+from tests.support.helpers import ROOT, build_project, free_port, wait_for
+from tests.support.sandbox import Sandbox
+from tests.system.deploy import SOCKET, UNIT, tmp_accommodation
 
 PKG = ROOT / "build/deb/root"
 SITE = PKG / "usr/lib/python3/dist-packages"

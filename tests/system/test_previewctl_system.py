@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from deploy import UNIT, Deployed, wait_active
-from helpers import ROOT, wait_for
 
 from flipedit_previewd.common.percentiles import summary as percentile_summary
+from tests.support.helpers import ROOT, wait_for
+from tests.system.deploy import UNIT, Deployed, wait_active
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
 COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # any SGR sequence: colour or other styling

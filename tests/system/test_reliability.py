@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 import requests
-from deploy import UNIT, Deployed, wait_active
-from editor_client import EditorPool, local_port
-from helpers import wait_for
 
 from flipedit_previewd.client.api import PreviewClient, make_retry
 from flipedit_previewd.common.journal import MESSAGE_IDS
 from flipedit_previewd.common.percentiles import percentile
 from flipedit_previewd.demo.project import ensure_demo_project
+from tests.support.editor_client import EditorPool, local_port
+from tests.support.helpers import ROOT, wait_for
+from tests.system.deploy import UNIT, Deployed, wait_active
 
 WATCHDOG_SEC, RESTART_SEC = 5, 1
 
@@ -56,8 +56,8 @@ def test_overload_400_connections_20s(deployed: Any, tmp_path: Path) -> None:
     # Load and capacity probe from a fresh interpreter: measured from inside this long-lived pytest
     # process (hundreds of tests' objects on its heap) the client itself was the bottleneck in CI
     # runs (capacity 175/s, goodput 0.78) while the same test alone gave 1.04-1.07.
-    probe = subprocess.run([sys.executable, str(Path(__file__).with_name("overload_probe.py")), d.url, "400", "20"],
-                           capture_output=True, text=True, timeout=120, check=True)
+    probe = subprocess.run([sys.executable, "-m", "tests.system.overload_probe", d.url, "400", "20"],
+                           capture_output=True, text=True, timeout=120, check=True, cwd=ROOT)
     measured = json.loads(probe.stdout)
     capacity, stats = measured["capacity"], measured["overload"]
     goodput = stats["goodput_per_s"]

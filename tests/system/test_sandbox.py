@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sandbox import Sandbox, leftovers
+from tests.support.sandbox import Sandbox, leftovers
 
 
 def test_sandbox_runs_a_user_manager_and_cleans_up_by_pid() -> None:

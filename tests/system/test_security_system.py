@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from deploy import SOCKET, UNIT, Deployed, wait_active
-from helpers import ROOT, wait_for
-from sandbox import USER_UNIT_DIR
 
 from flipedit_previewd.common.journal import MESSAGE_IDS
+from tests.support.helpers import ROOT, wait_for
+from tests.support.sandbox import USER_UNIT_DIR
+from tests.system.deploy import SOCKET, UNIT, Deployed, wait_active
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
 MARK = f"FORGED-{uuid.uuid4().hex[:8]}"

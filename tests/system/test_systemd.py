@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import requests
-from deploy import SOCKET, UNIT, wait_active
-from helpers import ROOT, overload_with_health_watch, wait_for
-from sandbox import Sandbox
 
 from flipedit_previewd.common.journal import MESSAGE_IDS
+from tests.support.helpers import ROOT, overload_with_health_watch, wait_for
+from tests.support.sandbox import Sandbox
+from tests.system.deploy import SOCKET, UNIT, wait_active
 
 WATCHDOG_SEC, RESTART_SEC = 5, 1
 

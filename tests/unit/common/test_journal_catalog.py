@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-from helpers import ROOT
-
 from flipedit_previewd.common.journal import MESSAGE_IDS
+from tests.support.helpers import ROOT
 
 
 def test_catalog_and_code_agree() -> None:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from flipedit_previewd.demo.fixtures import add_clip, add_track, create_project_db
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
@@ -279,11 +279,9 @@ def closed_loop(url: str, clients: int, seconds: float, path: Callable[[int, int
 
 def overload_with_health_watch(url: str, connections: int, seconds: float, path: Any = None) -> dict[str, Any]:
     """bench/load.py's raw-socket overload (no backoff, keep-alive) while a thread times /health."""
-    import sys
     import threading
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    from load import overload
+    from bench.load import overload
 
     health_times: list[float] = []
     health_states: set[str] = set()

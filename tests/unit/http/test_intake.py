@@ -3,12 +3,11 @@ and the sans-IO parser stopping at a request's head until it is admitted."""
 
 from __future__ import annotations
 
-from helpers import Recorder
-
 from flipedit_previewd.common.rejections import EXAMPLES, ClientErrors
 from flipedit_previewd.http.access import Peer, client_key
 from flipedit_previewd.http.intake import BodyBudget, ConnectionSlots
 from flipedit_previewd.http.protocol import Head, HTTPConnection, Limits, Request
+from tests.support.helpers import Recorder
 
 
 def test_the_head_comes_first_and_no_body_byte_is_kept_until_it_is_admitted() -> None:

@@ -5,13 +5,13 @@ import random
 from pathlib import Path
 
 import pytest
-from helpers import build_project, close_to, decode, solid_png
 
 from flipedit_previewd.demo.fixtures import make_indexed_video, read_index
 from flipedit_previewd.timeline.model import timeline_from_json
 from flipedit_previewd.timeline.projectdb import ProjectSource
 from flipedit_previewd.worker.compositor import OutputSpec, compose
 from flipedit_previewd.worker.media import MediaPool
+from tests.support.helpers import build_project, close_to, decode, solid_png
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from helpers import ROOT
+from tests.support.helpers import ROOT
 
 
 def test_man_pages_render_and_completions_register(tmp_path: object) -> None:

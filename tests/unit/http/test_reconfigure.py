@@ -22,7 +22,7 @@ from flipedit_previewd.http.lifecycle import LifecycleState
 from flipedit_previewd.http.reconfigure import apply
 from flipedit_previewd.http.server import Server
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LIVE = [s for s in SETTINGS if not s.restart]
 RESTART = [s for s in SETTINGS if s.restart]
 

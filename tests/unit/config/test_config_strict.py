@@ -15,7 +15,7 @@ import pytest
 
 from flipedit_previewd.config.schema import ConfigError, build_parser, load
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NOWHERE = Path("/nonexistent/u.toml")
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Recorder
 
 from flipedit_previewd.common.errors import Forbidden, Misdirected, Unauthorized
 from flipedit_previewd.common.journal import MESSAGE_IDS
@@ -21,6 +20,7 @@ from flipedit_previewd.http.access import Guard, Peer
 from flipedit_previewd.http.protocol import Request
 from flipedit_previewd.timeline.safety import effective_roots
 from flipedit_previewd.worker.media import MediaError, open_media
+from tests.support.helpers import Recorder
 
 
 def test_escape_one_line_no_controls_bounded() -> None:

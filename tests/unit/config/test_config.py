@@ -9,7 +9,7 @@ import pytest
 
 from flipedit_previewd.config.schema import SETTINGS, ConfigError, build_parser, load, markdown_table
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_precedence_cli_env_user_system_default(tmp_path: Path) -> None:

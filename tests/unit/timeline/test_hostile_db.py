@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import build_project, solid_png
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +25,7 @@ from flipedit_previewd.demo.fixtures import create_metadata_db, create_project_d
 from flipedit_previewd.timeline.following import ProjectFollower
 from flipedit_previewd.timeline.projectdb import ProjectSource, asset_dirs
 from flipedit_previewd.timeline.safety import effective_roots
+from tests.support.helpers import build_project, solid_png
 
 
 def within(seconds: float, call: Callable[[], Any], fifos: list[Path]) -> Any:

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import build_project, solid_png
 
 from flipedit_previewd.demo.fixtures import add_track, create_metadata_db, set_clip_rect
 from flipedit_previewd.timeline.projectdb import ProjectSource, discover_project
+from tests.support.helpers import build_project, solid_png
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])

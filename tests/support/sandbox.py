@@ -6,7 +6,7 @@ cgroup subtree (created here, removed depth-first at the end), tmpfs over
 and root's user manager. Everything is ended by PID; nothing is left behind.
 
 Usable as a context manager from pytest, or by hand:
-``python tests/sandbox.py`` starts one and prints how to enter it.
+``python -m tests.support.sandbox`` starts one and prints how to enter it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The test layers: unit (mirroring the package), integration, system (a real systemd in a namespace sandbox), booted."""

@@ -1,0 +1,1 @@
+"""Integration tests: real daemons on real sockets, real SQLite and media."""

@@ -1,0 +1,1 @@
+"""System tests: the daemon under a real systemd in a namespace sandbox."""
