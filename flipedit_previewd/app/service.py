@@ -203,6 +203,9 @@ class Service:
             self.stats.note_rejection()
         return error
 
+    def refusal_written(self, seconds: float) -> None:
+        self.metrics.refusal_time.observe(seconds)
+
     def backlog(self) -> int:
         return self.admission.backlog()
 

@@ -131,7 +131,6 @@ class Settings:
     max_output_pixels: int = setting(3840 * 2160, positive_int, "Largest output (width x height) a request may ask for; at least canvas_width x canvas_height.", "px")
     max_source_pixels: int = setting(100_000_000, positive_int, "Largest still image or video frame (width x height, from the file's header) decoded; larger renders a placeholder.", "px", restart=True)
     demo: bool = setting(False, boolean, "Serve the built-in demo project (generated on first run).", restart=True)
-    test_render_hook: str = setting("", text, "Test only: 'sleep:SECONDS' or 'hang' makes every render stall, to exercise the watchdog; 'nice:FILE' records each render's thread priority.", restart=True)
 
     def __post_init__(self) -> None:
         # The run-time half of the typing: whatever built this object (a parser, replace()), each value
@@ -367,8 +366,6 @@ def build_parser(prog: str = "flipedit-previewd") -> argparse.ArgumentParser:
         restart = "; restart to change" if setting.restart else ""
         listed = f"; a list: {LIST_SYNTAX}" if setting.type_name == "list" else ""
         text = f"{setting.help}{unit} (env {setting.env}; default {default}{restart}{listed})"
-        if setting.name.startswith("test_"):
-            text = argparse.SUPPRESS  # test-only: not in --help, the man page or completions
         if setting.type_name == "bool":
             parser.add_argument(setting.flag, dest=setting.name, nargs="?", const="true", metavar="BOOL", help=text)
         elif setting.repeatable:

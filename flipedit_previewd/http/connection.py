@@ -58,9 +58,11 @@ class ClientProtocol(asyncio.Protocol):
         self.linger_waited = 0.0
         self.silent = True  # no byte received yet
         self.charged = 0  # bytes of the body budget this connection's request holds
+        self.arrived = 0.0  # when the current request's first bytes were read (perf_counter): a refusal's own time
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        self.arrived = time.perf_counter()  # a refusal at accept is timed from here
         self.transport = transport
         self.peer = peer_of(transport)
         key = client_key(self.peer)
@@ -99,6 +101,7 @@ class ClientProtocol(asyncio.Protocol):
         data = self._serialise(Response.from_error(error))
         if data is not None:
             self.transport.write(data)
+            self._timed_refusal(503, "connections")
         if len(self.server.refused) >= MAX_REFUSED_LINGERING:
             self.transport.close()
             return
@@ -146,6 +149,8 @@ class ClientProtocol(asyncio.Protocol):
         if self.silent:
             self.silent = False
             self.server.slots.spoke(self)
+        if not self.arrived:
+            self.arrived = time.perf_counter()
         self.http.receive(data)
         if self.task is not None or self.write_paused:
             self.buffered += len(data)
@@ -189,6 +194,8 @@ class ClientProtocol(asyncio.Protocol):
                     self._arm(self.server.request_timeout, self._request_expired, "request")
             return
         self._disarm()
+        if not self.arrived:  # a pipelined request, read with the one before it
+            self.arrived = time.perf_counter()
         self.task = asyncio.get_running_loop().create_task(self._serve(request))
 
     def _admit(self, head: Head) -> bool:
@@ -231,6 +238,7 @@ class ClientProtocol(asyncio.Protocol):
         self._write(response, head_only=request.method == "HEAD")
         self.task = None
         self.buffered = 0
+        self.arrived = 0.0
         if self.transport is None or self.transport.is_closing() or self.lingering:
             return  # answered with Connection: close: no next request on this connection
         self.http.start_next_cycle()
@@ -281,8 +289,15 @@ class ClientProtocol(asyncio.Protocol):
         if data is None:
             return
         self.transport.write(data)
+        self._timed_refusal(response.status, response.limit)
         if response.close or self.http.should_close:
             self._linger()
+
+    def _timed_refusal(self, status: int, limit: str) -> None:
+        """A refusal (503) handed to the transport: its time from the request's first bytes (or the accept) to here.
+        Not a render that waited its whole queue time and then expired (limit "deadline"): that one was admitted."""
+        if status == 503 and limit != "deadline" and self.arrived:
+            self.service.refusal_written(time.perf_counter() - self.arrived)
 
     def _linger(self, seconds: float = LINGER_SECONDS) -> None:
         """Close without a reset: send FIN after the response, discard input for a while, then close.
