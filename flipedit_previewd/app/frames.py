@@ -38,6 +38,10 @@ class FrameHost(Protocol):
 
     async def timeline(self) -> Timeline: ...
 
+    def last_timeline(self) -> Timeline:
+        """The last timeline read, without looking at the files (never blocks)."""
+        ...
+
     def output_spec(self, request: Request, timeline: Timeline) -> OutputSpec: ...
 
 
@@ -127,6 +131,30 @@ class FrameService:
             if frame_etag(timeline, f, spec) not in self.cache:
                 if self.admission.speculate((f, spec), revision, AHEAD_TTL_S, 4 * self.ahead.frames):
                     self.ahead.counters["planned"] += 1
+
+    def refuse_now(self, request: Request, frame: int) -> Response | None:
+        """On the connection's data_received, before a task is made: the 503 that ``get_frame`` would answer at
+        once because the render queue is full and holds no job of this frame to join; None otherwise (a
+        request with If-None-Match or a frame in the cache is served as usual: it may need no render).
+
+        Counted as ``get_frame`` counts a refusal. The key is worked out against the last timeline read:
+        the output size depends only on the canvas, which a database change does not move.
+        """
+        admission = self.admission
+        if len(admission.queue) < admission.queue_size or request.headers.get("if-none-match"):
+            return None
+        begun = time.monotonic()
+        timeline = self.host.last_timeline()
+        spec = self.host.output_spec(request, timeline)
+        if (frame, spec) in admission.queue or frame_etag(timeline, frame, spec) in self.cache:
+            return None
+        error = admission.reject("queue", f"render queue full ({admission.queue_size} waiting)")
+        host = self.host
+        host.stats.count("rejected")
+        host.metrics.total_time.observe(time.monotonic() - begun)
+        host.stats.note_rejection()
+        host.rejections.add("rejected", "queue")
+        return Response.from_error(error)
 
     async def get_frame(self, request: Request, frame: int, client: str) -> Response:
         host = self.host

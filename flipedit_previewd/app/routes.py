@@ -86,6 +86,16 @@ class Routes:
                           PATH=request.target)
             return Response.from_error(RenderFailed(f"internal error: {type(exc).__name__}"))
 
+    def answer_now(self, request: Request, client: str = "") -> Response | None:
+        """Synchronously (the connection's data_received): a frame refused at once for a full render queue, or None."""
+        if (request.method not in ("GET", "HEAD") or not request.path.startswith("/get_frame/")
+                or self.lifecycle.current is Lifecycle.STOPPED):
+            return None
+        try:
+            return self.frames.refuse_now(request, frame_index(request.path[len("/get_frame/"):]))
+        except Exception:  # noqa: BLE001 - a bad frame number or query, anything else: ``handle`` answers it as always
+            return None
+
     async def _route(self, request: Request, client: str) -> Response:
         project = self.project
         path = request.path

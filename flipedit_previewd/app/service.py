@@ -194,6 +194,12 @@ class Service:
     async def handle(self, request: Request, client: str = "") -> Response:
         return await self.routes.handle(request, client)
 
+    def answer_now(self, request: Request, client: str = "") -> Response | None:
+        return self.routes.answer_now(request, client)
+
+    def last_timeline(self) -> Timeline:
+        return self.served_project.source.last
+
     def refuse(self, limit: str, detail: str) -> Overloaded:
         """A 503 decided outside admission (too many connections; a request refused by the stop), counted
         like admission's own; only too many connections marks an overload (a stop is not one)."""

@@ -160,8 +160,25 @@ class ClientProtocol(asyncio.Protocol):
         return None
 
     def _pump(self) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
+        """Serve what is buffered: a request the service answers at once is written here, and the next one read
+        (a loop, not recursion: a client may pipeline thousands); the first that needs work gets a task."""
+        while self.transport is not None and not self.transport.is_closing():
+            request = self._next_request()
+            if request is None:
+                return
+            # A request the service can answer without work (a refusal under overload) is answered here, in
+            # data_received: no task, so its 503 does not wait for a turn among the hundreds a flood makes.
+            response = self.service.answer_now(request, self.client)
+            if response is None:
+                self.task = asyncio.get_running_loop().create_task(self._serve(request))
+                return
+            if not self._answered(request, response):
+                return
+            self._ready()
+
+    def _next_request(self) -> Request | None:
+        """The next whole request (its head admitted), or None: none buffered yet, or the connection answered/closed."""
+        assert self.transport is not None
         while True:
             try:
                 event = self.http.next_event()
@@ -171,11 +188,11 @@ class ClientProtocol(asyncio.Protocol):
                 self.service.note_client_error(error.status, f"{error.status} from {self.client}: {error.detail}",
                                                "protocol_error", CLIENT=self.client)
                 self._write(Response.from_error(error, protocol=True))
-                return
+                return None
             if not isinstance(event, Head):
                 break
             if not self._admit(event):
-                return
+                return None
         request = event
         if request is None:
             if self.http.closed_by_peer:
@@ -183,11 +200,11 @@ class ClientProtocol(asyncio.Protocol):
             elif self.http.mid_request:
                 if self.timer is None or self.timer_kind != "request":
                     self._arm(self.server.request_timeout, self._request_expired, "request")
-            return
+            return None
         self._disarm()
         if not self.arrived:  # a pipelined request, read with the one before it
             self.arrived = time.perf_counter()
-        self.task = asyncio.get_running_loop().create_task(self._serve(request))
+        return request
 
     def _admit(self, head: Head) -> bool:
         """At the end of a request's head, before a byte of its body is kept: the access checks (who may ask,
@@ -225,28 +242,37 @@ class ClientProtocol(asyncio.Protocol):
 
     async def _serve(self, request: Request) -> None:
         response = await self.service.handle(request, self.client)
+        self.task = None
+        if self._answered(request, response):
+            self._continue()
+
+    def _answered(self, request: Request, response: Response) -> bool:
+        """Write a request's answer; True when the connection is ready for its next request."""
         self._release()
         self._write(response, head_only=request.method == "HEAD")
-        self.task = None
         self.arrived = 0.0
         if self.transport is None or self.transport.is_closing() or self.lingering:
-            return  # answered with Connection: close: no next request on this connection
+            return False  # answered with Connection: close: no next request on this connection
         self.http.start_next_cycle()
         if self.flow.write_paused:
             # the peer has not read what we sent: the next pipelined request waits for resume_writing
             self._arm(self.server.limits.keepalive_timeout, self._write_stalled, "write")
-            return
-        self._continue()
+            return False
+        return True
 
     def _continue(self) -> None:
         """Ready for the next request on this connection: read again, idle timer, serve what is buffered."""
+        self._ready()
+        self._pump()
+        if self.server.lifecycle.stopping:
+            self.settle()
+
+    def _ready(self) -> None:
+        """Between requests: reading resumed, the idle timer armed, the slot counted as resting."""
         assert self.transport is not None
         self.flow.ready()
         self._arm(self.server.limits.keepalive_timeout, self._idle_expired)
         self.server.slots.rested(self)
-        self._pump()
-        if self.server.lifecycle.stopping:
-            self.settle()
 
     def _closes(self, response: Response, refused: bool) -> bool:
         """The one place that decides ``Connection: close`` after an answer.

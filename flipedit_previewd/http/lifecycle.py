@@ -77,6 +77,10 @@ class ServiceAPI(Protocol):
     async def handle(self, request: Request, client: str) -> Response:
         """The one error boundary: every request gets a response (never raises an HTTPError)."""
 
+    def answer_now(self, request: Request, client: str) -> Response | None:
+        """Synchronously, before a task is made for ``request``: its answer when it needs no work (a frame refused
+        because the render queue is full: 503 with Retry-After), else None (``handle`` serves it). Never raises."""
+
     def refuse(self, limit: str, detail: str) -> Overloaded:
         """A 503 the HTTP side decided (too many connections, a request cut off by the stop), counted."""
 

@@ -92,6 +92,12 @@ class Service:
         self.errors: list[int] = []
         self.refusals: list[str] = []
         self.refusal_times: list[float] = []
+        self.busy_paths: set[str] = set()  # answered 503 by answer_now, synchronously
+
+    def answer_now(self, request: Request, client: str) -> Response | None:
+        if request.path in self.busy_paths:
+            return Response.from_error(self.refuse("queue", "render queue full"))
+        return None
 
     async def handle(self, request: Request, client: str) -> Response:
         self.requests.append(request)
@@ -390,5 +396,39 @@ def test_a_busy_write_buffer_holds_the_drain(server: Server, monkeypatch: pytest
         monkeypatch.setattr(server.lifecycle, "since", time.monotonic() - 2 * connection_module.DRAIN_GRACE)
         assert protocol.settle() is False  # the last answer is still being written
         assert protocol.settle(final=True) is True and transport.closed
+
+    run(scenario)
+
+
+def test_a_refusal_that_needs_no_work_is_written_within_data_received(server: Server) -> None:
+    """The 503 of a full render queue is answered in data_received itself, no task: under a flood it must not
+    wait for its turn among hundreds of request tasks (its time is the daemon's refusal histogram)."""
+    async def scenario() -> None:
+        protocol, transport = connect(server)
+        server.service.busy_paths = {"/busy"}
+        protocol.data_received(GET.replace(b"/health", b"/busy"))
+        # no await: written before data_received returned
+        assert transport.answers() == [b"HTTP/1.1 503"] and b"Retry-After: 1" in bytes(transport.written)
+        assert protocol.task is None and server.service.requests == [] and len(server.service.refusal_times) == 1
+        assert not transport.closed and protocol.idle and protocol.timer_kind == "idle"  # kept alive, ready for the next
+        protocol.data_received(GET)
+        assert protocol.task is not None  # one that needs work gets its task as before
+        await settle_loop()
+        assert transport.answers() == [b"HTTP/1.1 503", b"HTTP/1.1 200"]
+
+    run(scenario)
+
+
+def test_pipelined_refusals_are_answered_in_order_without_recursion(server: Server) -> None:
+    """Thousands of pipelined requests answered at once are a loop, not a recursion; the first that needs work
+    stops it, and the ones after it wait for its answer."""
+    async def scenario() -> None:
+        protocol, transport = connect(server)
+        server.service.busy_paths = {"/busy"}
+        busy = GET.replace(b"/health", b"/busy")
+        protocol.data_received(busy * 1500 + GET + busy)
+        assert transport.answers() == [b"HTTP/1.1 503"] * 1500 and protocol.task is not None
+        await settle_loop(10)
+        assert transport.answers() == [b"HTTP/1.1 503"] * 1500 + [b"HTTP/1.1 200", b"HTTP/1.1 503"]
 
     run(scenario)
