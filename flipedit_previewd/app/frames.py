@@ -21,6 +21,7 @@ from flipedit_previewd.common.rejections import RejectionSummary
 from flipedit_previewd.common.textsafe import is_safe_token
 from flipedit_previewd.config.schema import Config
 from flipedit_previewd.http.protocol import Request, Response
+from flipedit_previewd.render.admission import UNREAD
 from flipedit_previewd.render.dispatch import Dispatcher, FrameResult, HeavyFrameRefused, frame_etag
 from flipedit_previewd.timeline.model import Timeline
 from flipedit_previewd.worker.output import OutputSpec
@@ -37,6 +38,10 @@ class FrameHost(Protocol):
     stats: RequestStats
 
     async def timeline(self) -> Timeline: ...
+
+    async def timeline_unless_changed(self) -> Timeline | None:
+        """The current timeline, or None when the database changed since its last read (a render will read it)."""
+        ...
 
     def last_timeline(self) -> Timeline:
         """The last timeline read, without looking at the files (never blocks)."""
@@ -132,6 +137,10 @@ class FrameService:
                 if self.admission.speculate((f, spec), revision, AHEAD_TTL_S, 4 * self.ahead.frames):
                     self.ahead.counters["planned"] += 1
 
+    def _not_modified(self, etag: str, spec: OutputSpec) -> Response:
+        self.host.stats.count("not_modified")
+        return Response(304, b"", spec.content_type, headers=[("ETag", etag), FRAME_CACHING])
+
     def refuse_now(self, request: Request, frame: int) -> Response | None:
         """On the connection's data_received, before a task is made: the 503 that ``get_frame`` would answer at
         once because the render queue is full and holds no job of this frame to join; None otherwise (a
@@ -162,26 +171,29 @@ class FrameService:
         self._request_seq += 1
         given = request.headers.get("x-request-id", "")
         request_id = given if is_safe_token(given) else f"{os.getpid()}-{self._request_seq}"
-        timeline = await host.timeline()
-        spec = host.output_spec(request, timeline)
+        # None: the database changed and nobody has read it yet. The render reads it when it starts (at least
+        # the revision of now, as every request must get), and finds the frame in the cache if it is there.
+        timeline = await host.timeline_unless_changed()
+        spec = host.output_spec(request, timeline or host.last_timeline())  # the canvas: no database change moves it
         fields: dict[str, Any] = {"REQUEST_ID": request_id, "METHOD": request.method, "PATH": request.target,
                                   "FRAME": frame, "CLIENT": client}
-        etag = frame_etag(timeline, frame, spec)
-        self._plan_ahead(frame, spec, timeline)
-        if etag_matches(request.headers.get("if-none-match", ""), etag):
-            host.stats.count("not_modified")
-            return Response(304, b"", spec.content_type, headers=[("ETag", etag), FRAME_CACHING])
-        cached = self.cache.get(etag)
-        if cached is not None:
-            host.stats.count("cached")
-            host.stats.latencies.append((time.monotonic() - begun) * 1000)
-            return Response(200, cached[0], cached[1], headers=[("ETag", etag), FRAME_CACHING, ("X-Cache", "hit"), ("X-Request-Id", request_id)])
+        revision, etag = UNREAD, ""
+        if timeline is not None:
+            revision, etag = timeline.revision, frame_etag(timeline, frame, spec)
+            self._plan_ahead(frame, spec, timeline)
+            if etag_matches(request.headers.get("if-none-match", ""), etag):
+                return self._not_modified(etag, spec)
+            cached = self.cache.get(etag)
+            if cached is not None:
+                host.stats.count("cached")
+                host.stats.latencies.append((time.monotonic() - begun) * 1000)
+                return Response(200, cached[0], cached[1], headers=[("ETag", etag), FRAME_CACHING, ("X-Cache", "hit"), ("X-Request-Id", request_id)])
         outcome = "failed"
         status = 500
         refused_at_once = False
         result: FrameResult | None = None
         try:
-            result = await self.dispatcher.render((frame, spec), timeline.revision, etag)
+            result = await self.dispatcher.render((frame, spec), revision, etag)
             outcome, status = ("shared" if result.shared else "rendered"), 200
         except asyncio.CancelledError:
             outcome, status = "cancelled", 499
@@ -218,6 +230,8 @@ class FrameService:
             else:
                 host.log.emit("request", f"{request.method} {request.target} -> {status} {outcome} in {total_ms:.1f} ms",
                               "info" if status < 500 else "warning", **fields)
+        if timeline is None and etag_matches(request.headers.get("if-none-match", ""), result.etag):
+            return self._not_modified(result.etag, spec)  # the change left this frame as the client has it
         return Response(200, result.body, result.content_type,
                         headers=[("ETag", result.etag), FRAME_CACHING, ("X-Cache", "hit" if result.cached else "miss"), ("X-Request-Id", request_id),
                                  ("X-Render-Ms", f"{result.render_ms:.1f}"), ("X-Queue-Ms", f"{result.queue_ms:.1f}")])

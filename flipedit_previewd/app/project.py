@@ -58,9 +58,18 @@ class Project:
 
     async def timeline(self) -> Timeline:
         """The current timeline without blocking the event loop: a changed database is read in a thread."""
-        await self.follow()
-        timeline = self.source.current_if_unchanged()
+        timeline = await self.timeline_unless_changed()
         if timeline is None:
+            timeline = await self.offload.run(self.source.current, False)
+        return timeline
+
+    async def timeline_unless_changed(self) -> Timeline | None:
+        """As ``timeline``, but None when the database changed since its last read: a caller about to render
+        lets the render read it (dispatch.py reads the timeline when a render starts), which saves the trip
+        through an offload thread and back to the loop on the way (the drag's settle, bench/results/RESULTS.md)."""
+        await self.follow()
+        timeline, why = self.source.peek()
+        if timeline is None and why != "database":
             timeline = await self.offload.run(self.source.current, False)
         return timeline
 

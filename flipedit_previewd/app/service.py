@@ -249,5 +249,8 @@ class Service:
     async def timeline(self) -> Timeline:
         return await self.served_project.timeline()
 
+    async def timeline_unless_changed(self) -> Timeline | None:
+        return await self.served_project.timeline_unless_changed()
+
     def output_spec(self, request: Request, timeline: Timeline) -> OutputSpec:
         return output_spec(request.query, timeline, self.config)

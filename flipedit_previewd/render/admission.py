@@ -30,6 +30,10 @@ from typing import Any
 from flipedit_previewd.common.errors import Overloaded
 
 Key = tuple[Any, ...]
+# The revision of a request that arrived after the database changed and before anyone read it: its render reads
+# the timeline when it starts, so it shows at least that revision. Never held back behind a render in flight
+# for the same key that has read its timeline (an older one, or one read before this request arrived).
+UNREAD = "unread"
 LOCALITY_FRAMES = 30  # without a reach from its worker, a taker prefers a queued frame this close after its position
 Reach = tuple[int, int]  # timeline frames [from, to) a taker's decoders serve without a seek (worker/output.py)
 
@@ -150,8 +154,8 @@ class Admission:
     def submit(self, key: Key, revision: str = "") -> Pending:
         """Join an identical queued request, or queue a new one, or raise ``Overloaded``.
 
-        ``revision`` is the timeline revision current when the request arrived: a queued job for the
-        same key is not held back behind an in-flight render of an older revision (see ``_eligible``).
+        ``revision`` is the timeline revision current when the request arrived (or ``UNREAD``): a queued job
+        for the same key is not held back behind an in-flight render of an older revision (see ``_eligible``).
         """
         if self.closed:
             raise self.reject("stopping", "the daemon is stopping")

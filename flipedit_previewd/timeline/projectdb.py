@@ -311,7 +311,12 @@ class ProjectSource:
         return self._override if self._override is not None else self._timeline
 
     def current_if_unchanged(self) -> Timeline | None:
-        """The current timeline when that costs no database read (the event loop's fast path), else None.
+        """The current timeline when that costs no database read (the event loop's fast path), else None."""
+        return self.peek()[0]
+
+    def peek(self) -> tuple[Timeline | None, str]:
+        """The current timeline when that costs no database read (the event loop's fast path): ``(timeline, "")``;
+        else ``(None, why)``: "database" (its files changed since the last read) or "media" (a re-stat is due).
 
         Takes no lock a reader holds: two stat calls at most. Media due for a stat: a replaced still must
         change the revision (and the ETag) even on cache hits, so one caller is sent to ``current`` for it
@@ -319,16 +324,16 @@ class ProjectSource:
         """
         if time.monotonic() - self._checked >= MEDIA_STAT_INTERVAL and not self._restat_claimed:
             self._restat_claimed = True
-            return None
+            return None, "media"
         override = self._override
         if override is not None:
-            return override
+            return override, ""
         if not self.path:
-            return self._timeline
+            return self._timeline, ""
         signature = self._db_signature()
         if signature == self._signature or (signature == self._failed and time.monotonic() < self._retry_at):
-            return self._timeline
-        return None
+            return self._timeline, ""
+        return None, "database"
 
     def current(self, force: bool = False) -> Timeline:
         """The newest good timeline; re-reads the database only when its files changed."""
