@@ -160,6 +160,11 @@ class Admission:
         if self.closed:
             raise self.reject("stopping", "the daemon is stopping")
         with self._cond:
+            running = self._running(key, revision)
+            if running is not None:
+                running.waiters += 1
+                self.counters["joined"] += 1
+                return running
             pending = self.queue.get(key)
             if pending is not None:
                 pending.waiters += 1
@@ -190,6 +195,17 @@ class Admission:
                 loop.call_later(self.queue_timeout, self._expire, pending)
                 return pending
         raise self.reject("queue", f"render queue full ({self.queue_size} waiting)")
+
+    def _running(self, key: Key, revision: str) -> Pending | None:
+        """A render in flight for ``key`` that a request of the known ``revision`` shares (under the lock): one of
+        that very revision (it read it, or was asked for it and reads at least it), never a render-ahead job
+        (nobody gets its result). Not for ``UNREAD``: a render in flight may have read before the change."""
+        if not revision or revision == UNREAD:
+            return None
+        for pending in self.in_flight:
+            if pending.key == key and not pending.speculative and pending.revision == revision:
+                return pending
+        return None
 
     def leave(self, pending: Pending) -> None:
         """A waiter went away (client disconnected); drop the job if nobody waits and it has not started."""
@@ -272,8 +288,9 @@ class Admission:
         frame goes to the worker that just decoded its GOP.
 
         Unless the render in flight is of an older timeline revision than the one the queued job's
-        requests arrived with (a drag): then it starts at once on another worker instead of waiting
-        for a frame its requests must not get anyway.
+        requests arrived with (a drag), or the queued job's requests found the database changed and
+        unread (``UNREAD``): then it starts at once on another worker instead of waiting for a frame
+        its requests must not get anyway. (A request of the very revision in flight joins that render: ``submit``.)
         Real jobs first; a render-ahead job only when no real one can start and fewer than
         ``ahead_limit`` speculative renders run, so speculation only ever uses idle workers.
         """
@@ -284,7 +301,8 @@ class Admission:
         others = [r for who, r in self.waiting.items() if who != me and r is not None]
         nearest: int | None = None
         for pending in self.queue.values():
-            if pending.key not in busy or (pending.revision and (pending.key, pending.revision) not in rendering):
+            if (pending.key not in busy or pending.revision == UNREAD
+                    or (pending.revision and (pending.key, pending.revision) not in rendering)):
                 frame = pending.key[0]
                 mine = reach is not None and isinstance(frame, int) and reach[0] <= frame < reach[1]
                 late = pending.deadline - time.monotonic() < self.queue_timeout / 2

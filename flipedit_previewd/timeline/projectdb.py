@@ -224,6 +224,19 @@ def asset_dirs(path: str) -> list[str]:
         rows = read_readonly(path, DB_READ_TIMEOUT, _asset_rows)
     except Exception:  # noqa: BLE001 - a project read that fails is the project's problem (ProjectSource says which)
         return []
+    return asset_dirs_of(rows)
+
+
+def _assets_beside(conn: sqlite3.Connection) -> list[str] | None:
+    """``asset_dirs`` in the timeline's own read (one open of the database, not two, after each change: the
+    drag's settle); None when the table cannot be read (then ``asset_dirs`` reads it on its own, as before)."""
+    try:
+        return asset_dirs_of(_asset_rows(conn))
+    except sqlite3.Error:
+        return None
+
+
+def asset_dirs_of(rows: list[Any]) -> list[str]:
     dirs = set()
     for (value, *_) in rows:
         try:
@@ -284,6 +297,8 @@ class ProjectSource:
         self._checked = 0.0
         self._restat_claimed = False
         self._override: Timeline | None = None
+        # The directories of the project's assets, read with the last good timeline (None: not read with it).
+        self.asset_dirs: list[str] | None = None
         self.read_timeout = DB_READ_TIMEOUT
         self.max_rows = MAX_ROWS
         # Called with each timeline read from the database; raises to refuse it (limits.check_timeline).
@@ -370,8 +385,8 @@ class ProjectSource:
             try:
                 # In a thread of its own (read_readonly): a read blocked in open() frees this thread, and
                 # ``_read_lock`` that every render waits for, at its deadline.
-                timeline = read_readonly(self.path, self.read_timeout,
-                                         lambda conn: read_timeline(conn, self.canvas, self.fps, self.path, self.max_rows, skipped))
+                timeline, assets = read_readonly(self.path, self.read_timeout, lambda conn: (
+                    read_timeline(conn, self.canvas, self.fps, self.path, self.max_rows, skipped), _assets_beside(conn)))
                 if self.check is not None:
                     try:
                         self.check(timeline)
@@ -397,6 +412,7 @@ class ProjectSource:
                 self._signature = signature
                 self._failed = None
                 self._timeline = timeline
+                self.asset_dirs = assets
             self.health.reads += 1
             if skipped:
                 self._note("partial", f"project database {self.path}: {len(skipped)} rows skipped: {'; '.join(skipped[:3])}")

@@ -41,7 +41,8 @@ class MediaRoots:
             candidates = []
             if source.path:
                 candidates.append(os.path.dirname(os.path.abspath(source.path)))
-                candidates += asset_dirs(source.path)
+                known = source.asset_dirs  # read with the timeline, when it was
+                candidates += known if known is not None else asset_dirs(source.path)
         kept, skipped = effective_roots(candidates)
         if not configured:  # the project's own suggestions: stricter than what the user configured
             for root in list(kept):

@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from flipedit_previewd.render.admission import Admission
+from flipedit_previewd.render.admission import UNREAD, Admission
 
 
 def test_newer_revision_starts_beside_a_stale_render_in_flight() -> None:
@@ -25,16 +25,32 @@ def test_newer_revision_starts_beside_a_stale_render_in_flight() -> None:
     asyncio.run(scenario())
 
 
-def test_same_revision_still_waits_for_the_render_in_flight() -> None:
+def test_same_revision_joins_the_render_in_flight() -> None:
+    """A request of the revision being rendered shares that render: no second render of the same picture after it."""
     async def scenario() -> None:
         adm = Admission(capacity=2, queue_size=5, queue_timeout=5)
         first = adm.submit((7, "s"), "rev-a")
         assert adm.take(threading.Event()) is first
         again = adm.submit((7, "s"), "rev-a")
-        stop = threading.Event()
-        threading.Timer(0.2, stop.set).start()
-        assert adm.take(stop) is None  # one render per URL and revision: no duplicate work
-        assert list(adm.queue.values()) == [again]
+        assert again is first and first.waiters == 2 and not adm.queue and adm.counters["joined"] == 1
+        adm.finish(first, "frame a")
+        assert again.future.result() == "frame a"
+    asyncio.run(scenario())
+
+
+def test_unread_starts_beside_any_render_in_flight_and_never_joins_it() -> None:
+    """A request that found the database changed and unread must not get a render that read before the change
+    (it may be the old picture), nor wait for it: its own render starts at once and reads the timeline then."""
+    async def scenario() -> None:
+        adm = Admission(capacity=2, queue_size=5, queue_timeout=5)
+        first = adm.submit((7, "s"), UNREAD)
+        assert adm.take(threading.Event()) is first
+        first.revision = "rev-a"  # its driver read the timeline: revision a (perhaps just before the change)
+        fresh = adm.submit((7, "s"), UNREAD)
+        assert fresh is not first
+        assert adm.take(threading.Event()) is fresh  # not held back behind the render of rev-a
+        other = adm.submit((7, "s"), UNREAD)  # nor behind one still reading
+        assert other is not fresh and adm.take(threading.Event()) is other
     asyncio.run(scenario())
 
 
