@@ -55,6 +55,7 @@ class Pending:
     started: float = 0.0
     speculative: bool = False  # render-ahead: nobody waits yet; a real request may take it over
     revision: str = ""  # the timeline revision it was planned for / its requests arrived with / it renders
+    followers: list[Pending] = field(default_factory=list)  # jobs that read this one's revision: answered with it
 
 
 class RateMeter:
@@ -360,17 +361,37 @@ class Admission:
                     return pending
             self._resolve(expired, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
 
+    def follow(self, pending: Pending) -> bool:
+        """From its taker, once it has read its timeline (``pending.revision``): when a render of that very key
+        and revision is in flight, this job is answered with that render's result instead of rendering it a
+        second time (True; the taker is done with it). A request that found the database unread (``UNREAD``)
+        starts at once beside any render in flight; this is where two such requests after one change meet."""
+        with self._cond:
+            for other in self.in_flight:
+                if (other is not pending and other.key == pending.key and other.revision == pending.revision
+                        and not other.speculative and not pending.speculative):
+                    self.in_flight.remove(pending)
+                    other.followers.append(pending)
+                    other.waiters += pending.waiters
+                    self.counters["joined"] += 1
+                    return True
+        return False
+
     def finish(self, pending: Pending, result: Any = None, error: BaseException | None = None) -> None:
-        """A taken job is done: settle its future on the loop (a render-ahead job's error is dropped)."""
+        """A taken job is done: settle its future on the loop (a render-ahead job's error is dropped), and those
+        of the jobs that follow it (``follow``)."""
         with self._cond:
             if pending in self.in_flight:
                 self.in_flight.remove(pending)
             if not pending.speculative:
                 self.rate.mark()
             self._cond.notify_all()  # a job for the same URL may now start
+            followers, pending.followers = pending.followers, []
         if pending.speculative:
             error = None  # nobody awaits a render-ahead job: an error is counted, never raised
         self._resolve(pending, result, error)
+        for follower in followers:
+            self._resolve(follower, result, error)
 
     def close(self) -> None:
         with self._cond:

@@ -213,6 +213,8 @@ class Dispatcher:
         try:
             timeline = self._read()
             pending.revision = timeline.revision  # what this render shows (admission: newer requests need not wait for it)
+            if self.admission.follow(pending):
+                return  # the same picture is being rendered for another job: answered with it
             etag = frame_etag(timeline, frame, spec)
             cached = self.cache.get(etag)
             if cached is not None:

@@ -104,3 +104,25 @@ def test_a_frame_in_the_gop_another_waiting_worker_is_in_is_left_to_it() -> None
         late.deadline = time.monotonic() + 2.0  # less than half of 5 s left: whoever is free takes it
         assert adm.take(threading.Event(), near=(0, 30)) is late
     asyncio.run(scenario())
+
+
+def test_an_unread_job_that_reads_the_revision_in_flight_is_answered_with_that_render() -> None:
+    """Two requests after one change (the editor's and another view's) render the new picture once: the second,
+    having read the same revision, follows the render in flight; one that read another revision renders."""
+    async def scenario() -> None:
+        adm = Admission(capacity=3, queue_size=5, queue_timeout=5)
+        first = adm.submit((7, "s"), UNREAD)
+        assert adm.take(threading.Event()) is first
+        first.revision = "rev-b"
+        second = adm.submit((7, "s"), UNREAD)
+        assert adm.take(threading.Event()) is second
+        second.revision = "rev-b"  # its own read, after its request arrived: the same revision
+        assert adm.follow(second) and adm.in_flight == [first]
+        third = adm.submit((7, "s"), UNREAD)
+        assert adm.take(threading.Event()) is third
+        third.revision = "rev-c"  # changed again meanwhile: renders on its own
+        assert not adm.follow(third)
+        adm.finish(first, "frame b")
+        await asyncio.sleep(0)
+        assert second.future.result() == "frame b" and not third.future.done()
+    asyncio.run(scenario())
