@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import weakref
 from collections import OrderedDict
 from typing import Any, Protocol
 
@@ -72,6 +73,9 @@ class FrameService:
         self.cache = dispatcher.cache
         self.ahead = dispatcher.ahead
         self._request_seq = 0
+        # Frame requests ``refuse_now`` let through whose task has not submitted them yet, by id (a Request is not
+        # hashable); weak: one whose task never runs (its connection lost first) goes with its request.
+        self._incoming: dict[int, weakref.ref[Request]] = {}
         self._problems_reported: set[tuple[str, str]] = set()  # once per daemon, whichever worker met it
         self._recent_problems: OrderedDict[str, tuple[str, float]] = OrderedDict()  # source -> (problem, when): /health, doctor
         dispatcher.hooks.media_problem = self._media_problem
@@ -141,6 +145,10 @@ class FrameService:
         self.host.stats.count("not_modified")
         return Response(304, b"", spec.content_type, headers=[("ETag", etag), FRAME_CACHING])
 
+    def _let_through(self, request: Request) -> None:
+        key = id(request)
+        self._incoming[key] = weakref.ref(request, lambda _ref: self._incoming.pop(key, None))
+
     def refuse_now(self, request: Request, frame: int) -> Response | None:
         """On the connection's data_received, before a task is made: the 503 that ``get_frame`` would answer at
         once because the render queue is full and holds no job of this frame to join; None otherwise (a
@@ -150,12 +158,16 @@ class FrameService:
         the output size depends only on the canvas, which a database change does not move.
         """
         admission = self.admission
-        if len(admission.queue) < admission.queue_size or request.headers.get("if-none-match"):
+        # Requests let through but not yet submitted count against the queue: under a flood, hundreds arrive in
+        # one turn of the loop before any of their tasks runs; all but the queue's room are refused here, at once.
+        if len(admission.queue) + len(self._incoming) < admission.queue_size or request.headers.get("if-none-match"):
+            self._let_through(request)
             return None
         begun = time.monotonic()
         timeline = self.host.last_timeline()
         spec = self.host.output_spec(request, timeline)
         if (frame, spec) in admission.queue or frame_etag(timeline, frame, spec) in self.cache:
+            self._let_through(request)
             return None
         error = admission.reject("queue", f"render queue full ({admission.queue_size} waiting)")
         host = self.host
@@ -166,6 +178,12 @@ class FrameService:
         return Response.from_error(error)
 
     async def get_frame(self, request: Request, frame: int, client: str) -> Response:
+        try:
+            return await self._get_frame(request, frame, client)
+        finally:
+            self._incoming.pop(id(request), None)
+
+    async def _get_frame(self, request: Request, frame: int, client: str) -> Response:
         host = self.host
         begun = time.monotonic()
         self._request_seq += 1
@@ -193,6 +211,7 @@ class FrameService:
         refused_at_once = False
         result: FrameResult | None = None
         try:
+            self._incoming.pop(id(request), None)  # in the queue from here (render submits before it first waits)
             result = await self.dispatcher.render((frame, spec), revision, etag)
             outcome, status = ("shared" if result.shared else "rendered"), 200
         except asyncio.CancelledError:
