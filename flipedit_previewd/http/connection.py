@@ -58,13 +58,14 @@ class ClientProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self.arrived = time.perf_counter()  # a refusal at accept is timed from here
+        accepted = time.perf_counter()
         self.transport = transport
         self.peer = peer_of(transport)
         key = client_key(self.peer)
         victims = self.server.slots.make_room(key)
         if victims is None:
             self.flow = FlowControl(transport)
+            self.arrived = accepted  # a refusal at accept is timed from the accept; any other from its request's first bytes
             self._refuse_at_accept()
             return
         for victim in victims:

@@ -432,3 +432,16 @@ def test_pipelined_refusals_are_answered_in_order_without_recursion(server: Serv
         assert transport.answers() == [b"HTTP/1.1 503"] * 1500 + [b"HTTP/1.1 200", b"HTTP/1.1 503"]
 
     run(scenario)
+
+
+def test_a_refusal_is_timed_from_its_request_not_from_the_accept(server: Server) -> None:
+    """The refusal histogram is the daemon's time: a client that connects and sends later is not counted in it
+    (the first request on each of a flood's 400 connections was timed from the accept, the histogram's p99)."""
+    async def scenario() -> None:
+        protocol, transport = connect(server)
+        server.service.busy_paths = {"/busy"}
+        await asyncio.sleep(0.05)  # the client takes its time to send
+        protocol.data_received(GET.replace(b"/health", b"/busy"))
+        assert transport.answers() == [b"HTTP/1.1 503"] and server.service.refusal_times[0] < 0.01
+
+    run(scenario)
