@@ -36,8 +36,8 @@ from typing import Any
 
 import av
 
-from ..display import Geometry
-from ..media import DEEP_SCALED, MediaError, VideoSource
+from ..worker.display import Geometry
+from ..worker.media import DEEP_SCALED, MediaError, VideoSource
 from .store import Identity, Manifest, Params, Store, StoreError, key_of
 
 IOPRIO_CLASS_IDLE = 3
@@ -209,7 +209,7 @@ def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None 
 
 def confine(store_root: str, roots: tuple[str, ...]) -> str:
     """As a render worker confines itself, plus writing under the store. Returns why not, or ""."""
-    from .. import confine as sandbox
+    from ..worker import confine as sandbox
     arch, status = sandbox.confine_process()
     if arch is None or not status.landlock:
         return status.why

@@ -22,10 +22,6 @@ from fractions import Fraction
 from typing import Any
 
 import av
-from PIL import Image
-
-from ..display import Geometry
-from ..media import DEEP_NATIVE, DEEP_SCALED
 from .store import Manifest, Params, Store, StoreError, key_of, open_nofollow
 
 RELOAD_AFTER = 1.0  # s: how often a partial proxy's manifest is read again for segments made since
@@ -139,17 +135,4 @@ def usable(manifest: Manifest, size: tuple[int, int]) -> bool:
     return size[0] <= shown[0] and size[1] <= shown[1]
 
 
-def picture(frame: Any, geometry: Geometry, deep: bool, size: tuple[int, int]) -> Image.Image:
-    """The proxy frame as the viewer sees it at ``size``, scaled as the renderer scales the original
-    (media.VideoSource.picture): the same scaler and flags, chosen by the *source's* stored size
-    (``geometry``), then the source's rotation or mirroring."""
-    width, height = geometry.scale_size(size)
-    if deep:
-        native = (width, height) == (geometry.width, geometry.height)
-        scaled = frame.reformat(width=width, height=height, format="rgb24", interpolation=DEEP_NATIVE if native else DEEP_SCALED)
-    else:
-        scaled = frame.reformat(width=width, height=height, format="rgb24")
-    return geometry.orient(scaled.to_image())
-
-
-__all__ = ["Params", "ProxyReader", "key_of", "picture", "usable"]
+__all__ = ["Params", "ProxyReader", "key_of", "usable"]

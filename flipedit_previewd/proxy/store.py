@@ -40,7 +40,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..display import Geometry
+from ..worker.display import Geometry
 
 FORMAT_VERSION = 1
 CODECS = ("h264",)  # what a manifest may name; the reader opens no other decoder for a proxy

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flipedit_previewd.display import Geometry
-from flipedit_previewd.media import VideoSource, timeline_rate
+from flipedit_previewd.worker.display import Geometry
+from flipedit_previewd.worker.media import VideoSource, _Decoded, timeline_rate
 from flipedit_previewd.proxy.maker import fit, identity_of, make
-from flipedit_previewd.proxy.reader import ProxyReader, picture, usable
+from flipedit_previewd.proxy.reader import ProxyReader, usable
 from flipedit_previewd.proxy.store import Params, Store, key_of
 
 pytestmark = pytest.mark.skipif(corpus.ffmpeg() is None, reason="needs Debian's ffmpeg (scripts/setup.sh)")
@@ -43,7 +43,8 @@ def luma_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def shown_from(frame: object, source: VideoSource, size: tuple[int, int]) -> np.ndarray:
-    return np.asarray(picture(frame, source.geometry, source.deep, size))
+    """The proxy frame scaled as the renderer scales the original: its own picture(), the source's geometry and flags."""
+    return np.asarray(source.picture(_Decoded(0, frame), size))
 
 
 @pytest.mark.parametrize("name", CHECKED)
