@@ -44,6 +44,7 @@ def health_report(s: Service) -> dict[str, Any]:
                     "clips": len(timeline.clips), "following": s.follower.state() if s.follower else None},
         "cache": {"frames": len(s.frames), "bytes": s.frames.size, "hits": s.frames.hits, "misses": s.frames.misses},
         "render_ahead": s.render_ahead_stats(),
+        "proxies": s.proxies.snapshot(),  # made / in progress / queued, progress and disk use (proxy/manager.py)
         "keepalive_timeout_s": s.config.keepalive_timeout,
         "restart_pending": list(s.config.restart_pending),  # restart-only settings changed in the configuration
         # The last reload's configuration could not be used (the old one runs; a restart would fail): why, where.

@@ -93,15 +93,34 @@ class Routes:
                 return Response(200, viewer.HTML.encode(), "text/html; charset=utf-8", headers=list(viewer.HEADERS))
             return Response.json(200, {"service": "flipedit-previewd", "version": __version__,
                                        "endpoints": ["/get_frame/<n>", "/health", "/metrics", "/debug/timeline", "/debug/events",
-                                                     "/timeline"]})
+                                                     "/timeline", "/proxies"]})
         if path in VIEWER_FILES:
             _require(method, ("GET", "HEAD"))
             body, kind = VIEWER_FILES[path]
             return Response(200, body.encode(), kind, headers=list(viewer.HEADERS))
+        if path == "/proxies":
+            _require(method, ("GET", "HEAD", "POST", "DELETE"))
+            return await self.proxies(request)
         if path == "/debug/events":
             _require(method, ("GET", "HEAD"))
             return Response.json(200, {"events": list(s.log.recent)}, headers=[("Cache-Control", "no-store")])
         raise NotFound(f"no such endpoint: {path[:80]}")
+
+    async def proxies(self, request: Request) -> Response:
+        """GET: the store's proxies and the maker's state; POST: make proxies for every video of the current
+        timeline now (``?all=1``: even those whose random frames are cheap); DELETE: remove every proxy."""
+        s = self.service
+        manager = s.proxies
+        if request.method == "POST":
+            timeline = await s.timeline()
+            every = request.query.get("all", "") in ("1", "true", "yes")
+            queued = manager.note(timeline, force=True, min_cost=0.0 if every else None)
+            return Response.json(200, {"queued": queued, "proxies": manager.snapshot()}, headers=[NO_STORE])
+        if request.method == "DELETE":
+            removed = await s.offload.run(manager.clear)
+            return Response.json(200, {"removed": removed, "proxies": manager.snapshot()}, headers=[NO_STORE])
+        listing = await s.offload.run(manager.listing)
+        return Response.json(200, {"proxies": manager.snapshot(), "entries": listing}, headers=[NO_STORE])
 
     async def put_timeline(self, request: Request) -> Response:
         s = self.service

@@ -32,6 +32,7 @@ from flipedit_previewd.config.schema import Config, ConfigError
 from flipedit_previewd.http.lifecycle import LifecycleState
 from flipedit_previewd.http.protocol import Request, Response
 from flipedit_previewd.http.reconfigure import configure_service
+from flipedit_previewd.proxy.manager import ProxyManager
 from flipedit_previewd.render.admission import Admission
 from flipedit_previewd.render.dispatch import Dispatcher, LoopHooks
 from flipedit_previewd.render.pool import WorkerPool
@@ -87,6 +88,9 @@ class Service:
         self.overloaded_since: float | None = None
         self._follow_task: asyncio.Future[None] | None = None
         self.roots = MediaRoots(log)
+        # Proxy media (proxy/): the store exists before the workers lock their view of the filesystem
+        self.proxies = ProxyManager.for_config(config, log, self.allowed_roots)
+        self.proxies.prepare()
         self.routes = Routes(self)
         self.supervisor = Supervisor(self)
         m = self.metrics
@@ -154,6 +158,7 @@ class Service:
         warm_up = empty_timeline((64, 36), self.config.frame_rate, "warm-up")
         await self.offload.run(self.pool.render, 0, 0, OutputSpec(64, 36), warm_up, None, tuple(roots))
         self._report_sandbox()
+        self.proxies.start()
         self.lag.start(loop)  # the serving loop's lag: start-up (spawning workers) is before READY=1
 
     async def drain(self, timeout: float, settled: Callable[[], bool] = lambda: True) -> bool:
@@ -169,6 +174,7 @@ class Service:
         return not self.admission.backlog()
 
     def close(self) -> None:
+        self.proxies.stop()
         self.dispatcher.stop()
         self.lag.stop()
         if self._flush_handle is not None:

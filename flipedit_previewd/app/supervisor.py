@@ -42,6 +42,7 @@ class Supervisor:
 
             s.offload.submit_nowait(retry)
         s.follow_in_background()  # notice a switch of project with no requests too
+        s.proxies.note(s.source.last)  # a timeline's new videos get proxies, made in the background (proxy/manager.py)
         if s.overloaded_since is not None and not s.admission.rejected_recently(5):
             duration = time.monotonic() - s.overloaded_since
             s.overloaded_since = None

@@ -36,9 +36,9 @@ from typing import Any
 
 import av
 
-from ..worker.display import Geometry
-from ..worker.media import DEEP_SCALED, MediaError, VideoSource
-from .store import Identity, Manifest, Params, Store, StoreError, key_of
+from flipedit_previewd.proxy.store import Manifest, Params, Store, StoreError, identity_of, key_of
+from flipedit_previewd.worker.display import Geometry
+from flipedit_previewd.worker.media import DEEP_SCALED, MediaError, VideoSource, _Decoded
 
 IOPRIO_CLASS_IDLE = 3
 IOPRIO_WHO_PROCESS = 1
@@ -54,11 +54,20 @@ class _OneThreadSource(VideoSource):
             stream.thread_count = 1
 
 
+def _die_with_parent() -> None:
+    """SIGKILL this process when the daemon that started it dies (PR_SET_PDEATHSIG): never an orphan maker."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
+
+
 def lower_priority() -> list[str]:
     """SCHED_IDLE (else nice 19) and I/O class idle for this process; returns what was applied."""
     applied = []
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         applied.append("SCHED_IDLE")
     except (AttributeError, OSError):
         try:
@@ -88,12 +97,6 @@ def fit(geometry: Geometry, box: tuple[int, int]) -> tuple[int, int]:
     width = max(2, int(round(geometry.width * scale)) // 2 * 2)
     height = max(2, int(round(geometry.height * scale)) // 2 * 2)
     return width, height
-
-
-def identity_of(source: VideoSource) -> Identity:
-    assert source.stream is not None
-    ctx = source.stream.codec_context
-    return Identity.of(os.fstat(source.file.fileno()), ctx.name, ctx.width, ctx.height, source.time_base, source.rate)
 
 
 def plan(source: VideoSource, params: Params) -> Manifest:
@@ -128,6 +131,30 @@ def proxy_format(layout: str, deep: bool) -> str:
     return "yuv420p10le"
 
 
+SAMPLE_PACKETS = 600  # packets read from the start to find the keyframe interval (20 s at 30 fps)
+
+
+def random_cost(source: VideoSource) -> tuple[float, float]:
+    """(million pixels decoded per random frame, keyframe interval): half the interval plus one, times
+    the frame's pixels. The interval comes from the first packets' keyframe flags (no decoding); the
+    decoder is then put back at the first frame."""
+    assert source.stream is not None
+    packets = keyframes = 0
+    try:
+        for packet in source.container.demux(source.stream):
+            if packet.size == 0:
+                continue
+            packets += 1
+            keyframes += bool(packet.is_keyframe)
+            if packets >= SAMPLE_PACKETS:
+                break
+    finally:
+        source._restart()
+    interval = packets / keyframes if keyframes > 1 else float(max(packets, 1))
+    ctx = source.stream.codec_context
+    return (interval / 2 + 1) * ctx.width * ctx.height / 1e6, interval
+
+
 def _encoder(width: int, height: int, params: Params, pix_fmt: str) -> Any:
     encoder = av.CodecContext.create("libx264", "w")
     encoder.width, encoder.height, encoder.pix_fmt = width, height, pix_fmt
@@ -139,15 +166,27 @@ def _encoder(width: int, height: int, params: Params, pix_fmt: str) -> Any:
 
 
 def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None = None, max_pixels: int = 0,
-         max_bytes: int = 0, report: Callable[[dict[str, Any]], None] = lambda event: None) -> Manifest:
-    """Make the proxy of ``path`` in ``store``; returns its manifest (complete, stopped or refused).
+         max_bytes: int = 0, report: Callable[[dict[str, Any]], None] = lambda event: None, min_cost: float = 0.0) -> Manifest | None:
+    """Make the proxy of ``path`` in ``store``; returns its manifest (complete, stopped or refused), or None
+    when the source's random frames cost less than ``min_cost`` million pixels (no proxy needed).
 
+    A proxy already made (complete, stopped by the budget, or refused) is reported ("exists") and kept.
     Raises MediaError when the source cannot be opened or decoded. ``max_bytes`` (0: none) stops the
     making once the proxy would pass it: what was made stays usable as a partial proxy.
     """
     source = _OneThreadSource(path, roots, max_pixels)
     try:
         manifest = plan(source, params)
+        existing = store.manifest(manifest.key)
+        if existing is not None and (existing.complete or existing.refused or existing.stopped):
+            report({"event": "exists", "key": existing.key, "frames": existing.frames, "complete": existing.complete})
+            return existing
+        if min_cost > 0:
+            cost, interval = random_cost(source)
+            if cost < min_cost:
+                report({"event": "skipped", "reason": f"random frames are cheap: {cost:.1f} Mpx each "
+                        f"(keyframe every {interval:.0f} frames), below {min_cost:g}"})
+                return None
         report({"event": "start", "key": manifest.key, "total": manifest.frames_total,
                 "size": [manifest.width, manifest.height]})
         store.begin(manifest)
@@ -160,7 +199,7 @@ def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None 
         written = 0
         index = 0
         previous: int | None = None
-        decoded = source._last
+        decoded: _Decoded | None = source._last
         source._last = None  # the first frame is given out here; the rest come from the decoder in order
         while decoded is not None:
             if previous is not None and decoded.pts <= previous:
@@ -209,7 +248,7 @@ def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None 
 
 def confine(store_root: str, roots: tuple[str, ...]) -> str:
     """As a render worker confines itself, plus writing under the store. Returns why not, or ""."""
-    from ..worker import confine as sandbox
+    from flipedit_previewd.worker import confine as sandbox
     arch, status = sandbox.confine_process()
     if arch is None or not status.landlock:
         return status.why
@@ -231,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", action="append", default=[], help="a media root (repeat); none: unchecked")
     parser.add_argument("--max-pixels", type=int, default=0)
     parser.add_argument("--max-bytes", type=int, default=0)
+    parser.add_argument("--min-cost", type=float, default=0.0, help="million pixels per random frame below which no proxy is made")
     parser.add_argument("--no-confine", action="store_true")
     args = parser.parse_args(argv)
     out = sys.stdout
@@ -239,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         out.write(json.dumps(event) + "\n")
         out.flush()
 
+    _die_with_parent()
     applied = lower_priority()
     width, height = (int(v) for v in args.size.split("x"))
     store = Store(args.store)
@@ -247,10 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         store.create()
         why = "" if args.no_confine else confine(str(store.root.resolve()), roots or ())
         report({"event": "priority", "applied": applied, "sandbox": why})
-        manifest = make(store, args.source, Params(width, height), roots, args.max_pixels, args.max_bytes, report)
+        manifest = make(store, args.source, Params(width, height), roots, args.max_pixels, args.max_bytes, report, args.min_cost)
     except (MediaError, StoreError, OSError) as exc:
         report({"event": "failed", "reason": str(exc)[:500]})
         return 1
+    if manifest is None:
+        return 0
     if manifest.refused:
         report({"event": "failed", "reason": manifest.refused, "key": manifest.key})
         return 1

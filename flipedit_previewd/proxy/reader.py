@@ -22,7 +22,8 @@ from fractions import Fraction
 from typing import Any
 
 import av
-from .store import Manifest, Params, Store, StoreError, key_of, open_nofollow
+
+from flipedit_previewd.proxy.store import Manifest, Params, Store, StoreError, key_of, open_nofollow
 
 RELOAD_AFTER = 1.0  # s: how often a partial proxy's manifest is read again for segments made since
 MAX_TABLES = 64
@@ -125,7 +126,7 @@ class ProxyReader:
 
 
 def _read_table(fd: int) -> list[tuple[int, int, int]]:
-    from .store import read_table
+    from flipedit_previewd.proxy.store import read_table
     return read_table(fd, os.fstat(fd).st_size)
 
 

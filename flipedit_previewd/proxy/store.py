@@ -40,7 +40,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..worker.display import Geometry
+from flipedit_previewd.worker.display import Geometry
 
 FORMAT_VERSION = 1
 CODECS = ("h264",)  # what a manifest may name; the reader opens no other decoder for a proxy
@@ -94,6 +94,13 @@ class Identity:
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (self.dev, self.ino, self.size, self.mtime_ns)
 
 
+def identity_of(source: Any) -> Identity:
+    """The identity of an open ``worker.media.VideoSource``: the descriptor it reads (fstat, not the path:
+    what was opened is what was decoded) and its video stream. One function for the maker and the workers."""
+    ctx = source.stream.codec_context
+    return Identity.of(os.fstat(source.file.fileno()), ctx.name, ctx.width, ctx.height, source.time_base, source.rate)
+
+
 @dataclass(frozen=True)
 class Params:
     """The proxy's own parameters: the box its frames fit in, and how they are coded."""
@@ -103,6 +110,13 @@ class Params:
     codec: str = "h264"
     crf: int = 6  # the corpus (tests/unit/proxy): >= 45 dB luma everywhere; CRF 10 gave 44 on a long GOP, CRF 8 44.6 on ProRes
     segment_frames: int = 30
+
+
+def params_for(configured: tuple[int, int], canvas: tuple[int, int]) -> Params:
+    """The proxy parameters for a timeline: the configured box, or the canvas's size where it is 0x0.
+    The daemon's manager and the workers both ask this, so both compute the same key."""
+    width, height = configured if configured[0] > 0 and configured[1] > 0 else canvas
+    return Params(max(2, width), max(2, height))
 
 
 def key_of(identity: Identity, params: Params) -> str:
@@ -165,8 +179,9 @@ class Manifest:
             raise StoreError("manifest of another format or key")
         try:
             ident = raw["identity"]
-            identity = Identity(*(_int(ident[k]) for k in ("dev", "ino", "size", "mtime_ns")), _str(ident["codec"]),
-                                _int(ident["width"]), _int(ident["height"]), _pair(ident["time_base"]), _pair(ident["rate"]))
+            identity = Identity(_int(ident["dev"]), _int(ident["ino"]), _int(ident["size"]), _int(ident["mtime_ns"]),
+                                _str(ident["codec"]), _int(ident["width"]), _int(ident["height"]), _pair(ident["time_base"]),
+                                _pair(ident["rate"]))
             par = raw["params"]
             params = Params(_int(par["width"], MAX_SIDE), _int(par["height"], MAX_SIDE), _str(par["codec"]), _int(par["crf"], 51),
                             _int(par["segment_frames"], MAX_SEGMENT_FRAMES))

@@ -42,6 +42,7 @@ class FrameResult:
     queue_ms: float
     cached: bool
     shared: bool = False  # the request joined one already queued for the same frame
+    source: str = ""  # what the video frames came from: proxy, original, mixed ("" none): X-Preview-Source
 
 
 class HeavyFrameRefused(GatewayTimeout):
@@ -202,7 +203,7 @@ class Dispatcher:
             etag = frame_etag(timeline, frame, spec)
             cached = self.cache.get(etag)
             if cached is not None:
-                self.admission.finish(pending, FrameResult(cached[0], cached[1], etag, 0.0, queue_ms, True))
+                self.admission.finish(pending, FrameResult(cached[0], cached[1], etag, 0.0, queue_ms, True, source=cached[2]))
                 return
             outcome = self._render(index, frame, spec, timeline, etag)
         except HTTPError as exc:  # BudgetExceeded (504) included
@@ -215,8 +216,8 @@ class Dispatcher:
         for path, problem in result.problems:
             self._post(self.hooks.media_problem, path, problem)
         self.metrics.render_time.observe(outcome.render_ms / 1000)
-        self.cache.put(etag, (result.body, result.content_type), len(result.body))
-        self.admission.finish(pending, FrameResult(result.body, result.content_type, etag, outcome.render_ms, queue_ms, False))
+        self.cache.put(etag, (result.body, result.content_type, result.source), len(result.body))
+        self.admission.finish(pending, FrameResult(result.body, result.content_type, etag, outcome.render_ms, queue_ms, False, source=result.source))
 
     def _run_ahead(self, index: int, pending: Pending) -> None:
         """A render-ahead job, only if its revision is still the current one and the frame is not cached."""
@@ -229,7 +230,8 @@ class Dispatcher:
             elif etag not in self.cache and etag not in self.heavy:
                 outcome = self._render(index, frame, spec, timeline, etag, speculative=True)
                 self.ahead.counters["rendered"] += 1
-                self.cache.put(etag, (outcome.result.body, outcome.result.content_type), len(outcome.result.body), ahead=True)
+                self.cache.put(etag, (outcome.result.body, outcome.result.content_type, outcome.result.source), len(outcome.result.body),
+                               ahead=True)
         except Exception:  # noqa: BLE001 - a guess that failed costs nothing; the real request will report it
             self.ahead.counters["failed"] += 1
         finally:

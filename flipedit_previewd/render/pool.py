@@ -61,6 +61,8 @@ class WorkerSettings:
     source_cache_bytes: int
     max_source_pixels: int
     test_render_hook: str = ""
+    proxy_root: str = ""  # the proxy store a worker reads (proxy/); "" when proxies are off
+    proxy_size: tuple[int, int] = (0, 0)  # the box proxies are made for; (0, 0): the canvas's size
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ def _send(conn: Connection, reply: wire.Reply) -> None:
 
 def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> None:
     """Child process loop: confine, say hello, then one job at a time, replies back over the pipe."""
+    from flipedit_previewd.proxy.reader import ProxyReader
+    from flipedit_previewd.proxy.store import Store
     from flipedit_previewd.worker import confine
     from flipedit_previewd.worker.compositor import compose  # PyAV and Pillow: in the workers only (output.py)
     from flipedit_previewd.worker.media import MediaPool
@@ -147,7 +151,11 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
         os._exit(0)
 
     threading.Thread(target=orphan_guard, daemon=True).start()
-    media = MediaPool(settings.source_cache_bytes, settings.max_source_pixels)
+    def new_media() -> MediaPool:
+        reader = ProxyReader(Store(settings.proxy_root)) if settings.proxy_root else None
+        return MediaPool(settings.source_cache_bytes, settings.max_source_pixels, proxies=reader, proxy_size=settings.proxy_size)
+
+    media = new_media()
     ahead = _LowPriority(AHEAD_NICE)
     current: Timeline | None = None
     used = False
@@ -158,7 +166,7 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
                 # Idle (the editor is closed or paused): give back decoders, cached sources and the
                 # heap they left behind; the next frame reopens its files (bench/footprint.py).
                 media.close()
-                media, used = MediaPool(settings.source_cache_bytes, settings.max_source_pixels), False
+                media, used = new_media(), False
                 _trim_heap()
                 continue
             job = conn.recv()
@@ -179,7 +187,8 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
             # Before anything of this job, and before the render-ahead thread exists (it inherits the rules).
             if arch is not None and status.landlock:
                 try:
-                    confine.lock_filesystem(arch, status.landlock_abi, job.roots)
+                    # the proxy store is read like media (proxy/reader.py treats it as untrusted)
+                    confine.lock_filesystem(arch, status.landlock_abi, job.roots + ((settings.proxy_root,) if settings.proxy_root else ()))
                 except OSError as exc:
                     _send(conn, wire.Reply("error", job.job_id, message=f"sandbox: cannot confine the worker: {exc}"))
                     break  # never decode unconfined when the kernel offered Landlock: the daemon starts a fresh one
@@ -202,7 +211,7 @@ def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> Non
             # A guess runs on the low-priority thread while this one waits (no CPU, no GIL): one job at a time.
             result = ahead.run(render) if job.speculative else render()
             reply = wire.Reply("ok", job.job_id, (time.perf_counter() - started) * 1000, result.content_type, result.body,
-                               result.problems, result.clips, attempts=attempts)
+                               result.problems, result.clips, attempts=attempts, source=result.source)
         except Exception as exc:  # noqa: BLE001 - any render bug must become a 500, not a dead worker
             reply = wire.Reply("error", job.job_id, (time.perf_counter() - started) * 1000,
                                message=f"{type(exc).__name__}: {exc}", attempts=attempts)
@@ -428,7 +437,12 @@ class WorkerPool:
 
     @classmethod
     def for_config(cls, config: Config) -> WorkerPool:
-        return cls(config.workers, WorkerSettings(config.source_cache_bytes, config.max_source_pixels, config.test_render_hook),
+        from flipedit_previewd.proxy.store import default_root
+
+        proxy_root = (os.path.expanduser(config.proxy_dir) if config.proxy_dir else str(default_root())) if config.proxies else ""
+        settings = WorkerSettings(config.source_cache_bytes, config.max_source_pixels, config.test_render_hook,
+                                  proxy_root, (config.proxy_width, config.proxy_height))
+        return cls(config.workers, settings,
                    config.hang_threshold)
 
     def start(self) -> None:
@@ -519,7 +533,7 @@ class WorkerPool:
                            worker, ATTEMPT=attempt["what"], REFUSED=int(attempt["refused"]), ERRNO=attempt["error"])
             if reply.kind == "error":
                 raise RenderFailed(reply.message)
-            return RenderOutcome(RenderResult(reply.body, reply.content_type, reply.problems, reply.clips), reply.render_ms)
+            return RenderOutcome(RenderResult(reply.body, reply.content_type, reply.problems, reply.clips, source=reply.source), reply.render_ms)
 
     def _hello(self, worker: Worker) -> None:
         """The first message of a worker process: what confinement it applied (wire.py "hello")."""

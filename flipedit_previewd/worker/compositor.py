@@ -53,14 +53,18 @@ def letterbox(spec: OutputSpec, canvas: tuple[int, int]) -> tuple[int, int, int,
 
 
 def compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, broken: frozenset[str] = frozenset()) -> RenderResult:
+    # PNG is the lossless output: always the originals (a proxy is the same frame, not the same pixels)
+    media.begin((timeline.canvas_width, timeline.canvas_height), lossless=spec.format == "png")
     left, top, width, height = letterbox(spec, (timeline.canvas_width, timeline.canvas_height))
     if (width, height) == (spec.width, spec.height):
-        return _compose(timeline, frame, spec, media, broken)
+        result = _compose(timeline, frame, spec, media, broken)
+        result.source = media.source_used()
+        return result
     inner = _compose(timeline, frame, OutputSpec(width, height, spec.quality, spec.format), media, broken, encoded=False)
     assert inner.image is not None
     framed = Image.new("RGB", (spec.width, spec.height), (0, 0, 0))
     framed.paste(inner.image, (left, top))
-    return RenderResult(encode(framed, spec), spec.content_type, inner.problems, inner.clips)
+    return RenderResult(encode(framed, spec), spec.content_type, inner.problems, inner.clips, source=media.source_used())
 
 
 def _compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, broken: frozenset[str] = frozenset(),

@@ -24,6 +24,8 @@ import av.video.reformatter
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from flipedit_previewd.common.framecache import FrameCache
+from flipedit_previewd.proxy.reader import ProxyReader, usable
+from flipedit_previewd.proxy.store import Params, identity_of, key_of, params_for
 from flipedit_previewd.worker.display import Geometry, matrix_problem, sample_aspect, tkhd_matrix, to_rgb, transpose_of
 from flipedit_previewd.worker.keyframes import KeyframeIndex
 from flipedit_previewd.worker.sniff import (
@@ -150,6 +152,7 @@ class VideoSource:
         self._lands_late = False  # a timestamp seek of this source has yielded a frame after its target
         self._bytes_refused = False  # the demuxer refuses byte seeks (it has an index of its own)
         self.scaled: tuple[tuple[int, tuple[int, int]], Image.Image] | None = None
+        self.proxy_key: tuple[Params, str] | None = None  # the key of this file's proxy, for those parameters
         try:
             self._open_container()
             self.stream = self.container.streams.video[0] if self.container.streams.video else None
@@ -374,16 +377,55 @@ class VideoSource:
 
 
 class MediaPool:
-    """Per-worker media state: open decoders, scaled stills and the problems already reported."""
+    """Per-worker media state: open decoders, scaled stills and the problems already reported.
 
-    def __init__(self, cache_bytes: int, max_source_pixels: int, max_open: int = 8, roots: tuple[str, ...] | None = None) -> None:
+    With a proxy reader (``proxies``), a video frame comes from the source's proxy when one covers it, the
+    clip is shown no larger than the proxy, and the output is not lossless (``begin``): the same frame by
+    the same rule (proxy/reader.py), scaled by the same ``VideoSource.picture``. ``used`` says which kind
+    each video frame of the current render came from (the ``X-Preview-Source`` header).
+    """
+
+    def __init__(self, cache_bytes: int, max_source_pixels: int, max_open: int = 8, roots: tuple[str, ...] | None = None,
+                 proxies: ProxyReader | None = None, proxy_size: tuple[int, int] = (0, 0)) -> None:
         self.max_source_pixels = max_source_pixels
         self.roots = roots
         self.max_open = max_open
         self.videos: OrderedDict[tuple[str, Any], VideoSource] = OrderedDict()
         self.scaled = FrameCache(cache_bytes)
         self.reported: set[tuple[str, str]] = set()
+        self.proxies = proxies
+        self.proxy_size = proxy_size  # (0, 0): the canvas's size (proxy.store.box_for)
+        self._proxy_params: Params | None = None  # this render's: None when proxies may not be used
+        self.used: set[str] = set()
         Image.MAX_IMAGE_PIXELS = max_source_pixels
+
+    def begin(self, canvas: tuple[int, int], lossless: bool) -> None:
+        """Before a render: which proxies fit this timeline's canvas, or none for a lossless output."""
+        self.used = set()
+        if self.proxies is None or lossless:
+            self._proxy_params = None
+        else:
+            self._proxy_params = params_for(self.proxy_size, canvas)
+
+    def source_used(self) -> str:
+        """"proxy", "original", "mixed", or "" when the render drew no video frame."""
+        return "mixed" if len(self.used) > 1 else next(iter(self.used), "")
+
+    def _from_proxy(self, source: VideoSource, seconds: Fraction, size: tuple[int, int]) -> _Decoded | None:
+        params, reader = self._proxy_params, self.proxies
+        if params is None or reader is None:
+            return None
+        if source.proxy_key is None or source.proxy_key[0] != params:
+            try:
+                key = key_of(identity_of(source), params)
+            except (OSError, AttributeError, ValueError):
+                return None
+            source.proxy_key = (params, key)
+        manifest = reader.find(source.proxy_key[1])
+        if manifest is None or not usable(manifest, size):
+            return None
+        found = reader.frame_at(manifest, seconds)
+        return None if found is None else _Decoded(found[0], found[1])
 
     def video(self, path: str, stat: Any) -> VideoSource:
         key = (path, stat)
@@ -403,7 +445,11 @@ class MediaPool:
     def video_frame(self, path: str, stat: Any, index: int, fps: float, size: tuple[int, int]) -> Image.Image:
         """Frame ``index`` counted at the timeline's rate ``fps``: the source frame on screen at index / fps."""
         source = self.video(path, stat)
-        decoded = source.frame_at(Fraction(index) / timeline_rate(fps))
+        seconds = Fraction(index) / timeline_rate(fps)
+        decoded = self._from_proxy(source, seconds, size)
+        self.used.add("original" if decoded is None else "proxy")
+        if decoded is None:
+            decoded = source.frame_at(seconds)
         key = (decoded.pts, size)
         if source.scaled is not None and source.scaled[0] == key:
             return source.scaled[1]  # same frame, same size: e.g. another layer is being dragged
@@ -514,6 +560,8 @@ class MediaPool:
         for source in self.videos.values():
             source.close()
         self.videos.clear()
+        if self.proxies is not None:
+            self.proxies.close()
 
 
 def kind_of(path: str, clip_type: str) -> str:

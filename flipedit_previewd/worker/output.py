@@ -33,3 +33,4 @@ class RenderResult:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, problem), first report only
     clips: int = 0
     image: Image.Image | None = None  # only for a letterboxed output's inner canvas, before encoding
+    source: str = ""  # what the video frames came from: "proxy", "original", "mixed"; "" for none (X-Preview-Source)

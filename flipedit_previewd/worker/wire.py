@@ -27,6 +27,7 @@ MAX_TEXT = 4096  # one message, one path, one problem
 MAX_PROBLEMS = 1000
 MAX_BODY = 256 << 20  # absolute; a reply is also held to its output size (body_limit)
 CONTENT_TYPES = ("image/jpeg", "image/png")
+SOURCES = ("", "proxy", "original", "mixed")
 IMAGE_MAGIC = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}
 
 
@@ -46,12 +47,14 @@ class Reply:
     message: str = ""  # error: what went wrong
     sandbox: dict[str, Any] = field(default_factory=dict)  # hello: confine.Status.as_dict()
     attempts: list[dict[str, Any]] = field(default_factory=list)  # the escape failpoint's attempts (tests only)
+    source: str = ""  # ok: what the video frames came from (SOURCES), for X-Preview-Source
 
 
 def encode(reply: Reply) -> bytes:
     meta: dict[str, Any] = {"kind": reply.kind, "job_id": reply.job_id, "render_ms": reply.render_ms}
     if reply.kind == "ok":
-        meta.update(content_type=reply.content_type, problems=[list(p) for p in reply.problems], clips=reply.clips)
+        meta.update(content_type=reply.content_type, problems=[list(p) for p in reply.problems], clips=reply.clips,
+                    source=reply.source)
     elif reply.kind == "error":
         meta["message"] = reply.message[:MAX_TEXT]
     elif reply.kind == "hello":
@@ -115,6 +118,10 @@ def decode(data: bytes, job_id: int | None = None, content_type: str | None = No
                 raise WireError("problems: each one a [path, problem] pair")
             reply.problems.append((_text(problem[0], "problem path"), _text(problem[1], "problem")))
         reply.clips = _int(meta.get("clips"), "clips", 10_000_000)
+        source = meta.get("source", "")
+        if source not in SOURCES:
+            raise WireError("source: not one of proxy, original, mixed")
+        reply.source = source
     elif body:
         raise WireError(f"a {kind} reply carries no image")
     if kind == "error":

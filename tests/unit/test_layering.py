@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"config", "common"},
     "timeline": {"timeline", "common", "config"},
     "worker": {"worker", "timeline", "common", "config"},
-    "render": {"render", "worker", "timeline", "common", "config"},
+    "render": {"render", "worker", "proxy", "timeline", "common", "config"},
     "sd": {"sd", "common", "config"},
     "http": {"http", "sd", "common", "config", "__init__"},
     "proxy": {"proxy", "worker", "timeline", "common", "config"},

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from flipedit_previewd.proxy.maker import fit, make
+from flipedit_previewd.proxy.reader import ProxyReader, usable
+from flipedit_previewd.proxy.store import Params, Store, identity_of, key_of
 from flipedit_previewd.worker.display import Geometry
 from flipedit_previewd.worker.media import VideoSource, _Decoded, timeline_rate
-from flipedit_previewd.proxy.maker import fit, identity_of, make
-from flipedit_previewd.proxy.reader import ProxyReader, usable
-from flipedit_previewd.proxy.store import Params, Store, key_of
 
 pytestmark = pytest.mark.skipif(corpus.ffmpeg() is None, reason="needs Debian's ffmpeg (scripts/setup.sh)")
 ROWS = {row.name: row for row in corpus.ROWS}

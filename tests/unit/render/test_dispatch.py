@@ -119,7 +119,7 @@ def test_a_render_is_cached_and_the_next_one_is_answered_from_the_cache(pool: Wo
         assert first.body.startswith(b"\xff\xd8") and first.content_type == "image/jpeg"
         assert first.etag == etag and not first.cached and not first.shared and first.render_ms > 0 and first.queue_ms >= 0
         assert pool.completed == completed + 1 and d.position == [5]  # the worker's decoders are at frame 5 now
-        assert d.cache.get(etag) == (first.body, "image/jpeg")
+        assert d.cache.get(etag) == (first.body, "image/jpeg", "")  # no video drawn: no X-Preview-Source
         assert first.cached is False
         assert sample(d, "flipedit_preview_render_seconds_sum") == first.render_ms / 1000
         assert sample(d, "flipedit_preview_queue_wait_seconds_sum") == first.queue_ms / 1000
