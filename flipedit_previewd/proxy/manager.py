@@ -56,7 +56,7 @@ class Current:
     def as_dict(self) -> dict[str, Any]:
         percent = round(100 * self.done / self.total, 1) if self.total else None
         return {"source": self.path, "frames_done": self.done, "frames_total": self.total, "percent": percent,
-                "elapsed_s": round(time.monotonic() - self.started, 1)}
+                "elapsed_s": round(time.monotonic() - self.started, 1), "pid": self.pid}
 
 
 @dataclass
@@ -233,7 +233,7 @@ class ProxyManager:
 
     def _room(self) -> int:
         """Evict down to the budget (never what the current timeline uses); what is left for the next maker."""
-        keep = set(self._keys.values())
+        keep = self._in_use()
         evicted = self.store.evict(keep=keep)
         if evicted:
             self.counters.evicted += len(evicted)
@@ -241,6 +241,16 @@ class ProxyManager:
                           "info", COUNT=len(evicted), BUDGET_BYTES=self.store.budget)
         self.disk = self.store.usage()
         return self.store.budget - self.disk
+
+    def _in_use(self) -> set[str]:
+        """Keys of the proxies of the current timeline's sources (as far as makers reported them)."""
+        with self._cond:
+            timeline = self._timeline
+            keys = dict(self._keys)
+        if timeline is None:
+            return set()
+        wanted = {(clip.source_path, clip.source_stat) for track in timeline.tracks for clip in track.clips}
+        return {key for (path, stat, _), key in keys.items() if (path, stat) in wanted}
 
     def _make(self, key: tuple[str, Any, Params], job: Job) -> None:
         room = self._room()

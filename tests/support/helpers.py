@@ -175,6 +175,8 @@ class Daemon:
         self.env.pop("LISTEN_FDS", None)
         self.env.pop("NOTIFY_SOCKET", None)
         self.env.setdefault("XDG_CONFIG_HOME", str(tmp or ROOT))
+        # Proxies (proxy/) go to the test's folder, never the user's cache
+        self.env.setdefault("XDG_CACHE_HOME", str(tmp or ROOT / "build"))
         # Each test daemon writes its own token (PUT/DELETE over TCP need it), never the user's.
         self.env.setdefault("FLIPEDIT_PREVIEWD_TOKEN_FILE", str((tmp or Path("/tmp")) / f"token-{self.port}"))
         self.token_file = Path(self.env["FLIPEDIT_PREVIEWD_TOKEN_FILE"])
