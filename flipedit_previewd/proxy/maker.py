@@ -166,13 +166,16 @@ def _encoder(width: int, height: int, params: Params, pix_fmt: str) -> Any:
 
 
 def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None = None, max_pixels: int = 0,
-         max_bytes: int = 0, report: Callable[[dict[str, Any]], None] = lambda event: None, min_cost: float = 0.0) -> Manifest | None:
+         max_bytes: int = 0, report: Callable[[dict[str, Any]], None] = lambda event: None, min_cost: float = 0.0,
+         budget: int = 0, keep: frozenset[str] = frozenset()) -> Manifest | None:
     """Make the proxy of ``path`` in ``store``; returns its manifest (complete, stopped or refused), or None
     when the source's random frames cost less than ``min_cost`` million pixels (no proxy needed).
 
     A proxy already made (complete, stopped by the budget, or refused) is reported ("exists") and kept.
     Raises MediaError when the source cannot be opened or decoded. ``max_bytes`` (0: none) stops the
-    making once the proxy would pass it: what was made stays usable as a partial proxy.
+    making once the proxy would pass it: what was made stays usable as a partial proxy. ``budget`` (0: none)
+    is the whole store's: past it the least recently used proxies not in ``keep`` are removed as this one
+    grows (their sizes are known only then), and when nothing more may go, the making stops the same way.
     """
     source = _OneThreadSource(path, roots, max_pixels)
     try:
@@ -190,6 +193,7 @@ def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None 
         report({"event": "start", "key": manifest.key, "total": manifest.frames_total,
                 "size": [manifest.width, manifest.height]})
         store.begin(manifest)
+        used = store.usage() if budget else 0
         assert source._last is not None
         layout = source._last.frame.format.name
         pix_fmt = proxy_format(layout, source.deep)
@@ -220,10 +224,17 @@ def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None 
             for packet in encoder.encode(small):
                 pending.append((waiting.popleft(), bytes(packet)))
             while len(pending) >= params.segment_frames:
-                written += store.add_segment(manifest, pending[:params.segment_frames])
+                size = store.add_segment(manifest, pending[:params.segment_frames])
+                written += size
+                used += size
                 del pending[:params.segment_frames]
                 report({"event": "progress", "done": manifest.frames, "total": max(manifest.frames_total, manifest.frames)})
-                if max_bytes and written > max_bytes:
+                if budget and used > budget:
+                    evicted = store.evict(keep=set(keep) | {manifest.key}, budget=budget)
+                    if evicted:
+                        report({"event": "evicted", "keys": evicted})
+                    used = store.usage()
+                if (max_bytes and written > max_bytes) or (budget and used > budget):
                     manifest.stopped = "over the disk budget"
                     store.write_manifest(manifest)
                     return manifest
@@ -270,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", action="append", default=[], help="a media root (repeat); none: unchecked")
     parser.add_argument("--max-pixels", type=int, default=0)
     parser.add_argument("--max-bytes", type=int, default=0)
+    parser.add_argument("--budget", type=int, default=0, help="bytes for the whole store: least recently used proxies go to make room")
+    parser.add_argument("--keep", action="append", default=[], help="a proxy key never evicted (those the timeline uses)")
     parser.add_argument("--min-cost", type=float, default=0.0, help="million pixels per random frame below which no proxy is made")
     parser.add_argument("--no-confine", action="store_true")
     args = parser.parse_args(argv)
@@ -288,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         store.create()
         why = "" if args.no_confine else confine(str(store.root.resolve()), roots or ())
         report({"event": "priority", "applied": applied, "sandbox": why})
-        manifest = make(store, args.source, Params(width, height), roots, args.max_pixels, args.max_bytes, report, args.min_cost)
+        manifest = make(store, args.source, Params(width, height), roots, args.max_pixels, args.max_bytes, report, args.min_cost,
+                        args.budget, frozenset(args.keep))
     except (MediaError, StoreError, OSError) as exc:
         report({"event": "failed", "reason": str(exc)[:500]})
         return 1
