@@ -46,6 +46,7 @@ from .commands import (
 )
 from .completion import SHELLS, cmd_completion
 from .journal_read import BadTime, parse_time
+from .proxies import cmd_proxies
 from .render import FORMATS, cmd_render
 from .safeout import clean
 from .timeline import cmd_timeline
@@ -191,6 +192,14 @@ def _timeline_args(p: argparse.ArgumentParser) -> None:
     _format_args(p)
 
 
+def _proxies_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("list", "build", "clear"), nargs="?", default="list",
+                   help="list: the proxies kept and what is being made (default); build: make proxies now for the videos "
+                        "of the timeline being served; clear: remove every proxy")
+    p.add_argument("--all", action="store_true", help="build: also videos whose random frames are cheap")
+    _format_args(p)
+
+
 def _completion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("shell", choices=SHELLS, help="the shell to complete in")
 
@@ -206,6 +215,7 @@ COMMANDS: tuple[Command, ...] = (
     ("render", _render_args, cmd_render),
     ("profile", _profile_args, cmd_profile),
     ("timeline", _timeline_args, cmd_timeline),
+    ("proxies", _proxies_args, cmd_proxies),
     ("completion", _completion_args, cmd_completion),
 )
 HELP = {
@@ -218,6 +228,7 @@ HELP = {
     "render": "fetch one frame and report timing and cache state (exit 1 past the end of the timeline)",
     "profile": "record the daemon's main process and workers with py-spy into one flame graph (SVG)",
     "timeline": "put, get or clear a JSON timeline shown instead of the project (the daemon's own user only)",
+    "proxies": "list, build (for the timeline served) or clear the proxy media the daemon makes for slow sources",
     "completion": "print the shell completion script: bash, zsh or fish",
 }
 

@@ -105,6 +105,27 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def megabytes(value: Any) -> str:
+    return f"{as_int(value) / 1e6:.0f} MB" if as_int(value) < 10**9 else f"{as_int(value) / 1e9:.1f} GB"
+
+
+def proxy_text(h: dict[str, Any]) -> str:
+    """/health's "proxies" on one line: made, the one being made with a progress bar, queued, disk use."""
+    p = _dict(h.get("proxies"))
+    if not p:
+        return "-"
+    if not p.get("enabled"):
+        return "off (proxies = false, or the store could not be used)"
+    current = _dict(p.get("in_progress"))
+    making = ""
+    if current:
+        done, total = as_int(current.get("frames_done")), as_int(current.get("frames_total"))
+        making = f"making {clean(os.path.basename(str(current.get('source', ''))), 60)} {bar(done, total, 20)}, "
+    failed = f", {show(p.get('failed'))} failed" if as_int(p.get("failed")) else ""
+    return (f"{show(p.get('made'))} made, {making}{show(p.get('queued'))} queued{failed}; "
+            f"disk {megabytes(p.get('disk_bytes'))} of {megabytes(p.get('budget_bytes'))}")
+
+
 def health_rows(h: dict[str, Any], colour: bool = False, running: Running | None = None) -> list[tuple[str, str]]:
     """(label, value) pairs: the health view's lines, and monitor's table rows (whole labels)."""
     lat = _dict(h.get("latency_ms"))
@@ -121,6 +142,7 @@ def health_rows(h: dict[str, Any], colour: bool = False, running: Running | None
                     f"  ({show(lat.get('samples'))} samples)" if lat.get("samples") else "no renders yet"),
         ("counters", "  ".join(f"{k}={show(v)}" for k, v in sorted(counters.items())) or "-"),
         ("project", f"{project.get('path') or '(none)'} [{show(project.get('state'))}] {project.get('error') or ''}".rstrip()),
+        ("proxies", proxy_text(h)),
     ]
     workers = h.get("workers")
     for worker in (workers if isinstance(workers, list) else [])[:64]:
@@ -246,6 +268,7 @@ def cmd_status(args: Any, env: Env) -> int:
         lines.append(f"health      {env.paint(str(health.get('status', '-')))} via {client.shown}   pid {show(health.get('pid'))}, "
                      f"up {duration(health.get('uptime_s'))}")
         lines.append(project_line(health.get("project") or {}, how_run(health.get("pid"))))
+        lines.append(f"proxies     {proxy_text(health)}")
         ok = (scope is None or service.get("ActiveState") == "active") and health.get("status") == "ok"
         code = EXIT_OK if ok else EXIT_PROBLEM
     if wants_json(args):
@@ -651,7 +674,8 @@ def monitor_line(health: dict[str, Any] | None, state: MonitorState, colour: boo
     return (f"{now} {paint(f'{status:<10}', colour, status)} queue {show(health.get('queue_size'))}/{show(health.get('queue_capacity'))} "
             f"in-flight {show(health.get('in_flight'))}/{show(health.get('capacity'))} rate {show(health.get('rate_per_s'))}/s "
             f"p50 {show(lat.get('p50'))} p95 {show(lat.get('p95'))} p99 {show(lat.get('p99'))} ms "
-            f"rejected/min {show(health.get('rejected_last_minute'))} restarts {state.restarts}")
+            f"rejected/min {show(health.get('rejected_last_minute'))} restarts {state.restarts}"
+            + (f" proxies {proxy_text(health)}" if _dict(health.get("proxies")).get("in_progress") else ""))
 
 
 def cmd_monitor(args: Any, env: Env) -> int:
@@ -713,6 +737,9 @@ def cmd_monitor(args: Any, env: Env) -> int:
                 cell.stylize(styles.get(status, ""), 0, len(status))
             table.add_row(Text(label), cell)
         table.add_row(Text("p95 trend"), Text(sparkline(list(state.p95))))
+        proxies = _dict(health.get("proxies"))
+        if proxies.get("in_progress") or proxies.get("queued"):  # a progress bar while proxies are made
+            table.add_row(Text("proxies"), Text(proxy_text(health)))
         table.add_row(Text("restarts"), Text(str(state.restarts), style="yellow" if state.restarts else ""))
         return table
 

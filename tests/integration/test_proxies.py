@@ -23,6 +23,8 @@ from media_corpus import ffmpeg
 from PIL import Image
 
 from flipedit_previewd.common.percentiles import percentile
+from flipedit_previewd.ctl import main
+from flipedit_previewd.ctl.commands import Env, MonitorState, monitor_line
 
 pytestmark = pytest.mark.skipif(ffmpeg() is None, reason="needs Debian's ffmpeg (scripts/setup.sh)")
 
@@ -233,3 +235,45 @@ def test_a_proxy_being_made_does_not_delay_real_requests(start_daemon: Any, tmp_
     print(f"p95 without a maker {baseline:.1f} ms, with one {p95:.1f} ms; maker still running at the end: {still_making}")
     assert still_making or proxies(daemon)["made"] == 1
     assert p95 <= 1.2 * baseline, (p95, baseline)
+
+
+def test_previewctl_shows_lists_builds_and_clears_proxies(start_daemon: Any, tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime"
+    (runtime / "flipedit-preview").mkdir(parents=True, mode=0o700)
+    source = video(tmp_path / "cheap.mp4", seconds=2, gop=10)
+    db = project(tmp_path, [(source, (0, 0, 640, 360), 0, 2000)])
+    daemon = start_daemon("--project", str(db), "--allowed-roots", str(tmp_path),
+                          env={"FLIPEDIT_PREVIEWD_TOKEN_FILE": str(runtime / "flipedit-preview" / "token")})
+    owner = {"XDG_RUNTIME_DIR": str(runtime)}
+
+    def previewctl(environ: dict[str, str], *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        return main(["--url", daemon.url, *argv], Env(out, err, environ, False, False)), out.getvalue(), err.getvalue()
+
+    assert wait_for(lambda: proxies(daemon)["skipped"] == 1, 30, 0.2), proxies(daemon)  # cheap: a keyframe every 10 frames
+    code, out, _ = previewctl(owner, "proxies")
+    assert code == 0 and out.startswith("proxies: 0 made, 0 queued; disk 0 MB of 8.6 GB"), out
+    code, out, err = previewctl({}, "proxies", "build", "--all")  # changes state: the token is needed over TCP
+    assert code == 1 and "HTTP 401" in err, err
+    code, out, _ = previewctl(owner, "proxies", "build", "--all")
+    assert code == 0 and out.startswith("1 source(s) queued"), out
+    settled(daemon, 1)
+    code, out, _ = previewctl(owner, "proxies", "list")
+    assert code == 0 and "1 made" in out and f"{source}  640x360  60/60 frames" in out and "complete" in out, out
+    code, out, _ = previewctl(owner, "status")
+    assert "proxies     1 made, 0 queued; disk" in out, out
+    code, out, _ = previewctl(owner, "health")
+    assert "proxies" in out and "1 made" in out, out
+    code, out, _ = previewctl(owner, "proxies", "clear", "-o", "json")
+    answer = json.loads(out)
+    assert code == 0 and answer["removed"] == 1 and answer["proxies"]["disk_bytes"] == 0, answer
+    assert daemon.get("/get_frame/3").headers["X-Preview-Source"] == "original"
+
+
+def test_monitor_shows_a_progress_bar_while_a_proxy_is_made() -> None:
+    health = {"status": "ok", "proxies": {"enabled": True, "made": 2, "queued": 1, "failed": 0, "disk_bytes": 250_000_000,
+                                          "budget_bytes": 8 << 30, "in_progress": {"source": "/m/long.mp4", "frames_done": 300,
+                                                                                    "frames_total": 1200}}}
+    line = monitor_line(health, MonitorState())
+    assert "proxies 2 made, making long.mp4 [#####...............] 300/1200, 1 queued; disk 250 MB of 8.6 GB" in line, line
+    assert "proxies" not in monitor_line({"status": "ok", "proxies": {"enabled": True, "made": 2}}, MonitorState())
