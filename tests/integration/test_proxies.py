@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from helpers import Daemon, build_project, wait_for
-from media_corpus import ffmpeg
 from PIL import Image
 
 from flipedit_previewd.common.percentiles import percentile
 from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.commands import Env, MonitorState, monitor_line
+from tests.support.helpers import Daemon, build_project, wait_for
+from tests.support.media_corpus import ffmpeg
 
 pytestmark = pytest.mark.skipif(ffmpeg() is None, reason="needs Debian's ffmpeg (scripts/setup.sh)")
 

@@ -9,7 +9,6 @@ import shutil
 from fractions import Fraction
 from pathlib import Path
 
-import media_corpus as corpus
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,6 +18,7 @@ from flipedit_previewd.proxy.reader import ProxyReader, usable
 from flipedit_previewd.proxy.store import Params, Store, identity_of, key_of
 from flipedit_previewd.worker.display import Geometry
 from flipedit_previewd.worker.media import VideoSource, _Decoded, timeline_rate
+from tests.support import media_corpus as corpus
 
 pytestmark = pytest.mark.skipif(corpus.ffmpeg() is None, reason="needs Debian's ffmpeg (scripts/setup.sh)")
 ROWS = {row.name: row for row in corpus.ROWS}
