@@ -13,11 +13,13 @@ start, exactly as it numbers them (origin = the first frame's pts, raw streams n
 each frame's original pts is stored beside it; the reader applies the same rule to those pts. A source
 whose timestamps do not increase (where the renderer's answer depends on where it seeked from) is refused.
 
-**Why this codec.** bench/proxy_format.py (1080p GOP 250 sources made by stock ffmpeg, proxy 1280x720):
-H.264 all-intra (libx264 ultrafast, CRF 10, no B-frames, one thread) kept luma PSNR >= 45.9 dB on the
-worst content tried (mandelbrot detail, sensor noise), a random frame decodes in ~4 ms, 100-160 MB per
-minute of source; JPEG q95 needed 210-320 MB/min and lost more through its RGB round trip; a GOP of 4-8
-saved 10-60% of disk but tripled the random-frame cost.
+**Why this codec.** bench/proxy_format.py (1080p GOP-250 sources made by stock ffmpeg, proxy 1280x720,
+one thread): H.264 all-intra (libx264 ultrafast, no B-frames) decodes a random frame in 3-6 ms from one
+packet and is made at 1.5-2x real time; CRF 6 keeps luma PSNR >= 46 dB there and >= 45 dB on every file of
+the corpus (CRF 10 gave 44 dB on a long GOP, CRF 8 44.6 on ProRes), at 170-224 MB per minute of source on
+sensor noise and mandelbrot detail (worst cases). JPEG q95 needed 210-320 MB/min and lost more in its RGB
+round trip (46 dB); a GOP of 4-8 saved little at this quality and tripled the random-frame cost.
+10/12-bit sources get 10-bit proxies of the same chroma layout, so the renderer's deep-colour scaling applies.
 
 Progress goes to stdout as JSON lines (``start``, ``progress``, ``done``, ``failed``), read by the daemon.
 """
