@@ -36,11 +36,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
-from flipedit_previewd.worker.display import Geometry
+if TYPE_CHECKING:  # the daemon's main process imports this module (manager.py) and never loads Pillow
+    from flipedit_previewd.worker.display import Geometry
 
 FORMAT_VERSION = 1
 CODECS = ("h264",)  # what a manifest may name; the reader opens no other decoder for a proxy
@@ -156,6 +155,10 @@ class Manifest:
 
     @property
     def geometry(self) -> Geometry:
+        from PIL import Image
+
+        from flipedit_previewd.worker.display import Geometry
+
         return Geometry(self.width, self.height, Fraction(*self.sar), None if self.transpose is None else Image.Transpose(self.transpose))
 
     def to_json(self) -> bytes:
