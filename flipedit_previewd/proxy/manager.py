@@ -86,6 +86,7 @@ class ProxyManager:
         self.roots = roots
         self.counters = Counters()
         self.disk = 0
+        self.stored = 0  # proxies in the store (made by this run or earlier ones), counted after each change
         self.current: Current | None = None
         self._queue: OrderedDict[tuple[str, Any, Params], Job] = OrderedDict()
         self._keys: dict[tuple[str, Any, Params], str] = {}  # source -> its proxy's key, as makers reported
@@ -184,7 +185,7 @@ class ProxyManager:
         for entry in list(self.store.entries()):
             self.store.remove(entry.key)
             removed += 1
-        self.disk = self.store.usage()
+        self._measure()
         return removed
 
     # --- what people see ------------------------------------------------------------------------
@@ -194,7 +195,7 @@ class ProxyManager:
             queued = len(self._queue)
             current = self.current.as_dict() if self.current is not None else None
         c = self.counters
-        return {"enabled": self.enabled, "made": c.made, "in_progress": current, "queued": queued, "failed": c.failed,
+        return {"enabled": self.enabled, "made": c.made, "stored": self.stored, "in_progress": current, "queued": queued, "failed": c.failed,
                 "skipped": c.skipped, "evicted": c.evicted, "disk_bytes": self.disk, "budget_bytes": self.store.budget,
                 "dir": str(self.store.root), "last_error": c.last_error}
 
@@ -218,7 +219,7 @@ class ProxyManager:
             if removed:
                 self.log.emit("proxy_cleaned", f"proxy store: removed {len(removed)} leftover(s) of an interrupted write",
                               "notice", COUNT=len(removed))
-            self.disk = self.store.usage()
+            self._measure()
         except OSError as exc:
             self.counters.last_error = str(exc)
         while True:
@@ -235,6 +236,11 @@ class ProxyManager:
                 roots = ()
             job.roots = roots
             self._make(key, job)
+
+    def _measure(self) -> None:
+        entries = list(self.store.entries())
+        self.disk = sum(entry.bytes for entry in entries)
+        self.stored = sum(1 for entry in entries if entry.manifest is not None and entry.manifest.frames)
 
     def _evicted(self, count: int) -> None:
         self.counters.evicted += count
@@ -322,7 +328,7 @@ class ProxyManager:
             tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {code}"]
             reason = f"the maker ended ({'signal ' + str(-code) if code < 0 else 'status ' + str(code)}): {tail[0][:300]}"
         self.counters.outcomes[key] = outcome
-        self.disk = self.store.usage()
+        self._measure()
         seconds = time.monotonic() - started
         if outcome == "made":
             self.counters.made += 1

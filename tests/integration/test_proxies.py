@@ -153,7 +153,7 @@ def test_the_budget_evicts_the_least_recently_used_and_proxies_survive_restarts(
                           "--allowed-roots", str(tmp_path), "--proxy-min-cost", "1", "--proxy-budget-bytes", str(budget))
     assert proxies(daemon)["disk_bytes"] >= one or daemon.get("/proxies").json()["entries"]
     made = settled(daemon, 1)
-    assert made["evicted"] == 1 and made["disk_bytes"] <= budget, made
+    assert made["evicted"] == 1 and made["stored"] == 1 and made["disk_bytes"] <= budget, made
     entries = daemon.get("/proxies").json()["entries"]
     assert [e["source"] for e in entries] == [str(second)]
     assert "proxy_evicted" in daemon.log_once("proxy_evicted")
