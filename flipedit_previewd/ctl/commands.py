@@ -122,7 +122,7 @@ def proxy_text(h: dict[str, Any]) -> str:
         done, total = as_int(current.get("frames_done")), as_int(current.get("frames_total"))
         making = f"making {clean(os.path.basename(str(current.get('source', ''))), 60)} {bar(done, total, 20)}, "
     failed = f", {show(p.get('failed'))} failed" if as_int(p.get("failed")) else ""
-    stored = f" ({show(p.get('stored'))} kept)" if as_int(p.get("stored")) != as_int(p.get("made")) else ""
+    stored = f" ({show(p.get('stored'))} kept)" if "stored" in p and as_int(p.get("stored")) != as_int(p.get("made")) else ""
     return (f"{show(p.get('made'))} made{stored}, {making}{show(p.get('queued'))} queued{failed}; "
             f"disk {megabytes(p.get('disk_bytes'))} of {megabytes(p.get('budget_bytes'))}")
 
