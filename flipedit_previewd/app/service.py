@@ -88,9 +88,7 @@ class Service:
         self.overloaded_since: float | None = None
         self._follow_task: asyncio.Future[None] | None = None
         self.roots = MediaRoots(log)
-        # Proxy media (proxy/): the store exists before the workers lock their view of the filesystem
-        self.proxies = ProxyManager.for_config(config, log, self.allowed_roots)
-        self.proxies.prepare()
+        self.proxies = ProxyManager.for_config(config, log, self.allowed_roots)  # proxy media (proxy/)
         self.routes = Routes(self)
         self.supervisor = Supervisor(self)
         m = self.metrics
@@ -156,6 +154,8 @@ class Service:
         # renders and encodes without touching project media; it carries the current roots, which
         # the worker confines itself to (a warm-up with none would cost a replacement at the first frame).
         warm_up = empty_timeline((64, 36), self.config.frame_rate, "warm-up")
+        # The proxy store exists before the warm-up: a worker grants itself the store's directory at its first job
+        await self.offload.run(self.proxies.prepare)
         await self.offload.run(self.pool.render, 0, 0, OutputSpec(64, 36), warm_up, None, tuple(roots))
         self._report_sandbox()
         self.proxies.start()
