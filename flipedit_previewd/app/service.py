@@ -89,6 +89,7 @@ class Service:
         self._follow_task: asyncio.Future[None] | None = None
         self.roots = MediaRoots(log)
         self.proxies = ProxyManager.for_config(config, log, self.allowed_roots)  # proxy media (proxy/)
+        self.dispatcher.rendering = self.proxies.rendering  # the maker pauses while a real render runs
         self.routes = Routes(self)
         self.supervisor = Supervisor(self)
         m = self.metrics

@@ -103,6 +103,9 @@ class Dispatcher:
         self.timeline = timeline  # reads the timeline now (thread-safe: projectdb.ProjectSource.current)
         self.roots = roots  # where media may be read from, for a timeline (cached, thread-safe)
         self.hooks = hooks or LoopHooks()
+        # Told on the driver thread when a real render starts (True) and ends (False): quick and thread-safe.
+        # The proxy maker is paused meanwhile (proxy/manager.py), so it never shares a core's caches with one.
+        self.rendering: Callable[[bool], None] = lambda busy: None
         self.budget = budget
         self.heavy = HeavyFrames(heavy_ttl)
         self.position: list[int | None] = []  # per worker: the frame its decoders are at (admission locality)
@@ -205,7 +208,11 @@ class Dispatcher:
             if cached is not None:
                 self.admission.finish(pending, FrameResult(cached[0], cached[1], etag, 0.0, queue_ms, True, source=cached[2]))
                 return
-            outcome = self._render(index, frame, spec, timeline, etag)
+            self.rendering(True)
+            try:
+                outcome = self._render(index, frame, spec, timeline, etag)
+            finally:
+                self.rendering(False)
         except HTTPError as exc:  # BudgetExceeded (504) included
             self.admission.finish(pending, error=exc)
             return
