@@ -26,7 +26,11 @@ import json, random, sys, time
 sys.path.insert(0, sys.argv[1])
 from flipedit_previewd.worker.output import OutputSpec
 from flipedit_previewd.timeline.model import timeline_from_json, empty_timeline
-from flipedit_previewd.render.pool import WorkerPool, WorkerSettings
+from flipedit_previewd.render.pool import WorkerPool
+try:
+    from flipedit_previewd.worker.wire import WorkerSettings
+except ImportError:  # a tree from before the typed wire format (worker/wire.py)
+    from flipedit_previewd.render.pool import WorkerSettings
 import flipedit_previewd
 assert flipedit_previewd.__file__.startswith(sys.argv[1]), flipedit_previewd.__file__
 media, frames = sys.argv[2], int(sys.argv[3])

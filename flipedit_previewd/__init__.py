@@ -1,8 +1,7 @@
-"""FlipEdit preview daemon: timeline frames as JPEG over HTTP, run by systemd."""
+"""FlipEdit preview daemon: timeline frames as JPEG over HTTP, run by systemd.
 
-from flipedit_previewd.common.gcrypt import init_without_secure_memory
+Importing the package (or its client, ``flipedit_previewd.client``) has no side effect: libgcrypt
+is set up by the processes that may load PyAV, at their entry points (``common/gcrypt.py``).
+"""
 
 __version__ = "0.1.0"
-
-# Before any module of the package imports PyAV (whose FFmpeg loads libssh-gcrypt): see gcrypt.py.
-init_without_secure_memory()

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from flipedit_previewd import __version__
+from flipedit_previewd.common.gcrypt import init_without_secure_memory
 from flipedit_previewd.common.journal import EventLog
 from flipedit_previewd.config.schema import Config, ConfigError, from_args
 
@@ -19,6 +20,7 @@ EXIT_OK, EXIT_CONFIG, EXIT_SOCKET = 0, 2, 3  # 1: an uncaught exception (Python'
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    init_without_secure_memory()  # first, as in every process of the daemon (common/gcrypt.py)
     args = list(sys.argv[1:] if argv is None else argv)
     log = EventLog()
     try:

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PORT=${PORT:-8081}
 # The one demo location, the same as a bare `flipedit-previewd --demo`: $XDG_DATA_HOME/flipedit-preview/demo.
 export XDG_DATA_HOME=${XDG_DATA_HOME:-$HOME/.local/share}
-.venv/bin/python -c 'from flipedit_previewd.demo.project import ensure_demo_project as e; print("demo project:", e())'
+.venv/bin/python -c 'from flipedit_previewd.demo.project import demo_project as e; print("demo project:", e())'
 # The user's runtime directory (a desktop session has one; a root console may not): the unix socket and the
 # token live there, where previewctl looks (it falls back to /run/user/UID too).
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}

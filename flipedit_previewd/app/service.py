@@ -62,9 +62,9 @@ class Service:
         self._flush_handle: asyncio.TimerHandle | None = None
         project = config.project
         if config.demo and not project:
-            from flipedit_previewd.demo.project import ensure_demo_project
+            from flipedit_previewd.demo.project import demo_project  # the media are written by a child process
 
-            project = ensure_demo_project()
+            project = demo_project()
         # Unless --project pins one, follow the editor's project list (projects.py).
         self.follower = ProjectFollower(config.metadata_db) if not project else None
         if self.follower is not None:
@@ -215,6 +215,9 @@ class Service:
         if limit == "connections":
             self.note_rejection()
         return error
+
+    def refusal_written(self, seconds: float) -> None:
+        self.metrics.refusal_time.observe(seconds)
 
     def backlog(self) -> int:
         return self.admission.backlog()

@@ -5,10 +5,13 @@ load-time constructor initialises libgcrypt with a secure-memory pool unless the
 so first; that pool is mlock()ed, the unit's ``SystemCallFilter=~@privileged`` denies mlock
 (@memlock is part of @privileged), and libgcrypt prints "Warning: using insecure memory!" to stderr,
 i.e. into the journal, once per process (the daemon and every worker). libgcrypt's manual says the
-application initialises the library; we do, as the first thing in every process of the package:
-no secure memory (the daemon holds no secrets; it never uses libgcrypt itself), initialisation
+application initialises the library; we do, as the first thing in every process of the daemon
+(``__main__.main``, the worker's ``render.pool.child_main``, the demo's writer in ``demo/project.py``),
+never at import: someone else's program that imports ``flipedit_previewd.client`` sets up its own
+libgcrypt. No secure memory (the daemon holds no secrets; it never uses libgcrypt itself), initialisation
 finished, so libssh leaves it alone. Where libgcrypt is absent (a PyAV wheel with its own FFmpeg)
-this does nothing.
+this does nothing. (python-systemd's libsystemd links libgcrypt as well but never initialises it
+when writing to the journal: with mlock denied, ``import systemd.journal`` and a ``send`` print nothing.)
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from flipedit_previewd import __version__
 
+REFUSAL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1.0)  # the goal: p99 <= 1 ms
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # Process-wide in prometheus_client (the daemon's process is its own). Debian 12's 0.16 predates it: there
@@ -51,6 +52,9 @@ class Metrics:
                                      buckets=BUCKETS, registry=self.registry)
         self.total_time = Histogram("flipedit_preview_request_seconds", "Time from request to response for frames",
                                     buckets=BUCKETS, registry=self.registry)
+        self.refusal_time = Histogram("flipedit_preview_refusal_seconds", "Time the daemon spent on a 503: from the "
+                                      "request's first bytes read (or its connection accepted) to the answer handed to the socket",
+                                      buckets=REFUSAL_BUCKETS, registry=self.registry)
         self.timeline_reads = Counter("flipedit_preview_timeline_reads", "Project database reads", registry=self.registry)
         build = Gauge("flipedit_previewd_build_info", "The running daemon's version (always 1)", ["version"], registry=self.registry)
         build.labels(__version__).set(1)

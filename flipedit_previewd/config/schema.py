@@ -138,7 +138,6 @@ class Settings:
     proxy_height: int = setting(0, non_negative_int, "Height of the box proxies are made to fit; 0 means the canvas's.", "px", restart=True)
     proxy_min_cost: float = setting(12.0, non_negative_float, "A video gets a proxy when a random frame decodes more than this many million pixels (half its keyframe interval plus one, times its frame's pixels: 1080p with a keyframe every 250 frames is 262, every 30 is 33); 0 gives every video one.", "Mpx", restart=True)
     demo: bool = setting(False, boolean, "Serve the built-in demo project (generated on first run).", restart=True)
-    test_render_hook: str = setting("", text, "Test only: 'sleep:SECONDS' or 'hang' makes every render stall, to exercise the watchdog; 'nice:FILE' records each render's thread priority.", restart=True)
 
     def __post_init__(self) -> None:
         # The run-time half of the typing: whatever built this object (a parser, replace()), each value
@@ -374,8 +373,6 @@ def build_parser(prog: str = "flipedit-previewd") -> argparse.ArgumentParser:
         restart = "; restart to change" if setting.restart else ""
         listed = f"; a list: {LIST_SYNTAX}" if setting.type_name == "list" else ""
         text = f"{setting.help}{unit} (env {setting.env}; default {default}{restart}{listed})"
-        if setting.name.startswith("test_"):
-            text = argparse.SUPPRESS  # test-only: not in --help, the man page or completions
         if setting.type_name == "bool":
             parser.add_argument(setting.flag, dest=setting.name, nargs="?", const="true", metavar="BOOL", help=text)
         elif setting.repeatable:

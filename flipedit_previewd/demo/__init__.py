@@ -1,1 +1,1 @@
-"""The built-in demo project and the fixture writers (PyAV, Pillow, numpy): never imported by the daemon's serving path."""
+"""The built-in demo project and the fixture writers (PyAV, Pillow): never imported by the daemon's serving path."""

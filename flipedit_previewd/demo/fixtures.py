@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
 from PIL import Image, ImageDraw
 
 # --- the editor's schema (Drift, versions 1-3) -----------------------------------------
@@ -120,7 +119,7 @@ def create_metadata_db(path: str | Path, projects: list[tuple[str, str, int]]) -
 INDEX_BITS = 16
 
 
-def index_pattern(index: int, width: int, height: int) -> np.ndarray:
+def index_pattern(index: int, width: int, height: int) -> Image.Image:
     """An RGB frame: a colour that drifts with ``index``, the index in blocks along the top, and as text."""
     image = Image.new("RGB", (width, height), ((index * 7) % 200 + 30, (index * 3) % 200 + 30, 120))
     draw = ImageDraw.Draw(image)
@@ -129,7 +128,7 @@ def index_pattern(index: int, width: int, height: int) -> np.ndarray:
         on = (index >> (INDEX_BITS - 1 - bit)) & 1
         draw.rectangle([bit * block, 0, (bit + 1) * block - 1, block - 1], fill=(255, 255, 255) if on else (0, 0, 0))
     draw.text((width // 2, height // 2), f"frame {index}", fill=(255, 255, 255), anchor="mm")
-    return np.asarray(image)
+    return image
 
 
 def read_index(image: Image.Image, box: tuple[int, int, int, int] | None = None) -> int:
@@ -159,7 +158,7 @@ def make_indexed_video(path: str | Path, frames: int, size: tuple[int, int] = (3
         stream.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "0", "crf": "12",
                           "preset": "ultrafast"}
         for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(index_pattern(index, *size), format="rgb24")
+            frame = av.VideoFrame.from_image(index_pattern(index, *size))  # rgb24, no numpy needed
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

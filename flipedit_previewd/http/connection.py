@@ -1,11 +1,12 @@
 """One client connection: bytes from the socket into the sans-IO HTTP state machine, answers back.
 
-One request at a time, in order (pipelined ones wait in h11's buffer); back-pressure both ways;
-a close never races an answer (``_linger``); the stop drains each connection (``settle``). The
-access guard and the body budget run here, at the end of each request's head, before a byte of its
-body is kept (``_admit``); connection slots are given out by ``intake.ConnectionSlots``. Whether a
-connection closes after an answer is decided in one place, ``_closes`` (HTTP's own rules, a
-broken request or HTTP/1.0, stay in protocol.py).
+One request at a time, in order (pipelined ones wait in h11's buffer); back-pressure both ways,
+decided by ``flow.FlowControl`` (the one owner of "reading paused"); a close never races an answer
+(``_linger``); the stop drains each connection (``settle``). The access guard and the body budget
+run here, at the end of each request's head, before a byte of its body is kept (``_admit``);
+connection slots are given out by ``intake.ConnectionSlots``. Whether a connection closes after an
+answer is decided in one place, ``_closes`` (HTTP's own rules, a broken request or HTTP/1.0, stay
+in protocol.py).
 """
 
 from __future__ import annotations
@@ -17,16 +18,12 @@ from typing import TYPE_CHECKING
 
 from flipedit_previewd.common.errors import HTTPError, PayloadTooLarge, RequestTimeout
 from flipedit_previewd.http.access import Peer, client_key, peer_of
+from flipedit_previewd.http.flow import WRITE_HIGH_BYTES, FlowControl
 from flipedit_previewd.http.protocol import Head, HTTPConnection, ProtocolFailure, Request, Response
 
 if TYPE_CHECKING:
     from flipedit_previewd.http.server import Server
 
-# Back-pressure: input beyond this, while a request is being served, is left in the kernel (bounds
-# pipelining depth); output beyond WRITE_HIGH_BYTES not yet taken by the peer stops reading and serving
-# on that connection until it drains. Memory per connection: about these two plus one response.
-READ_PAUSE_BYTES = 64 * 1024
-WRITE_HIGH_BYTES = 256 * 1024
 LINGER_SECONDS = 2.0
 # While stopping, a request that has begun to arrive gets this long to arrive whole (then 503), and,
 # without the fd store, a connection that has sent nothing yet gets this long for its first request
@@ -40,6 +37,8 @@ MAX_REFUSED_LINGERING = 256
 class ClientProtocol(asyncio.Protocol):
     """One connection: bytes into the sans-IO state machine, one request at a time, in order."""
 
+    flow: FlowControl  # from connection_made on
+
     def __init__(self, server: Server) -> None:
         self.server = server
         self.service = server.service
@@ -49,28 +48,28 @@ class ClientProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.client = ""
         self.peer: Peer | None = None
-        self.buffered = 0
-        self.paused = False
         self.lingering = False
         self.timer_kind = ""
-        self.write_paused = False
         self.refused = False
         self.linger_waited = 0.0
         self.silent = True  # no byte received yet
         self.charged = 0  # bytes of the body budget this connection's request holds
+        self.arrived = 0.0  # when the current request's first bytes were read (perf_counter): a refusal's own time
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        self.arrived = time.perf_counter()  # a refusal at accept is timed from here
         self.transport = transport
         self.peer = peer_of(transport)
         key = client_key(self.peer)
         victims = self.server.slots.make_room(key)
         if victims is None:
+            self.flow = FlowControl(transport)
             self._refuse_at_accept()
             return
         for victim in victims:
             victim.evict()
-        transport.set_write_buffer_limits(high=WRITE_HIGH_BYTES)
+        self.flow = FlowControl(transport, write_high=WRITE_HIGH_BYTES)
         self.server.connections.add(self)
         self.server.slots.opened(self, key)
         peer = transport.get_extra_info("peername")
@@ -99,6 +98,7 @@ class ClientProtocol(asyncio.Protocol):
         data = self._serialise(Response.from_error(error))
         if data is not None:
             self.transport.write(data)
+            self._timed_refusal(503, "connections")
         if len(self.server.refused) >= MAX_REFUSED_LINGERING:
             self.transport.close()
             return
@@ -107,15 +107,12 @@ class ClientProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         """The peer is not taking our output: stop reading and serving it until it does."""
-        self.write_paused = True
-        if self.transport is not None and not self.paused:
-            self.transport.pause_reading()
-            self.paused = True
+        self.flow.pause_writing()
         if self.task is None and not self.lingering:
             self._arm(self.server.limits.keepalive_timeout, self._write_stalled, "write")
 
     def resume_writing(self) -> None:
-        self.write_paused = False
+        self.flow.resume_writing()
         if self.timer_kind == "write":
             self._disarm()
         if self.task is None and self.transport is not None and not self.transport.is_closing() and not self.lingering:
@@ -123,7 +120,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def _write_stalled(self) -> None:
         self.timer = None
-        if self.write_paused and self.transport is not None:
+        if self.flow.write_paused and self.transport is not None:
             self.transport.abort()  # the peer has not read for keepalive_timeout: give the memory back
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -146,12 +143,11 @@ class ClientProtocol(asyncio.Protocol):
         if self.silent:
             self.silent = False
             self.server.slots.spoke(self)
+        if not self.arrived:
+            self.arrived = time.perf_counter()
         self.http.receive(data)
-        if self.task is not None or self.write_paused:
-            self.buffered += len(data)
-            if self.buffered > READ_PAUSE_BYTES and self.transport and not self.paused:
-                self.transport.pause_reading()
-                self.paused = True
+        if self.task is not None or self.flow.write_paused:
+            self.flow.hold(len(data))  # served once this connection is ready again; past the high-water mark, reading pauses
             return
         self._pump()
 
@@ -159,7 +155,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.lingering:
             return None  # the peer read our answer and closed: done
         self.http.receive(b"")
-        if self.task is None and not self.write_paused:
+        if self.task is None and not self.flow.write_paused:
             self._pump()
         return None
 
@@ -189,6 +185,8 @@ class ClientProtocol(asyncio.Protocol):
                     self._arm(self.server.request_timeout, self._request_expired, "request")
             return
         self._disarm()
+        if not self.arrived:  # a pipelined request, read with the one before it
+            self.arrived = time.perf_counter()
         self.task = asyncio.get_running_loop().create_task(self._serve(request))
 
     def _admit(self, head: Head) -> bool:
@@ -230,11 +228,11 @@ class ClientProtocol(asyncio.Protocol):
         self._release()
         self._write(response, head_only=request.method == "HEAD")
         self.task = None
-        self.buffered = 0
+        self.arrived = 0.0
         if self.transport is None or self.transport.is_closing() or self.lingering:
             return  # answered with Connection: close: no next request on this connection
         self.http.start_next_cycle()
-        if self.write_paused:
+        if self.flow.write_paused:
             # the peer has not read what we sent: the next pipelined request waits for resume_writing
             self._arm(self.server.limits.keepalive_timeout, self._write_stalled, "write")
             return
@@ -243,10 +241,7 @@ class ClientProtocol(asyncio.Protocol):
     def _continue(self) -> None:
         """Ready for the next request on this connection: read again, idle timer, serve what is buffered."""
         assert self.transport is not None
-        if self.paused:
-            self.transport.resume_reading()
-            self.paused = False
-            self.buffered = 0
+        self.flow.ready()
         self._arm(self.server.limits.keepalive_timeout, self._idle_expired)
         self.server.slots.rested(self)
         self._pump()
@@ -281,8 +276,15 @@ class ClientProtocol(asyncio.Protocol):
         if data is None:
             return
         self.transport.write(data)
+        self._timed_refusal(response.status, response.limit)
         if response.close or self.http.should_close:
             self._linger()
+
+    def _timed_refusal(self, status: int, limit: str) -> None:
+        """A refusal (503) handed to the transport: its time from the request's first bytes (or the accept) to here.
+        Not a render that waited its whole queue time and then expired (limit "deadline"): that one was admitted."""
+        if status == 503 and limit != "deadline" and self.arrived:
+            self.service.refusal_written(time.perf_counter() - self.arrived)
 
     def _linger(self, seconds: float = LINGER_SECONDS) -> None:
         """Close without a reset: send FIN after the response, discard input for a while, then close.
@@ -367,14 +369,14 @@ class ClientProtocol(asyncio.Protocol):
         if transport.get_write_buffer_size() and not final:
             return False  # the last answer is still being written
         if self.server.handover.enabled and not transport.get_write_buffer_size():
-            transport.pause_reading()  # what the peer sends now stays in the socket for the next instance
+            self.flow.park()  # what the peer sends now stays in the socket for the next instance
             if self.server.handover.store(transport.get_extra_info("socket")):
                 transport.abort()  # closes only our descriptor: systemd holds the connection now
                 return True
         if not grace_over:
             # No fd store: a client that is sending (it connected to, or it talks every few ms) gets its next
             # answer with Connection: close instead of a close racing its request; idle ones close after.
-            transport.resume_reading()
+            self.flow.unpark()
             return False
         self.server.handover.closed += 1
         transport.close()

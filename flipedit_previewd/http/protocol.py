@@ -58,6 +58,7 @@ class Response:
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
     close: bool = False
+    limit: str = ""  # a 503's limit ("queue", "connections", ...; "deadline": waited its queue time, not refused)
 
     @classmethod
     def json(cls, status: int, payload: Any, **kwargs: Any) -> Response:
@@ -75,7 +76,7 @@ class Response:
         if allow:
             headers.append(("Allow", ", ".join(allow)))
         close = protocol or error.status in (408, 413, 414, 431, 505)
-        return cls.json(error.status, error.body(), headers=headers, close=close)
+        return cls.json(error.status, error.body(), headers=headers, close=close, limit=str(error.extra.get("limit") or ""))
 
 
 @dataclass(frozen=True)

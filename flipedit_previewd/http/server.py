@@ -18,8 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import sdnotify
-
 from flipedit_previewd import __version__
 from flipedit_previewd.common.journal import EventLog
 from flipedit_previewd.common.resources import raise_nofile
@@ -32,6 +30,7 @@ from flipedit_previewd.http.lifecycle import Lifecycle, LifecycleState, ServiceA
 from flipedit_previewd.http.protocol import Limits
 from flipedit_previewd.http.reconfigure import apply, http_limits
 from flipedit_previewd.sd.fdstore import Handover, own_unit, queued_job
+from flipedit_previewd.sd.notify import notify
 from flipedit_previewd.sd.sockets import Listener, adopt_systemd_sockets, kernel_backlog, open_listener
 from flipedit_previewd.sd.watchdog import Watchdog
 
@@ -53,7 +52,6 @@ class Server:
         self.slots: ConnectionSlots[ClientProtocol] = ConnectionSlots(config.max_connections, config.max_connections // 2,
                                                                       lambda connection: connection.idle)
         apply(config, self)  # the same lines as on SIGHUP set every live setting
-        self.notifier = sdnotify.SystemdNotifier()
         self.handover = Handover(config.fdstore, config.max_connections)
         self.connections: set[ClientProtocol] = set()
         self.refused: set[ClientProtocol] = set()
@@ -103,7 +101,7 @@ class Server:
             self._wake.set()
 
     def notify(self, text: str) -> None:
-        self.notifier.notify(text)
+        notify(text)  # sd/notify.py: the one sender (this one, the watchdog's and the fd store's)
 
     # --- lifecycle ----------------------------------------------------------------------
 

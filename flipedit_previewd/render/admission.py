@@ -30,7 +30,15 @@ from typing import Any
 from flipedit_previewd.common.errors import Overloaded
 
 Key = tuple[Any, ...]
-LOCALITY_FRAMES = 30  # a taker prefers a queued frame this close after its decoders' position (about one GOP)
+LOCALITY_FRAMES = 30  # without a reach from its worker, a taker prefers a queued frame this close after its position
+Reach = tuple[int, int]  # timeline frames [from, to) a taker's decoders serve without a seek (worker/output.py)
+
+
+def reach_of(near: Reach | int | None) -> Reach | None:
+    """A taker's reach: as its worker reported it, or a frame position with LOCALITY_FRAMES after it."""
+    if near is None or isinstance(near, tuple):
+        return near
+    return (near, near + LOCALITY_FRAMES)
 
 
 @dataclass(eq=False)  # identity: one job is one object (in_flight membership)
@@ -96,6 +104,7 @@ class Admission:
         self.ahead: OrderedDict[Key, Pending] = OrderedDict()
         self.ahead_limit = 0
         self.closed = False
+        self.waiting: dict[int, Reach | None] = {}  # takers waiting for a job -> their reach (a job near one goes to it)
         self._cond = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -165,14 +174,14 @@ class Admission:
                     ahead.enqueued, ahead.deadline = time.monotonic(), time.monotonic() + self.queue_timeout
                     self.queue[key] = ahead
                     self.counters["admitted"] += 1
-                    self._cond.notify()
+                    self._cond.notify_all()  # every waiting taker looks: the one whose decoders are near takes it
                     loop.call_later(self.queue_timeout, self._expire, ahead)
                     return ahead
                 pending = Pending(key, time.monotonic() + self.queue_timeout, loop.create_future(), waiters=1,
                                   revision=revision)
                 self.queue[key] = pending
                 self.counters["admitted"] += 1
-                self._cond.notify()
+                self._cond.notify_all()  # every waiting taker looks: the one whose decoders are near takes it
                 # Deadlines by timer: answered 503 at its deadline, whatever the workers are doing.
                 loop.call_later(self.queue_timeout, self._expire, pending)
                 return pending
@@ -245,13 +254,18 @@ class Admission:
 
     # --- the takers' side (the dispatcher's threads) --------------------------------------------
 
-    def _eligible(self, near: int | None = None) -> Pending | None:
+    def _eligible(self, near: Reach | int | None = None, me: int | None = None) -> Pending | None:
         """The oldest queued job whose key is not being rendered: one render in flight per URL.
 
         Unless a younger one is a few frames after ``near`` (the taker's decoder position), while the oldest
         still has more than half its queue time left: that worker's decoders then go on forward instead
         of seeking back to a keyframe (under overload the admitted frames are scattered, and seeking
         was the largest cost in the profile, bench/RESULTS.md).
+
+        ``near`` is the taker's reach (timeline frames its worker serves without a seek: the GOP its decoder is in,
+        the frames it keeps behind it; a bare frame means LOCALITY_FRAMES after it). A job in the reach of another
+        taker waiting now (``waiting``) and not in this one's is left to that one, while it has time: a scrub's next
+        frame goes to the worker that just decoded its GOP.
 
         Unless the render in flight is of an older timeline revision than the one the queued job's
         requests arrived with (a drag): then it starts at once on another worker instead of waiting
@@ -262,16 +276,23 @@ class Admission:
         busy = {p.key for p in self.in_flight}
         rendering = {(p.key, p.revision) for p in self.in_flight}
         chosen: Pending | None = None
-        last, nearest = near, LOCALITY_FRAMES
+        reach = reach_of(near)
+        others = [r for who, r in self.waiting.items() if who != me and r is not None]
+        nearest: int | None = None
         for pending in self.queue.values():
             if pending.key not in busy or (pending.revision and (pending.key, pending.revision) not in rendering):
+                frame = pending.key[0]
+                mine = reach is not None and isinstance(frame, int) and reach[0] <= frame < reach[1]
+                late = pending.deadline - time.monotonic() < self.queue_timeout / 2
+                if (not mine and not late and isinstance(frame, int)
+                        and any(low <= frame < high for low, high in others)):
+                    continue  # another waiting taker's decoders are in this frame's GOP: it is theirs
                 if chosen is None:
                     chosen = pending
-                    if last is None or chosen.deadline - time.monotonic() < self.queue_timeout / 2:
+                    if reach is None or late:
                         break  # no decoder position to follow, or the oldest is getting late: it goes first
-                frame = pending.key[0]
-                if last is not None and isinstance(frame, int) and 0 <= frame - last < nearest:
-                    chosen, nearest = pending, frame - last
+                if mine and reach is not None and (nearest is None or frame - reach[0] < nearest):
+                    chosen, nearest = pending, frame - reach[0]
         if chosen is not None:
             return chosen
         if self.ahead and self._ahead_running() < self.ahead_limit:
@@ -284,18 +305,23 @@ class Admission:
                     return pending
         return None
 
-    def take(self, stop: threading.Event, near: int | None = None) -> Pending | None:
+    def take(self, stop: threading.Event, near: Reach | int | None = None) -> Pending | None:
         """Block until there is a job whose deadline has not passed; None once ``stop`` is set or closed.
 
         ``near``: the frame the taker's decoders are at, if any (locality, see ``_eligible``).
         """
         while True:
             expired: Pending | None = None
+            me = threading.get_ident()
             with self._cond:
-                while (pending := self._eligible(near)) is None:
-                    if stop.is_set() or self.closed:
-                        return None
-                    self._cond.wait(0.5)
+                self.waiting[me] = reach_of(near)
+                try:
+                    while (pending := self._eligible(near, me)) is None:
+                        if stop.is_set() or self.closed:
+                            return None
+                        self._cond.wait(0.5)
+                finally:
+                    del self.waiting[me]
                 if pending.speculative:
                     del self.ahead[pending.key]
                     self.counters["ahead_started"] += 1

@@ -26,7 +26,7 @@ from typing import Any
 from flipedit_previewd.common.errors import GatewayTimeout, HTTPError, RenderFailed
 from flipedit_previewd.common.framecache import FrameCache
 from flipedit_previewd.common.metrics import Metrics
-from flipedit_previewd.render.admission import Admission, Pending
+from flipedit_previewd.render.admission import LOCALITY_FRAMES, Admission, Pending, Reach
 from flipedit_previewd.render.pool import BudgetExceeded, RenderOutcome, WorkerPool
 from flipedit_previewd.render.renderahead import RenderAhead
 from flipedit_previewd.timeline.model import Timeline
@@ -108,7 +108,7 @@ class Dispatcher:
         self.rendering: Callable[[bool], None] = lambda busy: None
         self.budget = budget
         self.heavy = HeavyFrames(heavy_ttl)
-        self.position: list[int | None] = []  # per worker: the frame its decoders are at (admission locality)
+        self.position: list[Reach | None] = []  # per worker: the frames its decoders serve without a seek (admission locality)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -178,7 +178,7 @@ class Dispatcher:
                 self._run_ahead(index, pending)
                 continue
             if isinstance(pending.key[0], int):
-                self.position[index] = pending.key[0]
+                self.position[index] = (pending.key[0], pending.key[0] + LOCALITY_FRAMES)  # until its worker says
             self._run(index, pending)
 
     def _read(self) -> Timeline:
@@ -220,6 +220,8 @@ class Dispatcher:
             self.admission.finish(pending, error=RenderFailed(f"{type(exc).__name__}: {exc}"))
             return
         result = outcome.result
+        if result.reach is not None:
+            self.position[index] = result.reach
         for path, problem in result.problems:
             self._post(self.hooks.media_problem, path, problem)
         self.metrics.render_time.observe(outcome.render_ms / 1000)

@@ -1,4 +1,4 @@
-"""Render workers as child processes; the dispatcher (dispatch.py) drives them.
+"""Render workers as child processes, the daemon's side; the dispatcher (dispatch.py) drives them.
 
 Processes, not threads: a frame's JPEG encode and alpha compositing hold the
 GIL, so two threads on two cores render barely faster than one (see
@@ -6,6 +6,10 @@ GIL, so two threads on two cores render barely faster than one (see
 and replaced when a render hangs (a FIFO as media source, a wedged decoder),
 which a thread cannot. Each worker reports what it is doing and since when, so
 ``/health`` and the watchdog can tell progress from a hang.
+
+Here: how a worker process is started (``_Child``), its state as the daemon sees it (``Worker``), and
+the pool that spawns, retries after a crash and replaces a hung worker. The worker's own loop is
+``worker/main.py``; every message between the two is a dataclass of ``worker/wire.py``.
 
 A worker parses untrusted media, so it is treated as a process that may be taken over: it confines
 itself (``confine.py``: seccomp at start, Landlock at its first job, to that job's media roots) and
@@ -15,13 +19,9 @@ whose Landlock rules do not cover a job's roots (another project opened) is repl
 
 from __future__ import annotations
 
-import ctypes
-import errno
+import enum
 import json
 import os
-import pickle
-import queue
-import signal
 import socket
 import subprocess
 import sys
@@ -33,49 +33,13 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from flipedit_previewd.common.errors import GatewayTimeout, RenderFailed
-from flipedit_previewd.timeline.model import Timeline, Track
+from flipedit_previewd.timeline.model import Timeline
 from flipedit_previewd.worker import wire
 from flipedit_previewd.worker.output import OutputSpec, RenderResult
+from flipedit_previewd.worker.wire import WorkerSettings
 
-if TYPE_CHECKING:  # a worker process never needs the configuration module (its import is on the cold start)
+if TYPE_CHECKING:  # the configuration module is not needed before the workers are started (cold start)
     from flipedit_previewd.config.schema import Config
-
-IDLE_RELEASE_S = 10.0  # a worker without a job for this long closes its media and trims its heap
-
-# Render-ahead jobs run on a worker thread at this nice value (Linux priorities are per thread; an
-# unprivileged thread can raise its nice but never lower it again, hence a thread of its own).
-# Without it a guess competes as an equal with the event loop (niced by loop_nice) and with the
-# other worker's real render: a playback's cache hits then wait for the CPU (bench/render_ahead.py).
-AHEAD_NICE = 10
-
-# Test failpoint, read by the worker process only (never by the daemon, never set by the units, not a
-# setting): "escape" or "escape:PATH" makes each worker, at its first job after it is confined, try
-# to open PATH (default /etc/hostname), connect to 127.0.0.1 and run /bin/sh, and report each
-# attempt; the daemon logs them as sandbox_violation. "badreply:FRAME" makes a worker answer FRAME
-# with a pickled tuple, the old reply format, as a worker taken over might (tests/integration/test_confinement.py).
-FAILPOINT_VARIABLE = "FLIPEDIT_WORKER_FAILPOINT"  # not FLIPEDIT_PREVIEWD_*: that prefix is the configuration's (config.py)
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    source_cache_bytes: int
-    max_source_pixels: int
-    test_render_hook: str = ""
-    proxy_root: str = ""  # the proxy store a worker reads (proxy/); "" when proxies are off
-    proxy_size: tuple[int, int] = (0, 0)  # the box proxies are made for; (0, 0): the canvas's size
-
-
-@dataclass(frozen=True)
-class RenderJob:
-    job_id: int
-    frame: int
-    spec: OutputSpec
-    timeline: Timeline | None  # None: the one the worker last received (see _send_timeline)
-    broken: frozenset[str] = frozenset()  # sources that crashed a worker twice: drawn as placeholders
-    revision: str = ""
-    roots: tuple[str, ...] = ()  # where media may be read from, checked on each opened descriptor
-    speculative: bool = False  # render-ahead: run at AHEAD_NICE, below the event loop and real renders
-
 
 class BudgetExceeded(GatewayTimeout):
     """The render ran past ``render_budget``; its worker was replaced."""
@@ -84,10 +48,6 @@ class BudgetExceeded(GatewayTimeout):
 class WorkerCrashed(RenderFailed):
     """The worker died during the job, and again on the retry."""
 
-
-# Timelines go to a worker once per revision, in pieces of this many clips: pickling 50,000 clips in
-# one call holds the GIL (and so stalls the event loop) for a third of a second.
-CLIPS_PER_MESSAGE = 500
 
 # A source that took down a worker this many times is drawn as a placeholder until the file changes.
 CRASHES_TO_BREAK = 2
@@ -103,251 +63,11 @@ class RenderOutcome:
     render_ms: float
 
 
-def covers(locked: tuple[str, ...], roots: tuple[str, ...]) -> bool:
-    """Whether a worker confined to ``locked`` may read everything under ``roots`` (all real paths)."""
-    return all(any(root == lock or root.startswith(lock.rstrip("/") + "/") for lock in locked) for root in roots)
-
-
-def child_main() -> None:
-    """Entry point of a worker process (see ``_Child``): argv names it and its end of the socket pair."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the daemon's to handle; it ends the workers
-    conn = Connection(int(sys.argv[2]))
-    settings, parent = pickle.loads(conn.recv_bytes())  # from the daemon: the trusted direction (wire.py)
-    _worker_main(conn, settings, parent)
-
-
-def _send(conn: Connection, reply: wire.Reply) -> None:
-    """A reply; a pipe the daemon closed (it is stopping and no longer waits for this job) ends the worker
-    quietly: a traceback there would be the journal's only word about an orderly stop."""
-    try:
-        conn.send_bytes(wire.encode(reply))
-    except (BrokenPipeError, ConnectionResetError, EOFError):
-        os._exit(0)
-
-
-def _worker_main(conn: Connection, settings: WorkerSettings, parent: int) -> None:
-    """Child process loop: confine, say hello, then one job at a time, replies back over the pipe."""
-    from flipedit_previewd.proxy.reader import ProxyReader
-    from flipedit_previewd.proxy.store import Store
-    from flipedit_previewd.worker import confine
-    from flipedit_previewd.worker.compositor import compose  # PyAV and Pillow: in the workers only (output.py)
-    from flipedit_previewd.worker.media import MediaPool
-
-    failpoint = os.environ.pop(FAILPOINT_VARIABLE, "")
-    # The test hook's record is opened before confinement (a confined worker writes nothing anywhere).
-    record = open(settings.test_render_hook[5:], "a", buffering=1) if settings.test_render_hook.startswith("nice:") else None
-    _libc()  # loaded now: later it would be a dlopen (the loader's cache is readable, but why depend on it)
-    arch, status = confine.confine_process()  # seccomp: on this thread before any other thread exists
-    _send(conn, wire.Reply("hello", sandbox=status.as_dict()))
-
-    def orphan_guard() -> None:
-        if arch is not None and status.landlock:
-            try:
-                confine.lock_thread_out(arch, status.landlock_abi)  # older than the worker's lock: shut out by itself
-            except OSError:
-                os._exit(1)
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=orphan_guard, daemon=True).start()
-    def new_media() -> MediaPool:
-        reader = ProxyReader(Store(settings.proxy_root)) if settings.proxy_root else None
-        return MediaPool(settings.source_cache_bytes, settings.max_source_pixels, proxies=reader, proxy_size=settings.proxy_size)
-
-    media = new_media()
-    ahead = _LowPriority(AHEAD_NICE)
-    current: Timeline | None = None
-    used = False
-    locked: tuple[str, ...] | None = None  # the roots this worker's Landlock rules allow, from its first job
-    while True:
-        try:
-            if used and not conn.poll(IDLE_RELEASE_S):
-                # Idle (the editor is closed or paused): give back decoders, cached sources and the
-                # heap they left behind; the next frame reopens its files (bench/footprint.py).
-                media.close()
-                media, used = new_media(), False
-                _trim_heap()
-                continue
-            job = conn.recv()
-            if isinstance(job, tuple) and job and job[0] == "timeline":
-                current = _receive_timeline(conn, job)
-                continue
-        except (EOFError, OSError):
-            break
-        if job is None:
-            break
-        if job.timeline is None:
-            if current is None or current.revision != job.revision:
-                _send(conn, wire.Reply("error", job.job_id, message="worker has no timeline for this job"))
-                continue
-            job = RenderJob(job.job_id, job.frame, job.spec, current, job.broken, job.revision, job.roots, job.speculative)
-        attempts: list[dict[str, Any]] = []
-        if locked is None:
-            # Before anything of this job, and before the render-ahead thread exists (it inherits the rules).
-            if arch is not None and status.landlock:
-                try:
-                    # the proxy store is read like media (proxy/reader.py treats it as untrusted)
-                    confine.lock_filesystem(arch, status.landlock_abi, job.roots + ((settings.proxy_root,) if settings.proxy_root else ()))
-                except OSError as exc:
-                    _send(conn, wire.Reply("error", job.job_id, message=f"sandbox: cannot confine the worker: {exc}"))
-                    break  # never decode unconfined when the kernel offered Landlock: the daemon starts a fresh one
-            locked = job.roots
-            if failpoint.startswith("escape"):
-                attempts = _try_escape(failpoint.partition(":")[2] or "/etc/hostname")
-        elif not covers(locked, job.roots):  # the daemon replaces such a worker first (WorkerPool.render)
-            _send(conn, wire.Reply("error", job.job_id, message="sandbox: the job's media roots are outside this worker's"))
-            continue
-        started = time.perf_counter()
-        used = True
-        def render(job: RenderJob = job, media: Any = media) -> RenderResult:
-            assert job.timeline is not None
-            if job.timeline.source != "warm-up":
-                _test_hook(settings.test_render_hook, job, record)
-            media.set_roots(job.roots)
-            return compose(job.timeline, job.frame, job.spec, media, job.broken)
-
-        try:
-            # A guess runs on the low-priority thread while this one waits (no CPU, no GIL): one job at a time.
-            result = ahead.run(render) if job.speculative else render()
-            reply = wire.Reply("ok", job.job_id, (time.perf_counter() - started) * 1000, result.content_type, result.body,
-                               result.problems, result.clips, attempts=attempts, source=result.source)
-        except Exception as exc:  # noqa: BLE001 - any render bug must become a 500, not a dead worker
-            reply = wire.Reply("error", job.job_id, (time.perf_counter() - started) * 1000,
-                               message=f"{type(exc).__name__}: {exc}", attempts=attempts)
-        if failpoint == f"badreply:{job.frame}":
-            conn.send(("ok", job.job_id, reply.body, reply.render_ms))  # pickle: what the daemon must never load
-            continue
-        _send(conn, reply)
-    media.close()
-
-
-def _try_escape(target: str) -> list[dict[str, Any]]:
-    """The escape failpoint (FAILPOINT_VARIABLE): what a taken-over decoder would try first; each outcome."""
-    attempts: list[dict[str, Any]] = []
-
-    def attempt(what: str, call: Callable[[], None]) -> None:
-        try:
-            call()
-            attempts.append({"what": what, "refused": False, "error": ""})
-        except OSError as exc:
-            code = exc.errno or 0
-            attempts.append({"what": what, "refused": code in (errno.EPERM, errno.EACCES),
-                             "error": errno.errorcode.get(code, str(exc))})
-
-    def connect() -> None:
-        with socket.socket() as sock:
-            sock.settimeout(1.0)
-            sock.connect(("127.0.0.1", 9))
-
-    def run_shell() -> None:
-        pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 0"], {})
-        os.waitpid(pid, 0)
-
-    attempt(f"open {target}", lambda: os.close(os.open(target, os.O_RDONLY | os.O_NONBLOCK)))
-    attempt("connect 127.0.0.1:9", connect)
-    attempt("exec /bin/sh", run_shell)
-    return attempts
-
-
-class _LowPriority:
-    """One thread, started on first use, that lowers its own priority once and runs calls handed to it."""
-
-    def __init__(self, nice: int) -> None:
-        self.nice = nice
-        self._jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], queue.SimpleQueue[Any]]] | None = None
-
-    def run(self, call: Callable[..., Any], *args: Any) -> Any:
-        if self._jobs is None:
-            self._jobs = queue.SimpleQueue()
-            threading.Thread(target=self._serve, args=(self._jobs,), daemon=True, name="render-ahead").start()
-        done: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._jobs.put((call, args, done))
-        ok, value = done.get()
-        if not ok:
-            raise value
-        return value
-
-    def _serve(self, jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], queue.SimpleQueue[Any]]]) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + self.nice))
-        except OSError:
-            pass  # a priority is an optimisation; the guess still renders
-        while True:
-            call, args, done = jobs.get()
-            try:
-                done.put((True, call(*args)))
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller, who reports it
-                done.put((False, exc))
-
-
-def _receive_timeline(conn: Connection, head: tuple[Any, ...]) -> Timeline:
-    _, width, height, fps, source, revision, track_heads, note = head
-    tracks = []
-    for track_id, order, visible, kind, count in track_heads:
-        clips: list[Any] = []
-        while len(clips) < count:
-            clips.extend(conn.recv())
-        tracks.append(Track(track_id, order, visible, tuple(clips), kind))
-    return Timeline(width, height, fps, tuple(tracks), source, revision=revision, note=note)
-
-
-def _send_timeline(conn: Connection, timeline: Timeline) -> None:
-    conn.send(("timeline", timeline.canvas_width, timeline.canvas_height, timeline.frame_rate, timeline.source, timeline.revision,
-               [(t.id, t.order, t.visible, t.type, len(t.clips)) for t in timeline.tracks], timeline.note))
-    for track in timeline.tracks:
-        for start in range(0, len(track.clips), CLIPS_PER_MESSAGE):
-            conn.send(track.clips[start:start + CLIPS_PER_MESSAGE])
-
-
-_LIBC: list[ctypes.CDLL] = []
-
-
-def _libc() -> ctypes.CDLL | None:
-    if not _LIBC:
-        try:
-            _LIBC.append(ctypes.CDLL("libc.so.6"))
-        except OSError:
-            return None  # not glibc
-    return _LIBC[0]
-
-
-def _trim_heap() -> None:
-    try:
-        libc = _libc()
-        if libc is not None:
-            libc.malloc_trim(0)
-    except AttributeError:
-        pass  # not glibc
-
-
-def _test_hook(hook: str, job: RenderJob, record: Any = None) -> None:
-    if not hook:
-        return
-    if hook.startswith("crash:"):
-        # Stands in for media that crashes FFmpeg: the process dies as a segfault would end it.
-        needle = hook.split(":", 1)[1]
-        layers = job.timeline.layers_at(job.frame) if job.timeline is not None else []
-        if any(needle in c.source_path and c.source_path not in job.broken for c in layers):
-            os._exit(139)
-        return
-    if hook == "hang":
-        while True:
-            time.sleep(3600)
-    if hook.startswith("nice:"):
-        # Records which thread priority each kind of job ran at (tests/integration/test_render_ahead.py).
-        if record is not None:  # opened before confinement
-            record.write(f"{'ahead' if job.speculative else 'real'} {os.getpriority(os.PRIO_PROCESS, threading.get_native_id())}\n")
-        return
-    if hook.startswith("sleep:"):
-        time.sleep(float(hook.split(":", 1)[1]))
-
-
 # The daemon's import path travels in the environment (/proc/PID/environ is readable by its owner only;
 # argv is readable by every local user) and is dropped from it at once.
 _PATH_VARIABLE = "FLIPEDIT_WORKER_SYS_PATH"
 _CHILD_CODE = (f"import json, os, sys; sys.path[:] = json.loads(os.environ.pop({_PATH_VARIABLE!r})); "
-               "from flipedit_previewd.render.pool import child_main; child_main()")
+               "from flipedit_previewd.worker.main import child_main; child_main()")
 
 
 class _Child:
@@ -355,7 +75,7 @@ class _Child:
 
     Not multiprocessing's spawn: that starts a resource-tracker process (6.6 MB PSS idle, for
     semaphores the daemon never makes) and re-imports the daemon's ``__main__`` (the HTTP side)
-    in every worker. Here a worker imports only this module and the render side (bench/footprint.py).
+    in every worker. Here a worker imports only ``worker.main`` and what it renders with (bench/footprint.py).
     """
 
     def __init__(self, index: int, settings: WorkerSettings) -> None:
@@ -369,7 +89,7 @@ class _Child:
                 [sys.executable, *flags, "-P", "-c", _CHILD_CODE, f"flipedit-previewd-worker-{index}", str(theirs.fileno())],
                 stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env={**os.environ, _PATH_VARIABLE: json.dumps(sys.path)})
             self.conn = Connection(ours.detach())
-        self.conn.send_bytes(pickle.dumps((settings, os.getpid())))
+        self.conn.send(wire.Start(settings, os.getpid()))
 
     @property
     def pid(self) -> int:
@@ -389,12 +109,21 @@ class _Child:
         return self.popen.poll() is None
 
 
+class WorkerState(enum.Enum):
+    """A worker as the daemon sees it; the value is what /health says."""
+
+    IDLE = "idle"
+    RENDERING = "rendering"  # a job sent, its reply not yet read
+    DEAD = "dead"  # terminated; its index gets a fresh Worker
+    HUNG = "hung"  # only in reports: rendering past the hang threshold (WorkerPool.hung_workers decides)
+
+
 @dataclass
 class Worker:
     index: int
     process: Any
     conn: Connection
-    state: str = "starting"
+    state: WorkerState = WorkerState.IDLE
     since: float = field(default_factory=time.monotonic)
     frame: int | None = None
     completed: int = 0
@@ -407,8 +136,8 @@ class Worker:
 
     def snapshot(self, now: float, hung: bool) -> dict[str, Any]:
         age = now - self.since
-        state = "hung" if hung else self.state  # hung: decided by WorkerPool.hung_workers alone
-        return {"index": self.index, "pid": self.process.pid, "state": state, "frame": self.frame,
+        state = WorkerState.HUNG if hung else self.state
+        return {"index": self.index, "pid": self.process.pid, "state": state.value, "frame": self.frame,
                 "since_s": round(age, 3), "completed": self.completed, "media_roots": list(self.locked or ())}
 
 
@@ -440,10 +169,8 @@ class WorkerPool:
         from flipedit_previewd.proxy.store import default_root
 
         proxy_root = (os.path.expanduser(config.proxy_dir) if config.proxy_dir else str(default_root())) if config.proxies else ""
-        settings = WorkerSettings(config.source_cache_bytes, config.max_source_pixels, config.test_render_hook,
-                                  proxy_root, (config.proxy_width, config.proxy_height))
-        return cls(config.workers, settings,
-                   config.hang_threshold)
+        settings = WorkerSettings(config.source_cache_bytes, config.max_source_pixels, proxy_root, (config.proxy_width, config.proxy_height))
+        return cls(config.workers, settings, config.hang_threshold)
 
     def start(self) -> None:
         """Spawn the worker processes."""
@@ -452,7 +179,7 @@ class WorkerPool:
 
     def _spawn(self, index: int) -> Worker:
         child = _Child(index, self.settings)
-        return Worker(index, child, child.conn, state="idle")
+        return Worker(index, child, child.conn)
 
     def render(self, index: int, frame: int, spec: OutputSpec, timeline: Timeline, budget: float | None = None,
                roots: tuple[str, ...] = (), speculative: bool = False) -> RenderOutcome:
@@ -471,11 +198,11 @@ class WorkerPool:
                 raise RenderFailed("the daemon is stopping")
             worker = self.workers[index]
             # killed_for_hang here: killed for a job that answered just before the kill (replace_hung).
-            if worker.state == "dead" or worker.killed_for_hang or not worker.process.is_alive():
+            if worker.state is WorkerState.DEAD or worker.killed_for_hang or not worker.process.is_alive():
                 self._note("worker_died", f"worker {index} found dead while idle; replaced", worker)
                 self._respawn(worker)
                 worker = self.workers[index]
-            if worker.locked is not None and not covers(worker.locked, roots):
+            if worker.locked is not None and not wire.covers(worker.locked, roots):
                 self._note("worker_replaced", f"worker {index} replaced for other media roots: its sandbox allows "
                            f"{', '.join(worker.locked) or 'none'}; the job needs {', '.join(roots)}", worker, REASON="media roots")
                 self._respawn(worker)
@@ -484,16 +211,17 @@ class WorkerPool:
             broken = self.broken(sources)
             with self._lock:
                 self._next_job += 1
-                job = RenderJob(self._next_job, frame, spec, None, broken, timeline.revision, roots, speculative)
+                job = wire.Job(self._next_job, frame, spec, timeline.revision, broken, roots, speculative)
             with self._state_lock:  # replace_hung decides on (state, job_id): never on half of a change
-                worker.state, worker.since, worker.frame, worker.hung_reported = "rendering", time.monotonic(), frame, False
+                worker.state, worker.since, worker.frame, worker.hung_reported = WorkerState.RENDERING, time.monotonic(), frame, False
                 worker.job_id = job.job_id
             try:
                 if worker.sandbox is None:
                     self._hello(worker)
                 if worker.revision != timeline.revision:
                     worker.revision = ""
-                    _send_timeline(worker.conn, timeline)
+                    for message in wire.timeline_messages(timeline):
+                        worker.conn.send(message)
                     worker.revision = timeline.revision
                 if worker.locked is None:
                     worker.locked = roots  # the worker confines itself to the roots of its first job
@@ -504,7 +232,7 @@ class WorkerPool:
                     raise BudgetExceeded(f"render of frame {frame} exceeded the render budget of {budget:.1f} s; cancelled")
                 # maxlength: a longer message is refused before it is allocated (OSError: the crash path)
                 limit = wire.body_limit(spec.width, spec.height)
-                reply = wire.decode(worker.conn.recv_bytes(wire.HEADER.size + wire.MAX_META + limit), job.job_id, spec.content_type, limit)
+                reply = wire.decode_answer(worker.conn.recv_bytes(wire.HEADER.size + wire.MAX_META + limit), job.job_id, spec.content_type, limit)
             except wire.WireError as exc:
                 self._note("worker_bad_reply", f"worker {index} sent a malformed reply to frame {frame} ({exc}); replaced",
                            worker, REASON=str(exc))
@@ -523,26 +251,27 @@ class WorkerPool:
                     continue  # once on a fresh worker; or again with the crashing sources as placeholders
                 raise WorkerCrashed(f"worker {index} died twice rendering frame {frame}") from None
             with self._state_lock:
-                worker.state, worker.since, worker.frame = "idle", time.monotonic(), None
+                worker.state, worker.since, worker.frame = WorkerState.IDLE, time.monotonic(), None
             worker.completed += 1
             with self._lock:
                 self.completed += 1
             for attempt in reply.attempts:
-                what = "refused" if attempt["refused"] else "NOT refused"
-                self._note("sandbox_violation", f"worker {index} tried to {attempt['what']}: {what} ({attempt['error'] or 'no error'})",
-                           worker, ATTEMPT=attempt["what"], REFUSED=int(attempt["refused"]), ERRNO=attempt["error"])
-            if reply.kind == "error":
+                what = "refused" if attempt.refused else "NOT refused"
+                self._note("sandbox_violation", f"worker {index} tried to {attempt.what}: {what} ({attempt.error or 'no error'})",
+                           worker, ATTEMPT=attempt.what, REFUSED=int(attempt.refused), ERRNO=attempt.error)
+            if isinstance(reply, wire.Failed):
                 raise RenderFailed(reply.message)
-            return RenderOutcome(RenderResult(reply.body, reply.content_type, reply.problems, reply.clips, source=reply.source), reply.render_ms)
+            return RenderOutcome(RenderResult(reply.body, reply.content_type, list(reply.problems), reply.clips, reach=reply.reach,
+                                              source=reply.source), reply.render_ms)
 
     def _hello(self, worker: Worker) -> None:
         """The first message of a worker process: what confinement it applied (wire.py "hello")."""
         reply = wire.decode(worker.conn.recv_bytes(wire.HEADER.size + wire.MAX_META), body_limit=0)
-        if reply.kind != "hello":
+        if not isinstance(reply, wire.Hello):
             raise wire.WireError("the first reply of a worker is not its hello")
-        worker.sandbox = reply.sandbox
+        worker.sandbox = reply.as_dict()
         if self.sandbox is None:
-            self.sandbox = reply.sandbox
+            self.sandbox = reply.as_dict()
 
     @staticmethod
     def _sources(timeline: Timeline, frame: int) -> list[tuple[str, Any]]:
@@ -576,11 +305,11 @@ class WorkerPool:
         self.workers[worker.index] = self._spawn(worker.index)
 
     def busy_count(self) -> int:
-        return sum(1 for w in self.workers if w.state == "rendering")
+        return sum(1 for w in self.workers if w.state is WorkerState.RENDERING)
 
     def hung_workers(self, now: float | None = None) -> list[Worker]:
         now = time.monotonic() if now is None else now
-        return [w for w in self.workers if w.state == "rendering" and now - w.since > self.hang_threshold]
+        return [w for w in self.workers if w.state is WorkerState.RENDERING and now - w.since > self.hang_threshold]
 
     def replace_hung(self, worker: Worker, job_id: int) -> None:
         """Kill a hung worker's process; its driver thread answers 504 and starts a fresh one.
@@ -592,7 +321,7 @@ class WorkerPool:
         # check and the kill (the next job would get this one's 504). A job whose answer arrived just
         # before is still returned; the process is then found dead before the next job and replaced.
         with self._state_lock:
-            if worker.state != "rendering" or worker.job_id != job_id or self.workers[worker.index] is not worker:
+            if worker.state is not WorkerState.RENDERING or worker.job_id != job_id or self.workers[worker.index] is not worker:
                 return
             worker.killed_for_hang = True
             try:
@@ -601,7 +330,7 @@ class WorkerPool:
                 pass
 
     def _terminate(self, worker: Worker) -> None:
-        worker.state = "dead"
+        worker.state = WorkerState.DEAD
         try:
             worker.process.kill()
             worker.process.join(timeout=2)
@@ -612,9 +341,9 @@ class WorkerPool:
     def stop(self) -> None:
         self._stop.set()
         for worker in self.workers:
-            if worker.state != "rendering":
+            if worker.state is not WorkerState.RENDERING:
                 try:
-                    worker.conn.send(None)
+                    worker.conn.send(wire.Stop())
                 except (OSError, ValueError):
                     pass
         deadline = time.monotonic() + 2

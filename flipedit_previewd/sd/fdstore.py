@@ -32,77 +32,26 @@ tell a service its ``FileDescriptorStoreMax=`` (254 sets ``$FDSTORE``, used as
 a cap when present), so at start-up a probe (a
 pipe's read end stored, then a barrier, then a write to the pipe: EPIPE
 means systemd closed it) checks that the store is enabled before we trust it
-with connections.
+with connections. Every message goes through ``notify.py``, the daemon's one sender.
 """
 
 from __future__ import annotations
 
-import array
 import os
-import select
 import socket
 import stat
 import subprocess
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from flipedit_previewd.sd.notify import barrier, notify, notify_address
+
 CONNECTION_PREFIX = "flipedit-conn-"
 PROBE_NAME = "flipedit-probe"
-SEND_TIMEOUT = 2.0
-BARRIER_TIMEOUT = 5.0
 
 
 def is_stored_connection(name: str) -> bool:
     return name.startswith(CONNECTION_PREFIX)
-
-
-def _notify_address(environ: Mapping[str, str]) -> str | None:
-    address = environ.get("NOTIFY_SOCKET", "")
-    if not address or not (address.startswith("/") or address.startswith("@")):
-        return None
-    return "\0" + address[1:] if address.startswith("@") else address
-
-
-def notify(message: str, fds: list[int] | None = None, environ: Mapping[str, str] | None = None) -> bool:
-    """sd_pid_notify_with_fds(): one datagram to $NOTIFY_SOCKET, descriptors as SCM_RIGHTS. False if not sent.
-
-    Once ``sendmsg`` returns, the kernel holds a reference to each descriptor
-    in flight, so the caller may close its own copy at once.
-    """
-    address = _notify_address(os.environ if environ is None else environ)
-    if address is None:
-        return False
-    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.settimeout(SEND_TIMEOUT)
-            sock.sendmsg([message.encode()], ancillary, 0, address)
-    except OSError:
-        return False
-    return True
-
-
-def barrier(timeout: float = BARRIER_TIMEOUT, environ: Mapping[str, str] | None = None) -> bool:
-    """sd_notify_barrier(): True once the manager has processed every message we sent before."""
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    try:
-        sent = notify("BARRIER=1", [write_end], environ)
-        os.close(write_end)
-        write_end = -1
-        if not sent:
-            return False
-        poller = select.poll()
-        poller.register(read_end, select.POLLHUP)
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if poller.poll(left * 1000):
-                return True
-        return False
-    finally:
-        os.close(read_end)
-        if write_end >= 0:
-            os.close(write_end)
 
 
 def probe_store(environ: Mapping[str, str] | None = None) -> bool:
@@ -185,7 +134,7 @@ class Handover:
         self.adopted.clear()
         if not self.wanted:
             return
-        if _notify_address(self.environ) is None:
+        if notify_address(self.environ) is None:
             self.probe_result = "no NOTIFY_SOCKET"
             return
         self.enabled = probe_store(self.environ)

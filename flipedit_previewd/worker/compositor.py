@@ -55,16 +55,20 @@ def letterbox(spec: OutputSpec, canvas: tuple[int, int]) -> tuple[int, int, int,
 def compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, broken: frozenset[str] = frozenset()) -> RenderResult:
     # PNG is the lossless output: always the originals (a proxy is the same frame, not the same pixels)
     media.begin((timeline.canvas_width, timeline.canvas_height), lossless=spec.format == "png")
+    media.reach = None
     left, top, width, height = letterbox(spec, (timeline.canvas_width, timeline.canvas_height))
     if (width, height) == (spec.width, spec.height):
         result = _compose(timeline, frame, spec, media, broken)
-        result.source = media.source_used()
-        return result
-    inner = _compose(timeline, frame, OutputSpec(width, height, spec.quality, spec.format), media, broken, encoded=False)
-    assert inner.image is not None
-    framed = Image.new("RGB", (spec.width, spec.height), (0, 0, 0))
-    framed.paste(inner.image, (left, top))
-    return RenderResult(encode(framed, spec), spec.content_type, inner.problems, inner.clips, source=media.source_used())
+    else:
+        inner = _compose(timeline, frame, OutputSpec(width, height, spec.quality, spec.format), media, broken, encoded=False)
+        assert inner.image is not None
+        framed = Image.new("RGB", (spec.width, spec.height), (0, 0, 0))
+        framed.paste(inner.image, (left, top))
+        result = RenderResult(encode(framed, spec), spec.content_type, inner.problems, inner.clips)
+    if media.reach is not None:
+        result.reach = (max(0, frame - media.reach[0]), frame + media.reach[1])
+    result.source = media.source_used()
+    return result
 
 
 def _compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, broken: frozenset[str] = frozenset(),

@@ -44,7 +44,25 @@ class KeyframeIndex:
         pts = self._pts[at - 1]
         return pts, self._pos[pts]
 
+    def after(self, pts: int) -> int | None:
+        """The first known keyframe after ``pts``, if the keyframe before it is known to be followed by it."""
+        at = bisect.bisect_right(self._pts, pts)
+        if at == len(self._pts):
+            return None
+        if at == 0:
+            return self._pts[0]
+        following = self._next.get(self._pts[at - 1])
+        return following if following == self._pts[at] else None
+
     def covers(self, pts: int, limit: Fraction) -> bool:
         """True when ``pts`` is known to be the last keyframe at or before ``limit`` (its successor is after it)."""
         following = self._next.get(pts)
         return following is not None and following > limit
+
+    def widest_gap(self) -> int | None:
+        """The longest distance between two keyframes seen one after the other (None before two were).
+
+        With a regular GOP, a jump at least this long forward has a keyframe on its way: seeking to it
+        skips the frames before it. Scene-cut keyframes shorten some gaps, never the widest.
+        """
+        return max((after - before for before, after in self._next.items()), default=None)

@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from flipedit_previewd.common.framecache import FrameCache
 from flipedit_previewd.proxy.reader import ProxyReader, usable
 from flipedit_previewd.proxy.store import Params, identity_of, key_of, params_for
+from flipedit_previewd.worker.decoded import RUN_FRAMES, DecodedFrames, following_of
 from flipedit_previewd.worker.display import Geometry, matrix_problem, sample_aspect, tkhd_matrix, to_rgb, transpose_of
 from flipedit_previewd.worker.keyframes import KeyframeIndex
 from flipedit_previewd.worker.sniff import (
@@ -40,6 +41,7 @@ from flipedit_previewd.worker.sniff import (
 )
 
 FORWARD_DECODE_LIMIT = 90  # frames: beyond this a seek is cheaper than decoding forward
+REVERSE_WINDOW = 60  # frames: a request this close behind the decoder is a scrub turning back (keep what its decode passes)
 SEEK_ATTEMPTS = 5  # seeks ever further back (1, 2, 4, 8, 16 s) before decoding from the first byte
 # Above 8 bits per sample FFmpeg's scaler takes its generic path, where the default (bilinear)
 # is soft and biased. Measured against the original picture (docs/usage.md, "Which frame is shown"): when scaling,
@@ -153,6 +155,8 @@ class VideoSource:
         self._bytes_refused = False  # the demuxer refuses byte seeks (it has an index of its own)
         self.scaled: tuple[tuple[int, tuple[int, int]], Image.Image] | None = None
         self.proxy_key: tuple[Params, str] | None = None  # the key of this file's proxy, for those parameters
+        self.run: list[_Decoded] = []  # the frames the last decode pass went through, up to its target (decoded.py)
+        self.run_from: Fraction | None = None  # from which pts on they are noted (None: not noted)
         try:
             self._open_container()
             self.stream = self.container.streams.video[0] if self.container.streams.video else None
@@ -227,9 +231,25 @@ class VideoSource:
         self._pulled = pts
         return _Decoded(pts, frame)
 
+    def limit_of(self, seconds: Fraction) -> Fraction:
+        """The latest presentation time (stream ticks) a frame shown ``seconds`` after the first may have."""
+        return self.origin + seconds / self.time_base + Fraction(1, 2)
+
+    def position(self) -> int | None:
+        """The pts of the frame the decoder last gave out (None after an error)."""
+        return self._last.pts if self._last is not None else None
+
+    def ended(self) -> bool:
+        """The decoder has read the whole file (the last frame it gave stands for every later time)."""
+        return self._frames is None
+
+    def read_ahead(self) -> _Decoded | None:
+        return self._ahead
+
     def frame_at(self, seconds: Fraction) -> _Decoded:
         """The frame on screen ``seconds`` after the first frame (see the class's time rule)."""
-        limit = self.origin + seconds / self.time_base + Fraction(1, 2)
+        limit = self.limit_of(seconds)
+        self.run = []
         try:
             return self._frame_at(limit)
         except MediaError:
@@ -246,14 +266,36 @@ class VideoSource:
             if (ahead is not None and ahead.pts > limit) or (ahead is None and self._frames is None):
                 return last  # the same frame (or the last of the file), nothing to decode
             here = ahead.pts if ahead is not None else last.pts
-            if self._frames is not None and limit - here <= FORWARD_DECODE_LIMIT * self._tick:
+            if self._frames is not None and limit - here <= FORWARD_DECODE_LIMIT * self._tick and not self._keyframe_between(here, limit):
                 return self._forward(limit)
         self._seek(limit)
         return self._forward(limit)
 
+    def _keyframe_between(self, here: int, limit: Fraction) -> bool:
+        """A keyframe after ``here`` and at or before ``limit``: a seek to it costs less than decoding forward.
+
+        Known from the keyframe index, or, where timestamp seeks land exactly (an indexed container),
+        inferred: every keyframe the decoder passed on its way to ``here`` is in the index, so the last
+        known one at or before ``here`` is the real one, and the next comes at most the widest keyframe
+        gap seen after it. Without this, an all-intra source decoded up to 90 whole frames for a jump a
+        seek answers with one (bench/FOOTAGE.md). A step of one or two frames always decodes forward.
+        """
+        if limit - here <= 2 * self._tick:
+            return False
+        known = self.keyframes.before(limit)
+        if known is not None and known[0] > here:
+            return True
+        gap = self.keyframes.widest_gap()
+        current = self.keyframes.before(Fraction(here))
+        return (gap is not None and current is not None and self.timestamps and not self._lands_late
+                and current[0] + gap <= limit)
+
     def _forward(self, limit: Fraction) -> _Decoded:
         """Decode forward from where the decoder stands to the last frame at or before ``limit``."""
         best = self._last
+        run, run_from = self.run, self.run_from
+        if best is not None and run_from is not None and best.pts >= run_from:
+            run.append(best)
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
             if ahead.pts > limit:
@@ -261,6 +303,8 @@ class VideoSource:
                 assert best is not None
                 return best
             best = ahead
+            if run_from is not None and best.pts >= run_from:
+                run.append(best)
         while self._frames is not None:
             decoded = self._pull()
             if decoded is None:
@@ -269,6 +313,10 @@ class VideoSource:
                 self._ahead = decoded  # keep it: the next request probably wants it
                 break
             best = decoded
+            if run_from is not None and best.pts >= run_from:
+                run.append(best)
+                if len(run) > RUN_FRAMES:
+                    del run[0]
         if best is None:
             raise MediaError("no frame could be decoded")
         self._last = best
@@ -381,8 +429,8 @@ class MediaPool:
 
     With a proxy reader (``proxies``), a video frame comes from the source's proxy when one covers it, the
     clip is shown no larger than the proxy, and the output is not lossless (``begin``): the same frame by
-    the same rule (proxy/reader.py), scaled by the same ``VideoSource.picture``. ``used`` says which kind
-    each video frame of the current render came from (the ``X-Preview-Source`` header).
+    the same rule (proxy/reader.py), scaled by the same ``_picture``. ``used`` says which kind each video
+    frame of the current render came from (the ``X-Preview-Source`` header).
     """
 
     def __init__(self, cache_bytes: int, max_source_pixels: int, max_open: int = 8, roots: tuple[str, ...] | None = None,
@@ -392,9 +440,11 @@ class MediaPool:
         self.max_open = max_open
         self.videos: OrderedDict[tuple[str, Any], VideoSource] = OrderedDict()
         self.scaled = FrameCache(cache_bytes)
+        self.decoded = DecodedFrames()
+        self.reach: tuple[int, int, int] | None = None  # (frames behind, frames ahead, source pixels) of the costliest video
         self.reported: set[tuple[str, str]] = set()
         self.proxies = proxies
-        self.proxy_size = proxy_size  # (0, 0): the canvas's size (proxy.store.box_for)
+        self.proxy_size = proxy_size  # (0, 0): the canvas's size (proxy.store.params_for)
         self._proxy_params: Params | None = None  # this render's: None when proxies may not be used
         self.used: set[str] = set()
         Image.MAX_IMAGE_PIXELS = max_source_pixels
@@ -446,21 +496,85 @@ class MediaPool:
         """Frame ``index`` counted at the timeline's rate ``fps``: the source frame on screen at index / fps."""
         source = self.video(path, stat)
         seconds = Fraction(index) / timeline_rate(fps)
-        decoded = self._from_proxy(source, seconds, size)
-        self.used.add("original" if decoded is None else "proxy")
-        if decoded is None:
-            decoded = source.frame_at(seconds)
+        proxied = self._from_proxy(source, seconds, size)
+        self.used.add("original" if proxied is None else "proxy")
+        if proxied is not None:  # one packet of an all-intra copy: no decoder position, reach or kept run to note
+            key = (proxied.pts, size)
+            if source.scaled is not None and source.scaled[0] == key:
+                return source.scaled[1]
+            image = self._picture(source, proxied, size)
+            source.scaled = (key, image)
+            return image
+        turning_back = self._turning_back(source, (path, stat), size, seconds)
+        if isinstance(turning_back, Image.Image):
+            return turning_back
+        decoded = source.frame_at(seconds)
         key = (decoded.pts, size)
         if source.scaled is not None and source.scaled[0] == key:
             return source.scaled[1]  # same frame, same size: e.g. another layer is being dragged
-        try:
-            image = source.picture(decoded, size)
-        except (av.FFmpegError, OSError, ValueError, MemoryError) as exc:
-            raise MediaError(f"cannot scale the frame: {_short(exc)}") from None
+        image = self._picture(source, decoded, size)
         # One scaled frame per source, not an LRU of them: caching many full frames churns memory
         # (fresh pages on every allocation) and measured slower than re-scaling (bench/render.py).
+        # Only a scrub turning back keeps the frames its decode went through (decoded.py).
         source.scaled = (key, image)
+        if turning_back:
+            self._keep_run(source, (path, stat), size, decoded, image)
+        source.run_from = None
+        self._note_reach(source, (path, stat), size, fps)
         return image
+
+    def _note_reach(self, source: VideoSource, identity: Any, size: tuple[int, int], fps: float) -> None:
+        """How far around the frame just given this decoder answers without a seek, in frames at ``fps``: back over
+        the frames kept, ahead to the next keyframe the index knows (else a forward decode's worth). For the source
+        with the most pixels of the render (``reach``): that one's seeks are what locality saves."""
+        pixels = source.geometry.width * source.geometry.height
+        position = source.position()
+        if position is None or (self.reach is not None and self.reach[2] >= pixels):
+            return
+        per_tick = float(source.time_base) * fps  # frames at the timeline's rate per stream tick
+        ahead = FORWARD_DECODE_LIMIT
+        following = source.keyframes.after(position)
+        if following is not None:
+            ahead = max(1, min(ahead, int((following - position) * per_tick)))
+        behind = 0
+        kept = self.decoded.span(identity, size)
+        if kept is not None and kept[0] <= position < kept[1]:
+            behind = int((position - kept[0]) * per_tick)
+        self.reach = (behind, ahead, pixels)
+
+    def _picture(self, source: VideoSource, decoded: _Decoded, size: tuple[int, int]) -> Image.Image:
+        try:
+            return source.picture(decoded, size)
+        except (av.FFmpegError, OSError, ValueError, MemoryError) as exc:
+            raise MediaError(f"cannot scale the frame: {_short(exc)}") from None
+
+    def _turning_back(self, source: VideoSource, identity: Any, size: tuple[int, int], seconds: Fraction) -> Image.Image | bool:
+        """A frame kept from an earlier decode (the image), else whether this request is a scrub turning back: a
+        time a little behind the decoder's position (then the frames its decode passes are noted, ``_keep_run``)."""
+        if not source.timestamps:
+            return False  # frames numbered by us: numbers restart with every seek, so no kept frame is named safely
+        limit = source.limit_of(seconds)
+        kept = self.decoded.find(identity, size, limit)
+        if kept is not None:
+            return kept[1]
+        position = source.position()
+        if position is None or limit >= position or position - limit > REVERSE_WINDOW * source._tick:
+            return False
+        source.run_from = limit - RUN_FRAMES * source._tick
+        return True
+
+    def _keep_run(self, source: VideoSource, identity: Any, size: tuple[int, int], target: _Decoded, image: Image.Image) -> None:
+        """Keep the frames the last decode went through up to ``target`` at ``size``, as many as the budget holds."""
+        run = source.run
+        room = max(1, self.decoded.capacity // max(1, size[0] * size[1] * 3) - 1)
+        first = max(0, len(run) - room)
+        for at in range(len(run) - 1, first - 1, -1):  # the target first: the nearest frames matter most
+            decoded = run[at]
+            following = following_of(run, at, source.read_ahead(), source.ended())
+            if following is None or self.decoded.has(identity, size, decoded.pts):
+                continue
+            self.decoded.put(identity, size, decoded.pts, following, image if decoded is target else self._picture(source, decoded, size))
+        source.run = []
 
     def warning(self, path: str, stat: Any) -> str:
         """What about an open video is not shown as a player shows it ("" for nothing)."""
@@ -502,6 +616,7 @@ class MediaPool:
         """New roots (a reload, another project): nothing opened under the old ones is used again."""
         if roots != self.roots:
             self.close()
+            self.decoded.clear()
             self.scaled = FrameCache(self.scaled.capacity)
             self.roots = roots
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from flipedit_previewd.client.api import CircuitBreaker, CircuitOpen, LatestFrame, PreviewClient, PreviewError, make_retry
-from tests.support.helpers import build_project, solid_png, wait_for
+from tests.support.helpers import build_project, failpoint, solid_png, wait_for
 
 
 def project(tmp_path: Path) -> Path:
@@ -25,7 +25,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_latest_wins_sends_at_most_two_requests_for_a_burst_of_50(start_daemon: Any, tmp_path: Path) -> None:
-    daemon = start_daemon("--project", str(project(tmp_path)), "--test-render-hook", "sleep:0.3")
+    daemon = start_daemon("--project", str(project(tmp_path)), env=failpoint("sleep:0.3"))
     client = PreviewClient(daemon.url)
     got: list[int] = []
     latest = LatestFrame(client, lambda frame: got.append(frame.index))

@@ -1,9 +1,6 @@
 """Render workers confined as a browser confines its decoders, checked on a real daemon and a real kernel.
 
-The test failpoint is the environment variable ``FLIPEDIT_WORKER_FAILPOINT`` (workers.FAILPOINT_VARIABLE):
-read by the worker processes only, never by the daemon's configuration (it is outside the
-``FLIPEDIT_PREVIEWD_`` prefix, which the configuration refuses when unknown) and never set by the
-systemd units. Its values:
+The failpoints (docs/tests.md, "Failpoints"; ``worker/failpoints.py``) used here:
 
 - ``escape:PATH``: at its first job, after confining itself, each worker tries to open PATH, connect
   to 127.0.0.1 and run /bin/sh, and reports each attempt; the daemon logs one ``sandbox_violation``
@@ -28,7 +25,7 @@ from typing import Any
 
 from flipedit_previewd.demo.fixtures import create_metadata_db
 from flipedit_previewd.worker import confine
-from tests.support.helpers import build_project, close_to, decode, solid_png, wait_for
+from tests.support.helpers import build_project, close_to, decode, failpoint, solid_png, wait_for
 
 RED, GREEN = (220, 20, 20), (20, 200, 20)
 
@@ -59,7 +56,7 @@ def test_a_worker_trying_to_escape_is_refused_each_time_reported_and_the_daemon_
     secret = tmp_path / "outside" / "secret.txt"  # readable by the daemon's user, outside the roots
     secret.parent.mkdir()
     secret.write_text("not for workers")
-    daemon = start_daemon("--project", str(db), "--workers", "2", env={"FLIPEDIT_WORKER_FAILPOINT": f"escape:{secret}"})
+    daemon = start_daemon("--project", str(db), "--workers", "2", env=failpoint(f"escape:{secret}"))
     for frame in range(4):  # worker 0's first job is the warm-up; worker 1's is a frame, if the dispatcher gives it one
         assert close_to(_centre(daemon, frame), GREEN)
     log = daemon.log_once("sandbox_violation", 3, timeout=10)
@@ -108,7 +105,7 @@ def test_a_project_switch_replaces_confined_workers_and_renders_media_under_the_
 def test_a_pickled_reply_is_never_loaded_the_worker_is_replaced_and_the_next_frame_served(start_daemon: Any, tmp_path: Path) -> None:
     db = _project(tmp_path / "project", GREEN)
     daemon = start_daemon("--project", str(db), "--workers", "1", "--render-ahead", "false",
-                          env={"FLIPEDIT_WORKER_FAILPOINT": "badreply:7"})
+                          env=failpoint("badreply:7"))
     pid = daemon.health()["workers"][0]["pid"]
     response = daemon.get("/get_frame/7")
     assert response.status_code == 500

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from flipedit_previewd.demo.fixtures import set_clip_rect
-from tests.support.helpers import build_project, close_to, decode, exchange, solid_png, wait_for
+from tests.support.helpers import build_project, close_to, decode, exchange, failpoint, solid_png, wait_for
 
 RED = (255, 0, 0)
 
@@ -209,7 +209,7 @@ def test_keepalive_connection_reused_after_14s_idle(start_daemon: Any, project: 
 
 def test_overload_answers_503_with_retry_after_and_health_stays_fast(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
     db, _ = project
-    daemon = start_daemon("--project", str(db), "--workers", "1", "--queue-size", "2", "--test-render-hook", "sleep:0.3")
+    daemon = start_daemon("--project", str(db), "--workers", "1", "--queue-size", "2", env=failpoint("sleep:0.3"))
     statuses: list[tuple[int, str | None]] = []
     errors: list[str] = []
     health_times: list[float] = []
@@ -249,7 +249,7 @@ def test_overload_answers_503_with_retry_after_and_health_stays_fast(start_daemo
 
 def test_identical_requests_share_one_render(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
     # 1 s renders: all 12 requests arrive while the first render runs, so none can be a cache hit.
-    daemon = start_daemon("--project", str(db_of(project)), "--workers", "1", "--test-render-hook", "sleep:1.0")
+    daemon = start_daemon("--project", str(db_of(project)), "--workers", "1", env=failpoint("sleep:1.0"))
     before = daemon.health()["counters"]
     with ThreadPoolExecutor(max_workers=12) as pool:
         results = list(pool.map(lambda _: daemon.get("/get_frame/7"), range(12)))
@@ -273,7 +273,7 @@ def db_of(project: tuple[Path, dict[str, int]]) -> Path:
 
 def test_client_gone_while_queued_is_dropped_without_rendering(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
     db, _ = project
-    daemon = start_daemon("--project", str(db), "--workers", "1", "--test-render-hook", "sleep:1.0", "--render-ahead", "false")
+    daemon = start_daemon("--project", str(db), "--workers", "1", "--render-ahead", "false", env=failpoint("sleep:1.0"))
     completed = daemon.health()["counters"]["completed"]
     holder = threading.Thread(target=lambda: daemon.get("/get_frame/20"))
     holder.start()
@@ -292,7 +292,7 @@ def test_client_gone_while_queued_is_dropped_without_rendering(start_daemon: Any
 
 def test_sigterm_stops_accepting_and_drains_what_was_received(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
     db, _ = project
-    daemon = start_daemon("--project", str(db), "--workers", "1", "--test-render-hook", "sleep:0.5")
+    daemon = start_daemon("--project", str(db), "--workers", "1", env=failpoint("sleep:0.5"))
     results: list[int] = []
     threads = [threading.Thread(target=lambda f=f: results.append(daemon.get(f"/get_frame/{30 + f}").status_code)) for f in range(3)]
     open_conn = socket.create_connection(("127.0.0.1", daemon.port))
@@ -391,7 +391,7 @@ def test_bad_media_renders_placeholder_logged_once(start_daemon: Any, tmp_path: 
     db = tmp_path / "p.sqlite"
     build_project(db, 2, [{"name": "t", "order": 0, "clips": [{"source": broken, "type": "video", "rect": (0, 0, 640, 360),
                                                                 "start": 0, "end": 10_000}]}])
-    daemon = start_daemon("--project", str(db), "--workers", "2", "--render-ahead", "false", "--test-render-hook", "sleep:0.2")
+    daemon = start_daemon("--project", str(db), "--workers", "2", "--render-ahead", "false", env=failpoint("sleep:0.2"))
     before = [w["completed"] for w in daemon.health()["workers"]]
     with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: both workers render the broken clip
         statuses = list(pool.map(lambda frame: daemon.get(f"/get_frame/{frame * 20}").status_code, range(8)))

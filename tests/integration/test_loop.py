@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from flipedit_previewd.common.percentiles import percentile
-from tests.support.helpers import Daemon, build_project, solid_png, still_project, wait_for
+from tests.support.helpers import Daemon, build_project, failpoint, solid_png, still_project, wait_for
 
 # The goals are /health p99 < 100 ms and loop lag p99 < 50 ms; they hold on a quiet machine
 # (figures printed and kept in the README). The asserts allow 2.5x for a shared, noisy CI machine: the
@@ -279,8 +279,7 @@ def test_fifo_as_project_path(start_daemon: Any, tmp_path: Path) -> None:
 
 @pytest.mark.solo
 def test_queued_renders_answered_503_at_their_deadline(start_daemon: Any, red_project: Path) -> None:
-    daemon = start_daemon("--project", str(red_project), "--workers", "1", "--queue-timeout", "0.5",
-                          "--test-render-hook", "sleep:1")
+    daemon = start_daemon("--project", str(red_project), "--workers", "1", "--queue-timeout", "0.5", env=failpoint("sleep:1"))
     results: list[tuple[int, float]] = []
 
     def fetch(frame: int) -> None:
@@ -298,8 +297,7 @@ def test_queued_renders_answered_503_at_their_deadline(start_daemon: Any, red_pr
 
 @pytest.mark.solo
 def test_stuck_renders_get_504_within_budget_and_the_frame_is_refused_at_once(start_daemon: Any, red_project: Path) -> None:
-    daemon = start_daemon("--project", str(red_project), "--test-render-hook", "hang", "--render-budget", "1",
-                          "--hang-threshold", "3")
+    daemon = start_daemon("--project", str(red_project), "--render-budget", "1", "--hang-threshold", "3", env=failpoint("hang"))
     results: list[tuple[int, float, str]] = []
 
     def fetch(frame: int) -> None:
@@ -343,7 +341,7 @@ def test_source_that_crashes_its_worker_becomes_a_placeholder(start_daemon: Any,
     build_project(db, 3, [{"name": "t", "order": 0, "clips": [
         {"source": bad, "rect": (0, 0, 640, 360), "start": 0, "end": 1000},
         {"source": good, "rect": (0, 0, 640, 360), "start": 1000, "end": 2000}]}])
-    daemon = start_daemon("--project", str(db), "--test-render-hook", "crash:crashy")
+    daemon = start_daemon("--project", str(db), env=failpoint("crash:crashy"))
     statuses = {f: daemon.get(f"/get_frame/{f}").status_code for f in (0, 1, 2, 40, 41, 3, 4, 42)}
     log = daemon.log_settled()
     deaths = log.count("died rendering frame")

@@ -10,7 +10,7 @@ from typing import Any
 
 from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.commands import Env
-from tests.support.helpers import Daemon, build_project, solid_png
+from tests.support.helpers import Daemon, build_project, failpoint, solid_png
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -27,8 +27,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_health_exit_codes_ok_overloaded_unreachable(start_daemon: Any, tmp_path: Path) -> None:
-    daemon = start_daemon("--project", str(project(tmp_path)), "--workers", "1", "--queue-size", "1",
-                          "--test-render-hook", "sleep:1.5")
+    daemon = start_daemon("--project", str(project(tmp_path)), "--workers", "1", "--queue-size", "1", env=failpoint("sleep:1.5"))
     code, out, _ = run("--url", daemon.url, "health")
     assert code == 0 and "status      ok" in out and "worker 0" in out
     code, out, _ = run("--url", daemon.url, "health", "--json")

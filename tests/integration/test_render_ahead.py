@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from flipedit_previewd.demo.fixtures import set_clip_rect
-from tests.support.helpers import closed_loop, still_project, wait_for
+from tests.support.helpers import closed_loop, failpoint, still_project, wait_for
 
 
 @pytest.fixture
@@ -63,8 +63,7 @@ def test_render_ahead_off_renders_every_frame_on_demand(start_daemon: Any, proje
 
 def test_speculation_stops_when_the_timeline_revision_changes(start_daemon: Any, project: Path) -> None:
     # Slow renders (0.3 s: still a walk, requests under 0.5 s apart) so guesses are queued at the change.
-    daemon = start_daemon("--project", str(project), "--workers", "2", "--test-render-hook", "sleep:0.3",
-                          "--render-ahead-frames", "8")
+    daemon = start_daemon("--project", str(project), "--workers", "2", "--render-ahead-frames", "8", env=failpoint("sleep:0.3"))
     with requests.Session() as session:
         old_revision = play(session, daemon.url, range(0, 3))[-1].headers["ETag"].split("-")[0]
         assert wait_for(lambda: ahead(daemon)["running"] >= 1, 3, 0.02)
@@ -94,8 +93,7 @@ def test_speculation_stops_when_the_timeline_revision_changes(start_daemon: Any,
 
 
 def test_speculation_stops_when_playback_stops(start_daemon: Any, project: Path) -> None:
-    daemon = start_daemon("--project", str(project), "--workers", "2", "--test-render-hook", "sleep:0.1",
-                          "--render-ahead-frames", "30")
+    daemon = start_daemon("--project", str(project), "--workers", "2", "--render-ahead-frames", "30", env=failpoint("sleep:0.1"))
     with requests.Session() as session:
         play(session, daemon.url, range(0, 4))
     # Guesses not started within their 1 s lifetime are dropped; at most the running one finishes.
@@ -109,8 +107,8 @@ def test_speculation_stops_when_playback_stops(start_daemon: Any, project: Path)
 @pytest.mark.solo
 def test_a_real_request_never_waits_behind_more_than_one_guess(start_daemon: Any, project: Path) -> None:
     # One worker, and it may render ahead: the worst case for a real request.
-    daemon = start_daemon("--project", str(project), "--workers", "1", "--render-ahead-workers", "1",
-                          "--test-render-hook", "sleep:0.3", "--render-ahead-frames", "8")
+    daemon = start_daemon("--project", str(project), "--workers", "1", "--render-ahead-workers", "1", "--render-ahead-frames", "8",
+                          env=failpoint("sleep:0.3"))
     with requests.Session() as session:
         play(session, daemon.url, range(0, 3))
         assert wait_for(lambda: ahead(daemon)["running"] == 1, 2, 0.02)
@@ -122,8 +120,7 @@ def test_a_real_request_never_waits_behind_more_than_one_guess(start_daemon: Any
 
 
 def test_no_speculative_work_under_overload(start_daemon: Any, project: Path) -> None:
-    daemon = start_daemon("--project", str(project), "--workers", "1", "--queue-size", "1",
-                          "--test-render-hook", "sleep:0.05")
+    daemon = start_daemon("--project", str(project), "--workers", "1", "--queue-size", "1", env=failpoint("sleep:0.05"))
     # Each client plays at its own panel size: eight playbacks the detector does recognise.
     statuses = closed_loop_players(daemon.url, 8, 3.0)
     assert statuses.count(503) > 50 and statuses.count(200) > 5
@@ -148,7 +145,7 @@ def test_guesses_render_below_the_priority_of_real_renders(start_daemon: Any, pr
     # A guess at the same priority as the event loop's answers and the other worker's real render takes
     # their CPU (bench/render_ahead.py: playback hits waiting for a core); it runs on a lowered thread.
     record = tmp_path / "nice.log"
-    daemon = start_daemon("--project", str(project), "--workers", "2", "--test-render-hook", f"nice:{record}")
+    daemon = start_daemon("--project", str(project), "--workers", "2", env=failpoint(f"nice:{record}"))
     with requests.Session() as session:
         play(session, daemon.url, range(0, 30))
     assert wait_for(lambda: ahead(daemon)["running"] == 0, 5, 0.05)
@@ -162,7 +159,7 @@ def test_guesses_render_below_the_priority_of_real_renders(start_daemon: Any, pr
 def test_no_guessing_while_real_clients_keep_every_worker_busy(start_daemon: Any, project: Path) -> None:
     # Three editors each playing at its own size on two workers, without any refusal: every worker is
     # needed for real frames, so a guess could only take one from them (191 -> 154 frames/s measured).
-    daemon = start_daemon("--project", str(project), "--workers", "2", "--test-render-hook", "sleep:0.05")
+    daemon = start_daemon("--project", str(project), "--workers", "2", env=failpoint("sleep:0.05"))
     statuses = closed_loop_players(daemon.url, 3, 3.0)
     assert statuses.count(200) == len(statuses) > 30
     stats = ahead(daemon)

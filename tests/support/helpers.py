@@ -19,6 +19,7 @@ import requests
 from PIL import Image
 
 from flipedit_previewd.demo.fixtures import add_clip, add_track, create_project_db
+from flipedit_previewd.worker.failpoints import VARIABLE as FAILPOINT_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,6 +163,12 @@ def exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, bytes]
     assert complete, f"the daemon closed in the middle of an answer: {buf[:200]!r}"
     assert buf.startswith(b"HTTP/1.1 "), buf[:80]
     return int(buf.split(b" ", 2)[1]), buf
+
+
+def failpoint(value: str) -> dict[str, str]:
+    """The environment that makes the render workers of a daemon started with it misbehave on purpose: slow,
+    hung, crashing... (``worker/failpoints.py``; the values: docs/tests.md, "Failpoints")."""
+    return {FAILPOINT_VARIABLE: value}
 
 
 class Daemon:

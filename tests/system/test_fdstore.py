@@ -18,7 +18,7 @@ import urllib3
 
 from flipedit_previewd.common.journal import MESSAGE_IDS
 from tests.support.editor_client import EditorPool, peer_closed
-from tests.support.helpers import wait_for
+from tests.support.helpers import failpoint, wait_for
 from tests.support.sandbox import USER_UNIT_DIR
 from tests.system.deploy import UNIT, Deployed, wait_active
 
@@ -60,7 +60,7 @@ def restart_20_times(d: Deployed) -> tuple[Any, list[float], set[int]]:
 
 def test_20_restarts_keep_every_pooled_connection(deployed: Any) -> None:
     # Renders take at least 20 ms and every URL is new (no cache hits), so requests are in flight when SIGTERM comes.
-    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.02"})
+    d = deployed(env=failpoint("sleep:0.02"))
     report, restart_s, pids = restart_20_times(d)
     handed = [int(e.get("HANDED_OVER", 0)) for e in d.journal(MESSAGE_ID=MESSAGE_IDS["stopped"])]
     resumed = [int(e.get("RESUMED_CONNECTIONS", 0)) for e in d.journal(MESSAGE_ID=MESSAGE_IDS["ready"])]
@@ -80,7 +80,7 @@ def test_20_restarts_keep_every_pooled_connection(deployed: Any) -> None:
 
 def test_20_restarts_without_the_store_close_cleanly(deployed: Any) -> None:
     """fdstore = false: no connection survives, but each is closed by a Connection: close answer, never under a request."""
-    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.02", "FLIPEDIT_PREVIEWD_FDSTORE": "false"})
+    d = deployed(env={**failpoint("sleep:0.02"), "FLIPEDIT_PREVIEWD_FDSTORE": "false"})
     report, restart_s, pids = restart_20_times(d)
     print(f"\n[fdstore] fdstore=false, 20 restarts, 4 pooled connections, no retry: {report.summary()}, "
           f"restart_s max={max(restart_s):.2f} median={sorted(restart_s)[10]:.2f}")
@@ -136,7 +136,7 @@ def test_handed_over_connection_never_used_again_is_closed_by_idle_timeout(deplo
 @pytest.mark.parametrize("fdstore", ["false", "true"])
 def test_sigterm_under_load_new_connections_no_retry(deployed: Any, fdstore: str) -> None:
     """Issue 12's drain: nothing refused, nothing reset; the next instance serves what arrived meanwhile."""
-    d = deployed(env={"FLIPEDIT_PREVIEWD_FDSTORE": fdstore, "FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.2"})
+    d = deployed(env={"FLIPEDIT_PREVIEWD_FDSTORE": fdstore, **failpoint("sleep:0.2")})
     started(d)
     http = urllib3.PoolManager(retries=False, maxsize=1)
     results: list[tuple[float, int, str]] = []  # (sent at, status, daemon pid)
@@ -276,7 +276,7 @@ def read_responses(sock: socket.socket, count: int, timeout: float = 30) -> list
 
 
 def test_pipelined_request_read_before_sigterm_is_answered_then_the_connection_handed_over(deployed: Any) -> None:
-    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.5"})
+    d = deployed(env=failpoint("sleep:0.5"))
     started(d)
     old = str(d.main_pid())
     sock = socket.create_connection(("127.0.0.1", d.port))

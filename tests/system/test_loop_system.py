@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from flipedit_previewd.common.percentiles import percentile
-from tests.support.helpers import ROOT, overload_with_health_watch, wait_for
+from tests.support.helpers import ROOT, failpoint, overload_with_health_watch, wait_for
 from tests.system.deploy import Deployed, wait_active
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
@@ -138,7 +138,7 @@ def test_hostile_inputs_under_systemd_no_restart(deployed: Any, tmp_path: Path) 
 
 @pytest.mark.solo
 def test_stuck_render_on_every_worker_504_within_budget_no_restart(deployed: Any) -> None:
-    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "hang", "FLIPEDIT_PREVIEWD_HANG_THRESHOLD": "2",
+    d = deployed(env={**failpoint("hang"), "FLIPEDIT_PREVIEWD_HANG_THRESHOLD": "2",
                       "FLIPEDIT_PREVIEWD_RENDER_BUDGET": "1"})
     requests.get(d.url + "/health", timeout=30)
     wait_active(d)

@@ -18,7 +18,7 @@ from typing import Any
 import requests
 
 from flipedit_previewd.common.percentiles import summary as percentile_summary
-from tests.support.helpers import ROOT, wait_for
+from tests.support.helpers import ROOT, failpoint, wait_for
 from tests.system.deploy import UNIT, Deployed, wait_active
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
@@ -71,7 +71,7 @@ def test_health_and_status_find_the_daemon_and_see_a_watchdog_restart(deployed: 
 
 
 def test_logs_filters_json_and_copied_journal(deployed: Any, tmp_path: Path) -> None:
-    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.3"}, args="--workers 1 --queue-size 2")
+    d = deployed(env=failpoint("sleep:0.3"), args="--workers 1 --queue-size 2")
     requests.get(d.url + "/health", timeout=30)
     wait_active(d)
     since = stamp(1)
@@ -102,7 +102,7 @@ def test_logs_filters_json_and_copied_journal(deployed: Any, tmp_path: Path) -> 
 
 
 def test_stats_reports_exact_counts_and_percentiles(deployed: Any) -> None:
-    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.2"}, args="--workers 1 --queue-size 3")
+    d = deployed(env=failpoint("sleep:0.2"), args="--workers 1 --queue-size 3")
     requests.get(d.url + "/health", timeout=30)
     wait_active(d)
     since = stamp(1)
@@ -164,7 +164,7 @@ def test_doctor_finds_each_seeded_problem_and_passes_when_none(deployed: Any, tm
 
 
 def test_monitor_in_tmux_shows_changing_numbers_survives_restart_and_exits_on_ctrl_c(deployed: Any) -> None:
-    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.05"})
+    d = deployed(env=failpoint("sleep:0.05"))
     requests.get(d.url + "/health", timeout=30)
     wait_active(d)
     session = f"monitor-{uuid.uuid4().hex[:6]}"

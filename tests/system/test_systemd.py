@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from flipedit_previewd.common.journal import MESSAGE_IDS
-from tests.support.helpers import ROOT, overload_with_health_watch, wait_for
+from tests.support.helpers import ROOT, failpoint, overload_with_health_watch, wait_for
 from tests.support.sandbox import Sandbox
 from tests.system.deploy import SOCKET, UNIT, wait_active
 
@@ -39,7 +39,7 @@ def test_units_pass_systemd_analyze_verify(sandbox: Sandbox, tmp_path: Path) -> 
 
 
 def test_socket_activation_ready_and_status(deployed: Any) -> None:
-    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.05"})
+    d = deployed(env=failpoint("sleep:0.05"))
     assert d.show("ActiveState")["ActiveState"] == "inactive"  # nothing runs until the first connection
     states: list[tuple[float, str]] = []
     stop = threading.Event()
@@ -151,7 +151,7 @@ def test_kill9_refuses_no_connection(deployed: Any) -> None:
 
 
 def test_stop_under_load_finishes_in_flight_and_exits_cleanly(deployed: Any) -> None:
-    d = deployed(env={"FLIPEDIT_PREVIEWD_TEST_RENDER_HOOK": "sleep:0.5"}, args="--workers 1")
+    d = deployed(env=failpoint("sleep:0.5"), args="--workers 1")
     requests.get(d.url + "/health", timeout=30)
     wait_active(d)
     results: list[int] = []

@@ -49,7 +49,8 @@ def test_workers_start_without_multiprocessing_or_its_resource_tracker() -> None
     import os
     from pathlib import Path
 
-    from flipedit_previewd.render.pool import WorkerPool, WorkerSettings
+    from flipedit_previewd.render.pool import WorkerPool
+    from flipedit_previewd.worker.wire import WorkerSettings
     from tests.support.helpers import descendants, wait_for
 
     pool = WorkerPool(2, WorkerSettings(1 << 22, 1 << 24), hang_threshold=30.0)

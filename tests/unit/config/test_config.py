@@ -91,7 +91,7 @@ def sample(key: str, type_name: str, default: str) -> tuple[str, object]:
         return ("false", False) if default == "`True`" else ("true", True)
     if type_name == "list":
         return ("127.0.0.1:9", ["127.0.0.1:9"]) if key == "listen" else ("/srv/x", ["/srv/x"])
-    return ("sleep:1", "sleep:1") if key == "test_render_hook" else ("/srv/y", "/srv/y")
+    return ("/srv/y", "/srv/y")
 
 
 def print_config(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[dict[str, object], dict[str, str]]:

@@ -77,22 +77,23 @@ def test_without_a_watchdog_nothing_is_sent_or_logged() -> None:
 
 def test_a_hung_worker_is_reported_once_and_replaced_only_while_another_is_healthy() -> None:
     from flipedit_previewd.app.supervisor import hang_policy
-    from flipedit_previewd.render.pool import Worker, WorkerPool, WorkerSettings
+    from flipedit_previewd.render.pool import Worker, WorkerPool, WorkerState
+    from flipedit_previewd.worker.wire import WorkerSettings
 
-    pool = WorkerPool(2, WorkerSettings(0, 0, ""), hang_threshold=10.0)  # no process is started
+    pool = WorkerPool(2, WorkerSettings(0, 0), hang_threshold=10.0)  # no process is started
     now = 1000.0
-    stuck = Worker(0, None, None, state="rendering", since=now - 25)  # type: ignore[arg-type]
-    idle = Worker(1, None, None, state="idle", since=now - 25)  # type: ignore[arg-type]
+    stuck = Worker(0, None, None, state=WorkerState.RENDERING, since=now - 25)  # type: ignore[arg-type]
+    idle = Worker(1, None, None, state=WorkerState.IDLE, since=now - 25)  # type: ignore[arg-type]
     pool.workers = [stuck, idle]
     assert pool.hung_workers(now) == [stuck]
     assert hang_policy(pool.hung_workers(now), 2, now, 10.0) == ([stuck], [stuck])
     stuck.hung_reported = True
     assert hang_policy(pool.hung_workers(now), 2, now, 10.0) == ([], [stuck])  # reported once, replaced still
     assert hang_policy(pool.hung_workers(now - 10), 2, now - 10, 10.0) == ([], [])  # 15 s: hung, not yet twice the threshold
-    idle.state = "rendering"  # now both are stuck: nobody is replaced, the watchdog decides
+    idle.state = WorkerState.RENDERING  # now both are stuck: nobody is replaced, the watchdog decides
     assert hang_policy(pool.hung_workers(now), 2, now, 10.0) == ([idle], [])
     # /health's worker states come from the same definition
     t = time.monotonic()
-    stuck.since, idle.since, idle.state = t - 25, t, "idle"
+    stuck.since, idle.since, idle.state = t - 25, t, WorkerState.IDLE
     stuck.process = idle.process = SimpleNamespace(pid=1)
     assert [w["state"] for w in pool.snapshot()] == ["hung", "idle"]

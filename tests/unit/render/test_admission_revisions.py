@@ -75,3 +75,16 @@ def test_oldest_goes_first_once_half_its_queue_time_is_gone() -> None:
         adm.submit((11, "s"))
         assert adm.take(threading.Event(), near=10) is late
     asyncio.run(scenario())
+
+
+def test_a_frame_in_the_gop_another_waiting_worker_is_in_is_left_to_it() -> None:
+    async def scenario() -> None:
+        adm = Admission(capacity=2, queue_size=10, queue_timeout=5)
+        adm.waiting[-1] = (100, 350)  # another taker, idle, its decoder in a 250-frame GOP (reported by its worker)
+        theirs, other = adm.submit((240, "s")), adm.submit((900, "s"))
+        assert adm.take(threading.Event(), near=(0, 30)) is other  # 240 is 140 frames past that decoder, in its GOP
+        assert adm.take(threading.Event(), near=(230, 300)) is theirs  # a taker whose own reach has it takes it
+        late = adm.submit((241, "s"))
+        late.deadline = time.monotonic() + 2.0  # less than half of 5 s left: whoever is free takes it
+        assert adm.take(threading.Event(), near=(0, 30)) is late
+    asyncio.run(scenario())

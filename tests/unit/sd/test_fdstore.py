@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from flipedit_previewd.sd.fdstore import CONNECTION_PREFIX, Handover, is_stored_connection, notify
+from flipedit_previewd.sd.fdstore import CONNECTION_PREFIX, Handover, is_stored_connection
+from flipedit_previewd.sd.notify import notify
 
 
 def test_stored_connections_are_told_from_listening_sockets_by_name() -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -72,20 +70,3 @@ def test_a_corrupt_list_keeps_the_project(tmp_path: Path) -> None:
     meta.write_bytes(b"not a database" * 100)
     _tick()
     assert follower.due(a) and follower.choose(a) is None and "list" in follower.error
-
-
-def test_the_package_initialises_libgcrypt_without_secure_memory_first() -> None:
-    """What keeps libssh (loaded by Debian's FFmpeg) from setting up mlock()ed memory ("using insecure memory")."""
-    code = ("import ctypes, flipedit_previewd\n"
-            "lib = ctypes.CDLL('libgcrypt.so.20')\n"
-            "print(bool(lib.gcry_control(39, 0)))")  # GCRYCTL_INITIALIZATION_FINISHED_P
-    try:
-        import ctypes
-
-        ctypes.CDLL("libgcrypt.so.20")
-    except OSError:
-        import pytest
-
-        pytest.skip("no libgcrypt on this machine")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "True" and "insecure memory" not in out.stderr

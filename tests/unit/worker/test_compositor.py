@@ -103,6 +103,32 @@ def test_frame_exact_sequential_backward_random(indexed_video: Path) -> None:
     assert source.seeks < len(order) / 2  # sequential access decodes forward instead of seeking
 
 
+@pytest.mark.parametrize(("gop", "walk", "jumps"), [
+    # all-intra (DNxHR, ProRes, a proxy): every jump of more than two frames seeks to the target itself
+    (1, [0, 1, 2, 3], [(60, True), (61, False), (63, False), (70, True), (20, True)]),
+    # GOP 30 (keyframes 0, 30, 60, 90): a jump seeks only when the next keyframe (known, or a GOP after the
+    # last one passed) lies on its way
+    (30, list(range(0, 41)), [(75, True), (80, False), (95, True), (98, False), (119, False), (10, True)]),
+])
+def test_a_forward_jump_seeks_when_a_keyframe_lies_on_its_way(tmp_path: Path, gop: int, walk: list[int],
+                                                             jumps: list[tuple[int, bool]]) -> None:
+    video = make_indexed_video(tmp_path / f"g{gop}.mp4", 120, (320, 180), 30, gop=gop)
+    data = {"tracks": [{"clips": [{"source_path": str(video), "start_on_track_ms": 0, "end_on_track_ms": 4000}]}]}
+    timeline = timeline_from_json(data, (320, 180), 30)
+    media = pool()
+
+    def shown(frame: int) -> int:
+        return read_index(decode(compose(timeline, frame, OutputSpec(320, 180, 95), media).body))
+
+    for frame in walk:
+        assert shown(frame) == frame
+    source = next(iter(media.videos.values()))
+    for frame, seeks in jumps:
+        before = source.seeks
+        assert shown(frame) == frame
+        assert (source.seeks > before) == seeks, f"frame {frame}: seeked {source.seeks - before} times"
+
+
 def test_clip_starting_inside_the_source(indexed_video: Path) -> None:
     data = {"tracks": [{"clips": [{"source_path": str(indexed_video), "start_on_track_ms": 0, "end_on_track_ms": 1000,
                                    "start_in_source_ms": 2000}]}]}

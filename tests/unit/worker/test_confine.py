@@ -1,5 +1,5 @@
 """The sandbox's pure parts: the seccomp program run through a classic-BPF interpreter, the Landlock
-attribute bytes per ABI, the worker's path list; and the worker -> daemon wire format against garbage.
+attribute bytes per ABI, the worker's path list (the wire format's own tests: test_wire.py).
 
 The BPF program is checked by running it, not by comparing bytes: the interpreter below follows the
 kernel's semantics for the few instructions the program uses, on ``struct seccomp_data`` built here.
@@ -8,16 +8,14 @@ kernel's semantics for the few instructions the program uses, on ``struct seccom
 from __future__ import annotations
 
 import errno
-import json
 import os
-import pickle
 import struct
 import sys
 from pathlib import Path
 
 import pytest
 
-from flipedit_previewd.worker import confine, wire
+from flipedit_previewd.worker import confine
 
 X86, ARM = confine.ARCHES["x86_64"], confine.ARCHES["aarch64"]
 ALLOW = confine.SECCOMP_RET_ALLOW
@@ -99,78 +97,3 @@ def test_worker_paths_hold_the_roots_and_the_interpreter_never_the_home(tmp_path
     assert "/" not in paths and home not in paths and os.path.dirname(home) not in paths
     assert os.path.realpath(sys.base_prefix) in paths and os.path.realpath(os.path.dirname(sys.executable)) in paths
     assert "/etc" not in paths and "/etc/ld.so.cache" in paths and len(paths) == len(set(paths))
-
-
-# --- the wire format ------------------------------------------------------------------------------
-
-JPEG = b"\xff\xd8\xff\xe0" + b"x" * 100
-
-
-def ok_reply(**meta: object) -> bytes:
-    fields = {"kind": "ok", "job_id": 5, "render_ms": 1.5, "content_type": "image/jpeg", "problems": [], "clips": 1, **meta}
-    data = json.dumps(fields).encode()
-    return wire.HEADER.pack(wire.MAGIC, wire.VERSION, len(data), len(JPEG)) + data + JPEG
-
-
-def test_a_reply_round_trips() -> None:
-    sent = wire.Reply("ok", 5, 12.5, "image/jpeg", JPEG, [("/m/a.mp4", "file not found")], 3,
-                      attempts=[{"what": "exec /bin/sh", "refused": True, "error": "EPERM"}])
-    got = wire.decode(wire.encode(sent), 5, "image/jpeg", wire.body_limit(64, 36))
-    assert (got.kind, got.job_id, got.render_ms, got.body, got.problems, got.clips) == ("ok", 5, 12.5, JPEG, [("/m/a.mp4", "file not found")], 3)
-    assert got.attempts == sent.attempts
-    hello = wire.decode(wire.encode(wire.Reply("hello", sandbox=confine.Status(True, False, 0, "no").as_dict())))
-    assert hello.sandbox == {"seccomp": True, "landlock": False, "landlock_abi": 0, "why": "no"}
-    assert wire.decode(wire.encode(wire.Reply("error", 5, message="ValueError: x")), 5).message == "ValueError: x"
-
-
-GARBAGE = {
-    "pickle": pickle.dumps(("ok", 5, b"", 1.0)),  # the old format: never unpickled
-    "empty": b"",
-    "bad magic": b"XXXX" + ok_reply()[4:],
-    "truncated": ok_reply()[:-1],
-    "trailing": ok_reply() + b"\0",
-    "not json": wire.HEADER.pack(wire.MAGIC, 1, 3, 0) + b"{{{",
-    "deep json": wire.HEADER.pack(wire.MAGIC, 1, 200_000, 0) + b"[" * 100_000 + b"]" * 100_000,
-    "not utf-8": wire.HEADER.pack(wire.MAGIC, 1, 2, 0) + b"\xff\xfe",
-    "a list": wire.HEADER.pack(wire.MAGIC, 1, 2, 0) + b"[]",
-    "other job": ok_reply(job_id=6),
-    "job id a bool": ok_reply(job_id=True),
-    "job id negative": ok_reply(job_id=-1),
-    "render_ms NaN": ok_reply(render_ms=float("nan")),
-    "render_ms text": ok_reply(render_ms="1"),
-    "other content type": ok_reply(content_type="image/png"),
-    "unknown kind": ok_reply(kind="shell"),
-    "problems not pairs": ok_reply(problems=[["a"]]),
-    "problem not text": ok_reply(problems=[["a", 1]]),
-    "too many problems": ok_reply(problems=[["a", "b"]] * (wire.MAX_PROBLEMS + 1)),
-    "huge text": ok_reply(problems=[["a" * (wire.MAX_TEXT + 1), "b"]]),
-    "clips a float": ok_reply(clips=1.0),
-    "attempts not a list": ok_reply(attempts={"what": "x"}),
-    "hello without status": wire.encode(wire.Reply("hello")),
-}
-
-
-@pytest.mark.parametrize("name", GARBAGE)
-def test_garbage_is_a_wire_error_never_an_other_exception(name: str) -> None:
-    with pytest.raises(wire.WireError):
-        wire.decode(GARBAGE[name], 5 if name != "hello without status" else None, "image/jpeg")
-
-
-def test_bodies_are_held_to_their_output_size_and_type() -> None:
-    big = wire.encode(wire.Reply("ok", 5, 1.0, "image/jpeg", JPEG + b"x" * 10_000))
-    with pytest.raises(wire.WireError):
-        wire.decode(big, 5, "image/jpeg", body_limit=1000)
-    not_an_image = wire.encode(wire.Reply("ok", 5, 1.0, "image/jpeg", b"#!/bin/sh\n"))
-    with pytest.raises(wire.WireError):
-        wire.decode(not_an_image, 5, "image/jpeg")
-    with pytest.raises(wire.WireError):  # an error carries no image
-        wire.decode(wire.encode(wire.Reply("error", 5, body=JPEG, message="x")), 5)
-
-
-def test_a_worker_covers_only_roots_under_its_own() -> None:
-    from flipedit_previewd.render.pool import covers
-
-    assert covers(("/m/a",), ("/m/a", "/m/a/sub"))
-    assert not covers(("/m/a",), ("/m/ab",))  # a sibling with the same prefix is another directory
-    assert not covers(("/m/a",), ("/m/a", "/m/b"))
-    assert covers((), ()) and not covers((), ("/m/a",))  # confined to no roots: a project needs a fresh worker
