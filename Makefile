@@ -16,14 +16,14 @@ docs: setup
 	bash scripts/docs.sh build
 
 bench: setup
-	.venv/bin/python bench/http_parsers.py
-	.venv/bin/python bench/render.py
-	.venv/bin/python bench/footprint.py
+	.venv/bin/python -m bench.http_parsers
+	.venv/bin/python -m bench.render
+	.venv/bin/python -m bench.footprint
 
-# The daemon against the old server's design, gunicorn+Flask and uvicorn (bench/RESULTS.md, bench/latency.png).
+# The daemon against the old server's design, gunicorn+Flask and uvicorn (bench/results/RESULTS.md, bench/results/latency.png).
 bench-peers: setup
 	.venv/bin/pip install -q -e '.[bench]'
-	.venv/bin/python bench/peers.py
+	.venv/bin/python -m bench.peers
 
 # Mutation testing ([tool.mutmut] in pyproject.toml: admission, protocol, timeline, dispatch), outside make test.
 # MUTMUT_ARGS narrows it, e.g. make mutmut MUTMUT_ARGS='"flipedit_previewd.http.protocol*"'; results: .venv/bin/mutmut results.

@@ -1,1 +1,1 @@
-"""Benchmarks: not tests; each prints ratios against a baseline measured in the same run (bench/RESULTS.md)."""
+"""Benchmarks: not tests; each prints ratios against a baseline measured in the same run (bench/results/RESULTS.md)."""

@@ -9,7 +9,7 @@ slowest settles with their breakdown and the medians of each part:
   queue    the settling request's wait for a worker (X-Queue-Ms)
   render   its render in the worker (X-Render-Ms)
   other    client time minus queue and render: HTTP, the loop, the database read, the pipe
-  .venv/bin/python bench/drag_trace.py [--changes 30] [--daemon-args '--loop-nice 0'] [--tree DIR]
+  .venv/bin/python -m bench.drag_trace [--changes 30] [--daemon-args '--loop-nice 0'] [--tree DIR]
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ from typing import Any
 
 import requests
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from peers import DRAG_FRAME, VENV, Server, make_project  # noqa: E402
-from render import make_scene  # noqa: E402
+from bench.harness import VENV, Server, make_project, make_scene
+from bench.peers import DRAG_FRAME
+from flipedit_previewd.demo.fixtures import set_clip_rect
 
-from flipedit_previewd.demo.fixtures import set_clip_rect  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 def trace(server: Server, db: Path, changes: int, gap: float) -> list[dict[str, Any]]:

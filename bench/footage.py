@@ -33,7 +33,7 @@ Patterns (frame numbers on a 30 fps timeline, deterministic for a seed):
               0.3-1.5 s, and now and then (about 1 request in 25) a jump elsewhere (>= 2 s away); each request has a
               send time (seconds from the start), so a client can replay it at the editor's pace.
 
-Usage: .venv/bin/python bench/footage.py [--scenes NAME,...] [--info]  (makes them and prints ffprobe facts)
+Usage: .venv/bin/python -m bench.footage [--scenes NAME,...] [--info]  (makes them and prints ffprobe facts)
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ over the daemon and every descendant (render workers, multiprocessing's resource
 shared libraries are divided among the processes that map them, so the sum is the service's share
 of memory. RSS is printed too (it counts shared pages once per process).
 
-  .venv/bin/python bench/footprint.py [--runs 5] [--workers 2] [--idle-seconds S] [--baseline-tree DIR]
+  .venv/bin/python -m bench.footprint [--runs 5] [--workers 2] [--idle-seconds S] [--baseline-tree DIR]
 
 With --baseline-tree (another checkout, e.g. `git worktree add --detach /tmp/base REV`) each run measures
 that tree's daemon and then this one's, from the same entry point (PYTHONPATH picks the package).
@@ -29,10 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.harness import VENV, free_port, make_project, make_scene
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from peers import VENV, free_port, make_project  # noqa: E402
-from render import make_scene  # noqa: E402
 
 GOAL_PSS_MB, GOAL_COLD_MS = 80.0, 400.0
 

@@ -8,9 +8,9 @@
 
 Each prints throughput, p50/p95/p99, outcomes by status and connection errors, with a progress
 bar while it runs; --json prints one JSON object instead.
-  .venv/bin/python bench/load.py --url http://127.0.0.1:8081 scrub --frames 200
-  .venv/bin/python bench/load.py overload --connections 400 --seconds 20
-  .venv/bin/python bench/load.py drag --project ~/.local/share/flipedit-preview/demo/demo_project.sqlite --rate 60 --seconds 10
+  .venv/bin/python -m bench.load --url http://127.0.0.1:8081 scrub --frames 200
+  .venv/bin/python -m bench.load overload --connections 400 --seconds 20
+  .venv/bin/python -m bench.load drag --project ~/.local/share/flipedit-preview/demo/demo_project.sqlite --rate 60 --seconds 10
 """
 
 from __future__ import annotations

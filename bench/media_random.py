@@ -8,7 +8,7 @@ frame of both and their ratio (current / baseline): "no slower than before" meas
 The baseline may show a wrong frame faster (a seek that lands late decodes less): the exactness
 is tests/integration/test_media_exact.py's to check, this only times.
 
-Usage: .venv/bin/python bench/media_random.py --baseline-tree DIR [--size 640x360] [--frames 40] [--rounds 3]
+Usage: .venv/bin/python -m bench.media_random --baseline-tree DIR [--size 640x360] [--frames 40] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from tests.support.media_corpus import ROWS, make  # noqa: E402  (tests/ is not a package the daemon ships)
+from bench.harness import ROOT
+from tests.support.media_corpus import ROWS, make
 
 NAMES = ("h264_mp4_gop25_bframes", "h264_ts_gop25", "h264_ts_gop250", "mpeg2_mpg_gop15", "hevc_mp4_opengop",
          "hevc10_mp4_phone", "vp9_webm", "h264_rot90_mp4", "h264_vfr_mp4")
@@ -32,9 +31,14 @@ NAMES = ("h264_mp4_gop25_bframes", "h264_ts_gop25", "h264_ts_gop250", "mpeg2_mpg
 CHILD = r"""
 import json, random, sys, time
 sys.path.insert(0, sys.argv[1])
-from flipedit_previewd.worker.compositor import OutputSpec, compose
-from flipedit_previewd.worker.media import MediaPool
-from flipedit_previewd.timeline.model import timeline_from_json
+try:
+    from flipedit_previewd.worker.compositor import OutputSpec, compose
+    from flipedit_previewd.worker.media import MediaPool
+    from flipedit_previewd.timeline.model import timeline_from_json
+except ImportError:  # a tree from before the packages by role
+    from flipedit_previewd.compositor import OutputSpec, compose
+    from flipedit_previewd.media import MediaPool
+    from flipedit_previewd.timeline import timeline_from_json
 rows, frames = json.loads(sys.argv[2]), int(sys.argv[3])
 out = {}
 for name, path, seconds in rows:

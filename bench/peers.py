@@ -12,7 +12,7 @@ Scenarios, every server in alternation, several rounds (medians and per-round ra
   overload            400 connections (raw sockets, no backoff) for --overload-seconds
   drag                60 requests/s for one frame while the clip's rectangle changes; settle latency
   cached, cached-etag one frame again and again, without and with If-None-Match
-Writes bench/RESULTS.md and bench/latency.png.  Usage: .venv/bin/python bench/peers.py [--rounds N]
+Writes bench/results/RESULTS.md and bench/results/latency.png.  Usage: .venv/bin/python -m bench.peers [--rounds N]
 
 With --scenes footage (or footage scene names, comma-separated: bench/footage.py), the servers (by
 default daemon and gunicorn+; --servers to choose) each serve a project of one clip filling the
@@ -30,11 +30,8 @@ import argparse
 import hashlib
 import os
 import platform
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,81 +43,22 @@ from typing import Any
 
 import requests
 
+from bench import footage
+from bench.harness import RESULTS, Server, make_project, make_scene, pct
+from bench.load import overload as raw_overload
+from flipedit_previewd.demo.fixtures import set_clip_rect
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-import footage  # noqa: E402
-from load import overload as raw_overload  # noqa: E402
-from render import make_scene  # noqa: E402
-
-from flipedit_previewd.common.percentiles import summary as percentile_summary  # noqa: E402
-from flipedit_previewd.demo.fixtures import add_clip, add_track, create_project_db, set_clip_rect  # noqa: E402
 
 VENV = ROOT / ".venv/bin"
 KEEP_MARKER = "<!-- Written by hand from here on; bench/peers.py keeps it when it rewrites the tables above. -->"
 DRAG_FRAME = 100
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def make_project(directory: Path, scene: dict[str, Path]) -> Path:
-    db = directory / "bench.sqlite"
-    create_project_db(db, 3)
-    conn = sqlite3.connect(str(db))
-    with conn:
-        bottom, middle, top = add_track(conn, "bg", 0), add_track(conn, "pip", 1), add_track(conn, "logo", 2)
-        add_clip(conn, 3, bottom, str(scene["big"]), "video", 0, 8000, rect=(0, 0, 1280, 720))
-        add_clip(conn, 3, middle, str(scene["small"]), "video", 0, 8000, rect=(640, 360, 600, 338))
-        add_clip(conn, 3, top, str(scene["still"]), "image", 0, 8000, rect=(40, 40, 300, 200))
-    conn.close()
-    return db
-
-
-class Server:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        self.name, self.argv, self.env = name, argv, env or {}
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        argv = [a.replace("{port}", str(self.port)) for a in self.argv]
-        self.proc = subprocess.Popen(argv, env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=str(HERE / "baselines"))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.url + "/health", timeout=2).status_code == 200:
-                    requests.get(self.url + "/get_frame/0", timeout=30)  # warm
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} did not start")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)  # the server's own process group: its workers too
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=10)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self.proc = None
-
-
 def servers(db: Path, daemon_args: tuple[str, ...] = (), baseline_tree: str = "") -> list[Server]:
-    flask_env = {"FLIPEDIT_DB": str(db), "PYTHONPATH": f"{ROOT}:{HERE / 'baselines'}"}
-    gunicorn = [str(VENV / "gunicorn"), "-k", "gthread", "-w", "2", "--threads", "4", "-b", "127.0.0.1:{port}", "flask_app:app"]
+    flask_env = {"FLIPEDIT_DB": str(db), "PYTHONPATH": str(ROOT)}
+    gunicorn = [str(VENV / "gunicorn"), "-k", "gthread", "-w", "2", "--threads", "4", "-b", "127.0.0.1:{port}", "bench.baselines.flask_app:app"]
     uncached = ["--project", str(db), "--listen", "127.0.0.1:{port}", "--frame-cache-bytes", "0", *daemon_args]
     # Another checkout of the daemon (an older commit), run from the same environment: a change is
     # compared with what it replaced in the same run, not with figures from another day.
@@ -136,12 +74,8 @@ def servers(db: Path, daemon_args: tuple[str, ...] = (), baseline_tree: str = ""
         Server("gunicorn", gunicorn, {**flask_env, "PIPELINE": "naive"}),
         Server("gunicorn+", gunicorn, {**flask_env, "PIPELINE": "daemon"}),
         Server("fixed", [str(VENV / "uvicorn"), "--http", "httptools", "--no-access-log", "--log-level", "error",
-                         "--host", "127.0.0.1", "--port", "{port}", "fixed_asgi:app"]),
+                         "--host", "127.0.0.1", "--port", "{port}", "bench.baselines.fixed_asgi:app"]),
     ]
-
-
-def pct(values: list[float]) -> dict[str, float]:
-    return {k: float("nan") if v is None else v for k, v in percentile_summary(values, digits=None).items()}
 
 
 def closed_loop(url: str, clients: int, seconds: float, path: Callable[[int], str], headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -307,7 +241,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each steady/drag/cached run")
     parser.add_argument("--overload-seconds", type=float, default=20.0)
-    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--out", default=str(RESULTS / "RESULTS.md"))
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset, for a targeted run")
     parser.add_argument("--servers", default="", help="comma-separated subset of server names (default: all)")
     parser.add_argument("--daemon-args", default="", help="extra options for the daemon, e.g. '--loop-nice 0' (an experiment)")

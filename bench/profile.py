@@ -3,10 +3,10 @@ or under the random and scrub patterns on a real-footage scene (bench/footage.py
 
 Not a test. Starts the daemon as bench/peers.py does (rendered-frame cache off, same scene), attaches
 `py-spy record --subprocesses` to it for the length of one scenario, and writes
-bench/profile-<scenario>.svg (plus a collapsed-stack text file for reading without a browser) and
+bench/results/profile-<scenario>.svg (plus a collapsed-stack text file for reading without a browser) and
 prints the hottest frames per process. Load is printed with every run: the machine is shared.
-  .venv/bin/python bench/profile.py [--scenario overload|drag|both] [--seconds 15]
-  .venv/bin/python bench/profile.py --scenario random|scrub|footage --footage gop250-1080p [--seconds 20]
+  .venv/bin/python -m bench.profile [--scenario overload|drag|both] [--seconds 15]
+  .venv/bin/python -m bench.profile --scenario random|scrub|footage --footage gop250-1080p [--seconds 20]
 With a footage scene, the project is one clip of it filling the canvas, the client replays the pattern as
 bench/peers.py does (one request in flight; scrub at the editor's pace), and the worker samples are also
 sorted into shares by what the daemon was doing (decode, seek, demux, scale, JPEG encode, pipe, ...).
@@ -23,13 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import footage
+from bench.harness import RESULTS, VENV, Server, make_project, make_scene
+from bench.load import overload as raw_overload
+from bench.peers import drag, paced
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-import footage  # noqa: E402
-from load import overload as raw_overload  # noqa: E402
-from peers import VENV, Server, drag, make_project, paced  # noqa: E402
-from render import make_scene  # noqa: E402
 
 # What a worker's sample was doing, from the innermost Python frame that says (py-spy sees no native frames:
 # time inside FFmpeg or libjpeg is charged to the Python line that called it). First match wins.
@@ -109,7 +109,7 @@ def main() -> int:
             for scenario in scenarios:
                 load = os.getloadavg()
                 stem = f"profile-{args.label}{scenario}" + (f"-{args.footage}" if args.footage else "")
-                svg, txt = HERE / f"{stem}.svg", Path(tmp) / f"{scenario}.txt"
+                svg, txt = RESULTS / f"{stem}.svg", Path(tmp) / f"{scenario}.txt"
                 spies = [record(daemon.proc.pid, args.seconds, svg, "flamegraph"),
                          record(daemon.proc.pid, args.seconds, txt, "raw")]
                 time.sleep(1.0)
@@ -127,7 +127,7 @@ def main() -> int:
                 print(f"== {scenario}: load average before {load[0]:.2f} {load[1]:.2f}, after {os.getloadavg()[0]:.2f}")
                 print({k: v for k, v in result.items() if k in ("goodput_per_s", "latency_503_ms", "statuses", "settle_ms", "background_ms")})
                 if txt.exists():
-                    (HERE / f"{stem}.collapsed.txt").write_text(txt.read_text())
+                    (RESULTS / f"{stem}.collapsed.txt").write_text(txt.read_text())
                     for name, share in top_frames(txt):
                         print(f"  {share:6.1%}  {name}")
                     if args.footage:

@@ -23,7 +23,7 @@ the proxy, filling the canvas; frame cache off) and asked for random and scrub p
 does: per-request latency through the whole daemon.
 Prints a table and checks the issue's constraints (PSNR-Y >= 45 dB, generation >= 2x real time on one core
 for the 1080p source, random-frame p95 through the daemon <= 40 ms). Load average printed: a shared machine.
-Usage: .venv/bin/python bench/proxy_codecs.py [--candidates a,b] [--sources gop250-1080p,hevc10-2160p] [--seconds 10]
+Usage: .venv/bin/python -m bench.proxy_codecs [--candidates a,b] [--sources gop250-1080p,hevc10-2160p] [--seconds 10]
        [--frames 50] [--daemon]
 """
 
@@ -41,11 +41,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import footage  # noqa: E402
+from bench import footage
+from flipedit_previewd.common.percentiles import percentile
 
-from flipedit_previewd.common.percentiles import percentile  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 W, H = footage.CANVAS
 

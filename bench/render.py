@@ -27,7 +27,7 @@ Prints ratios against the goals in the README, and the load average (the machine
                               one clip filling the 1280x720 canvas, in the random, sequential and scrub patterns:
                               per-frame p50/p95/max of pipeline-1w (compose in this process, one decoder pool) and
                               of naive, each run bounded by --pattern-seconds. The standard scene is not run.
-Usage: .venv/bin/python bench/render.py [--frames N] [--rounds N] [--baseline-tree DIR] [--scenes footage]
+Usage: .venv/bin/python -m bench.render [--frames N] [--rounds N] [--baseline-tree DIR] [--scenes footage]
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ from pathlib import Path
 from typing import Any
 
 import av
-import footage  # bench/footage.py: this script's directory is on sys.path when run as a script
 from PIL import Image
 
+from bench import footage
+from bench.harness import make_scene
 from flipedit_previewd.timeline.model import Rect, Timeline, timeline_from_json
 from flipedit_previewd.worker.compositor import OutputSpec, compose
 from flipedit_previewd.worker.media import MediaPool
@@ -58,16 +59,6 @@ from flipedit_previewd.worker.media import MediaPool
 CANVAS = (1280, 720)
 SMALL_RECT = (640, 360, 600, 338)
 STILL_RECT = (40, 40, 300, 200)
-
-
-def make_scene(directory: Path) -> dict[str, Path]:
-    from flipedit_previewd.demo.fixtures import make_indexed_video  # here: a --baseline-tree child may predate testing.py
-
-    big = make_indexed_video(directory / "clip1080.mp4", 240, (1920, 1080), 30, gop=30)
-    small = make_indexed_video(directory / "clip720.mp4", 240, (1280, 720), 30, gop=30)
-    still = directory / "still.jpg"
-    Image.radial_gradient("L").resize((3000, 2000)).convert("RGB").save(still, quality=90)
-    return {"big": big, "small": small, "still": still}
 
 
 def scene_timeline(scene: dict[str, Path], rect_left: float = SMALL_RECT[0]) -> Timeline:
@@ -271,9 +262,14 @@ def _use_tree(tree: str) -> None:
     for name in [m for m in sys.modules if m == "flipedit_previewd" or m.startswith("flipedit_previewd.")]:
         del sys.modules[name]
     sys.path.insert(0, tree)
-    compositor = importlib.import_module("flipedit_previewd.worker.compositor")
-    media = importlib.import_module("flipedit_previewd.worker.media")
-    timeline = importlib.import_module("flipedit_previewd.timeline.model")
+    try:
+        compositor = importlib.import_module("flipedit_previewd.worker.compositor")
+        media = importlib.import_module("flipedit_previewd.worker.media")
+        timeline = importlib.import_module("flipedit_previewd.timeline.model")
+    except ImportError:  # a tree from before the packages by role
+        compositor = importlib.import_module("flipedit_previewd.compositor")
+        media = importlib.import_module("flipedit_previewd.media")
+        timeline = importlib.import_module("flipedit_previewd.timeline")
     globals().update(OutputSpec=compositor.OutputSpec, compose=compositor.compose, MediaPool=media.MediaPool,
                      Rect=timeline.Rect, Timeline=timeline.Timeline, timeline_from_json=timeline.timeline_from_json)
 

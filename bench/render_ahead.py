@@ -9,7 +9,7 @@ Per round and mode (the order alternates between rounds), a fresh daemon (2 work
             5 s: render-ahead must do no speculative work (counted from /health)
 Goals (issue 17): playback p95 with render-ahead <= 2x the cached p95 of the same run; random
 p95 with render-ahead within 1.1x of its p95 without; no speculative render under overload.
-Usage: .venv/bin/python bench/render_ahead.py [--rounds N] [--seconds S]
+Usage: .venv/bin/python -m bench.render_ahead [--rounds N] [--seconds S]
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -27,13 +26,11 @@ from typing import Any
 
 import requests
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from load import overload as raw_overload  # noqa: E402
-from peers import VENV, Server, make_project  # noqa: E402
-from render import make_scene  # noqa: E402
+from bench.harness import VENV, Server, make_project, make_scene
+from bench.load import overload as raw_overload
+from flipedit_previewd.common.percentiles import percentile
 
-from flipedit_previewd.common.percentiles import percentile  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 FRAMES = 240  # the scene's clips are 8 s at 30 fps
 

@@ -6,7 +6,7 @@ warm-up render, which also takes the Landlock rules in this tree), then renders 
 frames of a timeline with a 640x360 H.264 clip and a still at 640x360 JPEG. The baseline is any
 checkout without the sandbox, e.g. ``git archive 51aacd3 flipedit_previewd | tar -x -C /tmp/base``.
 
-Usage: .venv/bin/python bench/sandbox_cost.py --baseline-tree DIR [--frames 60] [--rounds 3]
+Usage: .venv/bin/python -m bench.sandbox_cost --baseline-tree DIR [--frames 60] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.harness import ROOT
 
 CHILD = r"""
 import json, random, sys, time
@@ -62,7 +62,6 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from flipedit_previewd.demo.fixtures import make_indexed_video, make_still
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,7 @@ rendered-frame cache off and default workers; in every round, daemons alternate 
   reverse   a scrub that turns back inside one GOP: forward from frame 400 to 460 in steps of 3, then
             back to 400 in steps of 2 (the backward requests are timed: the ones a scrub turning back makes)
 Prints p50/p95 per daemon and the same-run ratios baseline/this, and the load average (a shared machine).
-  .venv/bin/python bench/scrub.py [--rounds 3] [--baseline-tree /tmp/base]
+  .venv/bin/python -m bench.scrub [--rounds 3] [--baseline-tree /tmp/base]
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ from pathlib import Path
 
 import requests
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from peers import VENV, Server  # noqa: E402
+from bench.harness import VENV, Server
+from flipedit_previewd.demo.fixtures import add_clip, add_track, create_project_db
 
-from flipedit_previewd.demo.fixtures import add_clip, add_track, create_project_db  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 FRAMES = 600  # 20 s at 30 fps: GOPs at 0, 250, 500
 

@@ -5,14 +5,11 @@ caches), which isolates the server layer from the renderer.  FLIPEDIT_DB names t
 from __future__ import annotations
 
 import os
-import sys
 import threading
 
 from flask import Flask, Response, jsonify
 
-sys.path.insert(0, os.path.dirname(__file__))
-from naive import render as naive_render  # noqa: E402
-
+from bench.baselines.naive import render as naive_render
 from flipedit_previewd.timeline.projectdb import ProjectSource  # noqa: E402
 from flipedit_previewd.worker.compositor import OutputSpec, compose  # noqa: E402
 from flipedit_previewd.worker.media import MediaPool  # noqa: E402

@@ -13,8 +13,7 @@ import threading
 
 from flask import Flask, Response, jsonify
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from naive import render  # noqa: E402
+from bench.baselines.naive import render
 
 MAX_CONCURRENT_REQUESTS = 2
 request_queue: queue.Queue[tuple[int, dict[str, object], threading.Event]] = queue.Queue(maxsize=20)

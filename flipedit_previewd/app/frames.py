@@ -2,7 +2,7 @@
 request's log entry; the render itself goes one way through the dispatcher (dispatch.py).
 
 Runs on the event loop only. What it needs from the service around it (the current timeline,
-query parsing, request counters) is the narrow ``FrameHost`` interface.
+query parsing, the request stats) is the narrow ``FrameHost`` interface.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import Any, Protocol
 
+from flipedit_previewd.app.state import RequestStats
 from flipedit_previewd.common.errors import HTTPError, Overloaded
 from flipedit_previewd.common.journal import EventLog
 from flipedit_previewd.common.metrics import Metrics
@@ -22,7 +23,6 @@ from flipedit_previewd.config.schema import Config
 from flipedit_previewd.http.protocol import Request, Response
 from flipedit_previewd.render.dispatch import Dispatcher, FrameResult, HeavyFrameRefused, frame_etag
 from flipedit_previewd.timeline.model import Timeline
-from flipedit_previewd.timeline.projectdb import ProjectSource
 from flipedit_previewd.worker.output import OutputSpec
 
 RECENT_PROBLEMS = 20  # sources listed in /health's media_problems
@@ -34,17 +34,11 @@ class FrameHost(Protocol):
     log: EventLog
     metrics: Metrics
     rejections: RejectionSummary
-    source: ProjectSource
-    latencies: deque[float]
-    overloaded_since: float | None
+    stats: RequestStats
 
     async def timeline(self) -> Timeline: ...
 
     def output_spec(self, request: Request, timeline: Timeline) -> OutputSpec: ...
-
-    def note_rejection(self) -> None: ...
-
-    def _count(self, outcome: str) -> None: ...
 
 
 # A frame's bytes are fixed by its strong ETag (timeline revision, frame, output), but the timeline can change
@@ -71,7 +65,6 @@ class FrameService:
         self._request_seq = 0
         self._problems_reported: set[tuple[str, str]] = set()  # once per daemon, whichever worker met it
         self._recent_problems: OrderedDict[str, tuple[str, float]] = OrderedDict()  # source -> (problem, when): /health, doctor
-        dispatcher.hooks.timeline_read = self.publish_source_events
         dispatcher.hooks.media_problem = self._media_problem
         self.apply(host.config)
 
@@ -93,14 +86,6 @@ class FrameService:
                 **self.ahead.counters, "started": c["ahead_started"], "taken_over": c["ahead_taken_over"],
                 "dropped": c["ahead_dropped"], "hits": self.cache.ahead_hits, "wasted": self.cache.ahead_wasted,
                 "contended": self.ahead.contended}
-
-    def publish_source_events(self) -> None:
-        source = self.host.source
-        for state, message in source.drain_events():
-            if state == "ok":
-                self.host.metrics.timeline_reads.inc()
-            self.host.log.emit("project", message, "info" if state == "ok" else "warning",
-                               PROJECT=source.path, PROJECT_STATE=state, TIMELINE_READS=source.health.reads)
 
     def _media_problem(self, path: str, problem: str) -> None:
         if (path, problem) in self._problems_reported:
@@ -129,7 +114,7 @@ class FrameService:
         if plan is None:
             self.admission.retain_ahead(lambda p: p.revision == revision)
             return
-        if (self.host.overloaded_since is not None or self.admission.queue or self.ahead.contended
+        if (self.host.stats.overloaded_since is not None or self.admission.queue or self.ahead.contended
                 or len(self.admission.in_flight) - self.admission.ahead_running() >= self.host.config.workers):
             # Real work is waiting, being refused, occupies every worker now (the first requests of a
             # flood, before any is refused) or has kept them busy lately: a guess would take its CPU.
@@ -156,12 +141,12 @@ class FrameService:
         etag = frame_etag(timeline, frame, spec)
         self._plan_ahead(frame, spec, timeline)
         if etag_matches(request.headers.get("if-none-match", ""), etag):
-            host._count("not_modified")
+            host.stats.count("not_modified")
             return Response(304, b"", spec.content_type, headers=[("ETag", etag), FRAME_CACHING])
         cached = self.cache.get(etag)
         if cached is not None:
-            host._count("cached")
-            host.latencies.append((time.monotonic() - begun) * 1000)
+            host.stats.count("cached")
+            host.stats.latencies.append((time.monotonic() - begun) * 1000)
             return Response(200, cached[0], cached[1], headers=[("ETag", etag), FRAME_CACHING, ("X-Cache", "hit"), ("X-Request-Id", request_id),
                                                                 *source_header(cached[2])])
         outcome = "failed"
@@ -187,12 +172,12 @@ class FrameService:
             raise
         finally:
             total_ms = (time.monotonic() - begun) * 1000
-            host._count(outcome)
+            host.stats.count(outcome)
             host.metrics.total_time.observe(total_ms / 1000)
             if status == 200:
-                host.latencies.append(total_ms)
+                host.stats.latencies.append(total_ms)
             if outcome == "rejected":
-                host.note_rejection()
+                host.stats.note_rejection()
             fields.update(STATUS=status, OUTCOME=outcome, TOTAL_MS=round(total_ms, 2),
                           QUEUE_DEPTH=len(self.admission.queue), IN_FLIGHT=len(self.admission.in_flight))
             if result is not None:

@@ -2,7 +2,7 @@
 
 ``Routes.handle`` is the only place where an ``HTTPError`` (or a bug) becomes a response; a
 route raises, it never builds an error answer itself. Frames go to the frame use-case
-(``Service.get_frame``); everything slow on untrusted input (parsing a timeline, checking its
+(``frames.FrameService.get_frame``); everything slow on untrusted input (parsing a timeline, checking its
 paths, serialising a large one) runs in the offload threads, never on the event loop.
 """
 
@@ -10,21 +10,37 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from flipedit_previewd import __version__
 from flipedit_previewd.app import viewer
-from flipedit_previewd.common.errors import BadRequest, DomainError, HTTPError, MethodNotAllowed, NotFound, RenderFailed, as_http
+from flipedit_previewd.app.frames import FrameService
+from flipedit_previewd.app.project import Project
+from flipedit_previewd.app.state import RequestStats, RunningConfig
+from flipedit_previewd.common.errors import (
+    BadRequest,
+    DomainError,
+    HTTPError,
+    MethodNotAllowed,
+    NotFound,
+    Overloaded,
+    RenderFailed,
+    as_http,
+)
+from flipedit_previewd.common.journal import EventLog
+from flipedit_previewd.common.metrics import Metrics
+from flipedit_previewd.common.offload import BoundedOffload
+from flipedit_previewd.common.rejections import ClientErrors
 from flipedit_previewd.config.schema import Config
 from flipedit_previewd.config.values import MAX_SIDE  # one bound for a canvas side and for a requested output side
-from flipedit_previewd.http.lifecycle import Lifecycle
+from flipedit_previewd.http.lifecycle import Lifecycle, LifecycleState
 from flipedit_previewd.http.protocol import Request, Response
+from flipedit_previewd.proxy.manager import ProxyManager
+from flipedit_previewd.render.dispatch import QueueSnapshot
 from flipedit_previewd.timeline.model import Timeline, timeline_from_json
 from flipedit_previewd.timeline.safety import check_timeline_paths
 from flipedit_previewd.worker.output import OutputSpec
-
-if TYPE_CHECKING:
-    from flipedit_previewd.app.service import Service
 
 MAX_FRAME = 10_000_000
 VIEWER_FILES = {"/viewer.js": (viewer.JS, "text/javascript; charset=utf-8"), "/viewer.css": (viewer.CSS, "text/css; charset=utf-8"),
@@ -35,58 +51,75 @@ NO_STORE = ("Cache-Control", "no-store")
 
 
 class Routes:
-    def __init__(self, service: Service) -> None:
-        self.service = service
+    """Which path does what, over the parts it is handed (never the service that composes them)."""
+
+    def __init__(self, *, running: RunningConfig, lifecycle: LifecycleState, project: Project, frames: FrameService,
+                 snapshot: Callable[[], QueueSnapshot], stats: RequestStats, client_errors: ClientErrors, offload: BoundedOffload,
+                 metrics: Metrics, log: EventLog, health: Callable[[], dict[str, Any]],
+                 refuse: Callable[[str, str], Overloaded], proxies: ProxyManager | None = None) -> None:
+        self.running = running
+        self.lifecycle = lifecycle
+        self.project = project
+        self.frames = frames
+        self.snapshot = snapshot
+        self.stats = stats
+        self.client_errors = client_errors
+        self.offload = offload
+        self.metrics = metrics
+        self.log = log
+        self.health = health  # the /health document (``health.Health.report``)
+        self.refuse = refuse  # a 503 decided here (the stop), counted like admission's own (``Service.refuse``)
+        self.proxy_manager = proxies  # /proxies (proxy/manager.py); None: no such endpoint
 
     async def handle(self, request: Request, client: str = "") -> Response:
-        s = self.service
         try:
             return await self._route(request, client)
         except (HTTPError, DomainError) as raised:
             answer = as_http(raised)  # a refused path or an invalid timeline: the one place they get a status
             if 400 <= answer.status < 500:
-                s.note_client_error(answer.status, f"{request.method} {request.target[:200]}: {answer.detail}")
+                self.client_errors.note(answer.status, f"{request.method} {request.target[:200]}: {answer.detail}")
                 if request.path.startswith("/get_frame/"):  # a frame request all the same (a render's errors are 5xx)
-                    s.metrics.requests.labels("client_error").inc()
+                    self.metrics.requests.labels("client_error").inc()
             return Response.from_error(answer)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the boundary: log, answer 500, keep serving
-            s.log.emit("protocol_error", f"internal error on {request.target}: {type(exc).__name__}: {exc}", "err",
-                       PATH=request.target)
+            self.log.emit("protocol_error", f"internal error on {request.target}: {type(exc).__name__}: {exc}", "err",
+                          PATH=request.target)
             return Response.from_error(RenderFailed(f"internal error: {type(exc).__name__}"))
 
     async def _route(self, request: Request, client: str) -> Response:
-        s = self.service
+        project = self.project
         path = request.path
         method = request.method
         if path.startswith("/get_frame/"):
             _require(method, ("GET", "HEAD"))
             frame = frame_index(path[len("/get_frame/"):])
-            if s.lifecycle.current is Lifecycle.STOPPED:
-                raise s.refuse("stopping", "the daemon is stopping")
-            return await s.get_frame(request, frame, client)
+            if self.lifecycle.current is Lifecycle.STOPPED:
+                raise self.refuse("stopping", "the daemon is stopping")
+            return await self.frames.get_frame(request, frame, client)
         if path == "/health":
             _require(method, ("GET", "HEAD"))
-            s._count("health")
-            return Response.json(200, s.health(), headers=[NO_STORE])
+            self.stats.count("health")
+            return Response.json(200, self.health(), headers=[NO_STORE])
         if path == "/metrics":
             _require(method, ("GET", "HEAD"))
-            return Response(200, s.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8", headers=[NO_STORE])
+            return Response(200, self.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8", headers=[NO_STORE])
         if path == "/debug/timeline":
             _require(method, ("GET", "HEAD"))
-            timeline = await s.timeline()
-            queue_stats = {"queue_size": len(s.admission.queue), "active_requests": len(s.admission.in_flight)}
-            return await s.offload.run(lambda: _large_json({**timeline.debug_json(), "queue_stats": queue_stats}))
+            timeline = await project.timeline()
+            queue = self.snapshot()
+            queue_stats = {"queue_size": queue.queued, "active_requests": queue.in_flight}
+            return await self.offload.run(lambda: _large_json({**timeline.debug_json(), "queue_stats": queue_stats}))
         if path == "/timeline":
             _require(method, ("GET", "HEAD", "PUT", "DELETE"))
             if method == "PUT":
                 return await self.put_timeline(request)
             if method == "DELETE":
-                s.source.set_json(None)
-                return Response.json(200, {"source": "database", "path": s.source.path})
-            timeline = await s.timeline()
-            return await s.offload.run(lambda: _large_json(timeline.to_json()))
+                project.source.set_json(None)
+                return Response.json(200, {"source": "database", "path": project.source.path})
+            timeline = await project.timeline()
+            return await self.offload.run(lambda: _large_json(timeline.to_json()))
         if path == "/":
             _require(method, ("GET", "HEAD"))
             if "text/html" in request.headers.get("accept", ""):
@@ -103,41 +136,41 @@ class Routes:
             return await self.proxies(request)
         if path == "/debug/events":
             _require(method, ("GET", "HEAD"))
-            return Response.json(200, {"events": list(s.log.recent)}, headers=[("Cache-Control", "no-store")])
+            return Response.json(200, {"events": list(self.log.recent)}, headers=[("Cache-Control", "no-store")])
         raise NotFound(f"no such endpoint: {path[:80]}")
 
     async def proxies(self, request: Request) -> Response:
         """GET: the store's proxies and the maker's state; POST: make proxies for every video of the current
         timeline now (``?all=1``: even those whose random frames are cheap); DELETE: remove every proxy."""
-        s = self.service
-        manager = s.proxies
+        manager = self.proxy_manager
+        if manager is None:
+            raise NotFound("no such endpoint: /proxies")
         if request.method == "POST":
-            timeline = await s.timeline()
+            timeline = await self.project.timeline()
             every = request.query.get("all", "") in ("1", "true", "yes")
             queued = manager.note(timeline, force=True, min_cost=0.0 if every else None)
             return Response.json(200, {"queued": queued, "proxies": manager.snapshot()}, headers=[NO_STORE])
         if request.method == "DELETE":
-            removed = await s.offload.run(manager.clear)
+            removed = await self.offload.run(manager.clear)
             return Response.json(200, {"removed": removed, "proxies": manager.snapshot()}, headers=[NO_STORE])
-        listing = await s.offload.run(manager.listing)
+        listing = await self.offload.run(manager.listing)
         return Response.json(200, {"proxies": manager.snapshot(), "entries": listing}, headers=[NO_STORE])
 
     async def put_timeline(self, request: Request) -> Response:
-        s = self.service
-        timeline = await s.offload.run(self._parse_timeline, request.body)
-        s.source.set_json(timeline)
+        timeline = await self.offload.run(self._parse_timeline, request.body)
+        self.project.source.set_json(timeline)
         return Response.json(200, {"revision": timeline.revision, "clips": len(timeline.clips), "total_frames": timeline.total_frames})
 
     def _parse_timeline(self, body: bytes) -> Timeline:
         """In an offload thread: parse, validate, check limits and paths (each can be slow on hostile input)."""
-        s = self.service
+        config = self.running.config
         try:
             data = json.loads(body or b"null")
         except (ValueError, RecursionError) as exc:
             raise BadRequest(f"timeline: body is not valid JSON: {exc}", field="timeline") from None
-        timeline = timeline_from_json(data, (s.config.canvas_width, s.config.canvas_height), s.config.frame_rate)
-        s.check_limits(timeline)
-        check_timeline_paths(timeline, s.allowed_roots(timeline))
+        timeline = timeline_from_json(data, (config.canvas_width, config.canvas_height), config.frame_rate)
+        self.project.check_limits(timeline)
+        check_timeline_paths(timeline, self.project.allowed_roots(timeline))
         return timeline
 
 

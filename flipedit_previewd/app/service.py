@@ -1,25 +1,27 @@
-"""The preview service: the composition root of the application side, and the frame use-case.
+"""The preview service: the composition root of the application side.
 
-``Service`` builds and owns the parts (admission, the worker pool, the frame cache, the project
-source and its follower, the media roots) and offers the HTTP side the narrow interface it
-serves through (``lifecycle.ServiceAPI``: start, handle, refuse, tick, drain, reload, close).
-Routing is ``routes.py``, /health and the summaries ``health.py``, the tick and hang policy
-``supervisor.py``. Everything here runs on the event loop and never blocks it: database reads
-go to a small thread pool, renders to worker processes.
+``Service`` builds and owns the parts (admission, the worker pool, the frame cache, the dispatcher,
+the project served, the request stats, the running configuration) and offers the HTTP side the
+narrow interface it serves through (``lifecycle.ServiceAPI``: start, handle, refuse, tick, drain,
+reload, close). It hands each part what that part reads, never itself: routing is ``routes.py``,
+/health and the summaries ``health.py``, the tick and hang policy ``supervisor.py``, the project
+and its source ``project.py``, GET /get_frame ``frames.py`` (its host, ``frames.FrameHost``, is
+the one narrow interface this object still implements). Everything here runs on the event loop
+and never blocks it: database reads go to a small thread pool, renders to worker processes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from flipedit_previewd.app.frames import FrameService
-from flipedit_previewd.app.health import flush_summary, health_report
+from flipedit_previewd.app.health import Health
+from flipedit_previewd.app.project import Project
 from flipedit_previewd.app.routes import Routes, output_spec
+from flipedit_previewd.app.state import RequestStats, RunningConfig
 from flipedit_previewd.app.supervisor import Supervisor
 from flipedit_previewd.common.errors import Overloaded
 from flipedit_previewd.common.framecache import FrameCache
@@ -37,21 +39,17 @@ from flipedit_previewd.render.admission import Admission
 from flipedit_previewd.render.dispatch import Dispatcher, LoopHooks
 from flipedit_previewd.render.pool import WorkerPool
 from flipedit_previewd.render.renderahead import RenderAhead
-from flipedit_previewd.timeline.following import ProjectFollower, Switch
-from flipedit_previewd.timeline.limits import check_timeline
+from flipedit_previewd.timeline.following import ProjectFollower
 from flipedit_previewd.timeline.model import Timeline, empty_timeline
 from flipedit_previewd.timeline.projectdb import ProjectSource
-from flipedit_previewd.timeline.roots import MediaRoots
 from flipedit_previewd.worker.output import OutputSpec
 
 
 class Service:
     def __init__(self, config: Config, log: EventLog, lifecycle: LifecycleState | None = None, pool: WorkerPool | None = None) -> None:
-        self.config = config
+        self.running = RunningConfig(config)  # the configuration in force: every part reads it there
         self.log = log
         self.lifecycle = lifecycle or LifecycleState()  # moved by the server only; read here
-        self.started = time.monotonic()
-        self.config_error: ConfigError | None = None  # the last reload's configuration, if it could not be used
         self.metrics = Metrics()
         # Everything slow on untrusted input (timeline parsing, path checks, database reads, large
         # serialisations) runs here, never on the loop; a full queue is a 503.
@@ -65,38 +63,38 @@ class Service:
             from flipedit_previewd.demo.project import demo_project  # the media are written by a child process
 
             project = demo_project()
-        # Unless --project pins one, follow the editor's project list (projects.py).
-        self.follower = ProjectFollower(config.metadata_db) if not project else None
-        if self.follower is not None:
-            project = self.follower.initial()
-        self.project_reason = project_reason(config, project)
-        self.source = ProjectSource(os.path.expanduser(project) if project else "", (config.canvas_width, config.canvas_height), config.frame_rate,
-                                    no_project_text(config))
-        self._apply_source_limits(config)
+        # Unless --project pins one, follow the editor's project list (timeline/following.py).
+        follower = ProjectFollower(config.metadata_db) if not project else None
+        if follower is not None:
+            project = follower.initial()
+        self.served_project = served = Project(self.running, project, follower, log, self.metrics, self.offload)
         self.admission = Admission(config.workers, config.queue_size, config.queue_timeout)
         self.pool = pool if pool is not None else WorkerPool.for_config(config)
         self.frames = FrameCache(config.frame_cache_bytes)
         self.ahead = RenderAhead(config.render_ahead_frames)
-        self.ahead_flushed: dict[str, int] = {}
         # The one-way render path (dispatch.py) and the frame use case on top of it (frames.py).
-        self.dispatcher = Dispatcher(self.admission, self.pool, self.frames, self.ahead, self.metrics, lambda: self.source.current(),
-                                     self.allowed_roots, LoopHooks(worker_event=self._worker_event))
+        self.dispatcher = Dispatcher(self.admission, self.pool, self.frames, self.ahead, self.metrics, served.current,
+                                     served.allowed_roots, LoopHooks(timeline_read=served.publish_events, worker_event=self._worker_event))
+        queue = self.dispatcher.snapshot
+        self.stats = RequestStats(self.metrics, log, queue)
         self.frame_service = FrameService(self, self.dispatcher)
-        self.open_connections: Callable[[], int] = lambda: 0  # the server's count, given at start
-        self.latencies: deque[float] = deque(maxlen=2000)
-        self.summary: dict[str, int] = {}
-        self.overloaded_since: float | None = None
-        self._follow_task: asyncio.Future[None] | None = None
-        self.roots = MediaRoots(log)
-        self.proxies = ProxyManager.for_config(config, log, self.allowed_roots)  # proxy media (proxy/)
+        self.proxies = ProxyManager.for_config(config, log, served.allowed_roots)  # proxy media (proxy/)
         self.dispatcher.rendering = self.proxies.rendering  # the maker pauses while a real render runs
-        self.routes = Routes(self)
-        self.supervisor = Supervisor(self)
+        # Each part is handed what it reads, never this object.
+        self.supervisor = Supervisor(running=self.running, lifecycle=self.lifecycle, admission=self.admission, snapshot=queue,
+                                     pool=self.pool, ahead=self.ahead, project=served, stats=self.stats, lag=self.lag, log=log,
+                                     proxies=self.proxies)
+        self.reports = Health(running=self.running, stats=self.stats, snapshot=queue, pool=self.pool, frames=self.frame_service,
+                              project=served, lag=self.lag, rejections=self.rejections, client_errors=self.client_errors,
+                              offload=self.offload, status=self.supervisor.status, log=log, proxies=self.proxies.snapshot)
+        self.routes = Routes(running=self.running, lifecycle=self.lifecycle, project=served, frames=self.frame_service,
+                             snapshot=queue, stats=self.stats, client_errors=self.client_errors, offload=self.offload,
+                             metrics=self.metrics, log=log, health=self.reports.report, refuse=self.refuse, proxies=self.proxies)
         m = self.metrics
-        m.gauge("flipedit_preview_queue_depth", "Renders waiting for a worker", lambda: len(self.admission.queue))
-        m.gauge("flipedit_preview_in_flight", "Renders running", lambda: len(self.admission.in_flight))
+        m.gauge("flipedit_preview_queue_depth", "Renders waiting for a worker", lambda: queue().queued)
+        m.gauge("flipedit_preview_in_flight", "Renders running", lambda: queue().in_flight)
         m.gauge("flipedit_preview_workers_busy", "Workers rendering", lambda: self.pool.busy_count())
-        m.gauge("flipedit_preview_connections", "Open client connections", lambda: self.open_connections())
+        m.gauge("flipedit_preview_connections", "Open client connections", lambda: self.reports.open_connections())
         m.counter("flipedit_preview_render_ahead_rendered_total", "Frames rendered ahead of a request since start",
                   lambda: self.ahead.counters["rendered"])
         m.counter("flipedit_preview_render_ahead_hits_total", "Frame requests answered by a frame rendered ahead, since start",
@@ -108,13 +106,19 @@ class Service:
                 lambda: self.lag.percentile(99))
         m.counter("flipedit_preview_rejections_total", "Requests refused (503, or 504 at once) since start", lambda: self.rejections.total)
 
-    def _apply_source_limits(self, config: Config) -> None:
-        self.source.read_timeout = config.db_read_timeout
-        self.source.max_rows = config.max_timeline_clips
-        self.source.check = self.check_limits
+    @property
+    def config(self) -> Config:
+        """The configuration in force (``RunningConfig``; a reload replaces it: ``reconfigure.configure_service``)."""
+        return self.running.config
 
-    def check_limits(self, timeline: Timeline) -> None:
-        check_timeline(timeline, self.config.max_layer_pixels, self.config.max_timeline_clips)
+    @config.setter
+    def config(self, config: Config) -> None:
+        self.running.config = config
+
+    @property
+    def source(self) -> ProjectSource:
+        """The served project's source now (a switch of project replaces it)."""
+        return self.served_project.source
 
     def _report_lag(self, worst: float, threshold: float) -> None:
         self.log.emit("loop_lag", f"event loop ran {worst * 1000:.0f} ms late (threshold {threshold * 1000:.0f} ms)", "warning",
@@ -143,13 +147,13 @@ class Service:
     # --- the interface the server serves through (lifecycle.ServiceAPI) ----------------------
 
     async def start(self, open_connections: Callable[[], int] = lambda: 0) -> None:
-        self.open_connections = open_connections
+        self.reports.open_connections = open_connections
         loop = asyncio.get_running_loop()
         self._flush_rejections(loop)
         self.dispatcher.start(loop)
         await self.offload.run(self.source.current, True)
-        self._publish_source_events()
-        roots = await self.offload.run(self.allowed_roots)
+        self.served_project.publish_events()
+        roots = await self.offload.run(self.served_project.allowed_roots)
         # Warm-up: READY=1 only after a worker really rendered a frame. Nothing is admitted yet, so
         # the dispatcher threads are idle and the pipe is ours. An empty timeline proves the worker
         # renders and encodes without touching project media; it carries the current roots, which
@@ -189,20 +193,11 @@ class Service:
 
     def config_rejected(self, error: ConfigError | None) -> None:
         """See ``ServiceAPI.config_rejected``: read by the status word, STATUS= and /health."""
-        self.config_error = error
+        self.running.rejected = error
 
     def reload(self) -> None:
         """Re-read the project list and the timeline (settings: ``configure``, before this)."""
-        if self.follower is not None:  # reload re-reads the project list too (the next follow, off the loop)
-            self.follower.forget()
-
-        def reread() -> None:
-            self.source.current(force=True)
-            self._publish_source_events()
-
-        # Off the loop: a locked or hostile database must not hold the loop (or SIGHUP would stall it).
-        self.offload.submit_nowait(reread)
-        self.roots.forget()
+        self.served_project.reread()
 
     async def handle(self, request: Request, client: str = "") -> Response:
         return await self.routes.handle(request, client)
@@ -213,7 +208,7 @@ class Service:
         error = self.admission.reject(limit, detail)
         self.rejections.add("rejected", limit)
         if limit == "connections":
-            self.note_rejection()
+            self.stats.note_rejection()
         return error
 
     def refusal_written(self, seconds: float) -> None:
@@ -223,7 +218,7 @@ class Service:
         return self.admission.backlog()
 
     def project(self) -> tuple[str, str]:
-        return self.source.path, self.project_reason
+        return self.source.path, self.served_project.reason
 
     def tick(self) -> None:
         self.supervisor.tick()
@@ -235,72 +230,10 @@ class Service:
         return self.supervisor.status_line()
 
     def health(self) -> dict[str, Any]:
-        return health_report(self)
+        return self.reports.report()
 
     def flush_summary(self) -> None:
-        flush_summary(self)
-
-    # --- the frame use case (frames.py) and the render path (dispatch.py) ----------------------
-
-    def _apply_render_ahead(self, config: Config) -> None:
-        self.frame_service.apply(config)
-
-    def _publish_source_events(self) -> None:
-        self.frame_service.publish_source_events()
-
-    async def get_frame(self, request: Request, frame: int, client: str) -> Response:
-        return await self.frame_service.get_frame(request, frame, client)
-
-    def render_ahead_stats(self) -> dict[str, Any]:
-        return self.frame_service.render_ahead_stats()
-
-    def _flush_rejections(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Every second: one journal entry for the rejections of that second (none when there were none)."""
-        self.rejections.flush()
-        self._flush_handle = loop.call_later(1.0, self._flush_rejections, loop)
-
-    def note_rejection(self) -> None:
-        """A request was refused for overload: the first one of a run begins an overload (ended in the tick)."""
-        if self.overloaded_since is None:
-            self.overloaded_since = time.monotonic()
-            self.log.emit("overload_began", "overload began: requests are being answered 503", "warning",
-                          QUEUE_DEPTH=len(self.admission.queue), IN_FLIGHT=len(self.admission.in_flight))
-
-    async def follow(self) -> None:
-        """Switch to the newest project in the editor's list when it changed (a stat; a read only on change)."""
-        if self.follower is None or not self.follower.due(self.source.path):
-            return
-        switch = await self.offload.run(self.follower.choose, self.source.path)
-        self._switch_to(switch)
-
-    def _switch_to(self, switch: Switch | None) -> None:
-        if switch is None or self.follower is None or switch.project == self.source.path:
-            return
-        source = ProjectSource(switch.project, (self.config.canvas_width, self.config.canvas_height), self.config.frame_rate,
-                               no_project_text(self.config))
-        source.set_json(self.source.override)  # a PUT /timeline stays until DELETE
-        self.source = source
-        self._apply_source_limits(self.config)
-        self.log.emit("project_switched", f"now serving {switch.project or 'no project'} ({switch.reason}); was {switch.previous or 'none'}",
-                      "notice", PROJECT=switch.project, PREVIOUS_PROJECT=switch.previous, REASON=switch.reason,
-                      METADATA_DB=self.follower.metadata_db, SWITCHES=self.follower.switches)
-
-    async def timeline(self) -> Timeline:
-        """The current timeline without blocking the event loop: a changed database is read in a thread."""
-        await self.follow()
-        timeline = self.source.current_if_unchanged()
-        if timeline is None:
-            timeline = await self.offload.run(self.source.current, False)
-        return timeline
-
-    def output_spec(self, request: Request, timeline: Timeline) -> OutputSpec:
-        return output_spec(request.query, timeline, self.config)
-
-    def _count(self, outcome: str) -> None:
-        """A frame request's outcome: the per-minute summary and /metrics' requests_total (frames only)."""
-        self.summary[outcome] = self.summary.get(outcome, 0) + 1
-        if outcome != "health":  # /health is in the summary's cheap requests, not in the frame request counter
-            self.metrics.requests.labels(outcome).inc()
+        self.reports.flush_summary()
 
     def note_client_error(self, status: int, what: str, event: str = "", priority: str = "notice", **fields: Any) -> None:
         """An answer that is the caller's fault (a route's 4xx, a protocol error, an access refusal): counted per
@@ -308,37 +241,15 @@ class Service:
         refused; ``event``: journaled too, the first of its kind and status in the minute only (rejections.py)."""
         self.client_errors.note(status, what, event, priority, **fields)
 
-    def follow_in_background(self) -> None:
-        """From the tick: follow the project list with no requests coming (one follow at a time)."""
-        if self.follower is not None and self._follow_task is None:
-            self._follow_task = asyncio.ensure_future(self.follow())
-            self._follow_task.add_done_callback(self._followed)
+    def _flush_rejections(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Every second: one journal entry for the rejections of that second (none when there were none)."""
+        self.rejections.flush()
+        self._flush_handle = loop.call_later(1.0, self._flush_rejections, loop)
 
-    def _followed(self, task: asyncio.Future[None]) -> None:
-        self._follow_task = None
-        if not task.cancelled() and task.exception() is not None:
-            self.log.emit("protocol_error", f"following the project list failed: {task.exception()!r}", "err")
+    # --- what the frame use case asks of its host (frames.FrameHost) ---------------------------
 
-    def allowed_roots(self, timeline: Timeline | None = None) -> list[str]:
-        """Where media may be read from (roots.py); cached per project state."""
-        return self.roots.allowed(self.config.allowed_roots, self.source)
+    async def timeline(self) -> Timeline:
+        return await self.served_project.timeline()
 
-
-def project_reason(config: Config, project: str) -> str:
-    """Why this project (or none) is served, for the start and ready messages of a bare start."""
-    if config.project:
-        return "from --project / the configuration"
-    if config.demo:
-        return "the built-in demo project (--demo)"
-    metadata = os.path.expanduser(config.metadata_db)
-    if project:
-        return f"the most recently modified project in {metadata}"
-    if not os.path.exists(metadata):
-        return f"no --project, no --demo, and the editor's project list {metadata} does not exist"
-    return f"no --project, no --demo, and no usable project in {metadata}"
-
-
-def no_project_text(config: Config) -> str:
-    """What an empty frame, /health and doctor say when no project is served: where it was looked for, and the fix."""
-    return (f"No project: none is open in FlipEdit (looked in {config.metadata_db}). "
-            "Open a project in FlipEdit, or pass --project FILE.")
+    def output_spec(self, request: Request, timeline: Timeline) -> OutputSpec:
+        return output_spec(request.query, timeline, self.config)

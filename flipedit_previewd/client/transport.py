@@ -1,7 +1,7 @@
 """The client's wire: addresses (TCP or a unix socket), a wall clock over a whole exchange, and
 failures in words.
 
-``PreviewClient.fetch`` (client.py) builds its bounded exchange from these; previewctl's socket
+``PreviewClient.fetch`` (api.py) builds its bounded exchange from these; previewctl's socket
 discovery (ctl/discovery.py) uses the same address parsing, so a unix-socket URL is built in one
 place.
 """

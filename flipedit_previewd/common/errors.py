@@ -1,7 +1,7 @@
 """Errors that know their HTTP status, and the domain's own errors mapped to one.
 
 HTTP handlers raise ``HTTPError``s; the domain (timeline validation, media paths) raises
-``DomainError``s that know nothing of HTTP. The single boundary (``Service.handle``) turns both
+``DomainError``s that know nothing of HTTP. The single boundary (``app.routes.Routes.handle``) turns both
 into responses through ``as_http``, so status codes are decided in one place and never by
 ad-hoc string matching.
 """

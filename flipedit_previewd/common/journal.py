@@ -152,7 +152,7 @@ class EventLog:
                code: tuple[str, int, str] = ("", 0, "")) -> None:
         if self.to_journal and _journal is not None:
             # CODE_* given: python-systemd would otherwise run traceback.extract_stack (reading source
-            # lines) for every entry, a tenth of the event loop's time under overload (bench/RESULTS.md).
+            # lines) for every entry, a tenth of the event loop's time under overload (bench/results/RESULTS.md).
             try:
                 _journal.send(message, MESSAGE_ID=MESSAGE_IDS[event], PRIORITY=str(PRIORITY[priority]),
                               SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER, EVENT=event, CODE_FILE=code[0],

@@ -1,9 +1,9 @@
 """Parsers of configuration values: a raw value in, the setting's typed value out, or ``ValueError``
-saying what is wrong in the user's words (``config.py`` shows the key, the value as written, the
+saying what is wrong in the user's words (``schema.py`` shows the key, the value as written, the
 source and the line before it, so a reason never repeats them).
 
 A raw value is either text (an environment variable or a flag: strings by nature, parsed strictly,
-so "3" is an int but "3.0" and "x" are not) or a TOML value whose type ``config.py`` has already
+so "3" is an int but "3.0" and "x" are not) or a TOML value whose type ``schema.py`` has already
 checked against the setting's (no float or string or bool where an int is meant). Nothing here lets
 Python's own conversion messages (``invalid literal for int() with base 10``) reach the user.
 """
@@ -60,7 +60,7 @@ def non_negative_int(raw: Any) -> int:
 
 def canvas_side(raw: Any) -> int:
     """A canvas side: a frame must be possible, so at most MAX_SIDE (and the whole canvas within
-    max_output_pixels, checked in ``config.py`` where both are known)."""
+    max_output_pixels, checked in ``schema.py`` where both are known)."""
     return _int_between(raw, 1, MAX_SIDE, f"must be between 1 and {MAX_SIDE} pixels")
 
 
@@ -126,7 +126,7 @@ LIST_SYNTAX = ("in TOML an array of strings; as a flag repeat it or separate ite
 
 
 def str_list(raw: Any) -> tuple[str, ...]:
-    """A list of strings (text was split by ``split_list`` in ``config.py`` before it gets here)."""
+    """A list of strings (text was split by ``split_list`` in ``schema.py`` before it gets here)."""
     if not isinstance(raw, (list, tuple)) or not all(isinstance(item, str) for item in raw):
         raise ValueError('expected a list of strings, e.g. ["/a", "/b"]')
     return tuple(item.strip() for item in raw if item.strip())

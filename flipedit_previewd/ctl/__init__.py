@@ -202,6 +202,7 @@ def _proxies_args(p: argparse.ArgumentParser) -> None:
 
 def _completion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("shell", choices=SHELLS, help="the shell to complete in")
+    p.set_defaults(make_parser=build_parser)  # completion.py completes this parser without importing this package
 
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[Any, Env], int]]

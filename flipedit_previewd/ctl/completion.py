@@ -16,7 +16,6 @@ SHELLS = ("bash", "zsh", "fish")
 def cmd_completion(args: Any, env: Env) -> int:
     import shtab
 
-    from . import build_parser  # the package's parser, built where the commands are registered
-
-    env.out(shtab.complete(build_parser(), shell=args.shell).rstrip("\n"))
+    # the package's parser, built where the commands are registered (``ctl._completion_args`` hands it over)
+    env.out(shtab.complete(args.make_parser(), shell=args.shell).rstrip("\n"))
     return EXIT_OK

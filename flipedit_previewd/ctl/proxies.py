@@ -14,7 +14,7 @@ from typing import Any
 from .commands import EXIT_OK, CtlError, Env, client_for, megabytes, proxy_text, unreachable_error, wants_json
 from .discovery import Unreachable
 from .safeout import as_int, clean, clean_tree
-from .timeline import _refused
+from .timeline import refused
 
 
 def cmd_proxies(args: Any, env: Env) -> int:
@@ -28,7 +28,7 @@ def cmd_proxies(args: Any, env: Env) -> int:
     if response.status_code == 404:
         raise CtlError("this daemon has no /proxies", "it predates proxy media: upgrade flipedit-previewd")
     if response.status_code != 200:
-        raise _refused(response, f"proxies {args.action}")
+        raise refused(response, f"proxies {args.action}")
     try:
         answer = clean_tree(response.json())
     except ValueError:

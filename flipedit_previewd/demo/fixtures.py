@@ -1,6 +1,6 @@
 """Writers of fixtures: the editor's project and metadata databases, and generated media.
 
-Tests, benchmarks and the demo command (``demo.py``) use these; the daemon never imports this
+Tests, benchmarks and the demo project (``demo/project.py``) use these; the daemon never imports this
 module (a unit test checks that importing every daemon module leaves it unimported): the daemon
 only ever reads the editor's files, and writers have no place on its import path.
 

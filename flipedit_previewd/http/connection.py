@@ -22,7 +22,7 @@ from flipedit_previewd.http.flow import WRITE_HIGH_BYTES, FlowControl
 from flipedit_previewd.http.protocol import Head, HTTPConnection, ProtocolFailure, Request, Response
 
 if TYPE_CHECKING:
-    from flipedit_previewd.http.server import Server
+    from flipedit_previewd.http.serverstate import ServerState
 
 LINGER_SECONDS = 2.0
 # While stopping, a request that has begun to arrive gets this long to arrive whole (then 503), and,
@@ -39,7 +39,7 @@ class ClientProtocol(asyncio.Protocol):
 
     flow: FlowControl  # from connection_made on
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerState) -> None:
         self.server = server
         self.service = server.service
         self.http = HTTPConnection(server.limits)

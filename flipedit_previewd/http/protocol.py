@@ -25,6 +25,8 @@ SERVER_NAME = b"flipedit-previewd"
 
 @dataclass(frozen=True)
 class Limits:
+    """What the parser buffers of one request (a timeline's cost to render is ``timeline.cost``)."""
+
     max_request_line: int = 8192
     max_header_bytes: int = 16384
     max_headers: int = 100

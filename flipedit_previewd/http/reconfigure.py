@@ -1,7 +1,7 @@
 """The one place settings reach the running parts: ``apply()``, at start and on SIGHUP.
 
 Every setting is either live (re-applied here on every reload) or marked
-``restart=True`` in the schema (``config.py``). A reload never half-applies a
+``restart=True`` in the schema (``config/schema.py``). A reload never half-applies a
 restart-only one: the effective configuration keeps its running value, so every
 ``config.x`` read anywhere sees what really runs, and ``restart_pending`` names
 the ones whose configured value differs (``/health`` shows it). The targets are
@@ -11,7 +11,6 @@ nor the render side; only ``Limits`` (a value) comes from the protocol layer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from flipedit_previewd.config.schema import Config
@@ -40,6 +39,12 @@ class GuardTarget(Protocol):
     private_reads: bool
 
 
+class PartTarget(Protocol):
+    """A part that sets the live settings it holds itself (also used on a project switch and at start)."""
+
+    def apply(self, config: Config) -> None: ...
+
+
 class ServiceTarget(Protocol):
     """The render/routing side: the objects holding a live setting (see ``Service``)."""
 
@@ -53,11 +58,10 @@ class ServiceTarget(Protocol):
     def lag(self) -> LagTarget: ...
     @property
     def pool(self) -> PoolTarget: ...
-    # Per-part hooks that already exist in service.py (also used on a project switch and at start).
     @property
-    def _apply_render_ahead(self) -> Callable[[Config], None]: ...
+    def served_project(self) -> PartTarget: ...  # db_read_timeout, max_timeline_clips on the current project source
     @property
-    def _apply_source_limits(self) -> Callable[[Config], None]: ...
+    def frame_service(self) -> PartTarget: ...  # render-ahead, the render budget, heavy_frame_ttl
 
 
 class Configurable(Protocol):
@@ -114,5 +118,5 @@ def configure_service(config: Config, service: ServiceTarget) -> None:
     service.frames.capacity = config.frame_cache_bytes
     service.lag.threshold = config.loop_lag_threshold
     service.pool.hang_threshold = config.hang_threshold
-    service._apply_source_limits(config)  # db_read_timeout, max_timeline_clips on the current project source
-    service._apply_render_ahead(config)
+    service.served_project.apply(config)
+    service.frame_service.apply(config)

@@ -29,6 +29,7 @@ from flipedit_previewd.http.intake import BodyBudget, ConnectionSlots
 from flipedit_previewd.http.lifecycle import Lifecycle, LifecycleState, ServiceAPI
 from flipedit_previewd.http.protocol import Limits
 from flipedit_previewd.http.reconfigure import apply, http_limits
+from flipedit_previewd.http.serverstate import Connection
 from flipedit_previewd.sd.fdstore import Handover, own_unit, queued_job
 from flipedit_previewd.sd.notify import notify
 from flipedit_previewd.sd.sockets import Listener, adopt_systemd_sockets, kernel_backlog, open_listener
@@ -49,12 +50,12 @@ class Server:
         self.guard = Guard(config.allowed_hosts, self._make_token(), service.note_client_error)
         self.bodies = BodyBudget(config.max_buffered_body_bytes)
         # Half the slots at most for connections that have sent nothing, per client (intake.py).
-        self.slots: ConnectionSlots[ClientProtocol] = ConnectionSlots(config.max_connections, config.max_connections // 2,
+        self.slots: ConnectionSlots[Connection] = ConnectionSlots(config.max_connections, config.max_connections // 2,
                                                                       lambda connection: connection.idle)
         apply(config, self)  # the same lines as on SIGHUP set every live setting
         self.handover = Handover(config.fdstore, config.max_connections)
-        self.connections: set[ClientProtocol] = set()
-        self.refused: set[ClientProtocol] = set()
+        self.connections: set[Connection] = set()
+        self.refused: set[Connection] = set()
         self.listeners: list[Listener] = []
         self.servers: list[asyncio.base_events.Server] = []
         self.should_exit = False

@@ -40,7 +40,7 @@ import av
 
 from flipedit_previewd.proxy.store import Manifest, Params, Store, StoreError, identity_of, key_of
 from flipedit_previewd.worker.display import Geometry
-from flipedit_previewd.worker.media import DEEP_SCALED, MediaError, VideoSource, _Decoded
+from flipedit_previewd.worker.media import DEEP_SCALED, Decoded, MediaError, VideoSource
 
 IOPRIO_CLASS_IDLE = 3
 IOPRIO_WHO_PROCESS = 1
@@ -139,19 +139,16 @@ SAMPLE_PACKETS = 600  # packets read from the start to find the keyframe interva
 def random_cost(source: VideoSource) -> tuple[float, float]:
     """(million pixels decoded per random frame, keyframe interval): half the interval plus one, times
     the frame's pixels. The interval comes from the first packets' keyframe flags (no decoding); the
-    decoder is then put back at the first frame."""
+    decoding that follows (``VideoSource.from_start``) starts again from the first byte."""
     assert source.stream is not None
     packets = keyframes = 0
-    try:
-        for packet in source.container.demux(source.stream):
-            if packet.size == 0:
-                continue
-            packets += 1
-            keyframes += bool(packet.is_keyframe)
-            if packets >= SAMPLE_PACKETS:
-                break
-    finally:
-        source._restart()
+    for packet in source.container.demux(source.stream):
+        if packet.size == 0:
+            continue
+        packets += 1
+        keyframes += bool(packet.is_keyframe)
+        if packets >= SAMPLE_PACKETS:
+            break
     interval = packets / keyframes if keyframes > 1 else float(max(packets, 1))
     ctx = source.stream.codec_context
     return (interval / 2 + 1) * ctx.width * ctx.height / 1e6, interval
@@ -196,17 +193,17 @@ def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None 
                 "size": [manifest.width, manifest.height]})
         store.begin(manifest)
         used = store.usage() if budget else 0
-        assert source._last is not None
-        layout = source._last.frame.format.name
-        pix_fmt = proxy_format(layout, source.deep)
+        frames = source.from_start()
+        decoded: Decoded | None = next(frames, None)
+        if decoded is None:
+            raise MediaError("no frame could be decoded")
+        pix_fmt = proxy_format(decoded.frame.format.name, source.deep)
         encoder = _encoder(manifest.width, manifest.height, params, pix_fmt)
         pending: list[tuple[int, bytes]] = []
         waiting: deque[int] = deque()  # original pts of frames given to the encoder: no reordering (no B-frames)
         written = 0
         index = 0
         previous: int | None = None
-        decoded: _Decoded | None = source._last
-        source._last = None  # the first frame is given out here; the rest come from the decoder in order
         while decoded is not None:
             if previous is not None and decoded.pts <= previous:
                 manifest.refused = "its timestamps do not increase: the frame shown depends on where decoding started"
@@ -240,7 +237,7 @@ def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None 
                     manifest.stopped = "over the disk budget"
                     store.write_manifest(manifest)
                     return manifest
-            decoded = source._pull()
+            decoded = next(frames, None)
         for packet in encoder.encode(None):
             pending.append((waiting.popleft(), bytes(packet)))
         if pending:
@@ -265,11 +262,8 @@ def confine(store_root: str, roots: tuple[str, ...]) -> str:
     arch, status = sandbox.confine_process()
     if arch is None or not status.landlock:
         return status.why
-    write = (sandbox.FS_READ_FILE | sandbox.FS_READ_DIR | sandbox.FS_WRITE_FILE | sandbox.FS_TRUNCATE
-             | (1 << 4) | (1 << 5) | (1 << 7) | (1 << 8))  # REMOVE_DIR, REMOVE_FILE, MAKE_DIR, MAKE_REG
-    rules = [(path, sandbox.FS_READ_FILE | sandbox.FS_READ_DIR) for path in sandbox.worker_paths(roots)]
     try:
-        sandbox._restrict(arch, status.landlock_abi, rules + [(store_root, write)])
+        sandbox.lock_filesystem_writing(arch, status.landlock_abi, roots, store_root)
     except OSError as exc:
         return f"landlock: {exc.strerror or exc}"
     return status.why

@@ -260,7 +260,7 @@ class Admission:
         Unless a younger one is a few frames after ``near`` (the taker's decoder position), while the oldest
         still has more than half its queue time left: that worker's decoders then go on forward instead
         of seeking back to a keyframe (under overload the admitted frames are scattered, and seeking
-        was the largest cost in the profile, bench/RESULTS.md).
+        was the largest cost in the profile, bench/results/RESULTS.md).
 
         ``near`` is the taker's reach (timeline frames its worker serves without a seek: the GOP its decoder is in,
         the frames it keeps behind it; a bare frame means LOCALITY_FRAMES after it). A job in the reach of another

@@ -45,6 +45,19 @@ class FrameResult:
     source: str = ""  # what the video frames came from: proxy, original, mixed ("" none): X-Preview-Source
 
 
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """Admission's state at one instant (``Dispatcher.snapshot``)."""
+
+    queued: int  # real requests waiting for a worker
+    in_flight: int  # renders running, render-ahead ones included
+    ahead_queued: int
+    ahead_running: int
+    rate_per_s: float  # renders finished per second, lately
+    rejected_last_minute: int
+    counters: dict[str, int]  # admission's own counters since start (admitted, joined, rejected, ...), a copy
+
+
 class HeavyFrameRefused(GatewayTimeout):
     """Refused at once, without a render: this frame of this timeline ran past the budget lately."""
 
@@ -153,10 +166,11 @@ class Dispatcher:
             raise
         return replace(result, shared=True) if shared else result
 
-    def snapshot(self) -> dict[str, int]:
-        """Queue and in-flight counts, for /health, STATUS= and the request log."""
-        return {"queued": len(self.admission.queue), "in_flight": len(self.admission.in_flight),
-                "ahead_queued": len(self.admission.ahead), "ahead_running": self.admission.ahead_running()}
+    def snapshot(self) -> QueueSnapshot:
+        """What admission holds now, for /health, STATUS=, /metrics and /debug/timeline (they read this, not admission)."""
+        a = self.admission
+        return QueueSnapshot(len(a.queue), len(a.in_flight), len(a.ahead), a.ahead_running(), a.rate.rate(),
+                             a.rejected_recently(60), dict(a.counters))
 
     # --- the dispatcher's threads ------------------------------------------------------------
 

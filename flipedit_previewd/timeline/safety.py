@@ -1,8 +1,8 @@
-"""Where media may be read from.
+"""The path policy: which directories may be media roots, and whether a timeline's paths lie under them.
 
-A JSON timeline comes over HTTP, so its paths are untrusted: each must resolve
-(symlinks and ``..`` included) to a file under an allowed root, or the whole
-timeline is refused (``PathRefused``, answered 403) before anything is opened. That early check is a
+``roots.py`` works out the roots of the project served by these rules. A JSON timeline comes over
+HTTP, so its paths are untrusted: each must resolve (symlinks and ``..`` included) to a file under
+an allowed root, or the whole timeline is refused (``PathRefused``, answered 403) before anything is opened. That early check is a
 courtesy; the binding one is made by the worker on the descriptor it opened
 (``media.open_media``), so a symlink swapped afterwards gains nothing.
 

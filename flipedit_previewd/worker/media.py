@@ -73,6 +73,9 @@ class _Decoded:
     frame: Any  # av.VideoFrame at full size; scaled on demand
 
 
+Decoded = _Decoded  # the public name, for tools that read a source's frames (VideoSource.from_start)
+
+
 def open_media(path: str, roots: tuple[str, ...] | None) -> IO[bytes]:
     """Open once, then check what was opened: a regular file whose real path is under a root.
 
@@ -278,7 +281,7 @@ class VideoSource:
         inferred: every keyframe the decoder passed on its way to ``here`` is in the index, so the last
         known one at or before ``here`` is the real one, and the next comes at most the widest keyframe
         gap seen after it. Without this, an all-intra source decoded up to 90 whole frames for a jump a
-        seek answers with one (bench/FOOTAGE.md). A step of one or two frames always decodes forward.
+        seek answers with one (bench/results/FOOTAGE.md). A step of one or two frames always decodes forward.
         """
         if limit - here <= 2 * self._tick:
             return False
@@ -321,6 +324,16 @@ class VideoSource:
             raise MediaError("no frame could be decoded")
         self._last = best
         return best
+
+    def from_start(self) -> Iterator[_Decoded]:
+        """Every frame in presentation order from the first byte, numbered as the time rule numbers them (a raw
+        stream's frames at its rate): for a tool that reads the whole source (the proxy maker, proxy/maker.py).
+        Leaves the decoder at the end; a ``frame_at`` afterwards seeks as after any jump."""
+        self._restart()
+        decoded, self._last = self._last, None
+        while decoded is not None:
+            yield decoded
+            decoded = self._pull()
 
     def _seek(self, limit: Fraction) -> None:
         """Position the decoder at a frame at or before ``limit``, never after it.

@@ -4,6 +4,8 @@ Every module has a layer (``LAYERS``); an import may only go along an allowed ed
 Above the direct edges, one rule is checked through the whole import graph at run time (imports
 under ``if TYPE_CHECKING:`` do not run): no module of the HTTP side reaches one of the render
 side, however indirectly; previewctl reaches nothing of the daemon but what ``SHARED`` lists.
+And no module imports itself through others, not even for typing: a cycle hidden behind
+``TYPE_CHECKING`` is still two modules that cannot be read, tested or changed apart.
 A new module must be given a layer here, or the first test fails.
 """
 
@@ -161,6 +163,39 @@ def violations(modules: dict[str, str]) -> list[str]:
     return problems
 
 
+def import_cycles(modules: dict[str, str]) -> list[list[str]]:
+    """Each set of modules that import one another, typing-only imports counted (Tarjan's strongly connected
+    components with more than one module), sorted."""
+    known = set(modules)
+    graph = {module: sorted({target for target, _ in imports_of(module, source, known) if target != module})
+             for module, source in modules.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in graph[module]:
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = [stack.pop()]
+            while component[-1] != module:
+                component.append(stack.pop())
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(cycles)
+
+
 def test_every_module_has_a_layer() -> None:
     missing = sorted(m for m in package_modules() if m.split(".")[0] not in LAYERS)
     assert not missing, f"give these modules a layer in LAYERS (and a line in ARCHITECTURE.md): {missing}"
@@ -168,6 +203,24 @@ def test_every_module_has_a_layer() -> None:
 
 def test_the_package_follows_the_layering_rule() -> None:
     assert violations(package_modules()) == []
+
+
+def test_no_import_cycle_even_counting_typing_imports() -> None:
+    assert import_cycles(package_modules()) == []
+
+
+@pytest.mark.parametrize(("module", "source", "cycle"), [
+    # the cycles there were: the connection typed its server, the parts typed the service that composed them
+    ("http.connection", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from flipedit_previewd.http.server import Server\n",
+     ["http.connection", "http.server"]),
+    ("app.health", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from flipedit_previewd.app.service import Service\n",
+     ["app.health", "app.service"]),
+    ("ctl.completion", "def later():\n    from . import build_parser\n", ["ctl", "ctl.completion"]),  # a deferred import too
+])
+def test_a_cycle_fails_however_it_is_hidden(module: str, source: str, cycle: list[str]) -> None:
+    modules = package_modules()
+    modules[module] += "\n" + source
+    assert cycle in import_cycles(modules)
 
 
 def test_the_import_reader_sees_every_form_of_import() -> None:

@@ -17,7 +17,7 @@ from flipedit_previewd.proxy.maker import fit, make
 from flipedit_previewd.proxy.reader import ProxyReader, usable
 from flipedit_previewd.proxy.store import Params, Store, identity_of, key_of
 from flipedit_previewd.worker.display import Geometry
-from flipedit_previewd.worker.media import VideoSource, _Decoded, timeline_rate
+from flipedit_previewd.worker.media import Decoded, VideoSource, timeline_rate
 from tests.support import media_corpus as corpus
 
 pytestmark = pytest.mark.skipif(corpus.ffmpeg() is None, reason="needs Debian's ffmpeg (scripts/setup.sh)")
@@ -44,7 +44,7 @@ def luma_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def shown_from(frame: object, source: VideoSource, size: tuple[int, int]) -> np.ndarray:
     """The proxy frame scaled as the renderer scales the original: its own picture(), the source's geometry and flags."""
-    return np.asarray(source.picture(_Decoded(0, frame), size))
+    return np.asarray(source.picture(Decoded(0, frame), size))
 
 
 @pytest.mark.parametrize("name", CHECKED)

@@ -130,7 +130,11 @@ def test_a_render_is_cached_and_the_next_one_is_answered_from_the_cache(pool: Wo
         assert again.content_type == "image/jpeg" and again.etag == etag and 0.0 <= again.queue_ms < 60_000
         assert sample(d, "flipedit_preview_queue_wait_seconds_count") == 2
         assert sample(d, "flipedit_preview_render_seconds_count") == 1
-        assert d.snapshot() == {"queued": 0, "in_flight": 0, "ahead_queued": 0, "ahead_running": 0}
+        queue = d.snapshot()
+        assert (queue.queued, queue.in_flight, queue.ahead_queued, queue.ahead_running) == (0, 0, 0, 0)
+        assert queue.rate_per_s > 0 and queue.rejected_last_minute == 0 and queue.counters == d.admission.counters
+        queue.counters["admitted"] = -1  # a copy: whoever reads a snapshot cannot change admission's counters
+        assert d.admission.counters["admitted"] > 0
         assert [(t.name, t.daemon) for t in d._threads] == [("worker-0", True)]  # never holds the daemon's exit
         assert not d.admission.in_flight and d.admission.rate.rate() > 0
 

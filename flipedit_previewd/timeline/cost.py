@@ -1,4 +1,7 @@
-"""Limits on what a timeline may ask of a render, checked when it is read or PUT.
+"""What a timeline may cost a render: its limits, checked when it is read or PUT.
+
+(Not the HTTP side's limits on a request, ``http.protocol.Limits``: those bound what the parser
+buffers; these bound the work a well-formed timeline would make a worker do.)
 
 A timeline of thousands of full-canvas layers at the largest canvas takes a
 minute per frame: a request for it would hold a worker far past any budget.

@@ -1,4 +1,4 @@
-"""Limits on what a timeline may ask of a render (timeline/limits.py)."""
+"""Limits on what a timeline may ask of a render (timeline/cost.py)."""
 
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from flipedit_previewd.common.errors import PayloadTooLarge
-from flipedit_previewd.timeline.limits import check_timeline, max_overlap
+from flipedit_previewd.timeline.cost import check_timeline, max_overlap
 from flipedit_previewd.timeline.model import timeline_from_json
 
 
