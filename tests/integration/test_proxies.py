@@ -22,7 +22,8 @@ from PIL import Image
 
 from flipedit_previewd.common.percentiles import percentile
 from flipedit_previewd.ctl import main
-from flipedit_previewd.ctl.commands import Env, MonitorState, monitor_line
+from flipedit_previewd.ctl.cmd_monitor import MonitorState, monitor_line
+from flipedit_previewd.ctl.context import Env
 from tests.support.helpers import Daemon, build_project, wait_for
 from tests.support.media_corpus import ffmpeg
 

@@ -8,16 +8,27 @@ the token the daemon wrote (as ``timeline put`` does); the unix socket needs non
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
-from .commands import EXIT_OK, CtlError, Env, client_for, megabytes, proxy_text, unreachable_error, wants_json
+from .arguments import format_args
+from .cmd_timeline import refused
+from .context import EXIT_OK, Command, CtlError, Env, client_for, unreachable_error, wants_json
 from .discovery import Unreachable
+from .healthview import megabytes, proxy_text
 from .safeout import as_int, clean, clean_tree
-from .timeline import refused
 
 
-def cmd_proxies(args: Any, env: Env) -> int:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("list", "build", "clear"), nargs="?", default="list",
+                   help="list: the proxies kept and what is being made (default); build: make proxies now for the videos "
+                        "of the timeline being served; clear: remove every proxy")
+    p.add_argument("--all", action="store_true", help="build: also videos whose random frames are cheap")
+    format_args(p)
+
+
+def cmd_proxies(args: argparse.Namespace, env: Env) -> int:
     client = client_for(args, env)
     method, path = {"list": ("GET", "/proxies"), "build": ("POST", "/proxies" + ("?all=1" if args.all else "")),
                     "clear": ("DELETE", "/proxies")}[args.action]
@@ -58,3 +69,7 @@ def cmd_proxies(args: Any, env: Env) -> int:
                     f"{as_int(entry.get('frames'))}/{as_int(entry.get('frames_total'))} frames  {megabytes(entry.get('bytes'))}  "
                     f"{clean(state, 80)}  used {clean(entry.get('used_s_ago'), 20)} s ago")
     return EXIT_OK
+
+
+COMMAND = Command("proxies", "list, build (for the timeline served) or clear the proxy media the daemon makes for slow sources",
+                  add_arguments, cmd_proxies)
