@@ -189,9 +189,18 @@ def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None 
                 report({"event": "skipped", "reason": f"random frames are cheap: {cost:.1f} Mpx each "
                         f"(keyframe every {interval:.0f} frames), below {min_cost:g}"})
                 return None
-        report({"event": "start", "key": manifest.key, "total": manifest.frames_total,
-                "size": [manifest.width, manifest.height]})
-        store.begin(manifest)
+        # A proxy interrupted before (the daemon stopped, the maker was killed) goes on after its last segment:
+        # the same key is the same file and parameters, and the segments it lists are whole (store.clean).
+        resumed = existing is not None and bool(existing.segments) and (existing.width, existing.height) == (manifest.width, manifest.height)
+        if resumed:
+            assert existing is not None
+            existing.frames_total = manifest.frames_total
+            manifest = existing
+        report({"event": "start", "key": manifest.key, "total": manifest.frames_total, "size": [manifest.width, manifest.height],
+                "resumed_at": manifest.frames})
+        if not resumed:
+            store.begin(manifest)
+        skip_to = manifest.segments[-1][1] if resumed else None  # frames up to this pts are in the proxy already
         used = store.usage() if budget else 0
         frames = source.from_start()
         decoded: Decoded | None = next(frames, None)
@@ -205,6 +214,10 @@ def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None 
         index = 0
         previous: int | None = None
         while decoded is not None:
+            if skip_to is not None and decoded.pts <= skip_to:
+                previous = decoded.pts
+                decoded = next(frames, None)
+                continue
             if previous is not None and decoded.pts <= previous:
                 manifest.refused = "its timestamps do not increase: the frame shown depends on where decoding started"
                 manifest.segments.clear()

@@ -156,3 +156,33 @@ def test_a_changed_file_has_another_key(folder: Path) -> None:
     finally:
         source.close()
     assert usable(made, made.displayed) and not usable(made, (made.displayed[0] + 1, made.displayed[1]))
+
+
+def test_an_interrupted_proxy_goes_on_from_its_last_segment(folder: Path) -> None:
+    path = corpus.make(ROWS["h264_ts_gop250"], folder)
+    store = Store(folder / "store-resumed")
+    store.create()
+    first = make(store, str(path), Params(1280, 720), max_bytes=1)  # one segment, then stopped
+    assert first is not None and len(first.segments) == 1
+    first.stopped = ""  # as a maker killed after its first segment leaves it
+    store.write_manifest(first)
+    segment = store.segment_path(first.key, 0)
+    before = (segment.stat().st_ino, segment.stat().st_mtime_ns)
+    events: list[dict[str, object]] = []
+    done = make(store, str(path), Params(1280, 720), report=events.append)
+    assert done is not None and done.complete and events[0]["resumed_at"] == first.frames
+    assert (segment.stat().st_ino, segment.stat().st_mtime_ns) == before  # the first segment was not made again
+    whole = Store(folder / "store-whole")
+    whole.create()
+    again = make(whole, str(path), Params(1280, 720))
+    assert again is not None and done.segments == again.segments  # the same frames, the same original times
+    reader = ProxyReader(store)
+    manifest = reader.find(done.key)
+    source = VideoSource(str(path))
+    try:
+        for index in (0, 29, 30, 31, 150, 299):
+            seconds = Fraction(index) / timeline_rate(30)
+            got = reader.frame_at(manifest, seconds)  # type: ignore[arg-type]
+            assert got is not None and got[0] == source.frame_at(seconds).pts
+    finally:
+        source.close()
