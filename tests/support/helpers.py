@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -11,9 +12,9 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from PIL import Image
@@ -22,6 +23,12 @@ from flipedit_previewd.demo.fixtures import add_clip, add_track, create_project_
 from flipedit_previewd.worker.failpoints import VARIABLE as FAILPOINT_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one test scenario (a coroutine) on a fresh event loop, closed after it, and return its result."""
+    return asyncio.run(coro)
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
