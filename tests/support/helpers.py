@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -39,6 +40,18 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
             return value
         time.sleep(interval)
     return predicate()
+
+
+def report(layer: str, name: str, **figures: Any) -> None:
+    """Print one measured scenario's figures on a line of their own, ``[layer] name: k=v, ...`` (seen with -s)."""
+    print(f"\n[{layer}] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def exposure_level(output: str) -> float:
+    """The "Overall exposure level" that ``systemd-analyze security`` printed for a unit (fails if none)."""
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", output)
+    assert match, output[-500:]
+    return float(match.group(1))
 
 
 def descendants(pid: int) -> set[int]:
