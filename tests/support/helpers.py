@@ -99,14 +99,17 @@ def build_project(path: Path, version: int, tracks: list[dict[str, Any]]) -> dic
     return ids
 
 
-def still_project(folder: Path, colour: tuple[int, int, int] = (255, 0, 0), rect: tuple[int, int, int, int] = (0, 0, 640, 360),
-                  size: tuple[int, int] = (64, 64), clip: str = "", name: str = "red.png") -> Path:
-    """The smallest real project: one schema-v3 track with one still of ``colour`` at ``rect`` for 100 s."""
+def still_project(folder: Path, colour: tuple[int, int, int] = (255, 0, 0), rect: tuple[int, int, int, int] | None = (0, 0, 640, 360),
+                  size: tuple[int, int] = (64, 64), clip: str = "", name: str = "red.png", *, db: str = "project.sqlite",
+                  version: int = 3, end: int = 100_000) -> Path:
+    """The smallest real project, the one most tests serve: one track with one still (``folder/name``, ``size``
+    pixels of ``colour``) at ``rect`` (None: the editor's default placement) from 0 to ``end`` ms; its clip is
+    the database's first (id 1), named ``clip`` if given. Returns the database, ``folder/db`` (schema ``version``)."""
     still = solid_png(folder / name, size, colour)
-    db = folder / "project.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": still, "rect": rect, "start": 0, "end": 100_000,
-                                                               **({"name": clip} if clip else {})}]}])
-    return db
+    path = folder / db
+    build_project(path, version, [{"name": "t", "order": 0, "clips": [{"source": still, "rect": rect, "start": 0, "end": end,
+                                                                       **({"name": clip} if clip else {})}]}])
+    return path
 
 
 def decode(body: bytes) -> Image.Image:
