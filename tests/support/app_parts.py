@@ -30,7 +30,7 @@ from flipedit_previewd.common.offload import BoundedOffload
 from flipedit_previewd.common.rejections import ClientErrors, RejectionSummary
 from flipedit_previewd.config.schema import Config
 from flipedit_previewd.http.lifecycle import LifecycleState
-from flipedit_previewd.http.protocol import Request
+from flipedit_previewd.http.protocol import Request, Response
 from flipedit_previewd.render.admission import Admission, Pending
 from flipedit_previewd.render.dispatch import Dispatcher, FrameResult, frame_etag
 from flipedit_previewd.render.pool import WorkerPool
@@ -90,6 +90,14 @@ class AppParts:
         """Routes' ``refuse`` (Service.refuse without its journal side): admission's refusal, remembered."""
         self.refused.append((limit, detail))
         return self.admission.reject(limit, detail)
+
+    async def queued(self, target: str) -> asyncio.Future[Response]:
+        """``target`` handed to the routes; returns (its answer to come) once its render is queued."""
+        self.admission.bind(asyncio.get_running_loop())
+        answer = asyncio.ensure_future(self.routes.handle(get(target)))
+        while not self.admission.queue:
+            await asyncio.sleep(0)
+        return answer
 
     # --- the worker's side: what a dispatcher thread would do -------------------------------------
 

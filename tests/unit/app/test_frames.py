@@ -123,10 +123,7 @@ def test_a_full_queue_is_a_503_with_retry_after_and_begins_an_overload(tmp_path:
     parts = AppParts(still_project(tmp_path), workers=1, queue_size=1)
 
     async def scenario() -> tuple[Response, Response]:
-        parts.admission.bind(asyncio.get_running_loop())
-        queued = asyncio.ensure_future(parts.routes.handle(get("/get_frame/1")))
-        while not parts.admission.queue:
-            await asyncio.sleep(0)
+        queued = await parts.queued("/get_frame/1")
         refused = await parts.routes.handle(get("/get_frame/2"))
         await parts.serve()
         return refused, await queued
@@ -146,10 +143,7 @@ def test_a_full_queue_is_a_503_with_retry_after_and_begins_an_overload(tmp_path:
 
 def test_a_failed_render_is_answered_with_its_status_and_journaled(parts: AppParts) -> None:
     async def scenario() -> Response:
-        parts.admission.bind(asyncio.get_running_loop())
-        answer = asyncio.ensure_future(parts.routes.handle(get("/get_frame/3")))
-        while not parts.admission.queue:
-            await asyncio.sleep(0)
+        answer = await parts.queued("/get_frame/3")
         job = parts.admission.take(threading.Event())
         assert job is not None
         parts.admission.finish(job, error=RenderFailed("decoder broke"))

@@ -77,10 +77,7 @@ def test_each_path_reaches_its_own_answer(parts: AppParts) -> None:
 
 def test_the_debug_timeline_carries_the_dispatchers_queue_counts(parts: AppParts) -> None:
     async def scenario() -> dict[str, Any]:
-        parts.admission.bind(asyncio.get_running_loop())
-        waiting = asyncio.ensure_future(parts.routes.handle(get("/get_frame/7")))  # admitted, never taken
-        while not parts.admission.queue:
-            await asyncio.sleep(0)
+        waiting = await parts.queued("/get_frame/7")  # admitted, never taken
         document = json.loads((await parts.routes.handle(get("/debug/timeline"))).body)
         waiting.cancel()
         return document
