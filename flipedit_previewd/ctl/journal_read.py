@@ -76,6 +76,23 @@ SERVICE_UNIT = "flipedit-preview.service"
 IGNORED = {"fields": 0}
 
 
+JOURNAL_DIRS = ("/var/log/journal", "/run/log/journal")
+
+
+def journal_places(directory: str | None, files: list[str] | None) -> tuple[list[str], bool]:
+    """Where the journal is read from, and whether any journal file is there (without opening them)."""
+    if files:
+        return list(files), all(os.path.isfile(f) for f in files)
+    places = [directory] if directory else list(JOURNAL_DIRS)
+    for place in places:
+        for root, dirs, names in os.walk(place):
+            if any(name.endswith((".journal", ".journal~")) for name in names):
+                return places, True
+            if root.count(os.sep) - place.count(os.sep) >= 1:
+                dirs.clear()  # <dir>/<machine-id>/*.journal at most
+    return places, False
+
+
 def open_reader(directory: str | None = None, files: list[str] | None = None, uid: int | None = None) -> Any:
     """Entries of the system unit, or with our identifier sent by our own uid (user unit or by hand).
 

@@ -38,3 +38,8 @@ def rich_text(value: Any) -> Any:
     from rich.text import Text
 
     return Text(clean(value))
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """A JSON object from outside, or an empty one when it is anything else."""
+    return value if isinstance(value, dict) else {}

@@ -1,13 +1,14 @@
-"""How previewctl shows things to a person: durations, absent values, colour.
+"""How previewctl shows things to a person: durations, absent values, colour, line widths.
 
-Human output never shows Python reprs: an absent value is "-", a duration reads
+Presentation only: nothing here reads the system (what previewctl learns about the machine is
+``system.py``, the journal's whereabouts ``journal_read.py``); escaping what came from outside is
+``safeout.py``. Human output never shows Python reprs: an absent value is "-", a duration reads
 like systemctl's ("2h 3min"), and colour marks status words only on a terminal
 (never with NO_COLOR, never when piped).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -84,28 +85,3 @@ def duration(seconds: Any) -> str:
         return f"{hours}h {minutes}min" if minutes else f"{hours}h"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours}h" if hours else f"{days}d"
-
-
-def pid1() -> str:
-    try:
-        with open("/proc/1/comm") as handle:
-            return handle.read().strip() or "?"
-    except OSError:
-        return "?"
-
-
-JOURNAL_DIRS = ("/var/log/journal", "/run/log/journal")
-
-
-def journal_places(directory: str | None, files: list[str] | None) -> tuple[list[str], bool]:
-    """Where the journal is read from, and whether any journal file is there (without opening them)."""
-    if files:
-        return list(files), all(os.path.isfile(f) for f in files)
-    places = [directory] if directory else list(JOURNAL_DIRS)
-    for place in places:
-        for root, dirs, names in os.walk(place):
-            if any(name.endswith((".journal", ".journal~")) for name in names):
-                return places, True
-            if root.count(os.sep) - place.count(os.sep) >= 1:
-                dirs.clear()  # <dir>/<machine-id>/*.journal at most
-    return places, False

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flipedit_previewd.ctl import main
-from flipedit_previewd.ctl.commands import Env
+from flipedit_previewd.ctl.context import Env
 from tests.support.helpers import Daemon, failpoint, still_project
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from flipedit_previewd.ctl import main
-from flipedit_previewd.ctl.commands import Env
+from flipedit_previewd.ctl.context import Env
 from tests.support.helpers import ROOT, FakeHandler
 
 RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

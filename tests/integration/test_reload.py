@@ -18,7 +18,7 @@ from typing import Any
 import requests
 
 from flipedit_previewd.ctl import main
-from flipedit_previewd.ctl.commands import Env
+from flipedit_previewd.ctl.context import Env
 from tests.support.helpers import build_project, decode, solid_png
 
 

@@ -9,7 +9,9 @@ import pytest
 
 from flipedit_previewd.common.journal import MESSAGE_IDS
 from flipedit_previewd.ctl import main
-from flipedit_previewd.ctl.commands import Env, bar, health_rows, sparkline
+from flipedit_previewd.ctl.cmd_monitor import sparkline
+from flipedit_previewd.ctl.context import Env
+from flipedit_previewd.ctl.healthview import bar, health_rows
 from flipedit_previewd.ctl.journal_read import BadTime, parse_time
 from flipedit_previewd.ctl.stats import summarise
 
@@ -130,8 +132,8 @@ def test_render_o_with_a_file_name_points_at_O() -> None:
 
 
 def test_render_format_from_the_extension_or_format() -> None:
-    from flipedit_previewd.ctl.commands import CtlError
-    from flipedit_previewd.ctl.render import target
+    from flipedit_previewd.ctl.cmd_render import target
+    from flipedit_previewd.ctl.context import CtlError
 
     assert target("x.png", None) == ("x.png", "png") and target("x.JPG", None) == ("x.JPG", "jpeg")
     assert target(None, None) == ("frame.jpg", "jpeg") and target(None, "png") == ("frame.png", "png")
@@ -188,7 +190,7 @@ def test_since_after_until_is_refused_like_journalctl() -> None:
 
 
 def test_health_lines_fit_80_columns() -> None:
-    from flipedit_previewd.ctl.commands import render_health
+    from flipedit_previewd.ctl.healthview import render_health
 
     counters = {f"a_rather_long_counter_name_{i}": 10**i for i in range(12)}
     health = {"status": "ok", "pid": 1, "counters": counters, "restart_pending": ["workers", "listen", "queue_size"],
@@ -234,7 +236,7 @@ def test_a_timeout_is_reported_as_a_timeout() -> None:
 def test_advice_fits_how_the_daemon_runs(tmp_path: object) -> None:
     from pathlib import Path
 
-    from flipedit_previewd.ctl.commands import project_line
+    from flipedit_previewd.ctl.healthview import project_line
     from flipedit_previewd.ctl.running import Running, how_run
 
     proc = Path(str(tmp_path))

@@ -8,6 +8,7 @@ JSON form ``put`` takes.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -15,11 +16,20 @@ from typing import Any
 
 from flipedit_previewd.client.transport import MAX_JSON_BYTES
 
-from .commands import EXIT_OK, EXIT_USAGE, CtlError, Env, client_for, unreachable_error, wants_json
+from .arguments import format_args
+from .context import EXIT_OK, EXIT_USAGE, Command, CtlError, Env, client_for, unreachable_error, wants_json
 from .discovery import Unreachable
 from .safeout import clean, clean_tree
 
 MAX_TIMELINE_BYTES = MAX_JSON_BYTES
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("put", "get", "clear"),
+                   help="put: show the JSON timeline in FILE instead of the project; get: write the timeline served to FILE "
+                        "(default stdout); clear: back to the project database")
+    p.add_argument("file", nargs="?", metavar="FILE", help="the JSON timeline (put: required, - for stdin; get: default stdout)")
+    format_args(p)
 
 
 def _read(path: str) -> bytes:
@@ -57,7 +67,7 @@ def _refused(response: Any, action: str) -> CtlError:
     return CtlError(f"timeline {action}: HTTP {response.status_code} {reason}", hint)
 
 
-def cmd_timeline(args: Any, env: Env) -> int:
+def cmd_timeline(args: argparse.Namespace, env: Env) -> int:
     if args.action == "put" and not args.file:
         raise CtlError("timeline put needs a FILE (- for stdin)", "previewctl timeline put timeline.json", EXIT_USAGE)
     if args.action == "clear" and args.file:
@@ -102,3 +112,7 @@ def cmd_timeline(args: Any, env: Env) -> int:
     else:
         env.out(f"timeline cleared: back to the project database {answer.get('path') or '(none)'}")
     return EXIT_OK
+
+
+COMMAND = Command("timeline", "put, get or clear a JSON timeline shown instead of the project (the daemon's own user only)",
+                  add_arguments, cmd_timeline)

@@ -6,18 +6,30 @@ timeline is rendered (black) by the daemon: previewctl says so on stderr and exi
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-from typing import Any
 
-from .commands import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, CtlError, Env, client_for, unreachable_error, wants_json
-from .discovery import Unreachable
+from .arguments import format_args, number
+from .context import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, Command, CtlError, Env, client_for, unreachable_error, wants_json
+from .discovery import DaemonClient, Unreachable
 from .safeout import as_int, clean
 from .words import fit, show
 
 FORMATS = ("jpeg", "png")
 EXTENSIONS = {".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".png": "png"}
 MAGIC = {"jpeg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("frame", type=number(int, low=0, high=10_000_000), help="timeline frame index (from 0)")
+    p.add_argument("-O", "--output-file", metavar="FILE",
+                   help="where to write the image; - for stdout (default frame.jpg, or frame.png with --format png)")
+    p.add_argument("--format", choices=FORMATS, help="image format (default: from the file's extension, else jpeg)")
+    p.add_argument("--width", type=number(int, low=1, high=16384), help="render at this width (px)")
+    p.add_argument("--height", type=number(int, low=1, high=16384), help="render at this height (px); another aspect ratio is letterboxed")
+    p.add_argument("--quality", type=number(int, low=1, high=95), help="JPEG quality 1-95")
+    format_args(p)
 
 
 def target(output_file: str | None, fmt: str | None) -> tuple[str, str]:
@@ -38,7 +50,7 @@ def target(output_file: str | None, fmt: str | None) -> tuple[str, str]:
     return output_file, fmt or by_name or "jpeg"
 
 
-def cmd_render(args: Any, env: Env) -> int:
+def cmd_render(args: argparse.Namespace, env: Env) -> int:
     if args.output_file not in (None, "-") and os.path.isdir(args.output_file):
         raise CtlError(f"-O {args.output_file} is a directory", "name a file, e.g. -O frame.jpg, or -O - for stdout", EXIT_USAGE)
     output, fmt = target(args.output_file, args.format)
@@ -106,7 +118,7 @@ def cmd_render(args: Any, env: Env) -> int:
     return EXIT_OK
 
 
-def _total_frames(client: Any) -> int | None:
+def _total_frames(client: DaemonClient) -> int | None:
     """The timeline's length (from /debug/timeline), or None when it cannot be told."""
     try:
         data = client.get("/debug/timeline").json()
@@ -121,3 +133,7 @@ def _float(raw: str | None) -> float | None:
         return float(raw) if raw is not None else None
     except ValueError:
         return None
+
+
+COMMAND = Command("render", "fetch one frame and report timing and cache state (exit 1 past the end of the timeline)",
+                  add_arguments, cmd_render)
