@@ -232,7 +232,7 @@ def test_a_cancelled_request_is_not_turned_into_an_answer(parts: AppParts) -> No
         run(route_cancelled())
 
 
-def test_an_overload_from_the_render_path_keeps_its_status_and_retry_after(parts: AppParts) -> None:
+def test_a_frame_once_stopped_is_refused_503_with_retry_after(parts: AppParts) -> None:
     parts.lifecycle.enter(Lifecycle.DRAINING)
     parts.lifecycle.enter(Lifecycle.STOPPED)
     response = answer(parts, "/get_frame/1")
