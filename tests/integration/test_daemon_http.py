@@ -245,7 +245,7 @@ def test_overload_answers_503_with_retry_after_and_health_stays_fast(start_daemo
 
 def test_identical_requests_share_one_render(start_daemon: Any, project: Path) -> None:
     # 1 s renders: all 12 requests arrive while the first render runs, so none can be a cache hit.
-    daemon = start_daemon("--project", str(db_of(project)), "--workers", "1", env=failpoint("sleep:1.0"))
+    daemon = start_daemon("--project", str(project), "--workers", "1", env=failpoint("sleep:1.0"))
     before = daemon.health()["counters"]
     with ThreadPoolExecutor(max_workers=12) as pool:
         results = list(pool.map(lambda _: daemon.get("/get_frame/7"), range(12)))
@@ -261,10 +261,6 @@ def test_identical_requests_share_one_render(start_daemon: Any, project: Path) -
     # ...one in flight plus one pending, however many waited: every other request joined the pending one.
     assert 1 <= delta("admitted") <= 2 and 1 <= delta("completed") <= delta("admitted"), after
     assert delta("joined") == 12 - delta("admitted") == delta("outcome_shared"), after
-
-
-def db_of(project: Path) -> Path:
-    return project[0]
 
 
 def test_client_gone_while_queued_is_dropped_without_rendering(start_daemon: Any, project: Path) -> None:
