@@ -8,12 +8,12 @@ Nothing here adds a drop-in: the units run exactly as packaged.
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import pytest
 
 from tests.booted.journey import INSIDE_IN_BOX, Booted, newer_build, upgrade_while_editor_asks
+from tests.support.helpers import exposure_level
 
 SERVICE, SOCKET = "flipedit-preview.service", "flipedit-preview.socket"
 RED, GREEN = (220, 20, 20), (20, 200, 20)
@@ -25,17 +25,11 @@ def _close(pixel: object, colour: tuple[int, int, int]) -> bool:
     return isinstance(pixel, list) and all(abs(a - b) <= 40 for a, b in zip(pixel, colour, strict=False))
 
 
-def _exposure(output: str) -> float:
-    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", output)
-    assert match, output[-500:]
-    return float(match.group(1))
-
-
 def test_packaged_units_start_unchanged_with_exposure_2_or_lower(booted: Booted) -> None:
     booted.systemctl("enable", "--now", SOCKET)
     assert booted.show(SERVICE, "DropInPaths") == ""  # no drop-in from the test, none from anyone
     assert booted.show(SERVICE, "FragmentPath") == "/usr/lib/systemd/user/flipedit-preview.service"
-    exposure = _exposure(booted.as_user("systemd-analyze", "--user", "security", SERVICE, "--no-pager", check=False).stdout)
+    exposure = exposure_level(booted.as_user("systemd-analyze", "--user", "security", SERVICE, "--no-pager", check=False).stdout)
     print(f"\nbooted: user unit exposure {exposure}")
     assert exposure <= 2.0
 
@@ -157,7 +151,7 @@ def test_stop_closes_the_port(booted: Booted) -> None:
 
 def test_system_wide_unit_and_journalctl_u(booted: Booted) -> None:
     box = booted.box
-    exposure = _exposure(box.run("systemd-analyze", "security", SERVICE, "--no-pager", check=False).stdout)
+    exposure = exposure_level(box.run("systemd-analyze", "security", SERVICE, "--no-pager", check=False).stdout)
     print(f"\nbooted: system unit exposure {exposure}")
     assert exposure <= 2.0
     box.run("systemctl", "enable", "--now", SOCKET)

@@ -25,7 +25,7 @@ from typing import Any
 
 from flipedit_previewd.demo.fixtures import create_metadata_db
 from flipedit_previewd.worker import confine
-from tests.support.helpers import build_project, close_to, decode, failpoint, solid_png, wait_for
+from tests.support.helpers import close_to, decode, failpoint, still_project, wait_for
 
 RED, GREEN = (220, 20, 20), (20, 200, 20)
 
@@ -39,10 +39,7 @@ def landlock_here() -> bool:
 
 def _project(folder: Path, colour: tuple[int, int, int]) -> Path:
     folder.mkdir()
-    still = solid_png(folder / "still.png", (64, 36), colour)
-    db = folder / "p.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": still, "rect": (0, 0, 1280, 720), "end": 100_000}]}])
-    return db
+    return still_project(folder, colour, (0, 0, 1280, 720), (64, 36), name="still.png", db="p.sqlite")
 
 
 def _centre(daemon: Any, frame: int) -> tuple[int, ...]:

@@ -20,18 +20,14 @@ import pytest
 import requests
 
 from flipedit_previewd.demo.fixtures import set_clip_rect
-from tests.support.helpers import build_project, close_to, decode, exchange, failpoint, solid_png, wait_for
+from tests.support.helpers import build_project, close_to, decode, exchange, failpoint, solid_png, still_project, wait_for
 
 RED = (255, 0, 0)
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> tuple[Path, dict[str, int]]:
-    red = solid_png(tmp_path / "red.png", (64, 64), RED)
-    db = tmp_path / "project.sqlite"
-    ids = build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"name": "c", "source": red, "rect": (100, 100, 200, 100),
-                                                                      "start": 0, "end": 100_000}]}])
-    return db, ids
+def project(tmp_path: Path) -> Path:
+    return still_project(tmp_path, RED, (100, 100, 200, 100), clip="c")
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
@@ -50,8 +46,8 @@ def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     return b"".join(chunks)
 
 
-def test_editor_endpoints_and_shapes(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_editor_endpoints_and_shapes(start_daemon: Any, project: Path) -> None:
+    db = project
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     daemon = start_daemon("--project", str(db))
     health = daemon.health()
@@ -82,8 +78,8 @@ def test_editor_endpoints_and_shapes(start_daemon: Any, project: tuple[Path, dic
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # the daemon never writes the editor's database
 
 
-def test_if_none_match_is_304_without_rendering(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_if_none_match_is_304_without_rendering(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db))
     first = daemon.get("/get_frame/3")
     etag = first.headers["ETag"]
@@ -95,8 +91,8 @@ def test_if_none_match_is_304_without_rendering(start_daemon: Any, project: tupl
     assert cached.headers["X-Cache"] == "hit" and cached.content == first.content
 
 
-def test_drag_changes_next_frame_without_reading_db_per_request(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, ids = project
+def test_drag_changes_next_frame_without_reading_db_per_request(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db))
     before = decode(daemon.get("/get_frame/5").content)
     for _ in range(10):
@@ -104,7 +100,7 @@ def test_drag_changes_next_frame_without_reading_db_per_request(start_daemon: An
     reads = daemon.health()["project"]["reads"]
     conn = sqlite3.connect(str(db))
     with conn:
-        set_clip_rect(conn, 3, ids["c"], (600, 400, 200, 100))
+        set_clip_rect(conn, 3, 1, (600, 400, 200, 100))
     conn.close()
     # The change is noticed from the request path (stat at most every 0.2 s): ask until it shows.
     assert wait_for(lambda: not close_to(decode(daemon.get("/get_frame/5").content).getpixel((150, 150)), RED), 5)
@@ -150,8 +146,8 @@ MALFORMED: list[tuple[bytes, set[int]]] = [
 ]
 
 
-def test_malformed_requests_get_their_status_and_daemon_keeps_serving(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_malformed_requests_get_their_status_and_daemon_keeps_serving(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db), "--request-timeout", "2")
     assert len(MALFORMED) >= 30
     for data, statuses in MALFORMED:
@@ -180,8 +176,8 @@ def test_malformed_requests_get_their_status_and_daemon_keeps_serving(start_daem
     assert daemon.get("/get_frame/1").status_code == 200
 
 
-def test_pipelined_requests_answered_in_order(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_pipelined_requests_answered_in_order(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db))
     data = b"GET /get_frame/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /get_frame/2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     answer = raw_exchange(daemon.port, data)
@@ -190,8 +186,8 @@ def test_pipelined_requests_answered_in_order(start_daemon: Any, project: tuple[
     assert first_jpeg < health_at < second_jpeg
 
 
-def test_keepalive_connection_reused_after_14s_idle(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_keepalive_connection_reused_after_14s_idle(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db))
     conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=5)
     conn.request("GET", "/get_frame/0")
@@ -207,8 +203,8 @@ def test_keepalive_connection_reused_after_14s_idle(start_daemon: Any, project: 
     conn.close()
 
 
-def test_overload_answers_503_with_retry_after_and_health_stays_fast(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_overload_answers_503_with_retry_after_and_health_stays_fast(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db), "--workers", "1", "--queue-size", "2", env=failpoint("sleep:0.3"))
     statuses: list[tuple[int, str | None]] = []
     errors: list[str] = []
@@ -247,9 +243,9 @@ def test_overload_answers_503_with_retry_after_and_health_stays_fast(start_daemo
     assert "overloaded" in health_statuses
 
 
-def test_identical_requests_share_one_render(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
+def test_identical_requests_share_one_render(start_daemon: Any, project: Path) -> None:
     # 1 s renders: all 12 requests arrive while the first render runs, so none can be a cache hit.
-    daemon = start_daemon("--project", str(db_of(project)), "--workers", "1", env=failpoint("sleep:1.0"))
+    daemon = start_daemon("--project", str(project), "--workers", "1", env=failpoint("sleep:1.0"))
     before = daemon.health()["counters"]
     with ThreadPoolExecutor(max_workers=12) as pool:
         results = list(pool.map(lambda _: daemon.get("/get_frame/7"), range(12)))
@@ -267,12 +263,8 @@ def test_identical_requests_share_one_render(start_daemon: Any, project: tuple[P
     assert delta("joined") == 12 - delta("admitted") == delta("outcome_shared"), after
 
 
-def db_of(project: tuple[Path, dict[str, int]]) -> Path:
-    return project[0]
-
-
-def test_client_gone_while_queued_is_dropped_without_rendering(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_client_gone_while_queued_is_dropped_without_rendering(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db), "--workers", "1", "--render-ahead", "false", env=failpoint("sleep:1.0"))
     completed = daemon.health()["counters"]["completed"]
     holder = threading.Thread(target=lambda: daemon.get("/get_frame/20"))
@@ -290,8 +282,8 @@ def test_client_gone_while_queued_is_dropped_without_rendering(start_daemon: Any
     assert daemon.health()["counters"]["completed"] == completed + 2  # frames 20 and 60; frame 21 never rendered
 
 
-def test_sigterm_stops_accepting_and_drains_what_was_received(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_sigterm_stops_accepting_and_drains_what_was_received(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db), "--workers", "1", env=failpoint("sleep:0.5"))
     results: list[int] = []
     threads = [threading.Thread(target=lambda f=f: results.append(daemon.get(f"/get_frame/{30 + f}").status_code)) for f in range(3)]
@@ -325,8 +317,8 @@ def test_sigterm_stops_accepting_and_drains_what_was_received(start_daemon: Any,
     assert "stopped" in daemon.log()
 
 
-def test_sighup_reloads_configuration(start_daemon: Any, project: tuple[Path, dict[str, int]], tmp_path: Path) -> None:
-    db, _ = project
+def test_sighup_reloads_configuration(start_daemon: Any, project: Path, tmp_path: Path) -> None:
+    db = project
     conf = tmp_path / "flipedit-preview"
     conf.mkdir(exist_ok=True)
     (conf / "previewd.toml").write_text("queue_size = 5\n")
@@ -360,8 +352,8 @@ def decode_raw(body: bytes) -> Any:
     return Image.open(io.BytesIO(body))
 
 
-def test_put_timeline_validates_and_guards_paths(start_daemon: Any, project: tuple[Path, dict[str, int]], tmp_path: Path) -> None:
-    db, _ = project
+def test_put_timeline_validates_and_guards_paths(start_daemon: Any, project: Path, tmp_path: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db))
     green = solid_png(tmp_path / "green.png", (10, 10), (0, 255, 0))
     outside = tmp_path.parent / f"outside-{tmp_path.name}.png"
@@ -402,8 +394,8 @@ def test_bad_media_renders_placeholder_logged_once(start_daemon: Any, tmp_path: 
     assert daemon.health()["status"] == "ok"
 
 
-def test_connection_close_and_http10_end_cleanly(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_connection_close_and_http10_end_cleanly(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db))
     for request in (b"GET /health HTTP/1.0\r\n\r\n", b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
         answer = raw_exchange(daemon.port, request)

@@ -15,16 +15,13 @@ from pathlib import Path
 import pytest
 
 from flipedit_previewd.demo.fixtures import create_metadata_db
-from tests.support.helpers import build_project, close_to, decode, solid_png
+from tests.support.helpers import close_to, decode, solid_png, still_project
 
 RED, GREEN, BLUE = (220, 20, 20), (20, 200, 20), (20, 20, 220)
 
 
 def _project(tmp: Path, name: str, colour: tuple[int, int, int]) -> Path:
-    still = solid_png(tmp / f"{name}.png", (64, 36), colour)
-    db = tmp / f"{name}.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": still, "rect": (0, 0, 1280, 720), "end": 100_000}]}])
-    return db
+    return still_project(tmp, colour, (0, 0, 1280, 720), (64, 36), name=f"{name}.png", db=f"{name}.sqlite")
 
 
 def _centre(daemon, frame: int = 5) -> tuple[int, ...]:  # type: ignore[no-untyped-def]

@@ -24,17 +24,13 @@ import pytest
 import requests
 
 from flipedit_previewd.common.percentiles import percentile
-from tests.support.helpers import Daemon, build_project, failpoint, solid_png, still_project, wait_for
+from tests.support.helpers import Daemon, build_project, failpoint, report, solid_png, still_project, wait_for
 
 # The goals are /health p99 < 100 ms and loop lag p99 < 50 ms; they hold on a quiet machine
 # (figures printed and kept in the README). The asserts allow 2.5x for a shared, noisy CI machine: the
 # bugs they guard against stalled the loop for seconds (60 s for the 4 MB path, 3.2 s for a recursive view).
 HEALTH_P99_S = 0.250
 LAG_P99_MS = 125.0
-
-
-def report(name: str, **figures: Any) -> None:
-    print(f"\n[loop] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
 
 
 @contextmanager
@@ -92,7 +88,7 @@ def test_4mb_path_timeline_is_refused_without_stalling_the_loop(start_daemon: An
         r = requests.put(daemon.url + "/timeline", data=body, headers=daemon.auth, timeout=60)
         put_s = time.monotonic() - t0
         time.sleep(0.5)
-    report("4 MB path timeline", status=r.status_code, put_s=round(put_s, 2), health_p99_ms=round(figures["p99_s"] * 1000, 1),
+    report("loop", "4 MB path timeline", status=r.status_code, put_s=round(put_s, 2), health_p99_ms=round(figures["p99_s"] * 1000, 1),
            lag_p99_ms=figures["lag"]["p99_ms"])
     assert r.status_code == 413 and r.json()["limit"] == "path_max", r.text[:300]
     assert_responsive(figures)
@@ -110,7 +106,7 @@ def test_4096_clips_at_largest_canvas_are_refused_naming_the_limit(start_daemon:
         r = requests.put(daemon.url + "/timeline", data=body, headers=daemon.auth, timeout=60)
         frame = daemon.get("/get_frame/0")
         time.sleep(0.5)
-    report("4096 clips at 8192x8192", status=r.status_code, health_p99_ms=round(figures["p99_s"] * 1000, 1),
+    report("loop", "4096 clips at 8192x8192", status=r.status_code, health_p99_ms=round(figures["p99_s"] * 1000, 1),
            lag_p99_ms=figures["lag"]["p99_ms"])
     assert r.status_code == 413 and r.json()["limit"] == "max_layer_pixels" and "max_layer_pixels" in r.json()["detail"]
     assert frame.status_code == 200  # the database's timeline still serves
@@ -136,7 +132,7 @@ def test_timeline_naming_50000_files(start_daemon: Any, red_project: Path, tmp_p
         debug = daemon.get("/debug/timeline", timeout=60)
         time.sleep(1.0)  # a media re-stat of 50,000 files happens meanwhile
         statuses.append(daemon.get("/get_frame/3", timeout=30).status_code)
-    report("50,000 files", put=r.status_code, frames=statuses, health_p99_ms=round(figures["p99_s"] * 1000, 1),
+    report("loop", "50,000 files", put=r.status_code, frames=statuses, health_p99_ms=round(figures["p99_s"] * 1000, 1),
            lag_p99_ms=figures["lag"]["p99_ms"])
     assert r.status_code == 200 and r.json()["clips"] == 50_000, r.text[:300]
     assert statuses == [200] * 6  # empty files: placeholders
@@ -178,7 +174,7 @@ def test_database_locked_10s_and_sighup_during_the_lock(start_daemon: Any, red_p
             states.add(daemon.health()["project"]["state"])
             time.sleep(0.2)
         writer.join()
-    report("database locked 10 s + SIGHUP", frames=len(statuses), states=sorted(states),
+    report("loop", "database locked 10 s + SIGHUP", frames=len(statuses), states=sorted(states),
            health_p99_ms=round(figures["p99_s"] * 1000, 1), lag_p99_ms=figures["lag"]["p99_ms"])
     assert set(statuses) == {200}
     assert "locked" in states  # /health tells the truth meanwhile
@@ -251,7 +247,7 @@ def test_bad_project_database(start_daemon: Any, red_project: Path, case: str) -
         frames += [daemon.get(f"/get_frame/{f}", timeout=30).status_code for f in range(3, 6)]
         time.sleep(0.5)
     project = health["project"]
-    report(f"bad database: {case}", started_s=round(started_s, 2), state=project["state"], error=project["error"][:120],
+    report("loop", f"bad database: {case}", started_s=round(started_s, 2), state=project["state"], error=project["error"][:120],
            health_p99_ms=round(figures["p99_s"] * 1000, 1), lag_p99_ms=figures["lag"]["p99_ms"])
     assert project["state"] in expected_states, project
     assert health["status"] == "degraded"
@@ -268,7 +264,7 @@ def test_fifo_as_project_path(start_daemon: Any, tmp_path: Path) -> None:
         health = daemon.health()
         frame = daemon.get("/get_frame/0")
         time.sleep(0.5)
-    report("FIFO as project", state=health["project"]["state"], error=health["project"]["error"])
+    report("loop", "FIFO as project", state=health["project"]["state"], error=health["project"]["error"])
     assert health["project"]["state"] == "unreadable" and "not a regular file" in health["project"]["error"]
     assert frame.status_code == 200
     assert_responsive(figures)
@@ -290,7 +286,7 @@ def test_queued_renders_answered_503_at_their_deadline(start_daemon: Any, red_pr
     with ThreadPoolExecutor(max_workers=30) as pool:
         list(pool.map(fetch, range(200, 230)))
     late = [round(t, 3) for s, t in results if s == 503]
-    report("deadline by timer", statuses=sorted({s for s, _ in results}), n503=len(late), worst_503_s=max(late))
+    report("loop", "deadline by timer", statuses=sorted({s for s, _ in results}), n503=len(late), worst_503_s=max(late))
     assert {s for s, _ in results} <= {200, 503} and len(late) >= 25
     assert max(late) < 0.6, sorted(late)[-5:]
 
@@ -312,7 +308,7 @@ def test_stuck_renders_get_504_within_budget_and_the_frame_is_refused_at_once(st
         again = daemon.get("/get_frame/1")
         again_s = time.monotonic() - t0
         health = daemon.health()
-    report("stuck render on every worker", results=[(s, round(t, 2)) for s, t, _ in results], again_s=round(again_s, 3),
+    report("loop", "stuck render on every worker", results=[(s, round(t, 2)) for s, t, _ in results], again_s=round(again_s, 3),
            health_p99_ms=round(figures["p99_s"] * 1000, 1), replaced=health["counters"]["workers_replaced"])
     assert [s for s, _, _ in results] == [504, 504], results
     assert max(t for _, t, _ in results) < 1 + 1.0  # the budget, plus the kill and a slow machine's slack
@@ -345,7 +341,7 @@ def test_source_that_crashes_its_worker_becomes_a_placeholder(start_daemon: Any,
     statuses = {f: daemon.get(f"/get_frame/{f}").status_code for f in (0, 1, 2, 40, 41, 3, 4, 42)}
     log = daemon.log_settled()
     deaths = log.count("died rendering frame")
-    report("crashing source", statuses=statuses, worker_deaths=deaths)
+    report("loop", "crashing source", statuses=statuses, worker_deaths=deaths)
     assert set(statuses.values()) == {200}
     assert deaths == 2, log[-3000:]
     assert "crashed the renderer twice" in log
@@ -413,7 +409,7 @@ def test_2000_pipelined_requests_read_by_nobody(start_daemon: Any, red_project: 
     sender.join(10)
     unloaded = (unloaded + _p95(daemon, 5)) / 2  # before and after: one quiet moment on a shared machine is no baseline
     growth_mb = (after - before) / 1024
-    report("2,000 pipelined, never read", pss_before_mb=round(before / 1024, 1), growth_mb=round(growth_mb, 1),
+    report("loop", "2,000 pipelined, never read", pss_before_mb=round(before / 1024, 1), growth_mb=round(growth_mb, 1),
            renders_while_paused=renders_while_paused, p95_unloaded_ms=round(unloaded * 1000, 1), p95_loaded_ms=round(loaded * 1000, 1),
            ratio=round(loaded / unloaded, 2))
     assert growth_mb < 64
@@ -470,7 +466,7 @@ def test_max_connections_plus_100_get_503_and_no_emfile(tmp_path: Path, red_proj
         held.pop().close()  # a free slot for the health request below
         time.sleep(0.3)
         health = daemon.health()
-        report("max_connections + 100", statuses=sorted(set(statuses)), held_served=sorted(set(served)),
+        report("loop", "max_connections + 100", statuses=sorted(set(statuses)), held_served=sorted(set(served)),
                connections=health["connections"], refused=health["rejections"]["by_reason"])
         assert statuses == [b"503"] * 100
         assert served == [b"200"] * 20

@@ -10,7 +10,7 @@ from typing import Any
 
 from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.context import Env
-from tests.support.helpers import Daemon, build_project, failpoint, solid_png
+from tests.support.helpers import Daemon, failpoint, still_project
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -20,10 +20,7 @@ def run(*argv: str) -> tuple[int, str, str]:
 
 
 def project(tmp_path: Path) -> Path:
-    red = solid_png(tmp_path / "red.png", (64, 64), (255, 0, 0))
-    db = tmp_path / "p.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 100, 100), "end": 100_000}]}])
-    return db
+    return still_project(tmp_path, rect=(0, 0, 100, 100), db="p.sqlite")
 
 
 def test_health_exit_codes_ok_overloaded_unreachable(start_daemon: Any, tmp_path: Path) -> None:

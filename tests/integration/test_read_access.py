@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flipedit_previewd.timeline.safety import derived_root_problem
-from tests.support.helpers import build_project, close_to, decode, solid_png
+from tests.support.helpers import build_project, close_to, decode, solid_png, still_project
 
 GREEN = (0, 255, 0)
 
@@ -22,10 +22,7 @@ GREEN = (0, 255, 0)
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     root.mkdir()
-    green = solid_png(root / "green.png", (16, 16), GREEN)
-    db = root / "p.sqlite"
-    build_project(db, 2, [{"name": "t", "order": 0, "clips": [{"source": green, "end": 100_000}]}])
-    return db
+    return still_project(root, GREEN, None, (16, 16), name="green.png", db="p.sqlite", version=2)
 
 
 def unix_get(path: str, target: str) -> bytes:

@@ -22,7 +22,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.support.helpers import ROOT, build_project, ctl, decode, solid_png
+from tests.support.helpers import ROOT, build_project, ctl, decode, still_project
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
 DAEMON = str(ROOT / ".venv/bin/flipedit-previewd")
@@ -31,10 +31,7 @@ REPRS = re.compile(r"\bNone\b|\bTrue\b|\bFalse\b|datetime\.|timedelta|Monotonic\
 
 
 def project(tmp_path: Path, size: tuple[int, int] = (64, 64)) -> Path:
-    red = solid_png(tmp_path / "red.png", size, (255, 0, 0))
-    db = tmp_path / "p.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 1280, 720), "end": 100_000}]}])
-    return db
+    return still_project(tmp_path, rect=(0, 0, 1280, 720), size=size, db="p.sqlite")
 
 
 def systemd_manager_here() -> bool:

@@ -19,14 +19,10 @@ import pytest
 import requests
 
 from flipedit_previewd.common.percentiles import percentile
-from tests.support.helpers import ROOT, failpoint, overload_with_health_watch, wait_for
+from tests.support.helpers import ROOT, failpoint, overload_with_health_watch, report, wait_for
 from tests.system.deploy import Deployed, wait_active
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
-
-
-def report(name: str, **figures: Any) -> None:
-    print(f"\n[loop-system] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
 
 
 def restarts(d: Deployed) -> int:
@@ -124,7 +120,7 @@ def test_hostile_inputs_under_systemd_no_restart(deployed: Any, tmp_path: Path) 
         figures["locked_frames"] = sorted(set(frames))
     lag = requests.get(d.url + "/health", timeout=10).json()["loop_lag"]
     after = restarts(d)
-    report("hostile inputs, WatchdogSec=5", **figures, health_samples=len(probe.times), health_p99_ms=round(probe.p99() * 1000, 1),
+    report("loop-system", "hostile inputs, WatchdogSec=5", **figures, health_samples=len(probe.times), health_p99_ms=round(probe.p99() * 1000, 1),
            health_max_ms=round(max(probe.times) * 1000, 1), lag_p99_ms=lag["p99_ms"], lag_max_ms=lag["max_ms"],
            nrestarts=f"{before}->{after}")
     assert figures["path_timeline"] == 413 and figures["heavy_timeline"] == 413 and figures["files_timeline"] == 200
@@ -160,7 +156,7 @@ def test_stuck_render_on_every_worker_504_within_budget_no_restart(deployed: Any
         time.sleep(WATCHDOG_WAIT)  # longer than WatchdogSec: a withheld heartbeat would have killed it by now
     after = restarts(d)
     withheld = d.journal(EVENT="watchdog_withheld")
-    report("stuck render on every worker, 5 rounds", statuses=sorted({s for s, _ in results}),
+    report("loop-system", "stuck render on every worker, 5 rounds", statuses=sorted({s for s, _ in results}),
            worst_s=round(max(t for _, t in results), 2), health_p99_ms=round(probe.p99() * 1000, 1), nrestarts=f"{before}->{after}")
     assert [s for s, _ in results] == [504] * 10
     assert max(t for _, t in results) < 1 + 1.5  # the budget, plus killing the worker on a busy machine
@@ -198,7 +194,7 @@ def test_rejection_flood_is_summarised_and_stats_counts_every_rejection(deployed
     kinds: dict[str, int] = {}
     for e in entries:
         kinds[e.get("EVENT", "?")] = kinds.get(e.get("EVENT", "?"), 0) + 1
-    report("10 s rejection flood", rejections=n503, rate_per_s=round(n503 / 10, 1), journal_entries=len(entries), kinds=kinds,
+    report("loop-system", "10 s rejection flood", rejections=n503, rate_per_s=round(n503 / 10, 1), journal_entries=len(entries), kinds=kinds,
            stats_rejected=summary["outcomes"].get("rejected"), daemon_counted=counted, connection_errors=stats["connection_errors"])
     assert stats["connection_errors"] == 0 and n503 > 1000
     assert len(entries) < 30, kinds

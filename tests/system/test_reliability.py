@@ -27,7 +27,7 @@ from flipedit_previewd.common.journal import MESSAGE_IDS
 from flipedit_previewd.common.percentiles import percentile
 from flipedit_previewd.demo.project import ensure_demo_project
 from tests.support.editor_client import EditorPool, local_port
-from tests.support.helpers import ROOT, wait_for
+from tests.support.helpers import ROOT, report, wait_for
 from tests.system.deploy import UNIT, Deployed, wait_active
 
 WATCHDOG_SEC, RESTART_SEC = 5, 1
@@ -41,10 +41,6 @@ def demo_deploy(deployed: Any, tmp_path: Path, **kwargs: Any) -> Deployed:
     requests.get(d.url + "/health", timeout=30)
     wait_active(d)
     return d
-
-
-def report(name: str, **figures: Any) -> None:
-    print(f"\n[reliability] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
 
 
 @pytest.mark.solo
@@ -61,7 +57,7 @@ def test_overload_400_connections_20s(deployed: Any, tmp_path: Path) -> None:
     measured = json.loads(probe.stdout)
     capacity, stats = measured["capacity"], measured["overload"]
     goodput = stats["goodput_per_s"]
-    report("overload 400x20s", capacity_per_s=round(capacity, 1), goodput_per_s=goodput, goodput_ratio=round(goodput / capacity, 2),
+    report("reliability", "overload 400x20s", capacity_per_s=round(capacity, 1), goodput_per_s=goodput, goodput_ratio=round(goodput / capacity, 2),
            statuses=stats["statuses"], connection_errors=stats["connection_errors"], health_p99_s=stats["health_p99_s"],
            health_max_s=stats["health_max_s"])
     assert stats["connection_errors"] == 0
@@ -104,7 +100,7 @@ def test_kill9_every_5s_while_20_clients_fetch(deployed: Any, tmp_path: Path) ->
     stop.set()
     for t in threads:
         t.join()
-    report("kill -9 every 5 s for 30 s, 20 clients", kills=kills, fetches_ok=ok[0], failures=len(failures),
+    report("reliability", "kill -9 every 5 s for 30 s, 20 clients", kills=kills, fetches_ok=ok[0], failures=len(failures),
            restarts=d.show("NRestarts")["NRestarts"])
     assert kills >= 5 and len(pids) >= 5
     assert not failures, failures[:3]
@@ -123,7 +119,7 @@ def test_hangs_are_restarted_every_time(deployed: Any, tmp_path: Path) -> None:
         stop_times.append(time.monotonic() - t0)
         requests.get(d.url + "/health", timeout=30)
         wait_active(d)
-    report("hang", sigstop_restart_s=[round(t, 2) for t in stop_times], bound_s=WATCHDOG_SEC + RESTART_SEC + 2)
+    report("reliability", "hang", sigstop_restart_s=[round(t, 2) for t in stop_times], bound_s=WATCHDOG_SEC + RESTART_SEC + 2)
     assert max(stop_times) <= WATCHDOG_SEC + RESTART_SEC + 2
 
 
@@ -168,7 +164,7 @@ def test_keepalive_200_reuses_after_idle_0_to_20s(deployed: Any, tmp_path: Path)
         t.start()
     for t in threads:
         t.join()
-    report("keep-alive reuse", reuses=reused[0], failures=len(failures), idle_min_s=round(min(idles), 2), idle_max_s=round(max(idles), 2))
+    report("reliability", "keep-alive reuse", reuses=reused[0], failures=len(failures), idle_min_s=round(min(idles), 2), idle_max_s=round(max(idles), 2))
     assert not failures, failures[:3]
     assert reused[0] == 200
 
@@ -214,7 +210,7 @@ def test_slowloris_does_not_delay_normal_clients(deployed: Any, tmp_path: Path) 
     dripper.join()
     for sock in drips:
         sock.close()
-    report("slowloris 100 drips", unloaded_p95_ms=round(unloaded * 1000, 2), loaded_p95_ms=round(loaded * 1000, 2),
+    report("reliability", "slowloris 100 drips", unloaded_p95_ms=round(unloaded * 1000, 2), loaded_p95_ms=round(loaded * 1000, 2),
            ratio=round(loaded / unloaded, 2))
     assert loaded <= 2 * unloaded + 0.005  # 5 ms of slack for a shared, noisy 2-core machine
 
@@ -246,7 +242,7 @@ def test_graceful_stop_and_reload_under_load(deployed: Any, tmp_path: Path) -> N
         result = pool.stop()
         pool.close()
     reloads = d.journal(MESSAGE_ID=MESSAGE_IDS["reload"])
-    report("reload under load", fetches_ok=result.answers, answers_before_reload=before[0], failures=len(result.failures),
+    report("reliability", "reload under load", fetches_ok=result.answers, answers_before_reload=before[0], failures=len(result.failures),
            reconnects=result.reconnects, closed_by_server=result.closed_by_server, reloads=len(reloads))
     assert not result.failures, result.failures[:3]
     assert before[0] > 0 and result.answers > before[0]
@@ -268,7 +264,7 @@ def test_graceful_stop_under_load_fails_no_request(deployed: Any, tmp_path: Path
     finally:
         result = pool.stop()
         pool.close()
-    report("stop under load", fetches_ok=result.answers, failures=len(result.failures), reconnects=result.reconnects,
+    report("reliability", "stop under load", fetches_ok=result.answers, failures=len(result.failures), reconnects=result.reconnects,
            closed_by_server=result.closed_by_server, daemon_pids=len(result.servers), restarted=d.main_pid() not in (0, first_pid),
            first_failures=result.failures[:2])
     assert d.show("ActiveState")["ActiveState"] == "active" and d.main_pid() != first_pid

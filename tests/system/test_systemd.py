@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -16,7 +15,7 @@ import pytest
 import requests
 
 from flipedit_previewd.common.journal import MESSAGE_IDS
-from tests.support.helpers import ROOT, failpoint, overload_with_health_watch, wait_for
+from tests.support.helpers import ROOT, exposure_level, failpoint, overload_with_health_watch, wait_for
 from tests.support.sandbox import Sandbox
 from tests.system.deploy import SOCKET, UNIT, wait_active
 
@@ -183,19 +182,13 @@ def test_overload_of_400_connections_gets_only_complete_answers(deployed: Any) -
     assert "overloaded" in stats["health_states"]
 
 
-def _exposure(output: str) -> float:
-    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", output)
-    assert match, output[-500:]
-    return float(match.group(1))
-
-
 def test_units_are_hardened_to_exposure_2_or_lower(sandbox: Sandbox, tmp_path: Path) -> None:
     sandbox.install_units(ROOT / "systemd", {UNIT: f"[Service]\nExecStart=\nExecStart={ROOT}/.venv/bin/flipedit-previewd\n"})
-    user = _exposure(sandbox.run("systemd-analyze", "--user", "security", "--no-pager", UNIT, check=False).stdout)
+    user = exposure_level(sandbox.run("systemd-analyze", "--user", "security", "--no-pager", UNIT, check=False).stdout)
     system_unit = tmp_path / UNIT
     system_unit.write_text((ROOT / "systemd/system" / UNIT).read_text().replace("/usr/bin/flipedit-previewd", f"{ROOT}/.venv/bin/flipedit-previewd"))
     result = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(system_unit)], capture_output=True, text=True)
-    system = _exposure(result.stdout)
+    system = exposure_level(result.stdout)
     print(f"\nexposure: user unit {user}, system unit {system}")
     assert user <= 2.0 and system <= 2.0
 

@@ -10,7 +10,7 @@ import asyncio
 import re
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -24,6 +24,7 @@ from flipedit_previewd.http.intake import BodyBudget, ConnectionSlots
 from flipedit_previewd.http.lifecycle import Lifecycle, LifecycleState
 from flipedit_previewd.http.protocol import Limits, Request, Response
 from flipedit_previewd.sd.fdstore import Handover
+from tests.support.helpers import run
 
 GET = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:8081\r\n\r\n"
 
@@ -144,10 +145,6 @@ async def settle_loop(rounds: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    asyncio.run(test())
-
-
 @pytest.fixture
 def server() -> Iterator[Server]:
     yield Server()
@@ -164,7 +161,7 @@ def test_a_request_is_answered_and_the_connection_kept(server: Server) -> None:
         protocol.connection_lost(None)
         assert protocol not in server.connections and len(server.slots) == 0
 
-    run(scenario)
+    run(scenario())
 
 
 def test_pipelined_requests_are_served_one_at_a_time_in_order(server: Server) -> None:
@@ -180,7 +177,7 @@ def test_pipelined_requests_are_served_one_at_a_time_in_order(server: Server) ->
         assert transport.answers() == [b"HTTP/1.1 200", b"HTTP/1.1 200"]
         assert bytes(transport.written).index(b'"/one"') < bytes(transport.written).index(b'"/two"')
 
-    run(scenario)
+    run(scenario())
 
 
 def test_input_beyond_the_high_water_mark_waits_in_the_kernel_until_the_answer(server: Server) -> None:
@@ -198,7 +195,7 @@ def test_input_beyond_the_high_water_mark_waits_in_the_kernel_until_the_answer(s
         await settle_loop()
         assert transport.reading  # answered: what waits is served, reading again
 
-    run(scenario)
+    run(scenario())
 
 
 def test_a_peer_that_takes_no_output_is_neither_read_nor_served_until_it_does(server: Server) -> None:
@@ -218,7 +215,7 @@ def test_a_peer_that_takes_no_output_is_neither_read_nor_served_until_it_does(se
         await settle_loop()
         assert transport.reading and [r.path for r in server.service.requests] == ["/health", "/next"]
 
-    run(scenario)
+    run(scenario())
 
 
 def test_output_stalled_for_the_keepalive_timeout_is_aborted() -> None:
@@ -232,7 +229,7 @@ def test_output_stalled_for_the_keepalive_timeout_is_aborted() -> None:
         await asyncio.sleep(0.1)
         assert transport.aborted
 
-    run(scenario)
+    run(scenario())
 
 
 def test_a_broken_request_is_answered_400_and_the_connection_lingers(server: Server) -> None:
@@ -246,7 +243,7 @@ def test_a_broken_request_is_answered_400_and_the_connection_lingers(server: Ser
         await settle_loop()
         assert server.service.requests == []
 
-    run(scenario)
+    run(scenario())
 
 
 def test_an_access_refusal_is_answered_before_the_body_and_closes(server: Server) -> None:
@@ -257,7 +254,7 @@ def test_an_access_refusal_is_answered_before_the_body_and_closes(server: Server
         assert transport.answers()[0].startswith(b"HTTP/1.1 421") and transport.eof_written
         assert server.service.requests == []
 
-    run(scenario)
+    run(scenario())
 
 
 def test_a_body_holds_its_share_of_the_budget_until_answered() -> None:
@@ -278,7 +275,7 @@ def test_a_body_holds_its_share_of_the_budget_until_answered() -> None:
         await settle_loop()
         assert server.bodies.used == 0 and transport.answers() == [b"HTTP/1.1 200"]
 
-    run(scenario)
+    run(scenario())
 
 
 def test_an_incomplete_request_is_answered_408_in_time() -> None:
@@ -289,7 +286,7 @@ def test_an_incomplete_request_is_answered_408_in_time() -> None:
         await asyncio.sleep(0.1)
         assert transport.answers()[0].startswith(b"HTTP/1.1 408") and server.service.errors == [408]
 
-    run(scenario)
+    run(scenario())
 
 
 def test_a_connection_lost_mid_request_cancels_its_task(server: Server) -> None:
@@ -304,7 +301,7 @@ def test_a_connection_lost_mid_request_cancels_its_task(server: Server) -> None:
         await settle_loop()
         assert task.cancelled() and protocol.transport is None
 
-    run(scenario)
+    run(scenario())
 
 
 def test_over_max_connections_a_newcomer_gets_503_and_its_descriptor_back(server: Server) -> None:
@@ -321,7 +318,7 @@ def test_over_max_connections_a_newcomer_gets_503_and_its_descriptor_back(server
         assert transport.limits == {}  # the answer is small: no output limits for a refused connection
         server.service.gate.set()
 
-    run(scenario)
+    run(scenario())
 
 
 def test_while_stopping_without_the_fd_store_the_next_answer_closes(server: Server) -> None:
@@ -334,7 +331,7 @@ def test_while_stopping_without_the_fd_store_the_next_answer_closes(server: Serv
         assert b"connection: close" in bytes(transport.written).lower() and protocol.lingering
         assert protocol.settle() is True
 
-    run(scenario)
+    run(scenario())
 
 
 def test_at_the_drain_deadline_an_incomplete_request_gets_503_and_an_idle_one_is_closed(server: Server) -> None:
@@ -347,7 +344,7 @@ def test_at_the_drain_deadline_an_incomplete_request_gets_503_and_an_idle_one_is
         assert partial_transport.answers()[0].startswith(b"HTTP/1.1 503") and server.service.refusals == ["stopping"]
         assert idle_transport.closed and idle_transport.written == b"" and server.handover.closed == 1
 
-    run(scenario)
+    run(scenario())
 
 
 class StoringHandover(Handover):
@@ -379,7 +376,7 @@ def test_an_idle_connection_goes_to_the_fd_store_with_reading_paused(server: Ser
         else:
             assert not settled and transport.reading and not transport.closed  # the store is full: served until the grace ends
 
-    run(scenario)
+    run(scenario())
 
 
 def test_a_busy_write_buffer_holds_the_drain(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -391,4 +388,4 @@ def test_a_busy_write_buffer_holds_the_drain(server: Server, monkeypatch: pytest
         assert protocol.settle() is False  # the last answer is still being written
         assert protocol.settle(final=True) is True and transport.closed
 
-    run(scenario)
+    run(scenario())

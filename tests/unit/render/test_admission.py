@@ -7,10 +7,7 @@ import pytest
 
 from flipedit_previewd.common.errors import Overloaded
 from flipedit_previewd.render.admission import Admission, Pending, RateMeter, retry_after
-
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
+from tests.support.helpers import run
 
 
 # The takers' side of Admission in one place (it knows no workers: take(stop, near), finish(job)).

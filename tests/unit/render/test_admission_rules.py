@@ -11,10 +11,7 @@ import pytest
 from flipedit_previewd.common.errors import Overloaded
 from flipedit_previewd.render import admission as admission_module
 from flipedit_previewd.render.admission import Admission, retry_after
-
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
+from tests.support.helpers import run
 
 
 def test_retry_after_is_the_backlog_over_the_rate() -> None:

@@ -8,6 +8,7 @@ import threading
 from flipedit_previewd.common.framecache import FrameCache
 from flipedit_previewd.render.admission import Admission
 from flipedit_previewd.render.renderahead import MAX_INTERVAL_S, RenderAhead
+from tests.support.helpers import run
 
 
 def feed(ra: RenderAhead, frames: list[int], step_s: float = 1 / 30, revision: str = "r1", start: float = 100.0,
@@ -74,10 +75,6 @@ def test_zero_frames_disables_prediction() -> None:
 
 
 # --- admission: speculation only on idle workers, real work first ---------------------------------
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
-
 
 def test_a_real_job_is_taken_before_any_render_ahead_job() -> None:
     async def scenario() -> None:

@@ -25,7 +25,7 @@ from flipedit_previewd.demo.fixtures import create_metadata_db, create_project_d
 from flipedit_previewd.timeline.following import ProjectFollower
 from flipedit_previewd.timeline.projectdb import ProjectSource, asset_dirs
 from flipedit_previewd.timeline.safety import effective_roots
-from tests.support.helpers import build_project, solid_png
+from tests.support.helpers import still_project
 
 
 def within(seconds: float, call: Callable[[], Any], fifos: list[Path]) -> Any:
@@ -46,10 +46,8 @@ def within(seconds: float, call: Callable[[], Any], fifos: list[Path]) -> Any:
 
 
 def project(tmp_path: Path) -> tuple[Path, Path]:
-    png = solid_png(tmp_path / "a.png", (10, 10), (255, 0, 0))
-    db = tmp_path / "p.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": png, "rect": (0, 0, 64, 64)}]}])
-    return db, png
+    db = still_project(tmp_path, rect=(0, 0, 64, 64), size=(10, 10), name="a.png", db="p.sqlite", end=1000)
+    return db, tmp_path / "a.png"
 
 
 @pytest.mark.parametrize("side", ["-journal", "-wal", "-shm", "link-journal", "real-journal"])
