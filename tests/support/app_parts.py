@@ -115,7 +115,7 @@ class AppParts:
             assert job is not None and not job.speculative
             frame, spec = job.key
             etag = frame_etag(self.project.current(), frame, spec)
-            self.cache.put(etag, (body, spec.content_type), len(body))
+            self.cache.put(etag, (body, spec.content_type, ""), len(body))  # "": no video drawn (X-Preview-Source)
             admission.finish(job, FrameResult(body, spec.content_type, etag, render_ms, 1.0, False))
             served.append(job)
         return served

@@ -177,7 +177,7 @@ def test_a_playback_is_followed_by_render_ahead_jobs_for_the_next_frames(parts: 
 
 def test_frames_already_cached_are_not_planned(parts: AppParts) -> None:
     spec = OutputSpec(320, 180, parts.config.jpeg_quality, "jpeg")
-    parts.cache.put(etag_of(parts, 5, spec), (b"x", "image/jpeg"), 1)
+    parts.cache.put(etag_of(parts, 5, spec), (b"x", "image/jpeg", ""), 1)
     walk(parts, range(0, 4))
     assert 5 not in ahead_frames(parts) and 6 in ahead_frames(parts)
 

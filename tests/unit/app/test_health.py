@@ -20,7 +20,7 @@ from tests.support.helpers import run, still_project
 
 FIELDS = {"status", "queue_size", "active_requests", "max_concurrent", "queue_capacity", "in_flight", "capacity", "connections",
           "max_connections", "rate_per_s", "rejected_last_minute", "counters", "latency_ms", "workers", "sandbox", "project",
-          "cache", "render_ahead", "keepalive_timeout_s", "restart_pending", "config_error", "loop_lag", "rejections",
+          "cache", "render_ahead", "proxies", "keepalive_timeout_s", "restart_pending", "config_error", "loop_lag", "rejections",
           "client_errors", "offload", "media_problems", "media_roots", "media_roots_skipped", "media_roots_missing",
           "uptime_s", "version", "pid"}
 
@@ -62,7 +62,7 @@ def test_the_document_has_every_field_the_editor_and_previewctl_read(parts: AppP
 def test_the_document_reads_the_parts_it_is_handed(parts: AppParts) -> None:
     parts.stats.count("rendered")
     parts.stats.latencies.extend([10.0, 20.0, 30.0])
-    parts.cache.put("etag", (b"12345", "image/jpeg"), 5)
+    parts.cache.put("etag", (b"12345", "image/jpeg", ""), 5)
     parts.cache.get("etag")
     parts.client_errors.note(404, "GET /nope")
     parts.rejections.add("rejected", "queue")
