@@ -43,33 +43,91 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         source = tmp / "obs-like.mp4"
-        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                        f"testsrc2=size=1920x1080:rate=30:duration={args.seconds},noise=alls=4:allf=t", "-c:v", "libx264",
-                        "-preset", "veryfast", "-g", "250", "-bf", "3", "-pix_fmt", "yuv420p", str(source)], check=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                f"testsrc2=size=1920x1080:rate=30:duration={args.seconds},noise=alls=4:allf=t",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-g",
+                "250",
+                "-bf",
+                "3",
+                "-pix_fmt",
+                "yuv420p",
+                str(source),
+            ],
+            check=True,
+        )
         db = tmp / "project.sqlite"
-        build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": source, "type": "video", "rect": (0, 0, 1280, 720),
-                                                                   "start": 0, "end": args.seconds * 1000}]}])
+        build_project(
+            db,
+            3,
+            [
+                {
+                    "name": "t",
+                    "order": 0,
+                    "clips": [
+                        {
+                            "source": source,
+                            "type": "video",
+                            "rect": (0, 0, 1280, 720),
+                            "start": 0,
+                            "end": args.seconds * 1000,
+                        }
+                    ],
+                }
+            ],
+        )
         rng = random.Random(1)
         count = args.seconds * 30
         # before: a daemon with proxies off, so no maker runs while it is measured
-        daemon = Daemon(["--project", str(db), "--allowed-roots", str(tmp), "--proxies", "false", "--frame-cache-bytes", "0",
-                         "--render-ahead", "false"], tmp=tmp).start()
+        daemon = Daemon(
+            [
+                "--project",
+                str(db),
+                "--allowed-roots",
+                str(tmp),
+                "--proxies",
+                "false",
+                "--frame-cache-bytes",
+                "0",
+                "--render-ahead",
+                "false",
+            ],
+            tmp=tmp,
+        ).start()
         try:
             timed(daemon, [0, 1])
             before, seen = timed(daemon, [rng.randrange(count) for _ in range(args.frames)])
         finally:
             daemon.stop()
-        print(f"original: random frame p50 {percentile(before, 50):.0f} ms, p95 {percentile(before, 95):.0f} ms ({seen})")
-        daemon = Daemon(["--project", str(db), "--allowed-roots", str(tmp), "--frame-cache-bytes", "0", "--render-ahead", "false"],
-                        tmp=tmp).start()
+        print(
+            f"original: random frame p50 {percentile(before, 50):.0f} ms, p95 {percentile(before, 95):.0f} ms ({seen})"
+        )
+        daemon = Daemon(
+            ["--project", str(db), "--allowed-roots", str(tmp), "--frame-cache-bytes", "0", "--render-ahead", "false"],
+            tmp=tmp,
+        ).start()
         try:
             made = wait_for(lambda: daemon.get("/health").json()["proxies"]["made"], 600, 0.5)
             assert made, daemon.log()
             log = daemon.log_once("proxy_done")
             seconds = float(re.search(r"SECONDS=([0-9.]+)", log).group(1))  # type: ignore[union-attr]
             disk = daemon.get("/health").json()["proxies"]["disk_bytes"]
-            print(f"proxy made in {seconds:.1f} s for {args.seconds} s of source: {args.seconds / seconds:.2f}x real time "
-                  f"(SCHED_IDLE, one decoder and one encoder thread); {disk / 1e6 / args.seconds * 60:.0f} MB per minute of source")
+            print(
+                f"proxy made in {seconds:.1f} s for {args.seconds} s of source: {args.seconds / seconds:.2f}x real time "
+                f"(SCHED_IDLE, one decoder and one encoder thread); {disk / 1e6 / args.seconds * 60:.0f} MB per minute of source"
+            )
             timed(daemon, [0, 1])
             after, seen = timed(daemon, [rng.randrange(count) for _ in range(args.frames)])
         finally:

@@ -46,7 +46,9 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
     return 99.0 if mse == 0 else 10 * math.log10(255 * 255 / mse)
 
 
-def make(source: str, size: tuple[int, int], frames: int, cand: dict[str, Any]) -> tuple[list[tuple[bytes, bool]], float, list[Any], Fraction]:
+def make(
+    source: str, size: tuple[int, int], frames: int, cand: dict[str, Any]
+) -> tuple[list[tuple[bytes, bool]], float, list[Any], Fraction]:
     container = av.open(source)
     stream = container.streams.video[0]
     stream.thread_type = "SLICE"
@@ -58,8 +60,15 @@ def make(source: str, size: tuple[int, int], frames: int, cand: dict[str, Any]) 
         enc.width, enc.height, enc.pix_fmt = size[0], size[1], "yuv420p"
         enc.time_base = Fraction(1, 1000)
         enc.thread_count = 1
-        enc.options = {"crf": cand["crf"], "preset": cand.get("preset", "veryfast"), "g": str(cand["gop"]), "bf": "0", "keyint_min": str(cand["gop"]),
-                       "sc_threshold": "0", "tune": "fastdecode"}
+        enc.options = {
+            "crf": cand["crf"],
+            "preset": cand.get("preset", "veryfast"),
+            "g": str(cand["gop"]),
+            "bf": "0",
+            "keyint_min": str(cand["gop"]),
+            "sc_threshold": "0",
+            "tune": "fastdecode",
+        }
     packets: list[tuple[bytes, bool]] = []
     originals: list[Any] = []
     start = time.perf_counter()
@@ -133,8 +142,10 @@ def main() -> None:
             times.append((time.perf_counter() - t0) * 1000)
         times.sort()
         speed = len(packets) / float(rate) / elapsed
-        print(f"{name:36s} PSNR min {worst[(1280, 720)]:.1f} dB @1280x720, {worst[(640, 360)]:.1f} dB @640x360; "
-              f"{mb_per_min:7.1f} MB/min; random frame p50 {times[15]:.1f} ms p95 {times[28]:.1f} ms; make {speed:.2f}x real time")
+        print(
+            f"{name:36s} PSNR min {worst[(1280, 720)]:.1f} dB @1280x720, {worst[(640, 360)]:.1f} dB @640x360; "
+            f"{mb_per_min:7.1f} MB/min; random frame p50 {times[15]:.1f} ms p95 {times[28]:.1f} ms; make {speed:.2f}x real time"
+        )
 
 
 if __name__ == "__main__":

@@ -21,17 +21,25 @@ from .safeout import as_int, clean, clean_tree
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("list", "build", "clear"), nargs="?", default="list",
-                   help="list: the proxies kept and what is being made (default); build: make proxies now for the videos "
-                        "of the timeline being served; clear: remove every proxy")
+    p.add_argument(
+        "action",
+        choices=("list", "build", "clear"),
+        nargs="?",
+        default="list",
+        help="list: the proxies kept and what is being made (default); build: make proxies now for the videos "
+        "of the timeline being served; clear: remove every proxy",
+    )
     p.add_argument("--all", action="store_true", help="build: also videos whose random frames are cheap")
     format_args(p)
 
 
 def cmd_proxies(args: argparse.Namespace, env: Env) -> int:
     client = client_for(args, env)
-    method, path = {"list": ("GET", "/proxies"), "build": ("POST", "/proxies" + ("?all=1" if args.all else "")),
-                    "clear": ("DELETE", "/proxies")}[args.action]
+    method, path = {
+        "list": ("GET", "/proxies"),
+        "build": ("POST", "/proxies" + ("?all=1" if args.all else "")),
+        "clear": ("DELETE", "/proxies"),
+    }[args.action]
     try:
         response = client.request(method, path)
     except Unreachable as exc:
@@ -43,7 +51,9 @@ def cmd_proxies(args: argparse.Namespace, env: Env) -> int:
     try:
         answer = clean_tree(response.json())
     except ValueError:
-        raise CtlError(f"proxies {args.action}: the answer is not JSON", "check that --url points at flipedit-previewd") from None
+        raise CtlError(
+            f"proxies {args.action}: the answer is not JSON", "check that --url points at flipedit-previewd"
+        ) from None
     if not isinstance(answer, dict):
         raise CtlError(f"proxies {args.action}: unexpected answer", "check that --url points at flipedit-previewd")
     if wants_json(args):
@@ -61,15 +71,28 @@ def cmd_proxies(args: argparse.Namespace, env: Env) -> int:
         for entry in entries:
             if not isinstance(entry, dict):
                 continue
-            state = ("complete" if entry.get("complete") else f"stopped: {entry.get('stopped')}" if entry.get("stopped")
-                     else f"refused: {entry.get('refused')}" if entry.get("refused") else "partial")
+            state = (
+                "complete"
+                if entry.get("complete")
+                else f"stopped: {entry.get('stopped')}"
+                if entry.get("stopped")
+                else f"refused: {entry.get('refused')}"
+                if entry.get("refused")
+                else "partial"
+            )
             raw = entry.get("size")
             size = [str(side) for side in raw[:2]] if isinstance(raw, list) and len(raw) >= 2 else ["?", "?"]
-            env.out(f"  {clean(entry.get('source') or '(unknown source)', 120)}  {size[0]}x{size[1]}  "
-                    f"{as_int(entry.get('frames'))}/{as_int(entry.get('frames_total'))} frames  {megabytes(entry.get('bytes'))}  "
-                    f"{clean(state, 80)}  used {clean(entry.get('used_s_ago'), 20)} s ago")
+            env.out(
+                f"  {clean(entry.get('source') or '(unknown source)', 120)}  {size[0]}x{size[1]}  "
+                f"{as_int(entry.get('frames'))}/{as_int(entry.get('frames_total'))} frames  {megabytes(entry.get('bytes'))}  "
+                f"{clean(state, 80)}  used {clean(entry.get('used_s_ago'), 20)} s ago"
+            )
     return EXIT_OK
 
 
-COMMAND = Command("proxies", "list, build (for the timeline served) or clear the proxy media the daemon makes for slow sources",
-                  add_arguments, cmd_proxies)
+COMMAND = Command(
+    "proxies",
+    "list, build (for the timeline served) or clear the proxy media the daemon makes for slow sources",
+    add_arguments,
+    cmd_proxies,
+)

@@ -78,6 +78,7 @@ def lower_priority() -> list[str]:
         except OSError:
             pass
     import platform
+
     number = IOPRIO_SET.get(platform.machine())
     if number is not None:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -113,9 +114,19 @@ def plan(source: VideoSource, params: Params) -> Manifest:
         total = int(source.stream.frames)
     elif source.stream.duration and source.stream.time_base:
         total = int(source.stream.duration * source.stream.time_base * source.rate)
-    return Manifest(key_of(identity, params), identity, params, stored[0], stored[1], transpose, source.time_base,
-                    source.origin, frames_total=total, source_path=source.path,
-                    sar=(sar.numerator, sar.denominator))
+    return Manifest(
+        key_of(identity, params),
+        identity,
+        params,
+        stored[0],
+        stored[1],
+        transpose,
+        source.time_base,
+        source.origin,
+        frames_total=total,
+        source_path=source.path,
+        sar=(sar.numerator, sar.denominator),
+    )
 
 
 # 8-bit layouts kept as the source has them (libx264 codes each): no conversion of levels or chroma on the
@@ -159,14 +170,30 @@ def _encoder(width: int, height: int, params: Params, pix_fmt: str) -> Any:
     encoder.width, encoder.height, encoder.pix_fmt = width, height, pix_fmt
     encoder.time_base = Fraction(1, 1000)
     encoder.thread_count = 1
-    encoder.options = {"preset": "ultrafast", "crf": str(params.crf), "g": "1", "keyint_min": "1", "bf": "0",
-                       "sc_threshold": "0", "repeat-headers": "1"}
+    encoder.options = {
+        "preset": "ultrafast",
+        "crf": str(params.crf),
+        "g": "1",
+        "keyint_min": "1",
+        "bf": "0",
+        "sc_threshold": "0",
+        "repeat-headers": "1",
+    }
     return encoder
 
 
-def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None = None, max_pixels: int = 0,
-         max_bytes: int = 0, report: Callable[[dict[str, Any]], None] = lambda event: None, min_cost: float = 0.0,
-         budget: int = 0, keep: frozenset[str] = frozenset()) -> Manifest | None:
+def make(
+    store: Store,
+    path: str,
+    params: Params,
+    roots: tuple[str, ...] | None = None,
+    max_pixels: int = 0,
+    max_bytes: int = 0,
+    report: Callable[[dict[str, Any]], None] = lambda event: None,
+    min_cost: float = 0.0,
+    budget: int = 0,
+    keep: frozenset[str] = frozenset(),
+) -> Manifest | None:
     """Make the proxy of ``path`` in ``store``; returns its manifest (complete, stopped or refused), or None
     when the source's random frames cost less than ``min_cost`` million pixels (no proxy needed).
 
@@ -186,18 +213,34 @@ def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None 
         if min_cost > 0:
             cost, interval = random_cost(source)
             if cost < min_cost:
-                report({"event": "skipped", "reason": f"random frames are cheap: {cost:.1f} Mpx each "
-                        f"(keyframe every {interval:.0f} frames), below {min_cost:g}"})
+                report(
+                    {
+                        "event": "skipped",
+                        "reason": f"random frames are cheap: {cost:.1f} Mpx each "
+                        f"(keyframe every {interval:.0f} frames), below {min_cost:g}",
+                    }
+                )
                 return None
         # A proxy interrupted before (the daemon stopped, the maker was killed) goes on after its last segment:
         # the same key is the same file and parameters, and the segments it lists are whole (store.clean).
-        resumed = existing is not None and bool(existing.segments) and (existing.width, existing.height) == (manifest.width, manifest.height)
+        resumed = (
+            existing is not None
+            and bool(existing.segments)
+            and (existing.width, existing.height) == (manifest.width, manifest.height)
+        )
         if resumed:
             assert existing is not None
             existing.frames_total = manifest.frames_total
             manifest = existing
-        report({"event": "start", "key": manifest.key, "total": manifest.frames_total, "size": [manifest.width, manifest.height],
-                "resumed_at": manifest.frames})
+        report(
+            {
+                "event": "start",
+                "key": manifest.key,
+                "total": manifest.frames_total,
+                "size": [manifest.width, manifest.height],
+                "resumed_at": manifest.frames,
+            }
+        )
         if not resumed:
             store.begin(manifest)
         skip_to = manifest.segments[-1][1] if resumed else None  # frames up to this pts are in the proxy already
@@ -226,7 +269,9 @@ def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None 
             previous = decoded.pts
             frame = decoded.frame
             if source.deep:
-                small = frame.reformat(width=manifest.width, height=manifest.height, format=pix_fmt, interpolation=DEEP_SCALED)
+                small = frame.reformat(
+                    width=manifest.width, height=manifest.height, format=pix_fmt, interpolation=DEEP_SCALED
+                )
             else:
                 small = frame.reformat(width=manifest.width, height=manifest.height, format=pix_fmt)
             small.pts = index
@@ -236,11 +281,13 @@ def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None 
             for packet in encoder.encode(small):
                 pending.append((waiting.popleft(), bytes(packet)))
             while len(pending) >= params.segment_frames:
-                size = store.add_segment(manifest, pending[:params.segment_frames])
+                size = store.add_segment(manifest, pending[: params.segment_frames])
                 written += size
                 used += size
-                del pending[:params.segment_frames]
-                report({"event": "progress", "done": manifest.frames, "total": max(manifest.frames_total, manifest.frames)})
+                del pending[: params.segment_frames]
+                report(
+                    {"event": "progress", "done": manifest.frames, "total": max(manifest.frames_total, manifest.frames)}
+                )
                 if budget and used > budget:
                     evicted = store.evict(keep=set(keep) | {manifest.key}, budget=budget)
                     if evicted:
@@ -272,6 +319,7 @@ def make(store: Store, path: str, params: Params, roots: tuple[str, ...] | None 
 def confine(store_root: str, roots: tuple[str, ...]) -> str:
     """As a render worker confines itself, plus writing under the store. Returns why not, or ""."""
     from flipedit_previewd.worker import confine as sandbox
+
     arch, status = sandbox.confine_process()
     if arch is None or not status.landlock:
         return status.why
@@ -290,9 +338,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", action="append", default=[], help="a media root (repeat); none: unchecked")
     parser.add_argument("--max-pixels", type=int, default=0)
     parser.add_argument("--max-bytes", type=int, default=0)
-    parser.add_argument("--budget", type=int, default=0, help="bytes for the whole store: least recently used proxies go to make room")
-    parser.add_argument("--keep", action="append", default=[], help="a proxy key never evicted (those the timeline uses)")
-    parser.add_argument("--min-cost", type=float, default=0.0, help="million pixels per random frame below which no proxy is made")
+    parser.add_argument(
+        "--budget", type=int, default=0, help="bytes for the whole store: least recently used proxies go to make room"
+    )
+    parser.add_argument(
+        "--keep", action="append", default=[], help="a proxy key never evicted (those the timeline uses)"
+    )
+    parser.add_argument(
+        "--min-cost", type=float, default=0.0, help="million pixels per random frame below which no proxy is made"
+    )
     parser.add_argument("--no-confine", action="store_true")
     args = parser.parse_args(argv)
     out = sys.stdout
@@ -310,8 +364,18 @@ def main(argv: list[str] | None = None) -> int:
         store.create()
         why = "" if args.no_confine else confine(str(store.root.resolve()), roots or ())
         report({"event": "priority", "applied": applied, "sandbox": why})
-        manifest = make(store, args.source, Params(width, height), roots, args.max_pixels, args.max_bytes, report, args.min_cost,
-                        args.budget, frozenset(args.keep))
+        manifest = make(
+            store,
+            args.source,
+            Params(width, height),
+            roots,
+            args.max_pixels,
+            args.max_bytes,
+            report,
+            args.min_cost,
+            args.budget,
+            frozenset(args.keep),
+        )
     except (MediaError, StoreError, OSError) as exc:
         report({"event": "failed", "reason": str(exc)[:500]})
         return 1
@@ -320,8 +384,16 @@ def main(argv: list[str] | None = None) -> int:
     if manifest.refused:
         report({"event": "failed", "reason": manifest.refused, "key": manifest.key})
         return 1
-    report({"event": "done", "key": manifest.key, "frames": manifest.frames, "complete": manifest.complete,
-            "stopped": manifest.stopped, "bytes": sum(e.bytes for e in store.entries() if e.key == manifest.key)})
+    report(
+        {
+            "event": "done",
+            "key": manifest.key,
+            "frames": manifest.frames,
+            "complete": manifest.complete,
+            "stopped": manifest.stopped,
+            "bytes": sum(e.bytes for e in store.entries() if e.key == manifest.key),
+        }
+    )
     return 0
 
 

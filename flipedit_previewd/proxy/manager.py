@@ -35,8 +35,12 @@ from flipedit_previewd.worker.sniff import STILL_EXTENSIONS
 
 # The maker lowers itself too (maker.lower_priority), but only once Python and PyAV are loaded: half a
 # second of CPU at normal priority per source. Started through chrt/ionice it is idle from its first instruction.
-IDLE_PREFIX = tuple(part for tool, args in (("chrt", ("--idle", "0")), ("ionice", ("-c", "3")))
-                    if shutil.which(tool) for part in (str(shutil.which(tool)), *args))
+IDLE_PREFIX = tuple(
+    part
+    for tool, args in (("chrt", ("--idle", "0")), ("ionice", ("-c", "3")))
+    if shutil.which(tool)
+    for part in (str(shutil.which(tool)), *args)
+)
 RESUME_AFTER = 0.25  # s without a real render before a paused maker continues (rendering())
 MAX_LINE = 4096  # a maker's progress line; longer is a broken maker
 STOP_WAIT = 2.0  # s a maker gets after SIGTERM before SIGKILL
@@ -62,8 +66,14 @@ class Current:
 
     def as_dict(self) -> dict[str, Any]:
         percent = round(100 * self.done / self.total, 1) if self.total else None
-        return {"source": self.path, "frames_done": self.done, "frames_total": self.total, "percent": percent,
-                "elapsed_s": round(time.monotonic() - self.started, 1), "pid": self.pid}
+        return {
+            "source": self.path,
+            "frames_done": self.done,
+            "frames_total": self.total,
+            "percent": percent,
+            "elapsed_s": round(time.monotonic() - self.started, 1),
+            "pid": self.pid,
+        }
 
 
 @dataclass
@@ -77,8 +87,17 @@ class Counters:
 
 
 class ProxyManager:
-    def __init__(self, enabled: bool, root: Path, budget: int, size: tuple[int, int], min_cost: float, max_pixels: int,
-                 log: EventLog, roots: Callable[[Timeline], list[str]]) -> None:
+    def __init__(
+        self,
+        enabled: bool,
+        root: Path,
+        budget: int,
+        size: tuple[int, int],
+        min_cost: float,
+        max_pixels: int,
+        log: EventLog,
+        roots: Callable[[Timeline], list[str]],
+    ) -> None:
         self.enabled = enabled
         self.store = Store(root, budget)
         self.size = size
@@ -107,8 +126,16 @@ class ProxyManager:
     @classmethod
     def for_config(cls, config: Any, log: EventLog, roots: Callable[[Timeline], list[str]]) -> ProxyManager:
         root = Path(os.path.expanduser(config.proxy_dir)) if config.proxy_dir else default_root()
-        return cls(config.proxies, root, config.proxy_budget_bytes, (config.proxy_width, config.proxy_height),
-                   config.proxy_min_cost, config.max_source_pixels, log, roots)
+        return cls(
+            config.proxies,
+            root,
+            config.proxy_budget_bytes,
+            (config.proxy_width, config.proxy_height),
+            config.proxy_min_cost,
+            config.max_source_pixels,
+            log,
+            roots,
+        )
 
     # --- life ----------------------------------------------------------------------------------
 
@@ -120,8 +147,13 @@ class ProxyManager:
             self.store.create()
         except (OSError, StoreError) as exc:
             self.enabled = False
-            self.log.emit("proxy_failed", f"proxies off: cannot use the store {self.store.root}: {exc}", "warning",
-                          PROXY_DIR=str(self.store.root), REASON=str(exc))
+            self.log.emit(
+                "proxy_failed",
+                f"proxies off: cannot use the store {self.store.root}: {exc}",
+                "warning",
+                PROXY_DIR=str(self.store.root),
+                REASON=str(exc),
+            )
 
     def start(self) -> None:
         if not self.enabled:
@@ -165,7 +197,9 @@ class ProxyManager:
         if process is None or stop == self._paused or process.returncode is not None:
             return
         try:
-            os.kill(process.pid, signal.SIGSTOP if stop else signal.SIGCONT)  # our child: its pid is not reused before we reap it
+            os.kill(
+                process.pid, signal.SIGSTOP if stop else signal.SIGCONT
+            )  # our child: its pid is not reused before we reap it
             self._paused = stop
         except ProcessLookupError:
             pass
@@ -221,8 +255,9 @@ class ProxyManager:
                         if key in self._keys:
                             self.store.touch(self._keys[key])
                         continue
-                    self._queue[key] = Job(clip.source_path, clip.source_stat, params, (),
-                                           self.min_cost if min_cost is None else min_cost)
+                    self._queue[key] = Job(
+                        clip.source_path, clip.source_stat, params, (), self.min_cost if min_cost is None else min_cost
+                    )
                     queued += 1
             self._cond.notify_all()
         return queued
@@ -250,20 +285,40 @@ class ProxyManager:
             queued = len(self._queue)
             current = self.current.as_dict() if self.current is not None else None
         c = self.counters
-        return {"enabled": self.enabled, "made": c.made, "stored": self.stored, "in_progress": current, "queued": queued, "failed": c.failed,
-                "skipped": c.skipped, "evicted": c.evicted, "disk_bytes": self.disk, "budget_bytes": self.store.budget,
-                "dir": str(self.store.root), "last_error": c.last_error}
+        return {
+            "enabled": self.enabled,
+            "made": c.made,
+            "stored": self.stored,
+            "in_progress": current,
+            "queued": queued,
+            "failed": c.failed,
+            "skipped": c.skipped,
+            "evicted": c.evicted,
+            "disk_bytes": self.disk,
+            "budget_bytes": self.store.budget,
+            "dir": str(self.store.root),
+            "last_error": c.last_error,
+        }
 
     def listing(self) -> list[dict[str, Any]]:
         rows = []
         now = time.time()
         for entry in sorted(self.store.entries(), key=lambda e: -e.used):
             m = entry.manifest
-            rows.append({"key": entry.key, "source": m.source_path if m else "", "bytes": entry.bytes,
-                         "frames": m.frames if m else 0, "frames_total": m.frames_total if m else 0,
-                         "complete": bool(m and m.complete), "size": [m.width, m.height] if m else None,
-                         "refused": m.refused if m else "unreadable", "stopped": m.stopped if m else "",
-                         "used_s_ago": round(now - entry.used, 1)})
+            rows.append(
+                {
+                    "key": entry.key,
+                    "source": m.source_path if m else "",
+                    "bytes": entry.bytes,
+                    "frames": m.frames if m else 0,
+                    "frames_total": m.frames_total if m else 0,
+                    "complete": bool(m and m.complete),
+                    "size": [m.width, m.height] if m else None,
+                    "refused": m.refused if m else "unreadable",
+                    "stopped": m.stopped if m else "",
+                    "used_s_ago": round(now - entry.used, 1),
+                }
+            )
         return rows
 
     # --- the maker thread -----------------------------------------------------------------------
@@ -272,8 +327,12 @@ class ProxyManager:
         try:
             removed = self.store.clean()  # nothing is being written: leftovers of a crash go
             if removed:
-                self.log.emit("proxy_cleaned", f"proxy store: removed {len(removed)} leftover(s) of an interrupted write",
-                              "notice", COUNT=len(removed))
+                self.log.emit(
+                    "proxy_cleaned",
+                    f"proxy store: removed {len(removed)} leftover(s) of an interrupted write",
+                    "notice",
+                    COUNT=len(removed),
+                )
             self._measure()
         except OSError as exc:
             self.counters.last_error = str(exc)
@@ -299,8 +358,13 @@ class ProxyManager:
 
     def _evicted(self, count: int) -> None:
         self.counters.evicted += count
-        self.log.emit("proxy_evicted", f"proxy store over its budget: removed {count} least recently used",
-                      "info", COUNT=count, BUDGET_BYTES=self.store.budget)
+        self.log.emit(
+            "proxy_evicted",
+            f"proxy store over its budget: removed {count} least recently used",
+            "info",
+            COUNT=count,
+            BUDGET_BYTES=self.store.budget,
+        )
 
     def _in_use(self) -> set[str]:
         """Keys of the proxies of the current timeline's sources (as far as makers reported them)."""
@@ -317,9 +381,23 @@ class ProxyManager:
         evicted = self.store.evict(keep=keep)  # over the budget already (a smaller budget since the last start)
         if evicted:
             self._evicted(len(evicted))
-        cmd = [*IDLE_PREFIX, sys.executable, "-m", "flipedit_previewd.proxy.maker", job.path, "--store", str(self.store.root),
-               "--size", f"{job.params.width}x{job.params.height}", "--max-pixels", str(self.max_pixels),
-               "--budget", str(self.store.budget), "--min-cost", str(job.min_cost)]
+        cmd = [
+            *IDLE_PREFIX,
+            sys.executable,
+            "-m",
+            "flipedit_previewd.proxy.maker",
+            job.path,
+            "--store",
+            str(self.store.root),
+            "--size",
+            f"{job.params.width}x{job.params.height}",
+            "--max-pixels",
+            str(self.max_pixels),
+            "--budget",
+            str(self.store.budget),
+            "--min-cost",
+            str(job.min_cost),
+        ]
         for kept in sorted(keep):
             cmd += ["--keep", kept]
         for root in job.roots:
@@ -328,8 +406,9 @@ class ProxyManager:
         generation = self._generation
         current = Current(job.path, started)
         try:
-            process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       close_fds=True)
+            process = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True
+            )
         except OSError as exc:
             self._failed(key, job, f"cannot start the maker: {exc}", current)
             return
@@ -356,8 +435,16 @@ class ProxyManager:
                 if kind == "start":
                     current.key, current.total = str(event.get("key", "")), _count(event.get("total"))
                     self._keys[key] = current.key
-                    self.log.emit("proxy_started", f"making a proxy of {job.path}", "info", SOURCE=job.path,
-                                  PROXY_KEY=current.key, FRAMES_TOTAL=current.total, WIDTH=job.params.width, HEIGHT=job.params.height)
+                    self.log.emit(
+                        "proxy_started",
+                        f"making a proxy of {job.path}",
+                        "info",
+                        SOURCE=job.path,
+                        PROXY_KEY=current.key,
+                        FRAMES_TOTAL=current.total,
+                        WIDTH=job.params.width,
+                        HEIGHT=job.params.height,
+                    )
                 elif kind == "progress":
                     current.done, current.total = _count(event.get("done")), _count(event.get("total"))
                 elif kind == "exists":
@@ -387,15 +474,26 @@ class ProxyManager:
             return
         if outcome == "failed" and code != 0 and reason == "the maker ended without a word":
             tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {code}"]
-            reason = f"the maker ended ({'signal ' + str(-code) if code < 0 else 'status ' + str(code)}): {tail[0][:300]}"
+            reason = (
+                f"the maker ended ({'signal ' + str(-code) if code < 0 else 'status ' + str(code)}): {tail[0][:300]}"
+            )
         self.counters.outcomes[key] = outcome
         self._measure()
         seconds = time.monotonic() - started
         if outcome == "made":
             self.counters.made += 1
-            self.log.emit("proxy_done", f"proxy of {job.path} made: {frames} frames in {seconds:.1f} s"
-                          + (f" (stopped: {reason})" if reason else ""), "info", SOURCE=job.path, PROXY_KEY=current.key,
-                          FRAMES=frames, SECONDS=round(seconds, 2), DISK_BYTES=self.disk, STOPPED=reason or None)
+            self.log.emit(
+                "proxy_done",
+                f"proxy of {job.path} made: {frames} frames in {seconds:.1f} s"
+                + (f" (stopped: {reason})" if reason else ""),
+                "info",
+                SOURCE=job.path,
+                PROXY_KEY=current.key,
+                FRAMES=frames,
+                SECONDS=round(seconds, 2),
+                DISK_BYTES=self.disk,
+                STOPPED=reason or None,
+            )
         elif outcome == "skipped":
             self.counters.skipped += 1
         elif outcome == "failed":
@@ -405,8 +503,14 @@ class ProxyManager:
         self.counters.outcomes[key] = "failed"
         self.counters.failed += 1
         self.counters.last_error = f"{job.path}: {reason}"
-        self.log.emit("proxy_failed", f"no proxy of {job.path}: {reason}", "warning", SOURCE=job.path,
-                      PROXY_KEY=current.key or None, REASON=reason)
+        self.log.emit(
+            "proxy_failed",
+            f"no proxy of {job.path}: {reason}",
+            "warning",
+            SOURCE=job.path,
+            PROXY_KEY=current.key or None,
+            REASON=reason,
+        )
 
 
 def _count(value: Any) -> int:

@@ -127,6 +127,7 @@ class ProxyReader:
 
 def _read_table(fd: int) -> list[tuple[int, int, int]]:
     from flipedit_previewd.proxy.store import read_table
+
     return read_table(fd, os.fstat(fd).st_size)
 
 

@@ -85,9 +85,20 @@ class Identity:
     rate: tuple[int, int]
 
     @classmethod
-    def of(cls, st: os.stat_result, codec: str, width: int, height: int, time_base: Fraction, rate: Fraction) -> Identity:
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, codec, width, height,
-                   (time_base.numerator, time_base.denominator), (rate.numerator, rate.denominator))
+    def of(
+        cls, st: os.stat_result, codec: str, width: int, height: int, time_base: Fraction, rate: Fraction
+    ) -> Identity:
+        return cls(
+            st.st_dev,
+            st.st_ino,
+            st.st_size,
+            st.st_mtime_ns,
+            codec,
+            width,
+            height,
+            (time_base.numerator, time_base.denominator),
+            (rate.numerator, rate.denominator),
+        )
 
     def same_file(self, st: os.stat_result) -> bool:
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (self.dev, self.ino, self.size, self.mtime_ns)
@@ -107,7 +118,9 @@ class Params:
     width: int = 1280
     height: int = 720
     codec: str = "h264"
-    crf: int = 6  # the corpus (tests/unit/proxy): >= 45 dB luma everywhere; CRF 10 gave 44 on a long GOP, CRF 8 44.6 on ProRes
+    crf: int = (
+        6  # the corpus (tests/unit/proxy): >= 45 dB luma everywhere; CRF 10 gave 44 on a long GOP, CRF 8 44.6 on ProRes
+    )
     segment_frames: int = 30
 
 
@@ -119,8 +132,11 @@ def params_for(configured: tuple[int, int], canvas: tuple[int, int]) -> Params:
 
 
 def key_of(identity: Identity, params: Params) -> str:
-    data = json.dumps({"identity": identity.__dict__, "params": params.__dict__, "format": FORMAT_VERSION},
-                      sort_keys=True, separators=(",", ":"))
+    data = json.dumps(
+        {"identity": identity.__dict__, "params": params.__dict__, "format": FORMAT_VERSION},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(data.encode()).hexdigest()[:32]
 
 
@@ -159,17 +175,35 @@ class Manifest:
 
         from flipedit_previewd.worker.display import Geometry
 
-        return Geometry(self.width, self.height, Fraction(*self.sar), None if self.transpose is None else Image.Transpose(self.transpose))
+        return Geometry(
+            self.width,
+            self.height,
+            Fraction(*self.sar),
+            None if self.transpose is None else Image.Transpose(self.transpose),
+        )
 
     def to_json(self) -> bytes:
-        return json.dumps({
-            "format": FORMAT_VERSION, "key": self.key, "identity": self.identity.__dict__, "params": self.params.__dict__,
-            "width": self.width, "height": self.height, "transpose": self.transpose,
-            "time_base": [self.time_base.numerator, self.time_base.denominator], "origin": self.origin,
-            "segments": [list(s) for s in self.segments], "complete": self.complete, "frames_total": self.frames_total,
-            "refused": self.refused, "stopped": self.stopped, "source_path": self.source_path,
-            "sar": list(self.sar),
-        }, separators=(",", ":")).encode()
+        return json.dumps(
+            {
+                "format": FORMAT_VERSION,
+                "key": self.key,
+                "identity": self.identity.__dict__,
+                "params": self.params.__dict__,
+                "width": self.width,
+                "height": self.height,
+                "transpose": self.transpose,
+                "time_base": [self.time_base.numerator, self.time_base.denominator],
+                "origin": self.origin,
+                "segments": [list(s) for s in self.segments],
+                "complete": self.complete,
+                "frames_total": self.frames_total,
+                "refused": self.refused,
+                "stopped": self.stopped,
+                "source_path": self.source_path,
+                "sar": list(self.sar),
+            },
+            separators=(",", ":"),
+        ).encode()
 
     @classmethod
     def from_json(cls, data: bytes, key: str) -> Manifest:
@@ -182,12 +216,25 @@ class Manifest:
             raise StoreError("manifest of another format or key")
         try:
             ident = raw["identity"]
-            identity = Identity(_int(ident["dev"]), _int(ident["ino"]), _int(ident["size"]), _int(ident["mtime_ns"]),
-                                _str(ident["codec"]), _int(ident["width"]), _int(ident["height"]), _pair(ident["time_base"]),
-                                _pair(ident["rate"]))
+            identity = Identity(
+                _int(ident["dev"]),
+                _int(ident["ino"]),
+                _int(ident["size"]),
+                _int(ident["mtime_ns"]),
+                _str(ident["codec"]),
+                _int(ident["width"]),
+                _int(ident["height"]),
+                _pair(ident["time_base"]),
+                _pair(ident["rate"]),
+            )
             par = raw["params"]
-            params = Params(_int(par["width"], MAX_SIDE), _int(par["height"], MAX_SIDE), _str(par["codec"]), _int(par["crf"], 51),
-                            _int(par["segment_frames"], MAX_SEGMENT_FRAMES))
+            params = Params(
+                _int(par["width"], MAX_SIDE),
+                _int(par["height"], MAX_SIDE),
+                _str(par["codec"]),
+                _int(par["crf"], 51),
+                _int(par["segment_frames"], MAX_SEGMENT_FRAMES),
+            )
             if params.codec not in CODECS or params.segment_frames < 1:
                 raise StoreError("manifest names another codec")
             transpose = raw["transpose"]
@@ -201,7 +248,11 @@ class Manifest:
             for entry in raw["segments"]:
                 if not isinstance(entry, list) or len(entry) != 3:
                     raise StoreError("manifest segment")
-                first, end, count = _int(entry[0], signed=True), _int(entry[1], signed=True), _int(entry[2], MAX_SEGMENT_FRAMES)
+                first, end, count = (
+                    _int(entry[0], signed=True),
+                    _int(entry[1], signed=True),
+                    _int(entry[2], MAX_SEGMENT_FRAMES),
+                )
                 if count < 1 or end < first or (last is not None and first <= last):
                     raise StoreError("manifest segments out of order")
                 last = end
@@ -212,9 +263,23 @@ class Manifest:
             sar = _pair(raw["sar"])
             if sar[0] < 1 or sar[1] < 1:
                 raise StoreError("manifest pixel shape")
-            return cls(key, identity, params, width, height, transpose, Fraction(*tb), _int(raw["origin"], signed=True),
-                       segments, raw["complete"] is True, _int(raw["frames_total"]), _str(raw["refused"]), _str(raw["stopped"]),
-                       _str(raw["source_path"]), sar)
+            return cls(
+                key,
+                identity,
+                params,
+                width,
+                height,
+                transpose,
+                Fraction(*tb),
+                _int(raw["origin"], signed=True),
+                segments,
+                raw["complete"] is True,
+                _int(raw["frames_total"]),
+                _str(raw["refused"]),
+                _str(raw["stopped"]),
+                _str(raw["source_path"]),
+                sar,
+            )
         except (KeyError, TypeError) as exc:
             raise StoreError(f"manifest field missing or mistyped: {exc}") from None
 
@@ -377,7 +442,7 @@ class Store:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

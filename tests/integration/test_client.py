@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 import requests
 
-from flipedit_previewd.client.api import CircuitBreaker, CircuitOpen, LatestFrame, PreviewClient, PreviewError, make_retry
+from flipedit_previewd.client.api import (
+    CircuitBreaker,
+    CircuitOpen,
+    LatestFrame,
+    PreviewClient,
+    PreviewError,
+    make_retry,
+)
 from tests.support.helpers import failpoint, still_project, wait_for
 
 
@@ -65,7 +72,11 @@ def test_circuit_opens_after_failures_and_probes_health_before_closing(tmp_path:
     db = project(tmp_path)
     daemon = start_daemon("--project", str(db))
     now = [1000.0]  # the breaker's clock, moved by the test: no sleeping on the real one
-    client = PreviewClient(daemon.url, retry=make_retry(attempts=0), breaker=CircuitBreaker(threshold=3, cooldown=0.5, clock=lambda: now[0]))
+    client = PreviewClient(
+        daemon.url,
+        retry=make_retry(attempts=0),
+        breaker=CircuitBreaker(threshold=3, cooldown=0.5, clock=lambda: now[0]),
+    )
     daemon.stop()
     for _ in range(3):
         with pytest.raises(requests.ConnectionError):

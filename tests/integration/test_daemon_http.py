@@ -20,7 +20,16 @@ import pytest
 import requests
 
 from flipedit_previewd.demo.fixtures import set_clip_rect
-from tests.support.helpers import build_project, close_to, decode, exchange, failpoint, solid_png, still_project, wait_for
+from tests.support.helpers import (
+    build_project,
+    close_to,
+    decode,
+    exchange,
+    failpoint,
+    solid_png,
+    still_project,
+    wait_for,
+)
 
 RED = (255, 0, 0)
 
@@ -133,7 +142,10 @@ MALFORMED: list[tuple[bytes, set[int]]] = [
     (b"GET http://example.com/ HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     # without the token: refused at the end of the head (401), the broken chunk is never read (issue 25)
     (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", {401}),
-    (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{bad}", {401}),  # no token: refused before the body is read
+    (
+        b"PUT /timeline HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{bad}",
+        {401},
+    ),  # no token: refused before the body is read
     (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]", {401}),
     (b"DELETE /get_frame/1 HTTP/1.1\r\nHost: x\r\n\r\n", {405}),
     (b"GET /get_frame/-5 HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
@@ -155,9 +167,13 @@ def test_malformed_requests_get_their_status_and_daemon_keeps_serving(start_daem
         assert status in statuses, (data[:60], answer[:200])
         if status:
             head, _, body = answer.partition(b"\r\n\r\n")
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            length = int(
+                next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+            )
             assert len(body) == length  # complete response, never cut short
-        if status >= 400 and status not in (404, 405) and b'"field"' not in answer:  # a query/body mistake keeps the connection
+        if (
+            status >= 400 and status not in (404, 405) and b'"field"' not in answer
+        ):  # a query/body mistake keeps the connection
             assert b"connection: close" in answer.lower()
         assert daemon.get("/health").status_code == 200
     # A slow drip never completes a request: 408 after request_timeout, then a clean close (no reset
@@ -179,10 +195,17 @@ def test_malformed_requests_get_their_status_and_daemon_keeps_serving(start_daem
 def test_pipelined_requests_answered_in_order(start_daemon: Any, project: Path) -> None:
     db = project
     daemon = start_daemon("--project", str(db))
-    data = b"GET /get_frame/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /get_frame/2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    data = (
+        b"GET /get_frame/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /get_frame/2 "
+        b"HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     answer = raw_exchange(daemon.port, data)
     assert answer.count(b"HTTP/1.1 200 OK") == 3
-    first_jpeg, health_at, second_jpeg = answer.find(b"image/jpeg"), answer.find(b"application/json"), answer.rfind(b"image/jpeg")
+    first_jpeg, health_at, second_jpeg = (
+        answer.find(b"image/jpeg"),
+        answer.find(b"application/json"),
+        answer.rfind(b"image/jpeg"),
+    )
     assert first_jpeg < health_at < second_jpeg
 
 
@@ -286,7 +309,10 @@ def test_sigterm_stops_accepting_and_drains_what_was_received(start_daemon: Any,
     db = project
     daemon = start_daemon("--project", str(db), "--workers", "1", env=failpoint("sleep:0.5"))
     results: list[int] = []
-    threads = [threading.Thread(target=lambda f=f: results.append(daemon.get(f"/get_frame/{30 + f}").status_code)) for f in range(3)]
+    threads = [
+        threading.Thread(target=lambda f=f: results.append(daemon.get(f"/get_frame/{30 + f}").status_code))
+        for f in range(3)
+    ]
     open_conn = socket.create_connection(("127.0.0.1", daemon.port))
     open_conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % daemon.port)
     assert open_conn.recv(65536).startswith(b"HTTP/1.1 200")
@@ -336,7 +362,9 @@ def test_sighup_reloads_configuration(start_daemon: Any, project: Path, tmp_path
     # value stays in force and /health names it as waiting for a restart.
     assert "max_connections" in daemon.health()["restart_pending"]
     held = [socket.create_connection(("127.0.0.1", daemon.port)) for _ in range(3)]  # idle connections
-    answer = raw_exchange(daemon.port, f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nConnection: close\r\n\r\n".encode())
+    answer = raw_exchange(
+        daemon.port, f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nConnection: close\r\n\r\n".encode()
+    )
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     for sock in held:
         sock.close()
@@ -362,8 +390,9 @@ def test_put_timeline_validates_and_guards_paths(start_daemon: Any, project: Pat
 
     def put(path: str, **extra: Any) -> requests.Response:
         clip = {"source_path": path, "start_on_track_ms": 0, "end_on_track_ms": 1000, **extra}
-        return requests.put(daemon.url + "/timeline", data=json.dumps({"tracks": [{"clips": [clip]}]}), timeout=5,
-                            headers=daemon.auth)
+        return requests.put(
+            daemon.url + "/timeline", data=json.dumps({"tracks": [{"clips": [clip]}]}), timeout=5, headers=daemon.auth
+        )
 
     bad = put(str(green), flip=7)
     assert bad.status_code == 400 and bad.json()["field"] == "timeline.tracks[0].clips[0].flip"
@@ -381,15 +410,27 @@ def test_bad_media_renders_placeholder_logged_once(start_daemon: Any, tmp_path: 
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video")
     db = tmp_path / "p.sqlite"
-    build_project(db, 2, [{"name": "t", "order": 0, "clips": [{"source": broken, "type": "video", "rect": (0, 0, 640, 360),
-                                                                "start": 0, "end": 10_000}]}])
+    build_project(
+        db,
+        2,
+        [
+            {
+                "name": "t",
+                "order": 0,
+                "clips": [{"source": broken, "type": "video", "rect": (0, 0, 640, 360), "start": 0, "end": 10_000}],
+            }
+        ],
+    )
     daemon = start_daemon("--project", str(db), "--workers", "2", "--render-ahead", "false", env=failpoint("sleep:0.2"))
     before = [w["completed"] for w in daemon.health()["workers"]]
     with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: both workers render the broken clip
         statuses = list(pool.map(lambda frame: daemon.get(f"/get_frame/{frame * 20}").status_code, range(8)))
     assert statuses == [200] * 8
     after = [w["completed"] for w in daemon.health()["workers"]]
-    assert len(after) == 2 and all(a > b for a, b in zip(after, before, strict=True)), (before, after)  # both rendered it
+    assert len(after) == 2 and all(a > b for a, b in zip(after, before, strict=True)), (
+        before,
+        after,
+    )  # both rendered it
     assert daemon.log_settled().count(f"media problem in {broken}") == 1
     assert daemon.health()["status"] == "ok"
 

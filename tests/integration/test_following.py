@@ -33,8 +33,11 @@ def _centre(daemon, frame: int = 5) -> tuple[int, ...]:  # type: ignore[no-untyp
 def _add_to_list(meta: Path, name: str, db: Path, modified: int) -> None:
     conn = sqlite3.connect(meta)
     with conn:
-        conn.execute("INSERT INTO project_metadata_table (name, database_path, created_at, last_modified_at) VALUES (?, ?, ?, ?)",
-                     (name, str(db), modified, modified))
+        conn.execute(
+            "INSERT INTO project_metadata_table (name, database_path, created_at, last_modified_at) "
+            "VALUES (?, ?, ?, ?)",
+            (name, str(db), modified, modified),
+        )
     conn.close()
 
 
@@ -65,7 +68,9 @@ def test_newer_project_in_the_list_is_served_without_restart(start_daemon, tmp_p
     assert health["pid"] == pid  # no restart
     assert health["project"]["path"] == str(b)
     assert health["project"]["following"]["switches"] == 1 and health["project"]["following"]["previous"] == str(a)
-    assert any("project_switched" in line and str(b) in line for line in daemon.log_once("project_switched").splitlines())
+    assert any(
+        "project_switched" in line and str(b) in line for line in daemon.log_once("project_switched").splitlines()
+    )
 
     _add_to_list(meta, "c", c, 3000)
     assert _served_within(daemon, BLUE) is not None

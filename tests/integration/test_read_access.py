@@ -44,7 +44,9 @@ def test_private_reads_ask_the_owners_token_for_frames_and_timelines(start_daemo
         assert refused.status_code == 401 and "private_reads" in refused.json()["detail"], (path, refused.text)
         assert daemon.get(path, headers=daemon.auth).status_code == 200, path
     assert daemon.get("/get_frame/1", headers={"Authorization": "Bearer wrong"}).status_code == 403
-    assert daemon.get("/health").status_code == 200 and daemon.get("/metrics").status_code == 200  # monitoring stays open
+    assert (
+        daemon.get("/health").status_code == 200 and daemon.get("/metrics").status_code == 200
+    )  # monitoring stays open
     assert unix_get(str(sock), "/get_frame/1").startswith(b"HTTP/1.1 200")  # the owner's uid on the unix socket
 
 
@@ -62,8 +64,10 @@ def test_a_project_cannot_make_a_home_like_folder_a_root(start_daemon: Any, tmp_
     db = tmp_path / "project" / "p.sqlite"
     build_project(db, 2, [{"name": "t", "order": 0, "clips": [{"source": secret, "end": 100_000}]}])
     with sqlite3.connect(db) as conn:  # the project lists the picture as an asset: its folder is suggested as a root
-        conn.execute("INSERT INTO project_assets (name, source_path, type, created_at) VALUES (?, ?, 'image', 0)",
-                     ("holiday", str(secret)))
+        conn.execute(
+            "INSERT INTO project_assets (name, source_path, type, created_at) VALUES (?, ?, 'image', 0)",
+            ("holiday", str(secret)),
+        )
     conn.close()
     daemon = start_daemon("--project", str(db))
     frame = decode(daemon.get("/get_frame/1").content)

@@ -54,25 +54,62 @@ class AppParts:
         self.pool = WorkerPool.for_config(config)  # never started: the test is the worker (``serve``)
         self.cache = FrameCache(config.frame_cache_bytes)
         self.ahead = RenderAhead(config.render_ahead_frames)
-        self.dispatcher = Dispatcher(self.admission, self.pool, self.cache, self.ahead, self.metrics, self.project.current,
-                                     self.project.allowed_roots)
+        self.dispatcher = Dispatcher(
+            self.admission,
+            self.pool,
+            self.cache,
+            self.ahead,
+            self.metrics,
+            self.project.current,
+            self.project.allowed_roots,
+        )
         self.stats = RequestStats(self.metrics, self.log, self.dispatcher.snapshot)
         self.rejections = RejectionSummary(self.log)
         self.client_errors = ClientErrors(self.log)
         self.lifecycle = LifecycleState()
         self.lag = LoopLag(config.loop_lag_threshold, lambda worst, threshold: None)
         self.frames = FrameService(self, self.dispatcher)
-        self.supervisor = Supervisor(running=self.running, lifecycle=self.lifecycle, admission=self.admission,
-                                     snapshot=self.dispatcher.snapshot, pool=self.pool, ahead=self.ahead, project=self.project,
-                                     stats=self.stats, lag=self.lag, log=self.log)
-        self.health = Health(running=self.running, stats=self.stats, snapshot=self.dispatcher.snapshot, pool=self.pool,
-                             frames=self.frames, project=self.project, lag=self.lag, rejections=self.rejections,
-                             client_errors=self.client_errors, offload=self.offload, status=self.supervisor.status, log=self.log)
+        self.supervisor = Supervisor(
+            running=self.running,
+            lifecycle=self.lifecycle,
+            admission=self.admission,
+            snapshot=self.dispatcher.snapshot,
+            pool=self.pool,
+            ahead=self.ahead,
+            project=self.project,
+            stats=self.stats,
+            lag=self.lag,
+            log=self.log,
+        )
+        self.health = Health(
+            running=self.running,
+            stats=self.stats,
+            snapshot=self.dispatcher.snapshot,
+            pool=self.pool,
+            frames=self.frames,
+            project=self.project,
+            lag=self.lag,
+            rejections=self.rejections,
+            client_errors=self.client_errors,
+            offload=self.offload,
+            status=self.supervisor.status,
+            log=self.log,
+        )
         self.refused: list[tuple[str, str]] = []
-        self.routes = Routes(running=self.running, lifecycle=self.lifecycle, project=self.project, frames=self.frames,
-                             snapshot=self.dispatcher.snapshot, stats=self.stats, client_errors=self.client_errors,
-                             offload=self.offload, metrics=self.metrics, log=self.log, health=self.health.report,
-                             refuse=self.refuse)
+        self.routes = Routes(
+            running=self.running,
+            lifecycle=self.lifecycle,
+            project=self.project,
+            frames=self.frames,
+            snapshot=self.dispatcher.snapshot,
+            stats=self.stats,
+            client_errors=self.client_errors,
+            offload=self.offload,
+            metrics=self.metrics,
+            log=self.log,
+            health=self.health.report,
+            refuse=self.refuse,
+        )
 
     # --- frames.FrameHost, as Service implements it ----------------------------------------------
 

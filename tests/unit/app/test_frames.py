@@ -49,6 +49,7 @@ def etag_of(parts: AppParts, number: int, spec: OutputSpec) -> str:
 
 # --- a render, its ETag and 304 -------------------------------------------------------------------
 
+
 def test_a_frame_is_rendered_once_and_answered_with_its_strong_etag(parts: AppParts) -> None:
     response = frame(parts, "/get_frame/5?width=640", 5)
     spec = OutputSpec(640, 360, parts.config.jpeg_quality, "jpeg")
@@ -83,6 +84,7 @@ def test_a_stale_if_none_match_gets_the_frame(parts: AppParts) -> None:
 
 # --- the frame cache ------------------------------------------------------------------------------
 
+
 def test_the_same_frame_again_is_a_cache_hit_without_a_render(parts: AppParts) -> None:
     first = frame(parts, "/get_frame/5", 5)
     again = frame(parts, "/get_frame/5", 5, x_request_id="editor-42")
@@ -91,7 +93,9 @@ def test_the_same_frame_again_is_a_cache_hit_without_a_render(parts: AppParts) -
     assert parts.admission.counters["admitted"] == 1 and parts.stats.summary == {"rendered": 1, "cached": 1}
 
 
-@pytest.mark.parametrize("other", ["/get_frame/6", "/get_frame/5?width=640", "/get_frame/5?format=png", "/get_frame/5?quality=50"])
+@pytest.mark.parametrize(
+    "other", ["/get_frame/6", "/get_frame/5?width=640", "/get_frame/5?format=png", "/get_frame/5?quality=50"]
+)
 def test_another_frame_or_output_is_not_the_cached_one(parts: AppParts, other: str) -> None:
     frame(parts, "/get_frame/5", 5)
     number = int(other.split("/")[2].split("?")[0])
@@ -108,7 +112,9 @@ def test_the_timelines_revision_is_in_the_key_so_an_edit_is_never_served_stale(p
     after = run(rendered(parts, get("/get_frame/5"), 5, b"new"))
     assert header(after, "X-Cache") == "miss" and after.body == b"new"
     assert header(after, "ETag") != header(before, "ETag")
-    assert frame(parts, "/get_frame/5", 5, if_none_match=str(header(before, "ETag"))).status == 200  # the old ETag is stale
+    assert (
+        frame(parts, "/get_frame/5", 5, if_none_match=str(header(before, "ETag"))).status == 200
+    )  # the old ETag is stale
 
 
 def test_an_unsafe_request_id_is_replaced(parts: AppParts) -> None:
@@ -118,6 +124,7 @@ def test_an_unsafe_request_id_is_replaced(parts: AppParts) -> None:
 
 
 # --- overload: 503 with Retry-After ---------------------------------------------------------------
+
 
 def test_a_full_queue_is_a_503_with_retry_after_and_begins_an_overload(tmp_path: Path) -> None:
     parts = AppParts(still_project(tmp_path), workers=1, queue_size=1)
@@ -157,6 +164,7 @@ def test_a_failed_render_is_answered_with_its_status_and_journaled(parts: AppPar
 
 
 # --- render-ahead planning ------------------------------------------------------------------------
+
 
 def walk(parts: AppParts, frames: range, query: str = "?width=320") -> list[Response]:
     return [frame(parts, f"/get_frame/{n}{query}", n) for n in frames]

@@ -18,11 +18,41 @@ from flipedit_previewd.render.pool import Worker, WorkerState
 from tests.support.app_parts import AppParts
 from tests.support.helpers import run, still_project
 
-FIELDS = {"status", "queue_size", "active_requests", "max_concurrent", "queue_capacity", "in_flight", "capacity", "connections",
-          "max_connections", "rate_per_s", "rejected_last_minute", "counters", "latency_ms", "workers", "sandbox", "project",
-          "cache", "render_ahead", "proxies", "keepalive_timeout_s", "restart_pending", "config_error", "loop_lag", "rejections",
-          "client_errors", "offload", "media_problems", "media_roots", "media_roots_skipped", "media_roots_missing",
-          "uptime_s", "version", "pid"}
+FIELDS = {
+    "status",
+    "queue_size",
+    "active_requests",
+    "max_concurrent",
+    "queue_capacity",
+    "in_flight",
+    "capacity",
+    "connections",
+    "max_connections",
+    "rate_per_s",
+    "rejected_last_minute",
+    "counters",
+    "latency_ms",
+    "workers",
+    "sandbox",
+    "project",
+    "cache",
+    "render_ahead",
+    "proxies",
+    "keepalive_timeout_s",
+    "restart_pending",
+    "config_error",
+    "loop_lag",
+    "rejections",
+    "client_errors",
+    "offload",
+    "media_problems",
+    "media_roots",
+    "media_roots_skipped",
+    "media_roots_missing",
+    "uptime_s",
+    "version",
+    "pid",
+}
 
 
 class Process:
@@ -43,8 +73,14 @@ class Process:
 
 
 def hung_worker(parts: AppParts, index: int = 0) -> Worker:
-    worker = Worker(index, Process(), Process(), state=WorkerState.RENDERING,  # type: ignore[arg-type]
-                    since=time.monotonic() - 2 * parts.config.hang_threshold, frame=17)
+    worker = Worker(
+        index,
+        Process(),
+        Process(),
+        state=WorkerState.RENDERING,  # type: ignore[arg-type]
+        since=time.monotonic() - 2 * parts.config.hang_threshold,
+        frame=17,
+    )
     parts.pool.workers.append(worker)
     return worker
 
@@ -88,6 +124,7 @@ def test_queue_counts_come_from_the_dispatchers_snapshot(parts: AppParts) -> Non
 
 # --- degraded, and why ----------------------------------------------------------------------------
 
+
 def test_no_project_is_degraded_and_says_how_to_open_one(tmp_path: Path) -> None:
     parts = AppParts("")
     try:
@@ -111,12 +148,22 @@ def test_an_unreadable_project_is_degraded_with_its_error(tmp_path: Path) -> Non
 
 
 def test_a_configuration_refused_on_reload_is_degraded_and_names_key_file_and_line(parts: AppParts) -> None:
-    parts.running.rejected = ConfigError("previewd.toml line 2: queue_size: not a string", source="file", key="queue_size",
-                                         file="/etc/previewd.toml", line=2)
+    parts.running.rejected = ConfigError(
+        "previewd.toml line 2: queue_size: not a string",
+        source="file",
+        key="queue_size",
+        file="/etc/previewd.toml",
+        line=2,
+    )
     document = parts.health.report()
     assert document["status"] == "degraded"
-    assert document["config_error"] == {"message": "previewd.toml line 2: queue_size: not a string", "source": "file",
-                                         "key": "queue_size", "file": "/etc/previewd.toml", "line": 2}
+    assert document["config_error"] == {
+        "message": "previewd.toml line 2: queue_size: not a string",
+        "source": "file",
+        "key": "queue_size",
+        "file": "/etc/previewd.toml",
+        "line": 2,
+    }
     parts.running.rejected = None  # a good reload
     assert parts.health.report()["status"] == "ok" and parts.health.report()["config_error"] is None
 
@@ -147,6 +194,7 @@ def test_a_configured_media_root_that_does_not_exist_is_listed(tmp_path: Path) -
 
 # --- the other words ------------------------------------------------------------------------------
 
+
 def test_an_overload_outranks_degraded_and_stopping_outranks_both(parts: AppParts) -> None:
     hung_worker(parts)
     parts.stats.note_rejection()
@@ -162,6 +210,7 @@ def test_restart_only_settings_changed_are_listed(parts: AppParts, restart: tupl
 
 
 # --- the per-minute summary -----------------------------------------------------------------------
+
 
 def test_the_summary_reports_the_cheap_requests_and_client_errors_once(parts: AppParts) -> None:
     for outcome in ("cached", "cached", "not_modified", "rendered"):

@@ -37,6 +37,7 @@ def canvas(width: int = 1280, height: int = 720) -> Timeline:
 
 # --- /get_frame/<n>: the frame index ------------------------------------------------------------
 
+
 def test_a_frame_index_is_a_whole_number_from_0_to_the_maximum() -> None:
     assert frame_index("0") == 0 and frame_index("42") == 42 and frame_index(str(MAX_FRAME)) == MAX_FRAME
     for raw in ("-1", "abc", "1.5", "1e3", "", " 1", "\u0663", "+1", str(MAX_FRAME + 1)):  # U+0663: an Arabic-Indic 3
@@ -55,9 +56,14 @@ def test_a_bad_frame_index_is_a_400_counted_as_the_clients_error(parts: AppParts
 
 # --- which path does what -------------------------------------------------------------------------
 
+
 def test_each_path_reaches_its_own_answer(parts: AppParts) -> None:
     health = answer(parts, "/health")
-    assert health.status == 200 and json.loads(health.body)["status"] == "ok" and ("Cache-Control", "no-store") in health.headers
+    assert (
+        health.status == 200
+        and json.loads(health.body)["status"] == "ok"
+        and ("Cache-Control", "no-store") in health.headers
+    )
     assert parts.stats.summary == {"health": 1}
     metrics = answer(parts, "/metrics")
     assert metrics.status == 200 and metrics.content_type.startswith("text/plain; version=0.0.4")
@@ -96,11 +102,19 @@ def test_the_path_is_matched_without_its_query_and_an_unknown_one_is_404(parts: 
     assert parts.client_errors.total == {404: 5}
 
 
-@pytest.mark.parametrize(("target", "method", "allow"), [
-    ("/health", "POST", "GET, HEAD"), ("/metrics", "DELETE", "GET, HEAD"), ("/get_frame/1", "PUT", "GET, HEAD"),
-    ("/timeline", "POST", "GET, HEAD, PUT, DELETE"), ("/", "POST", "GET, HEAD"), ("/viewer.css", "PUT", "GET, HEAD"),
-    ("/debug/timeline", "POST", "GET, HEAD"), ("/debug/events", "PATCH", "GET, HEAD"),
-])
+@pytest.mark.parametrize(
+    ("target", "method", "allow"),
+    [
+        ("/health", "POST", "GET, HEAD"),
+        ("/metrics", "DELETE", "GET, HEAD"),
+        ("/get_frame/1", "PUT", "GET, HEAD"),
+        ("/timeline", "POST", "GET, HEAD, PUT, DELETE"),
+        ("/", "POST", "GET, HEAD"),
+        ("/viewer.css", "PUT", "GET, HEAD"),
+        ("/debug/timeline", "POST", "GET, HEAD"),
+        ("/debug/events", "PATCH", "GET, HEAD"),
+    ],
+)
 def test_a_method_a_path_does_not_take_is_405_with_allow(parts: AppParts, target: str, method: str, allow: str) -> None:
     response = answer(parts, target, method)
     assert response.status == 405 and header(response, "Allow") == allow
@@ -114,13 +128,16 @@ def test_head_is_taken_wherever_get_is(parts: AppParts) -> None:
 
 # --- query parsing (output_spec) ------------------------------------------------------------------
 
+
 def test_one_side_given_keeps_the_canvas_aspect_and_none_gives_the_canvas() -> None:
     config = Config()
     assert output_spec({}, canvas(), config) == OutputSpec(1280, 720, config.jpeg_quality, "jpeg")
     assert output_spec({"width": "640"}, canvas(), config) == OutputSpec(640, 360, config.jpeg_quality, "jpeg")
     assert output_spec({"height": "90"}, canvas(), config) == OutputSpec(160, 90, config.jpeg_quality, "jpeg")
     assert output_spec({"width": "100", "height": "100"}, canvas(), config).width == 100
-    assert output_spec({"width": "1"}, canvas(), config) == OutputSpec(1, 1, config.jpeg_quality, "jpeg")  # never 0 high
+    assert output_spec({"width": "1"}, canvas(), config) == OutputSpec(
+        1, 1, config.jpeg_quality, "jpeg"
+    )  # never 0 high
     assert output_spec({"width": ""}, canvas(), config).width == 1280  # blank is "not given"
 
 
@@ -128,15 +145,25 @@ def test_quality_and_format_and_png_has_one_key_for_every_quality() -> None:
     config = Config()
     assert output_spec({"quality": "40"}, canvas(), config).quality == 40
     assert output_spec({"format": "JPG", "quality": "95"}, canvas(), config) == OutputSpec(1280, 720, 95, "jpeg")
-    assert output_spec({"format": "png", "quality": "40"}, canvas(), config) == output_spec({"format": "png"}, canvas(), config)
+    assert output_spec({"format": "png", "quality": "40"}, canvas(), config) == output_spec(
+        {"format": "png"}, canvas(), config
+    )
     assert output_spec({"format": "png"}, canvas(), config) == OutputSpec(1280, 720, 0, "png")
 
 
-@pytest.mark.parametrize(("query", "field"), [
-    ({"width": "abc"}, "width"), ({"width": "0"}, "width"), ({"height": "-5"}, "height"), ({"width": "99999"}, "width"),
-    ({"quality": "0"}, "quality"), ({"quality": "96"}, "quality"), ({"format": "gif"}, "format"),
-    ({"width": "3.5"}, "width"),
-])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"width": "abc"}, "width"),
+        ({"width": "0"}, "width"),
+        ({"height": "-5"}, "height"),
+        ({"width": "99999"}, "width"),
+        ({"quality": "0"}, "quality"),
+        ({"quality": "96"}, "quality"),
+        ({"format": "gif"}, "format"),
+        ({"width": "3.5"}, "width"),
+    ],
+)
 def test_a_bad_query_value_is_a_400_naming_its_field(query: dict[str, str], field: str) -> None:
     with pytest.raises(BadRequest) as refused:
         output_spec(query, canvas(), Config())
@@ -158,9 +185,11 @@ def test_a_query_mistake_on_a_frame_request_is_answered_400_without_a_render(par
 
 # --- PUT and DELETE /timeline ---------------------------------------------------------------------
 
+
 def doc(source: Path, end: int = 1000) -> bytes:
-    return json.dumps({"tracks": [{"clips": [{"source_path": str(source), "start_on_track_ms": 0,
-                                              "end_on_track_ms": end}]}]}).encode()
+    return json.dumps(
+        {"tracks": [{"clips": [{"source_path": str(source), "start_on_track_ms": 0, "end_on_track_ms": end}]}]}
+    ).encode()
 
 
 def test_a_put_timeline_is_served_until_deleted(parts: AppParts) -> None:
@@ -176,10 +205,18 @@ def test_a_put_timeline_is_served_until_deleted(parts: AppParts) -> None:
     assert json.loads(answer(parts, "/timeline").body)["revision"] == before["revision"]
 
 
-@pytest.mark.parametrize(("body", "status", "field"), [
-    (b"{not json", 400, "timeline"), (b"[" * 100_000, 400, "timeline"), (b"", 400, None), (b'{"tracks": 5}', 400, None),
-])
-def test_a_bad_timeline_body_is_a_4xx_and_the_timeline_stays(parts: AppParts, body: bytes, status: int, field: str | None) -> None:
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b"{not json", 400, "timeline"),
+        (b"[" * 100_000, 400, "timeline"),
+        (b"", 400, None),
+        (b'{"tracks": 5}', 400, None),
+    ],
+)
+def test_a_bad_timeline_body_is_a_4xx_and_the_timeline_stays(
+    parts: AppParts, body: bytes, status: int, field: str | None
+) -> None:
     revision = json.loads(answer(parts, "/timeline").body)["revision"]
     response = answer(parts, "/timeline", "PUT", body)
     assert response.status == status, response.body
@@ -206,6 +243,7 @@ def test_a_timeline_over_the_clip_limit_is_refused(tmp_path: Path) -> None:
 
 
 # --- the one error boundary -----------------------------------------------------------------------
+
 
 def test_a_bug_in_a_route_is_a_500_logged_and_the_routes_keep_serving(parts: AppParts) -> None:
     def broken() -> dict[str, Any]:
@@ -252,4 +290,3 @@ def test_a_frame_while_draining_is_still_rendered(parts: AppParts) -> None:
         return response
 
     assert run(scenario()).status == 200 and parts.refused == []
-

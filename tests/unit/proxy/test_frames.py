@@ -22,9 +22,26 @@ from tests.support import media_corpus as corpus
 
 pytestmark = pytest.mark.skipif(corpus.ffmpeg() is None, reason="needs Debian's ffmpeg (scripts/setup.sh)")
 ROWS = {row.name: row for row in corpus.ROWS}
-CHECKED = ("h264_ts_gop250", "h264_mp4_gop25_bframes", "h264_vfr_mp4", "h264_25fps_on_30", "h264_30fps_on_25",
-           "h264_2997_on_2997", "hevc10_mp4_phone", "hevc_mkv_opengop", "h264_rot90_mp4", "h264_mirror_mp4",
-           "h264_sar43_mp4", "h264_raw", "mpeg2_ts_gop15", "h264_444_mp4", "h264_fullrange_mp4", "mjpeg_avi", "prores_mov", "hevc12_mp4")
+CHECKED = (
+    "h264_ts_gop250",
+    "h264_mp4_gop25_bframes",
+    "h264_vfr_mp4",
+    "h264_25fps_on_30",
+    "h264_30fps_on_25",
+    "h264_2997_on_2997",
+    "hevc10_mp4_phone",
+    "hevc_mkv_opengop",
+    "h264_rot90_mp4",
+    "h264_mirror_mp4",
+    "h264_sar43_mp4",
+    "h264_raw",
+    "mpeg2_ts_gop15",
+    "h264_444_mp4",
+    "h264_fullrange_mp4",
+    "mjpeg_avi",
+    "prores_mov",
+    "hevc12_mp4",
+)
 
 
 # testsrc2 at the corpus's 160x96 is edges in every pixel; ProRes 4:2:2 10-bit there measured 44.6-44.8 dB
@@ -39,7 +56,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def luma_psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((corpus.luma(a) - corpus.luma(b)) ** 2))
-    return 99.0 if mse == 0 else 10 * math.log10(255 ** 2 / mse)
+    return 99.0 if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def shown_from(frame: object, source: VideoSource, size: tuple[int, int]) -> np.ndarray:
@@ -81,10 +98,16 @@ def test_every_frame_is_the_renderers_frame(folder: Path, name: str) -> None:
             expected = source.frame_at(seconds)
             assert got[0] == expected.pts, (name, index)
             if index % 4 == 0:
-                for size in (shown, (max(2, shown[0] // 2), max(2, shown[1] // 2)), (shown[0] * 3 // 4, shown[1] * 3 // 4)):
+                for size in (
+                    shown,
+                    (max(2, shown[0] // 2), max(2, shown[1] // 2)),
+                    (shown[0] * 3 // 4, shown[1] * 3 // 4),
+                ):
                     if not usable(manifest, size):
                         continue
-                    worst = min(worst, luma_psnr(shown_from(got[1], source, size), np.asarray(source.picture(expected, size))))
+                    worst = min(
+                        worst, luma_psnr(shown_from(got[1], source, size), np.asarray(source.picture(expected, size)))
+                    )
         assert worst >= 45.0, (name, worst)
     finally:
         source.close()
@@ -117,7 +140,10 @@ def test_a_partial_proxy_serves_only_frames_it_surely_has(folder: Path) -> None:
 
 def test_the_proxy_is_never_larger_than_the_source_and_is_used_only_up_to_its_size() -> None:
     assert fit(Geometry(1920, 1080), (1280, 720)) == (1280, 720)
-    assert fit(Geometry(1920, 1080, transpose=Image.Transpose.ROTATE_270), (1280, 720)) == (720, 404)  # stored landscape
+    assert fit(Geometry(1920, 1080, transpose=Image.Transpose.ROTATE_270), (1280, 720)) == (
+        720,
+        404,
+    )  # stored landscape
     assert fit(Geometry(640, 360), (1280, 720)) == (640, 360)  # never enlarged
     assert fit(Geometry(1440, 1080, Fraction(4, 3)), (1280, 720)) == (960, 720)  # shown 1280x720, pixel shape kept
     assert fit(Geometry(161, 97), (1280, 720)) == (160, 96)  # even sides for 4:2:0

@@ -38,7 +38,9 @@ def manifest(key: str | None = None, segments: int = 0) -> Manifest:
 
 
 def test_the_root_follows_systemd_then_xdg_then_home() -> None:
-    assert default_root({"CACHE_DIRECTORY": "/c/flipedit-preview:/other", "XDG_CACHE_HOME": "/x"}) == Path("/c/flipedit-preview/proxies")
+    assert default_root({"CACHE_DIRECTORY": "/c/flipedit-preview:/other", "XDG_CACHE_HOME": "/x"}) == Path(
+        "/c/flipedit-preview/proxies"
+    )
     assert default_root({"XDG_CACHE_HOME": "/x", "HOME": "/h"}) == Path("/x/flipedit-preview/proxies")
     assert default_root({"XDG_CACHE_HOME": "relative", "HOME": "/h"}) == Path("/h/.cache/flipedit-preview/proxies")
     assert default_root({"HOME": "/h"}) == Path("/h/.cache/flipedit-preview/proxies")
@@ -47,8 +49,16 @@ def test_the_root_follows_systemd_then_xdg_then_home() -> None:
 def test_the_key_changes_with_the_file_the_stream_and_the_proxy() -> None:
     base = key_of(IDENT, Params())
     assert key_of(IDENT, Params()) == base
-    for changed in (replace(IDENT, ino=3), replace(IDENT, dev=9), replace(IDENT, size=3001), replace(IDENT, mtime_ns=4_000_000_001),
-                    replace(IDENT, codec="hevc"), replace(IDENT, width=1280), replace(IDENT, time_base=(1, 90000)), replace(IDENT, rate=(25, 1))):
+    for changed in (
+        replace(IDENT, ino=3),
+        replace(IDENT, dev=9),
+        replace(IDENT, size=3001),
+        replace(IDENT, mtime_ns=4_000_000_001),
+        replace(IDENT, codec="hevc"),
+        replace(IDENT, width=1280),
+        replace(IDENT, time_base=(1, 90000)),
+        replace(IDENT, rate=(25, 1)),
+    ):
         assert key_of(changed, Params()) != base
     for params in (Params(width=640, height=360), Params(crf=12), Params(segment_frames=60)):
         assert key_of(IDENT, params) != base
@@ -63,8 +73,17 @@ def test_a_manifest_round_trips_and_an_invalid_one_is_no_proxy(tmp_path: Path) -
     got = store.manifest(m.key)
     assert got is not None and got.segments == m.segments and got.time_base == m.time_base and got.identity == IDENT
     raw = json.loads(m.to_json())
-    for field, value in (("key", "0" * 32), ("format", 99), ("segments", [[10, 5, 3]]), ("segments", [[0, 10, 3], [5, 20, 3]]),
-                         ("width", -1), ("width", 10**9), ("transpose", 7), ("time_base", [0, 1]), ("complete", "yes")):
+    for field, value in (
+        ("key", "0" * 32),
+        ("format", 99),
+        ("segments", [[10, 5, 3]]),
+        ("segments", [[0, 10, 3], [5, 20, 3]]),
+        ("width", -1),
+        ("width", 10**9),
+        ("transpose", 7),
+        ("time_base", [0, 1]),
+        ("complete", "yes"),
+    ):
         bad = dict(raw, **{field: value})
         (store.dir(m.key) / MANIFEST).write_text(json.dumps(bad))
         if field == "complete":

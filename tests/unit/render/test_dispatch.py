@@ -19,7 +19,14 @@ from flipedit_previewd.common.errors import BadRequest, GatewayTimeout, RenderFa
 from flipedit_previewd.common.framecache import FrameCache
 from flipedit_previewd.common.metrics import Metrics
 from flipedit_previewd.render.admission import Admission
-from flipedit_previewd.render.dispatch import Dispatcher, FrameResult, HeavyFrameRefused, HeavyFrames, LoopHooks, frame_etag
+from flipedit_previewd.render.dispatch import (
+    Dispatcher,
+    FrameResult,
+    HeavyFrameRefused,
+    HeavyFrames,
+    LoopHooks,
+    frame_etag,
+)
 from flipedit_previewd.render.pool import BudgetExceeded, WorkerPool
 from flipedit_previewd.render.renderahead import RenderAhead
 from flipedit_previewd.timeline.model import Timeline, timeline_from_json
