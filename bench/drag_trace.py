@@ -65,10 +65,15 @@ def trace(server: Server, db: Path, changes: int, gap: float) -> list[dict[str, 
                 response = session.get(f"{server.url}/get_frame/{DRAG_FRAME}", timeout=10)
                 got = time.perf_counter()
                 digest = hashlib.sha1(response.content).digest()
-                tries.append({"sent_ms": (sent - changed) * 1000, "client_ms": (got - sent) * 1000,
-                              "queue_ms": float(response.headers.get("X-Queue-Ms", "nan")),
-                              "render_ms": float(response.headers.get("X-Render-Ms", "nan")),
-                              "new": digest != before})
+                tries.append(
+                    {
+                        "sent_ms": (sent - changed) * 1000,
+                        "client_ms": (got - sent) * 1000,
+                        "queue_ms": float(response.headers.get("X-Queue-Ms", "nan")),
+                        "render_ms": float(response.headers.get("X-Render-Ms", "nan")),
+                        "new": digest != before,
+                    }
+                )
                 if digest != before:
                     before = digest
                     settles.append({"settle_ms": (got - changed) * 1000, "tries": tries})
@@ -94,8 +99,22 @@ def main() -> int:
         env = {"XDG_CONFIG_HOME": str(db.parent)}
         if args.tree:
             env["PYTHONPATH"] = str(Path(args.tree).resolve())
-        server = Server("daemon", [str(VENV / "python"), "-m", "flipedit_previewd", "--project", str(db), "--listen",
-                                   "127.0.0.1:{port}", "--frame-cache-bytes", "0", *args.daemon_args.split()], env)
+        server = Server(
+            "daemon",
+            [
+                str(VENV / "python"),
+                "-m",
+                "flipedit_previewd",
+                "--project",
+                str(db),
+                "--listen",
+                "127.0.0.1:{port}",
+                "--frame-cache-bytes",
+                "0",
+                *args.daemon_args.split(),
+            ],
+            env,
+        )
         server.start()
         try:
             load = os.getloadavg()[0]
@@ -104,18 +123,26 @@ def main() -> int:
             server.stop()
     last = [s["tries"][-1] for s in settles]
     values = sorted(s["settle_ms"] for s in settles)
-    print(f"load {load:.2f}; {len(settles)} settles: p50 {statistics.median(values):.1f} ms, "
-          f"p95 {values[min(len(values) - 1, int(len(values) * 0.95))]:.1f} ms")
+    print(
+        f"load {load:.2f}; {len(settles)} settles: p50 {statistics.median(values):.1f} ms, "
+        f"p95 {values[min(len(values) - 1, int(len(values) * 0.95))]:.1f} ms"
+    )
     stale = [len(s["tries"]) - 1 for s in settles]
     print(f"stale answers per settle: mean {statistics.mean(stale):.2f}, settles with any {sum(1 for n in stale if n)}")
     for part in ("queue_ms", "render_ms"):
         print(f"settling request {part}: median {statistics.median(t[part] for t in last):.1f}")
     other = [t["client_ms"] - t["queue_ms"] - t["render_ms"] for t in last]
-    print(f"settling request other (HTTP, loop, db read, pipe): median {statistics.median(other):.1f}, max {max(other):.1f}")
+    print(
+        f"settling request other (HTTP, loop, db read, pipe): median {statistics.median(other):.1f}, max "
+        f"{max(other):.1f}"
+    )
     print("slowest:")
-    for s in sorted(settles, key=lambda s: -s["settle_ms"])[:args.show]:
-        parts = "; ".join(f"{'NEW' if t['new'] else 'old'} sent +{t['sent_ms']:.1f} took {t['client_ms']:.1f} "
-                          f"(queue {t['queue_ms']:.1f} render {t['render_ms']:.1f})" for t in s["tries"])
+    for s in sorted(settles, key=lambda s: -s["settle_ms"])[: args.show]:
+        parts = "; ".join(
+            f"{'NEW' if t['new'] else 'old'} sent +{t['sent_ms']:.1f} took {t['client_ms']:.1f} "
+            f"(queue {t['queue_ms']:.1f} render {t['render_ms']:.1f})"
+            for t in s["tries"]
+        )
         print(f"  {s['settle_ms']:6.1f} ms: {parts}")
     return 0
 

@@ -81,37 +81,148 @@ class Footage:
         """lavfi graph: testsrc2 under grain, a Mandelbrot zoom (a quarter of the width) moving across it."""
         w, h = self.size
         if not self.detail:
-            return f"testsrc2=s={w}x{h}:r={FPS}:d={self.seconds}" + (f",noise=alls={self.grain}:allf=t" if self.grain else "") \
+            return (
+                f"testsrc2=s={w}x{h}:r={FPS}:d={self.seconds}"
+                + (f",noise=alls={self.grain}:allf=t" if self.grain else "")
                 + f",format={self.pix_fmt}"
+            )
         mw, mh = w // 4 // 2 * 2, h // 4 // 2 * 2
-        return (f"testsrc2=s={w}x{h}:r={FPS}:d={self.seconds},noise=alls={self.grain}:allf=t[bg];"
-                f"mandelbrot=s={mw}x{mh}:r={FPS}[m];"
-                f"[bg][m]overlay=x='mod(t*{w // 12},{w - mw})':y='{h // 5}+{h // 10}*sin(t)':shortest=1,format={self.pix_fmt}")
+        return (
+            f"testsrc2=s={w}x{h}:r={FPS}:d={self.seconds},noise=alls={self.grain}:allf=t[bg];"
+            f"mandelbrot=s={mw}x{mh}:r={FPS}[m];"
+            f"[bg][m]overlay=x='mod(t*{w // 12},{w - mw})':y='{h // 5}+{h // 10}*sin(t)':shortest=1,"
+            f"format={self.pix_fmt}"
+        )
 
     def argv(self, out: Path) -> list[str]:
-        return [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-filter_complex", self.graph(),
-                "-frames:v", str(self.frames), *self.encode, str(out)]
+        return [
+            FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-y",
+            "-filter_complex",
+            self.graph(),
+            "-frames:v",
+            str(self.frames),
+            *self.encode,
+            str(out),
+        ]
 
 
-X265_PHONE = "log-level=error:keyint=60:min-keyint=60:scenecut=0:bframes=3:bitrate=24000:vbv-maxrate=30000:vbv-bufsize=48000"
-SCENES: dict[str, Footage] = {f.name: f for f in (
-    Footage("gop250-1080p", (1920, 1080), 20.0, "mp4",
-            ("-c:v", "libx264", "-profile:v", "high", "-preset", "fast", "-b:v", "10M", "-maxrate", "14M", "-bufsize", "20M",
-             "-g", "250", "-keyint_min", "250", "-sc_threshold", "0", "-bf", "3", "-pix_fmt", "yuv420p", "-movflags", "+faststart"),
-            "yuv420p", gop=250, notes="1080p30 H.264 High, GOP 250, 3 B-frames, 10 Mb/s"),
-    Footage("hevc10-2160p", (3840, 2160), 8.0, "mp4",
-            ("-c:v", "libx265", "-preset", "ultrafast", "-x265-params", X265_PHONE, "-pix_fmt", "yuv420p10le", "-tag:v", "hvc1"),
-            "yuv420p10le", grain=4, gop=60, notes="2160p30 HEVC Main 10, GOP 60, 3 B-frames, 24 Mb/s"),
-    Footage("dnxhr-2160p", (3840, 2160), 4.0, "mov",
+X265_PHONE = (
+    "log-level=error:keyint=60:min-keyint=60:scenecut=0:bframes=3:bitrate=24000:vbv-maxrate=30000:vbv-bufsize=48000"
+)
+SCENES: dict[str, Footage] = {
+    f.name: f
+    for f in (
+        Footage(
+            "gop250-1080p",
+            (1920, 1080),
+            20.0,
+            "mp4",
+            (
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "high",
+                "-preset",
+                "fast",
+                "-b:v",
+                "10M",
+                "-maxrate",
+                "14M",
+                "-bufsize",
+                "20M",
+                "-g",
+                "250",
+                "-keyint_min",
+                "250",
+                "-sc_threshold",
+                "0",
+                "-bf",
+                "3",
+                "-pix_fmt",
+                "yuv420p",
+                "-movflags",
+                "+faststart",
+            ),
+            "yuv420p",
+            gop=250,
+            notes="1080p30 H.264 High, GOP 250, 3 B-frames, 10 Mb/s",
+        ),
+        Footage(
+            "hevc10-2160p",
+            (3840, 2160),
+            8.0,
+            "mp4",
+            (
+                "-c:v",
+                "libx265",
+                "-preset",
+                "ultrafast",
+                "-x265-params",
+                X265_PHONE,
+                "-pix_fmt",
+                "yuv420p10le",
+                "-tag:v",
+                "hvc1",
+            ),
+            "yuv420p10le",
+            grain=4,
+            gop=60,
+            notes="2160p30 HEVC Main 10, GOP 60, 3 B-frames, 24 Mb/s",
+        ),
+        Footage(
+            "dnxhr-2160p",
+            (3840, 2160),
+            4.0,
+            "mov",
             ("-c:v", "dnxhd", "-profile:v", "dnxhr_sq", "-pix_fmt", "yuv422p"),
-            "yuv422p", grain=4, gop=1, notes="2160p30 DNxHR SQ 4:2:2 8-bit, all-intra"),
-    # Not in "footage": the same GOP without grain or detail (testsrc2 alone, x264 veryfast, crf 23, about 1 Mb/s),
-    # like tests/media_corpus.py's h264_ts_gop250 -- the friendly kind of file the issue's first figures may come from.
-    Footage("gop250-1080p-clean", (1920, 1080), 20.0, "mp4",
-            ("-c:v", "libx264", "-profile:v", "high", "-preset", "veryfast", "-crf", "23", "-g", "250", "-keyint_min", "250",
-             "-sc_threshold", "0", "-bf", "3", "-pix_fmt", "yuv420p", "-movflags", "+faststart"),
-            "yuv420p", grain=0, gop=250, detail=False, notes="1080p30 H.264 High, GOP 250, testsrc2 alone"),
-)}
+            "yuv422p",
+            grain=4,
+            gop=1,
+            notes="2160p30 DNxHR SQ 4:2:2 8-bit, all-intra",
+        ),
+        # Not in "footage": the same GOP without grain or detail (testsrc2 alone, x264 veryfast, crf 23, about 1 Mb/s),
+        # like tests/media_corpus.py's h264_ts_gop250 -- the friendly kind of file the issue's first figures may come
+        # from.
+        Footage(
+            "gop250-1080p-clean",
+            (1920, 1080),
+            20.0,
+            "mp4",
+            (
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "high",
+                "-preset",
+                "veryfast",
+                "-crf",
+                "23",
+                "-g",
+                "250",
+                "-keyint_min",
+                "250",
+                "-sc_threshold",
+                "0",
+                "-bf",
+                "3",
+                "-pix_fmt",
+                "yuv420p",
+                "-movflags",
+                "+faststart",
+            ),
+            "yuv420p",
+            grain=0,
+            gop=250,
+            detail=False,
+            notes="1080p30 H.264 High, GOP 250, testsrc2 alone",
+        ),
+    )
+}
 # --scenes names: "footage" is the three real-footage scenes.
 GROUPS = {"footage": ("gop250-1080p", "hevc10-2160p", "dnxhr-2160p")}
 
@@ -161,13 +272,28 @@ def scene_names(spec: str) -> list[str]:
 
 
 def probe(path: Path) -> dict[str, str]:
-    out = subprocess.run([FFPROBE, "-v", "error", "-select_streams", "v:0", "-show_entries",
-                          "stream=codec_name,profile,pix_fmt,width,height,r_frame_rate,nb_frames,bit_rate,has_b_frames",
-                          "-of", "json", str(path)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            FFPROBE,
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,profile,pix_fmt,width,height,r_frame_rate,nb_frames,bit_rate,has_b_frames",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return {k: str(v) for k, v in json.loads(out)["streams"][0].items()}
 
 
 # --- a project with the clip filling the canvas -------------------------------------------------
+
 
 def make_project(directory: Path, source: Path, seconds: float) -> Path:
     """A FlipEdit project database (schema 3): one video track, one clip of ``source`` filling the 1280x720 canvas.
@@ -197,9 +323,22 @@ def make_project(directory: Path, source: Path, seconds: float) -> Path:
 
 def timeline_json(source: Path, seconds: float) -> dict[str, object]:
     """The same as a timeline JSON (timeline_from_json's shape), for in-process renders."""
-    return {"tracks": [{"order": 0, "clips": [{"source_path": str(source), "type": "video", "start_on_track_ms": 0,
-                                               "end_on_track_ms": int(seconds * 1000),
-                                               "rect": {"left": 0, "top": 0, "width": CANVAS[0], "height": CANVAS[1]}}]}]}
+    return {
+        "tracks": [
+            {
+                "order": 0,
+                "clips": [
+                    {
+                        "source_path": str(source),
+                        "type": "video",
+                        "start_on_track_ms": 0,
+                        "end_on_track_ms": int(seconds * 1000),
+                        "rect": {"left": 0, "top": 0, "width": CANVAS[0], "height": CANVAS[1]},
+                    }
+                ],
+            }
+        ]
+    }
 
 
 def check_served(url: str, source: Path, frame: int = 0) -> float:
@@ -221,8 +360,10 @@ def check_served(url: str, source: Path, frame: int = 0) -> float:
                 break
     difference = float(np.abs(served - wanted).mean())
     if difference > 12:
-        raise RuntimeError(f"{url} does not show {source.name} at frame {frame} (mean difference {difference:.1f}): "
-                           "a refused source (media roots?) or a wrong clip")
+        raise RuntimeError(
+            f"{url} does not show {source.name} at frame {frame} (mean difference {difference:.1f}): "
+            "a refused source (media roots?) or a wrong clip"
+        )
     return difference
 
 
@@ -287,8 +428,10 @@ def describe(jobs: list[tuple[float, int]]) -> str:
     span = jobs[-1][0] - jobs[0][0]
     reversals = sum(1 for a, b, c in zip(jobs, jobs[1:], jobs[2:], strict=False) if (b[1] - a[1]) * (c[1] - b[1]) < 0)
     rate = f"{(len(jobs) - 1) / span:.1f} requests/s, " if span else ""
-    return (f"{len(jobs)} requests, {rate}median step {sorted(steps)[len(steps) // 2] if steps else 0} frames, "
-            f"{reversals} reversals, {sum(1 for s in steps if s > 40)} jumps > 40 frames")
+    return (
+        f"{len(jobs)} requests, {rate}median step {sorted(steps)[len(steps) // 2] if steps else 0} frames, "
+        f"{reversals} reversals, {sum(1 for s in steps if s > 40)} jumps > 40 frames"
+    )
 
 
 def main() -> int:
@@ -305,8 +448,11 @@ def main() -> int:
             for p in PATTERNS:
                 jobs = pattern(p, SCENES[name].frames, 120)
                 work = sorted(decode_work(jobs, SCENES[name].gop))
-                print(f"   {p}: {describe(jobs)}; frames decoded per request (model, one decoder): "
-                      f"median {work[len(work) // 2]}, p95 {work[int(0.95 * (len(work) - 1))]}, mean {sum(work) / len(work):.0f}")
+                print(
+                    f"   {p}: {describe(jobs)}; frames decoded per request (model, one decoder): "
+                    f"median {work[len(work) // 2]}, p95 {work[int(0.95 * (len(work) - 1))]}, mean "
+                    f"{sum(work) / len(work):.0f}"
+                )
     return 0
 
 

@@ -106,16 +106,27 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def measure(db: Path, workers: int, idle_seconds: float, extra: list[str], tree: Path | None = None) -> dict[str, object]:
+def measure(
+    db: Path, workers: int, idle_seconds: float, extra: list[str], tree: Path | None = None
+) -> dict[str, object]:
     port = free_port()
     # systemd-socket-activate passes the daemon only the variables named with -E, as systemd would.
     passed = {"XDG_CONFIG_HOME": str(db.parent)}
     if tree is not None:  # the same entry point, importing the package from another checkout first
         passed["PYTHONPATH"] = str(tree.resolve())
     env = {**os.environ, **passed}
-    argv = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", *(f"-E{k}={v}" for k, v in passed.items()),
-            str(VENV / "flipedit-previewd"), "--project", str(db),
-            "--workers", str(workers), *extra]
+    argv = [
+        "systemd-socket-activate",
+        "-l",
+        f"127.0.0.1:{port}",
+        *(f"-E{k}={v}" for k, v in passed.items()),
+        str(VENV / "flipedit-previewd"),
+        "--project",
+        str(db),
+        "--workers",
+        str(workers),
+        *extra,
+    ]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         # The activator binds before it execs anything; wait until the socket exists (no connection: that
@@ -123,7 +134,10 @@ def measure(db: Path, workers: int, idle_seconds: float, extra: list[str], tree:
         deadline = time.monotonic() + 10
         hexport = f":{port:04X} "
         while time.monotonic() < deadline:
-            if any(hexport in line and line.split()[3] == "0A" for line in Path("/proc/net/tcp").read_text().splitlines()[1:]):
+            if any(
+                hexport in line and line.split()[3] == "0A"
+                for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+            ):
                 break
             time.sleep(0.01)
         raise_if_dead(proc)
@@ -131,9 +145,13 @@ def measure(db: Path, workers: int, idle_seconds: float, extra: list[str], tree:
         time.sleep(idle_seconds)
         pids = descendants(proc.pid)
         per = [(command(pid), rollup(pid)) for pid in pids]
-        return {"cold_ms": cold_ms, "bytes": size, "pss_mb": sum(r["Pss"] for _, r in per) / 1024,
-                "rss_mb": sum(r["Rss"] for _, r in per) / 1024,
-                "processes": [(name, round(r["Pss"] / 1024, 1), round(r["Rss"] / 1024, 1)) for name, r in per]}
+        return {
+            "cold_ms": cold_ms,
+            "bytes": size,
+            "pss_mb": sum(r["Pss"] for _, r in per) / 1024,
+            "rss_mb": sum(r["Rss"] for _, r in per) / 1024,
+            "processes": [(name, round(r["Pss"] / 1024, 1), round(r["Rss"] / 1024, 1)) for name, r in per],
+        }
     finally:
         stop(proc)
 
@@ -156,19 +174,35 @@ def main() -> int:
                 baseline.append(measure(db, args.workers, args.idle_seconds, args.daemon_args, args.baseline_tree))
             runs.append(measure(db, args.workers, args.idle_seconds, args.daemon_args))
     for i, run in enumerate(baseline, 1):
-        print(f"baseline run {i}: cold start {run['cold_ms']:.0f} ms, idle PSS {run['pss_mb']:.1f} MB (RSS {run['rss_mb']:.1f} MB): {run['processes']}")
+        print(
+            f"baseline run {i}: cold start {run['cold_ms']:.0f} ms, idle PSS {run['pss_mb']:.1f} MB (RSS "
+            f"{run['rss_mb']:.1f} MB): {run['processes']}"
+        )
     if baseline:
-        print(f"baseline ({args.baseline_tree}) medians: cold start {statistics.median(float(r['cold_ms']) for r in baseline):.0f} ms, "  # type: ignore[arg-type]
-              f"idle PSS {statistics.median(float(r['pss_mb']) for r in baseline):.1f} MB\n")  # type: ignore[arg-type]
+        print(
+            f"baseline ({args.baseline_tree}) medians: cold start "
+            f"{statistics.median(float(r['cold_ms']) for r in baseline):.0f} ms, "  # type: ignore[arg-type]
+            f"idle PSS {statistics.median(float(r['pss_mb']) for r in baseline):.1f} MB\n"
+        )  # type: ignore[arg-type]
     for i, run in enumerate(runs, 1):
-        print(f"run {i}: cold start {run['cold_ms']:.0f} ms, idle PSS {run['pss_mb']:.1f} MB (RSS {run['rss_mb']:.1f} MB): {run['processes']}")
+        print(
+            f"run {i}: cold start {run['cold_ms']:.0f} ms, idle PSS {run['pss_mb']:.1f} MB (RSS {run['rss_mb']:.1f} "
+            f"MB): {run['processes']}"
+        )
     cold = statistics.median(float(r["cold_ms"]) for r in runs)  # type: ignore[arg-type]
     pss = statistics.median(float(r["pss_mb"]) for r in runs)  # type: ignore[arg-type]
-    print(f"\nload average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} cores)")
-    print(f"cold start (first connection on the activator's socket -> first frame), median of {len(runs)}: {cold:.0f} ms "
-          f"[<= {GOAL_COLD_MS:.0f} ms] {'PASS' if cold <= GOAL_COLD_MS else 'FAIL'}")
-    print(f"idle PSS of the whole service ({args.workers} workers), median: {pss:.1f} MB [<= {GOAL_PSS_MB:.0f} MB] "
-          f"{'PASS' if pss <= GOAL_PSS_MB else 'FAIL'}")
+    print(
+        f"\nload average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} before, {os.getloadavg()[0]:.2f} after "
+        f"({os.cpu_count()} cores)"
+    )
+    print(
+        f"cold start (first connection on the activator's socket -> first frame), median of {len(runs)}: {cold:.0f} ms "
+        f"[<= {GOAL_COLD_MS:.0f} ms] {'PASS' if cold <= GOAL_COLD_MS else 'FAIL'}"
+    )
+    print(
+        f"idle PSS of the whole service ({args.workers} workers), median: {pss:.1f} MB [<= {GOAL_PSS_MB:.0f} MB] "
+        f"{'PASS' if pss <= GOAL_PSS_MB else 'FAIL'}"
+    )
     return 0
 
 

@@ -61,8 +61,14 @@ class Server:
 
     def start(self) -> None:
         argv = [a.replace("{port}", str(self.port)) for a in self.argv]
-        self.proc = subprocess.Popen(argv, env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=str(ROOT))
+        self.proc = subprocess.Popen(
+            argv,
+            env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(ROOT),
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

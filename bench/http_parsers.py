@@ -13,8 +13,10 @@ import time
 import h11
 import httptools
 
-REQUEST = (b"GET /get_frame/%d HTTP/1.1\r\nHost: localhost:8081\r\nUser-Agent: Dart/3.3 (dart:io)\r\n"
-           b"Accept-Encoding: gzip\r\nIf-None-Match: \"abc-%d\"\r\n\r\n")
+REQUEST = (
+    b"GET /get_frame/%d HTTP/1.1\r\nHost: localhost:8081\r\nUser-Agent: Dart/3.3 (dart:io)\r\n"
+    b'Accept-Encoding: gzip\r\nIf-None-Match: "abc-%d"\r\n\r\n'
+)
 BATCH = 200
 ROUNDS = 7
 BATCHES = 50

@@ -10,7 +10,8 @@ Each prints throughput, p50/p95/p99, outcomes by status and connection errors, w
 bar while it runs; --json prints one JSON object instead.
   .venv/bin/python -m bench.load --url http://127.0.0.1:8081 scrub --frames 200
   .venv/bin/python -m bench.load overload --connections 400 --seconds 20
-  .venv/bin/python -m bench.load drag --project ~/.local/share/flipedit-preview/demo/demo_project.sqlite --rate 60 --seconds 10
+  .venv/bin/python -m bench.load drag --project ~/.local/share/flipedit-preview/demo/demo_project.sqlite --rate 60
+  --seconds 10
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def scrub(url: str, frames: int, quiet: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     rng = random.Random(1)
     with Progress(disable=quiet, transient=True) as progress:
-        for name, order in (("sequential", list(range(frames))), ("random", [rng.randrange(0, frames * 4) for _ in range(frames)])):
+        for name, order in (
+            ("sequential", list(range(frames))),
+            ("random", [rng.randrange(0, frames * 4) for _ in range(frames)]),
+        ):
             task = progress.add_task(name, total=len(order))
             times: list[float] = []
             statuses: dict[str, int] = {}
@@ -63,14 +67,20 @@ def scrub(url: str, frames: int, quiet: bool) -> dict[str, Any]:
                 times.append((time.perf_counter() - t0) * 1000)
                 progress.advance(task)
             wall = time.perf_counter() - started
-            out[name] = {"requests": len(order), "per_s": round(len(order) / wall, 1), "latency_ms": pct(sorted(times)),
-                         "statuses": statuses, "connection_errors": errors}
+            out[name] = {
+                "requests": len(order),
+                "per_s": round(len(order) / wall, 1),
+                "latency_ms": pct(sorted(times)),
+                "statuses": statuses,
+                "connection_errors": errors,
+            }
     client.close()
     return out
 
 
-def overload(url: str, connections: int, seconds: float, quiet: bool, frames: int = 100_000,
-             path: Any = None) -> dict[str, Any]:
+def overload(
+    url: str, connections: int, seconds: float, quiet: bool, frames: int = 100_000, path: Any = None
+) -> dict[str, Any]:
     parsed = urlparse(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
     sel = selectors.DefaultSelector()
@@ -120,7 +130,13 @@ def overload(url: str, connections: int, seconds: float, quiet: bool, frames: in
                 head, sep, body = state["buf"].partition(b"\r\n\r\n")
                 if not sep:
                     continue
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                length = int(
+                    next(
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                )
                 if len(body) < length:
                     continue
                 status = head.split(b" ", 2)[1].decode()
@@ -137,12 +153,19 @@ def overload(url: str, connections: int, seconds: float, quiet: bool, frames: in
     for key in list(sel.get_map().values()):
         key.fileobj.close()  # type: ignore[union-attr]
     wall = time.monotonic() - started
-    return {"connections": connections, "seconds": round(wall, 1), "per_s": round(sum(statuses.values()) / wall, 1),
-            "goodput_per_s": round(statuses.get("200", 0) / wall, 1), "latency_ms": pct(sorted(latencies)),
-            "in_time_per_s": round(in_time[0] / wall, 1),
-            "latency_503_ms": pct(sorted(latencies_503)),
-            "statuses": statuses, "connection_errors": sum(errors.values()), "errors": errors,
-            "503_without_retry_after": retry_after_missing}
+    return {
+        "connections": connections,
+        "seconds": round(wall, 1),
+        "per_s": round(sum(statuses.values()) / wall, 1),
+        "goodput_per_s": round(statuses.get("200", 0) / wall, 1),
+        "latency_ms": pct(sorted(latencies)),
+        "in_time_per_s": round(in_time[0] / wall, 1),
+        "latency_503_ms": pct(sorted(latencies_503)),
+        "statuses": statuses,
+        "connection_errors": sum(errors.values()),
+        "errors": errors,
+        "503_without_retry_after": retry_after_missing,
+    }
 
 
 def drag(url: str, project: str, rate: float, seconds: float, quiet: bool, frame: int = 10) -> dict[str, Any]:
@@ -196,8 +219,15 @@ def drag(url: str, project: str, rate: float, seconds: float, quiet: bool, frame
     conn.close()
     client.close()
     lat = sorted((b - a) * 1000 for a, b in frames_seen)
-    return {"rate": rate, "seconds": seconds, "requests": len(frames_seen), "latency_ms": pct(lat), "statuses": statuses,
-            "connection_errors": errors[0], "settle_ms": round(settle_ms, 1)}
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "requests": len(frames_seen),
+        "latency_ms": pct(lat),
+        "statuses": statuses,
+        "connection_errors": errors[0],
+        "settle_ms": round(settle_ms, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

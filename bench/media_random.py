@@ -25,8 +25,17 @@ from pathlib import Path
 from bench.harness import ROOT
 from tests.support.media_corpus import ROWS, make
 
-NAMES = ("h264_mp4_gop25_bframes", "h264_ts_gop25", "h264_ts_gop250", "mpeg2_mpg_gop15", "hevc_mp4_opengop",
-         "hevc10_mp4_phone", "vp9_webm", "h264_rot90_mp4", "h264_vfr_mp4")
+NAMES = (
+    "h264_mp4_gop25_bframes",
+    "h264_ts_gop25",
+    "h264_ts_gop250",
+    "mpeg2_mpg_gop15",
+    "hevc_mp4_opengop",
+    "hevc10_mp4_phone",
+    "vp9_webm",
+    "h264_rot90_mp4",
+    "h264_vfr_mp4",
+)
 
 CHILD = r"""
 import json, random, sys, time
@@ -55,13 +64,20 @@ for name, path, seconds in rows:
         times.append((time.perf_counter() - t0) * 1000)
     out[name] = times
 print(json.dumps(out))
-"""
+"""  # noqa: E501 (the text of another language, kept as written)
 
 
 def run(tree: Path, rows: list[tuple[str, str, float]], frames: int) -> dict[str, list[float]]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(tree), json.dumps(rows), str(frames)], check=True,
-                          capture_output=True, text=True, env=env, cwd=tree, timeout=1800)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tree), json.dumps(rows), str(frames)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tree,
+        timeout=1800,
+    )
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
@@ -86,17 +102,26 @@ def main() -> None:
             for label, tree in (("baseline", options.baseline_tree.resolve()), ("current", ROOT)):
                 for name, times in run(tree, rows, options.frames).items():
                     results[label].setdefault(name, []).extend(times)
-    print(f"random frames at the source's displayed size ({options.size} stored), JPEG, ms per frame, "
-          f"{options.frames} x {options.rounds} per row and tree")
-    print(f"{'row':26s} {'base p50':>9s} {'base p95':>9s} {'now p50':>9s} {'now p95':>9s} {'p50 ratio':>9s} {'p95 ratio':>9s}")
+    print(
+        f"random frames at the source's displayed size ({options.size} stored), JPEG, ms per frame, "
+        f"{options.frames} x {options.rounds} per row and tree"
+    )
+    print(
+        f"{'row':26s} {'base p50':>9s} {'base p95':>9s} {'now p50':>9s} {'now p95':>9s} {'p50 ratio':>9s} "
+        f"{'p95 ratio':>9s}"
+    )
     ratios = []
     for name, *_ in rows:
         base, now = results["baseline"][name], results["current"][name]
         r50, r95 = statistics.median(now) / statistics.median(base), p95(now) / p95(base)
         ratios.append(r50)
-        print(f"{name:26s} {statistics.median(base):9.1f} {p95(base):9.1f} {statistics.median(now):9.1f} {p95(now):9.1f} "
-              f"{r50:9.2f} {r95:9.2f}")
-    print(f"geometric mean of the p50 ratios: {statistics.geometric_mean(ratios):.2f} (current / baseline; < 1 is faster)")
+        print(
+            f"{name:26s} {statistics.median(base):9.1f} {p95(base):9.1f} {statistics.median(now):9.1f} {p95(now):9.1f} "
+            f"{r50:9.2f} {r95:9.2f}"
+        )
+    print(
+        f"geometric mean of the p50 ratios: {statistics.geometric_mean(ratios):.2f} (current / baseline; < 1 is faster)"
+    )
 
 
 if __name__ == "__main__":

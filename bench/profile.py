@@ -78,17 +78,38 @@ def top_frames(collapsed: Path, count: int = 12) -> list[tuple[str, float]]:
 
 
 def record(pid: int, seconds: float, out: Path, fmt: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([str(VENV / "py-spy"), "record", "--subprocesses", "--nonblocking", "--rate", "100",
-                             "--duration", str(int(seconds)), "--format", fmt, "-o", str(out), "--pid", str(pid)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            str(VENV / "py-spy"),
+            "record",
+            "--subprocesses",
+            "--nonblocking",
+            "--rate",
+            "100",
+            "--duration",
+            str(int(seconds)),
+            "--format",
+            fmt,
+            "-o",
+            str(out),
+            "--pid",
+            str(pid),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", choices=("overload", "drag", "both", "random", "scrub", "footage"), default="both")
+    parser.add_argument(
+        "--scenario", choices=("overload", "drag", "both", "random", "scrub", "footage"), default="both"
+    )
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--label", default="", help="file name prefix, e.g. before-")
-    parser.add_argument("--footage", default="", help="a footage scene (bench/footage.py) for random/scrub/footage (both)")
+    parser.add_argument(
+        "--footage", default="", help="a footage scene (bench/footage.py) for random/scrub/footage (both)"
+    )
     args = parser.parse_args()
     if args.scenario in ("random", "scrub", "footage") and not args.footage:
         args.footage = "gop250-1080p"
@@ -98,25 +119,43 @@ def main() -> int:
             db = footage.make_project(Path(tmp), footage.make(clip), clip.seconds)
         else:
             db = make_project(Path(tmp), make_scene(Path(tmp)))
-        daemon = Server("daemon", [str(VENV / "flipedit-previewd"), "--project", str(db), "--listen", "127.0.0.1:{port}",
-                                   "--frame-cache-bytes", "0"], {"XDG_CONFIG_HOME": str(db.parent)})
+        daemon = Server(
+            "daemon",
+            [
+                str(VENV / "flipedit-previewd"),
+                "--project",
+                str(db),
+                "--listen",
+                "127.0.0.1:{port}",
+                "--frame-cache-bytes",
+                "0",
+            ],
+            {"XDG_CONFIG_HOME": str(db.parent)},
+        )
         daemon.start()
         try:
             if args.footage:
                 footage.check_served(daemon.url, footage.make(args.footage), 45)
             assert daemon.proc is not None
-            scenarios = {"both": ("overload", "drag"), "footage": ("random", "scrub")}.get(args.scenario, (args.scenario,))
+            scenarios = {"both": ("overload", "drag"), "footage": ("random", "scrub")}.get(
+                args.scenario, (args.scenario,)
+            )
             for scenario in scenarios:
                 load = os.getloadavg()
                 stem = f"profile-{args.label}{scenario}" + (f"-{args.footage}" if args.footage else "")
                 svg, txt = RESULTS / f"{stem}.svg", Path(tmp) / f"{scenario}.txt"
-                spies = [record(daemon.proc.pid, args.seconds, svg, "flamegraph"),
-                         record(daemon.proc.pid, args.seconds, txt, "raw")]
+                spies = [
+                    record(daemon.proc.pid, args.seconds, svg, "flamegraph"),
+                    record(daemon.proc.pid, args.seconds, txt, "raw"),
+                ]
                 time.sleep(1.0)
                 if args.footage:
                     jobs = footage.pattern(scenario, footage.SCENES[args.footage].frames, 2000, seed=1)
                     result = paced(daemon.url, jobs, args.seconds - 2)
-                    result = {"latency_ms": result["latency_ms"], "statuses": {"200": result["n"], "errors": result["errors"]}}
+                    result = {
+                        "latency_ms": result["latency_ms"],
+                        "statuses": {"200": result["n"], "errors": result["errors"]},
+                    }
                 elif scenario == "overload":
                     frame = lambda n: f"/get_frame/{n % 240}?quality={80 + (n // 240) % 10}"  # noqa: E731
                     result = raw_overload(daemon.url, 400, args.seconds - 2, quiet=True, path=frame)
@@ -125,7 +164,13 @@ def main() -> int:
                 for spy in spies:
                     spy.wait(timeout=args.seconds + 60)
                 print(f"== {scenario}: load average before {load[0]:.2f} {load[1]:.2f}, after {os.getloadavg()[0]:.2f}")
-                print({k: v for k, v in result.items() if k in ("goodput_per_s", "latency_503_ms", "statuses", "settle_ms", "background_ms")})
+                print(
+                    {
+                        k: v
+                        for k, v in result.items()
+                        if k in ("goodput_per_s", "latency_503_ms", "statuses", "settle_ms", "background_ms")
+                    }
+                )
                 if txt.exists():
                     (RESULTS / f"{stem}.collapsed.txt").write_text(txt.read_text())
                     for name, share in top_frames(txt):
@@ -134,7 +179,10 @@ def main() -> int:
                         shares, leaves = activities(txt)
                         total = sum(shares["main"].values()) + sum(shares["workers"].values())
                         for who, counts in shares.items():
-                            print(f"  {who}: {sum(counts.values()) / max(total, 1):.1%} of all samples; by activity (share of {who}):")
+                            print(
+                                f"  {who}: {sum(counts.values()) / max(total, 1):.1%} of all samples; by activity "
+                                f"(share of {who}):"
+                            )
                             for kind, n in counts.most_common():
                                 print(f"    {n / max(sum(counts.values()), 1):6.1%}  {kind}")
                         print("  workers' hottest lines (self, share of worker samples):")

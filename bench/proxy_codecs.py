@@ -58,17 +58,28 @@ class Candidate:
 
 
 X264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p")
-CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
-    Candidate("mjpeg-q2", "mov", ("-c:v", "mjpeg", "-q:v", "2", "-strict", "unofficial", "-pix_fmt", "yuv420p")),
-    Candidate("mjpeg-q3", "mov", ("-c:v", "mjpeg", "-q:v", "3", "-strict", "unofficial", "-pix_fmt", "yuv420p")),
-    Candidate("h264-intra-ultrafast-crf16", "mp4", (*X264, "-preset", "ultrafast", "-g", "1", "-crf", "16")),
-    Candidate("h264-intra-veryfast-crf16", "mp4", (*X264, "-preset", "veryfast", "-g", "1", "-crf", "16")),
-    Candidate("h264-intra-veryfast-crf18", "mp4", (*X264, "-preset", "veryfast", "-g", "1", "-crf", "18")),
-    Candidate("h264-gop8-veryfast-crf16", "mp4", (*X264, "-preset", "veryfast", "-g", "8", "-bf", "0", "-crf", "16")),
-    Candidate("h264-gop15-veryfast-crf16", "mp4", (*X264, "-preset", "veryfast", "-g", "15", "-bf", "0", "-crf", "16")),
-    Candidate("h264-gop15-ultrafast-crf16", "mp4", (*X264, "-preset", "ultrafast", "-g", "15", "-bf", "0", "-crf", "16")),
-    Candidate("prores-proxy", "mov", ("-c:v", "prores_ks", "-profile:v", "0", "-pix_fmt", "yuv422p10le"), "yuv422p10le"),
-)}
+CANDIDATES: dict[str, Candidate] = {
+    c.name: c
+    for c in (
+        Candidate("mjpeg-q2", "mov", ("-c:v", "mjpeg", "-q:v", "2", "-strict", "unofficial", "-pix_fmt", "yuv420p")),
+        Candidate("mjpeg-q3", "mov", ("-c:v", "mjpeg", "-q:v", "3", "-strict", "unofficial", "-pix_fmt", "yuv420p")),
+        Candidate("h264-intra-ultrafast-crf16", "mp4", (*X264, "-preset", "ultrafast", "-g", "1", "-crf", "16")),
+        Candidate("h264-intra-veryfast-crf16", "mp4", (*X264, "-preset", "veryfast", "-g", "1", "-crf", "16")),
+        Candidate("h264-intra-veryfast-crf18", "mp4", (*X264, "-preset", "veryfast", "-g", "1", "-crf", "18")),
+        Candidate(
+            "h264-gop8-veryfast-crf16", "mp4", (*X264, "-preset", "veryfast", "-g", "8", "-bf", "0", "-crf", "16")
+        ),
+        Candidate(
+            "h264-gop15-veryfast-crf16", "mp4", (*X264, "-preset", "veryfast", "-g", "15", "-bf", "0", "-crf", "16")
+        ),
+        Candidate(
+            "h264-gop15-ultrafast-crf16", "mp4", (*X264, "-preset", "ultrafast", "-g", "15", "-bf", "0", "-crf", "16")
+        ),
+        Candidate(
+            "prores-proxy", "mov", ("-c:v", "prores_ks", "-profile:v", "0", "-pix_fmt", "yuv422p10le"), "yuv422p10le"
+        ),
+    )
+}
 
 
 def scaler(source: Path) -> str:
@@ -88,29 +99,84 @@ def ffmpeg_timed(argv: list[str]) -> tuple[float, float]:
 
 
 def base_argv(source: Path, seconds: float, vf: str) -> list[str]:
-    return [footage.FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-threads", "1", "-t", f"{seconds}",
-            "-i", str(source), "-filter_threads", "1", "-vf", vf, "-an"]
+    return [
+        footage.FFMPEG,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-y",
+        "-threads",
+        "1",
+        "-t",
+        f"{seconds}",
+        "-i",
+        str(source),
+        "-filter_threads",
+        "1",
+        "-vf",
+        vf,
+        "-an",
+    ]
 
 
 def make_proxy(source: Path, seconds: float, candidate: Candidate | None, out: Path) -> tuple[float, float]:
     vf = f"scale={W}:{H}:flags={scaler(source)}"
     if candidate is None:  # the source alone: decode and scale, nothing written
         return ffmpeg_timed([*base_argv(source, seconds, vf), "-f", "null", "-"])
-    return ffmpeg_timed([*base_argv(source, seconds, f"{vf},format={candidate.pix_fmt}"), "-threads", "1", *candidate.encode, str(out)])
+    return ffmpeg_timed(
+        [*base_argv(source, seconds, f"{vf},format={candidate.pix_fmt}"), "-threads", "1", *candidate.encode, str(out)]
+    )
 
 
 def make_reference(source: Path, seconds: float, out: Path) -> None:
     """The original decoded by ffmpeg, scaled as the proxies are, 8-bit 4:2:0, uncompressed."""
-    subprocess.run([footage.FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-t", f"{seconds}", "-i", str(source),
-                    "-vf", f"scale={W}:{H}:flags={scaler(source)},format=yuv420p", "-an", "-c:v", "rawvideo", str(out)],
-                   check=True, timeout=900)
+    subprocess.run(
+        [
+            footage.FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-y",
+            "-t",
+            f"{seconds}",
+            "-i",
+            str(source),
+            "-vf",
+            f"scale={W}:{H}:flags={scaler(source)},format=yuv420p",
+            "-an",
+            "-c:v",
+            "rawvideo",
+            str(out),
+        ],
+        check=True,
+        timeout=900,
+    )
 
 
 def psnr_y(proxy: Path, reference: Path, stats: Path) -> tuple[float, float, int]:
     """Mean and worst per-frame luma PSNR of the proxy against the reference, and the frame count."""
-    subprocess.run([footage.FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(proxy), "-i", str(reference),
-                    "-filter_complex", f"[0]format=yuv420p[a];[1]format=yuv420p[b];[a][b]psnr=stats_file={stats}",
-                    "-f", "null", "-"], check=True, timeout=900)
+    subprocess.run(
+        [
+            footage.FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-i",
+            str(proxy),
+            "-i",
+            str(reference),
+            "-filter_complex",
+            f"[0]format=yuv420p[a];[1]format=yuv420p[b];[a][b]psnr=stats_file={stats}",
+            "-f",
+            "null",
+            "-",
+        ],
+        check=True,
+        timeout=900,
+    )
     values = []
     for line in stats.read_text().splitlines():
         fields = dict(f.split(":", 1) for f in line.split() if ":" in f)
@@ -141,7 +207,9 @@ def random_decode(proxy: Path, count: int, seed: int = 7) -> tuple[float, float]
     return statistics.median(times), percentile(times, 95) or 0.0
 
 
-def compose_random(proxy: Path, seconds: float, count: int, seed: int = 7, forward_limit: int | None = None) -> tuple[float, float]:
+def compose_random(
+    proxy: Path, seconds: float, count: int, seed: int = 7, forward_limit: int | None = None
+) -> tuple[float, float]:
     """ms per random frame through the daemon's render function (one clip, the proxy, filling the canvas).
 
     ``forward_limit`` (a what-if, set in this process only): media.py's FORWARD_DECODE_LIMIT, the number of frames
@@ -168,13 +236,26 @@ def compose_random(proxy: Path, seconds: float, count: int, seed: int = 7, forwa
     return statistics.median(times), percentile(times, 95) or 0.0
 
 
-def through_daemon(proxy: Path, seconds: float, directory: Path, requests_per_pattern: int) -> dict[str, dict[str, float]]:
+def through_daemon(
+    proxy: Path, seconds: float, directory: Path, requests_per_pattern: int
+) -> dict[str, dict[str, float]]:
     """Random and scrub through the whole daemon (bench/peers.py's Server and paced client), frame cache off."""
     from peers import VENV, Server, paced
 
     db = footage.make_project(directory, proxy, seconds)
-    daemon = Server("daemon", [str(VENV / "flipedit-previewd"), "--project", str(db), "--listen", "127.0.0.1:{port}",
-                               "--frame-cache-bytes", "0"], {"XDG_CONFIG_HOME": str(directory)})
+    daemon = Server(
+        "daemon",
+        [
+            str(VENV / "flipedit-previewd"),
+            "--project",
+            str(db),
+            "--listen",
+            "127.0.0.1:{port}",
+            "--frame-cache-bytes",
+            "0",
+        ],
+        {"XDG_CONFIG_HOME": str(directory)},
+    )
     daemon.start()
     out = {}
     try:
@@ -203,12 +284,20 @@ def main() -> int:
             raise SystemExit(f"unknown candidate {n!r} (known: {', '.join(CANDIDATES)})")
     started = time.monotonic()
     loads = [os.getloadavg()[0]]
-    print(f"load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)", flush=True)
-    header = ("| source | proxy | x real time (CPU) | x real time (wall) | MB/min | PSNR-Y mean dB | PSNR-Y worst dB | "
-              "decode p50 ms | decode p95 ms | compose p50 ms | compose p95 ms | compose p95, seeking ms | load |")
+    print(
+        f"load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)",
+        flush=True,
+    )
+    header = (
+        "| source | proxy | x real time (CPU) | x real time (wall) | MB/min | PSNR-Y mean dB | PSNR-Y worst dB | "
+        "decode p50 ms | decode p95 ms | compose p50 ms | compose p95 ms | compose p95, seeking ms | load |"
+    )
     rows = [header, "|---" * (header.count("|") - 1) + "|"]
-    daemon_rows = ["| source | proxy | random p50 ms | random p95 ms | random max ms | scrub p50 ms | scrub p95 ms | scrub max ms |",
-                   "|---|---|---|---|---|---|---|---|"]
+    daemon_rows = [
+        "| source | proxy | random p50 ms | random p95 ms | random max ms | scrub p50 ms | scrub p95 ms | scrub max ms "
+        "|",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     verdicts: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -220,8 +309,11 @@ def main() -> int:
             make_reference(source, seconds, reference)
             wall, cpu = make_proxy(source, seconds, None, work / "null")
             loads.append(os.getloadavg()[0])
-            rows.append(f"| {source_name} ({seconds:g} s) | source only: decode + scale | {seconds / cpu:.2f} | {seconds / wall:.2f} | "
-                        f"- | - | - | - | - | - | - | - | {loads[-1]:.2f} |")
+            rows.append(
+                f"| {source_name} ({seconds:g} s) | source only: decode + scale | {seconds / cpu:.2f} | "
+                f"{seconds / wall:.2f} | "
+                f"- | - | - | - | - | - | - | - | {loads[-1]:.2f} |"
+            )
             print(rows[-1], flush=True)
             for name in names:
                 candidate = CANDIDATES[name]
@@ -235,8 +327,11 @@ def main() -> int:
                 c50, c95 = compose_random(proxy, seconds, args.frames)
                 _, s95 = compose_random(proxy, seconds, args.frames, forward_limit=1)
                 loads.append(os.getloadavg()[0])
-                rows.append(f"| {source_name} | {name} | {seconds / cpu:.2f} | {seconds / wall:.2f} | {mb_min:.0f} | {mean:.2f} | "
-                            f"{worst:.2f} | {d50:.1f} | {d95:.1f} | {c50:.1f} | {c95:.1f} | {s95:.1f} | {loads[-1]:.2f} |")
+                rows.append(
+                    f"| {source_name} | {name} | {seconds / cpu:.2f} | {seconds / wall:.2f} | {mb_min:.0f} | "
+                    f"{mean:.2f} | "
+                    f"{worst:.2f} | {d50:.1f} | {d95:.1f} | {c50:.1f} | {c95:.1f} | {s95:.1f} | {loads[-1]:.2f} |"
+                )
                 print(rows[-1], flush=True)
                 problems = verdicts.setdefault(name, [])
                 if mean < 45 or worst < 45:
@@ -245,24 +340,35 @@ def main() -> int:
                     problems.append(f"{source_name}: {seconds / cpu:.2f}x real time on one core < 2x")
                 if args.daemon and name in args.daemon_candidates.split(","):
                     got = through_daemon(proxy, seconds, work, 30)
-                    daemon_rows.append(f"| {source_name} | {name} | {got['random']['p50']:.1f} | {got['random']['p95']:.1f} | "
-                                       f"{got['random']['max']:.1f} | {got['scrub']['p50']:.1f} | {got['scrub']['p95']:.1f} | "
-                                       f"{got['scrub']['max']:.1f} |")
+                    daemon_rows.append(
+                        f"| {source_name} | {name} | {got['random']['p50']:.1f} | {got['random']['p95']:.1f} | "
+                        f"{got['random']['max']:.1f} | {got['scrub']['p50']:.1f} | {got['scrub']['p95']:.1f} | "
+                        f"{got['scrub']['max']:.1f} |"
+                    )
                     print(daemon_rows[-1], flush=True)
                     if max(got["random"]["p95"], got["scrub"]["p95"]) > 40:
                         problems.append(f"{source_name}: p95 through the daemon > 40 ms")
     loads.append(os.getloadavg()[0])
-    print(f"\n1280x720 proxies, ffmpeg -threads 1; {time.monotonic() - started:.0f} s; 1-minute load average "
-          f"{min(loads):.2f}-{max(loads):.2f}\n")
+    print(
+        f"\n1280x720 proxies, ffmpeg -threads 1; {time.monotonic() - started:.0f} s; 1-minute load average "
+        f"{min(loads):.2f}-{max(loads):.2f}\n"
+    )
     print("\n".join(rows))
     if len(daemon_rows) > 2:
         print("\nThrough the daemon (frame cache off, one client; random: closed loop; scrub: the editor's pace):\n")
         print("\n".join(daemon_rows))
-    print("\nconstraints (PSNR-Y >= 45 dB on every frame; >= 2x real time on one core for the 1080p source"
-          + ("; p95 <= 40 ms through the daemon" if args.daemon else "") + "):")
+    print(
+        "\nconstraints (PSNR-Y >= 45 dB on every frame; >= 2x real time on one core for the 1080p source"
+        + ("; p95 <= 40 ms through the daemon" if args.daemon else "")
+        + "):"
+    )
     for name in names:
         problems = verdicts.get(name, [])
-        untried = " (not served by the daemon in this run)" if args.daemon and name not in args.daemon_candidates.split(",") else ""
+        untried = (
+            " (not served by the daemon in this run)"
+            if args.daemon and name not in args.daemon_candidates.split(",")
+            else ""
+        )
         print(f"  {name:<28} {'meets them' + untried if not problems else 'FAILS: ' + '; '.join(problems)}")
     return 0
 

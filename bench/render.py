@@ -63,16 +63,29 @@ STILL_RECT = (40, 40, 300, 200)
 
 def scene_timeline(scene: dict[str, Path], rect_left: float = SMALL_RECT[0]) -> Timeline:
     def clip(path: Path, rect: tuple[float, ...], kind: str) -> dict[str, Any]:
-        return {"source_path": str(path), "type": kind, "start_on_track_ms": 0, "end_on_track_ms": 8000,
-                "rect": dict(zip(("left", "top", "width", "height"), rect, strict=True))}
-    return timeline_from_json({"tracks": [
-        {"order": 0, "clips": [clip(scene["big"], (0, 0, *CANVAS), "video")]},
-        {"order": 1, "clips": [clip(scene["small"], (rect_left, *SMALL_RECT[1:]), "video")]},
-        {"order": 2, "clips": [clip(scene["still"], STILL_RECT, "image")]},
-    ]}, CANVAS, 30)
+        return {
+            "source_path": str(path),
+            "type": kind,
+            "start_on_track_ms": 0,
+            "end_on_track_ms": 8000,
+            "rect": dict(zip(("left", "top", "width", "height"), rect, strict=True)),
+        }
+
+    return timeline_from_json(
+        {
+            "tracks": [
+                {"order": 0, "clips": [clip(scene["big"], (0, 0, *CANVAS), "video")]},
+                {"order": 1, "clips": [clip(scene["small"], (rect_left, *SMALL_RECT[1:]), "video")]},
+                {"order": 2, "clips": [clip(scene["still"], STILL_RECT, "image")]},
+            ]
+        },
+        CANVAS,
+        30,
+    )
 
 
 # --- the three pipelines, each rendering one frame -------------------------------------------------
+
 
 class Pipeline:
     decoder_threads = 0  # 0: the daemon's setting as shipped (FFmpeg's default: a slice thread per core)
@@ -82,6 +95,7 @@ class Pipeline:
         self.media = MediaPool(256 * 1024 * 1024, 100_000_000)
         if self.decoder_threads:
             from flipedit_previewd.worker import media as media_module
+
             threads = self.decoder_threads
             opened = media_module.VideoSource._open_container
 
@@ -118,7 +132,9 @@ class Floor:
         for i in range(2):
             if rect_left is None or self.last[i] is None:
                 self.last[i] = next(self.iters[i])
-            canvas.paste(self.last[i].reformat(width=sizes[i][0], height=sizes[i][1], format="rgb24").to_image(), boxes[i])
+            canvas.paste(
+                self.last[i].reformat(width=sizes[i][0], height=sizes[i][1], format="rgb24").to_image(), boxes[i]
+            )
         canvas.paste(self.still, STILL_RECT[:2])
         buffer = io.BytesIO()
         canvas.save(buffer, "JPEG", quality=85)
@@ -179,8 +195,14 @@ class Spin:
         return total
 
 
-KINDS = {"pipeline": Pipeline, "pipeline-t1": PipelineOneThread, "floor": Floor, "floor-t1": FloorOneThread, "naive": Naive,
-         "spin": Spin}
+KINDS = {
+    "pipeline": Pipeline,
+    "pipeline-t1": PipelineOneThread,
+    "floor": Floor,
+    "floor-t1": FloorOneThread,
+    "naive": Naive,
+    "spin": Spin,
+}
 
 
 def workload(name: str, count: int, seed: int = 1) -> list[tuple[int, float | None]]:
@@ -192,7 +214,9 @@ def workload(name: str, count: int, seed: int = 1) -> list[tuple[int, float | No
     return [(100, 300.0 + 3 * i) for i in range(count)]  # drag: same frame, moving rectangle
 
 
-def run_chunk(args: tuple[str, dict[str, Path], list[tuple[int, float | None]], float]) -> tuple[list[float], float, float]:
+def run_chunk(
+    args: tuple[str, dict[str, Path], list[tuple[int, float | None]], float],
+) -> tuple[list[float], float, float]:
     """Render the jobs after a warm-up; with ``start_at`` (CLOCK_MONOTONIC, shared by all processes)
     every worker starts its timed loop at the same instant, so setup never counts as throughput."""
     kind, scene, jobs, start_at = args
@@ -209,8 +233,9 @@ def run_chunk(args: tuple[str, dict[str, Path], list[tuple[int, float | None]], 
     return times, began, time.monotonic()
 
 
-def measure(kind: str, workers: int, scene: dict[str, Path], jobs: list[tuple[int, float | None]],
-            pool: Any) -> tuple[float, float]:
+def measure(
+    kind: str, workers: int, scene: dict[str, Path], jobs: list[tuple[int, float | None]], pool: Any
+) -> tuple[float, float]:
     """frames/s over the whole batch (wall clock) and the per-frame median."""
     if workers == 1 and pool is None:
         times, began, ended = run_chunk((kind, scene, jobs, 0.0))
@@ -224,7 +249,9 @@ def measure(kind: str, workers: int, scene: dict[str, Path], jobs: list[tuple[in
         half = len(jobs) // 2
         start_at = time.monotonic() + 2.0
         with ThreadPoolExecutor(2) as threads:
-            results = list(threads.map(run_chunk, [(kind, scene, chunk, start_at) for chunk in (jobs[:half], jobs[half:])]))
+            results = list(
+                threads.map(run_chunk, [(kind, scene, chunk, start_at) for chunk in (jobs[:half], jobs[half:])])
+            )
         wall = max(r[2] for r in results) - min(r[1] for r in results)
         times = [t for r in results for t in r[0]]
     else:
@@ -270,8 +297,14 @@ def _use_tree(tree: str) -> None:
         compositor = importlib.import_module("flipedit_previewd.compositor")
         media = importlib.import_module("flipedit_previewd.media")
         timeline = importlib.import_module("flipedit_previewd.timeline")
-    globals().update(OutputSpec=compositor.OutputSpec, compose=compositor.compose, MediaPool=media.MediaPool,
-                     Rect=timeline.Rect, Timeline=timeline.Timeline, timeline_from_json=timeline.timeline_from_json)
+    globals().update(
+        OutputSpec=compositor.OutputSpec,
+        compose=compositor.compose,
+        MediaPool=media.MediaPool,
+        Rect=timeline.Rect,
+        Timeline=timeline.Timeline,
+        timeline_from_json=timeline.timeline_from_json,
+    )
 
 
 def _package_dir() -> str:
@@ -322,13 +355,24 @@ def footage_main(options: argparse.Namespace) -> None:
                     jobs = footage.pattern(pattern, scene.frames, count, seed=round_index + 1)
                     times += footage_run(source, scene.seconds, kind, jobs, options.pattern_seconds)
                 load = os.getloadavg()[0]
-                rows.append((name, pattern, kind, len(times), percentile(times, 50), percentile(times, 95), max(times), load))
-                print(f"{name:<13} {pattern:<10} {kind:<12} n={len(times):<4} p50 {rows[-1][4]:7.1f} p95 {rows[-1][5]:7.1f} "
-                      f"max {rows[-1][6]:7.1f} ms (load {load:.2f})", flush=True)
-    print("\n| scene | pattern | pipeline | frames | p50 ms | p95 ms | max ms | load |\n|---|---|---|---|---|---|---|---|")
+                rows.append(
+                    (name, pattern, kind, len(times), percentile(times, 50), percentile(times, 95), max(times), load)
+                )
+                print(
+                    f"{name:<13} {pattern:<10} {kind:<12} n={len(times):<4} p50 {rows[-1][4]:7.1f} p95 "
+                    f"{rows[-1][5]:7.1f} "
+                    f"max {rows[-1][6]:7.1f} ms (load {load:.2f})",
+                    flush=True,
+                )
+    print(
+        "\n| scene | pattern | pipeline | frames | p50 ms | p95 ms | max ms | load |\n|---|---|---|---|---|---|---|---|"
+    )
     for name, pattern, kind, n, p50, p95, top, load in rows:
         print(f"| {name} | {pattern} | {kind} | {n} | {p50:.1f} | {p95:.1f} | {top:.1f} | {load:.2f} |")
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"\ntotal {time.perf_counter() - t0:.0f} s; load average at the end "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
 
 
 def main() -> None:
@@ -336,9 +380,14 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline-tree", type=Path, help="another checkout whose pipeline-1w runs beside this one's")
-    parser.add_argument("--scenes", default="standard", help="'standard', or 'footage' / footage scene names, comma-separated "
-                        f"({', '.join(footage.SCENES)})")
-    parser.add_argument("--pattern-seconds", type=float, default=30.0, help="footage scenes: time bound per pattern and pipeline")
+    parser.add_argument(
+        "--scenes",
+        default="standard",
+        help=f"'standard', or 'footage' / footage scene names, comma-separated ({', '.join(footage.SCENES)})",
+    )
+    parser.add_argument(
+        "--pattern-seconds", type=float, default=30.0, help="footage scenes: time bound per pattern and pipeline"
+    )
     options = parser.parse_args()
     if options.scenes != "standard":
         footage_main(options)
@@ -355,21 +404,31 @@ def main() -> None:
                 for name in ("sequential", "random", "drag"):
                     jobs = workload(name, options.frames)
                     naive_jobs = jobs[: max(10, options.frames // 4)]
-                    for label, kind, workers, batch in (("ceiling-1p", "spin", 1, jobs), ("ceiling-2p", "spin", 2, jobs),
-                                                        ("media-1p", "floor-t1", 1, jobs), ("media-2p", "floor-t1", 2, jobs),
-                                                        ("pipeline-1w", "pipeline", 1, jobs), ("pipeline-2w", "pipeline", 2, jobs),
-                                                        ("pipeline-1w-t1", "pipeline-t1", 1, jobs),
-                                                        ("pipeline-2w-t1", "pipeline-t1", 2, jobs),
-                                                        ("pipeline-2t", "pipeline", 2, jobs),
-                                                        ("floor", "floor", 1, jobs), ("naive", "naive", 1, naive_jobs)):
+                    for label, kind, workers, batch in (
+                        ("ceiling-1p", "spin", 1, jobs),
+                        ("ceiling-2p", "spin", 2, jobs),
+                        ("media-1p", "floor-t1", 1, jobs),
+                        ("media-2p", "floor-t1", 2, jobs),
+                        ("pipeline-1w", "pipeline", 1, jobs),
+                        ("pipeline-2w", "pipeline", 2, jobs),
+                        ("pipeline-1w-t1", "pipeline-t1", 1, jobs),
+                        ("pipeline-2w-t1", "pipeline-t1", 2, jobs),
+                        ("pipeline-2t", "pipeline", 2, jobs),
+                        ("floor", "floor", 1, jobs),
+                        ("naive", "naive", 1, naive_jobs),
+                    ):
                         if kind == "floor" and name == "random":
                             continue  # the floor is sequential decoding by definition
                         if kind in ("spin", "floor-t1") and name == "drag":
-                            continue  # measured next to each 2-worker ratio it judges: contention on a shared machine varies
+                            # measured next to each 2-worker ratio it judges: contention on a shared machine varies
+                            continue
                         if kind == "pipeline-t1" and name == "drag":
                             continue  # drag decodes nothing new
                         results.setdefault((name, label), []).append(
-                            measure(kind, workers, scene, batch, None if label in ("pipeline-1w", "pipeline-2t") else pool))
+                            measure(
+                                kind, workers, scene, batch, None if label in ("pipeline-1w", "pipeline-2t") else pool
+                            )
+                        )
                     if baseline is not None:
                         for label, one in (("baseline-1w", baseline), ("current-1w", current)):
                             results.setdefault((name, label), []).append(measure("pipeline", 1, scene, jobs, one))
@@ -387,23 +446,35 @@ def main() -> None:
 
         print()
         # Per scenario, per round: the CPU ceiling and the media ceiling measured beside its 2-worker runs.
-        ceiling = {name: (per_round(name, "ceiling-2p", "ceiling-1p"), per_round(name, "media-2p", "media-1p"))
-                   for name in ("sequential", "random")}
+        ceiling = {
+            name: (per_round(name, "ceiling-2p", "ceiling-1p"), per_round(name, "media-2p", "media-1p"))
+            for name in ("sequential", "random")
+        }
         for name, (cpu, media) in ceiling.items():
-            print(f"machine ceiling next to the {name} runs: 2 CPU-bound processes / 1 = {statistics.median(cpu):.2f}x "
-                  f"(rounds {listed(cpu)})")
-            print(f"  media ceiling beside it: the floor (sequential decode, scale, encode; 1 decoder thread) in 2 processes / 1 "
-                  f"= {statistics.median(media):.2f}x (rounds {listed(media)})")
+            print(
+                f"machine ceiling next to the {name} runs: 2 CPU-bound processes / 1 = {statistics.median(cpu):.2f}x "
+                f"(rounds {listed(cpu)})"
+            )
+            print(
+                f"  media ceiling beside it: the floor (sequential decode, scale, encode; 1 decoder thread) in 2 "
+                f"processes / 1 "
+                f"= {statistics.median(media):.2f}x (rounds {listed(media)})"
+            )
         print("ratios (goal in brackets):")
         seq_floor = fps[("sequential", "floor")] / fps[("sequential", "pipeline-1w")]
-        print(f"  sequential: floor / pipeline-1w = {seq_floor:.2f}x  [<= 1.25x]  {'PASS' if seq_floor <= 1.25 else 'FAIL'}")
+        print(
+            f"  sequential: floor / pipeline-1w = {seq_floor:.2f}x  [<= 1.25x]  "
+            f"{'PASS' if seq_floor <= 1.25 else 'FAIL'}"
+        )
         for name in ("sequential", "random", "drag"):
             vs_naive = fps[(name, "pipeline-1w")] / fps[(name, "naive")]
             scale = fps[(name, "pipeline-2w")] / fps[(name, "pipeline-1w")]
             threads = fps[(name, "pipeline-2t")] / fps[(name, "pipeline-1w")]
-            print(f"  {name:<10}: pipeline-1w / naive = {vs_naive:.1f}x [>= 4x] {'PASS' if vs_naive >= 4 else 'FAIL'};"
-                  f"  2 worker processes / 1 = {scale:.2f}x [>= 1.85x] {'PASS' if scale >= 1.85 else 'FAIL'};"
-                  f"  2 threads / 1 = {threads:.2f}x")
+            print(
+                f"  {name:<10}: pipeline-1w / naive = {vs_naive:.1f}x [>= 4x] {'PASS' if vs_naive >= 4 else 'FAIL'};"
+                f"  2 worker processes / 1 = {scale:.2f}x [>= 1.85x] {'PASS' if scale >= 1.85 else 'FAIL'};"
+                f"  2 threads / 1 = {threads:.2f}x"
+            )
             if name == "drag":
                 continue
             ceilings, media = ceiling[name]
@@ -413,17 +484,25 @@ def main() -> None:
                 fraction = statistics.median(fractions)
                 of_media = [r / c for r, c in zip(ratios, media, strict=True)]
                 vs_shipped = fps[(name, "pipeline-2w" + suffix)] / fps[(name, "pipeline-1w")]
-                print(f"      {what:<27}: 2w/1w = {statistics.median(ratios):.2f}x; per round as a fraction of the ceiling "
-                      f"measured beside it: {listed(fractions)}, median {fraction:.2f} [>= 0.95] "
-                      f"{'PASS' if fraction >= 0.95 else 'FAIL'}; of the media ceiling: {listed(of_media)}, "
-                      f"median {statistics.median(of_media):.2f}; 2w vs shipped 1w = {vs_shipped:.2f}x")
+                print(
+                    f"      {what:<27}: 2w/1w = {statistics.median(ratios):.2f}x; per round as a fraction of the "
+                    f"ceiling "
+                    f"measured beside it: {listed(fractions)}, median {fraction:.2f} [>= 0.95] "
+                    f"{'PASS' if fraction >= 0.95 else 'FAIL'}; of the media ceiling: {listed(of_media)}, "
+                    f"median {statistics.median(of_media):.2f}; 2w vs shipped 1w = {vs_shipped:.2f}x"
+                )
         if options.baseline_tree:
             print(f"against {options.baseline_tree} (same run, each round; > 1 means this tree is faster):")
             for name in ("sequential", "random", "drag"):
                 ratios = per_round(name, "current-1w", "baseline-1w")
-                print(f"  {name:<10}: current-1w / baseline-1w = {statistics.median(ratios):.2f}x "
-                      f"(rounds {', '.join(f'{r:.2f}' for r in ratios)})")
-        print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+                print(
+                    f"  {name:<10}: current-1w / baseline-1w = {statistics.median(ratios):.2f}x "
+                    f"(rounds {', '.join(f'{r:.2f}' for r in ratios)})"
+                )
+        print(
+            f"\ntotal {time.perf_counter() - t0:.0f} s; load average at the end "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
 
 
 if __name__ == "__main__":

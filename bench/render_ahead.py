@@ -90,9 +90,19 @@ def random_client(url: str, query: str, seconds: float, rate: float, out: dict[s
 
 
 def one_run(db: Path, mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    server = Server(f"render-ahead-{mode}", [str(VENV / "flipedit-previewd"), "--project", str(db), "--listen", "127.0.0.1:{port}",
-                                             "--render-ahead", "true" if mode == "on" else "false"],
-                    {"XDG_CONFIG_HOME": str(db.parent)})
+    server = Server(
+        f"render-ahead-{mode}",
+        [
+            str(VENV / "flipedit-previewd"),
+            "--project",
+            str(db),
+            "--listen",
+            "127.0.0.1:{port}",
+            "--render-ahead",
+            "true" if mode == "on" else "false",
+        ],
+        {"XDG_CONFIG_HOME": str(db.parent)},
+    )
     server.start()
     query = f"?width={args.width}&height={args.height}"
     try:
@@ -100,29 +110,38 @@ def one_run(db: Path, mode: str, args: argparse.Namespace) -> dict[str, Any]:
         cached = cached_path(server.url, query, 150, 30.0)
         play: dict[str, Any] = {}
         rand: dict[str, Any] = {}
-        threads = [threading.Thread(target=playback, args=(server.url, query, args.seconds, 30.0, play)),
-                   threading.Thread(target=random_client, args=(server.url, query, args.seconds, args.random_rate, rand))]
+        threads = [
+            threading.Thread(target=playback, args=(server.url, query, args.seconds, 30.0, play)),
+            threading.Thread(target=random_client, args=(server.url, query, args.seconds, args.random_rate, rand)),
+        ]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         ahead_before = requests.get(server.url + "/health", timeout=5).json()["render_ahead"]
         result: dict[str, Any] = {
-            "cached_p95": pct(cached, 95), "cached_b2b_p95": pct(cached_b2b, 95),
-            "playback_p50": pct(play["latencies"], 50), "playback_p95": pct(play["latencies"], 95),
+            "cached_p95": pct(cached, 95),
+            "cached_b2b_p95": pct(cached_b2b, 95),
+            "playback_p50": pct(play["latencies"], 50),
+            "playback_p95": pct(play["latencies"], 95),
             "playback_hit_share": play["hits"] / max(1, len(play["latencies"])),
-            "random_p50": pct(rand["latencies"], 50), "random_p95": pct(rand["latencies"], 95),
+            "random_p50": pct(rand["latencies"], 50),
+            "random_p95": pct(rand["latencies"], 95),
             "render_ahead": ahead_before,
         }
         if mode == "on":
             time.sleep(2)  # let the playback's last guesses finish or expire
             before = requests.get(server.url + "/health", timeout=5).json()["render_ahead"]
-            flood = raw_overload(server.url, args.overload_connections, 5.0, True,
-                                 path=lambda n: f"/get_frame/{n % FRAMES}{query}")
+            flood = raw_overload(
+                server.url, args.overload_connections, 5.0, True, path=lambda n: f"/get_frame/{n % FRAMES}{query}"
+            )
             after = requests.get(server.url + "/health", timeout=5).json()["render_ahead"]
-            result["overload"] = {"statuses": flood["statuses"], "speculative_started": after["started"] - before["started"],
-                                  "speculative_rendered": after["rendered"] - before["rendered"],
-                                  "suppressed": after["suppressed"] - before["suppressed"]}
+            result["overload"] = {
+                "statuses": flood["statuses"],
+                "speculative_started": after["started"] - before["started"],
+                "speculative_rendered": after["rendered"] - before["rendered"],
+                "suppressed": after["suppressed"] - before["suppressed"],
+            }
         return result
     finally:
         server.stop()
@@ -139,17 +158,23 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args()
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
-    with tempfile.TemporaryDirectory(prefix="bench-ahead-", dir=str(HERE.parent / "build") if (HERE.parent / "build").is_dir() else None) as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix="bench-ahead-", dir=str(HERE.parent / "build") if (HERE.parent / "build").is_dir() else None
+    ) as tmp:
         directory = Path(tmp)
         db = make_project(directory, make_scene(directory))
         for round_index in range(args.rounds):
-            for mode in (("off", "on") if round_index % 2 == 0 else ("on", "off")):
+            for mode in ("off", "on") if round_index % 2 == 0 else ("on", "off"):
                 result = one_run(db, mode, args)
                 runs[mode].append(result)
-                print(f"round {round_index + 1} {mode:>3}: cached p95 {result['cached_p95']:.2f} ms paced "
-                      f"({result['cached_b2b_p95']:.2f} back to back), playback p50/p95 "
-                      f"{result['playback_p50']:.2f}/{result['playback_p95']:.2f} ms (hits {result['playback_hit_share']:.0%}), "
-                      f"random p50/p95 {result['random_p50']:.2f}/{result['random_p95']:.2f} ms", flush=True)
+                print(
+                    f"round {round_index + 1} {mode:>3}: cached p95 {result['cached_p95']:.2f} ms paced "
+                    f"({result['cached_b2b_p95']:.2f} back to back), playback p50/p95 "
+                    f"{result['playback_p50']:.2f}/{result['playback_p95']:.2f} ms (hits "
+                    f"{result['playback_hit_share']:.0%}), "
+                    f"random p50/p95 {result['random_p50']:.2f}/{result['random_p95']:.2f} ms",
+                    flush=True,
+                )
 
     def med(mode: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[mode])
@@ -159,19 +184,33 @@ def main() -> int:
     on_p95, off_p95 = med("on", "playback_p95"), med("off", "playback_p95")
     rnd_on, rnd_off = med("on", "random_p95"), med("off", "random_p95")
     overload_started = sum(r["overload"]["speculative_started"] for r in runs["on"])
-    print(f"\nmedians over {args.rounds} rounds, {args.width}x{args.height}, {args.seconds:.0f} s playback at 30 fps + "
-          f"random frames at {args.random_rate}/s, 2 workers:")
+    print(
+        f"\nmedians over {args.rounds} rounds, {args.width}x{args.height}, {args.seconds:.0f} s playback at 30 fps + "
+        f"random frames at {args.random_rate}/s, 2 workers:"
+    )
     print("| figure | render-ahead off | render-ahead on | ratio | goal |")
     print("|---|---|---|---|---|")
     print(f"| cached path p95, paced at 30/s like the playback (ms) | | {cached:.2f} | | yardstick |")
-    print(f"| cached path p95, back to back (ms) | | {cached_b2b:.2f} | | (on/back-to-back {on_p95 / cached_b2b:.2f}x) |")
+    print(
+        f"| cached path p95, back to back (ms) | | {cached_b2b:.2f} | | (on/back-to-back {on_p95 / cached_b2b:.2f}x) |"
+    )
     print(f"| playback p50 (ms) | {med('off', 'playback_p50'):.2f} | {med('on', 'playback_p50'):.2f} | | |")
-    print(f"| playback p95 (ms) | {off_p95:.2f} | {on_p95:.2f} | on/cached {on_p95 / cached:.2f}x | <= 2x cached: "
-          f"{'met' if on_p95 <= 2 * cached else 'NOT met'} |")
-    print(f"| playback served from cache | {med('off', 'playback_hit_share'):.0%} | {med('on', 'playback_hit_share'):.0%} | | |")
-    print(f"| random-frames p95 (ms) | {rnd_off:.2f} | {rnd_on:.2f} | on/off {rnd_on / rnd_off:.2f}x | <= 1.1x: "
-          f"{'met' if rnd_on <= 1.1 * rnd_off else 'NOT met'} |")
-    print(f"| speculative renders started under overload | | {overload_started} | | 0: {'met' if overload_started == 0 else 'NOT met'} |")
+    print(
+        f"| playback p95 (ms) | {off_p95:.2f} | {on_p95:.2f} | on/cached {on_p95 / cached:.2f}x | <= 2x cached: "
+        f"{'met' if on_p95 <= 2 * cached else 'NOT met'} |"
+    )
+    print(
+        f"| playback served from cache | {med('off', 'playback_hit_share'):.0%} | "
+        f"{med('on', 'playback_hit_share'):.0%} | | |"
+    )
+    print(
+        f"| random-frames p95 (ms) | {rnd_off:.2f} | {rnd_on:.2f} | on/off {rnd_on / rnd_off:.2f}x | <= 1.1x: "
+        f"{'met' if rnd_on <= 1.1 * rnd_off else 'NOT met'} |"
+    )
+    print(
+        f"| speculative renders started under overload | | {overload_started} | | 0: "
+        f"{'met' if overload_started == 0 else 'NOT met'} |"
+    )
     if args.json:
         args.json.write_text(json.dumps(runs, indent=2))
     return 0

@@ -71,16 +71,22 @@ def main() -> None:
         results: dict[str, dict[str, list[float]]] = {}
         for _ in range(args.rounds):
             for name, tree in (("sandboxed", str(ROOT)), ("baseline", str(Path(args.baseline_tree).resolve()))):
-                out = subprocess.run([sys.executable, "-c", CHILD, tree, media, str(args.frames)], capture_output=True,
-                                     text=True, check=True)
+                out = subprocess.run(
+                    [sys.executable, "-c", CHILD, tree, media, str(args.frames)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 got = json.loads(out.stdout)
                 entry = results.setdefault(name, {"start_ms": [], "render_ms": []})
                 entry["start_ms"].append(got["start_ms"])
                 entry["render_ms"] += got["render_ms"]
     for name, entry in results.items():
         render = sorted(entry["render_ms"])
-        print(f"{name:9}  worker start + first job: median {statistics.median(entry['start_ms']):6.1f} ms  "
-              f"render 640x360: p50 {render[len(render) // 2]:5.1f} ms  p90 {render[int(len(render) * 0.9)]:5.1f} ms")
+        print(
+            f"{name:9}  worker start + first job: median {statistics.median(entry['start_ms']):6.1f} ms  "
+            f"render 640x360: p50 {render[len(render) // 2]:5.1f} ms  p90 {render[int(len(render) * 0.9)]:5.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -35,10 +35,36 @@ FRAMES = 600  # 20 s at 30 fps: GOPs at 0, 250, 500
 
 
 def make_clip(path: Path) -> Path:
-    subprocess.run(["/usr/bin/ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
-                    "-i", f"testsrc2=size=1920x1080:rate=30:duration={FRAMES / 30}", "-c:v", "libx264", "-preset", "veryfast",
-                    "-g", "250", "-keyint_min", "250", "-sc_threshold", "0", "-bf", "3", "-pix_fmt", "yuv420p", str(path)],
-                   check=True, timeout=600)
+    subprocess.run(
+        [
+            "/usr/bin/ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size=1920x1080:rate=30:duration={FRAMES / 30}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "250",
+            "-keyint_min",
+            "250",
+            "-sc_threshold",
+            "0",
+            "-bf",
+            "3",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ],
+        check=True,
+        timeout=600,
+    )
     return path
 
 
@@ -88,10 +114,21 @@ def main() -> int:
         db = make_project(Path(tmp), make_clip(Path(tmp) / "gop250.mp4"))
         common = ["--project", str(db), "--listen", "127.0.0.1:{port}", "--frame-cache-bytes", "0"]
         env = {"XDG_CONFIG_HOME": tmp}
-        servers = [Server("this", [str(VENV / "python"), "-m", "flipedit_previewd", *common], {**env, "PYTHONPATH": str(HERE.parent)})]
+        servers = [
+            Server(
+                "this",
+                [str(VENV / "python"), "-m", "flipedit_previewd", *common],
+                {**env, "PYTHONPATH": str(HERE.parent)},
+            )
+        ]
         if args.baseline_tree:
-            servers.append(Server("base", [str(VENV / "python"), "-m", "flipedit_previewd", *common],
-                                  {**env, "PYTHONPATH": str(Path(args.baseline_tree).resolve())}))
+            servers.append(
+                Server(
+                    "base",
+                    [str(VENV / "python"), "-m", "flipedit_previewd", *common],
+                    {**env, "PYTHONPATH": str(Path(args.baseline_tree).resolve())},
+                )
+            )
         results: dict[str, dict[str, list[float]]] = {s.name: {"random": [], "reverse": []} for s in servers}
         per_round: list[dict[str, dict[str, float]]] = []
         try:
@@ -102,12 +139,17 @@ def main() -> int:
                 order = servers if round_index % 2 == 0 else servers[::-1]
                 for server in order:
                     got = run_patterns(server, seed=round_index)
-                    row[server.name] = {k: statistics.median(v) for k, v in got.items()} | {f"{k}_p95": p95(v) for k, v in got.items()}
+                    row[server.name] = {k: statistics.median(v) for k, v in got.items()} | {
+                        f"{k}_p95": p95(v) for k, v in got.items()
+                    }
                     for kind, values in got.items():
                         results[server.name][kind].extend(values)
-                    print(f"round {round_index + 1} {server.name:<5} random p50 {row[server.name]['random']:.0f} p95 "
-                          f"{row[server.name]['random_p95']:.0f} ms; reverse p50 {row[server.name]['reverse']:.0f} "
-                          f"p95 {row[server.name]['reverse_p95']:.0f} ms", flush=True)
+                    print(
+                        f"round {round_index + 1} {server.name:<5} random p50 {row[server.name]['random']:.0f} p95 "
+                        f"{row[server.name]['random_p95']:.0f} ms; reverse p50 {row[server.name]['reverse']:.0f} "
+                        f"p95 {row[server.name]['reverse_p95']:.0f} ms",
+                        flush=True,
+                    )
                 per_round.append(row)
                 loads.append(os.getloadavg()[0])
         finally:
@@ -123,8 +165,11 @@ def main() -> int:
         for kind in ("random", "reverse"):
             for stat, pick in (("p50", statistics.median), ("p95", p95)):
                 ratio = pick(results["base"][kind]) / pick(results["this"][kind])
-                rounds = ", ".join(f"{r['base'][kind if stat == 'p50' else kind + '_p95'] / r['this'][kind if stat == 'p50' else kind + '_p95']:.2f}"
-                                   for r in per_round)
+                rounds = ", ".join(
+                    f"{r['base'][key] / r['this'][key]:.2f}"
+                    for r in per_round
+                    for key in [kind if stat == "p50" else kind + "_p95"]
+                )
                 print(f"{kind} {stat}: base/this = {ratio:.2f}x (rounds {rounds})")
     return 0
 

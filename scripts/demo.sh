@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 PORT=${PORT:-8081}
 # The one demo location, the same as a bare `flipedit-previewd --demo`: $XDG_DATA_HOME/flipedit-preview/demo.
 export XDG_DATA_HOME=${XDG_DATA_HOME:-$HOME/.local/share}
+export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$HOME/.cache}  # proxy media: the daemon below gets no HOME
 .venv/bin/python -c 'from flipedit_previewd.demo.project import demo_project as e; print("demo project:", e())'
 # The user's runtime directory (a desktop session has one; a root console may not): the unix socket and the
 # token live there, where previewctl looks (it falls back to /run/user/UID too).
@@ -27,7 +28,7 @@ trap 'rm -f "$SOCK" "$XDG_RUNTIME_DIR/flipedit-preview/token"' EXIT
 trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 130' INT TERM
 if command -v systemd-socket-activate >/dev/null; then
   systemd-socket-activate -l "127.0.0.1:$PORT" -l "$SOCK" --fdname=flipedit-preview:flipedit-preview \
-    -E XDG_DATA_HOME -E XDG_RUNTIME_DIR .venv/bin/flipedit-previewd --demo &
+    -E XDG_DATA_HOME -E XDG_RUNTIME_DIR -E XDG_CACHE_HOME .venv/bin/flipedit-previewd --demo &
 else
   .venv/bin/flipedit-previewd --demo --listen "127.0.0.1:$PORT" --listen "unix:$SOCK" &
 fi

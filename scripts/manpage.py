@@ -29,19 +29,30 @@ PAGES: dict[str, dict[str, object]] = {
             "Conventions: \\fB-o json\\fR (alias \\fB--json\\fR) on every command that prints data; "
             "\\fBrender\\fR and \\fBprofile\\fR write a file, so there \\fB-o\\fR names the file and "
             "\\fB-o -\\fR is standard output. Global options may also follow the command. Times take "
-            "journalctl's forms (\"1 hour ago\", \"today\", \"2026-11-28 10:00\", \"@1700000000\"). "
+            'journalctl\'s forms ("1 hour ago", "today", "2026-11-28 10:00", "@1700000000"). '
             "Human output is coloured on a terminal only, never with NO_COLOR or when piped. A daemon "
             "started by hand (no systemd manager) is shown by its health; systemd checks are then "
             "marked not applicable.",
         ],
-        "exit": [("0", "ok"), ("1", "degraded or overloaded, a failed check, or no journal or no entries found"),
-                 ("2", "the daemon is unreachable"), ("3", "usage error (a bad argument), with a one-line message")],
-        "environment": [("NO_COLOR", "when set and not empty, no colour (https://no-color.org)"),
-                        ("XDG_RUNTIME_DIR", "where the daemon's unix socket is looked for (flipedit-preview.sock)"),
-                        ("TERM", "dumb turns colour off")],
-        "files": [("$XDG_RUNTIME_DIR/flipedit-preview.sock", "the user daemon's socket, tried first"),
-                  ("/run/flipedit-preview/flipedit-preview.sock", "the system daemon's socket"),
-                  ("/var/log/journal, /run/log/journal", "where logs, stats and doctor read the journal (or --directory/--file)")],
+        "exit": [
+            ("0", "ok"),
+            ("1", "degraded or overloaded, a failed check, or no journal or no entries found"),
+            ("2", "the daemon is unreachable"),
+            ("3", "usage error (a bad argument), with a one-line message"),
+        ],
+        "environment": [
+            ("NO_COLOR", "when set and not empty, no colour (https://no-color.org)"),
+            ("XDG_RUNTIME_DIR", "where the daemon's unix socket is looked for (flipedit-preview.sock)"),
+            ("TERM", "dumb turns colour off"),
+        ],
+        "files": [
+            ("$XDG_RUNTIME_DIR/flipedit-preview.sock", "the user daemon's socket, tried first"),
+            ("/run/flipedit-preview/flipedit-preview.sock", "the system daemon's socket"),
+            (
+                "/var/log/journal, /run/log/journal",
+                "where logs, stats and doctor read the journal (or --directory/--file)",
+            ),
+        ],
         "see_also": ["flipedit-previewd(8)", "systemctl(1)", "journalctl(1)", "systemd.socket(5)", "py-spy(1)"],
     },
     "flipedit-previewd": {
@@ -58,25 +69,63 @@ PAGES: dict[str, dict[str, object]] = {
             "the effective configuration as TOML (each value's source in a comment) that can be saved as "
             "previewd.toml.",
         ],
-        "exit": [("0", "stopped cleanly"), ("1", "any other failure"),
-                 ("2", "configuration error: a bad value, an unknown key or FLIPEDIT_PREVIEWD_ variable, a malformed --listen address; "
-                       "also a bad command-line option"),
-                 ("3", "socket error: an address that cannot be bound, or a socket from systemd that cannot be used")],
-        "signals": [("SIGHUP", "re-read the configuration and the timeline (systemctl reload); settings marked 'restart to change' in OPTIONS keep their running value until a restart (/health restart_pending names them)"),
-                    ("SIGTERM, SIGINT", "stop: new renders get 503, queued and running ones finish within drain_timeout")],
-        "environment": [("FLIPEDIT_PREVIEWD_<KEY>", "any setting, e.g. FLIPEDIT_PREVIEWD_WORKERS=4 (digits only for a whole number); a list separated by commas, e.g. FLIPEDIT_PREVIEWD_ALLOWED_ROOTS=/srv/media,/home/me/Videos, with \\, for a comma inside an item; an unknown one is an error"),
-                        ("LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES", "sockets passed by systemd (sd_listen_fds(3))"),
-                        ("NOTIFY_SOCKET, WATCHDOG_USEC", "systemd's notification socket and watchdog interval (sd_notify(3))"),
-                        ("XDG_CONFIG_HOME", "where the user configuration file is looked for"),
-                        ("XDG_DATA_HOME", "where --demo generates its project (default ~/.local/share)")],
-        "files": [("$XDG_CONFIG_HOME/flipedit-preview/previewd.toml", "the user configuration (~/.config when XDG_CONFIG_HOME is unset)"),
-                  ("/etc/flipedit-preview/previewd.toml", "the system configuration"),
-                  ("$XDG_DATA_HOME/flipedit-preview/demo/", "the demo project of --demo and make demo"),
-                  ("/usr/lib/systemd/user/flipedit-preview.socket, flipedit-preview.service", "the user units"),
-                  ("/usr/lib/systemd/system/flipedit-preview.socket, flipedit-preview.service", "the system-wide units (disabled)"),
-                  ("$XDG_RUNTIME_DIR/flipedit-preview.sock", "the user daemon's unix socket (made by the socket unit)"),
-                  ("/usr/lib/systemd/catalog/flipedit-previewd.catalog", "explanations of its journal entries (journalctl -x)")],
-        "see_also": ["previewctl(1)", "systemctl(1)", "journalctl(1)", "systemd.socket(5)", "systemd.service(5)", "sd_notify(3)"],
+        "exit": [
+            ("0", "stopped cleanly"),
+            ("1", "any other failure"),
+            (
+                "2",
+                "configuration error: a bad value, an unknown key or FLIPEDIT_PREVIEWD_ variable, a malformed --listen "
+                "address; "
+                "also a bad command-line option",
+            ),
+            ("3", "socket error: an address that cannot be bound, or a socket from systemd that cannot be used"),
+        ],
+        "signals": [
+            (
+                "SIGHUP",
+                "re-read the configuration and the timeline (systemctl reload); settings marked 'restart to change' in "
+                "OPTIONS keep their running value until a restart (/health restart_pending names them)",
+            ),
+            ("SIGTERM, SIGINT", "stop: new renders get 503, queued and running ones finish within drain_timeout"),
+        ],
+        "environment": [
+            (
+                "FLIPEDIT_PREVIEWD_<KEY>",
+                "any setting, e.g. FLIPEDIT_PREVIEWD_WORKERS=4 (digits only for a whole number); a list separated by "
+                "commas, e.g. FLIPEDIT_PREVIEWD_ALLOWED_ROOTS=/srv/media,/home/me/Videos, with \\, for a comma inside "
+                "an item; an unknown one is an error",
+            ),
+            ("LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES", "sockets passed by systemd (sd_listen_fds(3))"),
+            ("NOTIFY_SOCKET, WATCHDOG_USEC", "systemd's notification socket and watchdog interval (sd_notify(3))"),
+            ("XDG_CONFIG_HOME", "where the user configuration file is looked for"),
+            ("XDG_DATA_HOME", "where --demo generates its project (default ~/.local/share)"),
+        ],
+        "files": [
+            (
+                "$XDG_CONFIG_HOME/flipedit-preview/previewd.toml",
+                "the user configuration (~/.config when XDG_CONFIG_HOME is unset)",
+            ),
+            ("/etc/flipedit-preview/previewd.toml", "the system configuration"),
+            ("$XDG_DATA_HOME/flipedit-preview/demo/", "the demo project of --demo and make demo"),
+            ("/usr/lib/systemd/user/flipedit-preview.socket, flipedit-preview.service", "the user units"),
+            (
+                "/usr/lib/systemd/system/flipedit-preview.socket, flipedit-preview.service",
+                "the system-wide units (disabled)",
+            ),
+            ("$XDG_RUNTIME_DIR/flipedit-preview.sock", "the user daemon's unix socket (made by the socket unit)"),
+            (
+                "/usr/lib/systemd/catalog/flipedit-previewd.catalog",
+                "explanations of its journal entries (journalctl -x)",
+            ),
+        ],
+        "see_also": [
+            "previewctl(1)",
+            "systemctl(1)",
+            "journalctl(1)",
+            "systemd.socket(5)",
+            "systemd.service(5)",
+            "sd_notify(3)",
+        ],
     },
 }
 
@@ -126,9 +175,15 @@ def definitions(items: list[tuple[str, str]]) -> list[str]:
 def page(parser: argparse.ArgumentParser, prog: str, section: str, version: str) -> str:
     info = PAGES[prog]
     epoch = os.environ.get("SOURCE_DATE_EPOCH")  # reproducible package builds
-    date = (datetime.datetime.fromtimestamp(int(epoch), datetime.UTC).date() if epoch else datetime.date.today()).isoformat()
-    lines = [f'.TH {prog.upper()} {section} "{date}" "flipedit-previewd {version}" "FlipEdit preview"',
-             ".SH NAME", f"{esc(prog)} \\- {esc(str(info['name']))}", ".SH SYNOPSIS"]
+    date = (
+        datetime.datetime.fromtimestamp(int(epoch), datetime.UTC).date() if epoch else datetime.date.today()
+    ).isoformat()
+    lines = [
+        f'.TH {prog.upper()} {section} "{date}" "flipedit-previewd {version}" "FlipEdit preview"',
+        ".SH NAME",
+        f"{esc(prog)} \\- {esc(str(info['name']))}",
+        ".SH SYNOPSIS",
+    ]
     for form in info["synopsis"]:  # type: ignore[attr-defined]
         lines += [f"\\fB{esc(prog)}\\fR {raw(form)}", ".br"]
     lines[-1:] = []

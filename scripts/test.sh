@@ -9,9 +9,9 @@ echo "== man pages and completions"; bash scripts/docs.sh build
 echo "== Debian package: build in a clean directory, lintian, Debian's dependencies, unpack"
 bash packaging/prepare-install-test.sh
 echo "== RPM spec parses"; bash packaging/check-rpm-spec.sh
-echo "== media corpus under Debian's python3 (the .deb's PyAV 10 / FFmpeg 5.1 / Pillow 9.4, installed by the step above)"
+echo "== media corpus (and proxies) under Debian's python3 (the .deb's PyAV 10 / FFmpeg 5.1 / Pillow 9.4, installed by the step above)"
 PYTHONPATH="$PWD" /usr/bin/python3 -m pytest -q -p no:cacheprovider -o addopts= -k "not daemon" --basetemp="$PWD/build/pytest-tmp-debian" \
-  tests/integration/test_media_exact.py tests/unit/worker/test_display_sniff.py tests/unit/worker/test_compositor.py
+  tests/integration/test_media_exact.py tests/unit/worker/test_display_sniff.py tests/unit/worker/test_compositor.py tests/unit/proxy
 # Outside /tmp: the hardened unit gives the daemon a private /tmp (PrivateTmp=yes), and the
 # system tests' projects must be visible to it.
 # Three sessions. First everything but the "solo" tests as two pytest sessions at once: the system and booted

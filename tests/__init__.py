@@ -1,1 +1,2 @@
-"""The test layers: unit (mirroring the package), integration, system (a real systemd in a namespace sandbox), booted."""
+"""The test layers: unit (mirroring the package), integration, system (a real systemd in a namespace sandbox), "
+"booted."""

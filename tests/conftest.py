@@ -43,8 +43,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
         return
-    skipped = [r for r in reporter.stats.get("skipped", [])
-               if any(f"tests/{layer}/" in r.nodeid or f"/tests/{layer}/" in str(getattr(r, "fspath", "")) for layer in ("system", "booted"))]
+    skipped = [
+        r
+        for r in reporter.stats.get("skipped", [])
+        if any(
+            f"tests/{layer}/" in r.nodeid or f"/tests/{layer}/" in str(getattr(r, "fspath", ""))
+            for layer in ("system", "booted")
+        )
+    ]
     if skipped:
         reporter.write_line(f"CI=true: {len(skipped)} system/booted test(s) skipped; failing the run", red=True)
         session.exitstatus = 1
@@ -52,7 +58,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # what it could have left behind (one that ran both kinds, for everything), not at the other's work.
     ran = {layer for item in session.items for layer in LAYERS if item.get_closest_marker(layer)}
     systemd, daemons = bool(ran & {"system", "booted"}), "integration" in ran
-    left = {k: v for k, v in leftovers("anywhere" if systemd and daemons else "sandboxes" if systemd else "here").items() if v}
+    left = {
+        k: v
+        for k, v in leftovers("anywhere" if systemd and daemons else "sandboxes" if systemd else "here").items()
+        if v
+    }
     containers = booted_stale() if systemd else []
     if containers:
         left["booted containers"] = containers

@@ -54,7 +54,9 @@ def get_frame(frame_index: int) -> Response:
 
 @app.route("/health")
 def health() -> Response:
-    return jsonify(status="ok", queue_size=request_queue.qsize(), active_requests=active[0], max_concurrent=MAX_CONCURRENT_REQUESTS)
+    return jsonify(
+        status="ok", queue_size=request_queue.qsize(), active_requests=active[0], max_concurrent=MAX_CONCURRENT_REQUESTS
+    )
 
 
 if __name__ == "__main__":

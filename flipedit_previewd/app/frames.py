@@ -205,7 +205,8 @@ class FrameService:
             if cached is not None:
                 host.stats.count("cached")
                 host.stats.latencies.append((time.monotonic() - begun) * 1000)
-                return Response(200, cached[0], cached[1], headers=[("ETag", etag), FRAME_CACHING, ("X-Cache", "hit"), ("X-Request-Id", request_id)])
+                return Response(200, cached[0], cached[1], headers=[("ETag", etag), FRAME_CACHING, ("X-Cache", "hit"),
+                                                                    ("X-Request-Id", request_id), *source_header(cached[2])])
         outcome = "failed"
         status = 500
         refused_at_once = False
@@ -253,4 +254,10 @@ class FrameService:
             return self._not_modified(result.etag, spec)  # the change left this frame as the client has it
         return Response(200, result.body, result.content_type,
                         headers=[("ETag", result.etag), FRAME_CACHING, ("X-Cache", "hit" if result.cached else "miss"), ("X-Request-Id", request_id),
-                                 ("X-Render-Ms", f"{result.render_ms:.1f}"), ("X-Queue-Ms", f"{result.queue_ms:.1f}")])
+                                 ("X-Render-Ms", f"{result.render_ms:.1f}"), ("X-Queue-Ms", f"{result.queue_ms:.1f}"),
+                                 *source_header(result.source)])
+
+
+def source_header(source: str) -> list[tuple[str, str]]:
+    """``X-Preview-Source: proxy|original|mixed``: where the frame's video pictures came from (none: no header)."""
+    return [("X-Preview-Source", source)] if source else []

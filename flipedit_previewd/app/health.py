@@ -30,7 +30,8 @@ from flipedit_previewd.render.pool import WorkerPool
 class Health:
     def __init__(self, *, running: RunningConfig, stats: RequestStats, snapshot: Callable[[], QueueSnapshot], pool: WorkerPool,
                  frames: FrameService, project: Project, lag: LoopLag, rejections: RejectionSummary, client_errors: ClientErrors,
-                 offload: BoundedOffload, status: Callable[[], str], log: EventLog) -> None:
+                 offload: BoundedOffload, status: Callable[[], str], log: EventLog,
+                 proxies: Callable[[], dict[str, Any]] = lambda: {}) -> None:
         self.running = running
         self.stats = stats
         self.snapshot = snapshot
@@ -43,6 +44,7 @@ class Health:
         self.offload = offload
         self.status = status  # the one word (``Supervisor.status``)
         self.log = log
+        self.proxies = proxies  # the proxy manager's snapshot (proxy/manager.py)
         self.open_connections: Callable[[], int] = lambda: 0  # the server's count, given at start
         self.started = time.monotonic()
         self.ahead_flushed: dict[str, int] = {}  # the render-ahead counters at the last summary
@@ -73,6 +75,7 @@ class Health:
             "project": self.project.health(),
             "cache": {"frames": len(cache), "bytes": cache.size, "hits": cache.hits, "misses": cache.misses},
             "render_ahead": self.frames.render_ahead_stats(),
+            "proxies": self.proxies(),  # made / in progress / queued, progress and disk use (proxy/manager.py)
             "keepalive_timeout_s": config.keepalive_timeout,
             "restart_pending": list(config.restart_pending),  # restart-only settings changed in the configuration
             # The last reload's configuration could not be used (the old one runs; a restart would fail): why, where.

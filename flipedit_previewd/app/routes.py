@@ -36,6 +36,7 @@ from flipedit_previewd.config.schema import Config
 from flipedit_previewd.config.values import MAX_SIDE  # one bound for a canvas side and for a requested output side
 from flipedit_previewd.http.lifecycle import Lifecycle, LifecycleState
 from flipedit_previewd.http.protocol import Request, Response
+from flipedit_previewd.proxy.manager import ProxyManager
 from flipedit_previewd.render.dispatch import QueueSnapshot
 from flipedit_previewd.timeline.model import Timeline, timeline_from_json
 from flipedit_previewd.timeline.safety import check_timeline_paths
@@ -55,7 +56,7 @@ class Routes:
     def __init__(self, *, running: RunningConfig, lifecycle: LifecycleState, project: Project, frames: FrameService,
                  snapshot: Callable[[], QueueSnapshot], stats: RequestStats, client_errors: ClientErrors, offload: BoundedOffload,
                  metrics: Metrics, log: EventLog, health: Callable[[], dict[str, Any]],
-                 refuse: Callable[[str, str], Overloaded]) -> None:
+                 refuse: Callable[[str, str], Overloaded], proxies: ProxyManager | None = None) -> None:
         self.running = running
         self.lifecycle = lifecycle
         self.project = project
@@ -68,6 +69,7 @@ class Routes:
         self.log = log
         self.health = health  # the /health document (``health.Health.report``)
         self.refuse = refuse  # a 503 decided here (the stop), counted like admission's own (``Service.refuse``)
+        self.proxy_manager = proxies  # /proxies (proxy/manager.py); None: no such endpoint
 
     async def handle(self, request: Request, client: str = "") -> Response:
         try:
@@ -134,15 +136,35 @@ class Routes:
                 return Response(200, viewer.HTML.encode(), "text/html; charset=utf-8", headers=list(viewer.HEADERS))
             return Response.json(200, {"service": "flipedit-previewd", "version": __version__,
                                        "endpoints": ["/get_frame/<n>", "/health", "/metrics", "/debug/timeline", "/debug/events",
-                                                     "/timeline"]})
+                                                     "/timeline", "/proxies"]})
         if path in VIEWER_FILES:
             _require(method, ("GET", "HEAD"))
             body, kind = VIEWER_FILES[path]
             return Response(200, body.encode(), kind, headers=list(viewer.HEADERS))
+        if path == "/proxies":
+            _require(method, ("GET", "HEAD", "POST", "DELETE"))
+            return await self.proxies(request)
         if path == "/debug/events":
             _require(method, ("GET", "HEAD"))
             return Response.json(200, {"events": list(self.log.recent)}, headers=[("Cache-Control", "no-store")])
         raise NotFound(f"no such endpoint: {path[:80]}")
+
+    async def proxies(self, request: Request) -> Response:
+        """GET: the store's proxies and the maker's state; POST: make proxies for every video of the current
+        timeline now (``?all=1``: even those whose random frames are cheap); DELETE: remove every proxy."""
+        manager = self.proxy_manager
+        if manager is None:
+            raise NotFound("no such endpoint: /proxies")
+        if request.method == "POST":
+            timeline = await self.project.timeline()
+            every = request.query.get("all", "") in ("1", "true", "yes")
+            queued = manager.note(timeline, force=True, min_cost=0.0 if every else None)
+            return Response.json(200, {"queued": queued, "proxies": manager.snapshot()}, headers=[NO_STORE])
+        if request.method == "DELETE":
+            removed = await self.offload.run(manager.clear)
+            return Response.json(200, {"removed": removed, "proxies": manager.snapshot()}, headers=[NO_STORE])
+        listing = await self.offload.run(manager.listing)
+        return Response.json(200, {"proxies": manager.snapshot(), "entries": listing}, headers=[NO_STORE])
 
     async def put_timeline(self, request: Request) -> Response:
         timeline = await self.offload.run(self._parse_timeline, request.body)

@@ -34,6 +34,7 @@ from flipedit_previewd.config.schema import Config, ConfigError
 from flipedit_previewd.http.lifecycle import LifecycleState
 from flipedit_previewd.http.protocol import Request, Response
 from flipedit_previewd.http.reconfigure import configure_service
+from flipedit_previewd.proxy.manager import ProxyManager
 from flipedit_previewd.render.admission import Admission
 from flipedit_previewd.render.dispatch import Dispatcher, LoopHooks
 from flipedit_previewd.render.pool import WorkerPool
@@ -77,15 +78,18 @@ class Service:
         queue = self.dispatcher.snapshot
         self.stats = RequestStats(self.metrics, log, queue)
         self.frame_service = FrameService(self, self.dispatcher)
+        self.proxies = ProxyManager.for_config(config, log, served.allowed_roots)  # proxy media (proxy/)
+        self.dispatcher.rendering = self.proxies.rendering  # the maker pauses while a real render runs
         # Each part is handed what it reads, never this object.
         self.supervisor = Supervisor(running=self.running, lifecycle=self.lifecycle, admission=self.admission, snapshot=queue,
-                                     pool=self.pool, ahead=self.ahead, project=served, stats=self.stats, lag=self.lag, log=log)
+                                     pool=self.pool, ahead=self.ahead, project=served, stats=self.stats, lag=self.lag, log=log,
+                                     proxies=self.proxies)
         self.reports = Health(running=self.running, stats=self.stats, snapshot=queue, pool=self.pool, frames=self.frame_service,
                               project=served, lag=self.lag, rejections=self.rejections, client_errors=self.client_errors,
-                              offload=self.offload, status=self.supervisor.status, log=log)
+                              offload=self.offload, status=self.supervisor.status, log=log, proxies=self.proxies.snapshot)
         self.routes = Routes(running=self.running, lifecycle=self.lifecycle, project=served, frames=self.frame_service,
                              snapshot=queue, stats=self.stats, client_errors=self.client_errors, offload=self.offload,
-                             metrics=self.metrics, log=log, health=self.reports.report, refuse=self.refuse)
+                             metrics=self.metrics, log=log, health=self.reports.report, refuse=self.refuse, proxies=self.proxies)
         m = self.metrics
         m.gauge("flipedit_preview_queue_depth", "Renders waiting for a worker", lambda: queue().queued)
         m.gauge("flipedit_preview_in_flight", "Renders running", lambda: queue().in_flight)
@@ -155,8 +159,11 @@ class Service:
         # renders and encodes without touching project media; it carries the current roots, which
         # the worker confines itself to (a warm-up with none would cost a replacement at the first frame).
         warm_up = empty_timeline((64, 36), self.config.frame_rate, "warm-up")
+        # The proxy store exists before the warm-up: a worker grants itself the store's directory at its first job
+        await self.offload.run(self.proxies.prepare)
         await self.offload.run(self.pool.render, 0, 0, OutputSpec(64, 36), warm_up, None, tuple(roots))
         self._report_sandbox()
+        self.proxies.start()
         self.lag.start(loop)  # the serving loop's lag: start-up (spawning workers) is before READY=1
 
     async def drain(self, timeout: float, settled: Callable[[], bool] = lambda: True) -> bool:
@@ -172,6 +179,7 @@ class Service:
         return not self.admission.backlog()
 
     def close(self) -> None:
+        self.proxies.stop()
         self.dispatcher.stop()
         self.lag.stop()
         if self._flush_handle is not None:

@@ -63,12 +63,19 @@ class RequestStats:
         if self.overloaded_since is None:
             self.overloaded_since = time.monotonic()
             queue = self.snapshot()
-            self.log.emit("overload_began", "overload began: requests are being answered 503", "warning",
-                          QUEUE_DEPTH=queue.queued, IN_FLIGHT=queue.in_flight)
+            self.log.emit(
+                "overload_began",
+                "overload began: requests are being answered 503",
+                "warning",
+                QUEUE_DEPTH=queue.queued,
+                IN_FLIGHT=queue.in_flight,
+            )
 
     def end_overload(self, refused_lately: int) -> None:
         """From the tick: an overload ends once nothing was refused for a while (``refused_lately`` is 0)."""
         if self.overloaded_since is not None and not refused_lately:
             duration = time.monotonic() - self.overloaded_since
             self.overloaded_since = None
-            self.log.emit("overload_ended", f"overload ended after {duration:.1f} s", "notice", DURATION_S=round(duration, 1))
+            self.log.emit(
+                "overload_ended", f"overload ended after {duration:.1f} s", "notice", DURATION_S=round(duration, 1)
+            )

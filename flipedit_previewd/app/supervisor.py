@@ -22,6 +22,7 @@ from flipedit_previewd.app.state import RequestStats, RunningConfig
 from flipedit_previewd.common.journal import EventLog
 from flipedit_previewd.common.looplag import LoopLag
 from flipedit_previewd.http.lifecycle import LifecycleState
+from flipedit_previewd.proxy.manager import ProxyManager
 from flipedit_previewd.render.admission import Admission
 from flipedit_previewd.render.dispatch import QueueSnapshot
 from flipedit_previewd.render.pool import WorkerPool
@@ -36,7 +37,7 @@ class Supervisor:
 
     def __init__(self, *, running: RunningConfig, lifecycle: LifecycleState, admission: Admission,
                  snapshot: Callable[[], QueueSnapshot], pool: WorkerPool, ahead: RenderAhead, project: Project,
-                 stats: RequestStats, lag: LoopLag, log: EventLog) -> None:
+                 stats: RequestStats, lag: LoopLag, log: EventLog, proxies: ProxyManager | None = None) -> None:
         self.running = running
         self.lifecycle = lifecycle
         self.admission = admission  # the tick expires its overdue jobs and drops render-ahead ones
@@ -47,6 +48,7 @@ class Supervisor:
         self.stats = stats
         self.lag = lag
         self.log = log
+        self.proxies = proxies  # told the timeline at each tick: its new videos get proxies (proxy/manager.py)
 
     def tick(self) -> None:
         """Once per health tick on the loop: deadlines, overload end, hung workers, summaries."""
@@ -55,6 +57,8 @@ class Supervisor:
             self.admission.retain_ahead(lambda p: False)  # the playback or scrub stopped
         self.project.retry_unreadable()
         self.project.follow_in_background()  # notice a switch of project with no requests too
+        if self.proxies is not None:
+            self.proxies.note(self.project.source.last)  # cheap when the revision is the one already seen
         self.stats.end_overload(self.admission.rejected_recently(5))
         self.replace_hung()
 

@@ -10,10 +10,16 @@ GETs through; a page from any other origin still gets 403.
 
 from __future__ import annotations
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-HEADERS = [("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"),
-           ("Referrer-Policy", "no-referrer")]
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+HEADERS = [
+    ("Content-Security-Policy", CSP),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Cache-Control", "no-store"),
+    ("Referrer-Policy", "no-referrer"),
+]
 
 HTML = """<!doctype html>
 <html lang="en">
@@ -48,8 +54,10 @@ HTML = """<!doctype html>
 </html>
 """
 
-ICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#4a6fa5"/>'
-        '<path d="M6 4l6 4-6 4z" fill="#fff"/></svg>')
+ICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#4a6fa5"/>'
+    '<path d="M6 4l6 4-6 4z" fill="#fff"/></svg>'
+)
 
 CSS = """
 body { margin: 0; font: 14px/1.4 system-ui, sans-serif; background: #16161a; color: #e8e8ea; }
@@ -71,7 +79,7 @@ main { flex-wrap: nowrap; } @media (max-width: 900px) { main { flex-wrap: wrap; 
 dl { display: grid; grid-template-columns: auto 1fr; gap: .1em .8em; margin: 0; } dt { color: #aab; }
 ol, ul { padding-left: 1.2em; margin: 0; font-size: 12px; } .muted { color: #889; }
 .warning, .err { color: #f9c74f; }
-"""
+"""  # noqa: E501 (the text of another language, kept as written)
 
 JS = r"""
 'use strict';
@@ -213,4 +221,4 @@ async function start() {
 }
 
 start();
-"""
+"""  # noqa: E501 (the text of another language, kept as written)

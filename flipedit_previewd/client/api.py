@@ -157,9 +157,9 @@ class PreviewClient:
     def fetch(self, method: str, path: str, *, max_bytes: int = MAX_JSON_BYTES, deadline_s: float | None = None,
               headers: dict[str, str] | None = None, body: bytes | None = None) -> requests.Response:
         """One bounded exchange: the whole answer within ``deadline_s`` (default: the client's timeout) and at
-        most ``max_bytes``, or ``Unreachable``. PUT/DELETE over TCP carry the daemon's token."""
+        most ``max_bytes``, or ``Unreachable``. PUT/POST/DELETE over TCP carry the daemon's token."""
         seconds = min(deadline_s, self.deadline_s) if deadline_s else self.deadline_s
-        headers = {**(headers or {}), **(self._auth() if method in ("PUT", "DELETE") else {})}
+        headers = {**(headers or {}), **(self._auth() if method in ("PUT", "POST", "DELETE") else {})}
         give_up = time.monotonic() + seconds
         try:
             with wall_clock(seconds + 0.2) if not self.resilient else nullcontext():

@@ -77,9 +77,13 @@ def why_failed(exc: requests.RequestException, timeout: float) -> str:
         return f"no answer within {timeout:g} s"
     if isinstance(exc, requests.ConnectionError):
         text = str(exc)
-        for needle, words in (("Connection refused", "connection refused"), ("No such file", "no such socket"),
-                              ("Permission denied", "permission denied"), ("Name or service not known", "unknown host"),
-                              ("reset by peer", "connection reset")):
+        for needle, words in (
+            ("Connection refused", "connection refused"),
+            ("No such file", "no such socket"),
+            ("Permission denied", "permission denied"),
+            ("Name or service not known", "unknown host"),
+            ("reset by peer", "connection reset"),
+        ):
             if needle in text:
                 return words
         return "cannot connect"

@@ -1,1 +1,2 @@
-"""Shared leaves: errors, text escaping, percentiles, read-only SQLite, the journal, metrics. No knowledge of HTTP or rendering."""
+"""Shared leaves: errors, text escaping, percentiles, read-only SQLite, the journal, metrics. No knowledge of HTTP or "
+"rendering."""

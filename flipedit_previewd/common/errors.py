@@ -12,7 +12,8 @@ from typing import Any, overload
 
 
 class HTTPError(Exception):
-    """Each kind names its status and reason in its class line: ``class NotFound(HTTPError, status=404, reason=...)``."""
+    """Each kind names its status and reason in its class line: ``class NotFound(HTTPError, status=404, "
+    "reason=...)``."""
 
     status = 500
     reason = "internal error"
@@ -84,6 +85,7 @@ class GatewayTimeout(HTTPError, status=504, reason="render timed out"): ...
 
 # --- the domain's errors: no HTTP here; ``as_http`` maps them at the boundary ------------
 
+
 class DomainError(Exception):
     """A rule of the domain was broken; ``extra`` (e.g. ``field``) says where."""
 
@@ -101,7 +103,10 @@ class PathRefused(DomainError):
     """A media path is outside the allowed roots (refused: 403)."""
 
 
-_STATUS_OF: tuple[tuple[type[DomainError], type[HTTPError]], ...] = ((TimelineInvalid, BadRequest), (PathRefused, Forbidden))
+_STATUS_OF: tuple[tuple[type[DomainError], type[HTTPError]], ...] = (
+    (TimelineInvalid, BadRequest),
+    (PathRefused, Forbidden),
+)
 
 
 @overload

@@ -56,6 +56,11 @@ MESSAGE_IDS: dict[str, str] = {
     "sandbox": "917847e607594866bf534e51bd099ea6",
     "sandbox_violation": "ab47b29cea35444cb7758b1e83330ae5",
     "worker_bad_reply": "ca042e12c242429da5cb3328485c6a05",
+    "proxy_started": "c9a61f44227840789837d5cbedba4735",
+    "proxy_done": "2d5fa9602c714c448181ddd255e6561e",
+    "proxy_failed": "d97deb8016e745af9b2a7ce72a28645b",
+    "proxy_evicted": "396073ddf24542fd869fd7e46d801710",
+    "proxy_cleaned": "144753a9a9774ab199e89a2c36e354c1",
 }
 
 # Entries wait here for the writer thread: the event loop never blocks on journald. When journald

@@ -60,7 +60,12 @@ class LoopLag:
         return percentile(self.samples, pct) or 0.0
 
     def snapshot(self) -> dict[str, float | int]:
-        return {"last_ms": round(self.last * 1000, 2), "p50_ms": round(self.percentile(50) * 1000, 2),
-                "p99_ms": round(self.percentile(99) * 1000, 2),
-                "max_ms": round(max(self.samples, default=0.0) * 1000, 2), "samples": len(self.samples),
-                "threshold_ms": round(self.threshold * 1000, 1), "over_threshold": self.over_threshold}
+        return {
+            "last_ms": round(self.last * 1000, 2),
+            "p50_ms": round(self.percentile(50) * 1000, 2),
+            "p99_ms": round(self.percentile(99) * 1000, 2),
+            "max_ms": round(max(self.samples, default=0.0) * 1000, 2),
+            "samples": len(self.samples),
+            "threshold_ms": round(self.threshold * 1000, 1),
+            "over_threshold": self.over_threshold,
+        }

@@ -18,7 +18,19 @@ from prometheus_client.registry import Collector
 
 from flipedit_previewd import __version__
 
-REFUSAL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1.0)  # the goal: p99 <= 1 ms
+REFUSAL_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.05,
+    0.25,
+    1.0,
+)  # the goal: p99 <= 1 ms
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # Process-wide in prometheus_client (the daemon's process is its own). Debian 12's 0.16 predates it: there
@@ -42,21 +54,48 @@ class _ReadCounter(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("flipedit_preview_requests", "GET /get_frame requests answered, by outcome: rendered, shared "
-                                "(joined an identical render), cached, not_modified (304), rejected or timeout (503), failed, "
-                                "cancelled, client_error (4xx: a bad frame index or query); /health and /metrics are not counted",
-                                ["outcome"], registry=self.registry)
-        self.queue_wait = Histogram("flipedit_preview_queue_wait_seconds", "Time a render waited for a worker",
-                                    buckets=BUCKETS, registry=self.registry)
-        self.render_time = Histogram("flipedit_preview_render_seconds", "Time a worker spent rendering a frame",
-                                     buckets=BUCKETS, registry=self.registry)
-        self.total_time = Histogram("flipedit_preview_request_seconds", "Time from request to response for frames",
-                                    buckets=BUCKETS, registry=self.registry)
-        self.refusal_time = Histogram("flipedit_preview_refusal_seconds", "Time the daemon spent on a 503: from the "
-                                      "request's first bytes read (or its connection accepted) to the answer handed to the socket",
-                                      buckets=REFUSAL_BUCKETS, registry=self.registry)
-        self.timeline_reads = Counter("flipedit_preview_timeline_reads", "Project database reads", registry=self.registry)
-        build = Gauge("flipedit_previewd_build_info", "The running daemon's version (always 1)", ["version"], registry=self.registry)
+        self.requests = Counter(
+            "flipedit_preview_requests",
+            "GET /get_frame requests answered, by outcome: rendered, shared "
+            "(joined an identical render), cached, not_modified (304), rejected or timeout (503), failed, "
+            "cancelled, client_error (4xx: a bad frame index or query); /health and /metrics are not counted",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "flipedit_preview_queue_wait_seconds",
+            "Time a render waited for a worker",
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.render_time = Histogram(
+            "flipedit_preview_render_seconds",
+            "Time a worker spent rendering a frame",
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.total_time = Histogram(
+            "flipedit_preview_request_seconds",
+            "Time from request to response for frames",
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.refusal_time = Histogram(
+            "flipedit_preview_refusal_seconds",
+            "Time the daemon spent on a 503: from the "
+            "request's first bytes read (or its connection accepted) to the answer handed to the socket",
+            buckets=REFUSAL_BUCKETS,
+            registry=self.registry,
+        )
+        self.timeline_reads = Counter(
+            "flipedit_preview_timeline_reads", "Project database reads", registry=self.registry
+        )
+        build = Gauge(
+            "flipedit_previewd_build_info",
+            "The running daemon's version (always 1)",
+            ["version"],
+            registry=self.registry,
+        )
         build.labels(__version__).set(1)
         ProcessCollector(registry=self.registry)
 
@@ -72,7 +111,12 @@ class Metrics:
     def exposition(self) -> bytes:
         text = bytes(generate_latest(self.registry))
         if _DISABLE_CREATED is None:
-            text = b"".join(line for line in text.splitlines(keepends=True)
-                            if not (line.split(b" ", 1)[0].split(b"{", 1)[0].endswith(b"_created")
-                                    or (line.startswith(b"# ") and line.split(b" ")[2:3] and line.split(b" ")[2].endswith(b"_created"))))
+            text = b"".join(
+                line
+                for line in text.splitlines(keepends=True)
+                if not (
+                    line.split(b" ", 1)[0].split(b"{", 1)[0].endswith(b"_created")
+                    or (line.startswith(b"# ") and line.split(b" ")[2:3] and line.split(b" ")[2].endswith(b"_created"))
+                )
+            )
         return text

@@ -36,8 +36,14 @@ class ReadStuck(sqlite3.OperationalError):
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISLNK, "symlink"), (stat.S_ISDIR, "directory"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
         if test(mode):
             return name
     return "special file"
@@ -129,8 +135,10 @@ def read_readonly(path: str, timeout: float, read: Callable[[sqlite3.Connection]
     if not outcome:
         with _stuck_lock:
             _stuck.add(thread)
-        raise ReadStuck(f"read did not finish within {timeout + STUCK_GRACE:.1f} s: blocked opening or reading one "
-                        "of the database's files (a FIFO or a device?)")
+        raise ReadStuck(
+            f"read did not finish within {timeout + STUCK_GRACE:.1f} s: blocked opening or reading one "
+            "of the database's files (a FIFO or a device?)"
+        )
     ok, value = outcome[0]
     if ok:
         return value  # type: ignore[return-value]

@@ -47,8 +47,9 @@ class RejectionSummary:
         fields = {f"COUNT_{k.upper()}": v for k, v in self.outcomes.items()}
         fields.update({f"LIMIT_{k.upper()}": v for k, v in self.reasons.items()})
         text = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
-        self.log.emit("rejections", f"{count} requests refused in the last second: {text}", "warning",
-                      REJECTED=count, **fields)
+        self.log.emit(
+            "rejections", f"{count} requests refused in the last second: {text}", "warning", REJECTED=count, **fields
+        )
         self.outcomes.clear()
         self.reasons.clear()
 
@@ -66,7 +67,8 @@ class ClientErrors:
         self._announced: set[tuple[str, int]] = set()
 
     def note(self, status: int, what: str, event: str = "", priority: str = "notice", **fields: Any) -> None:
-        """Count one answer; ``event`` (e.g. ``protocol_error``): journal it if it is the first of its kind this minute."""
+        """Count one answer; ``event`` (e.g. ``protocol_error``): journal it if it is the first of its kind this "
+        "minute."""
         what = what[:EXAMPLE_CHARS]
         self.counts[status] += 1
         self.total[status] += 1
@@ -76,7 +78,9 @@ class ClientErrors:
         self.last[status] = what
         if event and (event, status) not in self._announced:
             self._announced.add((event, status))
-            self.log.emit(event, f"{what} (more this minute: counted in the summary)", priority, STATUS=status, **fields)
+            self.log.emit(
+                event, f"{what} (more this minute: counted in the summary)", priority, STATUS=status, **fields
+            )
 
     def take(self) -> tuple[dict[int, int], dict[int, list[str]], dict[int, str]]:
         """This minute's counts, examples and last answer per status; the next minute starts empty."""

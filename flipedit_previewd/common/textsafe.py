@@ -40,7 +40,9 @@ def escape(value: Any, limit: int = DEFAULT_LIMIT, backslash: bool = True) -> st
     if cut:
         text = text[:limit]
     if not (text.isprintable() and (not backslash or "\\" not in text)):
-        text = "".join(ch if ch.isprintable() and (ch != "\\" or not backslash) else _escape_char(ch, backslash) for ch in text)
+        text = "".join(
+            ch if ch.isprintable() and (ch != "\\" or not backslash) else _escape_char(ch, backslash) for ch in text
+        )
     return text + (f"...[{len(value if isinstance(value, str) else str(value)) - limit} more]" if cut else "")
 
 

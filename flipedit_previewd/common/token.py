@@ -16,7 +16,8 @@ TOKEN_NAME = "token"
 
 
 def token_path(environ: Mapping[str, str], configured: str = "") -> str:
-    """Where the token lives: ``token_file``, else systemd's RuntimeDirectory, else $XDG_RUNTIME_DIR/flipedit-preview."""
+    """Where the token lives: ``token_file``, else systemd's RuntimeDirectory, else "
+    "$XDG_RUNTIME_DIR/flipedit-preview."""
     if configured:
         return os.path.expanduser(configured)
     runtime_directory = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
@@ -65,8 +66,11 @@ def read_token(environ: Mapping[str, str]) -> str:
             continue
         try:
             st = os.fstat(fd)
-            if not (stat.S_ISREG(st.st_mode) and st.st_uid in (os.getuid(), st.st_uid if os.getuid() == 0 else -1)
-                    and st.st_mode & 0o077 == 0):
+            if not (
+                stat.S_ISREG(st.st_mode)
+                and st.st_uid in (os.getuid(), st.st_uid if os.getuid() == 0 else -1)
+                and st.st_mode & 0o077 == 0
+            ):
                 continue
             text = os.read(fd, 256).decode("ascii", "replace").strip()
         finally:

@@ -1,4 +1,5 @@
-"""Regenerate the configuration table in docs/configuration.md from the schema: ``python -m flipedit_previewd.config.docs``."""
+"""Regenerate the configuration table in docs/configuration.md from the schema: ``python -m "
+"flipedit_previewd.config.docs``."""
 
 from __future__ import annotations
 

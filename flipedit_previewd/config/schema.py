@@ -33,6 +33,7 @@ from flipedit_previewd.config.values import (
     boolean,
     canvas_side,
     listen_list,
+    non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
@@ -130,6 +131,12 @@ class Settings:
     token_file: str = setting("", text, "Where the bearer token for PUT/DELETE over TCP is written at start; empty means $RUNTIME_DIRECTORY/token, else $XDG_RUNTIME_DIR/flipedit-preview/token.", "path", restart=True)
     max_output_pixels: int = setting(3840 * 2160, positive_int, "Largest output (width x height) a request may ask for; at least canvas_width x canvas_height.", "px")
     max_source_pixels: int = setting(100_000_000, positive_int, "Largest still image or video frame (width x height, from the file's header) decoded; larger renders a placeholder.", "px", restart=True)
+    proxies: bool = setting(True, boolean, "Make proxy media in the background for videos whose random frames are expensive (long GOPs, large frames): an all-intra copy at the preview's size, used for frames no larger than it (never for format=png); false: always decode the originals.", restart=True)
+    proxy_dir: str = setting("", text, "Where proxies are stored; empty means $CACHE_DIRECTORY/proxies (the unit's CacheDirectory=), else $XDG_CACHE_HOME/flipedit-preview/proxies, else ~/.cache/flipedit-preview/proxies.", "path", restart=True)
+    proxy_budget_bytes: int = setting(8 * 1024 ** 3, non_negative_int, "Disk for proxies; the least recently used are removed to stay within it, and a proxy that would pass it stops (what was made is used).", "bytes", restart=True)
+    proxy_width: int = setting(0, non_negative_int, "Width of the box proxies are made to fit (never larger than the source); 0 means the canvas's width and height.", "px", restart=True)
+    proxy_height: int = setting(0, non_negative_int, "Height of the box proxies are made to fit; 0 means the canvas's.", "px", restart=True)
+    proxy_min_cost: float = setting(12.0, non_negative_float, "A video gets a proxy when a random frame decodes more than this many million pixels (half its keyframe interval plus one, times its frame's pixels: 1080p with a keyframe every 250 frames is 262, every 30 is 33); 0 gives every video one.", "Mpx", restart=True)
     demo: bool = setting(False, boolean, "Serve the built-in demo project (generated on first run).", restart=True)
 
     def __post_init__(self) -> None:

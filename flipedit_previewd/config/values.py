@@ -71,6 +71,13 @@ def positive_float(raw: Any) -> float:
     return value
 
 
+def non_negative_float(raw: Any) -> float:
+    value = number(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
 def quality(raw: Any) -> int:
     return _int_between(raw, 1, 95, "JPEG quality must be between 1 and 95")
 

@@ -11,8 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 
-def number(kind: type, low: float | None = None, high: float | None = None, above: float | None = None) -> Callable[[str], Any]:
+def number(
+    kind: type, low: float | None = None, high: float | None = None, above: float | None = None
+) -> Callable[[str], Any]:
     """An argparse type: a number in range, with a message a person understands."""
+
     def parse(text: str) -> Any:
         try:
             value = kind(text)
@@ -27,20 +30,29 @@ def number(kind: type, low: float | None = None, high: float | None = None, abov
         if high is not None and value > high:
             raise argparse.ArgumentTypeError(f"must be at most {high:g}, not {text}")
         return value
+
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
 
 
 def output_format(text: str) -> str:
-    """-o's value: text or json ('short', logs' old word, is text). A file name here is the old render/profile spelling."""
+    """-o's value: text or json ('short', logs' old word, is text). A file name here is the old render/profile "
+    "spelling."""
     text = {"short": "text"}.get(text, text)
     if text not in ("text", "json") and ("." in text or "/" in text or text == "-"):
-        raise argparse.ArgumentTypeError(f"'{text}' is not an output format (text, json): write the file with -O {text}")
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not an output format (text, json): write the file with -O {text}"
+        )
     return text
 
 
 def format_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", type=output_format, choices=("text", "json"), default="text",
-                   help="output format: text or json (default text)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=output_format,
+        choices=("text", "json"),
+        default="text",
+        help="output format: text or json (default text)",
+    )
     p.add_argument("--json", dest="output", action="store_const", const="json", help="the same as -o json")
-

@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_completion(args: argparse.Namespace, env: Env) -> int:
     import shtab
 
-    # the package's parser: ``parser.build_parser`` hands itself over as ``make_parser`` (importing it here would be a cycle)
+    # the package's parser: ``parser.build_parser`` hands itself over as ``make_parser`` (importing it here would be a
+    # cycle)
     env.out(shtab.complete(args.make_parser(), shell=args.shell).rstrip("\n"))
     return EXIT_OK
 

@@ -69,22 +69,45 @@ def doctor_findings(args: argparse.Namespace, env: Env) -> list[Finding]:
         why = no_manager_reason() if not any_manager else f"no {SERVICE} unit, and the daemon answers: it runs by hand"
         findings += [Finding(check, None, f"not applicable: {why}") for check in systemd_checks]
     elif scope is None:
-        findings.append(Finding("units installed", False, f"no {SERVICE} for this user or the system",
-                                "install the units (README, 'Install') and run 'systemctl --user daemon-reload'"))
+        findings.append(
+            Finding(
+                "units installed",
+                False,
+                f"no {SERVICE} for this user or the system",
+                "install the units (README, 'Install') and run 'systemctl --user daemon-reload'",
+            )
+        )
     else:
         sock = unit_props(scope, SOCKET, ["ActiveState", "SubState", "ActiveEnterTimestampMonotonic"], env.environ)
         service = unit_props(scope, SERVICE, SERVICE_PROPS, env.environ)
         user = "--user " if scope else ""
-        findings.append(Finding("socket listening", sock.get("ActiveState") == "active",
-                                f"{SOCKET} is {show(sock.get('ActiveState'))} ({show(sock.get('SubState'))})",
-                                f"systemctl {user}enable --now {SOCKET}"))
+        findings.append(
+            Finding(
+                "socket listening",
+                sock.get("ActiveState") == "active",
+                f"{SOCKET} is {show(sock.get('ActiveState'))} ({show(sock.get('SubState'))})",
+                f"systemctl {user}enable --now {SOCKET}",
+            )
+        )
         failed = service.get("ActiveState") == "failed"
-        findings.append(Finding("service not failed", not failed,
-                                f"{SERVICE} is {show(service.get('ActiveState'))} (result {show(service.get('Result'))})",
-                                f"journalctl {user}-u {SERVICE} -n 50; then systemctl {user}reset-failed {SERVICE} && systemctl {user}start {SOCKET}"))
+        findings.append(
+            Finding(
+                "service not failed",
+                not failed,
+                f"{SERVICE} is {show(service.get('ActiveState'))} (result {show(service.get('Result'))})",
+                f"journalctl {user}-u {SERVICE} -n 50; then systemctl {user}reset-failed {SERVICE} && systemctl "
+                f"{user}start {SOCKET}",
+            )
+        )
         limit = service.get("LogRateLimitIntervalUSec", "")
-        findings.append(Finding("journald rate limit off", limit in ("0", ""),
-                                f"LogRateLimitIntervalUSec={limit}", "keep LogRateLimitIntervalSec=0 in the unit, or entries will be dropped"))
+        findings.append(
+            Finding(
+                "journald rate limit off",
+                limit in ("0", ""),
+                f"LogRateLimitIntervalUSec={limit}",
+                "keep LogRateLimitIntervalSec=0 in the unit, or entries will be dropped",
+            )
+        )
     since, _ = time_window(args)
     window = since or datetime.now().astimezone() - timedelta(hours=1)
     label = f"since {args.since}" if since else "since the socket started, last hour at most"
@@ -97,41 +120,88 @@ def doctor_findings(args: argparse.Namespace, env: Env) -> list[Finding]:
     places, found = journal_places(args.directory, args.file)
     by_hand = health is not None and how_run(health.get("pid")).manager == "hand" and not (args.directory or args.file)
     if by_hand:  # its log lines go to the terminal that started it: no journal is expected
-        findings.append(Finding("journal has the daemon's entries", None,
-                                "not applicable: the daemon runs by hand and logs to its terminal"))
+        findings.append(
+            Finding(
+                "journal has the daemon's entries",
+                None,
+                "not applicable: the daemon runs by hand and logs to its terminal",
+            )
+        )
     elif not found:
-        findings.append(Finding("journal has the daemon's entries", False, f"no journal found (looked in {', '.join(places)})",
-                                "run the daemon under systemd (README, 'Install') so its entries are kept, or pass --directory"))
+        findings.append(
+            Finding(
+                "journal has the daemon's entries",
+                False,
+                f"no journal found (looked in {', '.join(places)})",
+                "run the daemon under systemd (README, 'Install') so its entries are kept, or pass --directory",
+            )
+        )
     else:
         try:
             if next(iter(entries(open_reader(args.directory, args.file))), None) is None:
-                findings.append(Finding("journal has the daemon's entries", False,
-                                        f"no entries of flipedit-previewd in {', '.join(places)}",
-                                        "a daemon started by hand logs to its stderr; under systemd check 'previewctl status'"))
+                findings.append(
+                    Finding(
+                        "journal has the daemon's entries",
+                        False,
+                        f"no entries of flipedit-previewd in {', '.join(places)}",
+                        "a daemon started by hand logs to its stderr; under systemd check 'previewctl status'",
+                    )
+                )
             else:
-                findings.append(Finding(*restarts_finding(args, scope, service if scope is not None else {}, window, label)))
+                findings.append(
+                    Finding(*restarts_finding(args, scope, service if scope is not None else {}, window, label))
+                )
         except OSError as exc:
-            findings.append(Finding("journal readable", False, f"{', '.join(places)}: {exc.strerror or exc}",
-                                    "run as a member of the systemd-journal group"))
+            findings.append(
+                Finding(
+                    "journal readable",
+                    False,
+                    f"{', '.join(places)}: {exc.strerror or exc}",
+                    "run as a member of the systemd-journal group",
+                )
+            )
     if health is None:
-        findings.append(Finding("daemon answers /health", False, unreachable,
-                                f"systemctl --user start {SOCKET}; previewctl status" if any_manager else
-                                "start it (README: 'make demo', or flipedit-previewd --listen 127.0.0.1:8081) or pass --url"))
+        findings.append(
+            Finding(
+                "daemon answers /health",
+                False,
+                unreachable,
+                f"systemctl --user start {SOCKET}; previewctl status"
+                if any_manager
+                else "start it (README: 'make demo', or flipedit-previewd --listen 127.0.0.1:8081) or pass --url",
+            )
+        )
         return findings
     findings.append(Finding("daemon answers /health", True, f"{health['status']} via {client.shown}"))
     rejected_config = as_dict(health.get("config_error"))
     if rejected_config:  # only when a reload was refused: the old configuration runs, the next restart would fail
-        findings.append(Finding("configuration in force", False, f"rejected on reload: {clean(str(rejected_config.get('message')))}",
-                                "fix that value (flipedit-previewd --print-config checks the files), then reload the daemon"))
+        findings.append(
+            Finding(
+                "configuration in force",
+                False,
+                f"rejected on reload: {clean(str(rejected_config.get('message')))}",
+                "fix that value (flipedit-previewd --print-config checks the files), then reload the daemon",
+            )
+        )
     rejected = as_int(health.get("rejected_last_minute", 0))
     queue, capacity = as_int(health.get("queue_size", 0)), as_int(health.get("queue_capacity", 0))
-    findings.append(Finding("no overload", rejected == 0 and (capacity == 0 or queue < capacity),
-                            f"{rejected} rejected in the last minute, queue {queue}/{capacity}",
-                            "raise workers or queue_size in previewd.toml, or lower the editor's request rate"))
+    findings.append(
+        Finding(
+            "no overload",
+            rejected == 0 and (capacity == 0 or queue < capacity),
+            f"{rejected} rejected in the last minute, queue {queue}/{capacity}",
+            "raise workers or queue_size in previewd.toml, or lower the editor's request rate",
+        )
+    )
     keepalive = as_float(health.get("keepalive_timeout_s", 0))
-    findings.append(Finding("keep-alive outlives the editor's pool", keepalive > EDITOR_POOL_IDLE_S,
-                            f"keepalive_timeout {keepalive:g} s vs the editor's {EDITOR_POOL_IDLE_S} s idle pool",
-                            f"set keepalive_timeout above {EDITOR_POOL_IDLE_S} (default 20)"))
+    findings.append(
+        Finding(
+            "keep-alive outlives the editor's pool",
+            keepalive > EDITOR_POOL_IDLE_S,
+            f"keepalive_timeout {keepalive:g} s vs the editor's {EDITOR_POOL_IDLE_S} s idle pool",
+            f"set keepalive_timeout above {EDITOR_POOL_IDLE_S} (default 20)",
+        )
+    )
     project = as_dict(health.get("project"))
     path = project.get("path") or ""
     readable, why = _db_readable(path if isinstance(path, str) else "", getattr(args, "timeout", 3.0))
@@ -142,41 +212,84 @@ def doctor_findings(args: argparse.Namespace, env: Env) -> list[Finding]:
     elif state == "missing":
         fix = "the file is gone: open the project again in FlipEdit, or pass --project with an existing file"
     else:
-        fix = ("check the path (--project or the metadata database), file permissions, and that no "
-               "-journal, -wal or -shm beside the database is a FIFO, symlink or device")
-    findings.append(Finding("project database readable and fresh", state == "ok" and readable,
-                            f"{path or '(no project)'}: {said}; {why}", fix))
+        fix = (
+            "check the path (--project or the metadata database), file permissions, and that no "
+            "-journal, -wal or -shm beside the database is a FIFO, symlink or device"
+        )
+    findings.append(
+        Finding(
+            "project database readable and fresh",
+            state == "ok" and readable,
+            f"{path or '(no project)'}: {said}; {why}",
+            fix,
+        )
+    )
     try:
         timeline = client.get("/debug/timeline").json()
         clips = timeline.get("clips", []) if isinstance(timeline, dict) else []
-        paths = {c.get("source_path") for c in (clips if isinstance(clips, list) else [])[:10000] if isinstance(c, dict)}
+        paths = {
+            c.get("source_path") for c in (clips if isinstance(clips, list) else [])[:10000] if isinstance(c, dict)
+        }
         missing = sorted(clean(p) for p in paths if isinstance(p, str) and "\x00" not in p and not os.path.lexists(p))
     except (Unreachable, ValueError, KeyError, AttributeError):
         missing = ["(could not read /debug/timeline)"]
-    findings.append(Finding("all media present", not missing, f"{len(missing)} missing: {', '.join(missing[:5])}" if missing else "every clip's source exists",
-                            "relink the media in the editor, or restore the files"))
-    problems = [p for p in health.get("media_problems") or [] if isinstance(p, dict)] if isinstance(health.get("media_problems"), list) else []
+    findings.append(
+        Finding(
+            "all media present",
+            not missing,
+            f"{len(missing)} missing: {', '.join(missing[:5])}" if missing else "every clip's source exists",
+            "relink the media in the editor, or restore the files",
+        )
+    )
+    problems = (
+        [p for p in health.get("media_problems") or [] if isinstance(p, dict)]
+        if isinstance(health.get("media_problems"), list)
+        else []
+    )
     recent = [p for p in problems if as_float(p.get("age_s", 0)) < MEDIA_PROBLEM_WINDOW_S]
     if "media_problems" in health:
-        findings.append(Finding("media decodable", not recent,
-                                "; ".join(f"{clean(str(p.get('path')))}: {clean(str(p.get('problem')))}" for p in recent[-5:])
-                                if recent else "no clip met a problem in the last 10 minutes",
-                                "the placeholder in the frame names the problem: convert the file to an allowed format "
-                                "(docs/usage.md, 'Formats and containers') or replace it"))
+        findings.append(
+            Finding(
+                "media decodable",
+                not recent,
+                "; ".join(f"{clean(str(p.get('path')))}: {clean(str(p.get('problem')))}" for p in recent[-5:])
+                if recent
+                else "no clip met a problem in the last 10 minutes",
+                "the placeholder in the frame names the problem: convert the file to an allowed format "
+                "(docs/usage.md, 'Formats and containers') or replace it",
+            )
+        )
     roots = health.get("media_roots")
     skipped = health.get("media_roots_skipped")
     if isinstance(roots, list) and not path and not roots:
-        findings.append(Finding("media roots", None, "not applicable: no project, so no project folders to read media from"))
+        findings.append(
+            Finding("media roots", None, "not applicable: no project, so no project folders to read media from")
+        )
     elif isinstance(roots, list):
-        findings.append(Finding("media roots", bool(roots) and not skipped,
-                                "effective: " + (", ".join(str(r) for r in roots[:20]) or "(none)")
-                                + ("; skipped: " + ", ".join(str(r) for r in skipped[:20]) if isinstance(skipped, list) and skipped else ""),
-                                "keep media in project folders, or set allowed_roots to specific directories (never / or ~)"))
+        findings.append(
+            Finding(
+                "media roots",
+                bool(roots) and not skipped,
+                "effective: "
+                + (", ".join(str(r) for r in roots[:20]) or "(none)")
+                + (
+                    "; skipped: " + ", ".join(str(r) for r in skipped[:20])
+                    if isinstance(skipped, list) and skipped
+                    else ""
+                ),
+                "keep media in project folders, or set allowed_roots to specific directories (never / or ~)",
+            )
+        )
     return findings
 
 
-def restarts_finding(args: argparse.Namespace, scope: list[str] | None, service: dict[str, str], window: datetime,
-                     label: str = "since the socket started, last hour at most") -> tuple[str, bool, str, str]:
+def restarts_finding(
+    args: argparse.Namespace,
+    scope: list[str] | None,
+    service: dict[str, str],
+    window: datetime,
+    label: str = "since the socket started, last hour at most",
+) -> tuple[str, bool, str, str]:
     """Restarts in the window by cause (restarts.py): only a watchdog kill or a crash fails."""
     user_scope = scope != []
     found = list(entries(open_unit_reader(args.directory, args.file, user_scope), window, None))
@@ -230,27 +343,51 @@ def cmd_doctor(args: argparse.Namespace, env: Env) -> int:
     failed = sum(1 for f in findings if f.ok is False)
     skipped = sum(1 for f in findings if f.ok is None)
     if wants_json(args):
-        env.out(json.dumps({"findings": [{"check": f.check, "result": f.result, "detail": f.detail,
-                                          "fix": (f.fix or None) if f.ok is False else None}
-                                         for f in findings],
-                            "passed": len(findings) - failed - skipped, "failed": failed, "not_applicable": skipped}, indent=2))
+        env.out(
+            json.dumps(
+                {
+                    "findings": [
+                        {
+                            "check": f.check,
+                            "result": f.result,
+                            "detail": f.detail,
+                            "fix": (f.fix or None) if f.ok is False else None,
+                        }
+                        for f in findings
+                    ],
+                    "passed": len(findings) - failed - skipped,
+                    "failed": failed,
+                    "not_applicable": skipped,
+                },
+                indent=2,
+            )
+        )
         return EXIT_OK if failed == 0 else EXIT_PROBLEM
     for f in findings:
         mark = {"ok": "[ok  ]", "fail": "[FAIL]", "n/a": "[n/a ]"}[f.result]
         first, *rest = fit(f"{mark} {f.check}: {f.detail}", 7, env.columns)
-        env.out(env.paint(mark, f.result) + first[len(mark):])
+        env.out(env.paint(mark, f.result) + first[len(mark) :])
         for line in rest:
             env.out(line)
         if f.ok is False and f.fix:
             env.say(f"       fix: {f.fix}", 12)
-    env.out(f"{len(findings) - failed - skipped} passed, {failed} failed" + (f", {skipped} not applicable" if skipped else ""))
+    env.out(
+        f"{len(findings) - failed - skipped} passed, {failed} failed"
+        + (f", {skipped} not applicable" if skipped else "")
+    )
     try:
         user_unit = systemctl_scope(env.environ) == ["--user"]
     except CtlError:
         user_unit = False
     if user_unit:
-        env.say(f"the unit's journal: {JOURNALCTL_USER} (a user unit: 'journalctl -u' without --user searches system units and shows nothing)", 0)
+        env.say(
+            f"the unit's journal: {JOURNALCTL_USER} (a user unit: 'journalctl -u' without --user searches system units "
+            f"and shows nothing)",
+            0,
+        )
     return EXIT_OK if failed == 0 else EXIT_PROBLEM
 
 
-COMMAND = Command("doctor", "the troubleshooting checklist, automated (exit 0 all pass, 1 otherwise)", add_arguments, cmd_doctor)
+COMMAND = Command(
+    "doctor", "the troubleshooting checklist, automated (exit 0 all pass, 1 otherwise)", add_arguments, cmd_doctor
+)

@@ -31,5 +31,9 @@ def cmd_health(args: argparse.Namespace, env: Env) -> int:
     return EXIT_OK if health.get("status") == "ok" else EXIT_PROBLEM
 
 
-COMMAND = Command("health", "one readable summary of the daemon's health (exit 0 ok, 1 degraded/overloaded, 2 unreachable)",
-                  format_args, cmd_health)
+COMMAND = Command(
+    "health",
+    "one readable summary of the daemon's health (exit 0 ok, 1 degraded/overloaded, 2 unreachable)",
+    format_args,
+    cmd_health,
+)

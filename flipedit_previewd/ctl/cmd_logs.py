@@ -20,12 +20,26 @@ OUTCOMES = ("rendered", "shared", "rejected", "timeout", "failed", "cancelled")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_journal_args(p)
     p.add_argument("--outcome", choices=OUTCOMES, help="only requests with this outcome")
-    p.add_argument("--slower-than", type=number(float, low=0), metavar="MS", help="only requests whose total time exceeded MS")
+    p.add_argument(
+        "--slower-than", type=number(float, low=0), metavar="MS", help="only requests whose total time exceeded MS"
+    )
     p.add_argument("--request-id", metavar="ID", help="only the entry of this request")
-    p.add_argument("--event", choices=sorted(MESSAGE_IDS), metavar="EVENT",
-                   help="only this event kind: " + ", ".join(sorted(MESSAGE_IDS)))
-    p.add_argument("-n", "--lines", type=number(int, low=0), metavar="N", help="only the last N matching entries (with -f: default 10)")
-    p.add_argument("-f", "--follow", action="store_true", help="show the last 10 (or -n) entries, then keep printing new ones")
+    p.add_argument(
+        "--event",
+        choices=sorted(MESSAGE_IDS),
+        metavar="EVENT",
+        help="only this event kind: " + ", ".join(sorted(MESSAGE_IDS)),
+    )
+    p.add_argument(
+        "-n",
+        "--lines",
+        type=number(int, low=0),
+        metavar="N",
+        help="only the last N matching entries (with -f: default 10)",
+    )
+    p.add_argument(
+        "-f", "--follow", action="store_true", help="show the last 10 (or -n) entries, then keep printing new ones"
+    )
     format_args(p)
 
 
@@ -53,7 +67,9 @@ def cmd_logs(args: argparse.Namespace, env: Env) -> int:
         seen += 1
         if _matches(args, entry):
             selected.append(entry)
-    lines = args.lines if args.lines is not None else (10 if args.follow else None)  # journalctl -f: the last 10, then follow
+    lines = (
+        args.lines if args.lines is not None else (10 if args.follow else None)
+    )  # journalctl -f: the last 10, then follow
     if lines is not None:
         selected = selected[-lines:] if lines > 0 else []
     json_out = args.output == "json"
@@ -66,8 +82,13 @@ def cmd_logs(args: argparse.Namespace, env: Env) -> int:
             raise no_entries(args, "entries of flipedit-previewd matching the filters")
         return EXIT_OK
     if not seen:
-        print(f"previewctl: no entries of flipedit-previewd yet in {', '.join(journal_places(args.directory, args.file)[0])}; "
-              "waiting for new ones", file=env.stderr, flush=True)
+        print(
+            f"previewctl: no entries of flipedit-previewd yet in "
+            f"{', '.join(journal_places(args.directory, args.file)[0])}; "
+            "waiting for new ones",
+            file=env.stderr,
+            flush=True,
+        )
     reader.seek_tail()
     reader.get_previous()
     try:
@@ -80,5 +101,9 @@ def cmd_logs(args: argparse.Namespace, env: Env) -> int:
         return EXIT_OK
 
 
-COMMAND = Command("logs", "the daemon's journal entries, filtered (exit 1 when there is no journal or no entry)",
-                  add_arguments, cmd_logs)
+COMMAND = Command(
+    "logs",
+    "the daemon's journal entries, filtered (exit 1 when there is no journal or no entry)",
+    add_arguments,
+    cmd_logs,
+)

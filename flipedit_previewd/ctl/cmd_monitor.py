@@ -16,7 +16,7 @@ from typing import Any
 from .arguments import format_args, number
 from .context import EXIT_OK, EXIT_UNREACHABLE, Command, Env, client_for, wants_json
 from .discovery import Unreachable
-from .healthview import health_rows
+from .healthview import health_rows, proxy_text
 from .safeout import as_dict, as_float
 from .words import paint, show
 
@@ -66,7 +66,8 @@ def monitor_line(health: dict[str, Any] | None, state: MonitorState, colour: boo
     return (f"{now} {paint(f'{status:<10}', colour, status)} queue {show(health.get('queue_size'))}/{show(health.get('queue_capacity'))} "
             f"in-flight {show(health.get('in_flight'))}/{show(health.get('capacity'))} rate {show(health.get('rate_per_s'))}/s "
             f"p50 {show(lat.get('p50'))} p95 {show(lat.get('p95'))} p99 {show(lat.get('p99'))} ms "
-            f"rejected/min {show(health.get('rejected_last_minute'))} restarts {state.restarts}")
+            f"rejected/min {show(health.get('rejected_last_minute'))} restarts {state.restarts}"
+            + (f" proxies {proxy_text(health)}" if as_dict(health.get("proxies")).get("in_progress") else ""))
 
 
 def cmd_monitor(args: argparse.Namespace, env: Env) -> int:
@@ -128,6 +129,9 @@ def cmd_monitor(args: argparse.Namespace, env: Env) -> int:
                 cell.stylize(styles.get(status, ""), 0, len(status))
             table.add_row(Text(label), cell)
         table.add_row(Text("p95 trend"), Text(sparkline(list(state.p95))))
+        proxies = as_dict(health.get("proxies"))
+        if proxies.get("in_progress") or proxies.get("queued"):  # a progress bar while proxies are made
+            table.add_row(Text("proxies"), Text(proxy_text(health)))
         table.add_row(Text("restarts"), Text(str(state.restarts), style="yellow" if state.restarts else ""))
         return table
 

@@ -41,7 +41,10 @@ def cmd_stats(args: argparse.Namespace, env: Env) -> int:
         env.out(json.dumps(summary, indent=2))
         return EXIT_OK
     env.say(f"window      {args.since or 'beginning'} .. {args.until or 'now'}   ({len(found)} journal entries)")
-    env.say(f"requests    {summary['requests']}   " + ("  ".join(f"{clean(k, 40)}={v}" for k, v in summary["outcomes"].items()) or "none"))
+    env.say(
+        f"requests    {summary['requests']}   "
+        + ("  ".join(f"{clean(k, 40)}={v}" for k, v in summary["outcomes"].items()) or "none")
+    )
     if pending is not None:
         env.say(f"not yet     {pending['note']}")
     for name in ("queue_ms", "render_ms", "total_ms"):
@@ -54,9 +57,17 @@ def cmd_stats(args: argparse.Namespace, env: Env) -> int:
     worst = summary["worst_minute"]
     if worst:
         env.out(f"worst min   {worst['minute']}: {worst['not_served']} of {worst['requests']} not served")
-    env.out(f"overloads   {len(summary['overload_periods'])}" + "".join(
-        f"\n            {o['began'] or '(before the window)'} .. {o['ended'] or 'still'}" for o in summary["overload_periods"]))
-    env.out(f"restarts    {summary['restarts']}   watchdog withheld {summary['watchdog_withheld']}   workers hung {summary['workers_hung']}")
+    env.out(
+        f"overloads   {len(summary['overload_periods'])}"
+        + "".join(
+            f"\n            {o['began'] or '(before the window)'} .. {o['ended'] or 'still'}"
+            for o in summary["overload_periods"]
+        )
+    )
+    env.out(
+        f"restarts    {summary['restarts']}   watchdog withheld {summary['watchdog_withheld']}   workers hung "
+        f"{summary['workers_hung']}"
+    )
     ra = summary["render_ahead"]
     env.out(f"render-ahead rendered {ra['rendered']}   hits {ra['hits']}   wasted {ra['wasted']}")
     if summary.get("ignored_fields"):
@@ -64,5 +75,9 @@ def cmd_stats(args: argparse.Namespace, env: Env) -> int:
     return EXIT_OK
 
 
-COMMAND = Command("stats", "what happened in a window, from the journal alone (exit 1 when there is no journal or no entry)",
-                  add_arguments, cmd_stats)
+COMMAND = Command(
+    "stats",
+    "what happened in a window, from the journal alone (exit 1 when there is no journal or no entry)",
+    add_arguments,
+    cmd_stats,
+)

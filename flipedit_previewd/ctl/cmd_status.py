@@ -12,7 +12,7 @@ from typing import Any
 from .arguments import format_args
 from .context import EXIT_OK, EXIT_PROBLEM, EXIT_UNREACHABLE, Command, Env, client_for, wants_json
 from .discovery import TimedOut, Unreachable
-from .healthview import project_line
+from .healthview import project_line, proxy_text
 from .running import how_run
 from .safeout import clean
 from .system import SERVICE, SERVICE_PROPS, SOCKET, find_scope, no_manager_reason, unit_props
@@ -55,6 +55,7 @@ def cmd_status(args: argparse.Namespace, env: Env) -> int:
         lines.append(f"health      {env.paint(str(health.get('status', '-')))} via {client.shown}   pid {show(health.get('pid'))}, "
                      f"up {duration(health.get('uptime_s'))}")
         lines.append(project_line(health.get("project") or {}, how_run(health.get("pid"))))
+        lines.append(f"proxies     {proxy_text(health)}")
         ok = (scope is None or service.get("ActiveState") == "active") and health.get("status") == "ok"
         code = EXIT_OK if ok else EXIT_PROBLEM
     if wants_json(args):

@@ -50,7 +50,7 @@ def _read(path: str) -> bytes:
     return data
 
 
-def _refused(response: Any, action: str) -> CtlError:
+def refused(response: Any, action: str) -> CtlError:
     try:
         body = response.json()
         reason = f"{clean(body.get('error'), 80)}: {clean(body.get('detail'), 300)}" if isinstance(body, dict) else clean(response.text, 300)
@@ -82,7 +82,7 @@ def cmd_timeline(args: argparse.Namespace, env: Env) -> int:
     except Unreachable as exc:
         raise unreachable_error(exc, client.timeout) from None
     if response.status_code != 200:
-        raise _refused(response, args.action)
+        raise refused(response, args.action)
     try:
         answer = response.json()
     except ValueError:

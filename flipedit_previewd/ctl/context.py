@@ -62,19 +62,28 @@ def wants_json(args: argparse.Namespace) -> bool:
 
 
 def client_for(args: argparse.Namespace, env: Env) -> DaemonClient:
-    return DaemonClient(getattr(args, "url", None), env.environ, timeout=getattr(args, "timeout", 3.0),
-                        warn=lambda text: print(text, file=env.stderr, flush=True))
+    return DaemonClient(
+        getattr(args, "url", None),
+        env.environ,
+        timeout=getattr(args, "timeout", 3.0),
+        warn=lambda text: print(text, file=env.stderr, flush=True),
+    )
 
 
 def unreachable_error(exc: Unreachable, timeout: float) -> CtlError:
     """A timeout is a timeout (the daemon may well run, busy or far); anything else: it is not there."""
     if isinstance(exc, TimedOut):
-        return CtlError(f"the daemon did not answer within --timeout {timeout:g} s ({exc})",
-                        "raise --timeout; 'previewctl monitor' shows whether it is busy", EXIT_UNREACHABLE)
-    return CtlError(f"daemon unreachable ({exc})",
-                    "start it ('systemctl --user start flipedit-preview.socket', or by hand: 'make demo' or "
-                    "'flipedit-previewd --listen HOST:PORT') or pass --url", EXIT_UNREACHABLE)
-
+        return CtlError(
+            f"the daemon did not answer within --timeout {timeout:g} s ({exc})",
+            "raise --timeout; 'previewctl monitor' shows whether it is busy",
+            EXIT_UNREACHABLE,
+        )
+    return CtlError(
+        f"daemon unreachable ({exc})",
+        "start it ('systemctl --user start flipedit-preview.socket', or by hand: 'make demo' or "
+        "'flipedit-previewd --listen HOST:PORT') or pass --url",
+        EXIT_UNREACHABLE,
+    )
 
 
 @dataclass(frozen=True)

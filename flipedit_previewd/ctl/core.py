@@ -24,8 +24,14 @@ from .words import wants_colour
 
 def default_env() -> Env:
     is_tty = sys.stdout.isatty()
-    return Env(sys.stdout, sys.stderr, dict(os.environ), is_tty, wants_colour(is_tty, os.environ),
-               shutil.get_terminal_size().columns if is_tty else 100)
+    return Env(
+        sys.stdout,
+        sys.stderr,
+        dict(os.environ),
+        is_tty,
+        wants_colour(is_tty, os.environ),
+        shutil.get_terminal_size().columns if is_tty else 100,
+    )
 
 
 def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
@@ -51,8 +57,11 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # noqa: BLE001 - the funnel: one line, never a traceback
-        print(f"previewctl: unexpected error: {type(exc).__name__}: {clean(exc)}; please report it with 'previewctl logs -n 50'",
-              file=env.stderr)
+        print(
+            f"previewctl: unexpected error: {type(exc).__name__}: {clean(exc)}; please report it with 'previewctl logs "
+            f"-n 50'",
+            file=env.stderr,
+        )
         return EXIT_PROBLEM
 
 

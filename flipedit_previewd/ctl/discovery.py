@@ -33,8 +33,11 @@ SOCKET_NAME = "flipedit-preview.sock"
 
 def candidates(url: str | None, environ: dict[str, str], timeout: float = 3.0) -> list[PreviewClient]:
     """Where to look, in order: --url alone if given; else our runtime socket, the system socket, then TCP."""
+
     def client(address: str) -> PreviewClient:
-        return PreviewClient(address, timeout=timeout, connect_timeout=timeout, resilient=False, environ=environ, pool_size=1)
+        return PreviewClient(
+            address, timeout=timeout, connect_timeout=timeout, resilient=False, environ=environ, pool_size=1
+        )
 
     if url:
         return [client(url)]
@@ -79,8 +82,9 @@ def check_unix_socket(path: str, timeout: float, trusted: tuple[int, ...] | None
 class DaemonClient:
     """Tries each candidate address once, then sticks to the first that answered."""
 
-    def __init__(self, url: str | None, environ: dict[str, str], timeout: float = 3.0,
-                 warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, url: str | None, environ: dict[str, str], timeout: float = 3.0, warn: Callable[[str], None] | None = None
+    ) -> None:
         self.timeout = timeout if timeout > 0 else 3.0
         self.explicit = bool(url)
         self.targets = candidates(url, environ, self.timeout)
@@ -88,8 +92,15 @@ class DaemonClient:
         self.warn = warn or (lambda text: None)
         self._warned = False
 
-    def request(self, method: str, path: str, max_bytes: int = MAX_JSON_BYTES, timeout: float | None = None,
-                body: bytes | None = None, headers: dict[str, str] | None = None) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        max_bytes: int = MAX_JSON_BYTES,
+        timeout: float | None = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
         errors = []
         timed_out = False
         for target in [self.target] if self.target else self.targets:
@@ -99,11 +110,17 @@ class DaemonClient:
                     errors.append(f"{target.shown}: {problem}")
                     continue
             elif not self.explicit and not self._warned and errors:
-                self._warned = True  # the TCP fallback, when a unix socket was expected (there, but unusable): announced once
-                self.warn(f"previewctl: {clean('; '.join(errors))}; falling back to {target.shown}, where any local user "
-                          "could be listening (pass --url to choose)")
+                self._warned = (
+                    True  # the TCP fallback, when a unix socket was expected (there, but unusable): announced once
+                )
+                self.warn(
+                    f"previewctl: {clean('; '.join(errors))}; falling back to {target.shown}, where any local user "
+                    "could be listening (pass --url to choose)"
+                )
             try:
-                response = target.fetch(method, path, max_bytes=max_bytes, deadline_s=timeout, body=body, headers=headers)
+                response = target.fetch(
+                    method, path, max_bytes=max_bytes, deadline_s=timeout, body=body, headers=headers
+                )
             except Unreachable as exc:
                 errors.append(str(exc))
                 timed_out = timed_out or isinstance(exc, TimedOut)

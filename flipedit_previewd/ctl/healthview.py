@@ -6,6 +6,7 @@ as "-" (``words.show``), strings are escaped (``safeout.clean``), lists are boun
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,28 @@ def bar(used: Any, capacity: Any, width: int = 20) -> str:
     filled = 0 if capacity <= 0 else min(width, round(width * used / capacity))
     return "[" + "#" * filled + "." * (width - filled) + f"] {used}/{capacity}"
 
+
+
+def megabytes(value: Any) -> str:
+    return f"{as_int(value) / 1e6:.0f} MB" if as_int(value) < 10**9 else f"{as_int(value) / 1e9:.1f} GB"
+
+
+def proxy_text(h: dict[str, Any]) -> str:
+    """/health's "proxies" on one line: made, the one being made with a progress bar, queued, disk use."""
+    p = as_dict(h.get("proxies"))
+    if not p:
+        return "-"
+    if not p.get("enabled"):
+        return "off (proxies = false, or the store could not be used)"
+    current = as_dict(p.get("in_progress"))
+    making = ""
+    if current:
+        done, total = as_int(current.get("frames_done")), as_int(current.get("frames_total"))
+        making = f"making {clean(os.path.basename(str(current.get('source', ''))), 60)} {bar(done, total, 20)}, "
+    failed = f", {show(p.get('failed'))} failed" if as_int(p.get("failed")) else ""
+    stored = f" ({show(p.get('stored'))} kept)" if "stored" in p and as_int(p.get("stored")) != as_int(p.get("made")) else ""
+    return (f"{show(p.get('made'))} made{stored}, {making}{show(p.get('queued'))} queued{failed}; "
+            f"disk {megabytes(p.get('disk_bytes'))} of {megabytes(p.get('budget_bytes'))}")
 
 
 def health_rows(h: dict[str, Any], colour: bool = False, running: Running | None = None) -> list[tuple[str, str]]:
@@ -37,6 +60,7 @@ def health_rows(h: dict[str, Any], colour: bool = False, running: Running | None
                     f"  ({show(lat.get('samples'))} samples)" if lat.get("samples") else "no renders yet"),
         ("counters", "  ".join(f"{k}={show(v)}" for k, v in sorted(counters.items())) or "-"),
         ("project", f"{project.get('path') or '(none)'} [{show(project.get('state'))}] {project.get('error') or ''}".rstrip()),
+        ("proxies", proxy_text(h)),
     ]
     workers = h.get("workers")
     for worker in (workers if isinstance(workers, list) else [])[:64]:

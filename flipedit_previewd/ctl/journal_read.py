@@ -23,9 +23,25 @@ from systemd import journal
 from .safeout import clean
 
 EVENT_BY_ID = {v: k for k, v in MESSAGE_IDS.items()}
-UNITS = {"s": 1, "sec": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "minute": 60, "minutes": 60,
-         "h": 3600, "hour": 3600, "hours": 3600, "d": 86400, "day": 86400, "days": 86400, "w": 604800,
-         "week": 604800, "weeks": 604800}
+UNITS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "seconds": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hour": 3600,
+    "hours": 3600,
+    "d": 86400,
+    "day": 86400,
+    "days": 86400,
+    "w": 604800,
+    "week": 604800,
+    "weeks": 604800,
+}
 
 
 class BadTime(ValueError):
@@ -172,5 +188,5 @@ def short_line(entry: dict[str, Any]) -> str:
         message = message.decode("utf-8", "replace")
     message = str(message)
     if message.startswith(f"{event}: "):  # entries of older versions repeated the event in the message
-        message = message[len(event) + 2:]
+        message = message[len(event) + 2 :]
     return f"{when} {clean(unit, 80)}[{clean(entry.get('_PID', '?'), 12)}] {event}: {clean(message, 2000)}"

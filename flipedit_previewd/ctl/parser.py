@@ -25,6 +25,7 @@ from . import (
     cmd_logs,
     cmd_monitor,
     cmd_profile,
+    cmd_proxies,
     cmd_render,
     cmd_stats,
     cmd_status,
@@ -44,6 +45,7 @@ COMMANDS: tuple[Command, ...] = (
     cmd_render.COMMAND,
     cmd_profile.COMMAND,
     cmd_timeline.COMMAND,
+    cmd_proxies.COMMAND,
     cmd_completion.COMMAND,
 )
 EXIT_STATUS = ("Exit codes: 0 ok; 1 degraded/overloaded, a failed check, no journal/entries found, or a frame past "

@@ -50,7 +50,9 @@ def _message_id(entry: dict[str, Any]) -> str:
 
 
 def is_manager_entry(entry: dict[str, Any]) -> bool:
-    return _message_id(entry) in (UNIT_STOPPING, UNIT_PROCESS_EXIT, UNIT_FAILURE_RESULT) or bool(entry.get("USER_UNIT") or entry.get("UNIT"))
+    return _message_id(entry) in (UNIT_STOPPING, UNIT_PROCESS_EXIT, UNIT_FAILURE_RESULT) or bool(
+        entry.get("USER_UNIT") or entry.get("UNIT")
+    )
 
 
 def classify(entries: Iterable[dict[str, Any]]) -> list[Restart]:
@@ -83,7 +85,11 @@ def classify(entries: Iterable[dict[str, Any]]) -> list[Restart]:
                 new_version = str(entry.get("VERSION") or "")
                 if started:
                     found = cause or "crash"
-                    why = detail if cause else "the daemon ended without a clean stop" + (f" ({exit_detail})" if exit_detail else "")
+                    why = (
+                        detail
+                        if cause
+                        else "the daemon ended without a clean stop" + (f" ({exit_detail})" if exit_detail else "")
+                    )
                     if found == "operator" and version and new_version and new_version != version:
                         found, why = "upgrade", f"{version} -> {new_version}"
                     restarts.append(Restart(entry.get("__REALTIME_TIMESTAMP"), found, why))
@@ -123,8 +129,11 @@ def verdict(restarts: list[Restart], withheld: int, unexplained: int, user_scope
     ok = not faults and not unexplained and not withheld
     journalctl = JOURNALCTL_USER if user_scope else f"journalctl -u {SERVICE.removesuffix('.service')}"
     if any(r.cause == "watchdog" for r in faults) or withheld:
-        fix = (f"watchdog: the daemon stopped making progress (hung render, frozen process); "
-               f"previewctl logs --since '1 hour ago' --event watchdog_withheld; {journalctl} -n 50; look for hung media (FIFOs, network mounts)")
+        fix = (
+            f"watchdog: the daemon stopped making progress (hung render, frozen process); "
+            f"previewctl logs --since '1 hour ago' --event watchdog_withheld; {journalctl} -n 50; look for hung media "
+            f"(FIFOs, network mounts)"
+        )
     elif faults or unexplained:
         fix = f"crash: see why it exited with {journalctl} -n 50 (and previewctl logs -n 50)"
     else:

@@ -22,10 +22,11 @@ class Running:
         return any(arg == flag or arg.startswith(flag + "=") for arg in self.argv)
 
     def restart_advice(self) -> str:
-        return {"user": "systemctl --user restart flipedit-preview",
-                "system": "sudo systemctl restart flipedit-preview",
-                "hand": "stop the daemon (Ctrl-C) and start it again"}.get(
-            self.manager, "systemctl --user restart flipedit-preview, or stop and start a daemon run by hand")
+        return {
+            "user": "systemctl --user restart flipedit-preview",
+            "system": "sudo systemctl restart flipedit-preview",
+            "hand": "stop the daemon (Ctrl-C) and start it again",
+        }.get(self.manager, "systemctl --user restart flipedit-preview, or stop and start a daemon run by hand")
 
 
 def how_run(pid: object, proc: str = "/proc") -> Running:

@@ -65,8 +65,13 @@ def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
             if event == "overload_began" and isinstance(stamp, datetime):
                 open_overload = stamp
             elif event == "overload_ended" and isinstance(stamp, datetime):
-                overloads.append({"began": open_overload.isoformat() if open_overload else None, "ended": stamp.isoformat(),
-                                  "seconds": number(entry, "DURATION_S")})
+                overloads.append(
+                    {
+                        "began": open_overload.isoformat() if open_overload else None,
+                        "ended": stamp.isoformat(),
+                        "seconds": number(entry, "DURATION_S"),
+                    }
+                )
                 open_overload = None
     if open_overload is not None:
         overloads.append({"began": open_overload.isoformat(), "ended": None, "seconds": None})
@@ -77,7 +82,9 @@ def summarise(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "queue_ms": percentiles(sorted(timings["queue_ms"])),
         "render_ms": percentiles(sorted(timings["render_ms"])),
         "total_ms": percentiles(sorted(timings["total_ms"])),
-        "worst_minute": {"minute": worst[0], "requests": worst[1]["requests"], "not_served": worst[1]["bad"]} if worst else None,
+        "worst_minute": {"minute": worst[0], "requests": worst[1]["requests"], "not_served": worst[1]["bad"]}
+        if worst
+        else None,
         "overload_periods": overloads,
         "render_ahead": {k: ahead[k] for k in ("rendered", "hits", "wasted")},
         "starts": events["start"],
@@ -106,13 +113,22 @@ def pending_counts(entries: list[dict[str, Any]], health: dict[str, Any] | None)
     if not isinstance(counters, dict):
         if last is None:
             return None
-        return {"last_summary": last.isoformat(), "from_health": None,
-                "note": f"{when}; cache hits, 304s, 4xx and render-ahead since then arrive with the next one "
-                        "(the daemon did not answer for live counts)"}
-    live = {name: int(n) for name in PENDING
-            if isinstance(n := counters.get(f"outcome_{name}"), (int, float)) and not isinstance(n, bool) and 0 <= n < 1e12}
+        return {
+            "last_summary": last.isoformat(),
+            "from_health": None,
+            "note": f"{when}; cache hits, 304s, 4xx and render-ahead since then arrive with the next one "
+            "(the daemon did not answer for live counts)",
+        }
+    live = {
+        name: int(n)
+        for name in PENDING
+        if isinstance(n := counters.get(f"outcome_{name}"), (int, float)) and not isinstance(n, bool) and 0 <= n < 1e12
+    }
     total = sum(live.values())
     counted = "  ".join(f"{k}={v}" for k, v in live.items())
-    return {"last_summary": last.isoformat() if last else None, "from_health": live,
-            "note": f"{when}; {total} requests since (from /health: {counted}); 4xx and render-ahead since then "
-                    "arrive with the next summary, within a minute"}
+    return {
+        "last_summary": last.isoformat() if last else None,
+        "from_health": live,
+        "note": f"{when}; {total} requests since (from /health: {counted}); 4xx and render-ahead since then "
+        "arrive with the next summary, within a minute",
+    }

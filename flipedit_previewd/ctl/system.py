@@ -12,8 +12,19 @@ import subprocess
 from .context import CtlError
 
 SERVICE, SOCKET = "flipedit-preview.service", "flipedit-preview.socket"
-SERVICE_PROPS = ["ActiveState", "SubState", "MainPID", "NRestarts", "Result", "StatusText", "ActiveEnterTimestamp",
-                 "InactiveEnterTimestamp", "ExecMainStatus", "WatchdogUSec", "LogRateLimitIntervalUSec"]
+SERVICE_PROPS = [
+    "ActiveState",
+    "SubState",
+    "MainPID",
+    "NRestarts",
+    "Result",
+    "StatusText",
+    "ActiveEnterTimestamp",
+    "InactiveEnterTimestamp",
+    "ExecMainStatus",
+    "WatchdogUSec",
+    "LogRateLimitIntervalUSec",
+]
 
 
 def pid1(comm: str = "/proc/1/comm") -> str:
@@ -27,7 +38,9 @@ def pid1(comm: str = "/proc/1/comm") -> str:
 
 def _systemctl(scope: list[str], args: list[str], environ: dict[str, str]) -> subprocess.CompletedProcess[str] | None:
     try:
-        return subprocess.run(["systemctl", *scope, *args], capture_output=True, text=True, timeout=5, env={**os.environ, **environ})
+        return subprocess.run(
+            ["systemctl", *scope, *args], capture_output=True, text=True, timeout=5, env={**os.environ, **environ}
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
 
@@ -49,8 +62,10 @@ def systemctl_scope(environ: dict[str, str]) -> list[str]:
     """``--user`` when the user manager knows the unit, else the system manager."""
     scope, _ = find_scope(environ)
     if scope is None:
-        raise CtlError(f"no {SERVICE} unit found for this user or the system",
-                       "install the units (see README, 'Install') and run 'systemctl --user daemon-reload'")
+        raise CtlError(
+            f"no {SERVICE} unit found for this user or the system",
+            "install the units (see README, 'Install') and run 'systemctl --user daemon-reload'",
+        )
     return scope
 
 
@@ -59,6 +74,11 @@ def no_manager_reason() -> str:
 
 
 def unit_props(scope: list[str], unit: str, props: list[str], environ: dict[str, str]) -> dict[str, str]:
-    out = subprocess.run(["systemctl", *scope, "show", unit, *(f"-p{p}" for p in props)], capture_output=True, text=True,
-                         timeout=5, env={**os.environ, **environ}).stdout
+    out = subprocess.run(
+        ["systemctl", *scope, "show", unit, *(f"-p{p}" for p in props)],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        env={**os.environ, **environ},
+    ).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)

@@ -24,7 +24,9 @@ def peer_pid(path: str, timeout: float = 2.0) -> tuple[int, int]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
-        pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        pid, uid, _gid = struct.unpack(
+            "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        )
     return pid, uid
 
 
@@ -79,7 +81,8 @@ def process_uid(pid: int) -> int:
 
 
 def daemon_problem(pid: int, address: str, euid: int | None = None) -> str:
-    """Why ``pid`` is not verified to be the daemon answering at ``address`` (``unix:PATH`` or ``http://HOST:PORT``), or ""."""
+    """Why ``pid`` is not verified to be the daemon answering at ``address`` (``unix:PATH`` or ``http://HOST:PORT``), "
+    "or ""."""
     euid = os.geteuid() if euid is None else euid
     try:
         owner = process_uid(pid)
@@ -109,4 +112,6 @@ def daemon_problem(pid: int, address: str, euid: int | None = None) -> str:
         return f"cannot see pid {pid}'s descriptors to check that it holds {where}"
     except OSError:
         return f"pid {pid} is not a process visible here"
-    return f"pid {pid} does not hold the socket listening on {where}: the server there named a process that is not itself"
+    return (
+        f"pid {pid} does not hold the socket listening on {where}: the server there named a process that is not itself"
+    )

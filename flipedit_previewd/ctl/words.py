@@ -14,9 +14,21 @@ from collections.abc import Mapping
 from typing import Any
 
 GREEN, YELLOW, RED, DIM, RESET = "\033[32m", "\033[33m", "\033[1;31m", "\033[2m", "\033[0m"
-WORD_COLOURS = {"ok": GREEN, "active": GREEN, "pass": GREEN, "degraded": YELLOW, "overloaded": YELLOW,
-                "activating": YELLOW, "reloading": YELLOW, "stopping": RED, "unreachable": RED, "failed": RED,
-                "fail": RED, "inactive": YELLOW, "n/a": DIM}
+WORD_COLOURS = {
+    "ok": GREEN,
+    "active": GREEN,
+    "pass": GREEN,
+    "degraded": YELLOW,
+    "overloaded": YELLOW,
+    "activating": YELLOW,
+    "reloading": YELLOW,
+    "stopping": RED,
+    "unreachable": RED,
+    "failed": RED,
+    "fail": RED,
+    "inactive": YELLOW,
+    "n/a": DIM,
+}
 
 
 def wants_colour(is_tty: bool, environ: Mapping[str, str]) -> bool:

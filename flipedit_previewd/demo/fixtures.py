@@ -24,14 +24,16 @@ from PIL import Image, ImageDraw
 # --- the editor's schema (Drift, versions 1-3) -----------------------------------------
 
 TRACKS_DDL = (
-    'CREATE TABLE tracks (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, type TEXT NOT NULL, '
+    "CREATE TABLE tracks (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, type TEXT NOT NULL, "
     '"order" INTEGER NOT NULL, is_visible INTEGER NOT NULL DEFAULT 1, is_locked INTEGER NOT NULL DEFAULT 0, '
-    'metadata_json TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)'
+    "metadata_json TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)"
 )
 CLIPS_COMMON = (
     "id INTEGER PRIMARY KEY AUTOINCREMENT, track_id INTEGER NOT NULL REFERENCES tracks(id), name TEXT NOT NULL, "
-    "type TEXT NOT NULL, source_path TEXT NOT NULL, source_duration_ms INTEGER, start_time_in_source_ms INTEGER NOT NULL, "
-    "end_time_in_source_ms INTEGER NOT NULL, start_time_on_track_ms INTEGER NOT NULL, end_time_on_track_ms INTEGER NOT NULL"
+    "type TEXT NOT NULL, source_path TEXT NOT NULL, source_duration_ms INTEGER, start_time_in_source_ms INTEGER NOT "
+    "NULL, "
+    "end_time_in_source_ms INTEGER NOT NULL, start_time_on_track_ms INTEGER NOT NULL, end_time_on_track_ms INTEGER NOT "
+    "NULL"
 )
 ASSETS_DDL = (
     "CREATE TABLE project_assets (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, source_path TEXT NOT NULL, "
@@ -47,9 +49,11 @@ def create_project_db(path: str | Path, version: int) -> None:
     elif version == 2:
         clips = f"CREATE TABLE clips ({CLIPS_COMMON}, metadata TEXT)"
     elif version == 3:
-        clips = (f"CREATE TABLE clips ({CLIPS_COMMON}, metadata TEXT, preview_position_x REAL NOT NULL DEFAULT 0, "
-                 "preview_position_y REAL NOT NULL DEFAULT 0, preview_width REAL NOT NULL DEFAULT 100, "
-                 "preview_height REAL NOT NULL DEFAULT 100)")
+        clips = (
+            f"CREATE TABLE clips ({CLIPS_COMMON}, metadata TEXT, preview_position_x REAL NOT NULL DEFAULT 0, "
+            "preview_position_y REAL NOT NULL DEFAULT 0, preview_width REAL NOT NULL DEFAULT 100, "
+            "preview_height REAL NOT NULL DEFAULT 100)"
+        )
     else:
         raise ValueError(f"unknown schema version {version}")
     conn = sqlite3.connect(str(path))
@@ -63,25 +67,48 @@ def create_project_db(path: str | Path, version: int) -> None:
 
 def add_track(conn: sqlite3.Connection, name: str, order: int, visible: bool = True) -> int:
     now = int(time.time())
-    cur = conn.execute('INSERT INTO tracks (name, type, "order", is_visible, is_locked, created_at, updated_at) '
-                       "VALUES (?, 'video', ?, ?, 0, ?, ?)", (name, order, int(visible), now, now))
+    cur = conn.execute(
+        'INSERT INTO tracks (name, type, "order", is_visible, is_locked, created_at, updated_at) '
+        "VALUES (?, 'video', ?, ?, 0, ?, ?)",
+        (name, order, int(visible), now, now),
+    )
     return int(cur.lastrowid or 0)
 
 
-def add_clip(conn: sqlite3.Connection, version: int, track_id: int, source_path: str, clip_type: str,
-             start_on_track_ms: int, end_on_track_ms: int, start_in_source_ms: int = 0,
-             rect: tuple[float, float, float, float] | None = None, flip: int = 0) -> int:
+def add_clip(
+    conn: sqlite3.Connection,
+    version: int,
+    track_id: int,
+    source_path: str,
+    clip_type: str,
+    start_on_track_ms: int,
+    end_on_track_ms: int,
+    start_in_source_ms: int = 0,
+    rect: tuple[float, float, float, float] | None = None,
+    flip: int = 0,
+) -> int:
     meta: dict[str, Any] = {}
     if rect is not None and version < 3:
         meta["previewRect"] = dict(zip(("left", "top", "width", "height"), rect, strict=True))
     if flip:
         meta["previewFlip"] = flip
     duration = end_on_track_ms - start_on_track_ms
-    values: list[Any] = [track_id, os.path.basename(source_path), clip_type, source_path, duration,
-                         start_in_source_ms, start_in_source_ms + duration, start_on_track_ms, end_on_track_ms,
-                         json.dumps(meta)]
-    columns = ("track_id, name, type, source_path, source_duration_ms, start_time_in_source_ms, end_time_in_source_ms, "
-               "start_time_on_track_ms, end_time_on_track_ms, " + ("metadata_json" if version == 1 else "metadata"))
+    values: list[Any] = [
+        track_id,
+        os.path.basename(source_path),
+        clip_type,
+        source_path,
+        duration,
+        start_in_source_ms,
+        start_in_source_ms + duration,
+        start_on_track_ms,
+        end_on_track_ms,
+        json.dumps(meta),
+    ]
+    columns = (
+        "track_id, name, type, source_path, source_duration_ms, start_time_in_source_ms, end_time_in_source_ms, "
+        "start_time_on_track_ms, end_time_on_track_ms, " + ("metadata_json" if version == 1 else "metadata")
+    )
     if version == 3 and rect is not None:
         columns += ", preview_position_x, preview_position_y, preview_width, preview_height"
         values += list(rect)
@@ -90,11 +117,15 @@ def add_clip(conn: sqlite3.Connection, version: int, track_id: int, source_path:
     return int(cur.lastrowid or 0)
 
 
-def set_clip_rect(conn: sqlite3.Connection, version: int, clip_id: int, rect: tuple[float, float, float, float]) -> None:
+def set_clip_rect(
+    conn: sqlite3.Connection, version: int, clip_id: int, rect: tuple[float, float, float, float]
+) -> None:
     """What the editor does during a drag: write the clip's new preview rectangle."""
     if version == 3:
-        conn.execute("UPDATE clips SET preview_position_x=?, preview_position_y=?, preview_width=?, preview_height=? "
-                     "WHERE id=?", (*rect, clip_id))
+        conn.execute(
+            "UPDATE clips SET preview_position_x=?, preview_position_y=?, preview_width=?, preview_height=? WHERE id=?",
+            (*rect, clip_id),
+        )
         return
     col = "metadata_json" if version == 1 else "metadata"
     (raw,) = conn.execute(f"SELECT {col} FROM clips WHERE id=?", (clip_id,)).fetchone()
@@ -106,11 +137,16 @@ def set_clip_rect(conn: sqlite3.Connection, version: int, clip_id: int, rect: tu
 def create_metadata_db(path: str | Path, projects: list[tuple[str, str, int]]) -> None:
     conn = sqlite3.connect(str(path))
     with conn:
-        conn.execute("CREATE TABLE project_metadata_table (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, "
-                     "database_path TEXT NOT NULL, created_at INTEGER NOT NULL, last_modified_at INTEGER)")
+        conn.execute(
+            "CREATE TABLE project_metadata_table (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, "
+            "database_path TEXT NOT NULL, created_at INTEGER NOT NULL, last_modified_at INTEGER)"
+        )
         for name, db_path, modified in projects:
-            conn.execute("INSERT INTO project_metadata_table (name, database_path, created_at, last_modified_at) "
-                         "VALUES (?, ?, ?, ?)", (name, db_path, modified, modified))
+            conn.execute(
+                "INSERT INTO project_metadata_table (name, database_path, created_at, last_modified_at) "
+                "VALUES (?, ?, ?, ?)",
+                (name, db_path, modified, modified),
+            )
     conn.close()
 
 
@@ -146,8 +182,14 @@ def read_index(image: Image.Image, box: tuple[int, int, int, int] | None = None)
     return value
 
 
-def make_indexed_video(path: str | Path, frames: int, size: tuple[int, int] = (320, 180), fps: int = 30,
-                       gop: int = 30, codec: str = "libx264") -> Path:
+def make_indexed_video(
+    path: str | Path,
+    frames: int,
+    size: tuple[int, int] = (320, 180),
+    fps: int = 30,
+    gop: int = 30,
+    codec: str = "libx264",
+) -> Path:
     """An H.264 MP4 whose frame i shows index i, with a keyframe every ``gop`` frames."""
     path = Path(path)
     with av.open(str(path), "w") as container:
@@ -155,8 +197,14 @@ def make_indexed_video(path: str | Path, frames: int, size: tuple[int, int] = (3
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
-        stream.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "0", "crf": "12",
-                          "preset": "ultrafast"}
+        stream.options = {
+            "g": str(gop),
+            "keyint_min": str(gop),
+            "sc_threshold": "0",
+            "bf": "0",
+            "crf": "12",
+            "preset": "ultrafast",
+        }
         for index in range(frames):
             frame = av.VideoFrame.from_image(index_pattern(index, *size))  # rgb24, no numpy needed
             for packet in stream.encode(frame):

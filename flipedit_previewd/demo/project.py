@@ -1,7 +1,8 @@
 """The built-in demo project: generated once in the one demo location, served by ``--demo``.
 
 The daemon asks for it with ``demo_project``, which imports nothing but the standard library: the
-media are written by a child process (``_write_in_child``) with the writers of ``fixtures.py`` (PyAV, Pillow), so the daemon's own process never loads them.
+media are written by a child process (``_write_in_child``) with the writers of ``fixtures.py`` (PyAV, Pillow), so the
+daemon's own process never loads them.
 ``ensure_demo_project`` is the writer itself (tests and benchmarks call it directly).
 """
 
@@ -16,8 +17,10 @@ from pathlib import Path
 
 DATABASE = "demo_project.sqlite"
 _PATH_VARIABLE = "FLIPEDIT_DEMO_SYS_PATH"
-_CHILD_CODE = (f"import json, os, sys; sys.path[:] = json.loads(os.environ.pop({_PATH_VARIABLE!r})); "
-               "from flipedit_previewd.demo.project import _write_in_child; _write_in_child(sys.argv[1])")
+_CHILD_CODE = (
+    f"import json, os, sys; sys.path[:] = json.loads(os.environ.pop({_PATH_VARIABLE!r})); "
+    "from flipedit_previewd.demo.project import _write_in_child; _write_in_child(sys.argv[1])"
+)
 
 
 def demo_dir() -> Path:
@@ -33,8 +36,12 @@ def demo_project(directory: Path | None = None) -> str:
         return str(db)
     # The same interpreter, flags and import path as this process (as the worker pool starts its workers).
     flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
-    subprocess.run([sys.executable, *flags, "-P", "-c", _CHILD_CODE, str(directory)],
-                   stdin=subprocess.DEVNULL, check=True, env={**os.environ, _PATH_VARIABLE: json.dumps(sys.path)})
+    subprocess.run(
+        [sys.executable, *flags, "-P", "-c", _CHILD_CODE, str(directory)],
+        stdin=subprocess.DEVNULL,
+        check=True,
+        env={**os.environ, _PATH_VARIABLE: json.dumps(sys.path)},
+    )
     return str(db)
 
 
@@ -58,8 +65,11 @@ def ensure_demo_project(directory: Path | None = None) -> str:
         top = add_track(conn, "Overlay", 1)
         add_clip(conn, 3, bottom, str(video), "video", 0, 5000, rect=(0, 0, 1280, 720))
         add_clip(conn, 3, top, str(still), "image", 1000, 4000, rect=(880, 40, 360, 270))
-        conn.execute("INSERT INTO project_assets (name, source_path, type, mime_type, created_at) VALUES (?, ?, 'video', 'video/mp4', 0)",
-                     ("demo_clip.mp4", str(video)))
+        conn.execute(
+            "INSERT INTO project_assets (name, source_path, type, mime_type, created_at) VALUES (?, ?, 'video', "
+            "'video/mp4', 0)",
+            ("demo_clip.mp4", str(video)),
+        )
     conn.close()
     tmp.rename(db)
     return str(db)

@@ -8,7 +8,7 @@ the user's browser (DNS rebinding: a hostile name resolving to 127.0.0.1). So:
   configured ``allowed_hosts``; otherwise 421;
 - a request a browser made for a page (``Origin``, or ``Sec-Fetch-Site`` other
   than ``none``) is refused with 403; the editor's Dart client sends neither;
-- state-changing requests (``PUT``/``DELETE /timeline``) come only from the
+- state-changing requests (``PUT``/``DELETE /timeline``, ``POST``/``DELETE /proxies``) come only from the
   daemon's own user: on the unix socket by ``SO_PEERCRED``, over TCP with the
   bearer token the daemon writes at start to a 0600 file only that user can read.
 
@@ -34,13 +34,13 @@ from flipedit_previewd.common.errors import Forbidden, Misdirected, PayloadTooLa
 from flipedit_previewd.http.protocol import Request
 
 STATE_CHANGING = {"PUT", "DELETE", "POST", "PATCH"}
-GUARDED_PATHS = {"/timeline"}  # endpoints that change state; add any later one here
+GUARDED_PATHS = {"/timeline", "/proxies"}  # endpoints that change state; add any later one here
 
 
 def is_private_read(path: str) -> bool:
     """What shows the user's media or where it is: frames, the timeline, the debug views (private_reads).
     /health and /metrics stay open: monitoring reads them, and they carry counts, not pictures."""
-    return path.startswith(("/get_frame/", "/debug/")) or path == "/timeline"
+    return path.startswith(("/get_frame/", "/debug/")) or path in ("/timeline", "/proxies")
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 BODY_ENDPOINTS = {("PUT", "/timeline")}  # the only requests that carry a body; any other body is refused unread
 

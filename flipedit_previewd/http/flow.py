@@ -27,7 +27,9 @@ WRITE_HIGH_BYTES = 256 * 1024
 class FlowControl:
     """One connection's back-pressure: when reading is paused, and whether output is stalled."""
 
-    def __init__(self, transport: asyncio.Transport, read_high: int = READ_HIGH_BYTES, write_high: int | None = None) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, read_high: int = READ_HIGH_BYTES, write_high: int | None = None
+    ) -> None:
         self._transport = transport
         self.read_high = read_high
         self.held = 0  # bytes received since the connection last became ready for a request

@@ -18,7 +18,14 @@ from typing import Any
 
 import h11
 
-from flipedit_previewd.common.errors import BadRequest, HeaderFieldsTooLarge, HTTPError, PayloadTooLarge, URITooLong, VersionNotSupported
+from flipedit_previewd.common.errors import (
+    BadRequest,
+    HeaderFieldsTooLarge,
+    HTTPError,
+    PayloadTooLarge,
+    URITooLong,
+    VersionNotSupported,
+)
 
 SERVER_NAME = b"flipedit-previewd"
 
@@ -78,7 +85,9 @@ class Response:
         if allow:
             headers.append(("Allow", ", ".join(allow)))
         close = protocol or error.status in (408, 413, 414, 431, 505)
-        return cls.json(error.status, error.body(), headers=headers, close=close, limit=str(error.extra.get("limit") or ""))
+        return cls.json(
+            error.status, error.body(), headers=headers, close=close, limit=str(error.extra.get("limit") or "")
+        )
 
 
 @dataclass(frozen=True)
@@ -199,13 +208,17 @@ class HTTPConnection:
     def _start(self, event: h11.Request) -> Request:
         target = event.target.decode("latin-1")
         if event.http_version not in (b"1.0", b"1.1"):
-            raise ProtocolFailure(VersionNotSupported(f"HTTP/{event.http_version.decode('latin-1')} is not supported; use HTTP/1.1"))
+            raise ProtocolFailure(
+                VersionNotSupported(f"HTTP/{event.http_version.decode('latin-1')} is not supported; use HTTP/1.1")
+            )
         if len(event.target) > self.limits.max_request_line:
             raise ProtocolFailure(URITooLong(f"request target longer than {self.limits.max_request_line} bytes"))
         head_bytes = len(event.method) + len(event.target) + 12 + sum(len(n) + len(v) + 4 for n, v in event.headers)
         if head_bytes > self.limits.max_header_bytes:
             # h11 only bounds heads that arrive in pieces; a head that arrives whole is measured here.
-            raise ProtocolFailure(HeaderFieldsTooLarge(f"request head larger than {self.limits.max_header_bytes} bytes"))
+            raise ProtocolFailure(
+                HeaderFieldsTooLarge(f"request head larger than {self.limits.max_header_bytes} bytes")
+            )
         if len(event.headers) > self.limits.max_headers:
             raise ProtocolFailure(HeaderFieldsTooLarge(f"more than {self.limits.max_headers} header fields"))
         headers: dict[str, str] = {}
@@ -215,7 +228,9 @@ class HTTPConnection:
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
         length = headers.get("content-length")
         if length is not None and int(length.split(",")[0]) > self.limits.max_body_bytes:
-            raise ProtocolFailure(PayloadTooLarge(f"Content-Length {length} exceeds {self.limits.max_body_bytes} bytes"))
+            raise ProtocolFailure(
+                PayloadTooLarge(f"Content-Length {length} exceeds {self.limits.max_body_bytes} bytes")
+            )
         if not target.startswith("/") and target != "*":
             raise ProtocolFailure(BadRequest("request target must be an absolute path"))
         return Request(event.method.decode("ascii", "replace"), target, headers)
@@ -266,7 +281,11 @@ class HTTPConnection:
 
     @property
     def should_close(self) -> bool:
-        return self._detached_close or self._h11.our_state is h11.MUST_CLOSE or self._h11.their_state in (h11.MUST_CLOSE, h11.ERROR, h11.CLOSED)
+        return (
+            self._detached_close
+            or self._h11.our_state is h11.MUST_CLOSE
+            or self._h11.their_state in (h11.MUST_CLOSE, h11.ERROR, h11.CLOSED)
+        )
 
     def start_next_cycle(self) -> None:
         self._h11.start_next_cycle()

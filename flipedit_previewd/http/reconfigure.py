@@ -89,8 +89,13 @@ class ServerTarget(Protocol):
 
 def http_limits(config: Config) -> Limits:
     """The sans-IO parser's limits (connections opened after a reload get the new ones)."""
-    return Limits(config.max_request_line, config.max_header_bytes, config.max_headers,
-                  config.max_body_bytes, config.keepalive_timeout)
+    return Limits(
+        config.max_request_line,
+        config.max_header_bytes,
+        config.max_headers,
+        config.max_body_bytes,
+        config.keepalive_timeout,
+    )
 
 
 def apply(new: Config, server: ServerTarget) -> Config:

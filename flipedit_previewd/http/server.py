@@ -37,8 +37,14 @@ from flipedit_previewd.sd.watchdog import Watchdog
 
 
 class Server:
-    def __init__(self, config: Config, service: ServiceAPI, lifecycle: LifecycleState,
-                 reload_config: Callable[[], Config] | None = None, log: EventLog | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        service: ServiceAPI,
+        lifecycle: LifecycleState,
+        reload_config: Callable[[], Config] | None = None,
+        log: EventLog | None = None,
+    ) -> None:
         self.config = config
         self.service = service
         self.lifecycle = lifecycle  # the one state: the service reads the same object
@@ -50,8 +56,9 @@ class Server:
         self.guard = Guard(config.allowed_hosts, self._make_token(), service.note_client_error)
         self.bodies = BodyBudget(config.max_buffered_body_bytes)
         # Half the slots at most for connections that have sent nothing, per client (intake.py).
-        self.slots: ConnectionSlots[Connection] = ConnectionSlots(config.max_connections, config.max_connections // 2,
-                                                                      lambda connection: connection.idle)
+        self.slots: ConnectionSlots[Connection] = ConnectionSlots(
+            config.max_connections, config.max_connections // 2, lambda connection: connection.idle
+        )
         apply(config, self)  # the same lines as on SIGHUP set every live setting
         self.handover = Handover(config.fdstore, config.max_connections)
         self.connections: set[Connection] = set()
@@ -84,10 +91,17 @@ class Server:
         if any(listener.sock.family == socket.AF_UNIX for listener in self.listeners):
             consequence = "PUT/DELETE /timeline over the unix socket only"
         else:
-            consequence = ("PUT/DELETE /timeline are not possible (no unix socket either): set XDG_RUNTIME_DIR or "
-                           "token_file, or add --listen unix:PATH")
-        self.log.emit("config_error", f"{self._token_problem}; {consequence}", "warning", KEY="token_file",
-                      VALUE=self.token_file or None)
+            consequence = (
+                "PUT/DELETE /timeline are not possible (no unix socket either): set XDG_RUNTIME_DIR or "
+                "token_file, or add --listen unix:PATH"
+            )
+        self.log.emit(
+            "config_error",
+            f"{self._token_problem}; {consequence}",
+            "warning",
+            KEY="token_file",
+            VALUE=self.token_file or None,
+        )
 
     # --- signals only set flags ---------------------------------------------------------
 
@@ -123,21 +137,34 @@ class Server:
         why = "sockets passed by systemd"
         if not self.listeners:
             specs = self.config.listen or ("127.0.0.1:8081",)
-            why = ("--listen / listen in the configuration" if self.config.listen
-                   else "no socket from systemd and no --listen: the editor's default address")
+            why = (
+                "--listen / listen in the configuration"
+                if self.config.listen
+                else "no socket from systemd and no --listen: the editor's default address"
+            )
             self.listeners = [open_listener(spec) for spec in specs]
         self._say_token_problem()
         addresses = ", ".join(f"{x.address} ({'systemd ' + x.name if x.adopted else 'own'})" for x in self.listeners)
         project, reason = self.service.project()
-        self.log.emit("start", f"flipedit-previewd starting on {addresses} ({why}); project: "
-                      f"{project or 'none'} ({reason})", "info", LISTEN=addresses,
-                      WORKERS=self.config.workers, PROJECT=project, VERSION=__version__)
+        self.log.emit(
+            "start",
+            f"flipedit-previewd starting on {addresses} ({why}); project: {project or 'none'} ({reason})",
+            "info",
+            LISTEN=addresses,
+            WORKERS=self.config.workers,
+            PROJECT=project,
+            VERSION=__version__,
+        )
         await self.service.start(lambda: len(self.connections))
         for listener in self.listeners:
             if listener.sock.family == socket.AF_UNIX:
-                server = await self._loop.create_unix_server(lambda: ClientProtocol(self), sock=listener.sock, backlog=kernel_backlog())
+                server = await self._loop.create_unix_server(
+                    lambda: ClientProtocol(self), sock=listener.sock, backlog=kernel_backlog()
+                )
             else:
-                server = await self._loop.create_server(lambda: ClientProtocol(self), sock=listener.sock, backlog=kernel_backlog())
+                server = await self._loop.create_server(
+                    lambda: ClientProtocol(self), sock=listener.sock, backlog=kernel_backlog()
+                )
             self.servers.append(server)
         await self.handover.start(self._resume_connection)
         self.watchdog.start(self._loop)
@@ -151,13 +178,28 @@ class Server:
         self.lifecycle.enter(Lifecycle.SERVING)
         self.notify(f"READY=1\nSTATUS={self.service.status_line()}\nMAINPID={os.getpid()}")
         project = self.service.project()[0]
-        self.log.emit("ready", f"serving {project or 'no project'} with {self.config.workers} workers"
-                      + (f", {self.handover.resumed} connections kept from the previous instance" if self.handover.resumed else ""),
-                      "info", PROJECT=project, WORKERS=self.config.workers,
-                      RESUMED_CONNECTIONS=self.handover.resumed, FDSTORE=self.handover.probe_result)
+        self.log.emit(
+            "ready",
+            f"serving {project or 'no project'} with {self.config.workers} workers"
+            + (
+                f", {self.handover.resumed} connections kept from the previous instance"
+                if self.handover.resumed
+                else ""
+            ),
+            "info",
+            PROJECT=project,
+            WORKERS=self.config.workers,
+            RESUMED_CONNECTIONS=self.handover.resumed,
+            FDSTORE=self.handover.probe_result,
+        )
         if self.handover.refused:  # under a service manager that did not keep the probe (not: no manager at all)
-            self.log.emit("fdstore_unavailable", f"file descriptor store not usable ({self.handover.probe_result}): "
-                          "restarts will close idle keep-alive connections", "warning", FDSTORE=self.handover.probe_result)
+            self.log.emit(
+                "fdstore_unavailable",
+                f"file descriptor store not usable ({self.handover.probe_result}): "
+                "restarts will close idle keep-alive connections",
+                "warning",
+                FDSTORE=self.handover.probe_result,
+            )
 
     async def _resume_connection(self, sock: socket.socket) -> None:
         assert self._loop is not None
@@ -185,7 +227,9 @@ class Server:
             except ConfigError as exc:  # a bad reload keeps the old configuration, and says so until a good one
                 rejected = exc
             except Exception as exc:  # noqa: BLE001 - anything else applying it: the same, in its own words
-                rejected = ConfigError(f"applying the configuration failed: {type(exc).__name__}: {exc}", source="reload")
+                rejected = ConfigError(
+                    f"applying the configuration failed: {type(exc).__name__}: {exc}", source="reload"
+                )
             self.rejected = rejected is not None
             self.service.config_rejected(rejected)
         else:
@@ -193,12 +237,22 @@ class Server:
         pending = ", ".join(self.config.restart_pending)
         error = str(rejected) if rejected else ""
         fixed = was_rejected and not rejected
-        self.log.emit("reload", "reloaded configuration and timeline" + (f"; kept old configuration: {error}" if error else "")
-                      + ("; the configuration error of an earlier reload is fixed" if fixed else "")
-                      + (f"; restart to apply: {pending}" if pending else ""),
-                      "warning" if error else "info", ERROR=error or None, RESTART_PENDING=pending or None,
-                      CONFIG_FIXED=1 if fixed else None,
-                      **{f"CONFIG_{k.upper()}": v or None for k, v in (rejected.fields() if rejected else {}).items() if k != "message"})
+        self.log.emit(
+            "reload",
+            "reloaded configuration and timeline"
+            + (f"; kept old configuration: {error}" if error else "")
+            + ("; the configuration error of an earlier reload is fixed" if fixed else "")
+            + (f"; restart to apply: {pending}" if pending else ""),
+            "warning" if error else "info",
+            ERROR=error or None,
+            RESTART_PENDING=pending or None,
+            CONFIG_FIXED=1 if fixed else None,
+            **{
+                f"CONFIG_{k.upper()}": v or None
+                for k, v in (rejected.fields() if rejected else {}).items()
+                if k != "message"
+            },
+        )
         self.lifecycle.enter(Lifecycle.SERVING)
         self.notify(f"READY=1\nSTATUS={self.service.status_line()}")
 
@@ -214,14 +268,23 @@ class Server:
         if self.handover.enabled:
             # The store outlives this stop only if a restart is queued (fdstore.py). Asked before
             # draining begins: no connection may be handed over while the answer is not known.
-            self.handover.expect_restart(await asyncio.get_running_loop().run_in_executor(None, queued_job, *own_unit()))
+            self.handover.expect_restart(
+                await asyncio.get_running_loop().run_in_executor(None, queued_job, *own_unit())
+            )
         self.lifecycle.enter(Lifecycle.DRAINING)
         self.notify("STOPPING=1\nSTATUS=stopping: draining")
         for server in self.servers:
             server.close()
         backlog = self.service.backlog()
-        self.log.emit("stopping", f"draining {backlog} renders", "info", BACKLOG=backlog,
-                      CONNECTIONS=len(self.connections), FDSTORE=int(self.handover.enabled), NEXT_JOB=self.handover.next_job or None)
+        self.log.emit(
+            "stopping",
+            f"draining {backlog} renders",
+            "info",
+            BACKLOG=backlog,
+            CONNECTIONS=len(self.connections),
+            FDSTORE=int(self.handover.enabled),
+            NEXT_JOB=self.handover.next_job or None,
+        )
         drained = await self.service.drain(self.config.drain_timeout, self._settle_connections)
         self.lifecycle.enter(Lifecycle.STOPPED)  # nothing more is admitted
         self._settle_connections(final=True)
@@ -230,10 +293,16 @@ class Server:
         self.watchdog.stop()
         self.service.flush_summary()  # the last minute's cheap outcomes (cache hits, 304s, 4xx) are not lost on stop
         self.service.close()
-        self.log.emit("stopped", ("all work drained, exiting" if drained else "exiting with renders still unfinished")
-                      + f"; {self.handover.stored} connections handed to the fd store, {self.handover.closed} closed", "info",
-                      DRAINED=int(drained), HANDED_OVER=self.handover.stored, CLOSED_CONNECTIONS=self.handover.closed,
-                      HANDOVER_CONFIRMED=int(taken))
+        self.log.emit(
+            "stopped",
+            ("all work drained, exiting" if drained else "exiting with renders still unfinished")
+            + f"; {self.handover.stored} connections handed to the fd store, {self.handover.closed} closed",
+            "info",
+            DRAINED=int(drained),
+            HANDED_OVER=self.handover.stored,
+            CLOSED_CONNECTIONS=self.handover.closed,
+            HANDOVER_CONFIRMED=int(taken),
+        )
         self.log.stop_writer()
         return 0
 

@@ -42,6 +42,7 @@ class FrameResult:
     queue_ms: float
     cached: bool
     shared: bool = False  # the request joined one already queued for the same frame
+    source: str = ""  # what the video frames came from: proxy, original, mixed ("" none): X-Preview-Source
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ class Dispatcher:
         self.timeline = timeline  # reads the timeline now (thread-safe: projectdb.ProjectSource.current)
         self.roots = roots  # where media may be read from, for a timeline (cached, thread-safe)
         self.hooks = hooks or LoopHooks()
+        # Told on the driver thread when a real render starts (True) and ends (False): quick and thread-safe.
+        # The proxy maker is paused meanwhile (proxy/manager.py), so it never shares a core's caches with one.
+        self.rendering: Callable[[bool], None] = lambda busy: None
         self.budget = budget
         self.heavy = HeavyFrames(heavy_ttl)
         self.position: list[Reach | None] = []  # per worker: the frames its decoders serve without a seek (admission locality)
@@ -218,9 +222,13 @@ class Dispatcher:
             etag = frame_etag(timeline, frame, spec)
             cached = self.cache.get(etag)
             if cached is not None:
-                self.admission.finish(pending, FrameResult(cached[0], cached[1], etag, 0.0, queue_ms, True))
+                self.admission.finish(pending, FrameResult(cached[0], cached[1], etag, 0.0, queue_ms, True, source=cached[2]))
                 return
-            outcome = self._render(index, frame, spec, timeline, etag)
+            self.rendering(True)
+            try:
+                outcome = self._render(index, frame, spec, timeline, etag)
+            finally:
+                self.rendering(False)
         except HTTPError as exc:  # BudgetExceeded (504) included
             self.admission.finish(pending, error=exc)
             return
@@ -233,8 +241,8 @@ class Dispatcher:
         for path, problem in result.problems:
             self._post(self.hooks.media_problem, path, problem)
         self.metrics.render_time.observe(outcome.render_ms / 1000)
-        self.cache.put(etag, (result.body, result.content_type), len(result.body))
-        self.admission.finish(pending, FrameResult(result.body, result.content_type, etag, outcome.render_ms, queue_ms, False))
+        self.cache.put(etag, (result.body, result.content_type, result.source), len(result.body))
+        self.admission.finish(pending, FrameResult(result.body, result.content_type, etag, outcome.render_ms, queue_ms, False, source=result.source))
 
     def _run_ahead(self, index: int, pending: Pending) -> None:
         """A render-ahead job, only if its revision is still the current one and the frame is not cached."""
@@ -247,7 +255,8 @@ class Dispatcher:
             elif etag not in self.cache and etag not in self.heavy:
                 outcome = self._render(index, frame, spec, timeline, etag, speculative=True)
                 self.ahead.counters["rendered"] += 1
-                self.cache.put(etag, (outcome.result.body, outcome.result.content_type), len(outcome.result.body), ahead=True)
+                self.cache.put(etag, (outcome.result.body, outcome.result.content_type, outcome.result.source), len(outcome.result.body),
+                               ahead=True)
         except Exception:  # noqa: BLE001 - a guess that failed costs nothing; the real request will report it
             self.ahead.counters["failed"] += 1
         finally:

@@ -166,7 +166,11 @@ class WorkerPool:
 
     @classmethod
     def for_config(cls, config: Config) -> WorkerPool:
-        return cls(config.workers, WorkerSettings(config.source_cache_bytes, config.max_source_pixels), config.hang_threshold)
+        from flipedit_previewd.proxy.store import default_root
+
+        proxy_root = (os.path.expanduser(config.proxy_dir) if config.proxy_dir else str(default_root())) if config.proxies else ""
+        settings = WorkerSettings(config.source_cache_bytes, config.max_source_pixels, proxy_root, (config.proxy_width, config.proxy_height))
+        return cls(config.workers, settings, config.hang_threshold)
 
     def start(self) -> None:
         """Spawn the worker processes."""
@@ -257,7 +261,8 @@ class WorkerPool:
                            worker, ATTEMPT=attempt.what, REFUSED=int(attempt.refused), ERRNO=attempt.error)
             if isinstance(reply, wire.Failed):
                 raise RenderFailed(reply.message)
-            return RenderOutcome(RenderResult(reply.body, reply.content_type, list(reply.problems), reply.clips, reach=reply.reach), reply.render_ms)
+            return RenderOutcome(RenderResult(reply.body, reply.content_type, list(reply.problems), reply.clips, reach=reply.reach,
+                                              source=reply.source), reply.render_ms)
 
     def _hello(self, worker: Worker) -> None:
         """The first message of a worker process: what confinement it applied (wire.py "hello")."""

@@ -32,7 +32,9 @@ class Supervised(Protocol):
 class Watchdog:
     """The health thread: STATUS= every tick, WATCHDOG=1 only on real progress, a summary each minute."""
 
-    def __init__(self, service: Supervised, notify: Callable[[str], None], log: EventLog, watchdog_usec: int | None = None) -> None:
+    def __init__(
+        self, service: Supervised, notify: Callable[[str], None], log: EventLog, watchdog_usec: int | None = None
+    ) -> None:
         self.service = service
         self.notify = notify
         self.log = log

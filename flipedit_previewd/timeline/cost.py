@@ -51,14 +51,21 @@ def check_timeline(timeline: Timeline, max_layer_pixels: int, max_clips: int) ->
             count += 1
             if len(clip.source_path.encode("utf-8", "surrogateescape")) >= PATH_MAX:
                 where = f"timeline.tracks[{t_index}].clips[{c_index}].source_path"
-                raise PayloadTooLarge(f"{where}: longer than PATH_MAX ({PATH_MAX} bytes)", field=where, limit="path_max")
+                raise PayloadTooLarge(
+                    f"{where}: longer than PATH_MAX ({PATH_MAX} bytes)", field=where, limit="path_max"
+                )
     if count > max_clips:
-        raise PayloadTooLarge(f"timeline: {count} clips exceed max_timeline_clips ({max_clips})",
-                              field="timeline.tracks", limit="max_timeline_clips")
+        raise PayloadTooLarge(
+            f"timeline: {count} clips exceed max_timeline_clips ({max_clips})",
+            field="timeline.tracks",
+            limit="max_timeline_clips",
+        )
     layers = max_overlap(timeline)
     cost = layers * timeline.canvas_width * timeline.canvas_height
     if cost > max_layer_pixels:
         raise PayloadTooLarge(
             f"timeline: {layers} layers at one frame x {timeline.canvas_width}x{timeline.canvas_height} canvas = "
             f"{cost} layer pixels exceeds max_layer_pixels ({max_layer_pixels})",
-            field="timeline", limit="max_layer_pixels")
+            field="timeline",
+            limit="max_layer_pixels",
+        )

@@ -29,8 +29,13 @@ LIST_READ_TIMEOUT = 2.0  # the list is small; a read still running then is block
 def list_projects(metadata_db: str) -> list[str]:
     """The project list, newest first (the editor's order: last_modified_at, then id); only paths that can
     name a file (text without a NUL byte): the rest is skipped, it cannot be opened anyway."""
-    rows = read_readonly(metadata_db, LIST_READ_TIMEOUT, lambda conn: conn.execute(
-        "SELECT database_path FROM project_metadata_table ORDER BY last_modified_at DESC, id DESC").fetchall())
+    rows = read_readonly(
+        metadata_db,
+        LIST_READ_TIMEOUT,
+        lambda conn: conn.execute(
+            "SELECT database_path FROM project_metadata_table ORDER BY last_modified_at DESC, id DESC"
+        ).fetchall(),
+    )
     return [row[0] for row in rows if isinstance(row[0], str) and row[0] and "\x00" not in row[0]]
 
 
@@ -76,7 +81,9 @@ class ProjectFollower:
                 listed = list_projects(self.metadata_db) if signature[0] is not None else []
                 self.error = ""
             except Exception as exc:  # noqa: BLE001 - an unreadable list (locked, hostile, blocked) is never the daemon's end
-                self.error = f"project list {self.metadata_db}: {exc if isinstance(exc, sqlite3.Error) else repr(exc)[:200]}"
+                self.error = (
+                    f"project list {self.metadata_db}: {exc if isinstance(exc, sqlite3.Error) else repr(exc)[:200]}"
+                )
                 return None  # keep serving what we serve; the editor's next write changes the signature again
             newest = next((path for path in listed if os.path.exists(path)), "")
             if newest == current:
@@ -105,5 +112,10 @@ class ProjectFollower:
         return chosen.project if chosen else ""
 
     def state(self) -> dict[str, Any]:
-        return {"metadata_db": self.metadata_db, "switches": self.switches, "previous": self.previous,
-                "switched_at": self.switched_at or None, "error": self.error}
+        return {
+            "metadata_db": self.metadata_db,
+            "switches": self.switches,
+            "previous": self.previous,
+            "switched_at": self.switched_at or None,
+            "error": self.error,
+        }

@@ -92,37 +92,60 @@ class Timeline:
             if not track.visible:
                 continue
             for clip in sorted(track.clips, key=lambda c: (c.start_on_track_ms, c.id)):
-                if clip.type in ("video", "image") and clip.start_frame(self.frame_rate) <= frame < clip.end_frame(self.frame_rate):
+                if clip.type in ("video", "image") and clip.start_frame(self.frame_rate) <= frame < clip.end_frame(
+                    self.frame_rate
+                ):
                     active.append(clip)
         return active
 
     def debug_json(self) -> dict[str, Any]:
         clips = []
         for index, clip in enumerate(self.clips):
-            clips.append({
-                "index": index,
-                "id": clip.id,
-                "track_id": clip.track_id,
-                "type": clip.type,
-                "source_path": clip.source_path,
-                "track_time_ms": {"start": clip.start_on_track_ms, "end": clip.end_on_track_ms,
-                                  "duration": clip.end_on_track_ms - clip.start_on_track_ms},
-                "source_time_ms": {"start": clip.start_in_source_ms, "end": clip.end_in_source_ms,
-                                   "duration": clip.end_in_source_ms - clip.start_in_source_ms},
-                "rect": asdict(clip.rect) if clip.rect else None,
-                "flip": clip.flip,
-            })
-        return {"total_frames": self.total_frames, "frame_rate": self.frame_rate, "clips_count": len(clips),
-                "clips": clips, "revision": self.revision, "source": self.source,
-                "canvas": {"width": self.canvas_width, "height": self.canvas_height}}
+            clips.append(
+                {
+                    "index": index,
+                    "id": clip.id,
+                    "track_id": clip.track_id,
+                    "type": clip.type,
+                    "source_path": clip.source_path,
+                    "track_time_ms": {
+                        "start": clip.start_on_track_ms,
+                        "end": clip.end_on_track_ms,
+                        "duration": clip.end_on_track_ms - clip.start_on_track_ms,
+                    },
+                    "source_time_ms": {
+                        "start": clip.start_in_source_ms,
+                        "end": clip.end_in_source_ms,
+                        "duration": clip.end_in_source_ms - clip.start_in_source_ms,
+                    },
+                    "rect": asdict(clip.rect) if clip.rect else None,
+                    "flip": clip.flip,
+                }
+            )
+        return {
+            "total_frames": self.total_frames,
+            "frame_rate": self.frame_rate,
+            "clips_count": len(clips),
+            "clips": clips,
+            "revision": self.revision,
+            "source": self.source,
+            "canvas": {"width": self.canvas_width, "height": self.canvas_height},
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
             "canvas": {"width": self.canvas_width, "height": self.canvas_height},
             "frame_rate": self.frame_rate,
             "tracks": [
-                {"id": t.id, "order": t.order, "visible": t.visible, "type": t.type,
-                 "clips": [{k: v for k, v in asdict(c).items() if k not in ("source_stat", "track_id")} for c in t.clips]}
+                {
+                    "id": t.id,
+                    "order": t.order,
+                    "visible": t.visible,
+                    "type": t.type,
+                    "clips": [
+                        {k: v for k, v in asdict(c).items() if k not in ("source_stat", "track_id")} for c in t.clips
+                    ],
+                }
                 for t in self.tracks
             ],
             "revision": self.revision,
@@ -140,15 +163,31 @@ def stat_of(path: str) -> tuple[int, int] | None:
 def _digest(timeline: Timeline) -> str:
     """Clip by clip, never one call over the whole timeline: a C call over 50,000 clips holds the GIL
     (and so the event loop) for a second; a Python loop lets the loop run between clips."""
-    h = hashlib.blake2b(repr((timeline.canvas_width, timeline.canvas_height, timeline.frame_rate)).encode(), digest_size=12)
+    h = hashlib.blake2b(
+        repr((timeline.canvas_width, timeline.canvas_height, timeline.frame_rate)).encode(), digest_size=12
+    )
     if timeline.note:  # another reason for an empty frame is another frame (and ETag)
         h.update(repr(timeline.note).encode())
     for t in timeline.tracks:
         h.update(repr((t.id, t.order, t.visible, t.type, len(t.clips))).encode())
         for c in t.clips:
-            h.update(repr((c.id, c.track_id, c.type, c.source_path, c.start_on_track_ms, c.end_on_track_ms, c.start_in_source_ms,
-                           c.end_in_source_ms, c.rect and (c.rect.left, c.rect.top, c.rect.width, c.rect.height), c.flip,
-                           c.source_stat)).encode())  # repr escapes every lone surrogate: always valid UTF-8
+            h.update(
+                repr(
+                    (
+                        c.id,
+                        c.track_id,
+                        c.type,
+                        c.source_path,
+                        c.start_on_track_ms,
+                        c.end_on_track_ms,
+                        c.start_in_source_ms,
+                        c.end_in_source_ms,
+                        c.rect and (c.rect.left, c.rect.top, c.rect.width, c.rect.height),
+                        c.flip,
+                        c.source_stat,
+                    )
+                ).encode()
+            )  # repr escapes every lone surrogate: always valid UTF-8
     return h.hexdigest()
 
 
@@ -178,6 +217,7 @@ def _replace(obj: Any, **changes: Any) -> Any:
 
 # --- JSON timelines (PUT /timeline) -------------------------------------------------
 
+
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
     if name not in obj:
         if default is ...:
@@ -187,11 +227,15 @@ def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where:
     if kind in (int, float, (int, float)) and isinstance(value, bool):
         raise TimelineInvalid(f"{where}.{name}: expected a number, got {value!r}", field=f"{where}.{name}")
     if not isinstance(value, kind):
-        raise TimelineInvalid(f"{where}.{name}: expected {_kind_name(kind)}, got {type(value).__name__}", field=f"{where}.{name}")
+        raise TimelineInvalid(
+            f"{where}.{name}: expected {_kind_name(kind)}, got {type(value).__name__}", field=f"{where}.{name}"
+        )
     if isinstance(value, float) and not math.isfinite(value):
         raise TimelineInvalid(f"{where}.{name}: must be finite", field=f"{where}.{name}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
-        raise TimelineInvalid(f"{where}.{name}: out of range (at most {MAX_NUMBER:.0e} in magnitude)", field=f"{where}.{name}")
+        raise TimelineInvalid(
+            f"{where}.{name}: out of range (at most {MAX_NUMBER:.0e} in magnitude)", field=f"{where}.{name}"
+        )
     return value
 
 
@@ -201,8 +245,15 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 NUMBER = (int, float)
 MAX_NUMBER = 2**53  # any number in a timeline: beyond it float() overflows or loses integer precision
-KIND_NAMES: dict[type | tuple[type, ...], str] = {str: "a string", int: "an integer", bool: "a boolean", list: "a list",
-                                                  dict: "an object", NUMBER: "a number", (dict, type(None)): "an object or null"}
+KIND_NAMES: dict[type | tuple[type, ...], str] = {
+    str: "a string",
+    int: "an integer",
+    bool: "a boolean",
+    list: "a list",
+    dict: "an object",
+    NUMBER: "a number",
+    (dict, type(None)): "an object or null",
+}
 
 
 def timeline_from_json(data: Any, default_canvas: tuple[int, int], default_fps: float) -> Timeline:
@@ -214,7 +265,9 @@ def timeline_from_json(data: Any, default_canvas: tuple[int, int], default_fps: 
     height = _field(canvas, "height", int, "timeline.canvas")
     for name, side in (("width", width), ("height", height)):
         if not 1 <= side <= MAX_CANVAS_SIDE:
-            raise TimelineInvalid(f"timeline.canvas.{name}: must be between 1 and {MAX_CANVAS_SIDE}", field=f"timeline.canvas.{name}")
+            raise TimelineInvalid(
+                f"timeline.canvas.{name}: must be between 1 and {MAX_CANVAS_SIDE}", field=f"timeline.canvas.{name}"
+            )
     fps = float(_field(data, "frame_rate", NUMBER, "timeline", default_fps))
     if not 1 <= fps <= 240:
         raise TimelineInvalid("timeline.frame_rate: must be between 1 and 240", field="timeline.frame_rate")
@@ -238,7 +291,9 @@ def timeline_from_json(data: Any, default_canvas: tuple[int, int], default_fps: 
             start = float(_field(raw_clip, "start_on_track_ms", NUMBER, cw))
             end = float(_field(raw_clip, "end_on_track_ms", NUMBER, cw))
             if start < 0 or end < start or end > 1e10:
-                raise TimelineInvalid(f"{cw}.end_on_track_ms: must be >= start_on_track_ms >= 0", field=f"{cw}.end_on_track_ms")
+                raise TimelineInvalid(
+                    f"{cw}.end_on_track_ms: must be >= start_on_track_ms >= 0", field=f"{cw}.end_on_track_ms"
+                )
             src_start = float(_field(raw_clip, "start_in_source_ms", NUMBER, cw, 0))
             if src_start < 0 or src_start > 1e10:
                 raise TimelineInvalid(f"{cw}.start_in_source_ms: must be >= 0", field=f"{cw}.start_in_source_ms")
@@ -252,17 +307,44 @@ def timeline_from_json(data: Any, default_canvas: tuple[int, int], default_fps: 
             rect = None
             raw_rect = _field(raw_clip, "rect", (dict, type(None)), cw, None)
             if raw_rect is not None:
-                rect = Rect(*(float(_field(raw_rect, k, NUMBER, f"{cw}.rect")) for k in ("left", "top", "width", "height")))
-                if not (0 < rect.width <= 4 * MAX_CANVAS_SIDE and 0 < rect.height <= 4 * MAX_CANVAS_SIDE) or abs(rect.left) > 1e6 or abs(rect.top) > 1e6:
-                    raise TimelineInvalid(f"{cw}.rect: width and height must be positive and bounded", field=f"{cw}.rect")
+                rect = Rect(
+                    *(float(_field(raw_rect, k, NUMBER, f"{cw}.rect")) for k in ("left", "top", "width", "height"))
+                )
+                if (
+                    not (0 < rect.width <= 4 * MAX_CANVAS_SIDE and 0 < rect.height <= 4 * MAX_CANVAS_SIDE)
+                    or abs(rect.left) > 1e6
+                    or abs(rect.top) > 1e6
+                ):
+                    raise TimelineInvalid(
+                        f"{cw}.rect: width and height must be positive and bounded", field=f"{cw}.rect"
+                    )
             flip = _field(raw_clip, "flip", int, cw, 0)
             if flip not in (0, 1, 2):
                 raise TimelineInvalid(f"{cw}.flip: must be 0, 1 or 2", field=f"{cw}.flip")
-            clips.append(Clip(_field(raw_clip, "id", int, cw, c_index + 1), track_id, clip_type, path,
-                              start, end, src_start, src_end, rect, flip, stat_of(path)))
-        tracks.append(Track(track_id, _field(raw_track, "order", int, where, t_index),
-                            _field(raw_track, "visible", bool, where, True), tuple(clips),
-                            _field(raw_track, "type", str, where, "video")))
+            clips.append(
+                Clip(
+                    _field(raw_clip, "id", int, cw, c_index + 1),
+                    track_id,
+                    clip_type,
+                    path,
+                    start,
+                    end,
+                    src_start,
+                    src_end,
+                    rect,
+                    flip,
+                    stat_of(path),
+                )
+            )
+        tracks.append(
+            Track(
+                track_id,
+                _field(raw_track, "order", int, where, t_index),
+                _field(raw_track, "visible", bool, where, True),
+                tuple(clips),
+                _field(raw_track, "type", str, where, "video"),
+            )
+        )
     return Timeline(width, height, fps, tuple(tracks), source="json")
 
 

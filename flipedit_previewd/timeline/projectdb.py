@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flipedit_previewd.common.readonlydb import ReadStuck, read_readonly
-from flipedit_previewd.timeline.model import MAX_CANVAS_SIDE, Clip, Rect, Timeline, Track, empty_timeline, restat, stat_of
+from flipedit_previewd.timeline.model import (
+    MAX_CANVAS_SIDE,
+    Clip,
+    Rect,
+    Timeline,
+    Track,
+    empty_timeline,
+    restat,
+    stat_of,
+)
 
 # The database's own files are stat'ed on every call (two stat calls: the drag must settle fast);
 # media files, which rarely change under a running editor, at most this often.

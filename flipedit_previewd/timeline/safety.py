@@ -2,7 +2,8 @@
 
 ``roots.py`` works out the roots of the project served by these rules. A JSON timeline comes over
 HTTP, so its paths are untrusted: each must resolve (symlinks and ``..`` included) to a file under
-an allowed root, or the whole timeline is refused (``PathRefused``, answered 403) before anything is opened. That early check is a
+an allowed root, or the whole timeline is refused (``PathRefused``, answered 403) before anything is opened. That early
+check is a
 courtesy; the binding one is made by the worker on the descriptor it opened
 (``media.open_media``), so a symlink swapped afterwards gains nothing.
 
@@ -18,8 +19,30 @@ import os
 from flipedit_previewd.common.errors import PathRefused
 from flipedit_previewd.timeline.model import Timeline
 
-SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run", "/sbin",
-               "/srv", "/sys", "/tmp", "/usr", "/var", "/home", "/media", "/mnt", "/opt", "/snap")
+SYSTEM_DIRS = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+    "/home",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/snap",
+)
 UNDER_SYSTEM = ("/boot", "/dev", "/etc", "/proc", "/sys", "/usr/bin", "/usr/sbin", "/usr/lib", "/var/log")
 
 
@@ -97,5 +120,7 @@ def is_under(path: str, roots: list[str] | tuple[str, ...]) -> bool:
 def check_timeline_paths(timeline: Timeline, roots: list[str]) -> None:
     for index, clip in enumerate(timeline.clips):
         if not os.path.isabs(clip.source_path) or not is_under(clip.source_path, roots):
-            raise PathRefused(f"clip {index}: source_path {clip.source_path[:200]!r} is outside the allowed roots",
-                            field=f"clips[{index}].source_path")
+            raise PathRefused(
+                f"clip {index}: source_path {clip.source_path[:200]!r} is outside the allowed roots",
+                field=f"clips[{index}].source_path",
+            )

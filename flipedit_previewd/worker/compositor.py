@@ -53,6 +53,8 @@ def letterbox(spec: OutputSpec, canvas: tuple[int, int]) -> tuple[int, int, int,
 
 
 def compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, broken: frozenset[str] = frozenset()) -> RenderResult:
+    # PNG is the lossless output: always the originals (a proxy is the same frame, not the same pixels)
+    media.begin((timeline.canvas_width, timeline.canvas_height), lossless=spec.format == "png")
     media.reach = None
     left, top, width, height = letterbox(spec, (timeline.canvas_width, timeline.canvas_height))
     if (width, height) == (spec.width, spec.height):
@@ -65,6 +67,7 @@ def compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, 
         result = RenderResult(encode(framed, spec), spec.content_type, inner.problems, inner.clips)
     if media.reach is not None:
         result.reach = (max(0, frame - media.reach[0]), frame + media.reach[1])
+    result.source = media.source_used()
     return result
 
 

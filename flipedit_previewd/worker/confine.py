@@ -286,6 +286,19 @@ def lock_filesystem(arch: Arch, abi: int, roots: Iterable[str]) -> list[str]:
     return paths
 
 
+FS_REMOVE_DIR, FS_REMOVE_FILE, FS_MAKE_DIR, FS_MAKE_REG = 1 << 4, 1 << 5, 1 << 7, 1 << 8
+
+
+def lock_filesystem_writing(arch: Arch, abi: int, roots: Iterable[str], writable: str) -> list[str]:
+    """As ``lock_filesystem``, plus reading and writing files and directories under ``writable`` (the proxy
+    maker's store, proxy/maker.py): no exec, no symlink, device or socket made anywhere."""
+    paths = worker_paths(roots)
+    write = (FS_READ_FILE | FS_READ_DIR | FS_WRITE_FILE | FS_TRUNCATE | FS_REMOVE_DIR | FS_REMOVE_FILE | FS_MAKE_DIR
+             | FS_MAKE_REG)
+    _restrict(arch, abi, [(path, FS_READ_FILE | FS_READ_DIR) for path in paths] + [(writable, write)])
+    return paths
+
+
 def lock_thread_out(arch: Arch, abi: int) -> None:
     """The calling thread loses every filesystem right (the orphan guard: it only watches its parent)."""
     _restrict(arch, abi, [])

@@ -33,7 +33,9 @@ class DecodedFrames:
         self.used = 0
         self.hits = 0
         self.stored = 0
-        self._entries: OrderedDict[tuple[Any, tuple[int, int], int], tuple[float | int, Image.Image, int]] = OrderedDict()
+        self._entries: OrderedDict[tuple[Any, tuple[int, int], int], tuple[float | int, Image.Image, int]] = (
+            OrderedDict()
+        )
         self._by_view: dict[tuple[Any, tuple[int, int]], set[int]] = {}
 
     def __len__(self) -> int:

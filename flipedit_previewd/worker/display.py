@@ -87,8 +87,10 @@ def matrix_problem(matrix: bytes | None) -> str:
     if tuple(_unit(v) for v in (m[0], m[1], m[3], m[4])) in _TRANSPOSES or (m[0], m[1], m[3], m[4]) == (0, 0, 0, 0):
         return ""  # honoured (the identity included: FFmpeg 5.1's track header gives it for every MP4), or none given
     degrees = math.degrees(math.atan2(m[1], m[0]))
-    return (f"its display matrix asks for a rotation of {degrees:.0f} degrees or a skew: only quarter turns and "
-            "mirroring are applied; shown as stored")
+    return (
+        f"its display matrix asks for a rotation of {degrees:.0f} degrees or a skew: only quarter turns and "
+        "mirroring are applied; shown as stored"
+    )
 
 
 def _unit(value: int) -> int | None:
@@ -165,7 +167,7 @@ def _box(head: bytes, room: int) -> tuple[int | None, bytes]:
 
 
 def _body(data: bytes, start: int, end: int) -> tuple[int, int]:
-    header = 16 if struct.unpack(">I", data[start:start + 4])[0] == 1 else 8
+    header = 16 if struct.unpack(">I", data[start : start + 4])[0] == 1 else 8
     return start + header, end
 
 
@@ -173,7 +175,7 @@ def _children(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]
     found: list[tuple[bytes, int, int]] = []
     at = start
     while at + 8 <= end and len(found) < 1024:
-        size, kind = _box(data[at:at + 16], end - at)
+        size, kind = _box(data[at : at + 16], end - at)
         if size is None:
             break
         found.append((kind, at, at + size))
@@ -192,11 +194,11 @@ def _video_matrix(data: bytes, start: int, end: int) -> bytes | None:
                 version = data[body]
                 offset = body + 4 + (32 if version == 1 else 20) + 16
                 if offset + 36 <= c_until:
-                    matrix = struct.pack("<9i", *struct.unpack(">9i", data[offset:offset + 36]))
+                    matrix = struct.pack("<9i", *struct.unpack(">9i", data[offset : offset + 36]))
             elif child == b"mdia":
                 for grand, g_at, g_until in _children(data, *_body(data, c_at, c_until)):
                     g_body, _ = _body(data, g_at, g_until)
-                    if grand == b"hdlr" and g_until - g_body >= 12 and data[g_body + 8:g_body + 12] == b"vide":
+                    if grand == b"hdlr" and g_until - g_body >= 12 and data[g_body + 8 : g_body + 12] == b"vide":
                         video = True
         if video:
             return matrix

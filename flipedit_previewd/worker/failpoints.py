@@ -96,7 +96,10 @@ class Failpoint:
             while True:
                 time.sleep(3600)
         elif self.point is Point.CRASH:
-            if any(self.argument in c.source_path and c.source_path not in job.broken for c in timeline.layers_at(job.frame)):
+            if any(
+                self.argument in c.source_path and c.source_path not in job.broken
+                for c in timeline.layers_at(job.frame)
+            ):
                 os._exit(139)  # the process dies as a segfault would end it
         elif self.point is Point.NICE and self.record is not None:
             priority = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())

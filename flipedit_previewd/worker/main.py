@@ -58,6 +58,8 @@ def _send(conn: Connection, reply: wire.FromWorker) -> None:
 
 def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
     """The worker's loop: confine, say hello, then one job at a time, replies back over the pipe."""
+    from flipedit_previewd.proxy.reader import ProxyReader
+    from flipedit_previewd.proxy.store import Store
     from flipedit_previewd.worker import confine
     from flipedit_previewd.worker.compositor import compose  # PyAV and Pillow: in the workers only (output.py)
     from flipedit_previewd.worker.media import MediaPool
@@ -79,7 +81,11 @@ def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
         os._exit(0)
 
     threading.Thread(target=orphan_guard, daemon=True).start()
-    media = MediaPool(settings.source_cache_bytes, settings.max_source_pixels)
+    def new_media() -> MediaPool:
+        reader = ProxyReader(Store(settings.proxy_root)) if settings.proxy_root else None
+        return MediaPool(settings.source_cache_bytes, settings.max_source_pixels, proxies=reader, proxy_size=settings.proxy_size)
+
+    media = new_media()
     ahead = _LowPriority(AHEAD_NICE)
     current: Timeline | None = None
     used = False
@@ -90,7 +96,7 @@ def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
                 # Idle (the editor is closed or paused): give back decoders, cached sources and the
                 # heap they left behind; the next frame reopens its files (bench/footprint.py).
                 media.close()
-                media, used = MediaPool(settings.source_cache_bytes, settings.max_source_pixels), False
+                media, used = new_media(), False
                 _trim_heap()
                 continue
             message = conn.recv()
@@ -112,7 +118,8 @@ def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
             # Before anything of this job, and before the render-ahead thread exists (it inherits the rules).
             if arch is not None and status.landlock:
                 try:
-                    confine.lock_filesystem(arch, status.landlock_abi, job.roots)
+                    # the proxy store is read like media (proxy/reader.py treats it as untrusted)
+                    confine.lock_filesystem(arch, status.landlock_abi, job.roots + ((settings.proxy_root,) if settings.proxy_root else ()))
                 except OSError as exc:
                     _send(conn, wire.Failed(job.job_id, 0.0, f"sandbox: cannot confine the worker: {exc}"))
                     break  # never decode unconfined when the kernel offered Landlock: the daemon starts a fresh one
@@ -134,7 +141,7 @@ def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
             # A guess runs on the low-priority thread while this one waits (no CPU, no GIL): one job at a time.
             result = ahead.run(render) if job.speculative else render()
             reply = wire.Rendered(job.job_id, (time.perf_counter() - started) * 1000, result.content_type, result.body,
-                                  tuple(result.problems), result.clips, attempts, result.reach)
+                                  tuple(result.problems), result.clips, attempts, result.reach, result.source)
         except Exception as exc:  # noqa: BLE001 - any render bug must become a 500, not a dead worker
             reply = wire.Failed(job.job_id, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", attempts)
         if failpoint.replaces_reply(job):

@@ -24,6 +24,8 @@ import av.video.reformatter
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from flipedit_previewd.common.framecache import FrameCache
+from flipedit_previewd.proxy.reader import ProxyReader, usable
+from flipedit_previewd.proxy.store import Params, identity_of, key_of, params_for
 from flipedit_previewd.worker.decoded import RUN_FRAMES, DecodedFrames, following_of
 from flipedit_previewd.worker.display import Geometry, matrix_problem, sample_aspect, tkhd_matrix, to_rgb, transpose_of
 from flipedit_previewd.worker.keyframes import KeyframeIndex
@@ -69,6 +71,9 @@ class MediaError(Exception):
 class _Decoded:
     pts: int  # presentation time in ticks of the stream's time base (numbered on where the file has none)
     frame: Any  # av.VideoFrame at full size; scaled on demand
+
+
+Decoded = _Decoded  # the public name, for tools that read a source's frames (VideoSource.from_start)
 
 
 def open_media(path: str, roots: tuple[str, ...] | None) -> IO[bytes]:
@@ -152,6 +157,7 @@ class VideoSource:
         self._lands_late = False  # a timestamp seek of this source has yielded a frame after its target
         self._bytes_refused = False  # the demuxer refuses byte seeks (it has an index of its own)
         self.scaled: tuple[tuple[int, tuple[int, int]], Image.Image] | None = None
+        self.proxy_key: tuple[Params, str] | None = None  # the key of this file's proxy, for those parameters
         self.run: list[_Decoded] = []  # the frames the last decode pass went through, up to its target (decoded.py)
         self.run_from: Fraction | None = None  # from which pts on they are noted (None: not noted)
         try:
@@ -319,6 +325,16 @@ class VideoSource:
         self._last = best
         return best
 
+    def from_start(self) -> Iterator[_Decoded]:
+        """Every frame in presentation order from the first byte, numbered as the time rule numbers them (a raw
+        stream's frames at its rate): for a tool that reads the whole source (the proxy maker, proxy/maker.py).
+        Leaves the decoder at the end; a ``frame_at`` afterwards seeks as after any jump."""
+        self._restart()
+        decoded, self._last = self._last, None
+        while decoded is not None:
+            yield decoded
+            decoded = self._pull()
+
     def _seek(self, limit: Fraction) -> None:
         """Position the decoder at a frame at or before ``limit``, never after it.
 
@@ -422,9 +438,16 @@ class VideoSource:
 
 
 class MediaPool:
-    """Per-worker media state: open decoders, scaled stills and the problems already reported."""
+    """Per-worker media state: open decoders, scaled stills and the problems already reported.
 
-    def __init__(self, cache_bytes: int, max_source_pixels: int, max_open: int = 8, roots: tuple[str, ...] | None = None) -> None:
+    With a proxy reader (``proxies``), a video frame comes from the source's proxy when one covers it, the
+    clip is shown no larger than the proxy, and the output is not lossless (``begin``): the same frame by
+    the same rule (proxy/reader.py), scaled by the same ``_picture``. ``used`` says which kind each video
+    frame of the current render came from (the ``X-Preview-Source`` header).
+    """
+
+    def __init__(self, cache_bytes: int, max_source_pixels: int, max_open: int = 8, roots: tuple[str, ...] | None = None,
+                 proxies: ProxyReader | None = None, proxy_size: tuple[int, int] = (0, 0)) -> None:
         self.max_source_pixels = max_source_pixels
         self.roots = roots
         self.max_open = max_open
@@ -433,7 +456,39 @@ class MediaPool:
         self.decoded = DecodedFrames()
         self.reach: tuple[int, int, int] | None = None  # (frames behind, frames ahead, source pixels) of the costliest video
         self.reported: set[tuple[str, str]] = set()
+        self.proxies = proxies
+        self.proxy_size = proxy_size  # (0, 0): the canvas's size (proxy.store.params_for)
+        self._proxy_params: Params | None = None  # this render's: None when proxies may not be used
+        self.used: set[str] = set()
         Image.MAX_IMAGE_PIXELS = max_source_pixels
+
+    def begin(self, canvas: tuple[int, int], lossless: bool) -> None:
+        """Before a render: which proxies fit this timeline's canvas, or none for a lossless output."""
+        self.used = set()
+        if self.proxies is None or lossless:
+            self._proxy_params = None
+        else:
+            self._proxy_params = params_for(self.proxy_size, canvas)
+
+    def source_used(self) -> str:
+        """"proxy", "original", "mixed", or "" when the render drew no video frame."""
+        return "mixed" if len(self.used) > 1 else next(iter(self.used), "")
+
+    def _from_proxy(self, source: VideoSource, seconds: Fraction, size: tuple[int, int]) -> _Decoded | None:
+        params, reader = self._proxy_params, self.proxies
+        if params is None or reader is None:
+            return None
+        if source.proxy_key is None or source.proxy_key[0] != params:
+            try:
+                key = key_of(identity_of(source), params)
+            except (OSError, AttributeError, ValueError):
+                return None
+            source.proxy_key = (params, key)
+        manifest = reader.find(source.proxy_key[1])
+        if manifest is None or not usable(manifest, size):
+            return None
+        found = reader.frame_at(manifest, seconds)
+        return None if found is None else _Decoded(found[0], found[1])
 
     def video(self, path: str, stat: Any) -> VideoSource:
         key = (path, stat)
@@ -454,6 +509,15 @@ class MediaPool:
         """Frame ``index`` counted at the timeline's rate ``fps``: the source frame on screen at index / fps."""
         source = self.video(path, stat)
         seconds = Fraction(index) / timeline_rate(fps)
+        proxied = self._from_proxy(source, seconds, size)
+        self.used.add("original" if proxied is None else "proxy")
+        if proxied is not None:  # one packet of an all-intra copy: no decoder position, reach or kept run to note
+            key = (proxied.pts, size)
+            if source.scaled is not None and source.scaled[0] == key:
+                return source.scaled[1]
+            image = self._picture(source, proxied, size)
+            source.scaled = (key, image)
+            return image
         turning_back = self._turning_back(source, (path, stat), size, seconds)
         if isinstance(turning_back, Image.Image):
             return turning_back
@@ -624,6 +688,8 @@ class MediaPool:
         for source in self.videos.values():
             source.close()
         self.videos.clear()
+        if self.proxies is not None:
+            self.proxies.close()
 
 
 def kind_of(path: str, clip_type: str) -> str:

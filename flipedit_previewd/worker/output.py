@@ -33,6 +33,7 @@ class RenderResult:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, problem), first report only
     clips: int = 0
     image: Image.Image | None = None  # only for a letterboxed output's inner canvas, before encoding
+    source: str = ""  # what the video frames came from: "proxy", "original", "mixed"; "" for none (X-Preview-Source)
     # Timeline frames [from, to) this worker's decoder of the costliest video layer serves without a seek:
     # frames kept behind it (decoded.py) up to the next keyframe ahead, or a short forward decode (admission's locality)
     reach: tuple[int, int] | None = None

@@ -19,15 +19,43 @@ STILL_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 # What FFmpeg may demux: containers whose media is inside the one opened file. No playlists
 # (hls, dash), lists (concat), image sequences (image2), or anything that opens other files or URLs.
 VIDEO_DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,flv,ogg,asf,mxf,ivf,h264,hevc,m4v,mpegvideo"
-CONTAINER_NAMES = "MP4/MOV, Matroska/WebM, AVI, MPEG-TS (.ts/.mts/.m2ts), MPEG-PS, FLV, Ogg, ASF, MXF, IVF, raw H.264/HEVC/MPEG"
+CONTAINER_NAMES = (
+    "MP4/MOV, Matroska/WebM, AVI, MPEG-TS (.ts/.mts/.m2ts), MPEG-PS, FLV, Ogg, ASF, MXF, IVF, raw H.264/HEVC/MPEG"
+)
 # What FFmpeg may decode, by decoder name (``codec_context.name``): the codecs cameras, phones,
 # screen recorders and editors write. A container may carry any codec (a TIFF or an SVG track
 # in a .mov); the rarely-audited decoders stay out of reach of a project received from someone else.
-VIDEO_CODECS = frozenset({
-    "h264", "hevc", "vp8", "vp9", "av1", "libdav1d", "libaom-av1", "mpeg1video", "mpeg2video", "mpeg4",
-    "msmpeg4v2", "msmpeg4v3", "h263", "mjpeg", "prores", "dnxhd", "vc1", "wmv3", "theora", "ffv1",
-    "cfhd", "dvvideo", "rawvideo", "hap", "qtrle", "png", "utvideo",
-})
+VIDEO_CODECS = frozenset(
+    {
+        "h264",
+        "hevc",
+        "vp8",
+        "vp9",
+        "av1",
+        "libdav1d",
+        "libaom-av1",
+        "mpeg1video",
+        "mpeg2video",
+        "mpeg4",
+        "msmpeg4v2",
+        "msmpeg4v3",
+        "h263",
+        "mjpeg",
+        "prores",
+        "dnxhd",
+        "vc1",
+        "wmv3",
+        "theora",
+        "ffv1",
+        "cfhd",
+        "dvvideo",
+        "rawvideo",
+        "hap",
+        "qtrle",
+        "png",
+        "utvideo",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +97,12 @@ _SIGNATURES: tuple[tuple[int, bytes, str, str], ...] = (
     (0, b"\x00\x00\x00\x0cjP  ", "refused", "JPEG 2000"),
     (0, b"\xffO\xffQ", "refused", "JPEG 2000"),
     (0, b"gimp xcf", "refused", "XCF"),
-    (0, b"P1", "refused", "PNM"), (0, b"P2", "refused", "PNM"), (0, b"P3", "refused", "PNM"),
-    (0, b"P4", "refused", "PNM"), (0, b"P5", "refused", "PNM"), (0, b"P6", "refused", "PNM"),
+    (0, b"P1", "refused", "PNM"),
+    (0, b"P2", "refused", "PNM"),
+    (0, b"P3", "refused", "PNM"),
+    (0, b"P4", "refused", "PNM"),
+    (0, b"P5", "refused", "PNM"),
+    (0, b"P6", "refused", "PNM"),
     (0, b"YUV4MPEG2", "refused", "YUV4MPEG"),
     (0, b"#EXTM3U", "refused", "HLS playlist"),
     (0, b"ffconcat", "refused", "concat list"),
@@ -118,7 +150,7 @@ def sniff(head: bytes) -> Sniffed | None:
     if stripped[:5] in (b"<?xml", b"<svg ", b"<svg>") or stripped[:4] == b"<MPD":
         return Sniffed("refused", "DASH manifest" if b"<MPD" in head else "SVG/XML")
     for offset, signature, kind, name in _SIGNATURES:
-        if head[offset:offset + len(signature)] == signature:
+        if head[offset : offset + len(signature)] == signature:
             return Sniffed(kind, name)
     if head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
         return Sniffed("refused", "MP3")

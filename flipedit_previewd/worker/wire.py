@@ -49,6 +49,8 @@ CLIPS_PER_MESSAGE = 500
 class WorkerSettings:
     source_cache_bytes: int
     max_source_pixels: int
+    proxy_root: str = ""  # the proxy store a worker reads (proxy/); "" when proxies are off
+    proxy_size: tuple[int, int] = (0, 0)  # the box proxies are made for; (0, 0): the canvas's size
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,7 @@ MAX_PROBLEMS = 1000
 MAX_ATTEMPTS = 16
 MAX_BODY = 256 << 20  # absolute; a reply is also held to its output size (body_limit)
 CONTENT_TYPES = ("image/jpeg", "image/png")
+SOURCES = ("", "proxy", "original", "mixed")  # Rendered.source: where the video pictures came from
 IMAGE_MAGIC = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}
 
 
@@ -193,6 +196,7 @@ class Rendered:
     clips: int = 0
     attempts: tuple[Attempt, ...] = ()
     reach: tuple[int, int] | None = None  # timeline frames [from, to) the worker's decoder serves without a seek
+    source: str = ""  # what the video frames came from (SOURCES): the X-Preview-Source header
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,8 @@ def encode(reply: FromWorker) -> bytes:
                         problems=[list(p) for p in reply.problems], clips=reply.clips)
             if reply.reach is not None:
                 meta["reach"] = list(reply.reach)
+            if reply.source:
+                meta["source"] = reply.source
             body, attempts = reply.body, reply.attempts
         case Failed():
             meta.update(job_id=reply.job_id, render_ms=reply.render_ms, message=reply.message[:MAX_TEXT])
@@ -311,8 +317,11 @@ def _rendered(meta: dict[str, Any], job_id: int, render_ms: float, body: bytes, 
             raise WireError("reach: not a [from, to] pair")
         low, high = _int(reach[0], "reach", 2**31), _int(reach[1], "reach", 2**31)
         span = (low, high) if low <= high else None
+    source = meta.get("source", "")
+    if source not in SOURCES:
+        raise WireError("source: not one of proxy, original, mixed")
     return Rendered(job_id, render_ms, content_type, body, tuple(checked), _int(meta.get("clips"), "clips", 10_000_000), attempts,
-                    span)
+                    span, source)
 
 
 def _attempts(attempts: Any) -> tuple[Attempt, ...]:

@@ -62,9 +62,25 @@ class Container:
         for root in CGROUP_ROOTS:
             (root / self.name).mkdir()
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", BOOT_SCRIPT, "boot",
-                                          str(self.base), self.name, self.name],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [
+                    "unshare",
+                    "-m",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    BOOT_SCRIPT,
+                    "boot",
+                    str(self.base),
+                    self.name,
+                    self.name,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         state = ""
         while state not in ("running", "degraded"):
@@ -77,8 +93,9 @@ class Container:
             self.init_pid = self._child_of(self.proc.pid)
             if not self.init_pid or Path(f"/proc/{self.init_pid}/comm").read_text().strip() != "systemd":
                 continue
-            state = self.run("systemctl", "is-system-running", "--wait", check=False,
-                             timeout=max(5.0, deadline - time.monotonic())).stdout.strip()
+            state = self.run(
+                "systemctl", "is-system-running", "--wait", check=False, timeout=max(5.0, deadline - time.monotonic())
+            ).stdout.strip()
         return self
 
     @staticmethod
@@ -133,26 +150,55 @@ class Container:
 
     # --- running things inside ------------------------------------------------------------------
 
-    def run(self, *argv: str, user: str | None = None, check: bool = True, timeout: float = 60,
-            input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *argv: str,
+        user: str | None = None,
+        check: bool = True,
+        timeout: float = 60,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """argv in all the container's namespaces; as ``user`` (with its XDG_RUNTIME_DIR) when given."""
-        environ = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "SYSTEMD_PAGER": "", "NO_COLOR": "1",
-                   **(env or {})}
+        environ = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+            "SYSTEMD_PAGER": "",
+            "NO_COLOR": "1",
+            **(env or {}),
+        }
         if user is not None:
             uid = self.uid(user)
-            environ.update(HOME=f"/home/{user}", USER=user, XDG_RUNTIME_DIR=f"/run/user/{uid}",
-                           DBUS_SESSION_BUS_ADDRESS=f"unix:path=/run/user/{uid}/bus")
+            environ.update(
+                HOME=f"/home/{user}",
+                USER=user,
+                XDG_RUNTIME_DIR=f"/run/user/{uid}",
+                DBUS_SESSION_BUS_ADDRESS=f"unix:path=/run/user/{uid}/bus",
+            )
             argv = ("runuser", "-u", user, "--", "env", *(f"{k}={v}" for k, v in environ.items()), *argv)
-        command = ["nsenter", "-t", str(self.init_pid), "-a", "env", "-i", *(f"{k}={v}" for k, v in environ.items()), *argv]
+        command = [
+            "nsenter",
+            "-t",
+            str(self.init_pid),
+            "-a",
+            "env",
+            "-i",
+            *(f"{k}={v}" for k, v in environ.items()),
+            *argv,
+        ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, input=input)
         if check and result.returncode != 0:
-            raise ContainerError(f"{' '.join(argv)} -> {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+            raise ContainerError(
+                f"{' '.join(argv)} -> {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
         return result
 
     def uid(self, user: str) -> int:
         return int(self.run("id", "-u", user).stdout)
 
-    def python(self, code: str, user: str | None = None, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def python(
+        self, code: str, user: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Debian's python3 inside the container, with the installed package (not the project's venv)."""
         return self.run("/usr/bin/python3", "-c", code, user=user, check=check, timeout=timeout)
 

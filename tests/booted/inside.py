@@ -55,8 +55,12 @@ def frame(n: int, session: requests.Session | None = None) -> dict[str, object]:
     if response.status_code == 200:
         image = Image.open(io.BytesIO(response.content)).convert("RGB")
         pixel = image.getpixel((64, 36))
-    return {"status": response.status_code, "etag": response.headers.get("ETag"), "pixel": pixel,
-            "cache": response.headers.get("X-Cache")}
+    return {
+        "status": response.status_code,
+        "etag": response.headers.get("ETag"),
+        "pixel": pixel,
+        "cache": response.headers.get("X-Cache"),
+    }
 
 
 def close_to(pixel: object, colour: tuple[int, int, int]) -> bool:
@@ -68,8 +72,11 @@ def switch(base: Path) -> None:
         assert close_to(frame(5, session)["pixel"], RED)
         conn = sqlite3.connect(META)
         with conn:
-            conn.execute("INSERT INTO project_metadata_table (name, database_path, created_at, last_modified_at) "
-                         "VALUES ('green', ?, ?, ?)", (str(base / "green.sqlite"), int(time.time()), int(time.time())))
+            conn.execute(
+                "INSERT INTO project_metadata_table (name, database_path, created_at, last_modified_at) "
+                "VALUES ('green', ?, ?, ?)",
+                (str(base / "green.sqlite"), int(time.time()), int(time.time())),
+            )
         conn.close()
         begun = time.monotonic()
         while time.monotonic() - begun < 5:
@@ -109,7 +116,9 @@ def editor(out: Path, stop: Path, retrying: bool) -> None:
         if time.monotonic() - last_health > 0.5:
             last_health = time.monotonic()
             try:
-                versions.add(str((client.health() if client else session.get(f"{URL}/health", timeout=10).json())["version"]))
+                versions.add(
+                    str((client.health() if client else session.get(f"{URL}/health", timeout=10).json())["version"])
+                )
             except Exception as exc:  # noqa: BLE001
                 failures.append(f"health: {type(exc).__name__}: {exc}"[:300])
         time.sleep(0.02)
@@ -133,8 +142,16 @@ def pool(out: Path, stop: Path) -> None:
         report = editor_pool.stop()
     finally:
         editor_pool.close()
-    out.write_text(json.dumps({**report.summary(), "failures_list": report.failures[:20],
-                               "initial_ports": report.initial_ports, "final_ports": report.final_ports}))
+    out.write_text(
+        json.dumps(
+            {
+                **report.summary(),
+                "failures_list": report.failures[:20],
+                "initial_ports": report.initial_ports,
+                "final_ports": report.final_ports,
+            }
+        )
+    )
 
 
 def main() -> None:

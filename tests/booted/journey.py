@@ -51,7 +51,9 @@ class Booted:
     def wait_active(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         while self.show("flipedit-preview.service", "ActiveState") != "active":
-            assert time.monotonic() < deadline, self.systemctl("status", "flipedit-preview.service", "--no-pager", check=False).stdout
+            assert time.monotonic() < deadline, self.systemctl(
+                "status", "flipedit-preview.service", "--no-pager", check=False
+            ).stdout
             time.sleep(0.2)
 
 
@@ -69,7 +71,9 @@ def newer_build(b: Booted, version_suffix: str = "+booted1") -> tuple[str, str]:
     return f"{work}.deb", new
 
 
-def upgrade_while_editor_asks(b: Booted, deb: str, *, retrying: bool = True, then: tuple[str, ...] = ("restart",)) -> dict[str, object]:
+def upgrade_while_editor_asks(
+    b: Booted, deb: str, *, retrying: bool = True, then: tuple[str, ...] = ("restart",)
+) -> dict[str, object]:
     """``dpkg -i deb`` (and the service manager steps in ``then``) while the editor asks for frames.
 
     The integrator can call it with ``retrying=False`` (a keep-alive client that never retries) once
@@ -81,10 +85,15 @@ def upgrade_while_editor_asks(b: Booted, deb: str, *, retrying: bool = True, the
     argv = [*user, "editor", out, stop]
     if not retrying:
         argv.append("--no-retry")
-    client = subprocess.Popen(["nsenter", "-t", str(b.box.init_pid), "-a", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    client = subprocess.Popen(
+        ["nsenter", "-t", str(b.box.init_pid), "-a", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     # Beside it, the editor's own habit without any retry (issue 18): 4 pooled connections that must survive.
-    pool = subprocess.Popen(["nsenter", "-t", str(b.box.init_pid), "-a", *user, "pool", pool_out, stop],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pool = subprocess.Popen(
+        ["nsenter", "-t", str(b.box.init_pid), "-a", *user, "pool", pool_out, stop],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         time.sleep(2)
         b.box.run("dpkg", "-i", deb, timeout=120)

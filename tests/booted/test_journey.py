@@ -8,12 +8,12 @@ Nothing here adds a drop-in: the units run exactly as packaged.
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import pytest
 
 from tests.booted.journey import INSIDE_IN_BOX, Booted, newer_build, upgrade_while_editor_asks
+from tests.support.helpers import exposure_level
 
 SERVICE, SOCKET = "flipedit-preview.service", "flipedit-preview.socket"
 RED, GREEN = (220, 20, 20), (20, 200, 20)
@@ -25,17 +25,13 @@ def _close(pixel: object, colour: tuple[int, int, int]) -> bool:
     return isinstance(pixel, list) and all(abs(a - b) <= 40 for a, b in zip(pixel, colour, strict=False))
 
 
-def _exposure(output: str) -> float:
-    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", output)
-    assert match, output[-500:]
-    return float(match.group(1))
-
-
 def test_packaged_units_start_unchanged_with_exposure_2_or_lower(booted: Booted) -> None:
     booted.systemctl("enable", "--now", SOCKET)
     assert booted.show(SERVICE, "DropInPaths") == ""  # no drop-in from the test, none from anyone
     assert booted.show(SERVICE, "FragmentPath") == "/usr/lib/systemd/user/flipedit-preview.service"
-    exposure = _exposure(booted.as_user("systemd-analyze", "--user", "security", SERVICE, "--no-pager", check=False).stdout)
+    exposure = exposure_level(
+        booted.as_user("systemd-analyze", "--user", "security", SERVICE, "--no-pager", check=False).stdout
+    )
     print(f"\nbooted: user unit exposure {exposure}")
     assert exposure <= 2.0
 
@@ -71,7 +67,10 @@ def test_previewctl_health_status_doctor_logs_stats_render(booted: Booted) -> No
     assert stats.returncode == 0 and json.loads(stats.stdout)["requests"] >= 1, stats
     render = booted.previewctl("render", "7", "-O", f"{booted.home}/frame7.jpg")
     assert render.returncode == 0, render
-    assert booted.as_user("od", "-An", "-tx1", "-N2", f"{booted.home}/frame7.jpg").stdout.split() == ["ff", "d8"]  # a JPEG
+    assert booted.as_user("od", "-An", "-tx1", "-N2", f"{booted.home}/frame7.jpg").stdout.split() == [
+        "ff",
+        "d8",
+    ]  # a JPEG
 
 
 def test_journalctl_user_u_shows_the_unit_and_plain_u_does_not(booted: Booted) -> None:
@@ -80,7 +79,9 @@ def test_journalctl_user_u_shows_the_unit_and_plain_u_does_not(booted: Booted) -
     plain = booted.as_user("journalctl", "-u", "flipedit-preview", "--no-pager", check=False).stdout
     assert "GET /get_frame" not in plain  # what the README's note explains: -u alone means a system unit
     empty = booted.previewctl("logs", "--request-id", "no-such-request")
-    assert empty.returncode == 1 and "journalctl --user -u flipedit-preview" in empty.stderr, empty  # none found: exit 1
+    assert empty.returncode == 1 and "journalctl --user -u flipedit-preview" in empty.stderr, (
+        empty
+    )  # none found: exit 1
 
 
 def test_reload_keeps_the_process_and_serves(booted: Booted) -> None:
@@ -98,8 +99,16 @@ def test_editor_switches_projects_within_1s_without_restart(booted: Booted) -> N
     print(f"\nbooted: newer project served after {took} s")
     assert took is not None and took <= 1.0
     assert booted.show(SERVICE, "MainPID") == pid
-    switched = booted.as_user("journalctl", "--user", "-u", "flipedit-preview", "--no-pager", "-o", "cat",
-                              "MESSAGE_ID=5a3c0e8d9f1b4e67a2d4c6b8e0f21a97").stdout
+    switched = booted.as_user(
+        "journalctl",
+        "--user",
+        "-u",
+        "flipedit-preview",
+        "--no-pager",
+        "-o",
+        "cat",
+        "MESSAGE_ID=5a3c0e8d9f1b4e67a2d4c6b8e0f21a97",
+    ).stdout
     assert f"{booted.projects}/green.sqlite" in switched
     assert f"{booted.projects}/green.sqlite" in booted.previewctl("status").stdout
 
@@ -151,13 +160,15 @@ def test_watchdog_restarts_a_stopped_daemon_and_doctor_names_it(booted: Booted) 
 def test_stop_closes_the_port(booted: Booted) -> None:
     booted.systemctl("stop", SOCKET, SERVICE)
     assert booted.show(SERVICE, "ActiveState") == "inactive"
-    refused = booted.as_user("/usr/bin/python3", "-c", "import socket; s = socket.socket(); print(s.connect_ex(('127.0.0.1', 8081)))")
+    refused = booted.as_user(
+        "/usr/bin/python3", "-c", "import socket; s = socket.socket(); print(s.connect_ex(('127.0.0.1', 8081)))"
+    )
     assert refused.stdout.strip() != "0"
 
 
 def test_system_wide_unit_and_journalctl_u(booted: Booted) -> None:
     box = booted.box
-    exposure = _exposure(box.run("systemd-analyze", "security", SERVICE, "--no-pager", check=False).stdout)
+    exposure = exposure_level(box.run("systemd-analyze", "security", SERVICE, "--no-pager", check=False).stdout)
     print(f"\nbooted: system unit exposure {exposure}")
     assert exposure <= 2.0
     box.run("systemctl", "enable", "--now", SOCKET)
@@ -170,4 +181,3 @@ def test_system_wide_unit_and_journalctl_u(booted: Booted) -> None:
         assert box.run("systemctl", "show", SERVICE, "-pDropInPaths", "--value").stdout.strip() == ""
     finally:
         box.run("systemctl", "disable", "--now", SOCKET, SERVICE, check=False)
-

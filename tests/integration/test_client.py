@@ -13,15 +13,19 @@ from typing import Any
 import pytest
 import requests
 
-from flipedit_previewd.client.api import CircuitBreaker, CircuitOpen, LatestFrame, PreviewClient, PreviewError, make_retry
-from tests.support.helpers import build_project, failpoint, solid_png, wait_for
+from flipedit_previewd.client.api import (
+    CircuitBreaker,
+    CircuitOpen,
+    LatestFrame,
+    PreviewClient,
+    PreviewError,
+    make_retry,
+)
+from tests.support.helpers import failpoint, still_project, wait_for
 
 
 def project(tmp_path: Path) -> Path:
-    red = solid_png(tmp_path / "red.png", (64, 64), (255, 0, 0))
-    db = tmp_path / "p.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 100, 100), "end": 100_000}]}])
-    return db
+    return still_project(tmp_path, rect=(0, 0, 100, 100), db="p.sqlite")
 
 
 def test_latest_wins_sends_at_most_two_requests_for_a_burst_of_50(start_daemon: Any, tmp_path: Path) -> None:
@@ -68,7 +72,11 @@ def test_circuit_opens_after_failures_and_probes_health_before_closing(tmp_path:
     db = project(tmp_path)
     daemon = start_daemon("--project", str(db))
     now = [1000.0]  # the breaker's clock, moved by the test: no sleeping on the real one
-    client = PreviewClient(daemon.url, retry=make_retry(attempts=0), breaker=CircuitBreaker(threshold=3, cooldown=0.5, clock=lambda: now[0]))
+    client = PreviewClient(
+        daemon.url,
+        retry=make_retry(attempts=0),
+        breaker=CircuitBreaker(threshold=3, cooldown=0.5, clock=lambda: now[0]),
+    )
     daemon.stop()
     for _ in range(3):
         with pytest.raises(requests.ConnectionError):

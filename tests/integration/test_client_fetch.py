@@ -75,7 +75,9 @@ def test_unix_socket_in_every_spelling(unix_server: tuple[UnixServer, str]) -> N
 
 
 @pytest.mark.parametrize("where", ["unix", "tcp"])
-def test_a_dripping_server_costs_the_deadline_not_more(unix_server: tuple[UnixServer, str], tcp_server: TCPServer, where: str) -> None:
+def test_a_dripping_server_costs_the_deadline_not_more(
+    unix_server: tuple[UnixServer, str], tcp_server: TCPServer, where: str
+) -> None:
     server = unix_server[0] if where == "unix" else tcp_server
     server.mode = "drip"
     address = unix_server[1] if where == "unix" else f"http://127.0.0.1:{tcp_server.server_address[1]}"
@@ -106,7 +108,9 @@ def test_errors_are_words_not_exception_names(tmp_path: Path) -> None:
         PreviewClient(str(tmp_path / "none.sock"), resilient=False).fetch("GET", "/health")
 
 
-def test_the_token_goes_with_changes_over_tcp_only(unix_server: tuple[UnixServer, str], tcp_server: TCPServer, tmp_path: Path) -> None:
+def test_the_token_goes_with_changes_over_tcp_only(
+    unix_server: tuple[UnixServer, str], tcp_server: TCPServer, tmp_path: Path
+) -> None:
     environ = {"XDG_RUNTIME_DIR": str(tmp_path / "run")}
     token = write_token(token_path(environ))
     tcp = PreviewClient(f"http://127.0.0.1:{tcp_server.server_address[1]}", resilient=False, environ=environ)

@@ -25,7 +25,7 @@ from typing import Any
 
 from flipedit_previewd.demo.fixtures import create_metadata_db
 from flipedit_previewd.worker import confine
-from tests.support.helpers import build_project, close_to, decode, failpoint, solid_png, wait_for
+from tests.support.helpers import close_to, decode, failpoint, still_project, wait_for
 
 RED, GREEN = (220, 20, 20), (20, 200, 20)
 
@@ -39,10 +39,7 @@ def landlock_here() -> bool:
 
 def _project(folder: Path, colour: tuple[int, int, int]) -> Path:
     folder.mkdir()
-    still = solid_png(folder / "still.png", (64, 36), colour)
-    db = folder / "p.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": still, "rect": (0, 0, 1280, 720), "end": 100_000}]}])
-    return db
+    return still_project(folder, colour, (0, 0, 1280, 720), (64, 36), name="still.png", db="p.sqlite")
 
 
 def _centre(daemon: Any, frame: int) -> tuple[int, ...]:
@@ -51,7 +48,9 @@ def _centre(daemon: Any, frame: int) -> tuple[int, ...]:
     return decode(response.content).getpixel((64, 36))  # type: ignore[no-any-return]
 
 
-def test_a_worker_trying_to_escape_is_refused_each_time_reported_and_the_daemon_serves(start_daemon: Any, tmp_path: Path) -> None:
+def test_a_worker_trying_to_escape_is_refused_each_time_reported_and_the_daemon_serves(
+    start_daemon: Any, tmp_path: Path
+) -> None:
     db = _project(tmp_path / "project", GREEN)
     secret = tmp_path / "outside" / "secret.txt"  # readable by the daemon's user, outside the roots
     secret.parent.mkdir()
@@ -61,8 +60,11 @@ def test_a_worker_trying_to_escape_is_refused_each_time_reported_and_the_daemon_
         assert close_to(_centre(daemon, frame), GREEN)
     log = daemon.log_once("sandbox_violation", 3, timeout=10)
     violations = [line for line in log.splitlines() if "sandbox_violation" in line]
-    for attempt, error in ((f"open {secret}", "EACCES" if landlock_here() else None),
-                           ("connect 127.0.0.1:9", "EPERM"), ("exec /bin/sh", "EPERM")):
+    for attempt, error in (
+        (f"open {secret}", "EACCES" if landlock_here() else None),
+        ("connect 127.0.0.1:9", "EPERM"),
+        ("exec /bin/sh", "EPERM"),
+    ):
         lines = [line for line in violations if f"ATTEMPT={attempt} " in line]
         assert lines, (attempt, violations)  # one per worker that had a job
         if error is not None:
@@ -76,7 +78,9 @@ def test_a_worker_trying_to_escape_is_refused_each_time_reported_and_the_daemon_
     assert close_to(_centre(daemon, 10), GREEN)  # still serving
 
 
-def test_a_project_switch_replaces_confined_workers_and_renders_media_under_the_new_roots(start_daemon: Any, tmp_path: Path) -> None:
+def test_a_project_switch_replaces_confined_workers_and_renders_media_under_the_new_roots(
+    start_daemon: Any, tmp_path: Path
+) -> None:
     a, b = _project(tmp_path / "a", RED), _project(tmp_path / "b", GREEN)  # roots: tmp/a, then tmp/b
     meta = tmp_path / "projects.sqlite"
     create_metadata_db(meta, [("a", str(a), 1000)])
@@ -88,8 +92,11 @@ def test_a_project_switch_replaces_confined_workers_and_renders_media_under_the_
     assert [w["media_roots"] for w in before] == [[str(a.parent)]]
     conn = sqlite3.connect(meta)
     with conn:
-        conn.execute("INSERT INTO project_metadata_table (name, database_path, created_at, last_modified_at) VALUES (?, ?, ?, ?)",
-                     ("b", str(b), 2000, 2000))
+        conn.execute(
+            "INSERT INTO project_metadata_table (name, database_path, created_at, last_modified_at) "
+            "VALUES (?, ?, ?, ?)",
+            ("b", str(b), 2000, 2000),
+        )
     conn.close()
     # A worker confined to tmp/a cannot open tmp/b/still.png (Landlock): only a fresh worker draws it.
     assert wait_for(lambda: _centre(daemon, 5) and daemon.health()["project"]["path"] == str(b), 5)
@@ -102,10 +109,13 @@ def test_a_project_switch_replaces_confined_workers_and_renders_media_under_the_
     assert not any("media_problem" in line for line in daemon.log().splitlines())  # no placeholder on the way
 
 
-def test_a_pickled_reply_is_never_loaded_the_worker_is_replaced_and_the_next_frame_served(start_daemon: Any, tmp_path: Path) -> None:
+def test_a_pickled_reply_is_never_loaded_the_worker_is_replaced_and_the_next_frame_served(
+    start_daemon: Any, tmp_path: Path
+) -> None:
     db = _project(tmp_path / "project", GREEN)
-    daemon = start_daemon("--project", str(db), "--workers", "1", "--render-ahead", "false",
-                          env=failpoint("badreply:7"))
+    daemon = start_daemon(
+        "--project", str(db), "--workers", "1", "--render-ahead", "false", env=failpoint("badreply:7")
+    )
     pid = daemon.health()["workers"][0]["pid"]
     response = daemon.get("/get_frame/7")
     assert response.status_code == 500
@@ -131,7 +141,7 @@ CONFINED = textwrap.dedent("""
             print(what, "ALLOWED")
         except OSError as exc:
             print(what, exc.errno)
-""")
+""")  # noqa: E501 (the text of another language, kept as written)
 
 
 def test_a_confined_process_reads_its_roots_and_nothing_else(tmp_path: Path) -> None:
@@ -140,11 +150,19 @@ def test_a_confined_process_reads_its_roots_and_nothing_else(tmp_path: Path) -> 
     (inside / "inside.txt").write_text("media")
     outside.write_text("secret")
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CONFINED, str(inside), str(outside)], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", CONFINED, str(inside), str(outside)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "media" and "socket 1" in lines and "exec 1" in lines  # EPERM from seccomp
     if landlock_here():
         assert "outside 13" in lines and "write 13" in lines  # EACCES from Landlock
-    print(f"confined process ran in {time.perf_counter() - started:.2f} s; {os.uname().release}: landlock={landlock_here()}")
+    print(
+        f"confined process ran in {time.perf_counter() - started:.2f} s; {os.uname().release}: "
+        f"landlock={landlock_here()}"
+    )

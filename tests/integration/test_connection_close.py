@@ -34,8 +34,10 @@ def pipelined(port: int, data: bytes, deadline: float = 5.0) -> tuple[bytes, boo
 def test_a_peer_refused_by_the_guard_gets_one_answer_and_a_close(start_daemon: Any) -> None:
     daemon = start_daemon()
     for method in (b"GET", b"HEAD"):
-        answer, closed = pipelined(daemon.port, method + b" /health HTTP/1.1\r\nHost: rebind.example:8081\r\n\r\n"
-                                   b"GET /health HTTP/1.1\r\nHost: own\r\n\r\n")
+        answer, closed = pipelined(
+            daemon.port,
+            method + b" /health HTTP/1.1\r\nHost: rebind.example:8081\r\n\r\nGET /health HTTP/1.1\r\nHost: own\r\n\r\n",
+        )
         assert answer.startswith(b"HTTP/1.1 421 ") and b"Connection: close" in answer, answer[:300]
         assert answer.count(b"HTTP/1.1 ") == 1 and closed  # the pipelined second request was never served
         head, _, body = answer.partition(b"\r\n\r\n")
@@ -44,6 +46,8 @@ def test_a_peer_refused_by_the_guard_gets_one_answer_and_a_close(start_daemon: A
 
 def test_a_routes_own_mistake_keeps_the_connection(start_daemon: Any) -> None:
     daemon = start_daemon()
-    answer, closed = pipelined(daemon.port, b"GET /nowhere HTTP/1.1\r\nHost: own\r\n\r\nGET /health HTTP/1.1\r\nHost: own\r\n\r\n")
+    answer, closed = pipelined(
+        daemon.port, b"GET /nowhere HTTP/1.1\r\nHost: own\r\n\r\nGET /health HTTP/1.1\r\nHost: own\r\n\r\n"
+    )
     assert answer.startswith(b"HTTP/1.1 404 ") and b"HTTP/1.1 200 " in answer, answer[:300]
     assert b"Connection: close" not in answer and not closed

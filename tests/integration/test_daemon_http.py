@@ -20,18 +20,23 @@ import pytest
 import requests
 
 from flipedit_previewd.demo.fixtures import set_clip_rect
-from tests.support.helpers import build_project, close_to, decode, exchange, failpoint, solid_png, wait_for
+from tests.support.helpers import (
+    build_project,
+    close_to,
+    decode,
+    exchange,
+    failpoint,
+    solid_png,
+    still_project,
+    wait_for,
+)
 
 RED = (255, 0, 0)
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> tuple[Path, dict[str, int]]:
-    red = solid_png(tmp_path / "red.png", (64, 64), RED)
-    db = tmp_path / "project.sqlite"
-    ids = build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"name": "c", "source": red, "rect": (100, 100, 200, 100),
-                                                                      "start": 0, "end": 100_000}]}])
-    return db, ids
+def project(tmp_path: Path) -> Path:
+    return still_project(tmp_path, RED, (100, 100, 200, 100), clip="c")
 
 
 def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
@@ -50,8 +55,8 @@ def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     return b"".join(chunks)
 
 
-def test_editor_endpoints_and_shapes(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_editor_endpoints_and_shapes(start_daemon: Any, project: Path) -> None:
+    db = project
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     daemon = start_daemon("--project", str(db))
     health = daemon.health()
@@ -82,8 +87,8 @@ def test_editor_endpoints_and_shapes(start_daemon: Any, project: tuple[Path, dic
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # the daemon never writes the editor's database
 
 
-def test_if_none_match_is_304_without_rendering(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_if_none_match_is_304_without_rendering(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db))
     first = daemon.get("/get_frame/3")
     etag = first.headers["ETag"]
@@ -95,8 +100,8 @@ def test_if_none_match_is_304_without_rendering(start_daemon: Any, project: tupl
     assert cached.headers["X-Cache"] == "hit" and cached.content == first.content
 
 
-def test_drag_changes_next_frame_without_reading_db_per_request(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, ids = project
+def test_drag_changes_next_frame_without_reading_db_per_request(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db))
     before = decode(daemon.get("/get_frame/5").content)
     for _ in range(10):
@@ -104,7 +109,7 @@ def test_drag_changes_next_frame_without_reading_db_per_request(start_daemon: An
     reads = daemon.health()["project"]["reads"]
     conn = sqlite3.connect(str(db))
     with conn:
-        set_clip_rect(conn, 3, ids["c"], (600, 400, 200, 100))
+        set_clip_rect(conn, 3, 1, (600, 400, 200, 100))
     conn.close()
     # The change is noticed from the request path (stat at most every 0.2 s): ask until it shows.
     assert wait_for(lambda: not close_to(decode(daemon.get("/get_frame/5").content).getpixel((150, 150)), RED), 5)
@@ -137,7 +142,10 @@ MALFORMED: list[tuple[bytes, set[int]]] = [
     (b"GET http://example.com/ HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     # without the token: refused at the end of the head (401), the broken chunk is never read (issue 25)
     (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", {401}),
-    (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{bad}", {401}),  # no token: refused before the body is read
+    (
+        b"PUT /timeline HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{bad}",
+        {401},
+    ),  # no token: refused before the body is read
     (b"PUT /timeline HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]", {401}),
     (b"DELETE /get_frame/1 HTTP/1.1\r\nHost: x\r\n\r\n", {405}),
     (b"GET /get_frame/-5 HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
@@ -150,8 +158,8 @@ MALFORMED: list[tuple[bytes, set[int]]] = [
 ]
 
 
-def test_malformed_requests_get_their_status_and_daemon_keeps_serving(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_malformed_requests_get_their_status_and_daemon_keeps_serving(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db), "--request-timeout", "2")
     assert len(MALFORMED) >= 30
     for data, statuses in MALFORMED:
@@ -159,9 +167,13 @@ def test_malformed_requests_get_their_status_and_daemon_keeps_serving(start_daem
         assert status in statuses, (data[:60], answer[:200])
         if status:
             head, _, body = answer.partition(b"\r\n\r\n")
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            length = int(
+                next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+            )
             assert len(body) == length  # complete response, never cut short
-        if status >= 400 and status not in (404, 405) and b'"field"' not in answer:  # a query/body mistake keeps the connection
+        if (
+            status >= 400 and status not in (404, 405) and b'"field"' not in answer
+        ):  # a query/body mistake keeps the connection
             assert b"connection: close" in answer.lower()
         assert daemon.get("/health").status_code == 200
     # A slow drip never completes a request: 408 after request_timeout, then a clean close (no reset
@@ -180,18 +192,25 @@ def test_malformed_requests_get_their_status_and_daemon_keeps_serving(start_daem
     assert daemon.get("/get_frame/1").status_code == 200
 
 
-def test_pipelined_requests_answered_in_order(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_pipelined_requests_answered_in_order(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db))
-    data = b"GET /get_frame/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /get_frame/2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    data = (
+        b"GET /get_frame/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /get_frame/2 "
+        b"HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     answer = raw_exchange(daemon.port, data)
     assert answer.count(b"HTTP/1.1 200 OK") == 3
-    first_jpeg, health_at, second_jpeg = answer.find(b"image/jpeg"), answer.find(b"application/json"), answer.rfind(b"image/jpeg")
+    first_jpeg, health_at, second_jpeg = (
+        answer.find(b"image/jpeg"),
+        answer.find(b"application/json"),
+        answer.rfind(b"image/jpeg"),
+    )
     assert first_jpeg < health_at < second_jpeg
 
 
-def test_keepalive_connection_reused_after_14s_idle(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_keepalive_connection_reused_after_14s_idle(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db))
     conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=5)
     conn.request("GET", "/get_frame/0")
@@ -207,8 +226,8 @@ def test_keepalive_connection_reused_after_14s_idle(start_daemon: Any, project: 
     conn.close()
 
 
-def test_overload_answers_503_with_retry_after_and_health_stays_fast(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_overload_answers_503_with_retry_after_and_health_stays_fast(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db), "--workers", "1", "--queue-size", "2", env=failpoint("sleep:0.3"))
     statuses: list[tuple[int, str | None]] = []
     errors: list[str] = []
@@ -247,9 +266,9 @@ def test_overload_answers_503_with_retry_after_and_health_stays_fast(start_daemo
     assert "overloaded" in health_statuses
 
 
-def test_identical_requests_share_one_render(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
+def test_identical_requests_share_one_render(start_daemon: Any, project: Path) -> None:
     # 1 s renders: all 12 requests arrive while the first render runs, so none can be a cache hit.
-    daemon = start_daemon("--project", str(db_of(project)), "--workers", "1", env=failpoint("sleep:1.0"))
+    daemon = start_daemon("--project", str(project), "--workers", "1", env=failpoint("sleep:1.0"))
     before = daemon.health()["counters"]
     with ThreadPoolExecutor(max_workers=12) as pool:
         results = list(pool.map(lambda _: daemon.get("/get_frame/7"), range(12)))
@@ -267,12 +286,8 @@ def test_identical_requests_share_one_render(start_daemon: Any, project: tuple[P
     assert delta("joined") == 12 - delta("admitted") == delta("outcome_shared"), after
 
 
-def db_of(project: tuple[Path, dict[str, int]]) -> Path:
-    return project[0]
-
-
-def test_client_gone_while_queued_is_dropped_without_rendering(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_client_gone_while_queued_is_dropped_without_rendering(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db), "--workers", "1", "--render-ahead", "false", env=failpoint("sleep:1.0"))
     completed = daemon.health()["counters"]["completed"]
     holder = threading.Thread(target=lambda: daemon.get("/get_frame/20"))
@@ -290,11 +305,14 @@ def test_client_gone_while_queued_is_dropped_without_rendering(start_daemon: Any
     assert daemon.health()["counters"]["completed"] == completed + 2  # frames 20 and 60; frame 21 never rendered
 
 
-def test_sigterm_stops_accepting_and_drains_what_was_received(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_sigterm_stops_accepting_and_drains_what_was_received(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db), "--workers", "1", env=failpoint("sleep:0.5"))
     results: list[int] = []
-    threads = [threading.Thread(target=lambda f=f: results.append(daemon.get(f"/get_frame/{30 + f}").status_code)) for f in range(3)]
+    threads = [
+        threading.Thread(target=lambda f=f: results.append(daemon.get(f"/get_frame/{30 + f}").status_code))
+        for f in range(3)
+    ]
     open_conn = socket.create_connection(("127.0.0.1", daemon.port))
     open_conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % daemon.port)
     assert open_conn.recv(65536).startswith(b"HTTP/1.1 200")
@@ -325,8 +343,8 @@ def test_sigterm_stops_accepting_and_drains_what_was_received(start_daemon: Any,
     assert "stopped" in daemon.log()
 
 
-def test_sighup_reloads_configuration(start_daemon: Any, project: tuple[Path, dict[str, int]], tmp_path: Path) -> None:
-    db, _ = project
+def test_sighup_reloads_configuration(start_daemon: Any, project: Path, tmp_path: Path) -> None:
+    db = project
     conf = tmp_path / "flipedit-preview"
     conf.mkdir(exist_ok=True)
     (conf / "previewd.toml").write_text("queue_size = 5\n")
@@ -344,7 +362,9 @@ def test_sighup_reloads_configuration(start_daemon: Any, project: tuple[Path, di
     # value stays in force and /health names it as waiting for a restart.
     assert "max_connections" in daemon.health()["restart_pending"]
     held = [socket.create_connection(("127.0.0.1", daemon.port)) for _ in range(3)]  # idle connections
-    answer = raw_exchange(daemon.port, f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nConnection: close\r\n\r\n".encode())
+    answer = raw_exchange(
+        daemon.port, f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nConnection: close\r\n\r\n".encode()
+    )
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     for sock in held:
         sock.close()
@@ -360,8 +380,8 @@ def decode_raw(body: bytes) -> Any:
     return Image.open(io.BytesIO(body))
 
 
-def test_put_timeline_validates_and_guards_paths(start_daemon: Any, project: tuple[Path, dict[str, int]], tmp_path: Path) -> None:
-    db, _ = project
+def test_put_timeline_validates_and_guards_paths(start_daemon: Any, project: Path, tmp_path: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db))
     green = solid_png(tmp_path / "green.png", (10, 10), (0, 255, 0))
     outside = tmp_path.parent / f"outside-{tmp_path.name}.png"
@@ -370,8 +390,9 @@ def test_put_timeline_validates_and_guards_paths(start_daemon: Any, project: tup
 
     def put(path: str, **extra: Any) -> requests.Response:
         clip = {"source_path": path, "start_on_track_ms": 0, "end_on_track_ms": 1000, **extra}
-        return requests.put(daemon.url + "/timeline", data=json.dumps({"tracks": [{"clips": [clip]}]}), timeout=5,
-                            headers=daemon.auth)
+        return requests.put(
+            daemon.url + "/timeline", data=json.dumps({"tracks": [{"clips": [clip]}]}), timeout=5, headers=daemon.auth
+        )
 
     bad = put(str(green), flip=7)
     assert bad.status_code == 400 and bad.json()["field"] == "timeline.tracks[0].clips[0].flip"
@@ -389,21 +410,33 @@ def test_bad_media_renders_placeholder_logged_once(start_daemon: Any, tmp_path: 
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video")
     db = tmp_path / "p.sqlite"
-    build_project(db, 2, [{"name": "t", "order": 0, "clips": [{"source": broken, "type": "video", "rect": (0, 0, 640, 360),
-                                                                "start": 0, "end": 10_000}]}])
+    build_project(
+        db,
+        2,
+        [
+            {
+                "name": "t",
+                "order": 0,
+                "clips": [{"source": broken, "type": "video", "rect": (0, 0, 640, 360), "start": 0, "end": 10_000}],
+            }
+        ],
+    )
     daemon = start_daemon("--project", str(db), "--workers", "2", "--render-ahead", "false", env=failpoint("sleep:0.2"))
     before = [w["completed"] for w in daemon.health()["workers"]]
     with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: both workers render the broken clip
         statuses = list(pool.map(lambda frame: daemon.get(f"/get_frame/{frame * 20}").status_code, range(8)))
     assert statuses == [200] * 8
     after = [w["completed"] for w in daemon.health()["workers"]]
-    assert len(after) == 2 and all(a > b for a, b in zip(after, before, strict=True)), (before, after)  # both rendered it
+    assert len(after) == 2 and all(a > b for a, b in zip(after, before, strict=True)), (
+        before,
+        after,
+    )  # both rendered it
     assert daemon.log_settled().count(f"media problem in {broken}") == 1
     assert daemon.health()["status"] == "ok"
 
 
-def test_connection_close_and_http10_end_cleanly(start_daemon: Any, project: tuple[Path, dict[str, int]]) -> None:
-    db, _ = project
+def test_connection_close_and_http10_end_cleanly(start_daemon: Any, project: Path) -> None:
+    db = project
     daemon = start_daemon("--project", str(db))
     for request in (b"GET /health HTTP/1.0\r\n\r\n", b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
         answer = raw_exchange(daemon.port, request)

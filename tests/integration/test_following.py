@@ -15,16 +15,13 @@ from pathlib import Path
 import pytest
 
 from flipedit_previewd.demo.fixtures import create_metadata_db
-from tests.support.helpers import build_project, close_to, decode, solid_png
+from tests.support.helpers import close_to, decode, solid_png, still_project
 
 RED, GREEN, BLUE = (220, 20, 20), (20, 200, 20), (20, 20, 220)
 
 
 def _project(tmp: Path, name: str, colour: tuple[int, int, int]) -> Path:
-    still = solid_png(tmp / f"{name}.png", (64, 36), colour)
-    db = tmp / f"{name}.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": still, "rect": (0, 0, 1280, 720), "end": 100_000}]}])
-    return db
+    return still_project(tmp, colour, (0, 0, 1280, 720), (64, 36), name=f"{name}.png", db=f"{name}.sqlite")
 
 
 def _centre(daemon, frame: int = 5) -> tuple[int, ...]:  # type: ignore[no-untyped-def]
@@ -36,8 +33,11 @@ def _centre(daemon, frame: int = 5) -> tuple[int, ...]:  # type: ignore[no-untyp
 def _add_to_list(meta: Path, name: str, db: Path, modified: int) -> None:
     conn = sqlite3.connect(meta)
     with conn:
-        conn.execute("INSERT INTO project_metadata_table (name, database_path, created_at, last_modified_at) VALUES (?, ?, ?, ?)",
-                     (name, str(db), modified, modified))
+        conn.execute(
+            "INSERT INTO project_metadata_table (name, database_path, created_at, last_modified_at) "
+            "VALUES (?, ?, ?, ?)",
+            (name, str(db), modified, modified),
+        )
     conn.close()
 
 
@@ -68,7 +68,9 @@ def test_newer_project_in_the_list_is_served_without_restart(start_daemon, tmp_p
     assert health["pid"] == pid  # no restart
     assert health["project"]["path"] == str(b)
     assert health["project"]["following"]["switches"] == 1 and health["project"]["following"]["previous"] == str(a)
-    assert any("project_switched" in line and str(b) in line for line in daemon.log_once("project_switched").splitlines())
+    assert any(
+        "project_switched" in line and str(b) in line for line in daemon.log_once("project_switched").splitlines()
+    )
 
     _add_to_list(meta, "c", c, 3000)
     assert _served_within(daemon, BLUE) is not None

@@ -36,10 +36,14 @@ def ask(url: str, frames: range) -> None:
             assert response.status_code == 200, response.status_code
 
 
-def test_20000_tiny_renders_grow_the_main_process_by_at_most_one_and_a_half_times_the_cache(start_daemon: Any, tmp_path: Path) -> None:
+def test_20000_tiny_renders_grow_the_main_process_by_at_most_one_and_a_half_times_the_cache(
+    start_daemon: Any, tmp_path: Path
+) -> None:
     red = solid_png(tmp_path / "red.png", (32, 32), (255, 0, 0))
     db = tmp_path / "p.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 64, 64), "end": 100_000}]}])
+    build_project(
+        db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 64, 64), "end": 100_000}]}]
+    )
     daemon = start_daemon("--project", str(db), "--frame-cache-bytes", str(CACHE), "--render-ahead", "false")
     with requests.Session() as session:  # warm-up: cache hits of one frame, then a few hundred renders
         for _ in range(3000):
@@ -47,7 +51,10 @@ def test_20000_tiny_renders_grow_the_main_process_by_at_most_one_and_a_half_time
     ask(daemon.url, range(1, 300))
     before = memory_kb(daemon.proc.pid)
     share = RENDERS // CLIENTS
-    threads = [threading.Thread(target=ask, args=(daemon.url, range(300 + i * share, 300 + (i + 1) * share))) for i in range(CLIENTS)]
+    threads = [
+        threading.Thread(target=ask, args=(daemon.url, range(300 + i * share, 300 + (i + 1) * share)))
+        for i in range(CLIENTS)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

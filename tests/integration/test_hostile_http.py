@@ -54,10 +54,13 @@ def status_of(answer: bytes) -> int:
 
 def timeline_doc(project: Path) -> bytes:
     red = project.parent / "red.png"
-    return json.dumps({"tracks": [{"clips": [{"source_path": str(red), "start_on_track_ms": 0, "end_on_track_ms": 1000}]}]}).encode()
+    return json.dumps(
+        {"tracks": [{"clips": [{"source_path": str(red), "start_on_track_ms": 0, "end_on_track_ms": 1000}]}]}
+    ).encode()
 
 
 # --- memory before authentication ------------------------------------------------------------------
+
 
 def test_unauthenticated_bodies_are_refused_before_they_are_read(start_daemon: Any, project: Path) -> None:
     """64 x PUT /timeline with 4 MiB bodies, no token, each held one byte short: refused (401) at the end of the
@@ -101,8 +104,11 @@ def test_unauthenticated_bodies_are_refused_before_they_are_read(start_daemon: A
         for sock in socks:
             sock.close()
     growth = max(peak) - before
-    print(f"64 unauthenticated 4 MiB bodies held one byte short: RSS {before / MIB:.1f} MiB, peak +{growth / MIB:.1f} MiB; "
-          f"answers {sorted(set(statuses))}")
+    print(
+        f"64 unauthenticated 4 MiB bodies held one byte short: RSS {before / MIB:.1f} MiB, peak +{growth / MIB:.1f} "
+        f"MiB; "
+        f"answers {sorted(set(statuses))}"
+    )
     assert growth < 16 * MIB, f"the daemon grew by {growth / MIB:.1f} MiB"
     assert set(statuses) <= {401, 0} and 401 in statuses, statuses  # 0: a reset after the answer, on a slow reader
     # The owner's PUT still works.
@@ -117,8 +123,10 @@ def test_buffered_bodies_have_a_global_budget(start_daemon: Any, project: Path) 
     token = daemon.auth["Authorization"]
 
     def head(length: int) -> bytes:
-        return (f"PUT /timeline HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nAuthorization: {token}\r\n"
-                f"Content-Length: {length}\r\n\r\n").encode()
+        return (
+            f"PUT /timeline HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nAuthorization: {token}\r\n"
+            f"Content-Length: {length}\r\n\r\n"
+        ).encode()
 
     holder = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
     try:
@@ -143,6 +151,7 @@ def test_buffered_bodies_have_a_global_budget(start_daemon: Any, project: Path) 
 
 # --- connection exhaustion ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("limit", [64, 1024])
 def test_idle_connections_do_not_lock_the_editor_out(start_daemon: Any, project: Path, limit: int) -> None:
     """The limit's worth of connections that never send a byte, from rotating 127/8 source addresses: the
@@ -166,7 +175,10 @@ def test_idle_connections_do_not_lock_the_editor_out(start_daemon: Any, project:
         time.sleep(0.3)
         kept = editor.get(daemon.url + "/get_frame/1", timeout=10)
         fresh = requests.get(daemon.url + "/get_frame/2", timeout=10, headers={"Connection": "close"})
-        print(f"{limit} silent connections in {time.monotonic() - started:.1f} s: editor kept {kept.status_code}, new {fresh.status_code}")
+        print(
+            f"{limit} silent connections in {time.monotonic() - started:.1f} s: editor kept {kept.status_code}, new "
+            f"{fresh.status_code}"
+        )
         assert kept.status_code == 200 and fresh.status_code == 200
         health = requests.get(daemon.url + "/health", timeout=10, headers={"Connection": "close"}).json()
         print(f"open {health['connections']}, refused {health['rejections']['by_reason']}")
@@ -179,6 +191,7 @@ def test_idle_connections_do_not_lock_the_editor_out(start_daemon: Any, project:
 
 
 # --- journal floods ------------------------------------------------------------------------------------
+
 
 def test_refusal_flood_from_many_loopback_addresses_is_summarised(start_daemon: Any, project: Path) -> None:
     """Malformed and refused requests from 127.0.0.2 .. 127.0.0.200 (six kinds each): one journal entry per kind
@@ -209,7 +222,10 @@ def test_refusal_flood_from_many_loopback_addresses_is_summarised(start_daemon: 
     seconds = time.monotonic() - started
     log = daemon.log_settled()
     entries = [line for line in log.splitlines() if re.search(r" (protocol_error|access_denied): ", line)]
-    print(f"{sum(sent.values())} refusals from 199 addresses in {seconds:.1f} s: {len(entries)} protocol_error/access_denied entries")
+    print(
+        f"{sum(sent.values())} refusals from 199 addresses in {seconds:.1f} s: {len(entries)} "
+        f"protocol_error/access_denied entries"
+    )
     assert seconds < 60  # one minute of the flood: the bound below is per minute
     assert len(entries) <= len(kinds), entries[:20]
     health = daemon.health()

@@ -21,7 +21,9 @@ RED = (255, 0, 0)
 def red_project(tmp_path: Path) -> Path:
     red = solid_png(tmp_path / "red.png", (32, 32), RED)
     db = tmp_path / "p.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 1280, 720), "end": 100_000}]}])
+    build_project(
+        db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 1280, 720), "end": 100_000}]}]
+    )
     return db
 
 
@@ -31,7 +33,9 @@ def frame_colour(daemon: Any) -> tuple[int, ...]:
     return tuple(decode(response.content).getpixel((32, 18)))
 
 
-def test_a_fifo_journal_at_start_is_a_degraded_project_not_a_daemon_that_never_starts(start_daemon: Any, tmp_path: Path) -> None:
+def test_a_fifo_journal_at_start_is_a_degraded_project_not_a_daemon_that_never_starts(
+    start_daemon: Any, tmp_path: Path
+) -> None:
     db = red_project(tmp_path)
     journal = Path(f"{db}-journal")
     os.mkfifo(journal)
@@ -63,20 +67,32 @@ def test_a_fifo_journal_while_serving_keeps_the_last_timeline_and_says_so(start_
     assert daemon.get("/debug/timeline", timeout=8).status_code == 200
 
 
-def test_deep_json_and_a_nul_byte_in_an_asset_path_are_problems_of_their_rows(start_daemon: Any, tmp_path: Path) -> None:
+def test_deep_json_and_a_nul_byte_in_an_asset_path_are_problems_of_their_rows(
+    start_daemon: Any, tmp_path: Path
+) -> None:
     db = red_project(tmp_path)
     conn = sqlite3.connect(str(db))
     with conn:
-        row = conn.execute("SELECT track_id, name, type, source_path, source_duration_ms, start_time_in_source_ms, "
-                           "end_time_in_source_ms, start_time_on_track_ms, end_time_on_track_ms FROM clips").fetchone()
+        row = conn.execute(
+            "SELECT track_id, name, type, source_path, source_duration_ms, start_time_in_source_ms, "
+            "end_time_in_source_ms, start_time_on_track_ms, end_time_on_track_ms FROM clips"
+        ).fetchone()
         deep = "[" * 100_000 + "]" * 100_000
-        conn.execute("INSERT INTO clips (track_id, name, type, source_path, source_duration_ms, start_time_in_source_ms, "
-                     "end_time_in_source_ms, start_time_on_track_ms, end_time_on_track_ms, metadata) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (*row, deep))
-        conn.execute("INSERT INTO project_assets (name, source_path, type, created_at) VALUES ('x', ?, 'image', 0)",
-                     (f"{tmp_path}/a\x00b/x.png",))
-        conn.execute("INSERT INTO project_assets (name, source_path, type, created_at) VALUES ('x', CAST(? AS TEXT), 'image', 0)",
-                     (b"/tmp/\xff\xfe/x.png",))
+        conn.execute(
+            "INSERT INTO clips (track_id, name, type, source_path, source_duration_ms, start_time_in_source_ms, "
+            "end_time_in_source_ms, start_time_on_track_ms, end_time_on_track_ms, metadata) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*row, deep),
+        )
+        conn.execute(
+            "INSERT INTO project_assets (name, source_path, type, created_at) VALUES ('x', ?, 'image', 0)",
+            (f"{tmp_path}/a\x00b/x.png",),
+        )
+        conn.execute(
+            "INSERT INTO project_assets (name, source_path, type, created_at) "
+            "VALUES ('x', CAST(? AS TEXT), 'image', 0)",
+            (b"/tmp/\xff\xfe/x.png",),
+        )
     conn.close()
     daemon = start_daemon("--project", str(db))
     assert close_to(frame_colour(daemon), RED)  # the good clip drawn, the deep one skipped

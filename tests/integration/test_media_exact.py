@@ -20,6 +20,7 @@ import pytest
 import requests
 from PIL import Image
 
+from flipedit_previewd.proxy.store import params_for
 from flipedit_previewd.timeline.model import timeline_from_json
 from flipedit_previewd.worker.compositor import OutputSpec, compose
 from flipedit_previewd.worker.media import MediaPool, timeline_rate
@@ -84,6 +85,45 @@ def test_frames_match_an_independent_decoder(corpus: Path, row: Row) -> None:
             wrong.append(f"frame {n}: expected source frame {expected}, shown {found.best} "
                          f"({found.expected_psnr:.1f} dB, bias {found.bias:.2f}) {result.problems}")
     assert not wrong, f"{row.name} ({width}x{height}):\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
+def test_with_proxies_on_the_frames_are_the_same(corpus: Path, row: Row) -> None:
+    """Proxies made for every file (proxy/): PNG still decodes the originals (the test above, unchanged), and
+    a JPEG, which uses the proxy, shows the frame the time rule names, as close to the reference as the
+    original's own JPEG is."""
+    from flipedit_previewd.proxy.maker import make as make_proxy
+    from flipedit_previewd.proxy.reader import ProxyReader, usable
+    from flipedit_previewd.proxy.store import Store
+
+    path = make(row, corpus)
+    ref, frames = expected_frames(row, path)
+    height, width = frames.shape[1:3]
+    rate = timeline_rate(row.timeline_fps)
+    count = int((ref.seconds[-1] + Fraction(1, 30)) * rate)
+    timeline = timeline_from_json({"tracks": [{"clips": [clip_json(path, float(ref.seconds[-1]))]}]}, (width, height), row.timeline_fps)
+    store = Store(corpus / f"proxies-{row.name}")
+    store.create()
+    made = make_proxy(store, str(path), params_for((0, 0), (width, height)))
+    assert made is not None and made.complete and not made.refused, row.name
+    pools = [MediaPool(64 << 20, 50_000_000, proxies=ProxyReader(store)) for _ in range(2)]
+    plain = MediaPool(64 << 20, 50_000_000)
+    rng = random.Random(row.name)
+    wrong = []
+    used = set()
+    for n in asked(count, rng)[:12]:
+        expected = ref.expected(Fraction(n) / rate)
+        lossless = compose(timeline, n, OutputSpec(width, height, 0, "png"), rng.choice(pools))
+        assert lossless.source == "original", (row.name, n)
+        shown = compose(timeline, n, OutputSpec(width, height, 95, "jpeg"), rng.choice(pools))
+        used.add(shown.source)
+        own = match(png(compose(timeline, n, OutputSpec(width, height, 95, "jpeg"), plain).body), frames, expected)
+        found = match(png(shown.body), frames, expected)
+        if found.best != expected or found.expected_psnr < min(MIN_PSNR, own.expected_psnr - 1.5):
+            wrong.append(f"frame {n}: expected source frame {expected}, shown {found.best} from the {shown.source} "
+                         f"({found.expected_psnr:.1f} dB; the original's JPEG {own.expected_psnr:.1f} dB)")
+    assert not wrong, f"{row.name} ({width}x{height}):\n" + "\n".join(wrong)
+    assert usable(made, (width, height)) and used == {"proxy"}, (row.name, used, made.displayed)
 
 
 def test_the_matrix_rule_agrees_with_ffmpegs_autorotation(corpus: Path) -> None:

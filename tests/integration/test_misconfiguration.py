@@ -23,7 +23,12 @@ def test_no_project_is_degraded_and_every_place_says_how_to_fix_it(start_daemon:
     assert health["status"] == "degraded" and health["project"]["state"] == "none"
     assert f"looked in {metadata}" in health["project"]["error"] and "--project" in health["project"]["error"]
     frame = np.asarray(decode(daemon.get("/get_frame/0").content).convert("L"))
-    assert requests.put(daemon.url + "/timeline", data=json.dumps({"tracks": []}), headers=daemon.auth, timeout=10).status_code == 200
+    assert (
+        requests.put(
+            daemon.url + "/timeline", data=json.dumps({"tracks": []}), headers=daemon.auth, timeout=10
+        ).status_code
+        == 200
+    )
     empty = np.asarray(decode(daemon.get("/get_frame/0").content).convert("L"))
     assert (frame != empty).any()  # the frame's text is not "No videos in timeline"
     assert frame.max() > 200 and (frame > 200).sum() > (empty > 200).sum()  # more words than the two of the empty frame
@@ -42,7 +47,12 @@ def test_a_missing_project_file_is_named_on_the_frame_and_in_health(start_daemon
     assert health["status"] == "degraded" and health["project"]["state"] == "missing"
     assert str(missing) in health["project"]["error"]
     frame = np.asarray(decode(daemon.get("/get_frame/0").content).convert("L"))
-    assert requests.put(daemon.url + "/timeline", data=json.dumps({"tracks": []}), headers=daemon.auth, timeout=10).status_code == 200
+    assert (
+        requests.put(
+            daemon.url + "/timeline", data=json.dumps({"tracks": []}), headers=daemon.auth, timeout=10
+        ).status_code
+        == 200
+    )
     empty = np.asarray(decode(daemon.get("/get_frame/0").content).convert("L"))
     assert (frame != empty).any()
     doctor = json.loads(ctl("--url", daemon.url, "doctor", "-o", "json").stdout)

@@ -43,7 +43,7 @@ def statuses(notify: socket.socket) -> list[str]:
             datagram = notify.recv(65536).decode()
         except BlockingIOError:
             return found
-        found += [line[len("STATUS="):] for line in datagram.splitlines() if line.startswith("STATUS=")]
+        found += [line[len("STATUS=") :] for line in datagram.splitlines() if line.startswith("STATUS=")]
 
 
 def test_a_configuration_refused_on_reload_is_degraded_until_a_good_reload(tmp_path: Path) -> None:
@@ -53,7 +53,9 @@ def test_a_configuration_refused_on_reload_is_degraded_until_a_good_reload(tmp_p
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.setblocking(False)
-    daemon = Daemon(["--project", str(project(tmp_path)), "--fdstore", "false"], {"XDG_CONFIG_HOME": str(tmp_path)}, tmp_path)
+    daemon = Daemon(
+        ["--project", str(project(tmp_path)), "--fdstore", "false"], {"XDG_CONFIG_HOME": str(tmp_path)}, tmp_path
+    )
     daemon.env["NOTIFY_SOCKET"] = str(tmp_path / "notify")  # to read STATUS= as systemd would
     try:
         daemon.start()
@@ -67,14 +69,35 @@ def test_a_configuration_refused_on_reload_is_degraded_until_a_good_reload(tmp_p
         assert f"{conf} line 2: queue_size" in error["message"] and "not a string" in error["message"]
         assert health["queue_capacity"] == 20  # the old configuration stays in force
         shown = statuses(notify)
-        assert any(s.startswith("degraded: ") and f"configuration rejected on reload (queue_size in {conf} line 2)" in s
-                   for s in shown), shown
-        ctl = subprocess.run([str(ROOT / ".venv/bin/previewctl"), "--url", daemon.url, "health"], capture_output=True, text=True,
-                             timeout=60)
-        assert ctl.returncode == 1 and "rejected on reload" in ctl.stdout and "queue_size" in ctl.stdout, ctl.stdout + ctl.stderr
-        doctor = subprocess.run([str(ROOT / ".venv/bin/previewctl"), "--url", daemon.url, "doctor", "--directory", str(tmp_path / "journal")],
-                                capture_output=True, text=True, timeout=60)
-        assert doctor.returncode == 1 and "[FAIL] configuration in force: rejected on reload" in doctor.stdout, doctor.stdout
+        assert any(
+            s.startswith("degraded: ") and f"configuration rejected on reload (queue_size in {conf} line 2)" in s
+            for s in shown
+        ), shown
+        ctl = subprocess.run(
+            [str(ROOT / ".venv/bin/previewctl"), "--url", daemon.url, "health"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ctl.returncode == 1 and "rejected on reload" in ctl.stdout and "queue_size" in ctl.stdout, (
+            ctl.stdout + ctl.stderr
+        )
+        doctor = subprocess.run(
+            [
+                str(ROOT / ".venv/bin/previewctl"),
+                "--url",
+                daemon.url,
+                "doctor",
+                "--directory",
+                str(tmp_path / "journal"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert doctor.returncode == 1 and "[FAIL] configuration in force: rejected on reload" in doctor.stdout, (
+            doctor.stdout
+        )
 
         time.sleep(0.1)
         health = reload(daemon, conf, "queue_size = 7\n")  # a good one: degraded no more
@@ -97,19 +120,39 @@ def test_metrics_follow_the_prometheus_naming_rules(start_daemon: Any, tmp_path:
     families = {f.name: f for f in text_string_to_metric_families(text)}
     ours = {name: f.type for name, f in families.items() if name.startswith("flipedit_preview")}
     # A count since start is a counter (the parser shows a counter's name without its _total) ...
-    for name in ("requests", "timeline_reads", "rejections", "render_ahead_rendered", "render_ahead_hits", "render_ahead_wasted"):
+    for name in (
+        "requests",
+        "timeline_reads",
+        "rejections",
+        "render_ahead_rendered",
+        "render_ahead_hits",
+        "render_ahead_wasted",
+    ):
         assert ours.get(f"flipedit_preview_{name}") == "counter", (name, ours)
         assert f"flipedit_preview_{name}_total " in text or f"flipedit_preview_{name}_total{{" in text
     # ... and the gauges are values that go down as well as up.
     gauges = {name for name, kind in ours.items() if kind == "gauge"}
-    assert gauges == {"flipedit_preview_queue_depth", "flipedit_preview_in_flight", "flipedit_preview_workers_busy",
-                      "flipedit_preview_connections", "flipedit_preview_loop_lag_seconds", "flipedit_preview_loop_lag_p99_seconds",
-                      "flipedit_previewd_build_info"}, gauges
+    assert gauges == {
+        "flipedit_preview_queue_depth",
+        "flipedit_preview_in_flight",
+        "flipedit_preview_workers_busy",
+        "flipedit_preview_connections",
+        "flipedit_preview_loop_lag_seconds",
+        "flipedit_preview_loop_lag_p99_seconds",
+        "flipedit_previewd_build_info",
+    }, gauges
     assert f'flipedit_previewd_build_info{{version="{__version__}"}} 1.0' in text
     assert "_created" not in text
-    assert {"process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"} <= set(families)
+    assert {
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    } <= set(families)
     # requests_total counts what its HELP says: frame requests, the 4xx among them, not /health.
-    outcomes = {s.labels["outcome"]: s.value for s in families["flipedit_preview_requests"].samples if s.name.endswith("_total")}
+    outcomes = {
+        s.labels["outcome"]: s.value for s in families["flipedit_preview_requests"].samples if s.name.endswith("_total")
+    }
     assert "health" not in outcomes and outcomes.get("client_error") == 2 and outcomes.get("rendered", 0) >= 1, outcomes
     assert "/get_frame" in families["flipedit_preview_requests"].documentation
     for name, family in families.items():  # a duration is in seconds, a size in bytes, and says so in its name
@@ -138,5 +181,7 @@ def test_a_configured_media_root_that_does_not_exist_is_warned_by_name(start_dae
     # The documented list syntax: comma-separated (before, "/a,/b" given as a flag was one root named "/a,/b").
     daemon = start_daemon("--project", str(project(tmp_path)), "--allowed-roots", f"/nonexistent/typo,{media}")
     health = daemon.health()
-    assert os.path.realpath(media) in health["media_roots"] and health["media_roots_missing"] == ["/nonexistent/typo"], health
+    assert os.path.realpath(media) in health["media_roots"] and health["media_roots_missing"] == [
+        "/nonexistent/typo"
+    ], health
     assert "configured media root does not exist: /nonexistent/typo" in daemon.log_once("/nonexistent/typo")

@@ -10,7 +10,7 @@ from typing import Any
 
 from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.context import Env
-from tests.support.helpers import Daemon, build_project, failpoint, solid_png
+from tests.support.helpers import Daemon, failpoint, still_project
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -20,14 +20,13 @@ def run(*argv: str) -> tuple[int, str, str]:
 
 
 def project(tmp_path: Path) -> Path:
-    red = solid_png(tmp_path / "red.png", (64, 64), (255, 0, 0))
-    db = tmp_path / "p.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 100, 100), "end": 100_000}]}])
-    return db
+    return still_project(tmp_path, rect=(0, 0, 100, 100), db="p.sqlite")
 
 
 def test_health_exit_codes_ok_overloaded_unreachable(start_daemon: Any, tmp_path: Path) -> None:
-    daemon = start_daemon("--project", str(project(tmp_path)), "--workers", "1", "--queue-size", "1", env=failpoint("sleep:1.5"))
+    daemon = start_daemon(
+        "--project", str(project(tmp_path)), "--workers", "1", "--queue-size", "1", env=failpoint("sleep:1.5")
+    )
     code, out, _ = run("--url", daemon.url, "health")
     assert code == 0 and "status      ok" in out and "worker 0" in out
     code, out, _ = run("--url", daemon.url, "health", "--json")
@@ -87,6 +86,7 @@ def test_monitor_prints_lines_off_a_tty_and_survives_a_restart(start_daemon: Any
 
 # --- issue 26 -------------------------------------------------------------------------------------
 
+
 def test_frame_index_not_a_number_or_negative_is_one_400(start_daemon: Any, tmp_path: Path) -> None:
     daemon = start_daemon("--project", str(project(tmp_path)))
     answers = {raw: daemon.get(f"/get_frame/{raw}") for raw in ("abc", "-1", "1.5")}
@@ -96,7 +96,9 @@ def test_frame_index_not_a_number_or_negative_is_one_400(start_daemon: Any, tmp_
     assert details["-1"] == "frame index must be a whole number from 0, not '-1'", details
 
 
-def test_render_format_from_the_file_json_report_and_past_the_end(start_daemon: Any, tmp_path: Path, monkeypatch: Any) -> None:
+def test_render_format_from_the_file_json_report_and_past_the_end(
+    start_daemon: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
     daemon = start_daemon("--project", str(project(tmp_path)))  # 100 s at 30 fps: frames 0-2999
     png = tmp_path / "x.png"
     code, out, _ = run("--url", daemon.url, "render", "5", "-O", str(png))
@@ -104,7 +106,12 @@ def test_render_format_from_the_file_json_report_and_past_the_end(start_daemon: 
     monkeypatch.chdir(tmp_path)
     code, out, _ = run("--url", daemon.url, "render", "5", "-o", "json", "-O", "f.jpg")
     report = json.loads(out)
-    assert code == 0 and report["format"] == "jpeg" and not (tmp_path / "json").exists() and (tmp_path / "f.jpg").read_bytes()[:2] == b"\xff\xd8"
+    assert (
+        code == 0
+        and report["format"] == "jpeg"
+        and not (tmp_path / "json").exists()
+        and (tmp_path / "f.jpg").read_bytes()[:2] == b"\xff\xd8"
+    )
     code, out, err = run("--url", daemon.url, "render", "99999", "-O", str(tmp_path / "end.jpg"))
     assert code == 1 and "frame 99999 is past the end of the timeline (frames 0-2999)" in err, err
     assert "frame 99999 ->" in out  # the image is still written, as the daemon rendered it
@@ -115,8 +122,11 @@ def test_render_format_from_the_file_json_report_and_past_the_end(start_daemon: 
 def test_timeline_put_get_clear_with_the_token(start_daemon: Any, tmp_path: Path) -> None:
     runtime = tmp_path / "runtime"
     (runtime / "flipedit-preview").mkdir(parents=True, mode=0o700)
-    daemon = start_daemon("--project", str(project(tmp_path)),
-                          env={"FLIPEDIT_PREVIEWD_TOKEN_FILE": str(runtime / "flipedit-preview" / "token")})
+    daemon = start_daemon(
+        "--project",
+        str(project(tmp_path)),
+        env={"FLIPEDIT_PREVIEWD_TOKEN_FILE": str(runtime / "flipedit-preview" / "token")},
+    )
     owner = {"XDG_RUNTIME_DIR": str(runtime)}
 
     def ctl_as(environ: dict[str, str], *argv: str) -> tuple[int, str, str]:
@@ -147,12 +157,16 @@ def test_profile_of_an_idle_daemon_writes_no_empty_flame_graph(start_daemon: Any
     fake = tmp_path / "bin"
     fake.mkdir()
     spy = fake / "py-spy"
-    spy.write_text('#!/bin/sh\nwhile [ "$1" != "--output" ]; do shift; done\n'
-                   'printf \'<?xml version="1.0"?><svg><text>ERROR: No valid input provided to flamegraph</text></svg>\' > "$2"\n')
+    spy.write_text(
+        '#!/bin/sh\nwhile [ "$1" != "--output" ]; do shift; done\n'
+        'printf \'<?xml version="1.0"?><svg><text>ERROR: No valid input provided to flamegraph</text></svg>\' > "$2"\n'
+    )
     spy.chmod(0o755)
     out_file = tmp_path / "p.svg"
     err = io.StringIO()
-    code = main(["--url", daemon.url, "profile", "--seconds", "1", "-O", str(out_file)],
-                Env(io.StringIO(), err, {"PATH": str(fake)}, False, False))
+    code = main(
+        ["--url", daemon.url, "profile", "--seconds", "1", "-O", str(out_file)],
+        Env(io.StringIO(), err, {"PATH": str(fake)}, False, False),
+    )
     assert code == 1 and "nothing to sample" in err.getvalue() and "no file written" in err.getvalue(), err.getvalue()
     assert not out_file.exists()

@@ -36,7 +36,10 @@ def run_measured(argv: list[str], cwd: Path, env: dict[str, str], timeout: float
     """subprocess.run, plus this one child's own peak RSS (VmHWM), kept in PEAK_KIB."""
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out: dict[str, bytes] = {}
-    readers = [threading.Thread(target=lambda n=n, f=f: out.__setitem__(n, f.read())) for n, f in (("o", proc.stdout), ("e", proc.stderr))]
+    readers = [
+        threading.Thread(target=lambda n=n, f=f: out.__setitem__(n, f.read()))
+        for n, f in (("o", proc.stdout), ("e", proc.stderr))
+    ]
     for reader in readers:
         reader.start()
     end = time.monotonic() + timeout
@@ -65,12 +68,24 @@ def run_measured(argv: list[str], cwd: Path, env: dict[str, str], timeout: float
 
 
 def crafted_health(tmp: Path) -> dict[str, Any]:
-    return {"status": "ok [/bold]" + EVIL, "queue_size": "lots", "queue_capacity": float("nan"), "in_flight": EVIL,
-            "capacity": None, "rejected_last_minute": "1e999", "keepalive_timeout_s": "inf",
-            "latency_ms": {"p50": EVIL, "p95": "nan", "p99": [1]}, "counters": {EVIL: EVIL},
-            "workers": [{"index": EVIL}, "junk", {"pid": 1, "state": EVIL, "frame": 1, "since_s": "x", "completed": None}],
-            "project": {"path": str(tmp / "victim.db?mode=rwc&x="), "state": EVIL, "error": EVIL},
-            "media_roots": [EVIL], "media_roots_skipped": [EVIL], "pid": EVIL, "version": EVIL, "uptime_s": EVIL}
+    return {
+        "status": "ok [/bold]" + EVIL,
+        "queue_size": "lots",
+        "queue_capacity": float("nan"),
+        "in_flight": EVIL,
+        "capacity": None,
+        "rejected_last_minute": "1e999",
+        "keepalive_timeout_s": "inf",
+        "latency_ms": {"p50": EVIL, "p95": "nan", "p99": [1]},
+        "counters": {EVIL: EVIL},
+        "workers": [{"index": EVIL}, "junk", {"pid": 1, "state": EVIL, "frame": 1, "since_s": "x", "completed": None}],
+        "project": {"path": str(tmp / "victim.db?mode=rwc&x="), "state": EVIL, "error": EVIL},
+        "media_roots": [EVIL],
+        "media_roots_skipped": [EVIL],
+        "pid": EVIL,
+        "version": EVIL,
+        "uptime_s": EVIL,
+    }
 
 
 class Fake(socketserver.ThreadingTCPServer):
@@ -88,11 +103,17 @@ class Handler(FakeHandler):
             if path.startswith("/health"):
                 body = json.dumps(crafted_health(tmp)).encode()
             elif path.startswith("/debug/timeline"):
-                body = json.dumps({"clips": [{"source_path": "/nonexistent/" + EVIL}, {"source_path": 5}, "x"]}).encode()
+                body = json.dumps(
+                    {"clips": [{"source_path": "/nonexistent/" + EVIL}, {"source_path": 5}, "x"]}
+                ).encode()
             else:
                 body = EVIL.encode()
-            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Cache: " + EVIL.encode("latin-1", "replace")[:20].replace(b"\r\n", b"")
-                         + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+            sock.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Cache: "
+                + EVIL.encode("latin-1", "replace")[:20].replace(b"\r\n", b"")
+                + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+                + body
+            )
         elif mode.startswith("decoy:"):  # names another process as the daemon
             body = json.dumps({"status": "ok", "pid": int(mode[6:]), "workers": []}).encode()
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
@@ -110,8 +131,11 @@ class Handler(FakeHandler):
                 time.sleep(0.1)
         elif mode in ("huge", "huge-unsized"):
             size = 300 * 1024 * 1024
-            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         + (b"Content-Length: %d\r\n" % size if mode == "huge" else b"Connection: close\r\n") + b"\r\n[")
+            sock.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + (b"Content-Length: %d\r\n" % size if mode == "huge" else b"Connection: close\r\n")
+                + b"\r\n["
+            )
             block = b"1," * 32768
             for _ in range(size // len(block)):
                 sock.sendall(block)
@@ -128,9 +152,16 @@ def fake(tmp_path: Path) -> Iterator[Fake]:
     server.server_close()
 
 
-SUBCOMMANDS = [(["health"], 8), (["health", "--json"], 8), (["monitor", "--count", "2", "--interval", "0.1"], 12),
-               (["render", "1", "-o", "out.jpg"], 8), (["doctor"], 30), (["status"], 30), (["logs", "-n", "5"], 15),
-               (["stats"], 15)]
+SUBCOMMANDS = [
+    (["health"], 8),
+    (["health", "--json"], 8),
+    (["monitor", "--count", "2", "--interval", "0.1"], 12),
+    (["render", "1", "-o", "out.jpg"], 8),
+    (["doctor"], 30),
+    (["status"], 30),
+    (["logs", "-n", "5"], 15),
+    (["stats"], 15),
+]
 
 
 @pytest.mark.parametrize("mode", ["crafted", "fifo", "drip", "drip-head", "huge", "huge-unsized"])
@@ -143,8 +174,12 @@ def test_every_subcommand_survives_a_hostile_server(fake: Fake, tmp_path: Path, 
     url = f"http://127.0.0.1:{fake.server_address[1]}"
     for argv, deadline in SUBCOMMANDS:
         started = time.monotonic()
-        proc = run_measured([str(ROOT / ".venv/bin/previewctl"), "--url", url, "--timeout", "2", *argv], work,
-                            {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}, deadline + 30)
+        proc = run_measured(
+            [str(ROOT / ".venv/bin/previewctl"), "--url", url, "--timeout", "2", *argv],
+            work,
+            {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)},
+            deadline + 30,
+        )
         elapsed = time.monotonic() - started
         out = proc.stdout.decode("utf-8", "replace") + proc.stderr.decode("utf-8", "replace")
         assert elapsed < deadline, (mode, argv, elapsed, out[-500:])
@@ -160,8 +195,20 @@ def test_every_subcommand_survives_a_hostile_server(fake: Fake, tmp_path: Path, 
 
 def test_monitor_on_a_terminal_shows_markup_as_text(fake: Fake, tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
-    code = main(["--url", f"http://127.0.0.1:{fake.server_address[1]}", "--timeout", "2", "monitor", "--count", "1",
-                 "--interval", "0.1"], Env(out, err, {}, True, False, 120, sleep=lambda s: None))
+    code = main(
+        [
+            "--url",
+            f"http://127.0.0.1:{fake.server_address[1]}",
+            "--timeout",
+            "2",
+            "monitor",
+            "--count",
+            "1",
+            "--interval",
+            "0.1",
+        ],
+        Env(out, err, {}, True, False, 120, sleep=lambda s: None),
+    )
     text = out.getvalue() + err.getvalue()
     assert code == 0, text
     assert "[/bold]" in text and "\\x1b[2J" in text
@@ -176,10 +223,26 @@ def test_profile_refuses_a_pid_that_does_not_hold_the_socket(fake: Fake, tmp_pat
     try:
         fake.mode = f"decoy:{decoy.pid}"
         out = tmp_path / "p.svg"
-        done = subprocess.run([str(ROOT / ".venv/bin/previewctl"), "--url", f"http://127.0.0.1:{fake.server_address[1]}",
-                               "profile", "--seconds", "1", "--idle", "-O", str(out)], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [
+                str(ROOT / ".venv/bin/previewctl"),
+                "--url",
+                f"http://127.0.0.1:{fake.server_address[1]}",
+                "profile",
+                "--seconds",
+                "1",
+                "--idle",
+                "-O",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
-        assert f"refusing to profile pid {decoy.pid}" in done.stderr and "does not hold the socket" in done.stderr, done.stderr
+        assert f"refusing to profile pid {decoy.pid}" in done.stderr and "does not hold the socket" in done.stderr, (
+            done.stderr
+        )
         assert not out.exists()
     finally:
         decoy.kill()

@@ -2,7 +2,7 @@
 
 The lines come from the README itself (between the ``quickstart`` markers), so the README cannot drift
 from what the commands print. ``make demo`` runs in the background on a free port with its own
-XDG_DATA_HOME and XDG_RUNTIME_DIR (so nothing of the user's, and no other test's socket, is touched);
+XDG_DATA_HOME, XDG_RUNTIME_DIR and XDG_CACHE_HOME (so nothing of the user's, and no other test's socket, is touched);
 the ``previewctl`` lines run beside it as written, finding the demo by its unix socket.
 """
 
@@ -33,7 +33,8 @@ def test_the_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
     port = free_port()
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
-    env = {**os.environ, "PORT": str(port), "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_RUNTIME_DIR": str(runtime)}
+    env = {**os.environ, "PORT": str(port), "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_RUNTIME_DIR": str(runtime),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}  # proxy media (proxy/) goes to the cache
     env.pop("NO_COLOR", None)
     log = tmp_path / "demo.log"
     with open(log, "wb") as out:

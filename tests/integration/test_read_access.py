@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flipedit_previewd.timeline.safety import derived_root_problem
-from tests.support.helpers import build_project, close_to, decode, solid_png
+from tests.support.helpers import build_project, close_to, decode, solid_png, still_project
 
 GREEN = (0, 255, 0)
 
@@ -22,10 +22,7 @@ GREEN = (0, 255, 0)
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     root.mkdir()
-    green = solid_png(root / "green.png", (16, 16), GREEN)
-    db = root / "p.sqlite"
-    build_project(db, 2, [{"name": "t", "order": 0, "clips": [{"source": green, "end": 100_000}]}])
-    return db
+    return still_project(root, GREEN, None, (16, 16), name="green.png", db="p.sqlite", version=2)
 
 
 def unix_get(path: str, target: str) -> bytes:
@@ -47,7 +44,9 @@ def test_private_reads_ask_the_owners_token_for_frames_and_timelines(start_daemo
         assert refused.status_code == 401 and "private_reads" in refused.json()["detail"], (path, refused.text)
         assert daemon.get(path, headers=daemon.auth).status_code == 200, path
     assert daemon.get("/get_frame/1", headers={"Authorization": "Bearer wrong"}).status_code == 403
-    assert daemon.get("/health").status_code == 200 and daemon.get("/metrics").status_code == 200  # monitoring stays open
+    assert (
+        daemon.get("/health").status_code == 200 and daemon.get("/metrics").status_code == 200
+    )  # monitoring stays open
     assert unix_get(str(sock), "/get_frame/1").startswith(b"HTTP/1.1 200")  # the owner's uid on the unix socket
 
 
@@ -65,8 +64,10 @@ def test_a_project_cannot_make_a_home_like_folder_a_root(start_daemon: Any, tmp_
     db = tmp_path / "project" / "p.sqlite"
     build_project(db, 2, [{"name": "t", "order": 0, "clips": [{"source": secret, "end": 100_000}]}])
     with sqlite3.connect(db) as conn:  # the project lists the picture as an asset: its folder is suggested as a root
-        conn.execute("INSERT INTO project_assets (name, source_path, type, created_at) VALUES (?, ?, 'image', 0)",
-                     ("holiday", str(secret)))
+        conn.execute(
+            "INSERT INTO project_assets (name, source_path, type, created_at) VALUES (?, ?, 'image', 0)",
+            ("holiday", str(secret)),
+        )
     conn.close()
     daemon = start_daemon("--project", str(db))
     frame = decode(daemon.get("/get_frame/1").content)

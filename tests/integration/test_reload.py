@@ -52,11 +52,22 @@ def partial_request_answer(port: int, wait: float) -> bytes:
             return b""
 
 
-def test_sighup_applies_http_limits_and_request_timeout_and_reports_restart_only_settings(start_daemon: Any, tmp_path: Path) -> None:
+def test_sighup_applies_http_limits_and_request_timeout_and_reports_restart_only_settings(
+    start_daemon: Any, tmp_path: Path
+) -> None:
     green = solid_png(tmp_path / "green.png", (32, 32), (0, 255, 0))
     db = tmp_path / "project.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"name": "c", "source": green, "rect": (0, 0, 100, 100),
-                                                               "start": 0, "end": 100_000}]}])
+    build_project(
+        db,
+        3,
+        [
+            {
+                "name": "t",
+                "order": 0,
+                "clips": [{"name": "c", "source": green, "rect": (0, 0, 100, 100), "start": 0, "end": 100_000}],
+            }
+        ],
+    )
     conf = tmp_path / "flipedit-preview" / "previewd.toml"
     conf.parent.mkdir(exist_ok=True)
     conf.write_text("max_headers = 50\nrequest_timeout = 30\nmax_timeline_clips = 100\n")
@@ -68,15 +79,23 @@ def test_sighup_applies_http_limits_and_request_timeout_and_reports_restart_only
 
     def put(clips: int) -> requests.Response:
         clip = {"source_path": str(green), "start_on_track_ms": 0, "end_on_track_ms": 1000}
-        return requests.put(daemon.url + "/timeline", data=json.dumps({"tracks": [{"clips": [clip] * clips}]}), timeout=5,
-                            headers=daemon.auth)
+        return requests.put(
+            daemon.url + "/timeline",
+            data=json.dumps({"tracks": [{"clips": [clip] * clips}]}),
+            timeout=5,
+            headers=daemon.auth,
+        )
 
     assert put(3).status_code == 200
     assert requests.delete(daemon.url + "/timeline", headers=daemon.auth, timeout=5).status_code == 200
 
-    health = reloaded(daemon, conf, "max_headers = 10\nrequest_timeout = 1\nmax_timeline_clips = 2\n"
-                      "canvas_width = 640\nframe_rate = 25.0\nworkers = 3\n",
-                      lambda h: h["restart_pending"] == ["workers", "canvas_width", "frame_rate"])
+    health = reloaded(
+        daemon,
+        conf,
+        "max_headers = 10\nrequest_timeout = 1\nmax_timeline_clips = 2\n"
+        "canvas_width = 640\nframe_rate = 25.0\nworkers = 3\n",
+        lambda h: h["restart_pending"] == ["workers", "canvas_width", "frame_rate"],
+    )
     assert health["max_concurrent"] == 2 and len(health["workers"]) == 2  # the running value, not the file's
     out = io.StringIO()
     main(["--url", daemon.url, "health"], Env(out, io.StringIO(), {}, False, False, sleep=lambda s: None))

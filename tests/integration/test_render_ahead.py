@@ -24,7 +24,9 @@ def ahead(daemon: Any) -> dict[str, Any]:
     return dict(daemon.health()["render_ahead"])
 
 
-def play(session: requests.Session, url: str, frames: range, fps: float = 30.0, query: str = "?width=320") -> list[requests.Response]:
+def play(
+    session: requests.Session, url: str, frames: range, fps: float = 30.0, query: str = "?width=320"
+) -> list[requests.Response]:
     """Like the editor's playback: one request per frame at the frame rate, never two at once."""
     answers = []
     for frame in frames:
@@ -63,7 +65,9 @@ def test_render_ahead_off_renders_every_frame_on_demand(start_daemon: Any, proje
 
 def test_speculation_stops_when_the_timeline_revision_changes(start_daemon: Any, project: Path) -> None:
     # Slow renders (0.3 s: still a walk, requests under 0.5 s apart) so guesses are queued at the change.
-    daemon = start_daemon("--project", str(project), "--workers", "2", "--render-ahead-frames", "8", env=failpoint("sleep:0.3"))
+    daemon = start_daemon(
+        "--project", str(project), "--workers", "2", "--render-ahead-frames", "8", env=failpoint("sleep:0.3")
+    )
     with requests.Session() as session:
         old_revision = play(session, daemon.url, range(0, 3))[-1].headers["ETag"].split("-")[0]
         assert wait_for(lambda: ahead(daemon)["running"] >= 1, 3, 0.02)
@@ -73,6 +77,7 @@ def test_speculation_stops_when_the_timeline_revision_changes(start_daemon: Any,
         set_clip_rect(conn, 3, 1, (0, 0, 50, 50))
         conn.commit()
         conn.close()
+
         # The first request that sees the new revision drops every queued guess for the old one.
         def new_revision_seen() -> bool:
             answer = session.get(f"{daemon.url}/get_frame/500?width=320", timeout=10)
@@ -93,7 +98,9 @@ def test_speculation_stops_when_the_timeline_revision_changes(start_daemon: Any,
 
 
 def test_speculation_stops_when_playback_stops(start_daemon: Any, project: Path) -> None:
-    daemon = start_daemon("--project", str(project), "--workers", "2", "--render-ahead-frames", "30", env=failpoint("sleep:0.1"))
+    daemon = start_daemon(
+        "--project", str(project), "--workers", "2", "--render-ahead-frames", "30", env=failpoint("sleep:0.1")
+    )
     with requests.Session() as session:
         play(session, daemon.url, range(0, 4))
     # Guesses not started within their 1 s lifetime are dropped; at most the running one finishes.
@@ -107,8 +114,17 @@ def test_speculation_stops_when_playback_stops(start_daemon: Any, project: Path)
 @pytest.mark.solo
 def test_a_real_request_never_waits_behind_more_than_one_guess(start_daemon: Any, project: Path) -> None:
     # One worker, and it may render ahead: the worst case for a real request.
-    daemon = start_daemon("--project", str(project), "--workers", "1", "--render-ahead-workers", "1", "--render-ahead-frames", "8",
-                          env=failpoint("sleep:0.3"))
+    daemon = start_daemon(
+        "--project",
+        str(project),
+        "--workers",
+        "1",
+        "--render-ahead-workers",
+        "1",
+        "--render-ahead-frames",
+        "8",
+        env=failpoint("sleep:0.3"),
+    )
     with requests.Session() as session:
         play(session, daemon.url, range(0, 3))
         assert wait_for(lambda: ahead(daemon)["running"] == 1, 2, 0.02)

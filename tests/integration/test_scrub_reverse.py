@@ -21,9 +21,36 @@ def long_gop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if ffmpeg() is None:
         pytest.fail("ffmpeg is needed: scripts/setup.sh installs Debian's ffmpeg")
     path = tmp_path_factory.mktemp("scrub") / "gop120.mp4"
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30:duration=10",
-                    "-c:v", "libx264", "-preset", "ultrafast", "-g", "120", "-keyint_min", "120", "-sc_threshold", "0", "-bf", "3",
-                    "-pix_fmt", "yuv420p", str(path)], check=True, timeout=120)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=30:duration=10",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "120",
+            "-keyint_min",
+            "120",
+            "-sc_threshold",
+            "0",
+            "-bf",
+            "3",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
+    )
     return path
 
 
@@ -60,7 +87,11 @@ def test_kept_frames_are_per_size_and_follow_the_time_rule_between_frames(long_g
         # another output size is another view: decoded again, never a kept frame of the other size
         assert pool.video_frame(str(long_gop), None, 103, FPS, (128, 72)).size == (128, 72)
         # a timeline at another rate asks for times between the source's frames: the frame before is shown
-        for index in (207, 205, 203):  # at 60 fps: 3.45, 3.417, 3.383 s, half-way between source frames -> 103, 102, 101
+        for index in (
+            207,
+            205,
+            203,
+        ):  # at 60 fps: 3.45, 3.417, 3.383 s, half-way between source frames -> 103, 102, 101
             got = pool.video_frame(str(long_gop), None, index, 60.0, SIZE).tobytes()
             fresh_pool = MediaPool(1 << 20, 100_000_000)
             try:

@@ -26,7 +26,9 @@ BLUE = (0, 0, 255)
 GREEN = (0, 255, 0)
 
 
-def make_video(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48), fmt: str | None = None) -> Path:
+def make_video(
+    path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48), fmt: str | None = None
+) -> Path:
     container = av.open(str(path), "w", format=fmt)
     stream = container.add_stream("mpeg4", rate=30)
     stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
@@ -48,29 +50,55 @@ def scene(tmp_path: Path) -> dict[str, Any]:
     outside.mkdir()
     green = solid_png(root / "green.png", (16, 16), GREEN)
     db = root / "p.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": green, "rect": (0, 0, 64, 64), "end": 100_000}]}])
-    return {"root": root, "outside": outside, "db": db, "green": green,
-            "blue_png": solid_png(outside / "secret.png", (16, 16), BLUE),
-            "blue_ts": make_video(outside / "secret.ts", BLUE, fmt="mpegts")}
+    build_project(
+        db, 3, [{"name": "t", "order": 0, "clips": [{"source": green, "rect": (0, 0, 64, 64), "end": 100_000}]}]
+    )
+    return {
+        "root": root,
+        "outside": outside,
+        "db": db,
+        "green": green,
+        "blue_png": solid_png(outside / "secret.png", (16, 16), BLUE),
+        "blue_ts": make_video(outside / "secret.ts", BLUE, fmt="mpegts"),
+    }
 
 
 def put(daemon: Any, clips: list[dict[str, Any]], **headers: str) -> requests.Response:
-    doc = {"tracks": [{"clips": [{"start_on_track_ms": 0, "end_on_track_ms": 100_000, "type": "video",
-                                   "rect": {"left": 0, "top": 0, "width": 1280, "height": 720}, **c} for c in clips]}]}
+    doc = {
+        "tracks": [
+            {
+                "clips": [
+                    {
+                        "start_on_track_ms": 0,
+                        "end_on_track_ms": 100_000,
+                        "type": "video",
+                        "rect": {"left": 0, "top": 0, "width": 1280, "height": 720},
+                        **c,
+                    }
+                    for c in clips
+                ]
+            }
+        ]
+    }
     return requests.put(daemon.url + "/timeline", data=json.dumps(doc), timeout=10, headers={**daemon.auth, **headers})
 
 
 # --- who may talk ---------------------------------------------------------------------------------
 
 EDITOR_SHAPES = [  # what the editor's Dart client sends (reference/flipedit-client.md): Host, no Origin
-    b"GET /get_frame/3 HTTP/1.1\r\nuser-agent: Dart/3.2 (dart:io)\r\naccept-encoding: gzip\r\ncontent-length: 0\r\nhost: %s\r\n\r\n",
-    b"GET /health HTTP/1.1\r\nuser-agent: Dart/3.2 (dart:io)\r\naccept-encoding: gzip\r\ncontent-length: 0\r\nhost: %s\r\n\r\n",
-    b"GET /debug/timeline HTTP/1.1\r\nuser-agent: Dart/3.2 (dart:io)\r\naccept-encoding: gzip\r\ncontent-length: 0\r\nhost: %s\r\n\r\n",
+    b"GET /get_frame/3 HTTP/1.1\r\nuser-agent: Dart/3.2 (dart:io)\r\naccept-encoding: gzip\r\ncontent-length: "
+    b"0\r\nhost: %s\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nuser-agent: Dart/3.2 (dart:io)\r\naccept-encoding: gzip\r\ncontent-length: 0\r\nhost: "
+    b"%s\r\n\r\n",
+    b"GET /debug/timeline HTTP/1.1\r\nuser-agent: Dart/3.2 (dart:io)\r\naccept-encoding: gzip\r\ncontent-length: "
+    b"0\r\nhost: %s\r\n\r\n",
 ]
 ENDPOINTS = ["/get_frame/0", "/health", "/metrics", "/debug/timeline", "/timeline", "/", "/nope"]
 
 
-def test_foreign_host_and_browser_requests_refused_editor_shapes_served(start_daemon: Any, scene: dict[str, Any]) -> None:
+def test_foreign_host_and_browser_requests_refused_editor_shapes_served(
+    start_daemon: Any, scene: dict[str, Any]
+) -> None:
     daemon = start_daemon("--project", str(scene["db"]))
     port = daemon.port
     for host in (b"127.0.0.1:%d" % port, b"localhost:%d" % port, b"[::1]:%d" % port):
@@ -95,25 +123,35 @@ def test_foreign_host_and_browser_requests_refused_editor_shapes_served(start_da
                 body = json.loads(answer.partition(b"\r\n\r\n")[2])
                 assert body["error"] and body["detail"]
     # The daemon's own viewer page (same-origin, a loopback Host) may read; it may not change the timeline.
-    status, _ = exchange(port, f"GET /health HTTP/1.1\r\nHost: localhost:{port}\r\nSec-Fetch-Site: same-origin\r\n\r\n".encode())
+    status, _ = exchange(
+        port, f"GET /health HTTP/1.1\r\nHost: localhost:{port}\r\nSec-Fetch-Site: same-origin\r\n\r\n".encode()
+    )
     assert status == 200
-    status, _ = exchange(port, f"PUT /timeline HTTP/1.1\r\nHost: localhost:{port}\r\nSec-Fetch-Site: same-origin\r\n"
-                               f"Content-Length: 0\r\n\r\n".encode())
+    status, _ = exchange(
+        port,
+        f"PUT /timeline HTTP/1.1\r\nHost: localhost:{port}\r\nSec-Fetch-Site: same-origin\r\n"
+        f"Content-Length: 0\r\n\r\n".encode(),
+    )
     assert status == 403
     # A typed URL (Sec-Fetch-Site: none) is not a page's request.
-    status, _ = exchange(port, f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nSec-Fetch-Site: none\r\n\r\n".encode())
+    status, _ = exchange(
+        port, f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nSec-Fetch-Site: none\r\n\r\n".encode()
+    )
     assert status == 200
     # Journaled once per status per minute (421, 403), not once per refusal or per client (issue 25).
     assert daemon.log_settled().count("access_denied:") == 2, daemon.log()[-2000:]
     assert daemon.get("/get_frame/1").status_code == 200
 
 
-def test_put_and_delete_need_the_token_over_tcp_and_the_owner_on_the_unix_socket(start_daemon: Any, scene: dict[str, Any],
-                                                                                    tmp_path: Path) -> None:
+def test_put_and_delete_need_the_token_over_tcp_and_the_owner_on_the_unix_socket(
+    start_daemon: Any, scene: dict[str, Any], tmp_path: Path
+) -> None:
     sock_path = tmp_path / "d.sock"
     daemon = start_daemon("--project", str(scene["db"]), "--listen", f"unix:{sock_path}")
     assert os.stat(daemon.token_file).st_mode & 0o777 == 0o600
-    doc = json.dumps({"tracks": [{"clips": [{"source_path": str(scene["green"]), "start_on_track_ms": 0, "end_on_track_ms": 1000}]}]})
+    doc = json.dumps(
+        {"tracks": [{"clips": [{"source_path": str(scene["green"]), "start_on_track_ms": 0, "end_on_track_ms": 1000}]}]}
+    )
     url = daemon.url + "/timeline"
     assert requests.put(url, data=doc, timeout=5).status_code == 401
     assert requests.put(url, data=doc, timeout=5, headers={"Authorization": "Bearer wrong"}).status_code == 403
@@ -121,7 +159,9 @@ def test_put_and_delete_need_the_token_over_tcp_and_the_owner_on_the_unix_socket
     assert requests.put(url, data=doc, timeout=5, headers=daemon.auth).status_code == 200
     assert requests.delete(url, timeout=5, headers=daemon.auth).status_code == 200
     # The unix socket: the owner (us) without any token.
-    request = f"PUT /timeline HTTP/1.1\r\nHost: anything\r\nContent-Length: {len(doc)}\r\nConnection: close\r\n\r\n{doc}".encode()
+    request = (
+        f"PUT /timeline HTTP/1.1\r\nHost: anything\r\nContent-Length: {len(doc)}\r\nConnection: close\r\n\r\n{doc}"
+    ).encode()
     with socket.socket(socket.AF_UNIX) as unix:
         unix.settimeout(10)
         unix.connect(str(sock_path))
@@ -142,12 +182,16 @@ def test_request_id_and_header_bytes(start_daemon: Any, scene: dict[str, Any]) -
     status, answer = exchange(port, b"GET /get_frame/7 HTTP/1.1\r\nHost: x\r\nX-Request-Id: a\x1bb\r\n\r\n")
     assert status in (200, 400) and b"\x1b" not in answer.partition(b"\r\n\r\n")[0]  # the head: the body is a JPEG
     huge = json.dumps({"tracks": [{"id": int("9" * 400), "clips": []}]}).encode()
-    status, answer = exchange(port, b"PUT /timeline HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nContent-Length: %d\r\n\r\n%s"
-                              % (daemon.auth["Authorization"].encode(), len(huge), huge))
+    status, answer = exchange(
+        port,
+        b"PUT /timeline HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nContent-Length: %d\r\n\r\n%s"
+        % (daemon.auth["Authorization"].encode(), len(huge), huge),
+    )
     assert status == 400 and json.loads(answer.partition(b"\r\n\r\n")[2])["field"] == "timeline.tracks[0].id"
 
 
 # --- what may be read -----------------------------------------------------------------------------
+
 
 def _no_blue(image: Any) -> bool:
     small = image.resize((160, 90))
@@ -157,12 +201,16 @@ def _no_blue(image: Any) -> bool:
 def test_hostile_media_renders_placeholders_and_nothing_outside(start_daemon: Any, scene: dict[str, Any]) -> None:
     root, outside = scene["root"], scene["outside"]
     daemon = start_daemon("--project", str(scene["db"]), "--allowed-roots", str(root), "--max-source-pixels", "100000")
-    (root / "list.m3u8").write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{scene['blue_ts']}\n#EXT-X-ENDLIST\n")
+    (root / "list.m3u8").write_text(
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{scene['blue_ts']}\n#EXT-X-ENDLIST\n"
+    )
     (root / "list.ffconcat").write_text(f"ffconcat version 1.0\nfile '{scene['blue_ts']}'\n")
     # A pattern name: FFmpeg's image2 would expand it to seq001.vid (the secret). Its own content is a green PNG,
     # decided by content and decoded by Pillow from the one checked descriptor.
     (root / "seq001.vid").write_bytes((outside / "secret.png").read_bytes())
-    (root / "ps.png").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 0 1 setrgbcolor 0 0 10 10 rectfill\nshowpage\n")
+    (root / "ps.png").write_text(
+        "%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 0 1 setrgbcolor 0 0 10 10 rectfill\nshowpage\n"
+    )
     make_video(root / "big.mp4", BLUE, (640, 480))  # 307200 pixels > 100000
     ok = solid_png(root / "ok.png", (16, 16), GREEN)
     (root / "link.png").symlink_to(ok)
@@ -170,8 +218,12 @@ def test_hostile_media_renders_placeholders_and_nothing_outside(start_daemon: An
     workers_before = descendants(daemon.proc.pid)
     assert workers_before
     (root / "seq%03d.vid").write_bytes(fifo_target.read_bytes())
-    cases = {"list.m3u8": "HLS playlist is not an allowed video container", "list.ffconcat": "concat list is not an allowed video container",
-             "ps.png": "PostScript is not an allowed still format", "big.mp4": "video too large"}
+    cases = {
+        "list.m3u8": "HLS playlist is not an allowed video container",
+        "list.ffconcat": "concat list is not an allowed video container",
+        "ps.png": "PostScript is not an allowed still format",
+        "big.mp4": "video too large",
+    }
     for frame, (name, problem) in enumerate(cases.items()):
         assert put(daemon, [{"source_path": str(root / name)}]).status_code == 200
         response = daemon.get(f"/get_frame/{frame}")
@@ -203,8 +255,16 @@ def test_hostile_media_renders_placeholders_and_nothing_outside(start_daemon: An
 
 
 def test_forbidden_roots_are_skipped_and_shown(start_daemon: Any, scene: dict[str, Any]) -> None:
-    daemon = start_daemon("--project", str(scene["db"]), "--allowed-roots", "/", "--allowed-roots", "/etc",
-                          "--allowed-roots", str(scene["root"]))
+    daemon = start_daemon(
+        "--project",
+        str(scene["db"]),
+        "--allowed-roots",
+        "/",
+        "--allowed-roots",
+        "/etc",
+        "--allowed-roots",
+        str(scene["root"]),
+    )
     health = daemon.health()
     assert health["media_roots"] == [str(scene["root"].resolve())]
     assert {r.split(" ")[0] for r in health["media_roots_skipped"]} == {"/", "/etc"}
@@ -222,14 +282,17 @@ def test_control_characters_in_a_media_path_stay_on_one_escaped_line(start_daemo
     assert len(lines) == 1 and "a\\x0a00:00:00 ERR" in lines[0] and "\\x1b[2J" in lines[0]
 
 
-def test_preview_client_picks_up_the_token(start_daemon: Any, scene: dict[str, Any], tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_preview_client_picks_up_the_token(
+    start_daemon: Any, scene: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flipedit_previewd.client.api import PreviewClient, PreviewError
 
     runtime = tmp_path / "runtime"
     token_file = runtime / "flipedit-preview" / "token"
     daemon = start_daemon("--project", str(scene["db"]), env={"FLIPEDIT_PREVIEWD_TOKEN_FILE": str(token_file)})
-    doc = {"tracks": [{"clips": [{"source_path": str(scene["green"]), "start_on_track_ms": 0, "end_on_track_ms": 1000}]}]}
+    doc = {
+        "tracks": [{"clips": [{"source_path": str(scene["green"]), "start_on_track_ms": 0, "end_on_track_ms": 1000}]}]
+    }
     client = PreviewClient(daemon.url)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "elsewhere"))
     with pytest.raises(PreviewError) as refused:

@@ -20,7 +20,9 @@ from flipedit_previewd.demo.fixtures import make_indexed_video
 from tests.support.helpers import build_project, wait_for
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no browser: scripts/setup.sh installs Debian's chromium and chromium-driver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER), reason="no browser: scripts/setup.sh installs Debian's chromium and chromium-driver"
+)
 
 
 @pytest.fixture
@@ -30,7 +32,13 @@ def browser() -> Any:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM  # type: ignore[assignment]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
@@ -43,28 +51,39 @@ def browser() -> Any:
 def daemon(start_daemon: Any, tmp_path: Path) -> Any:
     video = make_indexed_video(tmp_path / "indexed.mp4", frames=90)
     db = tmp_path / "project.sqlite"
-    build_project(db, 3, [{"name": "v", "order": 0, "clips": [{"source": video, "type": "video", "start": 0, "end": 3000}]}])
+    build_project(
+        db, 3, [{"name": "v", "order": 0, "clips": [{"source": video, "type": "video", "start": 0, "end": 3000}]}]
+    )
     return start_daemon("--project", str(db))
 
 
 def frame_shown(driver: Any) -> tuple[str, bytes]:
     image = driver.find_element("id", "frame")
-    assert wait_for(lambda: driver.execute_script("const i = document.getElementById('frame');"
-                                                  " return i.complete && i.naturalWidth > 0;"), 10)
+    assert wait_for(
+        lambda: driver.execute_script(
+            "const i = document.getElementById('frame'); return i.complete && i.naturalWidth > 0;"
+        ),
+        10,
+    )
     return image.get_attribute("src"), image.screenshot_as_png
 
 
 def test_the_page_shows_a_frame_and_scrubbing_changes_it(browser: Any, daemon: Any) -> None:
     page = requests.get(daemon.url + "/", headers={"Accept": "text/html"}, timeout=5)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
-    assert "default-src 'none'" in page.headers["Content-Security-Policy"] and page.headers["X-Content-Type-Options"] == "nosniff"
+    assert (
+        "default-src 'none'" in page.headers["Content-Security-Policy"]
+        and page.headers["X-Content-Type-Options"] == "nosniff"
+    )
     assert requests.get(daemon.url + "/", timeout=5).json()["service"] == "flipedit-previewd"  # tools still get JSON
     browser.get(daemon.url + "/")
     first_src, first = frame_shown(browser)
     assert "/get_frame/0?" in first_src
     assert wait_for(lambda: browser.find_element("id", "status").text == "ok", 10)
     assert wait_for(lambda: browser.find_elements("css selector", "#tracks .clip"), 10)  # the clip as a bar
-    browser.execute_script("const s = document.getElementById('scrub'); s.value = '60'; s.dispatchEvent(new Event('input'));")
+    browser.execute_script(
+        "const s = document.getElementById('scrub'); s.value = '60'; s.dispatchEvent(new Event('input'));"
+    )
     assert wait_for(lambda: "/get_frame/60?" in frame_shown(browser)[0], 10)
     assert wait_for(lambda: frame_shown(browser)[1] != first, 10)
     assert wait_for(lambda: browser.find_elements("css selector", "#events li"), 10)  # the last journal events
@@ -77,10 +96,12 @@ class OtherOrigin(BaseHTTPRequestHandler):
     target = ""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        body = (f"<!doctype html><title>other</title><img id=i src='{self.target}/get_frame/0'"
-                f" onload=\"document.title='loaded'\" onerror=\"document.title='blocked'\">"
-                f"<script>fetch('{self.target}/health').then(r => document.body.dataset.fetch = 'read')"
-                f".catch(() => document.body.dataset.fetch = 'refused');</script>").encode()
+        body = (
+            f"<!doctype html><title>other</title><img id=i src='{self.target}/get_frame/0'"
+            f" onload=\"document.title='loaded'\" onerror=\"document.title='blocked'\">"
+            f"<script>fetch('{self.target}/health').then(r => document.body.dataset.fetch = 'read')"
+            f".catch(() => document.body.dataset.fetch = 'refused');</script>"
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(body)))

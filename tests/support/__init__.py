@@ -1,1 +1,2 @@
-"""What the test layers and the benchmarks share: the daemon harness, project builders, fake servers, load clients, the systemd sandbox, the media corpus."""
+"""What the test layers and the benchmarks share: the daemon harness, project builders, fake servers, load clients, "
+"the systemd sandbox, the media corpus."""

@@ -30,17 +30,30 @@ class PoolReport:
     servers: set[str] = field(default_factory=set)  # daemon PIDs seen (from X-Request-Id)
 
     def summary(self) -> dict[str, Any]:
-        return {"answers": self.answers, "failures": len(self.failures), "reconnects": self.reconnects,
-                "closed_by_server": self.closed_by_server,
-                "same_ports": self.initial_ports == self.final_ports, "max_latency_s": round(self.max_latency_s, 3),
-                "daemon_pids": len(self.servers), "first_failures": self.failures[:3]}
+        return {
+            "answers": self.answers,
+            "failures": len(self.failures),
+            "reconnects": self.reconnects,
+            "closed_by_server": self.closed_by_server,
+            "same_ports": self.initial_ports == self.final_ports,
+            "max_latency_s": round(self.max_latency_s, 3),
+            "daemon_pids": len(self.servers),
+            "first_failures": self.failures[:3],
+        }
 
 
 class EditorPool:
     """``connections`` threads, each with one ``http.client`` keep-alive connection, each sending every ``interval``."""
 
-    def __init__(self, host: str, port: int, connections: int = 4, interval: float = 0.05, timeout: float = 30.0,
-                 path: str | Callable[[int], str] = "/get_frame/{n}?width=160") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        connections: int = 4,
+        interval: float = 0.05,
+        timeout: float = 30.0,
+        path: str | Callable[[int], str] = "/get_frame/{n}?width=160",
+    ) -> None:
         self.host, self.port = host, port
         self.interval, self.timeout, self.path = interval, timeout, path
         self.report = PoolReport()
@@ -113,8 +126,9 @@ class EditorPool:
                 conn.close()  # the next request reconnects, which counts as a reconnect
 
 
-def keep_pool_through(host: str, port: int, actions: Iterable[Callable[[], object]], settle: float = 0.5,
-                      **pool_args: Any) -> PoolReport:
+def keep_pool_through(
+    host: str, port: int, actions: Iterable[Callable[[], object]], settle: float = 0.5, **pool_args: Any
+) -> PoolReport:
     """Run ``actions`` (restarts, an upgrade, ...) one after the other while an ``EditorPool`` talks to the daemon.
 
     E.g. from the booted layer: ``keep_pool_through("127.0.0.1", 8081, [lambda: run(["apt", "install", deb])])``,

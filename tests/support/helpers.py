@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -11,9 +13,9 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from PIL import Image
@@ -22,6 +24,12 @@ from flipedit_previewd.demo.fixtures import add_clip, add_track, create_project_
 from flipedit_previewd.worker.failpoints import VARIABLE as FAILPOINT_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one test scenario (a coroutine) on a fresh event loop, closed after it, and return its result."""
+    return asyncio.run(coro)
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
@@ -32,6 +40,18 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> Any:
             return value
         time.sleep(interval)
     return predicate()
+
+
+def report(layer: str, name: str, **figures: Any) -> None:
+    """Print one measured scenario's figures on a line of their own, ``[layer] name: k=v, ...`` (seen with -s)."""
+    print(f"\n[{layer}] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def exposure_level(output: str) -> float:
+    """The "Overall exposure level" that ``systemd-analyze security`` printed for a unit (fails if none)."""
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", output)
+    assert match, output[-500:]
+    return float(match.group(1))
 
 
 def descendants(pid: int) -> set[int]:
@@ -79,14 +99,17 @@ def build_project(path: Path, version: int, tracks: list[dict[str, Any]]) -> dic
     return ids
 
 
-def still_project(folder: Path, colour: tuple[int, int, int] = (255, 0, 0), rect: tuple[int, int, int, int] = (0, 0, 640, 360),
-                  size: tuple[int, int] = (64, 64), clip: str = "", name: str = "red.png") -> Path:
-    """The smallest real project: one schema-v3 track with one still of ``colour`` at ``rect`` for 100 s."""
+def still_project(folder: Path, colour: tuple[int, int, int] = (255, 0, 0), rect: tuple[int, int, int, int] | None = (0, 0, 640, 360),
+                  size: tuple[int, int] = (64, 64), clip: str = "", name: str = "red.png", *, db: str = "project.sqlite",
+                  version: int = 3, end: int = 100_000) -> Path:
+    """The smallest real project, the one most tests serve: one track with one still (``folder/name``, ``size``
+    pixels of ``colour``) at ``rect`` (None: the editor's default placement) from 0 to ``end`` ms; its clip is
+    the database's first (id 1), named ``clip`` if given. Returns the database, ``folder/db`` (schema ``version``)."""
     still = solid_png(folder / name, size, colour)
-    db = folder / "project.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": still, "rect": rect, "start": 0, "end": 100_000,
-                                                               **({"name": clip} if clip else {})}]}])
-    return db
+    path = folder / db
+    build_project(path, version, [{"name": "t", "order": 0, "clips": [{"source": still, "rect": rect, "start": 0, "end": end,
+                                                                       **({"name": clip} if clip else {})}]}])
+    return path
 
 
 def decode(body: bytes) -> Image.Image:
@@ -182,6 +205,8 @@ class Daemon:
         self.env.pop("LISTEN_FDS", None)
         self.env.pop("NOTIFY_SOCKET", None)
         self.env.setdefault("XDG_CONFIG_HOME", str(tmp or ROOT))
+        # Proxies (proxy/) go to the test's folder, never the user's cache
+        self.env.setdefault("XDG_CACHE_HOME", str(tmp or ROOT / "build"))
         # Each test daemon writes its own token (PUT/DELETE over TCP need it), never the user's.
         self.env.setdefault("FLIPEDIT_PREVIEWD_TOKEN_FILE", str((tmp or Path("/tmp")) / f"token-{self.port}"))
         self.token_file = Path(self.env["FLIPEDIT_PREVIEWD_TOKEN_FILE"])

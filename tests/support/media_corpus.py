@@ -76,8 +76,12 @@ ROWS: tuple[Row, ...] = (
     Row("h264_rot90_mirror_mp4", "mp4", H264 + ("-g", "25"), matrix=(0, 1, 1, 0)),
     Row("h264_sar43_mp4", "mp4", H264 + ("-g", "25"), vf="setsar=4/3"),
     # A phone's variable frame rate: frame times jitter by up to 16 ms around 30 fps.
-    Row("h264_vfr_mp4", "mp4", H264 + ("-g", "30", "-fps_mode", "passthrough", "-enc_time_base", "1/90000",
-                                       "-video_track_timescale", "90000"), vf="settb=1/90000,setpts=(N/30+mod(N\\,3)*0.008)/TB"),
+    Row(
+        "h264_vfr_mp4",
+        "mp4",
+        H264 + ("-g", "30", "-fps_mode", "passthrough", "-enc_time_base", "1/90000", "-video_track_timescale", "90000"),
+        vf="settb=1/90000,setpts=(N/30+mod(N\\,3)*0.008)/TB",
+    ),
     Row("h264_25fps_on_30", "mp4", H264 + ("-g", "25"), rate="25"),
     Row("h264_30fps_on_25", "mp4", H264 + ("-g", "30"), timeline_fps=25.0),
     Row("h264_2997_on_2997", "mp4", H264 + ("-g", "30"), rate="30000/1001", timeline_fps=29.97),
@@ -128,16 +132,30 @@ def set_matrix(path: Path, matrix: tuple[int, int, int, int]) -> None:
     version = data[at + 4]
     offset = at + 8 + (32 if version == 1 else 20) + 16
     a, b, c, d = matrix
-    data[offset:offset + 36] = struct.pack(">9i", a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30)
+    data[offset : offset + 36] = struct.pack(">9i", a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30)
     path.write_bytes(bytes(data))
 
 
 def reference(path: Path, autorotate: bool = False, rotated: bool = False, scale: Fraction = Fraction(1)) -> Reference:
     """``autorotate``: FFmpeg applies the display matrix (``rotated``: it swaps width and height);
     ``scale``: the width scaled by FFmpeg's (bilinear) scaler, as a player shows a pixel aspect."""
-    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
-                            "stream=width,height,time_base,r_frame_rate,sample_aspect_ratio:frame=pts,best_effort_timestamp",
-                            "-of", "json", str(path)], check=True, capture_output=True, timeout=120).stdout
+    probe = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height,time_base,r_frame_rate,sample_aspect_ratio:frame=pts,best_effort_timestamp",
+            "-of",
+            "json",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    ).stdout
     info = json.loads(probe)
     stream = info["streams"][0]
     width, height = int(stream["width"]), int(stream["height"])
@@ -147,8 +165,12 @@ def reference(path: Path, autorotate: bool = False, rotated: bool = False, scale
         cmd += ["-i", str(path), "-vf", f"scale={width}:{height}:flags=bilinear"]
     else:
         cmd += ["-i", str(path)]
-    raw = subprocess.run(cmd + ["-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-                         check=True, capture_output=True, timeout=120).stdout
+    raw = subprocess.run(
+        cmd + ["-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    ).stdout
     count = len(raw) // (width * height * 3)
     if autorotate and rotated:
         width, height = height, width
@@ -185,7 +207,7 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a - b) ** 2))
-    return 99.0 if mse == 0 else 10 * math.log10(255 ** 2 / mse)
+    return 99.0 if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 @dataclass

@@ -44,6 +44,8 @@ mkdir -m 0755 /run/systemd/inaccessible
 mount -t tmpfs tmpfs /run/log
 mount -t tmpfs tmpfs /run/user
 mount -t tmpfs tmpfs "$unit_dir"
+# The units' CacheDirectory= (proxy media) for root's manager: in the sandbox only, gone with it.
+mkdir -p /root/.cache && mount -t tmpfs tmpfs /root/.cache
 mkdir -m 700 /run/user/0
 /lib/systemd/systemd-journald &
 journald=$!

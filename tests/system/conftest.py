@@ -16,11 +16,16 @@ def tracebacks(entries: list[dict[str, object]]) -> list[str]:
     texts = []
     for entry in entries:
         message = entry.get("MESSAGE", "")
-        texts.append((str(entry.get("_PID", "")), bytes(message).decode("utf-8", "replace") if isinstance(message, list) else str(message)))
+        texts.append(
+            (
+                str(entry.get("_PID", "")),
+                bytes(message).decode("utf-8", "replace") if isinstance(message, list) else str(message),
+            )
+        )
     for at, (pid, text) in enumerate(texts):
         if "Traceback" in text:
             # stderr reaches the journal a line an entry: the traceback is this entry and the same process's after it
-            after = [t for p, t in texts[at + 1:] if p == pid][:25]
+            after = [t for p, t in texts[at + 1 :] if p == pid][:25]
             found.append("\n".join([f"(pid {pid}) {text}", *after]) if text.strip().startswith("Traceback") else text)
     return found
 
@@ -40,8 +45,14 @@ def no_traceback_in_the_journal(request: pytest.FixtureRequest) -> Iterator[None
     yield
     box = request.getfixturevalue("sandbox")
     box.run("journalctl", "--sync", check=False)
-    entries = [entry for match in (f"_SYSTEMD_USER_UNIT={UNIT}", "_SYSTEMD_USER_UNIT=flipedit-preview.socket",
-                                   f"_SYSTEMD_UNIT={UNIT}")
-               for entry in box.journal(f"--since=@{since}", match)]
+    entries = [
+        entry
+        for match in (
+            f"_SYSTEMD_USER_UNIT={UNIT}",
+            "_SYSTEMD_USER_UNIT=flipedit-preview.socket",
+            f"_SYSTEMD_UNIT={UNIT}",
+        )
+        for entry in box.journal(f"--since=@{since}", match)
+    ]
     found = tracebacks(entries)
     assert not found, "a traceback in the journal:\n" + "\n---\n".join(found[:3])

@@ -41,7 +41,8 @@ class Deployed:
 
     @property
     def auth(self) -> dict[str, str]:
-        """The header that lets a request change the timeline over TCP: the token the daemon wrote in its runtime directory."""
+        """The header that lets a request change the timeline over TCP: the token the daemon wrote in its runtime "
+        "directory."""
         token = self.box.run("cat", "/run/user/0/flipedit-preview/token").stdout.strip()
         return {"Authorization": f"Bearer {token}"}
 
@@ -63,14 +64,23 @@ def deployed(sandbox: Sandbox, tmp_path: Path) -> Iterator[Any]:
         red = solid_png(tmp_path / "red.png", (64, 64), (255, 0, 0))
         db = tmp_path / "project.sqlite"
         if not db.exists():
-            build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 640, 360), "end": 100_000}]}])
+            build_project(
+                db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 640, 360), "end": 100_000}]}]
+            )
         port = free_port()
         environment = " ".join(f"{k}={v}" for k, v in {"XDG_CONFIG_HOME": str(tmp_path), **(env or {})}.items())
-        sandbox.install_units(ROOT / "systemd", {
-            SOCKET: f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\nListenStream=%t/flipedit-preview.sock\n",
-            UNIT: (f"[Service]\nExecStart=\nExecStart={ROOT}/.venv/bin/flipedit-previewd --project {db} {args}\n"
-                   f"Environment={environment}\n{tmp_accommodation(tmp_path)}"),
-        })
+        sandbox.install_units(
+            ROOT / "systemd",
+            {
+                SOCKET: (
+                    f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\nListenStream=%t/flipedit-preview.sock\n"
+                ),
+                UNIT: (
+                    f"[Service]\nExecStart=\nExecStart={ROOT}/.venv/bin/flipedit-previewd --project {db} {args}\n"
+                    f"Environment={environment}\n{tmp_accommodation(tmp_path)}"
+                ),
+            },
+        )
         sandbox.systemctl("reset-failed", check=False)
         sandbox.systemctl("start", SOCKET)
         d = Deployed(sandbox, port, f"http://127.0.0.1:{port}", db, time.time())
@@ -83,6 +93,6 @@ def deployed(sandbox: Sandbox, tmp_path: Path) -> Iterator[Any]:
 
 
 def wait_active(d: Deployed, timeout: float = 30) -> None:
-    assert wait_for(lambda: d.show("ActiveState")["ActiveState"] == "active", timeout), d.show("ActiveState", "SubState", "Result")
-
-
+    assert wait_for(lambda: d.show("ActiveState")["ActiveState"] == "active", timeout), d.show(
+        "ActiveState", "SubState", "Result"
+    )

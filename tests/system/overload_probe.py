@@ -1,6 +1,7 @@
 """The overload test's measurements, run in a fresh interpreter (see test_overload_400_connections_20s).
 
-Usage: python -m tests.system.overload_probe URL CONNECTIONS SECONDS; prints {"capacity": ..., "overload": {...}} as JSON.
+Usage: python -m tests.system.overload_probe URL CONNECTIONS SECONDS; prints {"capacity": ..., "overload": {...}} as
+JSON.
 """
 
 from __future__ import annotations

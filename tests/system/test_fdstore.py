@@ -41,8 +41,9 @@ def established(d: Deployed) -> list[str]:
 def restart_20_times(d: Deployed) -> tuple[Any, list[float], set[int]]:
     """The editor's pool (4 connections, no retry, every 50 ms each; every URL a new render) through 20 restarts."""
     started(d)
-    pool = EditorPool("127.0.0.1", d.port, connections=4, interval=0.05,
-                      path=lambda n: f"/get_frame/{n % 100}?width={100 + n % 997}").start()
+    pool = EditorPool(
+        "127.0.0.1", d.port, connections=4, interval=0.05, path=lambda n: f"/get_frame/{n % 100}?width={100 + n % 997}"
+    ).start()
     time.sleep(0.5)
     pids = {d.main_pid()}
     restart_s = []
@@ -65,9 +66,12 @@ def test_20_restarts_keep_every_pooled_connection(deployed: Any) -> None:
     handed = [int(e.get("HANDED_OVER", 0)) for e in d.journal(MESSAGE_ID=MESSAGE_IDS["stopped"])]
     resumed = [int(e.get("RESUMED_CONNECTIONS", 0)) for e in d.journal(MESSAGE_ID=MESSAGE_IDS["ready"])]
     in_flight = [int(e.get("BACKLOG", 0)) for e in d.journal(MESSAGE_ID=MESSAGE_IDS["stopping"])]
-    print(f"\n[fdstore] 20 restarts, 4 pooled connections, no retry: {report.summary()}, "
-          f"restart_s max={max(restart_s):.2f} median={sorted(restart_s)[10]:.2f}, handed_over={handed}, resumed={resumed}, "
-          f"renders in flight at SIGTERM={in_flight}")
+    print(
+        f"\n[fdstore] 20 restarts, 4 pooled connections, no retry: {report.summary()}, "
+        f"restart_s max={max(restart_s):.2f} median={sorted(restart_s)[10]:.2f}, handed_over={handed}, "
+        f"resumed={resumed}, "
+        f"renders in flight at SIGTERM={in_flight}"
+    )
     assert len(pids) == 21  # really 20 new processes
     assert report.failures == []
     assert report.reconnects == 0 and report.closed_by_server == 0 and report.final_ports == report.initial_ports
@@ -79,11 +83,14 @@ def test_20_restarts_keep_every_pooled_connection(deployed: Any) -> None:
 
 
 def test_20_restarts_without_the_store_close_cleanly(deployed: Any) -> None:
-    """fdstore = false: no connection survives, but each is closed by a Connection: close answer, never under a request."""
+    """fdstore = false: no connection survives, but each is closed by a Connection: close answer, never under a "
+    "request."""
     d = deployed(env={**failpoint("sleep:0.02"), "FLIPEDIT_PREVIEWD_FDSTORE": "false"})
     report, restart_s, pids = restart_20_times(d)
-    print(f"\n[fdstore] fdstore=false, 20 restarts, 4 pooled connections, no retry: {report.summary()}, "
-          f"restart_s max={max(restart_s):.2f} median={sorted(restart_s)[10]:.2f}")
+    print(
+        f"\n[fdstore] fdstore=false, 20 restarts, 4 pooled connections, no retry: {report.summary()}, "
+        f"restart_s max={max(restart_s):.2f} median={sorted(restart_s)[10]:.2f}"
+    )
     assert len(pids) == 21
     assert report.failures == []
     assert 20 <= report.closed_by_server <= 20 * 4  # at most one Connection: close per connection and restart
@@ -127,7 +134,10 @@ def test_handed_over_connection_never_used_again_is_closed_by_idle_timeout(deplo
     assert not peer_closed(sock, keepalive - 1)  # still open after the restart...
     assert peer_closed(sock, 5)  # ...until the next instance's idle timeout closes it
     closed_after = time.monotonic() - restarted
-    print(f"\n[fdstore] handed-over idle connection closed {closed_after:.2f} s after the restart (keepalive_timeout {keepalive} s)")
+    print(
+        f"\n[fdstore] handed-over idle connection closed {closed_after:.2f} s after the restart (keepalive_timeout "
+        f"{keepalive} s)"
+    )
     assert closed_after >= keepalive - 0.5
     assert wait_for(lambda: not established(d), 5)
     sock.close()
@@ -150,7 +160,9 @@ def test_sigterm_under_load_new_connections_no_retry(deployed: Any, fdstore: str
             n += 1
             sent = time.time()
             try:
-                r = http.request("GET", f"{d.url}/get_frame/{n % 300}?width=200", headers={"Connection": "close"}, timeout=30)
+                r = http.request(
+                    "GET", f"{d.url}/get_frame/{n % 300}?width=200", headers={"Connection": "close"}, timeout=30
+                )
                 with lock:
                     results.append((sent, r.status, (r.headers.get("X-Request-Id") or "?-").split("-")[0]))
             except urllib3.exceptions.HTTPError as exc:
@@ -173,11 +185,17 @@ def test_sigterm_under_load_new_connections_no_retry(deployed: Any, fdstore: str
     stopping = {e["_PID"]: int(e["__REALTIME_TIMESTAMP"]) / 1e6 for e in d.journal(MESSAGE_ID=MESSAGE_IDS["stopping"])}
     stopped = {e["_PID"]: int(e["__REALTIME_TIMESTAMP"]) / 1e6 for e in d.journal(MESSAGE_ID=MESSAGE_IDS["stopped"])}
     statuses = sorted({s for _, s, _ in results})
-    during = [(pid, served) for sent, _, served in results for pid in stopping if stopping[pid] <= sent <= stopped.get(pid, 0)]
+    during = [
+        (pid, served) for sent, _, served in results for pid in stopping if stopping[pid] <= sent <= stopped.get(pid, 0)
+    ]
     by_draining = [1 for pid, served in during if served == pid]
-    print(f"\n[drain] fdstore={fdstore}, 3 restarts, 8 clients, new connection per request, no retry: {len(results)} answers {statuses}, "
-          f"{len(failures)} failures, {len(during)} sent during a drain, {len(by_draining)} of them served by the draining "
-          f"instance, drains_s={[round(stopped[p] - stopping[p], 2) for p in stopping if p in stopped]}")
+    print(
+        f"\n[drain] fdstore={fdstore}, 3 restarts, 8 clients, new connection per request, no retry: {len(results)} "
+        f"answers {statuses}, "
+        f"{len(failures)} failures, {len(during)} sent during a drain, {len(by_draining)} of them served by the "
+        f"draining "
+        f"instance, drains_s={[round(stopped[p] - stopping[p], 2) for p in stopping if p in stopped]}"
+    )
     assert failures == []
     assert statuses == [200]
     assert len(stopping) == 3 and str(first) in stopping
@@ -281,14 +299,20 @@ def test_pipelined_request_read_before_sigterm_is_answered_then_the_connection_h
     old = str(d.main_pid())
     sock = socket.create_connection(("127.0.0.1", d.port))
     # Two requests in one segment: the second is read into the daemon's buffer while the first renders.
-    sock.sendall(b"GET /get_frame/1?width=161 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\nGET /get_frame/2?width=162 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (d.port, d.port))
+    sock.sendall(
+        b"GET /get_frame/1?width=161 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\nGET /get_frame/2?width=162 "
+        b"HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (d.port, d.port)
+    )
     time.sleep(0.2)
     d.box.systemctl("restart", UNIT)
     first, second = read_responses(sock, 2)
     sock.sendall(b"GET /get_frame/3?width=163 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % d.port)
     (third,) = read_responses(sock, 1)
     served_by = [r[1]["x-request-id"].split("-")[0] for r in (first, second, third)]
-    print(f"\n[fdstore] pipelined pair across a restart: statuses {[first[0], second[0], third[0]]}, served by {served_by} (old {old})")
+    print(
+        f"\n[fdstore] pipelined pair across a restart: statuses {[first[0], second[0], third[0]]}, served by "
+        f"{served_by} (old {old})"
+    )
     assert [first[0], second[0], third[0]] == [200, 200, 200]
     assert served_by[0] == served_by[1] == old != served_by[2]  # bytes read are answered by who read them
     assert "close" not in first[1].get("connection", "") + second[1].get("connection", "")

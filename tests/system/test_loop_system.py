@@ -19,14 +19,10 @@ import pytest
 import requests
 
 from flipedit_previewd.common.percentiles import percentile
-from tests.support.helpers import ROOT, failpoint, overload_with_health_watch, wait_for
+from tests.support.helpers import ROOT, failpoint, overload_with_health_watch, report, wait_for
 from tests.system.deploy import Deployed, wait_active
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
-
-
-def report(name: str, **figures: Any) -> None:
-    print(f"\n[loop-system] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
 
 
 def restarts(d: Deployed) -> int:
@@ -80,20 +76,48 @@ def test_hostile_inputs_under_systemd_no_restart(deployed: Any, tmp_path: Path) 
     with Probe(d.url) as probe:
         # 1. a 3.6 MB path of x/.. components
         path = str(tmp_path) + "/" + "x/.." * 900_000 + "/red.png"
-        body = json.dumps({"tracks": [{"clips": [{"source_path": path, "start_on_track_ms": 0, "end_on_track_ms": 1000}]}]})
+        body = json.dumps(
+            {"tracks": [{"clips": [{"source_path": path, "start_on_track_ms": 0, "end_on_track_ms": 1000}]}]}
+        )
         figures["path_timeline"] = requests.put(d.url + "/timeline", data=body, headers=d.auth, timeout=120).status_code
         # 2. 4096 full-canvas clips at the largest canvas
-        clips = [{"source_path": str(tmp_path / "red.png"), "start_on_track_ms": 0, "end_on_track_ms": 10_000,
-                  "rect": {"left": 0, "top": 0, "width": 8192, "height": 8192}} for _ in range(4096)]
+        clips = [
+            {
+                "source_path": str(tmp_path / "red.png"),
+                "start_on_track_ms": 0,
+                "end_on_track_ms": 10_000,
+                "rect": {"left": 0, "top": 0, "width": 8192, "height": 8192},
+            }
+            for _ in range(4096)
+        ]
         body = json.dumps({"canvas": {"width": 8192, "height": 8192}, "tracks": [{"clips": clips}]})
-        figures["heavy_timeline"] = requests.put(d.url + "/timeline", data=body, headers=d.auth, timeout=120).status_code
+        figures["heavy_timeline"] = requests.put(
+            d.url + "/timeline", data=body, headers=d.auth, timeout=120
+        ).status_code
         # 3. 50,000 files
-        tracks = [{"id": t + 1, "clips": [{"id": i + 1, "source_path": f"{media}/{t * 4000 + i}.png", "type": "image",
-                                          "start_on_track_ms": (t * 4000 + i) * 40, "end_on_track_ms": (t * 4000 + i + 1) * 40}
-                                         for i in range(min(4000, 50_000 - t * 4000))]} for t in range(13)]
-        r = requests.put(d.url + "/timeline", data=json.dumps({"frame_rate": 25, "tracks": tracks}), headers=d.auth, timeout=120)
+        tracks = [
+            {
+                "id": t + 1,
+                "clips": [
+                    {
+                        "id": i + 1,
+                        "source_path": f"{media}/{t * 4000 + i}.png",
+                        "type": "image",
+                        "start_on_track_ms": (t * 4000 + i) * 40,
+                        "end_on_track_ms": (t * 4000 + i + 1) * 40,
+                    }
+                    for i in range(min(4000, 50_000 - t * 4000))
+                ],
+            }
+            for t in range(13)
+        ]
+        r = requests.put(
+            d.url + "/timeline", data=json.dumps({"frame_rate": 25, "tracks": tracks}), headers=d.auth, timeout=120
+        )
         figures["files_timeline"] = r.status_code
-        figures["files_frames"] = sorted({requests.get(f"{d.url}/get_frame/{f}", timeout=60).status_code for f in (0, 777, 49_999)})
+        figures["files_frames"] = sorted(
+            {requests.get(f"{d.url}/get_frame/{f}", timeout=60).status_code for f in (0, 777, 49_999)}
+        )
         requests.delete(d.url + "/timeline", headers=d.auth, timeout=60)
         # 4. the project database locked by a writer for 10 s, SIGHUP during the lock
         locked = threading.Event()
@@ -124,9 +148,17 @@ def test_hostile_inputs_under_systemd_no_restart(deployed: Any, tmp_path: Path) 
         figures["locked_frames"] = sorted(set(frames))
     lag = requests.get(d.url + "/health", timeout=10).json()["loop_lag"]
     after = restarts(d)
-    report("hostile inputs, WatchdogSec=5", **figures, health_samples=len(probe.times), health_p99_ms=round(probe.p99() * 1000, 1),
-           health_max_ms=round(max(probe.times) * 1000, 1), lag_p99_ms=lag["p99_ms"], lag_max_ms=lag["max_ms"],
-           nrestarts=f"{before}->{after}")
+    report(
+        "loop-system",
+        "hostile inputs, WatchdogSec=5",
+        **figures,
+        health_samples=len(probe.times),
+        health_p99_ms=round(probe.p99() * 1000, 1),
+        health_max_ms=round(max(probe.times) * 1000, 1),
+        lag_p99_ms=lag["p99_ms"],
+        lag_max_ms=lag["max_ms"],
+        nrestarts=f"{before}->{after}",
+    )
     assert figures["path_timeline"] == 413 and figures["heavy_timeline"] == 413 and figures["files_timeline"] == 200
     assert figures["files_frames"] == [200] and figures["locked_frames"] == [200]
     assert after == before and d.show("ActiveState")["ActiveState"] == "active"
@@ -138,8 +170,9 @@ def test_hostile_inputs_under_systemd_no_restart(deployed: Any, tmp_path: Path) 
 
 @pytest.mark.solo
 def test_stuck_render_on_every_worker_504_within_budget_no_restart(deployed: Any) -> None:
-    d = deployed(env={**failpoint("hang"), "FLIPEDIT_PREVIEWD_HANG_THRESHOLD": "2",
-                      "FLIPEDIT_PREVIEWD_RENDER_BUDGET": "1"})
+    d = deployed(
+        env={**failpoint("hang"), "FLIPEDIT_PREVIEWD_HANG_THRESHOLD": "2", "FLIPEDIT_PREVIEWD_RENDER_BUDGET": "1"}
+    )
     requests.get(d.url + "/health", timeout=30)
     wait_active(d)
     before = restarts(d)
@@ -160,8 +193,14 @@ def test_stuck_render_on_every_worker_504_within_budget_no_restart(deployed: Any
         time.sleep(WATCHDOG_WAIT)  # longer than WatchdogSec: a withheld heartbeat would have killed it by now
     after = restarts(d)
     withheld = d.journal(EVENT="watchdog_withheld")
-    report("stuck render on every worker, 5 rounds", statuses=sorted({s for s, _ in results}),
-           worst_s=round(max(t for _, t in results), 2), health_p99_ms=round(probe.p99() * 1000, 1), nrestarts=f"{before}->{after}")
+    report(
+        "loop-system",
+        "stuck render on every worker, 5 rounds",
+        statuses=sorted({s for s, _ in results}),
+        worst_s=round(max(t for _, t in results), 2),
+        health_p99_ms=round(probe.p99() * 1000, 1),
+        nrestarts=f"{before}->{after}",
+    )
     assert [s for s, _ in results] == [504] * 10
     assert max(t for _, t in results) < 1 + 1.5  # the budget, plus killing the worker on a busy machine
     assert not probe.failures and probe.p99() < 0.250
@@ -198,8 +237,17 @@ def test_rejection_flood_is_summarised_and_stats_counts_every_rejection(deployed
     kinds: dict[str, int] = {}
     for e in entries:
         kinds[e.get("EVENT", "?")] = kinds.get(e.get("EVENT", "?"), 0) + 1
-    report("10 s rejection flood", rejections=n503, rate_per_s=round(n503 / 10, 1), journal_entries=len(entries), kinds=kinds,
-           stats_rejected=summary["outcomes"].get("rejected"), daemon_counted=counted, connection_errors=stats["connection_errors"])
+    report(
+        "loop-system",
+        "10 s rejection flood",
+        rejections=n503,
+        rate_per_s=round(n503 / 10, 1),
+        journal_entries=len(entries),
+        kinds=kinds,
+        stats_rejected=summary["outcomes"].get("rejected"),
+        daemon_counted=counted,
+        connection_errors=stats["connection_errors"],
+    )
     assert stats["connection_errors"] == 0 and n503 > 1000
     assert len(entries) < 30, kinds
     # The daemon counts every refusal it answered; the client may have stopped before reading the last

@@ -35,13 +35,20 @@ def installed(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> dic
 
     still = make_still(tmp / "still.png", (320, 180))
     db = tmp / "project.sqlite"
-    build_project(db, 2, [{"name": "t", "order": 0, "clips": [{"source": still, "rect": (0, 0, 640, 360), "end": 100_000}]}])
+    build_project(
+        db, 2, [{"name": "t", "order": 0, "clips": [{"source": still, "rect": (0, 0, 640, 360), "end": 100_000}]}]
+    )
     port = free_port()
-    sandbox.install_units(PKG / "usr/lib/systemd/user", {
-        SOCKET: f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\nListenStream=%t/flipedit-preview.sock\n",
-        UNIT: (f"[Service]\nExecStart=\nExecStart=/usr/bin/python3 {PKG}/usr/bin/flipedit-previewd --project {db}\n"
-               f"Environment=PYTHONPATH={SITE} XDG_CONFIG_HOME={tmp}\n{tmp_accommodation(tmp)}"),
-    })
+    sandbox.install_units(
+        PKG / "usr/lib/systemd/user",
+        {
+            SOCKET: f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\nListenStream=%t/flipedit-preview.sock\n",
+            UNIT: (
+                f"[Service]\nExecStart=\nExecStart=/usr/bin/python3 {PKG}/usr/bin/flipedit-previewd --project {db}\n"
+                f"Environment=PYTHONPATH={SITE} XDG_CONFIG_HOME={tmp}\n{tmp_accommodation(tmp)}"
+            ),
+        },
+    )
     sandbox.systemctl("reset-failed", check=False)
     sandbox.systemctl("start", SOCKET)
     yield {"box": sandbox, "url": f"http://127.0.0.1:{port}", "since": time.time()}
@@ -58,7 +65,9 @@ def test_installed_units_socket_activation_and_debian_python(installed: dict[str
     pid = box.show(UNIT, "MainPID")["MainPID"]
     exe = os.readlink(f"/proc/{pid}/exe")
     assert exe.startswith("/usr/bin/python3"), exe  # Debian's interpreter, not the venv
-    health = box.run("/usr/bin/python3", f"{PKG}/usr/bin/previewctl", "health", "--json", env={"PYTHONPATH": str(SITE)}).stdout
+    health = box.run(
+        "/usr/bin/python3", f"{PKG}/usr/bin/previewctl", "health", "--json", env={"PYTHONPATH": str(SITE)}
+    ).stdout
     assert json.loads(health)["status"] == "ok"
 
 
@@ -93,4 +102,3 @@ def test_catalog_explains_entries_with_journalctl_x(installed: dict[str, object]
         assert message_id in listed
     shown = box.run("journalctl", "-x", "--no-pager", f"MESSAGE_ID={MESSAGE_IDS['ready']}", "-n", "1").stdout
     assert "Subject: FlipEdit preview daemon ready" in shown or "FlipEdit preview daemon ready" in shown, shown[-500:]
-

@@ -83,19 +83,42 @@ def test_logs_filters_json_and_copied_journal(deployed: Any, tmp_path: Path) -> 
     result = ctl(d, "logs", "--outcome", "rendered", "--since", since, "-o", "json")
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == rendered and all(e["OUTCOME"] == "rendered" and e["STATUS"] == "200" for e in lines)
-    summaries = [json.loads(x) for x in ctl(d, "logs", "--event", "rejections", "--since", since, "-o", "json").stdout.splitlines()]
-    assert sum(int(e.get("COUNT_REJECTED", 0)) for e in summaries) == rejected  # every refusal counted, none per request
+    summaries = [
+        json.loads(x)
+        for x in ctl(d, "logs", "--event", "rejections", "--since", since, "-o", "json").stdout.splitlines()
+    ]
+    assert (
+        sum(int(e.get("COUNT_REJECTED", 0)) for e in summaries) == rejected
+    )  # every refusal counted, none per request
     one = ctl(d, "logs", "--request-id", lines[0]["REQUEST_ID"], "-o", "json").stdout.splitlines()
     assert len(one) == 1
-    slow = [json.loads(x) for x in ctl(d, "logs", "--since", since, "--slower-than", "250", "-o", "json").stdout.splitlines()]
+    slow = [
+        json.loads(x)
+        for x in ctl(d, "logs", "--since", since, "--slower-than", "250", "-o", "json").stdout.splitlines()
+    ]
     assert slow and all(float(e["TOTAL_MS"]) > 250 for e in slow)
     last = ctl(d, "logs", "-n", "3").stdout.splitlines()
     assert len(last) == 3 and all("flipedit-preview.service" in line for line in last)
     copy = f"/tmp/journal-copy-{uuid.uuid4().hex[:6]}"
     d.box.run("cp", "-r", "/run/log/journal", copy)
     try:
-        copied = subprocess.run([PREVIEWCTL, "logs", "--directory", next(Path(copy).iterdir()).as_posix(), "--outcome", "rendered",
-                                 "--since", since, "-o", "json"], capture_output=True, text=True, timeout=60)
+        copied = subprocess.run(
+            [
+                PREVIEWCTL,
+                "logs",
+                "--directory",
+                next(Path(copy).iterdir()).as_posix(),
+                "--outcome",
+                "rendered",
+                "--since",
+                since,
+                "-o",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert len(copied.stdout.splitlines()) == rendered, copied.stderr
     finally:
         subprocess.run(["rm", "-rf", copy], check=True)
@@ -115,12 +138,19 @@ def test_stats_reports_exact_counts_and_percentiles(deployed: Any) -> None:
     assert summary["outcomes"].get("rendered", 0) == outcomes.get("200", 0)
     assert summary["outcomes"].get("rejected", 0) == outcomes.get("queue", 0)
     assert summary["outcomes"].get("timeout", 0) == outcomes.get("deadline", 0)
-    entries = [e for e in d.journal(MESSAGE_ID="8d84a69d80a4429f80e9c3d90e799d59")
-               if since <= datetime.fromtimestamp(int(e["__REALTIME_TIMESTAMP"]) / 1e6).strftime("%Y-%m-%d %H:%M:%S") <= until]
+    entries = [
+        e
+        for e in d.journal(MESSAGE_ID="8d84a69d80a4429f80e9c3d90e799d59")
+        if since <= datetime.fromtimestamp(int(e["__REALTIME_TIMESTAMP"]) / 1e6).strftime("%Y-%m-%d %H:%M:%S") <= until
+    ]
     totals = sorted(float(e["TOTAL_MS"]) for e in entries)
     for key, expected in percentile_summary(totals, digits=None).items():
         assert expected is not None
-        assert abs(summary["total_ms"][key] - expected) <= 0.05 * expected + 0.01, (key, summary["total_ms"][key], expected)
+        assert abs(summary["total_ms"][key] - expected) <= 0.05 * expected + 0.01, (
+            key,
+            summary["total_ms"][key],
+            expected,
+        )
 
 
 def test_doctor_finds_each_seeded_problem_and_passes_when_none(deployed: Any, tmp_path: Path) -> None:
@@ -153,8 +183,10 @@ def test_doctor_finds_each_seeded_problem_and_passes_when_none(deployed: Any, tm
     d.box.systemctl("stop", "flipedit-preview.socket", UNIT)
     assert "[FAIL] socket listening" in ctl(d, "doctor").stdout
     # service failed
-    d.box.write_file("/root/.config/systemd/user/flipedit-preview.service.d/60-broken.conf",
-                     "[Service]\nExecStart=\nExecStart=/bin/false\nRestart=no\n")
+    d.box.write_file(
+        "/root/.config/systemd/user/flipedit-preview.service.d/60-broken.conf",
+        "[Service]\nExecStart=\nExecStart=/bin/false\nRestart=no\n",
+    )
     d.box.systemctl("daemon-reload")
     d.box.systemctl("start", UNIT, check=False)
     assert wait_for(lambda: d.show("ActiveState")["ActiveState"] == "failed", 10)
@@ -183,23 +215,57 @@ def test_monitor_in_tmux_shows_changing_numbers_survives_restart_and_exits_on_ct
     loader.start()
     tmux = ["tmux", "-L", session]
     try:
-        subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "140", "-y", "30",
-                        f"{PREVIEWCTL} --url {d.url} monitor --interval 0.5; echo EXIT=$?; sleep 30"], check=True)
+        subprocess.run(
+            [
+                *tmux,
+                "new-session",
+                "-d",
+                "-s",
+                session,
+                "-x",
+                "140",
+                "-y",
+                "30",
+                f"{PREVIEWCTL} --url {d.url} monitor --interval 0.5; echo EXIT=$?; sleep 30",
+            ],
+            check=True,
+        )
         screens = []
         for _ in range(10):
             time.sleep(0.5)
-            screens.append(subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout)
+            screens.append(
+                subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+            )
         assert "flipedit-previewd" in screens[-1] and "status" in screens[-1]
         assert len({s for s in screens if "status" in s}) > 1  # the numbers change
         assert "│ in flight " in screens[-1] and "│ in │" not in screens[-1], screens[-1]  # whole labels
-        coloured = subprocess.run([*tmux, "capture-pane", "-p", "-e", "-t", session], capture_output=True, text=True).stdout
+        coloured = subprocess.run(
+            [*tmux, "capture-pane", "-p", "-e", "-t", session], capture_output=True, text=True
+        ).stdout
         assert COLOUR.search(coloured), coloured  # the status word is coloured on a terminal
         os.kill(d.main_pid(), signal.SIGKILL)
-        assert wait_for(lambda: "restarts" in (s := subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True,
-                                                                     text=True).stdout) and "│ 1" in s.split("restarts", 1)[1][:20], 20, 0.5)
+        assert wait_for(
+            lambda: (
+                "restarts"
+                in (
+                    s := subprocess.run(
+                        [*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True
+                    ).stdout
+                )
+                and "│ 1" in s.split("restarts", 1)[1][:20]
+            ),
+            20,
+            0.5,
+        )
         subprocess.run([*tmux, "send-keys", "-t", session, "C-c"], check=True)
-        assert wait_for(lambda: "EXIT=0" in subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True,
-                                                           text=True).stdout, 10, 0.3)
+        assert wait_for(
+            lambda: (
+                "EXIT=0"
+                in subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+            ),
+            10,
+            0.3,
+        )
     finally:
         stop.set()
         loader.join()
@@ -212,12 +278,33 @@ def test_monitor_in_tmux_without_colour_when_no_color_is_set(deployed: Any) -> N
     session = f"nocolor-{uuid.uuid4().hex[:6]}"
     tmux = ["tmux", "-L", session]
     try:
-        subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "140", "-y", "30",
-                        f"NO_COLOR=1 {PREVIEWCTL} --url {d.url} monitor --interval 0.5; sleep 30"], check=True)
-        assert wait_for(lambda: "in flight" in subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True,
-                                                              text=True).stdout, 20, 0.3)
+        subprocess.run(
+            [
+                *tmux,
+                "new-session",
+                "-d",
+                "-s",
+                session,
+                "-x",
+                "140",
+                "-y",
+                "30",
+                f"NO_COLOR=1 {PREVIEWCTL} --url {d.url} monitor --interval 0.5; sleep 30",
+            ],
+            check=True,
+        )
+        assert wait_for(
+            lambda: (
+                "in flight"
+                in subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+            ),
+            20,
+            0.3,
+        )
         time.sleep(1.0)
-        screen = subprocess.run([*tmux, "capture-pane", "-p", "-e", "-t", session], capture_output=True, text=True).stdout
+        screen = subprocess.run(
+            [*tmux, "capture-pane", "-p", "-e", "-t", session], capture_output=True, text=True
+        ).stdout
         assert "status" in screen and "│ in flight " in screen and not COLOUR.search(screen), screen
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
@@ -230,9 +317,13 @@ def test_journal_words_follow_no_entries_4xx_summary_and_json_for_every_command(
     for _ in range(3):
         assert requests.get(d.url + "/get_frame/1?quality=200", timeout=30).status_code == 400
     # logs -f: the last 10 entries, then new ones as they come (as journalctl -f)
-    follow = subprocess.Popen(["nsenter", "-t", str(d.box.proc.pid), "-m", "--", PREVIEWCTL, "logs", "-f", "-o", "json"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "XDG_RUNTIME_DIR": "/run/user/0"})
+    follow = subprocess.Popen(
+        ["nsenter", "-t", str(d.box.proc.pid), "-m", "--", PREVIEWCTL, "logs", "-f", "-o", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "XDG_RUNTIME_DIR": "/run/user/0"},
+    )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in follow.stdout or []], daemon=True).start()
     try:
@@ -251,7 +342,10 @@ def test_journal_words_follow_no_entries_4xx_summary_and_json_for_every_command(
     assert summary["COUNT_HTTP_400"] == "3" and "quality must be between 1 and 95" in summary["LAST_ERROR_400"]
     # say plainly when a window has no entries, and where they looked
     empty = ctl(d, "logs", "--since", f"@{int(time.time()) + 3600}")
-    assert empty.returncode == 1 and "no entries of flipedit-previewd in the journal (/var/log/journal, /run/log/journal)" in empty.stderr
+    assert (
+        empty.returncode == 1
+        and "no entries of flipedit-previewd in the journal (/var/log/journal, /run/log/journal)" in empty.stderr
+    )
     assert ctl(d, "stats", "--since", f"@{int(time.time()) + 3600}").returncode == 1
     # every data command: human output without reprs, -o json parses
     requests.get(d.url + "/health", timeout=30)
@@ -261,6 +355,10 @@ def test_journal_words_follow_no_entries_4xx_summary_and_json_for_every_command(
         assert human.stdout and not REPRS.search(human.stdout + human.stderr), (args, human.stdout, human.stderr)
         machine = ctl(d, *args, "-o", "json")
         lines = machine.stdout.splitlines() if args[0] in ("logs", "monitor") else [machine.stdout]
-        assert lines and all(isinstance(json.loads(line), dict) for line in lines), (args, machine.stdout, machine.stderr)
+        assert lines and all(isinstance(json.loads(line), dict) for line in lines), (
+            args,
+            machine.stdout,
+            machine.stderr,
+        )
     stats = json.loads(ctl(d, "stats", "--json").stdout)
     assert stats["outcomes"].get("http_400", 0) >= 3

@@ -27,7 +27,7 @@ from flipedit_previewd.common.journal import MESSAGE_IDS
 from flipedit_previewd.common.percentiles import percentile
 from flipedit_previewd.demo.project import ensure_demo_project
 from tests.support.editor_client import EditorPool, local_port
-from tests.support.helpers import ROOT, wait_for
+from tests.support.helpers import ROOT, report, wait_for
 from tests.system.deploy import UNIT, Deployed, wait_active
 
 WATCHDOG_SEC, RESTART_SEC = 5, 1
@@ -43,10 +43,6 @@ def demo_deploy(deployed: Any, tmp_path: Path, **kwargs: Any) -> Deployed:
     return d
 
 
-def report(name: str, **figures: Any) -> None:
-    print(f"\n[reliability] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
-
-
 @pytest.mark.solo
 def test_overload_400_connections_20s(deployed: Any, tmp_path: Path) -> None:
     # Render-ahead off: the capacity probe walks consecutive frames, which render-ahead would turn into
@@ -56,14 +52,28 @@ def test_overload_400_connections_20s(deployed: Any, tmp_path: Path) -> None:
     # Load and capacity probe from a fresh interpreter: measured from inside this long-lived pytest
     # process (hundreds of tests' objects on its heap) the client itself was the bottleneck in CI
     # runs (capacity 175/s, goodput 0.78) while the same test alone gave 1.04-1.07.
-    probe = subprocess.run([sys.executable, "-m", "tests.system.overload_probe", d.url, "400", "20"],
-                           capture_output=True, text=True, timeout=120, check=True, cwd=ROOT)
+    probe = subprocess.run(
+        [sys.executable, "-m", "tests.system.overload_probe", d.url, "400", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=ROOT,
+    )
     measured = json.loads(probe.stdout)
     capacity, stats = measured["capacity"], measured["overload"]
     goodput = stats["goodput_per_s"]
-    report("overload 400x20s", capacity_per_s=round(capacity, 1), goodput_per_s=goodput, goodput_ratio=round(goodput / capacity, 2),
-           statuses=stats["statuses"], connection_errors=stats["connection_errors"], health_p99_s=stats["health_p99_s"],
-           health_max_s=stats["health_max_s"])
+    report(
+        "reliability",
+        "overload 400x20s",
+        capacity_per_s=round(capacity, 1),
+        goodput_per_s=goodput,
+        goodput_ratio=round(goodput / capacity, 2),
+        statuses=stats["statuses"],
+        connection_errors=stats["connection_errors"],
+        health_p99_s=stats["health_p99_s"],
+        health_max_s=stats["health_max_s"],
+    )
     assert stats["connection_errors"] == 0
     assert set(stats["statuses"]) <= {"200", "503"} and stats["503_without_retry_after"] == 0
     assert stats["health_p99_s"] < 1.0
@@ -104,8 +114,14 @@ def test_kill9_every_5s_while_20_clients_fetch(deployed: Any, tmp_path: Path) ->
     stop.set()
     for t in threads:
         t.join()
-    report("kill -9 every 5 s for 30 s, 20 clients", kills=kills, fetches_ok=ok[0], failures=len(failures),
-           restarts=d.show("NRestarts")["NRestarts"])
+    report(
+        "reliability",
+        "kill -9 every 5 s for 30 s, 20 clients",
+        kills=kills,
+        fetches_ok=ok[0],
+        failures=len(failures),
+        restarts=d.show("NRestarts")["NRestarts"],
+    )
     assert kills >= 5 and len(pids) >= 5
     assert not failures, failures[:3]
 
@@ -123,7 +139,12 @@ def test_hangs_are_restarted_every_time(deployed: Any, tmp_path: Path) -> None:
         stop_times.append(time.monotonic() - t0)
         requests.get(d.url + "/health", timeout=30)
         wait_active(d)
-    report("hang", sigstop_restart_s=[round(t, 2) for t in stop_times], bound_s=WATCHDOG_SEC + RESTART_SEC + 2)
+    report(
+        "reliability",
+        "hang",
+        sigstop_restart_s=[round(t, 2) for t in stop_times],
+        bound_s=WATCHDOG_SEC + RESTART_SEC + 2,
+    )
     assert max(stop_times) <= WATCHDOG_SEC + RESTART_SEC + 2
 
 
@@ -156,7 +177,13 @@ def test_keepalive_200_reuses_after_idle_0_to_20s(deployed: Any, tmp_path: Path)
             return
         finally:
             conn.close()
-        if first.status != 200 or response.status != 200 or body[:2] != b"\xff\xd8" or first.will_close or response.will_close:
+        if (
+            first.status != 200
+            or response.status != 200
+            or body[:2] != b"\xff\xd8"
+            or first.will_close
+            or response.will_close
+        ):
             failures.append(f"connection {seed}: status {first.status}, then {response.status}")
         elif not port or again != port:  # http.client reconnects silently: the local port tells
             failures.append(f"connection {seed} after {idle:.1f} s idle went out on a new connection")
@@ -168,7 +195,14 @@ def test_keepalive_200_reuses_after_idle_0_to_20s(deployed: Any, tmp_path: Path)
         t.start()
     for t in threads:
         t.join()
-    report("keep-alive reuse", reuses=reused[0], failures=len(failures), idle_min_s=round(min(idles), 2), idle_max_s=round(max(idles), 2))
+    report(
+        "reliability",
+        "keep-alive reuse",
+        reuses=reused[0],
+        failures=len(failures),
+        idle_min_s=round(min(idles), 2),
+        idle_max_s=round(max(idles), 2),
+    )
     assert not failures, failures[:3]
     assert reused[0] == 200
 
@@ -200,7 +234,7 @@ def test_slowloris_does_not_delay_normal_clients(deployed: Any, tmp_path: Path) 
         while not stop.is_set() and i < len(payload):
             for sock in drips:
                 try:
-                    sock.send(payload[i:i + 1])
+                    sock.send(payload[i : i + 1])
                 except OSError:
                     pass
             i += 1
@@ -214,15 +248,26 @@ def test_slowloris_does_not_delay_normal_clients(deployed: Any, tmp_path: Path) 
     dripper.join()
     for sock in drips:
         sock.close()
-    report("slowloris 100 drips", unloaded_p95_ms=round(unloaded * 1000, 2), loaded_p95_ms=round(loaded * 1000, 2),
-           ratio=round(loaded / unloaded, 2))
+    report(
+        "reliability",
+        "slowloris 100 drips",
+        unloaded_p95_ms=round(unloaded * 1000, 2),
+        loaded_p95_ms=round(loaded * 1000, 2),
+        ratio=round(loaded / unloaded, 2),
+    )
     assert loaded <= 2 * unloaded + 0.005  # 5 ms of slack for a shared, noisy 2-core machine
 
 
 def editor_pool(d: Deployed) -> EditorPool:
     """10 editor-like keep-alive connections, no retry, each asking every 50 ms (renders that cost real work)."""
-    return EditorPool("127.0.0.1", d.port, connections=10, interval=0.05, timeout=30,
-                      path=lambda n: f"/get_frame/{n % 150}?width={(320, 480, 640)[n % 3]}")
+    return EditorPool(
+        "127.0.0.1",
+        d.port,
+        connections=10,
+        interval=0.05,
+        timeout=30,
+        path=lambda n: f"/get_frame/{n % 150}?width={(320, 480, 640)[n % 3]}",
+    )
 
 
 def test_graceful_stop_and_reload_under_load(deployed: Any, tmp_path: Path) -> None:
@@ -246,11 +291,21 @@ def test_graceful_stop_and_reload_under_load(deployed: Any, tmp_path: Path) -> N
         result = pool.stop()
         pool.close()
     reloads = d.journal(MESSAGE_ID=MESSAGE_IDS["reload"])
-    report("reload under load", fetches_ok=result.answers, answers_before_reload=before[0], failures=len(result.failures),
-           reconnects=result.reconnects, closed_by_server=result.closed_by_server, reloads=len(reloads))
+    report(
+        "reliability",
+        "reload under load",
+        fetches_ok=result.answers,
+        answers_before_reload=before[0],
+        failures=len(result.failures),
+        reconnects=result.reconnects,
+        closed_by_server=result.closed_by_server,
+        reloads=len(reloads),
+    )
     assert not result.failures, result.failures[:3]
     assert before[0] > 0 and result.answers > before[0]
-    assert result.reconnects == 0 and result.closed_by_server == 0 and result.final_ports == result.initial_ports  # every connection kept
+    assert (
+        result.reconnects == 0 and result.closed_by_server == 0 and result.final_ports == result.initial_ports
+    )  # every connection kept
     assert len(reloads) == 1 and "kept old configuration" not in str(reloads[0].get("MESSAGE"))
     assert d.main_pid() == pid and result.servers == {str(pid)}  # reloaded in place, not restarted
 
@@ -268,9 +323,17 @@ def test_graceful_stop_under_load_fails_no_request(deployed: Any, tmp_path: Path
     finally:
         result = pool.stop()
         pool.close()
-    report("stop under load", fetches_ok=result.answers, failures=len(result.failures), reconnects=result.reconnects,
-           closed_by_server=result.closed_by_server, daemon_pids=len(result.servers), restarted=d.main_pid() not in (0, first_pid),
-           first_failures=result.failures[:2])
+    report(
+        "reliability",
+        "stop under load",
+        fetches_ok=result.answers,
+        failures=len(result.failures),
+        reconnects=result.reconnects,
+        closed_by_server=result.closed_by_server,
+        daemon_pids=len(result.servers),
+        restarted=d.main_pid() not in (0, first_pid),
+        first_failures=result.failures[:2],
+    )
     assert d.show("ActiveState")["ActiveState"] == "active" and d.main_pid() != first_pid
     assert len(result.servers) == 2  # answered by the next instance too
     assert not result.failures, result.failures[:3]

@@ -36,7 +36,7 @@ while True:
         break
     answer += chunk
 print(answer.split(b" ", 2)[1].decode())
-"""
+"""  # noqa: E501 (the text of another language, kept as written)
 
 
 def ctl(d: Deployed, *args: str) -> Any:
@@ -50,7 +50,11 @@ def unix_put(d: Deployed, path: str, doc: dict[str, Any], as_nobody: bool = Fals
 
 
 def timeline(path: str) -> dict[str, Any]:
-    return {"tracks": [{"clips": [{"source_path": path, "type": "image", "start_on_track_ms": 0, "end_on_track_ms": 100_000}]}]}
+    return {
+        "tracks": [
+            {"clips": [{"source_path": path, "type": "image", "start_on_track_ms": 0, "end_on_track_ms": 100_000}]}
+        ]
+    }
 
 
 def test_owner_token_foreign_uid_and_escaped_journal(deployed: Any, tmp_path: Path) -> None:
@@ -60,8 +64,10 @@ def test_owner_token_foreign_uid_and_escaped_journal(deployed: Any, tmp_path: Pa
     d = deployed(args=f"--allowed-roots {tmp_path}")
     try:
         # A second listening socket any uid can reach, to show what the daemon does with a stranger.
-        d.box.write_file(f"{USER_UNIT_DIR}/{SOCKET}.d/60-shared.conf",
-                         f"[Socket]\nListenStream={shared}/shared.sock\nSocketMode=0666\n")
+        d.box.write_file(
+            f"{USER_UNIT_DIR}/{SOCKET}.d/60-shared.conf",
+            f"[Socket]\nListenStream={shared}/shared.sock\nSocketMode=0666\n",
+        )
         d.box.systemctl("daemon-reload")
         d.box.systemctl("restart", SOCKET)
         requests.get(d.url + "/health", timeout=30)
@@ -75,15 +81,21 @@ def test_owner_token_foreign_uid_and_escaped_journal(deployed: Any, tmp_path: Pa
         assert mode == ["600", "root"]
         token = d.box.run("cat", "/run/user/0/flipedit-preview/token").stdout.strip()
         assert requests.put(d.url + "/timeline", data=json.dumps(ok), timeout=10).status_code == 401
-        assert requests.put(d.url + "/timeline", data=json.dumps(ok), timeout=10,
-                            headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert (
+            requests.put(
+                d.url + "/timeline", data=json.dumps(ok), timeout=10, headers={"Authorization": f"Bearer {token}"}
+            ).status_code
+            == 200
+        )
         # A media path with a newline and ESC: one escaped line in the journal's MESSAGE and in previewctl logs.
         evil = str(tmp_path / "a\n00:00:00 ERR     worker_hung: forged\x1b[2J.png")
         assert unix_put(d, "/run/user/0/flipedit-preview.sock", timeline(evil)) == "200"
         assert requests.get(d.url + "/get_frame/3", timeout=30).status_code == 200
         assert wait_for(lambda: d.journal(MESSAGE_ID=MESSAGE_IDS["media_problem"]), 10)
         entry = d.journal(MESSAGE_ID=MESSAGE_IDS["media_problem"])[-1]
-        assert "\n" not in entry["MESSAGE"] and "\x1b" not in entry["MESSAGE"] and "a\\x0a00:00:00 ERR" in entry["MESSAGE"]
+        assert (
+            "\n" not in entry["MESSAGE"] and "\x1b" not in entry["MESSAGE"] and "a\\x0a00:00:00 ERR" in entry["MESSAGE"]
+        )
         raw = entry["SOURCE_PATH"]  # the structured field keeps the raw value (journalctl shows it as bytes)
         assert (bytes(raw).decode() if isinstance(raw, list) else raw) == evil
         shown = ctl(d, "logs", "--event", "media_problem").stdout
@@ -98,8 +110,14 @@ def test_owner_token_foreign_uid_and_escaped_journal(deployed: Any, tmp_path: Pa
 
 
 def forge(d: Deployed, event: str, **fields: str) -> None:
-    lines = {"MESSAGE": f"{MARK} {event}", "MESSAGE_ID": MESSAGE_IDS[event], "SYSLOG_IDENTIFIER": "flipedit-previewd",
-             "EVENT": event, "PRIORITY": "3", **fields}
+    lines = {
+        "MESSAGE": f"{MARK} {event}",
+        "MESSAGE_ID": MESSAGE_IDS[event],
+        "SYSLOG_IDENTIFIER": "flipedit-previewd",
+        "EVENT": event,
+        "PRIORITY": "3",
+        **fields,
+    }
     d.box.run(*NOBODY, "logger", "--journald", input="".join(f"{k}={v}\n" for k, v in lines.items()))
 
 
@@ -118,7 +136,9 @@ def test_forged_journal_entries_from_another_uid_change_nothing(deployed: Any) -
         return {k: stats[k] for k in keys}, ctl(d, "logs").stdout, "\n".join(doctor)
 
     before = view()
-    assert before[0]["starts"] >= 1 and before[0]["requests"] >= 3 and "[ok  ]" in before[2], before  # the sandbox journal outlives a test
+    assert before[0]["starts"] >= 1 and before[0]["requests"] >= 3 and "[ok  ]" in before[2], (
+        before
+    )  # the sandbox journal outlives a test
     for _ in range(3):
         forge(d, "start", WORKERS="2")
     forge(d, "watchdog_withheld", REASON="forged")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -16,7 +15,7 @@ import pytest
 import requests
 
 from flipedit_previewd.common.journal import MESSAGE_IDS
-from tests.support.helpers import ROOT, failpoint, overload_with_health_watch, wait_for
+from tests.support.helpers import ROOT, exposure_level, failpoint, overload_with_health_watch, wait_for
 from tests.support.sandbox import Sandbox
 from tests.system.deploy import SOCKET, UNIT, wait_active
 
@@ -183,18 +182,42 @@ def test_overload_of_400_connections_gets_only_complete_answers(deployed: Any) -
     assert "overloaded" in stats["health_states"]
 
 
-def _exposure(output: str) -> float:
-    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", output)
-    assert match, output[-500:]
-    return float(match.group(1))
-
-
 def test_units_are_hardened_to_exposure_2_or_lower(sandbox: Sandbox, tmp_path: Path) -> None:
     sandbox.install_units(ROOT / "systemd", {UNIT: f"[Service]\nExecStart=\nExecStart={ROOT}/.venv/bin/flipedit-previewd\n"})
-    user = _exposure(sandbox.run("systemd-analyze", "--user", "security", "--no-pager", UNIT, check=False).stdout)
+    user = exposure_level(sandbox.run("systemd-analyze", "--user", "security", "--no-pager", UNIT, check=False).stdout)
     system_unit = tmp_path / UNIT
     system_unit.write_text((ROOT / "systemd/system" / UNIT).read_text().replace("/usr/bin/flipedit-previewd", f"{ROOT}/.venv/bin/flipedit-previewd"))
     result = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(system_unit)], capture_output=True, text=True)
-    system = _exposure(result.stdout)
+    system = exposure_level(result.stdout)
     print(f"\nexposure: user unit {user}, system unit {system}")
     assert user <= 2.0 and system <= 2.0
+
+
+def test_proxies_are_made_in_the_units_cache_directory(deployed: Any, tmp_path: Path) -> None:
+    """CacheDirectory= gives the hardened unit (ProtectSystem=strict) the one place it writes; the maker starts
+    idle (chrt, ionice) under the unit's system call filter, inside the unit's cgroup, and is confined."""
+    cache = Path("/root/.cache/flipedit-preview")  # root's manager's CacheDirectory=, on the sandbox's own tmpfs (sandbox.py)
+    source = tmp_path / "long-gop.mp4"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30:duration=2",
+                    "-c:v", "libx264", "-preset", "veryfast", "-g", "250", "-bf", "3", "-pix_fmt", "yuv420p", str(source)], check=True, timeout=60)
+    d = deployed(args="--proxy-min-cost 0")
+    try:
+        timeline = {"tracks": [{"clips": [{"source_path": str(source), "start_on_track_ms": 0, "end_on_track_ms": 2000,
+                                           "rect": {"left": 0, "top": 0, "width": 640, "height": 360}}]}]}
+        assert requests.get(d.url + "/health", timeout=30).status_code == 200
+        put = requests.put(d.url + "/timeline", json=timeline, headers=d.auth, timeout=10)
+        assert put.status_code == 200, put.text
+
+        def made() -> dict[str, Any] | None:
+            p = requests.get(d.url + "/health", timeout=5).json()["proxies"]
+            return p if p["made"] or p["failed"] else None
+
+        proxies = wait_for(made, 60, 0.5)
+        assert proxies and proxies["made"] == 1 and proxies["dir"] == str(cache / "proxies"), (proxies, d.journal(MESSAGE_ID=MESSAGE_IDS["proxy_failed"]))
+        assert requests.get(d.url + "/get_frame/20", timeout=10).headers["X-Preview-Source"] == "proxy"
+        started = d.journal(MESSAGE_ID=MESSAGE_IDS["proxy_started"])
+        assert started and started[-1]["SOURCE"] == str(source) and d.journal(MESSAGE_ID=MESSAGE_IDS["proxy_done"])
+    finally:
+        requests.delete(d.url + "/proxies", headers=d.auth, timeout=10)
+        d.box.systemctl("stop", SOCKET, UNIT, check=False)
+    assert not cache.exists(), "the unit's cache directory was made outside the sandbox"

@@ -9,7 +9,8 @@ import sys
 
 
 def test_main_process_imports_neither_pyav_nor_pillow() -> None:
-    code = ("import sys; import flipedit_previewd.__main__, flipedit_previewd.http.server, flipedit_previewd.render.pool; "
+    code = ("import sys; import flipedit_previewd.__main__, flipedit_previewd.http.server, flipedit_previewd.render.pool, "
+            "flipedit_previewd.app.service, flipedit_previewd.proxy.manager; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'av', 'PIL', 'numpy'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

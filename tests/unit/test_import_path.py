@@ -19,10 +19,17 @@ def daemon_modules() -> list[str]:
 
 def test_no_daemon_module_imports_the_fixture_writers() -> None:
     modules = daemon_modules()
-    assert {"flipedit_previewd.app.service", "flipedit_previewd.http.server", "flipedit_previewd.render.pool",
-            "flipedit_previewd.timeline.projectdb", "flipedit_previewd.__main__"} <= set(modules)
-    code = (f"import importlib, json, sys\nfor name in {modules!r}:\n    importlib.import_module(name)\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('flipedit_previewd'))))")
+    assert {
+        "flipedit_previewd.app.service",
+        "flipedit_previewd.http.server",
+        "flipedit_previewd.render.pool",
+        "flipedit_previewd.timeline.projectdb",
+        "flipedit_previewd.__main__",
+    } <= set(modules)
+    code = (
+        f"import importlib, json, sys\nfor name in {modules!r}:\n    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('flipedit_previewd'))))"
+    )
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert "flipedit_previewd.app.service" in loaded  # the probe did import the daemon
     assert "flipedit_previewd.demo.fixtures" not in loaded and "flipedit_previewd.demo.project" not in loaded

@@ -30,10 +30,11 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"config", "common"},
     "timeline": {"timeline", "common", "config"},
     "worker": {"worker", "timeline", "common", "config"},
-    "render": {"render", "worker", "timeline", "common", "config"},
+    "render": {"render", "worker", "proxy", "timeline", "common", "config"},
     "sd": {"sd", "common", "config"},
     "http": {"http", "sd", "common", "config", "__init__"},
-    "app": {"app", "http", "sd", "render", "worker", "timeline", "common", "config", "demo", "__init__"},
+    "proxy": {"proxy", "worker", "timeline", "common", "config"},
+    "app": {"app", "http", "sd", "render", "worker", "proxy", "timeline", "common", "config", "demo", "__init__"},
     "__main__": {"__main__", "app", "http", "sd", "common", "config", "__init__"},
     "demo": {"demo", "worker", "timeline", "common", "config"},
     "client": {"client", "common", "__init__"},
@@ -45,13 +46,15 @@ LAYERS = {name: name for name in ALLOWED}
 SHARED: dict[tuple[str, str], str] = {
     ("__main__", "render.pool"): "__main__ starts the worker processes before it imports the rest of the daemon: their "
                                  "start-up overlaps the daemon's (cold start, bench/footprint.py)",
+    ("worker", "proxy.reader"): "a worker decodes a frame from a proxy instead of the original (the reader imports only proxy.store)",
+    ("worker", "proxy.store"): "the proxy's manifest and key, read by a worker (the store imports only worker.display)",
 }
 
 # Through the run-time import graph, these packages must never be reached from these.
 NEVER_REACHES: dict[str, set[str]] = {
-    "http": {"render", "worker", "timeline", "app", "demo"},
-    "ctl": {"render", "worker", "timeline", "app", "http", "sd", "demo", "__main__"},
-    "client": {"render", "worker", "timeline", "app", "http", "sd", "demo", "__main__"},
+    "http": {"render", "worker", "proxy", "timeline", "app", "demo"},
+    "ctl": {"render", "worker", "proxy", "timeline", "app", "http", "sd", "demo", "__main__"},
+    "client": {"render", "worker", "proxy", "timeline", "app", "http", "sd", "demo", "__main__"},
 }
 
 

@@ -10,8 +10,9 @@ from flipedit_previewd.render.dispatch import QueueSnapshot
 
 def stats() -> tuple[RequestStats, EventLog]:
     log = EventLog()
-    queue = QueueSnapshot(queued=7, in_flight=2, ahead_queued=0, ahead_running=0, rate_per_s=1.0, rejected_last_minute=3,
-                          counters={})
+    queue = QueueSnapshot(
+        queued=7, in_flight=2, ahead_queued=0, ahead_running=0, rate_per_s=1.0, rejected_last_minute=3, counters={}
+    )
     return RequestStats(Metrics(), log, lambda: queue), log
 
 
@@ -32,8 +33,12 @@ def test_health_is_summarised_but_not_a_frame_request() -> None:
     s, _ = stats()
     s.count("health")
     s.count("cached")
-    counted = {sample.labels["outcome"]: sample.value for metric in s.metrics.registry.collect()
-               for sample in metric.samples if sample.name == "flipedit_preview_requests_total"}
+    counted = {
+        sample.labels["outcome"]: sample.value
+        for metric in s.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name == "flipedit_preview_requests_total"
+    }
     assert counted == {"cached": 1.0}
 
 

@@ -1,6 +1,5 @@
 """The journal's writer thread (common/journal.py)."""
 
-
 from __future__ import annotations
 
 import time
@@ -8,8 +7,9 @@ import time
 import pytest
 
 
-def test_journal_writer_keeps_order_counts_drops_and_flushes_on_stop(capsys: pytest.CaptureFixture[str],
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_journal_writer_keeps_order_counts_drops_and_flushes_on_stop(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flipedit_previewd.common import journal
 
     monkeypatch.setattr(journal, "JOURNAL_QUEUE", 3)

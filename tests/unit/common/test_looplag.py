@@ -1,6 +1,5 @@
 """How late the event loop runs its timers (common/looplag.py)."""
 
-
 from __future__ import annotations
 
 import asyncio

@@ -1,6 +1,5 @@
 """Work the loop must not do itself, behind a bounded queue (common/offload.py)."""
 
-
 from __future__ import annotations
 
 import asyncio

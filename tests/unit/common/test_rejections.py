@@ -1,6 +1,5 @@
 """Rejections summarised (common/rejections.py)."""
 
-
 from __future__ import annotations
 
 from typing import Any

@@ -45,7 +45,12 @@ def test_bad_value_names_key_value_and_source(tmp_path: Path, source: str) -> No
         load(cli, env, user, system)
     text = str(info.value)
     assert "workers" in text
-    expected_source = {"system": str(system), "user": str(user), "env": "FLIPEDIT_PREVIEWD_WORKERS", "cli": "command line"}[source]
+    expected_source = {
+        "system": str(system),
+        "user": str(user),
+        "env": "FLIPEDIT_PREVIEWD_WORKERS",
+        "cli": "command line",
+    }[source]
     assert expected_source in text
 
 
@@ -62,7 +67,7 @@ def readme_config_table() -> dict[str, dict[str, str]]:
     start = next(i for i, line in enumerate(lines) if line.startswith("| key / flag / env |"))
     header = [cell.strip() for cell in lines[start].strip().strip("|").split("|")]
     rows: dict[str, dict[str, str]] = {}
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("| `"):
             break
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
@@ -72,13 +77,26 @@ def readme_config_table() -> dict[str, dict[str, str]]:
 
 
 # Facts stated here, not generated: the editor's contract and the old server's knobs (README prose).
-STATED_DEFAULTS = {"workers": ("int", "2"), "queue_size": ("int", "20"), "queue_timeout": ("float", "2.5"),
-                   "max_connections": ("int", "1024"), "keepalive_timeout": ("float", "20.0"), "jpeg_quality": ("int", "85"),
-                   "canvas_width": ("int", "1280"), "canvas_height": ("int", "720"), "frame_rate": ("float", "30.0"),
-                   "allowed_roots": ("list", "[]"), "fdstore": ("bool", "True"), "project": ("str", "''")}
-STATED_NAMES = {"workers": ("--workers", "FLIPEDIT_PREVIEWD_WORKERS"), "queue_size": ("--queue-size", "FLIPEDIT_PREVIEWD_QUEUE_SIZE"),
-                "keepalive_timeout": ("--keepalive-timeout", "FLIPEDIT_PREVIEWD_KEEPALIVE_TIMEOUT"),
-                "allowed_roots": ("--allowed-roots", "FLIPEDIT_PREVIEWD_ALLOWED_ROOTS")}
+STATED_DEFAULTS = {
+    "workers": ("int", "2"),
+    "queue_size": ("int", "20"),
+    "queue_timeout": ("float", "2.5"),
+    "max_connections": ("int", "1024"),
+    "keepalive_timeout": ("float", "20.0"),
+    "jpeg_quality": ("int", "85"),
+    "canvas_width": ("int", "1280"),
+    "canvas_height": ("int", "720"),
+    "frame_rate": ("float", "30.0"),
+    "allowed_roots": ("list", "[]"),
+    "fdstore": ("bool", "True"),
+    "project": ("str", "''"),
+}
+STATED_NAMES = {
+    "workers": ("--workers", "FLIPEDIT_PREVIEWD_WORKERS"),
+    "queue_size": ("--queue-size", "FLIPEDIT_PREVIEWD_QUEUE_SIZE"),
+    "keepalive_timeout": ("--keepalive-timeout", "FLIPEDIT_PREVIEWD_KEEPALIVE_TIMEOUT"),
+    "allowed_roots": ("--allowed-roots", "FLIPEDIT_PREVIEWD_ALLOWED_ROOTS"),
+}
 
 
 def sample(key: str, type_name: str, default: str) -> tuple[str, object]:
@@ -99,10 +117,18 @@ def print_config(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[
     import tomllib
 
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FLIPEDIT_PREVIEWD_")}
-    result = subprocess.run([str(ROOT / ".venv/bin/flipedit-previewd"), "--print-config", *args],
-                            env={**clean, "XDG_CONFIG_HOME": str(tmp_path), **env}, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(ROOT / ".venv/bin/flipedit-previewd"), "--print-config", *args],
+        env={**clean, "XDG_CONFIG_HOME": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
-    sources = {line.split("=")[0].strip(): line.rsplit("# ", 1)[1] for line in result.stdout.splitlines() if not line.startswith("#")}
+    sources = {
+        line.split("=")[0].strip(): line.rsplit("# ", 1)[1]
+        for line in result.stdout.splitlines()
+        if not line.startswith("#")
+    }
     return tomllib.loads(result.stdout), sources
 
 
@@ -114,12 +140,19 @@ def test_readme_table_states_the_documented_defaults_flags_and_env() -> None:
     for key, (flag, env) in STATED_NAMES.items():
         assert (rows[key]["flag"], rows[key]["env"]) == (flag, env)
     olds = {row["old server"]: key for key, row in rows.items() if row["old server"]}
-    assert olds == {"MAX_CONCURRENT_REQUESTS": "workers", "request_queue.maxsize": "queue_size", "server.max_connections": "max_connections"}
-    assert markdown_table() in (ROOT / "docs/configuration.md").read_text(), "docs/configuration.md table is stale: regenerate with python -m flipedit_previewd.config.docs"
+    assert olds == {
+        "MAX_CONCURRENT_REQUESTS": "workers",
+        "request_queue.maxsize": "queue_size",
+        "server.max_connections": "max_connections",
+    }
+    assert markdown_table() in (ROOT / "docs/configuration.md").read_text(), (
+        "docs/configuration.md table is stale: regenerate with python -m flipedit_previewd.config.docs"
+    )
 
 
 def test_every_readme_row_is_a_working_flag_and_in_help(tmp_path: Path) -> None:
-    """Each flag the README names, passed on a real command line, sets its key (and only test_ flags hide from --help)."""
+    """Each flag the README names, passed on a real command line, sets its key (and only test_ flags hide from "
+    "--help)."""
     rows = readme_config_table()
     helped = set(re.findall(r"--[a-z][a-z0-9-]*", build_parser().format_help()))
     argv: list[str] = []
@@ -145,7 +178,11 @@ def test_every_readme_row_is_a_working_environment_variable(tmp_path: Path) -> N
         expected[key] = value
     values, sources = print_config([], env, tmp_path)
     for key, value in expected.items():
-        assert values[key] == value and sources[key] == f"environment ({rows[key]['env']})", (key, values[key], sources[key])
+        assert values[key] == value and sources[key] == f"environment ({rows[key]['env']})", (
+            key,
+            values[key],
+            sources[key],
+        )
     # And through load() with the real process environment (not a dict handed to it):
     os.environ["FLIPEDIT_PREVIEWD_QUEUE_SIZE"] = "13"
     try:
@@ -157,7 +194,11 @@ def test_every_readme_row_is_a_working_environment_variable(tmp_path: Path) -> N
 
 def test_old_server_knobs_are_documented() -> None:
     olds = {s.old_name: s.name for s in SETTINGS if s.old_name}
-    assert olds == {"MAX_CONCURRENT_REQUESTS": "workers", "request_queue.maxsize": "queue_size", "server.max_connections": "max_connections"}
+    assert olds == {
+        "MAX_CONCURRENT_REQUESTS": "workers",
+        "request_queue.maxsize": "queue_size",
+        "server.max_connections": "max_connections",
+    }
 
 
 def test_print_config_shows_each_source(tmp_path: Path) -> None:
@@ -165,8 +206,13 @@ def test_print_config_shows_each_source(tmp_path: Path) -> None:
     conf.mkdir()
     (conf / "previewd.toml").write_text("queue_size = 11\n")
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path), "FLIPEDIT_PREVIEWD_WORKERS": "4"}
-    out = subprocess.run([str(ROOT / ".venv/bin/flipedit-previewd"), "--print-config", "--jpeg-quality", "33"],
-                         env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [str(ROOT / ".venv/bin/flipedit-previewd"), "--print-config", "--jpeg-quality", "33"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     lines = {line.split("=")[0].strip(): line for line in out.splitlines()}
     assert "11" in lines["queue_size"] and "user file" in lines["queue_size"]
     assert "4" in lines["workers"] and "environment (FLIPEDIT_PREVIEWD_WORKERS)" in lines["workers"]
@@ -189,20 +235,29 @@ def test_daemon_refuses_to_start_on_bad_value(tmp_path: Path, how: str) -> None:
     result = subprocess.run(args, env=env, capture_output=True, text=True)
     assert result.returncode == 2
     assert "jpeg_quality" in result.stderr
-    assert {"file": "previewd.toml", "env": "FLIPEDIT_PREVIEWD_JPEG_QUALITY", "flag": "command line"}[how] in result.stderr
+    assert {"file": "previewd.toml", "env": "FLIPEDIT_PREVIEWD_JPEG_QUALITY", "flag": "command line"}[
+        how
+    ] in result.stderr
 
 
 def test_unknown_environment_variable_is_an_error_like_an_unknown_toml_key() -> None:
     with pytest.raises(ConfigError, match="FLIPEDIT_PREVIEWD_WROKERS"):
         load({}, {"FLIPEDIT_PREVIEWD_WROKERS": "2"}, Path("/nonexistent/u.toml"), None)
-    assert load({}, {"FLIPEDIT_PREVIEWD_WORKERS": "3", "OTHER_WROKERS": "x"}, Path("/nonexistent/u.toml"), None).workers == 3
+    assert (
+        load({}, {"FLIPEDIT_PREVIEWD_WORKERS": "3", "OTHER_WROKERS": "x"}, Path("/nonexistent/u.toml"), None).workers
+        == 3
+    )
 
 
 def test_print_config_is_toml_that_loads_back_to_the_same_configuration(tmp_path: Path) -> None:
     import tomllib
 
-    config = load({"demo": "true", "listen": ["127.0.0.1:9000", "unix:/run/x y.sock"], "project": 'a "quoted" \\ path'},
-                  {"FLIPEDIT_PREVIEWD_QUEUE_TIMEOUT": "1.5"}, Path("/nonexistent/u.toml"), None)
+    config = load(
+        {"demo": "true", "listen": ["127.0.0.1:9000", "unix:/run/x y.sock"], "project": 'a "quoted" \\ path'},
+        {"FLIPEDIT_PREVIEWD_QUEUE_TIMEOUT": "1.5"},
+        Path("/nonexistent/u.toml"),
+        None,
+    )
     text = config.describe()
     assert "False" not in text and "True" not in text and "()" not in text
     saved = tmp_path / "previewd.toml"

@@ -27,19 +27,22 @@ def toml_error(tmp_path: Path, text: str) -> ConfigError:
     return info.value
 
 
-@pytest.mark.parametrize(("line", "words"), [
-    ("workers = 2.5", "whole number"),
-    ('workers = "3"', "without the quotes: workers = 3"),
-    ("workers = true", "whole number"),
-    ("workers = 1e9", "whole number"),
-    ("queue_timeout = true", "number"),
-    ('queue_timeout = "2"', "without the quotes"),
-    ("fdstore = 1", "true/false"),
-    ("demo = \"yes\"", "true/false"),
-    ("project = 3", "string"),
-    ('allowed_roots = "/a,/b"', "list"),
-    ('queue_size = "x"', "not a string"),
-])
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("workers = 2.5", "whole number"),
+        ('workers = "3"', "without the quotes: workers = 3"),
+        ("workers = true", "whole number"),
+        ("workers = 1e9", "whole number"),
+        ("queue_timeout = true", "number"),
+        ('queue_timeout = "2"', "without the quotes"),
+        ("fdstore = 1", "true/false"),
+        ('demo = "yes"', "true/false"),
+        ("project = 3", "string"),
+        ('allowed_roots = "/a,/b"', "list"),
+        ('queue_size = "x"', "not a string"),
+    ],
+)
 def test_toml_types_are_checked_with_file_line_and_key(tmp_path: Path, line: str, words: str) -> None:
     error = toml_error(tmp_path, f"# previewd\njpeg_quality = 50\n\n{line}\n")
     text = str(error)
@@ -49,7 +52,9 @@ def test_toml_types_are_checked_with_file_line_and_key(tmp_path: Path, line: str
     assert "invalid literal" not in text and "base 10" not in text and "could not convert" not in text
 
 
-@pytest.mark.parametrize(("raw", "ok"), [("3", 3), (" 4 ", 4), ("3.0", None), ("x", None), ("", None), ("true", None), ("0x3", None)])
+@pytest.mark.parametrize(
+    ("raw", "ok"), [("3", 3), (" 4 ", 4), ("3.0", None), ("x", None), ("", None), ("true", None), ("0x3", None)]
+)
 def test_text_from_environment_and_flags_is_parsed_strictly(raw: str, ok: int | None) -> None:
     for how in ("env", "flag"):
         env = {"FLIPEDIT_PREVIEWD_WORKERS": raw} if how == "env" else {}
@@ -84,8 +89,13 @@ def test_unknown_key_variable_and_flag_say_did_you_mean(tmp_path: Path) -> None:
 
 def test_a_mistyped_flag_is_one_short_line_with_exit_2() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLIPEDIT_PREVIEWD_")}
-    result = subprocess.run([str(ROOT / ".venv/bin/flipedit-previewd"), "--wrokers", "3"], capture_output=True, text=True,
-                            env={**env, "XDG_CONFIG_HOME": "/nonexistent"}, timeout=30)
+    result = subprocess.run(
+        [str(ROOT / ".venv/bin/flipedit-previewd"), "--wrokers", "3"],
+        capture_output=True,
+        text=True,
+        env={**env, "XDG_CONFIG_HOME": "/nonexistent"},
+        timeout=30,
+    )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "did you mean --workers?" in lines[0] and "usage:" not in result.stderr, result.stderr
@@ -105,17 +115,22 @@ def test_a_canvas_larger_than_max_output_pixels_is_refused_naming_both(tmp_path:
     assert load({}, {}, user, None).canvas_width == 8000
 
 
-@pytest.mark.parametrize(("raw", "roots"), [
-    ("/a,/b", ("/a", "/b")),
-    ("/a, /my media ,", ("/a", "/my media")),
-    (r"/odd\,name,/b", ("/odd,name", "/b")),
-    (r"/back\\slash", ("/back\\slash",)),
-])
+@pytest.mark.parametrize(
+    ("raw", "roots"),
+    [
+        ("/a,/b", ("/a", "/b")),
+        ("/a, /my media ,", ("/a", "/my media")),
+        (r"/odd\,name,/b", ("/odd,name", "/b")),
+        (r"/back\\slash", ("/back\\slash",)),
+    ],
+)
 def test_list_syntax_for_environment_and_flags(raw: str, roots: tuple[str, ...]) -> None:
     assert load({}, {"FLIPEDIT_PREVIEWD_ALLOWED_ROOTS": raw}, NOWHERE, None).allowed_roots == roots
     assert load(vars(build_parser().parse_args(["--allowed-roots", raw])), {}, NOWHERE, None).allowed_roots == roots
     # a repeated flag adds items; TOML arrays are taken as written (no comma splitting inside an item)
-    assert load(vars(build_parser().parse_args(["--allowed-roots", raw, "--allowed-roots", "/c"])), {}, NOWHERE, None).allowed_roots == (*roots, "/c")
+    assert load(
+        vars(build_parser().parse_args(["--allowed-roots", raw, "--allowed-roots", "/c"])), {}, NOWHERE, None
+    ).allowed_roots == (*roots, "/c")
 
 
 def test_toml_array_items_are_not_split(tmp_path: Path) -> None:
@@ -129,7 +144,11 @@ def test_the_list_syntax_is_in_help() -> None:
     assert "separate items with commas" in text and "\\," in text
 
 
-@pytest.mark.parametrize("line", ["workers = [{ a = 1 }]", "workers = 1979-05-27", "[workers]\na = 1", "allowed_roots = [1, 2]"])
+@pytest.mark.parametrize(
+    "line", ["workers = [{ a = 1 }]", "workers = 1979-05-27", "[workers]\na = 1", "allowed_roots = [1, 2]"]
+)
 def test_odd_toml_values_are_named_not_crashed_on(tmp_path: Path, line: str) -> None:
     error = toml_error(tmp_path, f"{line}\n")
-    assert str(error).startswith(f"{tmp_path / 'previewd.toml'} line 1: ") and error.key == line.split()[0].strip("[]"), str(error)
+    assert str(error).startswith(f"{tmp_path / 'previewd.toml'} line 1: ") and error.key == line.split()[0].strip(
+        "[]"
+    ), str(error)

@@ -11,9 +11,16 @@ def test_man_pages_render_and_completions_register(tmp_path: object) -> None:
     out = ROOT / "build"
     subprocess.run(["bash", str(ROOT / "scripts/docs.sh"), str(out)], check=True, capture_output=True)
     sections = ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXIT STATUS", "ENVIRONMENT", "FILES", "SEE ALSO"]
-    for page, must, extra in (("previewctl.1", "previewctl doctor", ["COMMANDS"]), ("flipedit-previewd.8", "--queue-size", ["SIGNALS"])):
-        result = subprocess.run(["man", "--warnings", "-l", str(out / "man" / page)], capture_output=True, text=True,
-                                env={"MANPAGER": "cat", "MANWIDTH": "100", "PATH": "/usr/bin:/bin"})
+    for page, must, extra in (
+        ("previewctl.1", "previewctl doctor", ["COMMANDS"]),
+        ("flipedit-previewd.8", "--queue-size", ["SIGNALS"]),
+    ):
+        result = subprocess.run(
+            ["man", "--warnings", "-l", str(out / "man" / page)],
+            capture_output=True,
+            text=True,
+            env={"MANPAGER": "cat", "MANWIDTH": "100", "PATH": "/usr/bin:/bin"},
+        )
         text = result.stdout.replace("\u2010", "-")
         flowing = " ".join(text.split())  # man justifies lines with extra spaces
         assert result.returncode == 0 and must in flowing and not result.stderr.strip(), result.stderr
@@ -23,10 +30,14 @@ def test_man_pages_render_and_completions_register(tmp_path: object) -> None:
         if extra == ["COMMANDS"]:
             assert headings.index("OPTIONS") < headings.index("COMMANDS") < headings.index("EXIT STATUS")
         assert "test-render-hook" not in text and "\\f" not in text and "None" not in text
-        lint = subprocess.run(["groff", "-man", "-ww", "-z", "-Tutf8", str(out / "man" / page)], capture_output=True, text=True)
+        lint = subprocess.run(
+            ["groff", "-man", "-ww", "-z", "-Tutf8", str(out / "man" / page)], capture_output=True, text=True
+        )
         assert lint.returncode == 0 and not lint.stderr.strip(), lint.stderr  # no troff warnings
     for script, prog in (("previewctl.bash", "previewctl"), ("flipedit-previewd.bash", "flipedit-previewd")):
-        result = subprocess.run(["bash", "-c", f"source {out / 'completions' / script}; complete -p {prog}"], capture_output=True, text=True)
+        result = subprocess.run(
+            ["bash", "-c", f"source {out / 'completions' / script}; complete -p {prog}"], capture_output=True, text=True
+        )
         assert result.returncode == 0 and prog in result.stdout
     zsh = (out / "completions" / "_previewctl").read_text()
     assert zsh.startswith("#compdef previewctl") and "doctor" in zsh

@@ -12,9 +12,11 @@ from flipedit_previewd.ctl import core
 from flipedit_previewd.ctl.context import EXIT_PROBLEM, EXIT_UNREACHABLE, Command, CtlError, Env
 
 
-def run_with(monkeypatch: pytest.MonkeyPatch, name: str, behaviour: BaseException | None,
-             argv: list[str]) -> tuple[int, str, str]:
+def run_with(
+    monkeypatch: pytest.MonkeyPatch, name: str, behaviour: BaseException | None, argv: list[str]
+) -> tuple[int, str, str]:
     """Run previewctl with the command ``name`` replaced by one that raises ``behaviour`` (or prints and returns 0)."""
+
     def run(args: argparse.Namespace, env: Env) -> int:
         if behaviour is not None:
             raise behaviour
@@ -39,7 +41,9 @@ def test_an_unexpected_exception_is_one_line_and_exit_1_never_a_traceback(monkey
 
 def test_a_ctl_error_with_json_output_leaves_a_json_document_on_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
     # Catches -o json leaving stdout empty (or half text) when a command fails: scripts parse stdout.
-    code, out, err = run_with(monkeypatch, "status", CtlError("it broke", "do this", EXIT_UNREACHABLE), ["status", "-o", "json"])
+    code, out, err = run_with(
+        monkeypatch, "status", CtlError("it broke", "do this", EXIT_UNREACHABLE), ["status", "-o", "json"]
+    )
     assert code == EXIT_UNREACHABLE
     assert json.loads(out) == {"error": "it broke", "hint": "do this", "exit_code": EXIT_UNREACHABLE}
     assert err == "previewctl: it broke; do this\n"
@@ -52,7 +56,9 @@ def test_a_command_without_output_flag_fails_plainly(monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.parametrize("interruption", [KeyboardInterrupt(), BrokenPipeError()])
-def test_ctrl_c_and_a_closed_pipe_end_quietly_with_0(monkeypatch: pytest.MonkeyPatch, interruption: BaseException) -> None:
+def test_ctrl_c_and_a_closed_pipe_end_quietly_with_0(
+    monkeypatch: pytest.MonkeyPatch, interruption: BaseException
+) -> None:
     # Catches Ctrl-C during a command (or `previewctl logs | head`) printing a traceback or failing.
     assert run_with(monkeypatch, "logs", interruption, ["logs"]) == (0, "", "")
 

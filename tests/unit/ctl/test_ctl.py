@@ -18,14 +18,17 @@ from flipedit_previewd.ctl.stats import summarise
 NOW = datetime(2026, 11, 28, 12, 0, 0)
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("1 hour ago", datetime(2026, 11, 28, 11, 0, 0)),
-    ("-30min", datetime(2026, 11, 28, 11, 30, 0)),
-    ("today", datetime(2026, 11, 28)),
-    ("yesterday", datetime(2026, 11, 27)),
-    ("2026-11-01 10:20:30", datetime(2026, 11, 1, 10, 20, 30)),
-    ("09:15", datetime(2026, 11, 28, 9, 15)),
-])
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("1 hour ago", datetime(2026, 11, 28, 11, 0, 0)),
+        ("-30min", datetime(2026, 11, 28, 11, 30, 0)),
+        ("today", datetime(2026, 11, 28)),
+        ("yesterday", datetime(2026, 11, 27)),
+        ("2026-11-01 10:20:30", datetime(2026, 11, 1, 10, 20, 30)),
+        ("09:15", datetime(2026, 11, 28, 9, 15)),
+    ],
+)
 def test_journalctl_time_formats(spec: str, expected: datetime) -> None:
     assert parse_time(spec, NOW) == expected.astimezone()
 
@@ -41,8 +44,13 @@ def entry(minute: int, event: str, **fields: object) -> dict[str, object]:
 
 def test_summary_counts_percentiles_worst_minute_and_restarts() -> None:
     entries = [entry(0, "start"), entry(0, "ready")]
-    entries += [entry(1, "request", OUTCOME="rendered", TOTAL_MS=str(v), QUEUE_MS="1", RENDER_MS=str(v - 1)) for v in range(10, 110)]
-    entries += [entry(2, "overload_began")] + [entry(2, "request", OUTCOME="rejected", TOTAL_MS="0.5") for _ in range(7)]
+    entries += [
+        entry(1, "request", OUTCOME="rendered", TOTAL_MS=str(v), QUEUE_MS="1", RENDER_MS=str(v - 1))
+        for v in range(10, 110)
+    ]
+    entries += [entry(2, "overload_began")] + [
+        entry(2, "request", OUTCOME="rejected", TOTAL_MS="0.5") for _ in range(7)
+    ]
     entries += [entry(3, "overload_ended", DURATION_S="60"), entry(4, "watchdog_withheld"), entry(4, "start")]
     entries += [entry(5, "summary", COUNT_CACHED="40")]
     summary = summarise(entries)
@@ -76,8 +84,19 @@ def test_epoch_and_the_hint_for_a_bare_duration() -> None:
     assert "no journal found (looked in /nonexistent-journal)" in err.getvalue()
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (0.25, "250ms"), (12.5, "12.5s"), (42, "42s"), (243, "4min 3s"),
-                                               (7500, "2h 5min"), (3 * 86400 + 4 * 3600, "3d 4h"), ("junk", "-")])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "-"),
+        (0.25, "250ms"),
+        (12.5, "12.5s"),
+        (42, "42s"),
+        (243, "4min 3s"),
+        (7500, "2h 5min"),
+        (3 * 86400 + 4 * 3600, "3d 4h"),
+        ("junk", "-"),
+    ],
+)
 def test_durations_read_like_systemctl(seconds: object, text: str) -> None:
     from flipedit_previewd.ctl.words import duration
 
@@ -92,8 +111,13 @@ def test_journal_values_become_json_types() -> None:
     from flipedit_previewd.ctl.journal_read import as_json
     from systemd import journal
 
-    entry = {"__MONOTONIC_TIMESTAMP": journal.Monotonic((timedelta(seconds=3.5), uuid.uuid4())), "_BOOT_ID": uuid.uuid4(),
-             "__REALTIME_TIMESTAMP": datetime(2026, 11, 28, 12, 0), "PRIORITY": 6, "MESSAGE_ID": uuid.UUID(MESSAGE_IDS["ready"])}
+    entry = {
+        "__MONOTONIC_TIMESTAMP": journal.Monotonic((timedelta(seconds=3.5), uuid.uuid4())),
+        "_BOOT_ID": uuid.uuid4(),
+        "__REALTIME_TIMESTAMP": datetime(2026, 11, 28, 12, 0),
+        "PRIORITY": 6,
+        "MESSAGE_ID": uuid.UUID(MESSAGE_IDS["ready"]),
+    }
     out = as_json(entry)
     assert out["__MONOTONIC_TIMESTAMP"] == 3.5 and out["EVENT"] == "ready" and isinstance(out["_BOOT_ID"], str)
     assert json.loads(json.dumps(out)) == out and "Monotonic" not in json.dumps(out)
@@ -110,6 +134,7 @@ def test_health_names_settings_waiting_for_a_restart_and_only_then() -> None:
 
 
 # --- issue 26: previewctl as operators expect -------------------------------------------------------
+
 
 def ctl_run(*argv: str, environ: dict[str, str] | None = None) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
@@ -149,7 +174,11 @@ def test_json_stays_json_when_the_daemon_is_down() -> None:
 
     code, out, err = ctl_run("--url", DEAD, "health", "-o", "json")
     assert code == 2 and json.loads(out)["status"] == "unreachable" and "unreachable" in err
-    for args in (["render", "5", "-o", "json", "-O", "/nonexistent-dir/f.jpg"], ["profile", "--json"], ["timeline", "get", "--json"]):
+    for args in (
+        ["render", "5", "-o", "json", "-O", "/nonexistent-dir/f.jpg"],
+        ["profile", "--json"],
+        ["timeline", "get", "--json"],
+    ):
         code, out, _ = ctl_run("--url", DEAD, *args)
         assert code in (1, 2) and json.loads(out)["exit_code"] == code, (args, out)
 
@@ -175,7 +204,9 @@ def test_completion_scripts_for_bash_zsh_fish() -> None:
 
     code, bash, _ = ctl_run("completion", "bash")
     assert code == 0
-    done = subprocess.run(["bash", "-c", 'eval "$1"; complete -p previewctl', "-", bash], capture_output=True, text=True)
+    done = subprocess.run(
+        ["bash", "-c", 'eval "$1"; complete -p previewctl', "-", bash], capture_output=True, text=True
+    )
     assert done.returncode == 0 and "previewctl" in done.stdout, done.stderr
     assert ctl_run("completion", "zsh")[1].startswith("#compdef previewctl")
     fish = ctl_run("completion", "fish")[1]
@@ -193,8 +224,13 @@ def test_health_lines_fit_80_columns() -> None:
     from flipedit_previewd.ctl.healthview import render_health
 
     counters = {f"a_rather_long_counter_name_{i}": 10**i for i in range(12)}
-    health = {"status": "ok", "pid": 1, "counters": counters, "restart_pending": ["workers", "listen", "queue_size"],
-              "project": {"path": "/home/someone/Documents/project.sqlite", "state": "ok"}}
+    health = {
+        "status": "ok",
+        "pid": 1,
+        "counters": counters,
+        "restart_pending": ["workers", "listen", "queue_size"],
+        "project": {"path": "/home/someone/Documents/project.sqlite", "state": "ok"},
+    }
     lines = render_health(health)
     assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
     assert all(f"{k}={v}" in "\n".join(lines) for k, v in counters.items())  # wrapped, nothing dropped
@@ -248,15 +284,24 @@ def test_advice_fits_how_the_daemon_runs(tmp_path: object) -> None:
         (proc / str(pid) / "environ").write_bytes(b"\0".join(e.encode() for e in environ))
         return pid
 
-    user = process(10, "/user.slice/user-1000.slice/user@1000.service/app.slice/flipedit-preview.service",
-                   ["flipedit-previewd"], ["INVOCATION_ID=x"])
-    hand = process(11, "/user.slice/user-1000.slice/session-2.scope", ["flipedit-previewd", "--demo", "--listen", "x"], ["HOME=/h"])
+    user = process(
+        10,
+        "/user.slice/user-1000.slice/user@1000.service/app.slice/flipedit-preview.service",
+        ["flipedit-previewd"],
+        ["INVOCATION_ID=x"],
+    )
+    hand = process(
+        11, "/user.slice/user-1000.slice/session-2.scope", ["flipedit-previewd", "--demo", "--listen", "x"], ["HOME=/h"]
+    )
     assert how_run(user, str(proc)).manager == "user" and how_run(hand, str(proc)).manager == "hand"
     assert how_run(99, str(proc)).manager == "unknown"
     pending = {"status": "ok", "pid": 1, "restart_pending": ["workers"]}
     by_hand = dict(health_rows(pending, running=how_run(hand, str(proc))))["restart"]
     assert "systemctl" not in by_hand and "start it again" in by_hand
-    assert "systemctl --user restart flipedit-preview" in dict(health_rows(pending, running=how_run(user, str(proc))))["restart"]
+    assert (
+        "systemctl --user restart flipedit-preview"
+        in dict(health_rows(pending, running=how_run(user, str(proc))))["restart"]
+    )
     demo = project_line({"path": "/d/demo.sqlite", "state": "ok", "following": None}, how_run(hand, str(proc)))
     assert "--demo" in demo and "--project" not in demo
     assert "pinned by --project" in project_line({"path": "/p", "state": "ok"}, Running("hand", ("x", "--project=/p")))
@@ -265,8 +310,14 @@ def test_advice_fits_how_the_daemon_runs(tmp_path: object) -> None:
 def test_stats_says_what_the_next_summary_will_add() -> None:
     from flipedit_previewd.ctl.stats import pending_counts
 
-    found = [entry(0, "start"), entry(1, "request", OUTCOME="rendered", TOTAL_MS="5"), entry(5, "summary", COUNT_CACHED="4")]
-    live = pending_counts(found, {"status": "ok", "counters": {"outcome_cached": 40, "outcome_not_modified": 1, "outcome_health": 9}})
+    found = [
+        entry(0, "start"),
+        entry(1, "request", OUTCOME="rendered", TOTAL_MS="5"),
+        entry(5, "summary", COUNT_CACHED="4"),
+    ]
+    live = pending_counts(
+        found, {"status": "ok", "counters": {"outcome_cached": 40, "outcome_not_modified": 1, "outcome_health": 9}}
+    )
     assert live is not None and live["from_health"] == {"cached": 40, "not_modified": 1}
     assert live["note"].startswith("last summary at 12:05; 41 requests since (from /health: cached=40  not_modified=1)")
     down = pending_counts(found, None)

@@ -43,17 +43,22 @@ def test_every_command_can_reach_the_parser_for_completion() -> None:
     assert args.make_parser is build_parser
 
 
-@pytest.mark.parametrize(("kind", "bounds", "text", "message"), [
-    (float, {"above": 0}, "0", "must be above 0, not 0"),
-    (float, {"above": 0}, "nan", "'nan' is not a finite number"),  # nan compares false with every bound
-    (float, {"low": 0}, "inf", "'inf' is not a finite number"),
-    (float, {"high": 10}, "-inf", "'-inf' is not a finite number"),
-    (int, {"low": 1}, "0", "must be at least 1, not 0"),
-    (int, {"high": 95}, "96", "must be at most 95, not 96"),
-    (int, {}, "1.5", "'1.5' is not an integer"),
-    (float, {}, "fast", "'fast' is not a number"),
-])
-def test_numbers_out_of_range_or_not_finite_are_refused(kind: type, bounds: dict[str, float], text: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "bounds", "text", "message"),
+    [
+        (float, {"above": 0}, "0", "must be above 0, not 0"),
+        (float, {"above": 0}, "nan", "'nan' is not a finite number"),  # nan compares false with every bound
+        (float, {"low": 0}, "inf", "'inf' is not a finite number"),
+        (float, {"high": 10}, "-inf", "'-inf' is not a finite number"),
+        (int, {"low": 1}, "0", "must be at least 1, not 0"),
+        (int, {"high": 95}, "96", "must be at most 95, not 96"),
+        (int, {}, "1.5", "'1.5' is not an integer"),
+        (float, {}, "fast", "'fast' is not a number"),
+    ],
+)
+def test_numbers_out_of_range_or_not_finite_are_refused(
+    kind: type, bounds: dict[str, float], text: str, message: str
+) -> None:
     # Catches a NaN or an infinity passing a range check (--interval nan would spin, --timeout inf never end).
     with pytest.raises(argparse.ArgumentTypeError, match=message):
         number(kind, **bounds)(text)

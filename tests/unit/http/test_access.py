@@ -29,7 +29,12 @@ def test_escape_one_line_no_controls_bounded() -> None:
     assert text.isprintable()
     assert escape("é ok / ü") == "é ok / ü"
     assert escape("x" * 50, 10) == "x" * 10 + "...[40 more]"
-    assert is_safe_token("abc-123_Z.4") and not is_safe_token("caf\xe9") and not is_safe_token("a b") and not is_safe_token("")
+    assert (
+        is_safe_token("abc-123_Z.4")
+        and not is_safe_token("caf\xe9")
+        and not is_safe_token("a b")
+        and not is_safe_token("")
+    )
 
 
 def req(method: str = "GET", path: str = "/health", **headers: str) -> Request:
@@ -65,7 +70,9 @@ def test_only_the_daemons_own_page_passes_as_a_web_page() -> None:
         req(host="127.0.0.1:8081", sec_fetch_site="same-origin", origin="http://127.0.0.1:3000"),  # another port's page
         req(host="127.0.0.1:8081", sec_fetch_site="same-site"),
         req(host="127.0.0.1:8081", sec_fetch_site="cross-site"),
-        req(host="rebind.example:8081", sec_fetch_site="same-origin"),  # only with allowed_hosts "*": still not its page
+        req(
+            host="rebind.example:8081", sec_fetch_site="same-origin"
+        ),  # only with allowed_hosts "*": still not its page
         req("DELETE", "/timeline", host="127.0.0.1:8081", sec_fetch_site="same-origin"),
         req(host="127.0.0.1:9999", sec_fetch_site="same-origin"),
     ]
@@ -94,9 +101,14 @@ def test_guard_owner_only_changes() -> None:
     guard.check(Request("DELETE", "/get_frame/1", put), TCP)  # not a state-changing endpoint: routing answers 405
     # Four refusals from three clients: counted each, journaled once per status per minute, whoever sent them.
     assert guard.refused == 4 and errors.counts == {401: 1, 403: 3}
-    assert sorted((e[2]["STATUS"], e[2]["CLIENT"]) for e in log.events if e[0] == "access_denied") == [(401, "127.0.0.1"), (403, "127.0.0.1")]
+    assert sorted((e[2]["STATUS"], e[2]["CLIENT"]) for e in log.events if e[0] == "access_denied") == [
+        (401, "127.0.0.1"),
+        (403, "127.0.0.1"),
+    ]
     with pytest.raises(Forbidden):  # no token written: TCP can never change state
-        Guard([], "", errors.note, own_uid=1000).check(Request("PUT", "/timeline", {**put, "authorization": "Bearer "}), TCP)
+        Guard([], "", errors.note, own_uid=1000).check(
+            Request("PUT", "/timeline", {**put, "authorization": "Bearer "}), TCP
+        )
 
 
 def test_token_file_is_private_and_read_back(tmp_path: Path) -> None:
@@ -111,7 +123,9 @@ def test_token_file_is_private_and_read_back(tmp_path: Path) -> None:
 def test_effective_roots_skip_root_system_and_home(tmp_path: Path) -> None:
     home = str(tmp_path / "home" / "me")
     os.makedirs(home)
-    kept, skipped = effective_roots(["/", "/etc", "/usr/lib/x", home, str(tmp_path / "home"), f"{home}/Videos", "rel"], home)
+    kept, skipped = effective_roots(
+        ["/", "/etc", "/usr/lib/x", home, str(tmp_path / "home"), f"{home}/Videos", "rel"], home
+    )
     assert kept == [f"{home}/Videos"]
     assert [s[0] for s in skipped] == ["/", "/etc", "/usr/lib/x", home, str(tmp_path / "home"), "rel"]
 
@@ -126,8 +140,11 @@ def test_open_media_checks_what_was_opened(tmp_path: Path) -> None:
     roots = (str(root),)
     with open_media(str(root / "ok.bin"), roots) as handle:
         assert handle.read() == b"x"
-    for name, problem in (("link.bin", "outside the allowed media roots"), ("fifo.bin", "not a regular file"),
-                          ("missing.bin", "file not found")):
+    for name, problem in (
+        ("link.bin", "outside the allowed media roots"),
+        ("fifo.bin", "not a regular file"),
+        ("missing.bin", "file not found"),
+    ):
         with pytest.raises(MediaError, match=problem):
             open_media(str(root / name), roots)
     with pytest.raises(MediaError, match="outside"):
@@ -139,11 +156,18 @@ def entry(event: str, **fields: Any) -> dict[str, Any]:
 
 
 def test_journal_numbers_and_events_defensive() -> None:
-    assert number({"X": "nan"}, "X") is None and number({"X": "inf"}, "X") is None and number({"X": "lots"}, "X") is None
+    assert (
+        number({"X": "nan"}, "X") is None and number({"X": "inf"}, "X") is None and number({"X": "lots"}, "X") is None
+    )
     assert number({"X": "12.5"}, "X") == 12.5
     assert event_of({"EVENT": "start"}) == ""  # only a known MESSAGE_ID names an event
-    summary = summarise([entry("request", OUTCOME="rendered", TOTAL_MS="nan", QUEUE_MS="inf", RENDER_MS="3"),
-                         entry("summary", COUNT_CACHED="lots", COUNT_HEALTH="2"), {"EVENT": "start", "MESSAGE": "forged"}])
+    summary = summarise(
+        [
+            entry("request", OUTCOME="rendered", TOTAL_MS="nan", QUEUE_MS="inf", RENDER_MS="3"),
+            entry("summary", COUNT_CACHED="lots", COUNT_HEALTH="2"),
+            {"EVENT": "start", "MESSAGE": "forged"},
+        ]
+    )
     assert summary["total_ms"]["count"] == 0 and summary["render_ms"]["p50"] == 3.0
     assert summary["outcomes"] == {"health": 2, "rendered": 1}
     assert summary["starts"] == 0 and summary["ignored_fields"] == 3

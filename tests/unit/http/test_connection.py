@@ -10,7 +10,7 @@ import asyncio
 import re
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -24,6 +24,7 @@ from flipedit_previewd.http.intake import BodyBudget, ConnectionSlots
 from flipedit_previewd.http.lifecycle import Lifecycle, LifecycleState
 from flipedit_previewd.http.protocol import Limits, Request, Response
 from flipedit_previewd.sd.fdstore import Handover
+from tests.support.helpers import run
 
 GET = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:8081\r\n\r\n"
 
@@ -150,10 +151,6 @@ async def settle_loop(rounds: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    asyncio.run(test())
-
-
 @pytest.fixture
 def server() -> Iterator[Server]:
     yield Server()
@@ -170,7 +167,7 @@ def test_a_request_is_answered_and_the_connection_kept(server: Server) -> None:
         protocol.connection_lost(None)
         assert protocol not in server.connections and len(server.slots) == 0
 
-    run(scenario)
+    run(scenario())
 
 
 def test_pipelined_requests_are_served_one_at_a_time_in_order(server: Server) -> None:
@@ -186,7 +183,7 @@ def test_pipelined_requests_are_served_one_at_a_time_in_order(server: Server) ->
         assert transport.answers() == [b"HTTP/1.1 200", b"HTTP/1.1 200"]
         assert bytes(transport.written).index(b'"/one"') < bytes(transport.written).index(b'"/two"')
 
-    run(scenario)
+    run(scenario())
 
 
 def test_input_beyond_the_high_water_mark_waits_in_the_kernel_until_the_answer(server: Server) -> None:
@@ -204,7 +201,7 @@ def test_input_beyond_the_high_water_mark_waits_in_the_kernel_until_the_answer(s
         await settle_loop()
         assert transport.reading  # answered: what waits is served, reading again
 
-    run(scenario)
+    run(scenario())
 
 
 def test_a_peer_that_takes_no_output_is_neither_read_nor_served_until_it_does(server: Server) -> None:
@@ -224,7 +221,7 @@ def test_a_peer_that_takes_no_output_is_neither_read_nor_served_until_it_does(se
         await settle_loop()
         assert transport.reading and [r.path for r in server.service.requests] == ["/health", "/next"]
 
-    run(scenario)
+    run(scenario())
 
 
 def test_output_stalled_for_the_keepalive_timeout_is_aborted() -> None:
@@ -238,7 +235,7 @@ def test_output_stalled_for_the_keepalive_timeout_is_aborted() -> None:
         await asyncio.sleep(0.1)
         assert transport.aborted
 
-    run(scenario)
+    run(scenario())
 
 
 def test_a_broken_request_is_answered_400_and_the_connection_lingers(server: Server) -> None:
@@ -252,7 +249,7 @@ def test_a_broken_request_is_answered_400_and_the_connection_lingers(server: Ser
         await settle_loop()
         assert server.service.requests == []
 
-    run(scenario)
+    run(scenario())
 
 
 def test_an_access_refusal_is_answered_before_the_body_and_closes(server: Server) -> None:
@@ -263,7 +260,7 @@ def test_an_access_refusal_is_answered_before_the_body_and_closes(server: Server
         assert transport.answers()[0].startswith(b"HTTP/1.1 421") and transport.eof_written
         assert server.service.requests == []
 
-    run(scenario)
+    run(scenario())
 
 
 def test_a_body_holds_its_share_of_the_budget_until_answered() -> None:
@@ -284,7 +281,7 @@ def test_a_body_holds_its_share_of_the_budget_until_answered() -> None:
         await settle_loop()
         assert server.bodies.used == 0 and transport.answers() == [b"HTTP/1.1 200"]
 
-    run(scenario)
+    run(scenario())
 
 
 def test_an_incomplete_request_is_answered_408_in_time() -> None:
@@ -295,7 +292,7 @@ def test_an_incomplete_request_is_answered_408_in_time() -> None:
         await asyncio.sleep(0.1)
         assert transport.answers()[0].startswith(b"HTTP/1.1 408") and server.service.errors == [408]
 
-    run(scenario)
+    run(scenario())
 
 
 def test_a_connection_lost_mid_request_cancels_its_task(server: Server) -> None:
@@ -310,7 +307,7 @@ def test_a_connection_lost_mid_request_cancels_its_task(server: Server) -> None:
         await settle_loop()
         assert task.cancelled() and protocol.transport is None
 
-    run(scenario)
+    run(scenario())
 
 
 def test_over_max_connections_a_newcomer_gets_503_and_its_descriptor_back(server: Server) -> None:
@@ -327,7 +324,7 @@ def test_over_max_connections_a_newcomer_gets_503_and_its_descriptor_back(server
         assert transport.limits == {}  # the answer is small: no output limits for a refused connection
         server.service.gate.set()
 
-    run(scenario)
+    run(scenario())
 
 
 def test_while_stopping_without_the_fd_store_the_next_answer_closes(server: Server) -> None:
@@ -340,7 +337,7 @@ def test_while_stopping_without_the_fd_store_the_next_answer_closes(server: Serv
         assert b"connection: close" in bytes(transport.written).lower() and protocol.lingering
         assert protocol.settle() is True
 
-    run(scenario)
+    run(scenario())
 
 
 def test_at_the_drain_deadline_an_incomplete_request_gets_503_and_an_idle_one_is_closed(server: Server) -> None:
@@ -353,7 +350,7 @@ def test_at_the_drain_deadline_an_incomplete_request_gets_503_and_an_idle_one_is
         assert partial_transport.answers()[0].startswith(b"HTTP/1.1 503") and server.service.refusals == ["stopping"]
         assert idle_transport.closed and idle_transport.written == b"" and server.handover.closed == 1
 
-    run(scenario)
+    run(scenario())
 
 
 class StoringHandover(Handover):
@@ -385,7 +382,7 @@ def test_an_idle_connection_goes_to_the_fd_store_with_reading_paused(server: Ser
         else:
             assert not settled and transport.reading and not transport.closed  # the store is full: served until the grace ends
 
-    run(scenario)
+    run(scenario())
 
 
 def test_a_busy_write_buffer_holds_the_drain(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -397,7 +394,7 @@ def test_a_busy_write_buffer_holds_the_drain(server: Server, monkeypatch: pytest
         assert protocol.settle() is False  # the last answer is still being written
         assert protocol.settle(final=True) is True and transport.closed
 
-    run(scenario)
+    run(scenario())
 
 
 def test_a_refusal_that_needs_no_work_is_written_within_data_received(server: Server) -> None:
@@ -416,7 +413,7 @@ def test_a_refusal_that_needs_no_work_is_written_within_data_received(server: Se
         await settle_loop()
         assert transport.answers() == [b"HTTP/1.1 503", b"HTTP/1.1 200"]
 
-    run(scenario)
+    run(scenario())
 
 
 def test_pipelined_refusals_are_answered_in_order_without_recursion(server: Server) -> None:
@@ -431,7 +428,7 @@ def test_pipelined_refusals_are_answered_in_order_without_recursion(server: Serv
         await settle_loop(10)
         assert transport.answers() == [b"HTTP/1.1 503"] * 1500 + [b"HTTP/1.1 200", b"HTTP/1.1 503"]
 
-    run(scenario)
+    run(scenario())
 
 
 def test_a_refusal_is_timed_from_its_request_not_from_the_accept(server: Server) -> None:
@@ -444,4 +441,4 @@ def test_a_refusal_is_timed_from_its_request_not_from_the_accept(server: Server)
         protocol.data_received(GET.replace(b"/health", b"/busy"))
         assert transport.answers() == [b"HTTP/1.1 503"] and server.service.refusal_times[0] < 0.01
 
-    run(scenario)
+    run(scenario())

@@ -14,7 +14,9 @@ def test_the_head_comes_first_and_no_body_byte_is_kept_until_it_is_admitted() ->
     http = HTTPConnection(Limits())
     http.receive(b"PUT /timeline HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
     head = http.next_event()
-    assert isinstance(head, Head) and head.body_length == 5 and head.request.method == "PUT" and head.request.body == b""
+    assert (
+        isinstance(head, Head) and head.body_length == 5 and head.request.method == "PUT" and head.request.body == b""
+    )
     assert http.next_event() is None and http.next_event() is None  # not admitted: the body is not read
     http.admit()
     request = http.next_event()
@@ -89,7 +91,9 @@ def test_client_errors_journal_once_per_kind_and_status_and_count_everything() -
     log = Recorder()
     errors = ClientErrors(log)
     for n in range(1000):
-        errors.note(400 + n % 3, f"bad request {n} from 127.0.{n % 250}.1", "protocol_error", CLIENT=f"127.0.{n % 250}.1")
+        errors.note(
+            400 + n % 3, f"bad request {n} from 127.0.{n % 250}.1", "protocol_error", CLIENT=f"127.0.{n % 250}.1"
+        )
         errors.note(421, f"misdirected {n}", "access_denied")
         errors.note(404, f"no such endpoint {n}")  # a route's 4xx: counted, never journaled on its own
     assert [e[2]["STATUS"] for e in log.events] == [400, 421, 401, 402]

@@ -63,7 +63,10 @@ def test_watchdog_is_sent_only_when_the_loop_answered_and_a_worker_can_progress(
     dog.heartbeat(True, True)
     dog.heartbeat(False, False)
     assert sent == ["WATCHDOG=1", "WATCHDOG=1"]
-    assert [f["REASON"] for _, f in log.events] == ["no worker can make progress", "event loop did not answer its probe"]
+    assert [f["REASON"] for _, f in log.events] == [
+        "no worker can make progress",
+        "event loop did not answer its probe",
+    ]
 
 
 def test_without_a_watchdog_nothing_is_sent_or_logged() -> None:
@@ -89,7 +92,10 @@ def test_a_hung_worker_is_reported_once_and_replaced_only_while_another_is_healt
     assert hang_policy(pool.hung_workers(now), 2, now, 10.0) == ([stuck], [stuck])
     stuck.hung_reported = True
     assert hang_policy(pool.hung_workers(now), 2, now, 10.0) == ([], [stuck])  # reported once, replaced still
-    assert hang_policy(pool.hung_workers(now - 10), 2, now - 10, 10.0) == ([], [])  # 15 s: hung, not yet twice the threshold
+    assert hang_policy(pool.hung_workers(now - 10), 2, now - 10, 10.0) == (
+        [],
+        [],
+    )  # 15 s: hung, not yet twice the threshold
     idle.state = WorkerState.RENDERING  # now both are stuck: nobody is replaced, the watchdog decides
     assert hang_policy(pool.hung_workers(now), 2, now, 10.0) == ([idle], [])
     # /health's worker states come from the same definition

@@ -81,7 +81,9 @@ def test_limits_answer_with_their_status_and_close(data: bytes, status: int) -> 
 def test_chunked_body_over_limit_is_413() -> None:
     http = conn(max_body_bytes=10)
     chunk = b"20\r\n" + b"x" * 32 + b"\r\n0\r\n\r\n"
-    assert failure_status(http, b"PUT /timeline HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk) == 413
+    assert (
+        failure_status(http, b"PUT /timeline HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk) == 413
+    )
 
 
 def test_head_response_has_length_but_no_body() -> None:
@@ -131,7 +133,8 @@ def test_error_answers_never_raise(data: bytes) -> None:
         raise AssertionError("expected a protocol failure")
 
 
-# --- exact behaviour at the limits and in the bytes (each test below kills mutants that survived: docs/mutants-protocol.md)
+# --- exact behaviour at the limits and in the bytes (each test below kills mutants that survived:
+# docs/mutants-protocol.md)
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -146,8 +149,10 @@ def test_response_bytes_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     http.receive(GET)
     assert http.next_request() is not None
     out = http.send_response(Response(200, b"hello", "text/plain", headers=[("ETag", '"e"')]))
-    assert out == (b"HTTP/1.1 200 OK\r\nServer: flipedit-previewd\r\nDate: Sun, 09 Sep 2001 01:46:40 GMT\r\n"
-                   b"Content-Type: text/plain\r\nContent-Length: 5\r\nETag: \"e\"\r\nKeep-Alive: timeout=20\r\n\r\nhello")
+    assert out == (
+        b"HTTP/1.1 200 OK\r\nServer: flipedit-previewd\r\nDate: Sun, 09 Sep 2001 01:46:40 GMT\r\n"
+        b'Content-Type: text/plain\r\nContent-Length: 5\r\nETag: "e"\r\nKeep-Alive: timeout=20\r\n\r\nhello'
+    )
     assert http.should_close is False
 
 
@@ -166,8 +171,10 @@ def test_an_answer_without_a_request_closes_the_connection(monkeypatch: pytest.M
     fixed_date(monkeypatch)
     http = conn()
     out = http.send_response(Response(408, b"{}"))  # nothing received: a detached writer answers
-    assert out == (b"HTTP/1.1 408 Request Timeout\r\nServer: flipedit-previewd\r\nDate: Sun, 09 Sep 2001 01:46:40 GMT\r\n"
-                   b"Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    assert out == (
+        b"HTTP/1.1 408 Request Timeout\r\nServer: flipedit-previewd\r\nDate: Sun, 09 Sep 2001 01:46:40 GMT\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    )
     assert http.should_close is True
 
 
@@ -188,14 +195,24 @@ def test_head_is_answered_without_body_even_when_the_caller_forgets() -> None:
 
 def test_response_json_is_compact_and_typed() -> None:
     response = Response.json(201, {"a": [1, 2], "b": "c"})
-    assert response.body == b'{"a":[1,2],"b":"c"}' and response.content_type == "application/json" and response.status == 201
+    assert (
+        response.body == b'{"a":[1,2],"b":"c"}'
+        and response.content_type == "application/json"
+        and response.status == 201
+    )
 
 
 def test_from_error_allow_header_and_which_statuses_close() -> None:
     allowed = Response.from_error(MethodNotAllowed("no", allow=("GET", "HEAD")))
     assert allowed.headers == [("Allow", "GET, HEAD")] and allowed.close is False
     assert Response.from_error(BadRequest("x")).headers == []
-    closing = {RequestTimeout: 408, PayloadTooLarge: 413, URITooLong: 414, HeaderFieldsTooLarge: 431, VersionNotSupported: 505}
+    closing = {
+        RequestTimeout: 408,
+        PayloadTooLarge: 413,
+        URITooLong: 414,
+        HeaderFieldsTooLarge: 431,
+        VersionNotSupported: 505,
+    }
     for error_type, status in closing.items():
         response = Response.from_error(error_type("x"))
         assert response.status == status and response.close is True, status
@@ -282,7 +299,10 @@ def test_request_line_limit_is_exact_in_pieces() -> None:
 
 def test_request_target_limit_is_exact() -> None:
     assert accepted(b"GET /" + b"a" * 49 + b" HTTP/1.1\r\nHost: x\r\n\r\n", max_request_line=50)
-    assert failure(b"GET /" + b"a" * 50 + b" HTTP/1.1\r\nHost: x\r\n\r\n", max_request_line=50) == (414, "request target longer than 50 bytes")
+    assert failure(b"GET /" + b"a" * 50 + b" HTTP/1.1\r\nHost: x\r\n\r\n", max_request_line=50) == (
+        414,
+        "request target longer than 50 bytes",
+    )
 
 
 def test_head_size_limit_is_exact_for_a_head_that_arrives_whole() -> None:
@@ -300,9 +320,15 @@ def test_header_count_limit_is_exact() -> None:
 
 def test_incomplete_heads_are_bounded_by_max_header_bytes() -> None:
     # Longer than 1000 bytes before any line end: the request line is too long (h11's bound, set to max_header_bytes).
-    assert failure(b"GET /" + b"a" * 2000, max_request_line=100_000, max_header_bytes=1000) == (414, "request line longer than 1000 bytes")
+    assert failure(b"GET /" + b"a" * 2000, max_request_line=100_000, max_header_bytes=1000) == (
+        414,
+        "request line longer than 1000 bytes",
+    )
     # After the line end: the head is too large.
-    assert failure(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 2000, max_header_bytes=1000) == (431, "request head larger than 1000 bytes")
+    assert failure(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 2000, max_header_bytes=1000) == (
+        431,
+        "request head larger than 1000 bytes",
+    )
 
 
 def test_h11_refusals_are_400_naming_the_kind() -> None:
@@ -314,7 +340,10 @@ def test_h11_refusals_are_400_naming_the_kind() -> None:
 
 def test_body_limit_is_exact_by_content_length_and_by_data() -> None:
     assert accepted(b"PUT /t HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789", max_body_bytes=10)
-    assert failure(b"PUT /t HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n", max_body_bytes=10) == (413, "Content-Length 11 exceeds 10 bytes")
+    assert failure(b"PUT /t HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n", max_body_bytes=10) == (
+        413,
+        "Content-Length 11 exceeds 10 bytes",
+    )
     chunked = b"PUT /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     assert accepted(chunked + b"a\r\n0123456789\r\n0\r\n\r\n", max_body_bytes=10)
     assert failure(chunked + b"b\r\n0123456789a\r\n0\r\n\r\n", max_body_bytes=10) == (413, "body larger than 10 bytes")
@@ -373,6 +402,8 @@ def test_an_error_after_an_early_answer_is_still_answered(monkeypatch: pytest.Mo
     with pytest.raises(ProtocolFailure) as info:
         http.next_request()
     out = http.send_response(Response.from_error(info.value.error, protocol=True))
-    assert out.startswith(b"HTTP/1.1 400 Bad Request\r\nServer: flipedit-previewd\r\nDate: Sun, 09 Sep 2001 01:46:40 GMT\r\n")
+    assert out.startswith(
+        b"HTTP/1.1 400 Bad Request\r\nServer: flipedit-previewd\r\nDate: Sun, 09 Sep 2001 01:46:40 GMT\r\n"
+    )
     assert out.endswith(b"\r\nConnection: close\r\n\r\n" + Response.from_error(info.value.error).body)
     assert http.should_close is True

@@ -69,8 +69,16 @@ def built(servers: list[Server], config: Config) -> Server:
 def running_state(server: Server) -> dict[str, Any]:
     """Every plain value the objects apply() reaches hold (what a setting captured at construction lands in)."""
     service = server.service
-    parts = {"limits": server.limits, "admission": service.admission, "frames": service.frames, "lag": service.lag,
-             "pool": service.pool, "guard": server.guard, "source": service.source, "ahead": service.ahead}
+    parts = {
+        "limits": server.limits,
+        "admission": service.admission,
+        "frames": service.frames,
+        "lag": service.lag,
+        "pool": service.pool,
+        "guard": server.guard,
+        "source": service.source,
+        "ahead": service.ahead,
+    }
     state: dict[str, Any] = {"request_timeout": server.request_timeout}
     for part_name, part in parts.items():
         attributes = dataclasses.asdict(part) if dataclasses.is_dataclass(part) else vars(part)  # type: ignore[arg-type]
@@ -91,12 +99,22 @@ def test_config_has_no_untyped_access_path() -> None:
 def test_mypy_sees_every_setting_typed(tmp_path: Path) -> None:
     """With ``__getattr__ -> Any`` each line below is 'Expression has type Any'; typed fields pass."""
     probe = tmp_path / "probe_config_types.py"
-    lines = ["# mypy: disallow-any-expr", "from flipedit_previewd.config.schema import Config", "", "", "def probe(c: Config) -> None:"]
+    lines = [
+        "# mypy: disallow-any-expr",
+        "from flipedit_previewd.config.schema import Config",
+        "",
+        "",
+        "def probe(c: Config) -> None:",
+    ]
     lines += [f"    v{i} = c.{s.name}  # noqa" for i, s in enumerate(SETTINGS)]
     lines += [f"    print(v{i})" for i in range(len(SETTINGS))]
     probe.write_text("\n".join(lines) + "\n")
-    result = subprocess.run([str(ROOT / ".venv/bin/mypy"), "--strict", "--cache-dir", str(tmp_path / "cache"), str(probe)],
-                            cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(ROOT / ".venv/bin/mypy"), "--strict", "--cache-dir", str(tmp_path / "cache"), str(probe)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout
 
 
@@ -107,8 +125,21 @@ def test_every_setting_is_marked_live_or_restart_and_defaults_fit_their_type() -
         assert isinstance(f.metadata["setting"].restart, bool), f.name
     for s in SETTINGS:
         assert s.holds(s.default) and s.parse(s.default) == s.default, s.name
-    assert {s.name for s in RESTART} >= {"listen", "workers", "canvas_width", "canvas_height", "frame_rate", "max_connections"}
-    assert {s.name for s in LIVE} >= {"request_timeout", "hang_threshold", "keepalive_timeout", "max_headers", "queue_size"}
+    assert {s.name for s in RESTART} >= {
+        "listen",
+        "workers",
+        "canvas_width",
+        "canvas_height",
+        "frame_rate",
+        "max_connections",
+    }
+    assert {s.name for s in LIVE} >= {
+        "request_timeout",
+        "hang_threshold",
+        "keepalive_timeout",
+        "max_headers",
+        "queue_size",
+    }
 
 
 def test_every_scalar_parser_refuses_nonsense_and_reads_what_print_config_writes() -> None:
@@ -141,7 +172,9 @@ def test_readme_table_says_which_settings_a_reload_applies() -> None:
     assert rows == {s.name: ("restart" if s.restart else "applied") for s in SETTINGS}
 
 
-def test_reload_leaves_the_running_parts_as_a_fresh_start_with_the_new_live_settings(tmp_path: Path, servers: list[Server]) -> None:
+def test_reload_leaves_the_running_parts_as_a_fresh_start_with_the_new_live_settings(
+    tmp_path: Path, servers: list[Server]
+) -> None:
     """Catches a live setting that is captured at construction and not re-applied on SIGHUP
     (before: HTTP limits, request_timeout, hang_threshold)."""
     old = base_config(tmp_path)
@@ -154,10 +187,16 @@ def test_reload_leaves_the_running_parts_as_a_fresh_start_with_the_new_live_sett
     assert effective.restart_pending == ()
     after, expected = running_state(reloaded), running_state(fresh)
     assert after == expected
-    for name, key in [("hang_threshold", "pool.hang_threshold"), ("request_timeout", "request_timeout"),
-                      ("max_headers", "limits.max_headers"), ("keepalive_timeout", "limits.keepalive_timeout"),
-                      ("max_body_bytes", "limits.max_body_bytes"), ("queue_size", "admission.queue_size"),
-                      ("max_timeline_clips", "source.max_rows"), ("frame_cache_bytes", "frames.capacity")]:
+    for name, key in [
+        ("hang_threshold", "pool.hang_threshold"),
+        ("request_timeout", "request_timeout"),
+        ("max_headers", "limits.max_headers"),
+        ("keepalive_timeout", "limits.keepalive_timeout"),
+        ("max_body_bytes", "limits.max_body_bytes"),
+        ("queue_size", "admission.queue_size"),
+        ("max_timeline_clips", "source.max_rows"),
+        ("frame_cache_bytes", "frames.capacity"),
+    ]:
         assert before[key] != after[key] == getattr(new, name), name
 
 
@@ -167,11 +206,15 @@ def test_each_live_setting_changes_what_runs(tmp_path: Path, servers: list[Serve
     new = changed(old, [name])
     server = built(servers, old)
     apply(new, server)
-    assert getattr(server.config, name) == getattr(server.service.config, name) == getattr(new, name) != getattr(old, name)
+    assert (
+        getattr(server.config, name) == getattr(server.service.config, name) == getattr(new, name) != getattr(old, name)
+    )
     assert server.config.restart_pending == ()
 
 
-def test_restart_only_settings_keep_their_running_value_and_are_reported_pending(tmp_path: Path, servers: list[Server]) -> None:
+def test_restart_only_settings_keep_their_running_value_and_are_reported_pending(
+    tmp_path: Path, servers: list[Server]
+) -> None:
     """Before: /health reported configured values that were not in force (and some silently were not)."""
     old = base_config(tmp_path)
     names = ["workers", "canvas_width", "frame_rate", "max_connections"]
@@ -188,8 +231,9 @@ def test_restart_only_settings_keep_their_running_value_and_are_reported_pending
     assert health["restart_pending"] == list(effective.restart_pending)
     assert health["max_concurrent"] == old.workers and health["max_connections"] == old.max_connections
     assert health["queue_capacity"] == new.queue_size
-    assert {k: v for k, v in running_state(server).items() if k != "admission.queue_size"} == \
-        {k: v for k, v in before.items() if k != "admission.queue_size"}
+    assert {k: v for k, v in running_state(server).items() if k != "admission.queue_size"} == {
+        k: v for k, v in before.items() if k != "admission.queue_size"
+    }
     # Configured back to what runs: nothing is pending any more.
     assert apply(old, server).restart_pending == ()
     assert server.service.health()["restart_pending"] == []

@@ -7,10 +7,7 @@ import pytest
 
 from flipedit_previewd.common.errors import Overloaded
 from flipedit_previewd.render.admission import Admission, Pending, RateMeter, retry_after
-
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
+from tests.support.helpers import run
 
 
 # The takers' side of Admission in one place (it knows no workers: take(stop, near), finish(job)).
@@ -30,6 +27,7 @@ def test_identical_requests_join_one_pending_job() -> None:
         other = adm.submit((2, "spec"))
         assert first is second and first.waiters == 2 and other is not first
         assert len(adm.queue) == 2 and adm.counters["joined"] == 1
+
     run(scenario())
 
 
@@ -46,11 +44,13 @@ def test_request_for_a_frame_in_flight_queues_one_more_not_more() -> None:
         assert take(adm, worker=1) is other
         finish(adm, started, "frame", worker=0)
         assert started.future.result() == "frame"
+
     run(scenario())
 
 
 def test_full_queue_rejects_with_retry_after_from_rate() -> None:
     """Retry-After is the backlog over the measured completion rate, not a constant in 1..30."""
+
     async def retry_after_for(completions: int) -> int:
         adm = Admission(capacity=8, queue_size=4, queue_timeout=5)
         for n in range(completions):  # completions in the last second: the measured rate is completions/s
@@ -73,6 +73,7 @@ def test_full_queue_rejects_with_retry_after_from_rate() -> None:
         assert await retry_after_for(1) == 5  # 1 render/s
         assert await retry_after_for(2) == 3  # 2 renders/s: ceil(5 / 2)
         assert await retry_after_for(10) == 1  # 10 renders/s
+
     run(scenario())
 
 
@@ -87,6 +88,7 @@ def test_expired_deadline_is_answered_503_and_never_started() -> None:
         with pytest.raises(Overloaded) as info:
             stale.future.result()
         assert info.value.limit == "deadline"
+
     run(scenario())
 
 
@@ -99,6 +101,7 @@ def test_last_waiter_leaving_drops_the_queued_job() -> None:
         assert (1,) in adm.queue
         adm.leave(job)
         assert (1,) not in adm.queue and adm.counters["cancelled"] == 1
+
     run(scenario())
 
 
@@ -109,6 +112,7 @@ def test_stopping_refuses_new_work() -> None:
         with pytest.raises(Overloaded) as info:
             adm.submit((1,))
         assert info.value.limit == "stopping"
+
     run(scenario())
 
 
@@ -148,4 +152,5 @@ def test_take_returns_none_when_stopped_and_waits_otherwise() -> None:
         stop.set()
         await asyncio.to_thread(taker.join, 5)
         assert got == [None] and not taker.is_alive()
+
     run(scenario())

@@ -11,10 +11,7 @@ import pytest
 from flipedit_previewd.common.errors import Overloaded
 from flipedit_previewd.render import admission as admission_module
 from flipedit_previewd.render.admission import Admission, retry_after
-
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
+from tests.support.helpers import run
 
 
 def test_retry_after_is_the_backlog_over_the_rate() -> None:
@@ -22,7 +19,9 @@ def test_retry_after_is_the_backlog_over_the_rate() -> None:
     assert retry_after(backlog=4, rate=0.5, capacity=4) == 10  # a measured rate below 1/s is used as it is
     assert retry_after(backlog=3, rate=0.0, capacity=4) == 2  # no rate measured yet: half a frame per worker and second
     assert retry_after(backlog=3, rate=0.0, capacity=0) == 8  # ... and at least one worker
-    assert retry_after(backlog=0, rate=1000.0, capacity=1) == 1 and retry_after(backlog=10_000, rate=1.0, capacity=1) == 30
+    assert (
+        retry_after(backlog=0, rate=1000.0, capacity=1) == 1 and retry_after(backlog=10_000, rate=1.0, capacity=1) == 30
+    )
 
 
 def test_a_rejection_counts_and_its_retry_after_covers_queue_and_in_flight() -> None:
@@ -37,6 +36,7 @@ def test_a_rejection_counts_and_its_retry_after_covers_queue_and_in_flight() -> 
         assert refused.detail == "queue limit reached" and refused.limit == "queue"
         assert adm.reject("connections", "too many").detail == "too many"
         assert adm.counters["rejected"] == 2
+
     run(scenario())
 
 
@@ -64,6 +64,7 @@ def test_leaving_counts_each_cancelled_job_and_ignores_jobs_no_longer_queued() -
         assert adm.take(threading.Event()) is taken
         adm.leave(taken)  # started: it finishes for the cache, nobody is told
         assert adm.in_flight == [taken] and not taken.future.done()
+
     run(scenario())
 
 
@@ -85,6 +86,7 @@ def test_deadline_timers_answer_503_once_and_leave_started_or_cancelled_jobs_alo
         assert adm.take(threading.Event()) is started
         adm._expire(started)
         assert adm.counters["expired"] == 2 and adm.in_flight == [started] and not started.future.done()
+
     run(scenario())
 
 
@@ -101,6 +103,7 @@ def test_expire_overdue_answers_only_the_jobs_past_their_deadline() -> None:
                 job.future.result()
             assert info.value.limit == "deadline" and info.value.detail == "waited over 30.0 s for a worker"
         assert not fresh.future.done()
+
     run(scenario())
 
 
@@ -114,6 +117,7 @@ def test_retain_ahead_counts_every_drop_and_returns_zero_when_nothing_is_queued_
         assert adm.retain_ahead(lambda p: p.key[0] != 1) == 1
         assert adm.retain_ahead(lambda p: p.key[0] != 2) == 1
         assert adm.counters["ahead_dropped"] == 2 and list(adm.ahead) == [(3, "s")]
+
     run(scenario())
 
 
@@ -136,6 +140,7 @@ def test_each_render_ahead_job_queued_is_counted_once() -> None:
             assert adm.speculate((frame, "s"), "r", 5.0, 8)
         assert adm.counters["ahead_queued"] == 3
         assert all(p.speculative and p.revision == "r" and p.waiters == 0 for p in adm.ahead.values())
+
     run(scenario())
 
 
@@ -163,6 +168,7 @@ def test_submissions_and_joins_are_counted_and_carry_the_newest_revision() -> No
         kept = adm.submit((8, "s"))
         assert kept.revision == "old"  # taken over without a revision: the planned one stays
         assert adm.counters["ahead_taken_over"] == 2 and adm.counters["admitted"] == 4
+
     run(scenario())
 
 
@@ -178,6 +184,7 @@ def test_refusals_say_why() -> None:
         with pytest.raises(Overloaded) as stopping:
             adm.submit((1,))
         assert stopping.value.detail == "the daemon is stopping"
+
     run(scenario())
 
 
@@ -191,6 +198,7 @@ def test_queued_jobs_and_taken_over_guesses_are_answered_503_by_their_deadline_t
         for job in (queued, taken_over):
             assert job.future.done() and isinstance(job.future.exception(), Overloaded)
         assert adm.counters["expired"] == 2 and not adm.queue
+
     run(scenario())
 
 
@@ -204,7 +212,10 @@ def test_results_from_another_thread_reach_the_loop_and_on_the_loop_settle_at_on
         failure = Overloaded("deadline", 1)
 
         def worker() -> None:
-            for job, kwargs in ((adm.take(threading.Event()), {"result": "frame"}), (adm.take(threading.Event()), {"error": failure})):
+            for job, kwargs in (
+                (adm.take(threading.Event()), {"result": "frame"}),
+                (adm.take(threading.Event()), {"error": failure}),
+            ):
                 assert job is not None
                 adm.finish(job, **kwargs)
 
@@ -219,6 +230,7 @@ def test_results_from_another_thread_reach_the_loop_and_on_the_loop_settle_at_on
         assert adm.take(threading.Event()) is here
         adm.finish(here, "now")
         assert here.future.done() and here.future.result() == "now"  # on the loop's own thread: no round trip
+
     run(scenario())
 
 
@@ -229,6 +241,7 @@ def test_render_ahead_running_is_counted_per_job() -> None:
         adm.speculate((1, "s"), "r", 5.0, 8)
         assert adm.take(threading.Event()) is not None
         assert adm.ahead_running() == 1
+
     run(scenario())
 
 
@@ -241,6 +254,7 @@ def test_expire_overdue_keeps_a_job_exactly_at_its_deadline(monkeypatch: pytest.
         adm.expire_overdue()
         monkeypatch.undo()
         assert list(adm.queue.values()) == [job]
+
     run(scenario())
 
 
@@ -252,6 +266,7 @@ def test_close_ends_takers_and_drops_render_ahead_jobs() -> None:
         adm.close()
         assert not adm.ahead and adm.closed is True
         assert adm.take(threading.Event()) is None  # not stopped, but closed: returns
+
     run(scenario())
 
 
@@ -263,7 +278,9 @@ def test_take_answers_a_job_past_its_deadline_503_itself_and_starts_the_next() -
         assert adm.take(threading.Event()) is fresh
         assert stale.started == 0.0 and fresh.started > 0 and adm.counters["expired"] == 2
         exc = stale.future.exception()
-        assert isinstance(exc, Overloaded) and exc.limit == "deadline" and exc.detail == "waited over 5.0 s for a worker"
+        assert (
+            isinstance(exc, Overloaded) and exc.limit == "deadline" and exc.detail == "waited over 5.0 s for a worker"
+        )
         adm.ahead_limit = 1
         adm.speculate((3, "s"), "r", 5.0, 8)
         adm.speculate((4, "s"), "r", 5.0, 8)
@@ -271,6 +288,7 @@ def test_take_answers_a_job_past_its_deadline_503_itself_and_starts_the_next() -
         assert guess is not None and guess.speculative and guess.started > 0
         adm.finish(guess)
         assert adm.take(threading.Event()) is not None and adm.counters["ahead_started"] == 2
+
     run(scenario())
 
 
@@ -293,6 +311,7 @@ def test_locality_prefers_the_nearest_frame_at_or_after_the_decoders_within_a_go
         assert pick(10, [(200,), (12,), (14,)]) == (12,)  # the nearest, not the last within reach
         assert pick(10, [(200,), (14, "a"), (14, "b")]) == (14, "a")  # equally near: the older
         assert pick(10, [("x",), (200,), (12,)]) == (12,)  # a key that is no frame number is never "near"
+
     run(scenario())
 
 
@@ -313,4 +332,5 @@ def test_a_result_from_another_thread_is_settled_by_the_loop_not_by_that_thread(
         thread.join(5)
         assert not job.future.done()  # futures are not thread-safe: the loop settles it, on its next turn
         assert await asyncio.wait_for(asyncio.shield(job.future), 5) == "frame"
+
     run(scenario())

@@ -19,7 +19,14 @@ from flipedit_previewd.common.errors import BadRequest, GatewayTimeout, RenderFa
 from flipedit_previewd.common.framecache import FrameCache
 from flipedit_previewd.common.metrics import Metrics
 from flipedit_previewd.render.admission import Admission
-from flipedit_previewd.render.dispatch import Dispatcher, FrameResult, HeavyFrameRefused, HeavyFrames, LoopHooks, frame_etag
+from flipedit_previewd.render.dispatch import (
+    Dispatcher,
+    FrameResult,
+    HeavyFrameRefused,
+    HeavyFrames,
+    LoopHooks,
+    frame_etag,
+)
 from flipedit_previewd.render.pool import BudgetExceeded, WorkerPool
 from flipedit_previewd.render.renderahead import RenderAhead
 from flipedit_previewd.timeline.model import Timeline, timeline_from_json
@@ -121,7 +128,7 @@ def test_a_render_is_cached_and_the_next_one_is_answered_from_the_cache(pool: Wo
         assert first.body.startswith(b"\xff\xd8") and first.content_type == "image/jpeg"
         assert first.etag == etag and not first.cached and not first.shared and first.render_ms > 0 and first.queue_ms >= 0
         assert pool.completed == completed + 1 and d.position[0] is not None and d.position[0][0] <= 5 < d.position[0][1]  # its decoders reach frame 5
-        assert d.cache.get(etag) == (first.body, "image/jpeg")
+        assert d.cache.get(etag) == (first.body, "image/jpeg", "")  # no video drawn: no X-Preview-Source
         assert first.cached is False
         assert sample(d, "flipedit_preview_render_seconds_sum") == first.render_ms / 1000
         assert sample(d, "flipedit_preview_queue_wait_seconds_sum") == first.queue_ms / 1000

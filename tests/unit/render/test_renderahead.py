@@ -8,10 +8,17 @@ import threading
 from flipedit_previewd.common.framecache import FrameCache
 from flipedit_previewd.render.admission import Admission
 from flipedit_previewd.render.renderahead import MAX_INTERVAL_S, RenderAhead
+from tests.support.helpers import run
 
 
-def feed(ra: RenderAhead, frames: list[int], step_s: float = 1 / 30, revision: str = "r1", start: float = 100.0,
-         total: int = 1000) -> list[list[int] | None]:
+def feed(
+    ra: RenderAhead,
+    frames: list[int],
+    step_s: float = 1 / 30,
+    revision: str = "r1",
+    start: float = 100.0,
+    total: int = 1000,
+) -> list[list[int] | None]:
     plans = []
     for i, frame in enumerate(frames):
         plan = ra.observe(start + i * step_s, "spec", frame, revision, total)
@@ -75,9 +82,6 @@ def test_zero_frames_disables_prediction() -> None:
 
 # --- admission: speculation only on idle workers, real work first ---------------------------------
 
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
-
 
 def test_a_real_job_is_taken_before_any_render_ahead_job() -> None:
     async def scenario() -> None:
@@ -89,6 +93,7 @@ def test_a_real_job_is_taken_before_any_render_ahead_job() -> None:
         ahead = adm.take(threading.Event())
         assert ahead is not None and ahead.speculative and ahead.key == (5, "s")
         assert adm.counters["ahead_started"] == 1
+
     run(scenario())
 
 
@@ -111,6 +116,7 @@ def test_render_ahead_never_runs_on_more_than_its_limit_of_workers() -> None:
         assert got == [real]
         adm.finish(first)
         assert first.future.result() is None
+
     run(scenario())
 
 
@@ -126,6 +132,7 @@ def test_a_real_request_takes_over_a_queued_render_ahead_job() -> None:
         assert taken is real
         adm.finish(taken, "frame")
         assert real.future.result() == "frame"
+
     run(scenario())
 
 
@@ -142,6 +149,7 @@ def test_speculation_is_refused_for_queued_running_or_stopping_and_without_worke
         assert not adm.speculate((3, "s"), "r", 1.0, 1)  # queue bound
         adm.closed = True
         assert not adm.speculate((4, "s"), "r", 1.0, 8)
+
     run(scenario())
 
 
@@ -163,6 +171,7 @@ def test_expired_and_dropped_render_ahead_jobs_never_start() -> None:
         stop.set()
         assert adm.take(stop) is None  # expired: dropped, not started
         assert adm.counters["ahead_dropped"] == 3 and adm.counters["ahead_started"] == 1
+
     run(scenario())
 
 
@@ -175,11 +184,13 @@ def test_a_failed_render_ahead_job_raises_nothing() -> None:
         assert job is not None
         adm.finish(job, error=RuntimeError("decoder broke"))
         assert job.future.result() is None and adm.rate.rate() == 0.0  # guesses do not count as served
+
     run(scenario())
 
 
 # --- the frame cache: guesses never push out what the editor looks at ------------------------
 # (entry_overhead=0: these are about the eviction policy in round numbers; what an entry costs is test_framecache.py's)
+
 
 def test_speculative_put_never_evicts_a_frame_in_use() -> None:
     cache = FrameCache(capacity=300, idle_s=10.0, entry_overhead=0)

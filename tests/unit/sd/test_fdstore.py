@@ -35,8 +35,10 @@ def test_own_unit_from_unified_and_hybrid_cgroup_files(tmp_path: Path) -> None:
     unified.write_text("0::/user.slice/user-1000.slice/user@1000.service/app.slice/flipedit-preview.service\n")
     assert own_unit(str(unified)) == ("flipedit-preview.service", True)
     hybrid = tmp_path / "hybrid"
-    hybrid.write_text("4:memory:/system.slice/flipedit-preview.service\n"
-                      "1:name=systemd:/system.slice/flipedit-preview.service\n0::/system.slice/flipedit-preview.service\n")
+    hybrid.write_text(
+        "4:memory:/system.slice/flipedit-preview.service\n"
+        "1:name=systemd:/system.slice/flipedit-preview.service\n0::/system.slice/flipedit-preview.service\n"
+    )
     assert own_unit(str(hybrid)) == ("flipedit-preview.service", False)
     assert own_unit(str(tmp_path / "missing")) == ("", False)
     bare = tmp_path / "bare"

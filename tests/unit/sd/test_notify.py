@@ -35,14 +35,20 @@ def receive(sock: socket.socket) -> tuple[str, list[int]]:
 
 def test_the_lifecycle_messages_arrive_as_one_datagram_each(manager: tuple[socket.socket, dict[str, str]]) -> None:
     sock, environ = manager
-    messages = ["READY=1\nSTATUS=serving\nMAINPID=42", "WATCHDOG=1", "RELOADING=1\nMONOTONIC_USEC=123\nSTATUS=reloading",
-                "STOPPING=1\nSTATUS=stopping: draining"]
+    messages = [
+        "READY=1\nSTATUS=serving\nMAINPID=42",
+        "WATCHDOG=1",
+        "RELOADING=1\nMONOTONIC_USEC=123\nSTATUS=reloading",
+        "STOPPING=1\nSTATUS=stopping: draining",
+    ]
     for message in messages:
         assert notify(message, environ=environ)
     assert [receive(sock) for _ in messages] == [(message, []) for message in messages]
 
 
-def test_descriptors_travel_with_the_message_and_ours_may_be_closed_at_once(manager: tuple[socket.socket, dict[str, str]]) -> None:
+def test_descriptors_travel_with_the_message_and_ours_may_be_closed_at_once(
+    manager: tuple[socket.socket, dict[str, str]],
+) -> None:
     sock, environ = manager
     read_end, write_end = os.pipe()
     assert notify("FDSTORE=1\nFDNAME=flipedit-conn-1", [write_end], environ)
@@ -55,7 +61,9 @@ def test_descriptors_travel_with_the_message_and_ours_may_be_closed_at_once(mana
     os.close(read_end)
 
 
-def test_the_barrier_waits_until_the_manager_closes_its_descriptor(manager: tuple[socket.socket, dict[str, str]]) -> None:
+def test_the_barrier_waits_until_the_manager_closes_its_descriptor(
+    manager: tuple[socket.socket, dict[str, str]],
+) -> None:
     sock, environ = manager
 
     def systemd() -> None:
@@ -82,7 +90,9 @@ def test_without_a_usable_notify_socket_nothing_is_sent(tmp_path: Path) -> None:
     assert notify_address({}) is None and not notify("READY=1", environ={})
     assert notify_address({"NOTIFY_SOCKET": "relative/path"}) is None  # as libsystemd: absolute or abstract only
     assert notify_address({"NOTIFY_SOCKET": "@abstract"}) == "\0abstract"
-    assert not notify("READY=1", environ={"NOTIFY_SOCKET": str(tmp_path / "nobody-listens")})  # an error is False, not raised
+    assert not notify(
+        "READY=1", environ={"NOTIFY_SOCKET": str(tmp_path / "nobody-listens")}
+    )  # an error is False, not raised
     assert not barrier(timeout=0.05, environ={})
 
 

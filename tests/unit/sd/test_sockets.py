@@ -73,7 +73,9 @@ def test_systemds_listening_sockets_are_adopted_with_their_names(tmp_path: Path)
     found = adopt(tmp_path, [("tcp", "flipedit-preview"), ("unix", "flipedit-preview-unix")])
     listeners = found["listeners"]
     assert [(x["fd"], x["name"], x["adopted"], x["blocking"]) for x in listeners] == [
-        (3, "flipedit-preview", True, False), (4, "flipedit-preview-unix", True, False)]
+        (3, "flipedit-preview", True, False),
+        (4, "flipedit-preview-unix", True, False),
+    ]
     assert listeners[0]["address"].startswith("127.0.0.1:") and listeners[1]["address"] == f"unix:{tmp_path / 's.sock'}"
 
 
@@ -86,9 +88,14 @@ def test_connections_a_previous_instance_stored_are_set_aside_not_listened_on(tm
     assert found["stored"] == {} and found["open"] == [3]
 
 
-@pytest.mark.parametrize(("kind", "words"), [("unlistened", "not listening; set Accept=no"),
-                                             ("dgram", "not a stream socket; use ListenStream="),
-                                             ("pipe", "is not a socket")])
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("unlistened", "not listening; set Accept=no"),
+        ("dgram", "not a stream socket; use ListenStream="),
+        ("pipe", "is not a socket"),
+    ],
+)
 def test_a_descriptor_that_cannot_serve_is_refused_with_its_fix(tmp_path: Path, kind: str, words: str) -> None:
     found = adopt(tmp_path, [(kind, "odd")])
     assert words in found["error"] and "fd 3 (odd)" in found["error"]

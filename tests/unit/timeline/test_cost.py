@@ -1,6 +1,5 @@
 """Limits on what a timeline may ask of a render (timeline/cost.py)."""
 
-
 from __future__ import annotations
 
 from typing import Any
@@ -13,8 +12,17 @@ from flipedit_previewd.timeline.model import timeline_from_json
 
 
 def _timeline(clips: list[tuple[int, int]], canvas: tuple[int, int] = (1280, 720), path: str = "/m/a.png") -> Any:
-    return timeline_from_json({"canvas": {"width": canvas[0], "height": canvas[1]}, "frame_rate": 10, "tracks": [
-        {"clips": [{"source_path": path, "start_on_track_ms": s, "end_on_track_ms": e} for s, e in clips]}]}, canvas, 10)
+    return timeline_from_json(
+        {
+            "canvas": {"width": canvas[0], "height": canvas[1]},
+            "frame_rate": 10,
+            "tracks": [
+                {"clips": [{"source_path": path, "start_on_track_ms": s, "end_on_track_ms": e} for s, e in clips]}
+            ],
+        },
+        canvas,
+        10,
+    )
 
 
 def test_max_overlap_counts_layers_drawn_at_one_frame() -> None:

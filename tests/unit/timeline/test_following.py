@@ -51,7 +51,11 @@ def test_a_newer_row_is_due_by_stat_and_chosen(tmp_path: Path) -> None:
     assert follower.initial() == a
     conn = sqlite3.connect(meta)
     with conn:
-        conn.execute("INSERT INTO project_metadata_table (name, database_path, created_at, last_modified_at) VALUES ('b', ?, 2, 2)", (b,))
+        conn.execute(
+            "INSERT INTO project_metadata_table (name, database_path, created_at, last_modified_at) VALUES ('b', ?, 2, "
+            "2)",
+            (b,),
+        )
     conn.close()
     assert not follower.due(a)  # rate-limited: at most one stat round per CHECK_INTERVAL
     _tick()

@@ -25,7 +25,7 @@ from flipedit_previewd.demo.fixtures import create_metadata_db, create_project_d
 from flipedit_previewd.timeline.following import ProjectFollower
 from flipedit_previewd.timeline.projectdb import ProjectSource, asset_dirs
 from flipedit_previewd.timeline.safety import effective_roots
-from tests.support.helpers import build_project, solid_png
+from tests.support.helpers import still_project
 
 
 def within(seconds: float, call: Callable[[], Any], fifos: list[Path]) -> Any:
@@ -46,10 +46,8 @@ def within(seconds: float, call: Callable[[], Any], fifos: list[Path]) -> Any:
 
 
 def project(tmp_path: Path) -> tuple[Path, Path]:
-    png = solid_png(tmp_path / "a.png", (10, 10), (255, 0, 0))
-    db = tmp_path / "p.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": png, "rect": (0, 0, 64, 64)}]}])
-    return db, png
+    db = still_project(tmp_path, rect=(0, 0, 64, 64), size=(10, 10), name="a.png", db="p.sqlite", end=1000)
+    return db, tmp_path / "a.png"
 
 
 @pytest.mark.parametrize("side", ["-journal", "-wal", "-shm", "link-journal", "real-journal"])
@@ -113,9 +111,19 @@ def test_a_metadata_list_with_a_fifo_journal_is_an_error_not_a_hang(tmp_path: Pa
 
 
 def clip_row(conn: sqlite3.Connection, track: int, values: dict[str, Any]) -> None:
-    row = {"track_id": track, "name": "c", "type": "image", "source_path": "/nowhere/a.png", "source_duration_ms": 1000,
-           "start_time_in_source_ms": 0, "end_time_in_source_ms": 1000, "start_time_on_track_ms": 0,
-           "end_time_on_track_ms": 1000, "metadata": "{}", **values}
+    row = {
+        "track_id": track,
+        "name": "c",
+        "type": "image",
+        "source_path": "/nowhere/a.png",
+        "source_duration_ms": 1000,
+        "start_time_in_source_ms": 0,
+        "end_time_in_source_ms": 1000,
+        "start_time_on_track_ms": 0,
+        "end_time_on_track_ms": 1000,
+        "metadata": "{}",
+        **values,
+    }
     marks = ", ".join("CAST(? AS TEXT)" if isinstance(v, bytes) else "?" for v in row.values())
     conn.execute(f"INSERT INTO clips ({', '.join(row)}) VALUES ({marks})", list(row.values()))
 
@@ -129,20 +137,27 @@ def hostile_project(tmp_path: Path, rows: list[dict[str, Any]], assets: list[Any
             clip_row(conn, track, row)
         for path in assets:
             mark = "CAST(? AS TEXT)" if isinstance(path, bytes) else "?"
-            conn.execute(f"INSERT INTO project_assets (name, source_path, type, created_at) VALUES ('a', {mark}, 'image', 0)", (path,))
+            conn.execute(
+                f"INSERT INTO project_assets (name, source_path, type, created_at) VALUES ('a', {mark}, 'image', 0)",
+                (path,),
+            )
     conn.close()
     return db, png
 
 
 def test_deep_json_nul_bytes_and_bad_utf8_are_problems_of_their_rows(tmp_path: Path) -> None:
     deep = "[" * 100_000 + "]" * 100_000
-    db, png = hostile_project(tmp_path, [
-        {"metadata": deep},
-        {"metadata": json.dumps({"previewRect": deep})},  # deep but only as a string: fine
-        {"source_path": "/tmp/a\x00b.png"},
-        {"source_path": b"/tmp/\xff\xfe.png"},  # not UTF-8
-        {"type": b"\xc3("},
-    ], assets=["/tmp/a\x00b/x.png", b"/tmp/\xff/x.png", str(tmp_path / "a.png"), 12, b"\x00\xff"])
+    db, png = hostile_project(
+        tmp_path,
+        [
+            {"metadata": deep},
+            {"metadata": json.dumps({"previewRect": deep})},  # deep but only as a string: fine
+            {"source_path": "/tmp/a\x00b.png"},
+            {"source_path": b"/tmp/\xff\xfe.png"},  # not UTF-8
+            {"type": b"\xc3("},
+        ],
+        assets=["/tmp/a\x00b/x.png", b"/tmp/\xff/x.png", str(tmp_path / "a.png"), 12, b"\x00\xff"],
+    )
     source = ProjectSource(str(db), (1280, 720), 30)
     timeline = source.current()
     assert source.health.state == "partial"
@@ -154,18 +169,45 @@ def test_deep_json_nul_bytes_and_bad_utf8_are_problems_of_their_rows(tmp_path: P
 
 
 # The editor's schema, every column given values of any SQLite type, sizes, NUL bytes, nesting and encodings.
-NESTED = st.integers(1, 3000).flatmap(lambda depth: st.sampled_from(["[", '{"a":', '{"previewRect":'])
-                                      .map(lambda open_: open_ * depth))
+NESTED = st.integers(1, 3000).flatmap(
+    lambda depth: st.sampled_from(["[", '{"a":', '{"previewRect":']).map(lambda open_: open_ * depth)
+)
 TEXTS = st.text(max_size=40) | st.sampled_from(["", "\x00", "/a\x00b", "/" + "x" * 5000, "NaN", "1e999", "-0"])
 BAD_UTF8 = st.binary(min_size=1, max_size=20).map(lambda b: b + b"\xff")  # stored as TEXT (CAST)
-JSONS = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-                         st.sampled_from(["previewRect", "previewFlip", "left", "top", "width", "height", "x"]), inner, max_size=4),
-                     max_leaves=12).map(lambda v: json.dumps(v, allow_nan=True))
-VALUES = (st.none() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=True, allow_infinity=True) | TEXTS
-          | st.binary(max_size=40) | BAD_UTF8 | NESTED | JSONS)
-COLUMNS = ("track_id", "type", "source_path", "start_time_in_source_ms", "end_time_in_source_ms", "start_time_on_track_ms",
-           "end_time_on_track_ms", "metadata", "preview_position_x", "preview_position_y", "preview_width", "preview_height")
+JSONS = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["previewRect", "previewFlip", "left", "top", "width", "height", "x"]), inner, max_size=4
+        )
+    ),
+    max_leaves=12,
+).map(lambda v: json.dumps(v, allow_nan=True))
+VALUES = (
+    st.none()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | TEXTS
+    | st.binary(max_size=40)
+    | BAD_UTF8
+    | NESTED
+    | JSONS
+)
+COLUMNS = (
+    "track_id",
+    "type",
+    "source_path",
+    "start_time_in_source_ms",
+    "end_time_in_source_ms",
+    "start_time_on_track_ms",
+    "end_time_on_track_ms",
+    "metadata",
+    "preview_position_x",
+    "preview_position_y",
+    "preview_width",
+    "preview_height",
+)
 
 
 @st.composite
@@ -191,23 +233,41 @@ def write_rows(db: Path, version: int, rows: list[dict[str, Any]], tracks: list[
     conn = sqlite3.connect(str(db))
     conn.execute("PRAGMA foreign_keys = OFF")
     with conn:
-        conn.execute("INSERT INTO tracks (name, type, \"order\", created_at, updated_at) VALUES ('t', 'video', 0, 0, 0)")
+        conn.execute(
+            "INSERT INTO tracks (name, type, \"order\", created_at, updated_at) VALUES ('t', 'video', 0, 0, 0)"
+        )
         for order, kind in tracks:  # SQLite's NOT NULL holds even for hostile writers; types do not
-            insert(conn, 'INSERT INTO tracks (name, type, "order", created_at, updated_at) VALUES '
-                   f"('t', {'CAST(? AS TEXT)' if isinstance(kind, bytes) else '?'}, ?, 0, 0)",
-                   [kind if kind is not None else "video", order if order is not None else 0])
+            insert(
+                conn,
+                'INSERT INTO tracks (name, type, "order", created_at, updated_at) VALUES '
+                f"('t', {'CAST(? AS TEXT)' if isinstance(kind, bytes) else '?'}, ?, 0, 0)",
+                [kind if kind is not None else "video", order if order is not None else 0],
+            )
         for row in rows:
             row = {k: v for k, v in row.items() if v is not None}
             if version == 1 and "metadata" in row:
                 row["metadata_json"] = row.pop("metadata")
-            full = {"track_id": 1, "name": "c", "type": "video", "source_path": "/nowhere/v.mp4",
-                    "start_time_in_source_ms": 0, "end_time_in_source_ms": 1000, "start_time_on_track_ms": 0,
-                    "end_time_on_track_ms": 1000, **row}
-            marks = ", ".join("CAST(? AS TEXT)" if isinstance(v, bytes) and v.endswith(b"\xff") else "?" for v in full.values())
+            full = {
+                "track_id": 1,
+                "name": "c",
+                "type": "video",
+                "source_path": "/nowhere/v.mp4",
+                "start_time_in_source_ms": 0,
+                "end_time_in_source_ms": 1000,
+                "start_time_on_track_ms": 0,
+                "end_time_on_track_ms": 1000,
+                **row,
+            }
+            marks = ", ".join(
+                "CAST(? AS TEXT)" if isinstance(v, bytes) and v.endswith(b"\xff") else "?" for v in full.values()
+            )
             insert(conn, f"INSERT INTO clips ({', '.join(full)}) VALUES ({marks})", list(full.values()))
         for path in assets:
-            insert(conn, "INSERT INTO project_assets (name, source_path, type, created_at) VALUES ('a', ?, 'image', 0)",
-                   [path if path is not None else ""])
+            insert(
+                conn,
+                "INSERT INTO project_assets (name, source_path, type, created_at) VALUES ('a', ?, 'image', 0)",
+                [path if path is not None else ""],
+            )
     conn.close()
 
 
@@ -216,8 +276,12 @@ def test_fuzz_database_rows_never_raise(tmp_path: Path, fuzz_examples: int) -> N
     every clip it keeps has a path the rest of the daemon can use (text, UTF-8, no NUL)."""
     counter = iter(range(10**9))
 
-    @settings(max_examples=max(200, fuzz_examples // 4), deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+    @settings(
+        max_examples=max(200, fuzz_examples // 4),
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
     @given(hostile_rows())
     def check(case: tuple[int, list[dict[str, Any]], list[Any], list[Any]]) -> None:
         version, rows, tracks, assets = case

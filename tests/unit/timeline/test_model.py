@@ -54,7 +54,9 @@ def test_revision_changes_with_anything_that_affects_pixels(tmp_path: Path) -> N
     media.write_bytes(b"x")
     base = timeline_from_json(doc(source_path=str(media)), (1280, 720), 30)
     same = timeline_from_json(doc(source_path=str(media)), (1280, 720), 30)
-    moved = timeline_from_json(doc(source_path=str(media), rect={"left": 1, "top": 0, "width": 5, "height": 5}), (1280, 720), 30)
+    moved = timeline_from_json(
+        doc(source_path=str(media), rect={"left": 1, "top": 0, "width": 5, "height": 5}), (1280, 720), 30
+    )
     other_fps = timeline_from_json({**doc(source_path=str(media)), "frame_rate": 25}, (1280, 720), 30)
     assert base.revision == same.revision
     assert len({base.revision, moved.revision, other_fps.revision}) == 3
@@ -76,7 +78,9 @@ def test_paths_outside_roots_are_forbidden(tmp_path: Path) -> None:
         with pytest.raises(PathRefused) as info:
             check_timeline_paths(bad, [str(root)])
         answer = as_http(info.value)
-        assert isinstance(answer, Forbidden) and answer.status == 403 and answer.body()["field"] == "clips[0].source_path"
+        assert (
+            isinstance(answer, Forbidden) and answer.status == 403 and answer.body()["field"] == "clips[0].source_path"
+        )
 
 
 def test_as_http_passes_http_errors_through_and_leaves_the_rest() -> None:

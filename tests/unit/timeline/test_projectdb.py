@@ -17,14 +17,27 @@ from tests.support.helpers import build_project, solid_png
 def test_each_schema_version_reads_rect_flip_and_visibility(tmp_path: Path, version: int) -> None:
     png = solid_png(tmp_path / "a.png", (10, 10), (255, 0, 0))
     db = tmp_path / "p.sqlite"
-    build_project(db, version, [
-        {"name": "bottom", "order": 0, "clips": [{"source": png, "rect": (10, 20, 300, 200), "flip": 1, "start": 0, "end": 2000}]},
-        {"name": "hidden", "order": 1, "visible": False, "clips": [{"source": png, "rect": (0, 0, 5, 5)}]},
-    ])
+    build_project(
+        db,
+        version,
+        [
+            {
+                "name": "bottom",
+                "order": 0,
+                "clips": [{"source": png, "rect": (10, 20, 300, 200), "flip": 1, "start": 0, "end": 2000}],
+            },
+            {"name": "hidden", "order": 1, "visible": False, "clips": [{"source": png, "rect": (0, 0, 5, 5)}]},
+        ],
+    )
     timeline = ProjectSource(str(db), (1280, 720), 30).current()
     assert f"schema v{version}" in timeline.source
     clips = sorted(timeline.clips, key=lambda c: c.id)
-    assert clips[0].rect is not None and (clips[0].rect.left, clips[0].rect.top, clips[0].rect.width, clips[0].rect.height) == (10, 20, 300, 200)
+    assert clips[0].rect is not None and (
+        clips[0].rect.left,
+        clips[0].rect.top,
+        clips[0].rect.width,
+        clips[0].rect.height,
+    ) == (10, 20, 300, 200)
     assert clips[0].flip == 1
     assert [t.visible for t in sorted(timeline.tracks, key=lambda t: t.order)] == [True, False]
     assert len(timeline.layers_at(0)) == 1
@@ -33,7 +46,9 @@ def test_each_schema_version_reads_rect_flip_and_visibility(tmp_path: Path, vers
 def test_rereads_only_when_the_database_changes_and_never_writes(tmp_path: Path) -> None:
     png = solid_png(tmp_path / "a.png", (10, 10), (255, 0, 0))
     db = tmp_path / "p.sqlite"
-    ids = build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"name": "c", "source": png, "rect": (0, 0, 100, 100)}]}])
+    ids = build_project(
+        db, 3, [{"name": "t", "order": 0, "clips": [{"name": "c", "source": png, "rect": (0, 0, 100, 100)}]}]
+    )
     source = ProjectSource(str(db), (1280, 720), 30)
     first = source.current()
     digest = hashlib.sha256(db.read_bytes()).hexdigest()
@@ -76,6 +91,8 @@ def test_locked_corrupt_or_missing_database_keeps_last_good_timeline(tmp_path: P
 
 def test_discovery_picks_most_recently_modified_project(tmp_path: Path) -> None:
     meta = tmp_path / "meta.sqlite"
-    create_metadata_db(meta, [("old", "/p/old.sqlite", 100), ("new", "/p/new.sqlite", 200), ("mid", "/p/mid.sqlite", 150)])
+    create_metadata_db(
+        meta, [("old", "/p/old.sqlite", 100), ("new", "/p/new.sqlite", 200), ("mid", "/p/mid.sqlite", 150)]
+    )
     assert discover_project(str(meta)) == "/p/new.sqlite"
     assert discover_project(str(tmp_path / "absent.sqlite")) is None

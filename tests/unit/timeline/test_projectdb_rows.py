@@ -1,6 +1,5 @@
 """Hostile rows and unchanged failures in the project database reader (timeline/projectdb.py)."""
 
-
 from __future__ import annotations
 
 import sqlite3
@@ -18,19 +17,31 @@ from tests.support.helpers import build_project
 
 def _db(tmp_path: Path) -> Path:
     db = tmp_path / "p.sqlite"
-    build_project(db, 3, [{"name": "t", "order": 0, "clips": [{"source": "/m/a.png", "rect": (0, 0, 10, 10), "end": 1000}]}])
+    build_project(
+        db, 3, [{"name": "t", "order": 0, "clips": [{"source": "/m/a.png", "rect": (0, 0, 10, 10), "end": 1000}]}]
+    )
     return db
 
 
-@pytest.mark.parametrize(("column", "value"), [("start_time_on_track_ms", "abc"), ("preview_width", 9e999),
-                                                ("end_time_on_track_ms", -5), ("track_id", "x"), ("preview_position_x", 1e300)])
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("start_time_on_track_ms", "abc"),
+        ("preview_width", 9e999),
+        ("end_time_on_track_ms", -5),
+        ("track_id", "x"),
+        ("preview_position_x", 1e300),
+    ],
+)
 def test_bad_row_is_skipped_and_reported(tmp_path: Path, column: str, value: Any) -> None:
     db = _db(tmp_path)
     conn = sqlite3.connect(str(db))
     with conn:
-        conn.execute("INSERT INTO clips (track_id, name, type, source_path, start_time_in_source_ms, end_time_in_source_ms, "
-                     "start_time_on_track_ms, end_time_on_track_ms, metadata) "
-                     "SELECT track_id, name, type, source_path, 0, 10, 0, 10, '{}' FROM clips")
+        conn.execute(
+            "INSERT INTO clips (track_id, name, type, source_path, start_time_in_source_ms, end_time_in_source_ms, "
+            "start_time_on_track_ms, end_time_on_track_ms, metadata) "
+            "SELECT track_id, name, type, source_path, 0, 10, 0, 10, '{}' FROM clips"
+        )
         conn.execute(f"UPDATE clips SET {column} = ? WHERE id = 2", (value,))
     conn.close()
     skipped: list[str] = []
@@ -49,11 +60,13 @@ def test_source_keeps_last_good_timeline_and_does_not_retry_an_unchanged_failure
     conn = sqlite3.connect(str(db))
     with conn:
         conn.execute("DROP TABLE clips")
-        conn.execute("CREATE VIEW clips AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) "
-                     "SELECT n AS id, 1 AS track_id, 'image' AS type, '' AS source_path, 0 AS start_time_on_track_ms, "
-                     "0 AS end_time_on_track_ms, 0 AS start_time_in_source_ms, 0 AS end_time_in_source_ms, '{}' AS metadata, "
-                     "0.0 AS preview_position_x, 0.0 AS preview_position_y, 1.0 AS preview_width, 1.0 AS preview_height "
-                     "FROM r WHERE n < 0")
+        conn.execute(
+            "CREATE VIEW clips AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) "
+            "SELECT n AS id, 1 AS track_id, 'image' AS type, '' AS source_path, 0 AS start_time_on_track_ms, "
+            "0 AS end_time_on_track_ms, 0 AS start_time_in_source_ms, 0 AS end_time_in_source_ms, '{}' AS metadata, "
+            "0.0 AS preview_position_x, 0.0 AS preview_position_y, 1.0 AS preview_width, 1.0 AS preview_height "
+            "FROM r WHERE n < 0"
+        )
     conn.close()
     source.read_timeout = 0.3
     t0 = time.monotonic()

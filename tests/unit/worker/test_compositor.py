@@ -43,21 +43,35 @@ def test_layering_hidden_tracks_flips_and_off_canvas(tmp_path: Path) -> None:
     green = solid_png(tmp_path / "green.png", (64, 64), GREEN)
     split = tmp_path / "split.png"
     from PIL import Image
+
     img = Image.new("RGB", (100, 100), BLUE)
     img.paste(RED, (0, 0, 50, 100))
     img.save(split)
     db = tmp_path / "p.sqlite"
-    build_project(db, 2, [
-        {"name": "top", "order": 2, "clips": [{"source": green, "rect": (150, 150, 100, 100)}]},
-        {"name": "bottom", "order": 1, "clips": [{"source": red, "rect": (100, 100, 200, 200)}]},
-        {"name": "hidden", "order": 3, "visible": False, "clips": [{"source": red, "rect": (160, 160, 50, 50)}]},
-        {"name": "flip", "order": 0, "clips": [{"source": split, "rect": (600, 100, 100, 100), "flip": 1}]},
-        {"name": "offcanvas", "order": 4, "clips": [{"source": green, "rect": (1200, 650, 200, 200)}, {"source": red, "rect": (-500, -500, 100, 100)}]},
-    ])
+    build_project(
+        db,
+        2,
+        [
+            {"name": "top", "order": 2, "clips": [{"source": green, "rect": (150, 150, 100, 100)}]},
+            {"name": "bottom", "order": 1, "clips": [{"source": red, "rect": (100, 100, 200, 200)}]},
+            {"name": "hidden", "order": 3, "visible": False, "clips": [{"source": red, "rect": (160, 160, 50, 50)}]},
+            {"name": "flip", "order": 0, "clips": [{"source": split, "rect": (600, 100, 100, 100), "flip": 1}]},
+            {
+                "name": "offcanvas",
+                "order": 4,
+                "clips": [
+                    {"source": green, "rect": (1200, 650, 200, 200)},
+                    {"source": red, "rect": (-500, -500, 100, 100)},
+                ],
+            },
+        ],
+    )
     image = render(db)
     assert close_to(image.getpixel((200, 200)), GREEN)  # higher order on top
     assert close_to(image.getpixel((120, 120)), RED)
-    assert close_to(image.getpixel((610, 150)), BLUE) and close_to(image.getpixel((690, 150)), RED)  # flipped horizontally
+    assert close_to(image.getpixel((610, 150)), BLUE) and close_to(
+        image.getpixel((690, 150)), RED
+    )  # flipped horizontally
     assert close_to(image.getpixel((1275, 715)), GREEN)  # partly off canvas: the visible part is drawn
     assert image.size == (1280, 720)
 
@@ -85,8 +99,21 @@ def indexed_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_frame_exact_sequential_backward_random(indexed_video: Path) -> None:
-    data = {"tracks": [{"clips": [{"source_path": str(indexed_video), "start_on_track_ms": 1000, "end_on_track_ms": 5000,
-                                   "start_in_source_ms": 0, "rect": {"left": 0, "top": 0, "width": 640, "height": 360}}]}]}
+    data = {
+        "tracks": [
+            {
+                "clips": [
+                    {
+                        "source_path": str(indexed_video),
+                        "start_on_track_ms": 1000,
+                        "end_on_track_ms": 5000,
+                        "start_in_source_ms": 0,
+                        "rect": {"left": 0, "top": 0, "width": 640, "height": 360},
+                    }
+                ]
+            }
+        ]
+    }
     timeline = timeline_from_json(data, (1280, 720), 30)
     media = pool()
     spec = OutputSpec(1280, 720, 95)
@@ -103,15 +130,19 @@ def test_frame_exact_sequential_backward_random(indexed_video: Path) -> None:
     assert source.seeks < len(order) / 2  # sequential access decodes forward instead of seeking
 
 
-@pytest.mark.parametrize(("gop", "walk", "jumps"), [
-    # all-intra (DNxHR, ProRes, a proxy): every jump of more than two frames seeks to the target itself
-    (1, [0, 1, 2, 3], [(60, True), (61, False), (63, False), (70, True), (20, True)]),
-    # GOP 30 (keyframes 0, 30, 60, 90): a jump seeks only when the next keyframe (known, or a GOP after the
-    # last one passed) lies on its way
-    (30, list(range(0, 41)), [(75, True), (80, False), (95, True), (98, False), (119, False), (10, True)]),
-])
-def test_a_forward_jump_seeks_when_a_keyframe_lies_on_its_way(tmp_path: Path, gop: int, walk: list[int],
-                                                             jumps: list[tuple[int, bool]]) -> None:
+@pytest.mark.parametrize(
+    ("gop", "walk", "jumps"),
+    [
+        # all-intra (DNxHR, ProRes, a proxy): every jump of more than two frames seeks to the target itself
+        (1, [0, 1, 2, 3], [(60, True), (61, False), (63, False), (70, True), (20, True)]),
+        # GOP 30 (keyframes 0, 30, 60, 90): a jump seeks only when the next keyframe (known, or a GOP after the
+        # last one passed) lies on its way
+        (30, list(range(0, 41)), [(75, True), (80, False), (95, True), (98, False), (119, False), (10, True)]),
+    ],
+)
+def test_a_forward_jump_seeks_when_a_keyframe_lies_on_its_way(
+    tmp_path: Path, gop: int, walk: list[int], jumps: list[tuple[int, bool]]
+) -> None:
     video = make_indexed_video(tmp_path / f"g{gop}.mp4", 120, (320, 180), 30, gop=gop)
     data = {"tracks": [{"clips": [{"source_path": str(video), "start_on_track_ms": 0, "end_on_track_ms": 4000}]}]}
     timeline = timeline_from_json(data, (320, 180), 30)
@@ -130,8 +161,20 @@ def test_a_forward_jump_seeks_when_a_keyframe_lies_on_its_way(tmp_path: Path, go
 
 
 def test_clip_starting_inside_the_source(indexed_video: Path) -> None:
-    data = {"tracks": [{"clips": [{"source_path": str(indexed_video), "start_on_track_ms": 0, "end_on_track_ms": 1000,
-                                   "start_in_source_ms": 2000}]}]}
+    data = {
+        "tracks": [
+            {
+                "clips": [
+                    {
+                        "source_path": str(indexed_video),
+                        "start_on_track_ms": 0,
+                        "end_on_track_ms": 1000,
+                        "start_in_source_ms": 2000,
+                    }
+                ]
+            }
+        ]
+    }
     timeline = timeline_from_json(data, (320, 180), 30)
     body = compose(timeline, 10, OutputSpec(320, 180, 95), pool()).body
     assert read_index(decode(body)) == 70
@@ -139,7 +182,17 @@ def test_clip_starting_inside_the_source(indexed_video: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "text", "huge", "missing", "fifo"])
 def test_bad_media_renders_a_placeholder_and_reports_once(tmp_path: Path, indexed_video: Path, kind: str) -> None:
-    path = tmp_path / {"truncated": "t.mp4", "empty": "e.mp4", "text": "x.mp4", "huge": "h.png", "missing": "m.mp4", "fifo": "f.mp4"}[kind]
+    path = (
+        tmp_path
+        / {
+            "truncated": "t.mp4",
+            "empty": "e.mp4",
+            "text": "x.mp4",
+            "huge": "h.png",
+            "missing": "m.mp4",
+            "fifo": "f.mp4",
+        }[kind]
+    )
     if kind == "fifo":
         os.mkfifo(path)  # opening it would block forever: it must be refused, not opened
     if kind == "truncated":
@@ -151,13 +204,32 @@ def test_bad_media_renders_a_placeholder_and_reports_once(tmp_path: Path, indexe
     elif kind == "huge":
         import struct
         import zlib
+
         w = h = 20000
+
         def chunk(tag: bytes, body: bytes) -> bytes:
             return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
-        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                         + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
-    data = {"tracks": [{"clips": [{"source_path": str(path), "start_on_track_ms": 0, "end_on_track_ms": 1000,
-                                   "rect": {"left": 100, "top": 100, "width": 400, "height": 300}}]}]}
+
+        path.write_bytes(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+            + chunk(b"IEND", b"")
+        )
+    data = {
+        "tracks": [
+            {
+                "clips": [
+                    {
+                        "source_path": str(path),
+                        "start_on_track_ms": 0,
+                        "end_on_track_ms": 1000,
+                        "rect": {"left": 100, "top": 100, "width": 400, "height": 300},
+                    }
+                ]
+            }
+        ]
+    }
     timeline = timeline_from_json(data, (1280, 720), 30)
     media = pool()
     first = compose(timeline, 5, OutputSpec(1280, 720), media)

@@ -20,7 +20,9 @@ from flipedit_previewd.worker import confine
 X86, ARM = confine.ARCHES["x86_64"], confine.ARCHES["aarch64"]
 ALLOW = confine.SECCOMP_RET_ALLOW
 EPERM = confine.SECCOMP_RET_ERRNO | errno.EPERM
-CLONE_THREAD_FLAGS = 0x003D0F00  # what glibc's pthread_create passes (CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|...)
+CLONE_THREAD_FLAGS = (
+    0x003D0F00  # what glibc's pthread_create passes (CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|...)
+)
 CLONE_NEWUSER = 0x10000000
 
 
@@ -82,7 +84,10 @@ def test_landlock_attributes_follow_the_abi() -> None:
     fs, net, scoped = struct.unpack("=QQQ", confine.ruleset_attr(7))
     assert fs == (1 << 16) - 1 and net == 3 and scoped == 3
     assert struct.unpack("=Q", confine.ruleset_attr(1))[0] & confine.FS_EXECUTE  # exec handled, so refused
-    assert confine.path_beneath(confine.FS_READ_FILE, 7) == struct.pack("<Qi", 4, 7) and len(confine.path_beneath(0, 0)) == 12
+    assert (
+        confine.path_beneath(confine.FS_READ_FILE, 7) == struct.pack("<Qi", 4, 7)
+        and len(confine.path_beneath(0, 0)) == 12
+    )
 
 
 def test_worker_paths_hold_the_roots_and_the_interpreter_never_the_home(tmp_path: Path) -> None:
@@ -90,8 +95,10 @@ def test_worker_paths_hold_the_roots_and_the_interpreter_never_the_home(tmp_path
     root.mkdir()
     maps = tmp_path / "maps"
     home = os.path.realpath(os.path.expanduser("~"))
-    maps.write_text(f"7f00-7f01 r-xp 0 08:01 1 {sys.executable}\n7f01-7f02 rw-p 0 00:00 0 \n"
-                    f"7f02-7f03 r--p 0 08:01 2 {home}/x.so\n7f03-7f04 r--p 0 08:01 3 /x.so (deleted)\n")
+    maps.write_text(
+        f"7f00-7f01 r-xp 0 08:01 1 {sys.executable}\n7f01-7f02 rw-p 0 00:00 0 \n"
+        f"7f02-7f03 r--p 0 08:01 2 {home}/x.so\n7f03-7f04 r--p 0 08:01 3 /x.so (deleted)\n"
+    )
     paths = confine.worker_paths([str(root), "/", home], str(maps))
     assert paths[0] == str(root)
     assert "/" not in paths and home not in paths and os.path.dirname(home) not in paths

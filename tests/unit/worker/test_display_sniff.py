@@ -18,18 +18,23 @@ def matrix(a: float, b: float, c: float, d: float) -> bytes:
     return struct.pack("<9i", int(a * 65536), int(b * 65536), 0, int(c * 65536), int(d * 65536), 0, 0, 0, 1 << 30)
 
 
-@pytest.mark.parametrize(("m", "op", "size"), [
-    ((1, 0, 0, 1), None, (640, 360)),
-    ((0, 1, -1, 0), T.ROTATE_270, (360, 640)),  # a phone held upright: clockwise 90
-    ((0, -1, 1, 0), T.ROTATE_90, (360, 640)),
-    ((-1, 0, 0, -1), T.ROTATE_180, (640, 360)),
-    ((-1, 0, 0, 1), T.FLIP_LEFT_RIGHT, (640, 360)),  # a selfie camera's mirror
-    ((1, 0, 0, -1), T.FLIP_TOP_BOTTOM, (640, 360)),
-    ((0, 1, 1, 0), T.TRANSPOSE, (360, 640)),
-    ((0, -1, -1, 0), T.TRANSVERSE, (360, 640)),
-    ((0.7071, 0.7071, -0.7071, 0.7071), None, (640, 360)),  # a free rotation: shown as stored
-])
-def test_display_matrix_gives_the_players_orientation(m: tuple[float, ...], op: T | None, size: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    ("m", "op", "size"),
+    [
+        ((1, 0, 0, 1), None, (640, 360)),
+        ((0, 1, -1, 0), T.ROTATE_270, (360, 640)),  # a phone held upright: clockwise 90
+        ((0, -1, 1, 0), T.ROTATE_90, (360, 640)),
+        ((-1, 0, 0, -1), T.ROTATE_180, (640, 360)),
+        ((-1, 0, 0, 1), T.FLIP_LEFT_RIGHT, (640, 360)),  # a selfie camera's mirror
+        ((1, 0, 0, -1), T.FLIP_TOP_BOTTOM, (640, 360)),
+        ((0, 1, 1, 0), T.TRANSPOSE, (360, 640)),
+        ((0, -1, -1, 0), T.TRANSVERSE, (360, 640)),
+        ((0.7071, 0.7071, -0.7071, 0.7071), None, (640, 360)),  # a free rotation: shown as stored
+    ],
+)
+def test_display_matrix_gives_the_players_orientation(
+    m: tuple[float, ...], op: T | None, size: tuple[int, int]
+) -> None:
     transpose = transpose_of(matrix(*m))
     assert transpose == op
     assert Geometry(640, 360, Fraction(1), transpose).displayed == size
@@ -47,11 +52,19 @@ def test_damaged_aspect_ratios_are_shown_square(sar: Fraction | None) -> None:
     assert sample_aspect(sar) == 1
 
 
-@pytest.mark.parametrize(("mode", "value", "rgb"), [
-    ("I;16", 65535, (255, 255, 255)), ("I;16", 32896, (128, 128, 128)), ("I;16", 0, (0, 0, 0)),
-    ("I;16B", 65535, (255, 255, 255)), ("I", 65535, (255, 255, 255)), ("I", 257 * 100, (100, 100, 100)),
-    ("F", 0.5, (128, 128, 128)), ("L", 77, (77, 77, 77)),
-])
+@pytest.mark.parametrize(
+    ("mode", "value", "rgb"),
+    [
+        ("I;16", 65535, (255, 255, 255)),
+        ("I;16", 32896, (128, 128, 128)),
+        ("I;16", 0, (0, 0, 0)),
+        ("I;16B", 65535, (255, 255, 255)),
+        ("I", 65535, (255, 255, 255)),
+        ("I", 257 * 100, (100, 100, 100)),
+        ("F", 0.5, (128, 128, 128)),
+        ("L", 77, (77, 77, 77)),
+    ],
+)
 def test_still_levels(mode: str, value: float, rgb: tuple[int, int, int]) -> None:
     shown = to_rgb(Image.new(mode, (2, 2), value))  # type: ignore[arg-type]
     assert shown.mode == "RGB" and shown.getpixel((0, 0)) == rgb
@@ -65,17 +78,29 @@ def test_transparency_is_kept() -> None:
     assert to_rgb(palette).mode == "RGBA"
 
 
-@pytest.mark.parametrize(("head", "kind", "name"), [
-    (b"\xff\xd8\xff\xe0", "image", "JPEG"), (b"\x89PNG\r\n\x1a\n", "image", "PNG"), (b"GIF89a", "image", "GIF"),
-    (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image", "WebP"), (b"BM" + b"\x00" * 12 + b"\x28" + b"\x00" * 10, "image", "BMP"),
-    (b"II*\x00", "refused", "TIFF"), (b"MM\x00*", "refused", "TIFF"), (b"YUV4MPEG2 W10", "refused", "YUV4MPEG"),
-    (b"\x00\x00\x00\x18ftypheic", "refused", "HEIF/HEIC"), (b"\x00\x00\x00\x18ftypisom", "video", "MP4/MOV"),
-    (b"\x1aE\xdf\xa3", "video", "Matroska"), (b"RIFF\x00\x00\x00\x00AVI LIST", "video", "AVI"),
-    (b"\x47" + b"\x00" * 187 + b"\x47" + b"\x00" * 10, "video", "MPEG-TS"),
-    (b"\x00\x00\x00\x00\x47" + b"\x00" * 191 + b"\x47", "video", "MPEG-TS"),  # .m2ts: 192-byte packets
-    (b"\x00\x00\x01\xba", "video", "MPEG-PS"), (b"#EXTM3U\n", "refused", "HLS playlist"),
-    (b"RIFF\x00\x00\x00\x00WAVEfmt ", "refused", "WAV"), (b"<?xml version", "refused", "SVG/XML"),
-])
+@pytest.mark.parametrize(
+    ("head", "kind", "name"),
+    [
+        (b"\xff\xd8\xff\xe0", "image", "JPEG"),
+        (b"\x89PNG\r\n\x1a\n", "image", "PNG"),
+        (b"GIF89a", "image", "GIF"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image", "WebP"),
+        (b"BM" + b"\x00" * 12 + b"\x28" + b"\x00" * 10, "image", "BMP"),
+        (b"II*\x00", "refused", "TIFF"),
+        (b"MM\x00*", "refused", "TIFF"),
+        (b"YUV4MPEG2 W10", "refused", "YUV4MPEG"),
+        (b"\x00\x00\x00\x18ftypheic", "refused", "HEIF/HEIC"),
+        (b"\x00\x00\x00\x18ftypisom", "video", "MP4/MOV"),
+        (b"\x1aE\xdf\xa3", "video", "Matroska"),
+        (b"RIFF\x00\x00\x00\x00AVI LIST", "video", "AVI"),
+        (b"\x47" + b"\x00" * 187 + b"\x47" + b"\x00" * 10, "video", "MPEG-TS"),
+        (b"\x00\x00\x00\x00\x47" + b"\x00" * 191 + b"\x47", "video", "MPEG-TS"),  # .m2ts: 192-byte packets
+        (b"\x00\x00\x01\xba", "video", "MPEG-PS"),
+        (b"#EXTM3U\n", "refused", "HLS playlist"),
+        (b"RIFF\x00\x00\x00\x00WAVEfmt ", "refused", "WAV"),
+        (b"<?xml version", "refused", "SVG/XML"),
+    ],
+)
 def test_sniffing_by_content(head: bytes, kind: str, name: str) -> None:
     found = sniff(head)
     assert found is not None and (found.kind, found.name) == (kind, name)
@@ -111,7 +136,13 @@ def _box(kind: bytes, body: bytes) -> bytes:
 
 def _movie(matrix: tuple[int, int, int, int], handler: bytes = b"vide") -> bytes:
     a, b, c, d = matrix
-    tkhd = b"\x00" * 4 + b"\x00" * 20 + b"\x00" * 16 + struct.pack(">9i", a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30) + b"\x00" * 8
+    tkhd = (
+        b"\x00" * 4
+        + b"\x00" * 20
+        + b"\x00" * 16
+        + struct.pack(">9i", a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30)
+        + b"\x00" * 8
+    )
     hdlr = b"\x00" * 8 + handler + b"\x00" * 12
     trak = _box(b"trak", _box(b"tkhd", tkhd) + _box(b"mdia", _box(b"hdlr", hdlr)))
     return _box(b"ftyp", b"isom\x00\x00\x00\x00") + _box(b"moov", trak)
@@ -120,7 +151,7 @@ def _movie(matrix: tuple[int, int, int, int], handler: bytes = b"vide") -> bytes
 def read(data: bytes) -> bytes | None:
     from flipedit_previewd.worker.display import tkhd_matrix
 
-    return tkhd_matrix(lambda offset, size: data[offset:offset + size], len(data))
+    return tkhd_matrix(lambda offset, size: data[offset : offset + size], len(data))
 
 
 def test_the_track_header_gives_the_matrix_where_ffmpeg_does_not() -> None:
@@ -133,15 +164,15 @@ def test_a_hostile_movie_header_costs_nothing(damage: str) -> None:
     data = bytearray(_movie((0, 1, -1, 0)))
     moov = data.find(b"moov") - 4
     if damage == "size0":
-        data[moov:moov + 4] = struct.pack(">I", 0)  # "to the end of the file": still bounded by the file
+        data[moov : moov + 4] = struct.pack(">I", 0)  # "to the end of the file": still bounded by the file
     elif damage == "size_huge":
-        data[moov:moov + 4] = struct.pack(">I", 0xFFFFFFF0)
+        data[moov : moov + 4] = struct.pack(">I", 0xFFFFFFF0)
     elif damage == "size_small":
-        data[moov + 8:moov + 12] = struct.pack(">I", 3)  # trak of 3 bytes
+        data[moov + 8 : moov + 12] = struct.pack(">I", 3)  # trak of 3 bytes
     elif damage == "truncated":
-        data = data[:moov + 30]
+        data = data[: moov + 30]
     elif damage == "largesize":
-        data[moov:moov + 4] = struct.pack(">I", 1)  # a 64-bit size follows, here garbage
+        data[moov : moov + 4] = struct.pack(">I", 1)  # a 64-bit size follows, here garbage
     elif damage == "deep_garbage":
         data += _box(b"moov", b"\xff" * 4000)
     result = read(bytes(data))
@@ -151,6 +182,10 @@ def test_a_hostile_movie_header_costs_nothing(damage: str) -> None:
 def test_only_matrices_that_cannot_be_honoured_are_reported() -> None:
     from flipedit_previewd.worker.display import matrix_problem
 
-    assert matrix_problem(matrix(1, 0, 0, 1)) == ""  # the identity every MP4's track header carries (FFmpeg 5.1 reads it)
-    assert matrix_problem(matrix(0, 1, -1, 0)) == "" and matrix_problem(None) == "" and matrix_problem(b"\x00" * 36) == ""
+    assert (
+        matrix_problem(matrix(1, 0, 0, 1)) == ""
+    )  # the identity every MP4's track header carries (FFmpeg 5.1 reads it)
+    assert (
+        matrix_problem(matrix(0, 1, -1, 0)) == "" and matrix_problem(None) == "" and matrix_problem(b"\x00" * 36) == ""
+    )
     assert "rotation of 45 degrees" in matrix_problem(matrix(0.7071, 0.7071, -0.7071, 0.7071))

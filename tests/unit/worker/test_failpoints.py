@@ -1,4 +1,5 @@
-"""Fault injection stays in the tests' hands: one environment variable, documented, never a setting, never set by a unit."""
+"""Fault injection stays in the tests' hands: one environment variable, documented, never a setting, never set by a "
+"unit."""
 
 from __future__ import annotations
 
@@ -42,8 +43,13 @@ def test_the_variable_is_read_once_and_dropped_from_the_environment(monkeypatch:
 def test_a_worker_with_a_mistyped_failpoint_stops_at_its_start_saying_why() -> None:
     """Before it reads its pipe (fd 999 does not exist): a typo fails its test instead of passing silently."""
     code = "import sys; sys.argv[1:] = ['w', '999']; from flipedit_previewd.worker.main import child_main; child_main()"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, VARIABLE: "sleeep:1"})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, VARIABLE: "sleeep:1"},
+    )
     assert result.returncode != 0 and "unknown failpoint 'sleeep:1'" in result.stderr
 
 
@@ -56,7 +62,9 @@ def _timeline(source: str = "project") -> Timeline:
     return Timeline(64, 36, 30.0, (Track(1, 0, True, (clip,)),), source, revision="r")
 
 
-def test_crash_kills_only_on_a_matching_source_not_yet_a_placeholder_and_never_at_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_kills_only_on_a_matching_source_not_yet_a_placeholder_and_never_at_warm_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     exits: list[int] = []
     monkeypatch.setattr(failpoints.os, "_exit", exits.append)
     crash = Failpoint.parse("crash:crashy")

@@ -21,10 +21,14 @@ def raw(meta: dict[str, object], body: bytes = b"") -> bytes:
 
 
 def ok_reply(**meta: object) -> bytes:
-    return raw({"kind": "ok", "job_id": 5, "render_ms": 1.5, "content_type": "image/jpeg", "problems": [], "clips": 1, **meta}, JPEG)
+    return raw(
+        {"kind": "ok", "job_id": 5, "render_ms": 1.5, "content_type": "image/jpeg", "problems": [], "clips": 1, **meta},
+        JPEG,
+    )
 
 
 # --- worker -> daemon ------------------------------------------------------------------------------
+
 
 def test_each_reply_round_trips_as_its_own_type() -> None:
     escape = (wire.Attempt("exec /bin/sh", True, "EPERM"), wire.Attempt("open /etc/hostname", False))
@@ -44,7 +48,7 @@ def test_each_reply_round_trips_as_its_own_type() -> None:
 def test_the_kinds_on_the_wire_are_those_of_version_1() -> None:
     """The JSON ``kind`` strings are the format, not names: a rename must change VERSION too."""
     assert wire.VERSION == 1 and [k.value for k in wire.Kind] == ["hello", "ok", "error"]
-    assert json.loads(wire.encode(wire.Failed(1, 0.0, "x"))[wire.HEADER.size:])["kind"] == "error"
+    assert json.loads(wire.encode(wire.Failed(1, 0.0, "x"))[wire.HEADER.size :])["kind"] == "error"
 
 
 def test_unknown_metadata_keys_are_ignored() -> None:
@@ -79,12 +83,25 @@ GARBAGE = {
     "too many attempts": ok_reply(attempts=[{"what": "x", "refused": True}] * (wire.MAX_ATTEMPTS + 1)),
     "attempt refused not a bool": ok_reply(attempts=[{"what": "x", "refused": 1}]),
     "hello without status": raw({"kind": "hello", "job_id": 0, "render_ms": 0}),
-    "hello with a bad abi": raw({"kind": "hello", "job_id": 0, "render_ms": 0,
-                                 "sandbox": {"seccomp": True, "landlock": True, "landlock_abi": -1, "why": ""}}),
+    "hello with a bad abi": raw(
+        {
+            "kind": "hello",
+            "job_id": 0,
+            "render_ms": 0,
+            "sandbox": {"seccomp": True, "landlock": True, "landlock_abi": -1, "why": ""},
+        }
+    ),
     "error without message": raw({"kind": "error", "job_id": 5, "render_ms": 0}),
     "error with an image": raw({"kind": "error", "job_id": 5, "render_ms": 0, "message": "x"}, JPEG),
-    "hello with an image": raw({"kind": "hello", "job_id": 0, "render_ms": 0,
-                                "sandbox": {"seccomp": True, "landlock": True, "landlock_abi": 1, "why": ""}}, JPEG),
+    "hello with an image": raw(
+        {
+            "kind": "hello",
+            "job_id": 0,
+            "render_ms": 0,
+            "sandbox": {"seccomp": True, "landlock": True, "landlock_abi": 1, "why": ""},
+        },
+        JPEG,
+    ),
 }
 
 
@@ -108,18 +125,25 @@ def test_bodies_are_held_to_their_output_size_and_type() -> None:
     not_an_image = wire.encode(wire.Rendered(5, 1.0, "image/jpeg", b"#!/bin/sh\n"))
     with pytest.raises(wire.WireError):
         wire.decode(not_an_image, 5, "image/jpeg")
-    assert wire.body_limit(64, 36) == 64 * 36 * 4 + 36 * 16 + 65536 and wire.body_limit(100_000, 100_000) == wire.MAX_BODY
+    assert (
+        wire.body_limit(64, 36) == 64 * 36 * 4 + 36 * 16 + 65536 and wire.body_limit(100_000, 100_000) == wire.MAX_BODY
+    )
 
 
 # --- daemon -> worker ------------------------------------------------------------------------------
 
+
 def _timeline(clips: int) -> Timeline:
     def clip(i: int, track: int) -> Clip:
-        return Clip(i, track, "video", f"/m/{i}.mp4", i * 10.0, i * 10.0 + 10, 0.0, 10.0, Rect(1.0, 2.0, 3.0, 4.0), 0, (i, i))
+        return Clip(
+            i, track, "video", f"/m/{i}.mp4", i * 10.0, i * 10.0 + 10, 0.0, 10.0, Rect(1.0, 2.0, 3.0, 4.0), 0, (i, i)
+        )
 
-    tracks = (Track(1, 0, True, tuple(clip(i, 1) for i in range(clips)), "video"),
-              Track(2, 1, False, (), "overlay"),
-              Track(3, -1, True, tuple(clip(i, 3) for i in range(7)), "video"))
+    tracks = (
+        Track(1, 0, True, tuple(clip(i, 1) for i in range(clips)), "video"),
+        Track(2, 1, False, (), "overlay"),
+        Track(3, -1, True, tuple(clip(i, 3) for i in range(7)), "video"),
+    )
     return Timeline(1280, 720, 29.97, tracks, "/p/project.sqlite", revision="rev-1", note="a note")
 
 
@@ -143,8 +167,11 @@ def test_a_timeline_interrupted_by_another_message_is_a_bug_said_as_such() -> No
 
 
 def test_the_daemons_messages_survive_pickle() -> None:
-    for message in (wire.Start(wire.WorkerSettings(1 << 22, 1 << 24), 1234), wire.Stop(),
-                    wire.Job(7, 12, OutputSpec(64, 36, 80, "png"), "rev", frozenset({"/m/a"}), ("/m",), True)):
+    for message in (
+        wire.Start(wire.WorkerSettings(1 << 22, 1 << 24), 1234),
+        wire.Stop(),
+        wire.Job(7, 12, OutputSpec(64, 36, 80, "png"), "rev", frozenset({"/m/a"}), ("/m",), True),
+    ):
         assert pickle.loads(pickle.dumps(message)) == message
 
 
@@ -152,4 +179,6 @@ def test_a_worker_covers_only_roots_under_its_own() -> None:
     assert wire.covers(("/m/a",), ("/m/a", "/m/a/sub"))
     assert not wire.covers(("/m/a",), ("/m/ab",))  # a sibling with the same prefix is another directory
     assert not wire.covers(("/m/a",), ("/m/a", "/m/b"))
-    assert wire.covers((), ()) and not wire.covers((), ("/m/a",))  # confined to no roots: a project needs a fresh worker
+    assert wire.covers((), ()) and not wire.covers(
+        (), ("/m/a",)
+    )  # confined to no roots: a project needs a fresh worker

@@ -1,0 +1,1 @@
+"""Unit tests of flipedit_previewd.proxy."""
