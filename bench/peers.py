@@ -86,7 +86,23 @@ def servers(db: Path, daemon_args: tuple[str, ...] = (), baseline_tree: str = ""
     )
     return [
         # Rendered-frame cache off: the baselines have none, so steady, overload and drag compare renders.
-        Server("daemon", [str(VENV / "flipedit-previewd"), *uncached], {"XDG_CONFIG_HOME": str(db.parent)}),
+        # Proxies are made in a cache of the run's own (XDG_CACHE_HOME), never the user's.
+        Server(
+            "daemon",
+            [str(VENV / "flipedit-previewd"), *uncached],
+            {"XDG_CONFIG_HOME": str(db.parent), "XDG_CACHE_HOME": str(db.parent / "cache")},
+        ),
+        # For the footage scenes: the daemon decoding the originals only, and the daemon once its proxies are made.
+        Server(
+            "daemon-originals",
+            [str(VENV / "flipedit-previewd"), *uncached, "--proxies", "false"],
+            {"XDG_CONFIG_HOME": str(db.parent), "XDG_CACHE_HOME": str(db.parent / "cache")},
+        ),
+        Server(
+            "daemon+proxies",
+            [str(VENV / "flipedit-previewd"), *uncached],
+            {"XDG_CONFIG_HOME": str(db.parent), "XDG_CACHE_HOME": str(db.parent / "cache-proxies")},
+        ),
         Server(
             "daemon-cached",
             [str(VENV / "flipedit-previewd"), "--project", str(db), "--listen", "127.0.0.1:{port}", *daemon_args],
@@ -397,12 +413,27 @@ def paced(url: str, jobs: list[tuple[float, int]], seconds: float) -> dict[str, 
     }
 
 
+def proxies_ready(url: str, timeout: float = 900.0) -> float:
+    """Seconds until the daemon has made its proxies (none queued or in progress, at least one made)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        proxies = requests.get(url + "/health", timeout=10).json().get("proxies", {})
+        if (
+            proxies.get("made", 0) + proxies.get("stored", 0) > 0
+            and not proxies.get("queued")
+            and not proxies.get("in_progress")
+        ):
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise RuntimeError(f"no proxy made within {timeout:.0f} s: {proxies}")
+
+
 def footage_main(args: argparse.Namespace) -> int:
     """Random, sequential and scrub on real-footage scenes (bench/footage.py), every chosen server in alternation."""
     started = time.monotonic()
     names = footage.scene_names(args.scenes)
     patterns = [p for p in args.patterns.split(",") if p]
-    wanted = set(args.servers.split(",")) if args.servers else {"daemon", "gunicorn+"}
+    wanted = set(args.servers.split(",")) if args.servers else {"daemon-originals", "daemon+proxies", "gunicorn+"}
     print(
         f"load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)",
         flush=True,
@@ -419,6 +450,8 @@ def footage_main(args: argparse.Namespace) -> int:
                 for server in chosen:
                     server.start()
                     footage.check_served(server.url, source, 45)
+                    if server.name == "daemon+proxies":
+                        print(f"{name}: proxy made in {proxies_ready(server.url):.1f} s", flush=True)
                 for round_index in range(args.rounds):
                     for pattern in patterns:
                         jobs = footage.pattern(
