@@ -125,8 +125,10 @@ def main() -> None:
             seconds = float(re.search(r"SECONDS=([0-9.]+)", log).group(1))  # type: ignore[union-attr]
             disk = daemon.get("/health").json()["proxies"]["disk_bytes"]
             print(
-                f"proxy made in {seconds:.1f} s for {args.seconds} s of source: {args.seconds / seconds:.2f}x real time "
-                f"(SCHED_IDLE, one decoder and one encoder thread); {disk / 1e6 / args.seconds * 60:.0f} MB per minute of source"
+                f"proxy made in {seconds:.1f} s for {args.seconds} s of source: {args.seconds / seconds:.2f}x real "
+                f"time "
+                f"(SCHED_IDLE, one decoder and one encoder thread); {disk / 1e6 / args.seconds * 60:.0f} MB per minute "
+                f"of source"
             )
             timed(daemon, [0, 1])
             after, seen = timed(daemon, [rng.randrange(count) for _ in range(args.frames)])

@@ -144,7 +144,8 @@ def main() -> None:
         speed = len(packets) / float(rate) / elapsed
         print(
             f"{name:36s} PSNR min {worst[(1280, 720)]:.1f} dB @1280x720, {worst[(640, 360)]:.1f} dB @640x360; "
-            f"{mb_per_min:7.1f} MB/min; random frame p50 {times[15]:.1f} ms p95 {times[28]:.1f} ms; make {speed:.2f}x real time"
+            f"{mb_per_min:7.1f} MB/min; random frame p50 {times[15]:.1f} ms p95 {times[28]:.1f} ms; make {speed:.2f}x "
+            f"real time"
         )
 
 

@@ -3,7 +3,7 @@
 # pytest sessions (below). Benchmarks are not part of this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "== ruff";  .venv/bin/ruff check flipedit_previewd tests bench
+echo "== ruff (lint, and the format kept: 120 columns)"; .venv/bin/ruff check flipedit_previewd tests bench scripts; .venv/bin/ruff format --check -q flipedit_previewd tests bench scripts
 echo "== mypy (strict, package)"; .venv/bin/mypy
 echo "== man pages and completions"; bash scripts/docs.sh build
 echo "== Debian package: build in a clean directory, lintian, Debian's dependencies, unpack"

@@ -77,7 +77,9 @@ class FrameService:
         # hashable); weak: one whose task never runs (its connection lost first) goes with its request.
         self._incoming: dict[int, weakref.ref[Request]] = {}
         self._problems_reported: set[tuple[str, str]] = set()  # once per daemon, whichever worker met it
-        self._recent_problems: OrderedDict[str, tuple[str, float]] = OrderedDict()  # source -> (problem, when): /health, doctor
+        self._recent_problems: OrderedDict[str, tuple[str, float]] = (
+            OrderedDict()
+        )  # source -> (problem, when): /health, doctor
         dispatcher.hooks.media_problem = self._media_problem
         self.apply(host.config)
 
@@ -94,11 +96,21 @@ class FrameService:
 
     def render_ahead_stats(self) -> dict[str, Any]:
         c = self.admission.counters
-        return {"enabled": bool(self.ahead.frames), "frames": self.ahead.frames, "workers": self.admission.ahead_limit,
-                "gestures": len(self.ahead.tracks), "queued": len(self.admission.ahead), "running": self.admission.ahead_running(),
-                **self.ahead.counters, "started": c["ahead_started"], "taken_over": c["ahead_taken_over"],
-                "dropped": c["ahead_dropped"], "hits": self.cache.ahead_hits, "wasted": self.cache.ahead_wasted,
-                "contended": self.ahead.contended}
+        return {
+            "enabled": bool(self.ahead.frames),
+            "frames": self.ahead.frames,
+            "workers": self.admission.ahead_limit,
+            "gestures": len(self.ahead.tracks),
+            "queued": len(self.admission.ahead),
+            "running": self.admission.ahead_running(),
+            **self.ahead.counters,
+            "started": c["ahead_started"],
+            "taken_over": c["ahead_taken_over"],
+            "dropped": c["ahead_dropped"],
+            "hits": self.cache.ahead_hits,
+            "wasted": self.cache.ahead_wasted,
+            "contended": self.ahead.contended,
+        }
 
     def _media_problem(self, path: str, problem: str) -> None:
         if (path, problem) in self._problems_reported:
@@ -110,13 +122,17 @@ class FrameService:
         self._recent_problems[path] = (problem, time.monotonic())
         while len(self._recent_problems) > RECENT_PROBLEMS:
             self._recent_problems.popitem(last=False)
-        self.host.log.emit("media_problem", f"media problem in {path}: {problem}", "warning", SOURCE_PATH=path, PROBLEM=problem)
+        self.host.log.emit(
+            "media_problem", f"media problem in {path}: {problem}", "warning", SOURCE_PATH=path, PROBLEM=problem
+        )
 
     def media_problems(self) -> list[dict[str, Any]]:
         """The sources whose latest render met a problem, newest last (each also journalled once)."""
         now = time.monotonic()
-        return [{"path": path, "problem": problem, "age_s": round(now - when, 1)}
-                for path, (problem, when) in self._recent_problems.items()]
+        return [
+            {"path": path, "problem": problem, "age_s": round(now - when, 1)}
+            for path, (problem, when) in self._recent_problems.items()
+        ]
 
     def _plan_ahead(self, frame: int, spec: OutputSpec, timeline: Timeline) -> None:
         """For every real frame request: follow a playback or scrub with render-ahead jobs."""
@@ -127,8 +143,12 @@ class FrameService:
         if plan is None:
             self.admission.retain_ahead(lambda p: p.revision == revision)
             return
-        if (self.host.stats.overloaded_since is not None or self.admission.queue or self.ahead.contended
-                or len(self.admission.in_flight) - self.admission.ahead_running() >= self.host.config.workers):
+        if (
+            self.host.stats.overloaded_since is not None
+            or self.admission.queue
+            or self.ahead.contended
+            or len(self.admission.in_flight) - self.admission.ahead_running() >= self.host.config.workers
+        ):
             # Real work is waiting, being refused, occupies every worker now (the first requests of a
             # flood, before any is refused) or has kept them busy lately: a guess would take its CPU.
             self.ahead.counters["suppressed"] += 1
@@ -193,8 +213,13 @@ class FrameService:
         # the revision of now, as every request must get), and finds the frame in the cache if it is there.
         timeline = await host.timeline_unless_changed()
         spec = host.output_spec(request, timeline or host.last_timeline())  # the canvas: no database change moves it
-        fields: dict[str, Any] = {"REQUEST_ID": request_id, "METHOD": request.method, "PATH": request.target,
-                                  "FRAME": frame, "CLIENT": client}
+        fields: dict[str, Any] = {
+            "REQUEST_ID": request_id,
+            "METHOD": request.method,
+            "PATH": request.target,
+            "FRAME": frame,
+            "CLIENT": client,
+        }
         revision, etag = UNREAD, ""
         if timeline is not None:
             revision, etag = timeline.revision, frame_etag(timeline, frame, spec)
@@ -205,8 +230,18 @@ class FrameService:
             if cached is not None:
                 host.stats.count("cached")
                 host.stats.latencies.append((time.monotonic() - begun) * 1000)
-                return Response(200, cached[0], cached[1], headers=[("ETag", etag), FRAME_CACHING, ("X-Cache", "hit"),
-                                                                    ("X-Request-Id", request_id), *source_header(cached[2])])
+                return Response(
+                    200,
+                    cached[0],
+                    cached[1],
+                    headers=[
+                        ("ETag", etag),
+                        FRAME_CACHING,
+                        ("X-Cache", "hit"),
+                        ("X-Request-Id", request_id),
+                        *source_header(cached[2]),
+                    ],
+                )
         outcome = "failed"
         status = 500
         refused_at_once = False
@@ -237,25 +272,48 @@ class FrameService:
                 host.stats.latencies.append(total_ms)
             if outcome == "rejected":
                 host.stats.note_rejection()
-            fields.update(STATUS=status, OUTCOME=outcome, TOTAL_MS=round(total_ms, 2),
-                          QUEUE_DEPTH=len(self.admission.queue), IN_FLIGHT=len(self.admission.in_flight))
+            fields.update(
+                STATUS=status,
+                OUTCOME=outcome,
+                TOTAL_MS=round(total_ms, 2),
+                QUEUE_DEPTH=len(self.admission.queue),
+                IN_FLIGHT=len(self.admission.in_flight),
+            )
             if result is not None:
                 if not result.cached:
                     self.ahead.note_real_render(result.queue_ms)
-                fields.update(QUEUE_MS=round(result.queue_ms, 2), RENDER_MS=round(result.render_ms, 2), BYTES=len(result.body),
-                              CACHE="hit" if result.cached else "miss")
+                fields.update(
+                    QUEUE_MS=round(result.queue_ms, 2),
+                    RENDER_MS=round(result.render_ms, 2),
+                    BYTES=len(result.body),
+                    CACHE="hit" if result.cached else "miss",
+                )
             if status == 503 or refused_at_once:
                 # refused without a render: counted, and summarised once a second (rejections.py)
                 host.rejections.add(outcome, str(fields.get("LIMIT", "other")))
             else:
-                host.log.emit("request", f"{request.method} {request.target} -> {status} {outcome} in {total_ms:.1f} ms",
-                              "info" if status < 500 else "warning", **fields)
+                host.log.emit(
+                    "request",
+                    f"{request.method} {request.target} -> {status} {outcome} in {total_ms:.1f} ms",
+                    "info" if status < 500 else "warning",
+                    **fields,
+                )
         if timeline is None and etag_matches(request.headers.get("if-none-match", ""), result.etag):
             return self._not_modified(result.etag, spec)  # the change left this frame as the client has it
-        return Response(200, result.body, result.content_type,
-                        headers=[("ETag", result.etag), FRAME_CACHING, ("X-Cache", "hit" if result.cached else "miss"), ("X-Request-Id", request_id),
-                                 ("X-Render-Ms", f"{result.render_ms:.1f}"), ("X-Queue-Ms", f"{result.queue_ms:.1f}"),
-                                 *source_header(result.source)])
+        return Response(
+            200,
+            result.body,
+            result.content_type,
+            headers=[
+                ("ETag", result.etag),
+                FRAME_CACHING,
+                ("X-Cache", "hit" if result.cached else "miss"),
+                ("X-Request-Id", request_id),
+                ("X-Render-Ms", f"{result.render_ms:.1f}"),
+                ("X-Queue-Ms", f"{result.queue_ms:.1f}"),
+                *source_header(result.source),
+            ],
+        )
 
 
 def source_header(source: str) -> list[tuple[str, str]]:

@@ -28,10 +28,23 @@ from flipedit_previewd.render.pool import WorkerPool
 
 
 class Health:
-    def __init__(self, *, running: RunningConfig, stats: RequestStats, snapshot: Callable[[], QueueSnapshot], pool: WorkerPool,
-                 frames: FrameService, project: Project, lag: LoopLag, rejections: RejectionSummary, client_errors: ClientErrors,
-                 offload: BoundedOffload, status: Callable[[], str], log: EventLog,
-                 proxies: Callable[[], dict[str, Any]] = lambda: {}) -> None:
+    def __init__(
+        self,
+        *,
+        running: RunningConfig,
+        stats: RequestStats,
+        snapshot: Callable[[], QueueSnapshot],
+        pool: WorkerPool,
+        frames: FrameService,
+        project: Project,
+        lag: LoopLag,
+        rejections: RejectionSummary,
+        client_errors: ClientErrors,
+        offload: BoundedOffload,
+        status: Callable[[], str],
+        log: EventLog,
+        proxies: Callable[[], dict[str, Any]] = lambda: {},
+    ) -> None:
         self.running = running
         self.stats = stats
         self.snapshot = snapshot
@@ -67,8 +80,12 @@ class Health:
             "max_connections": config.max_connections,
             "rate_per_s": round(queue.rate_per_s, 2),
             "rejected_last_minute": queue.rejected_last_minute,
-            "counters": {**queue.counters, **{f"outcome_{k}": v for k, v in self.stats.summary.items()},
-                         "completed": pool.completed, "workers_replaced": pool.replaced},
+            "counters": {
+                **queue.counters,
+                **{f"outcome_{k}": v for k, v in self.stats.summary.items()},
+                "completed": pool.completed,
+                "workers_replaced": pool.replaced,
+            },
             "latency_ms": {**summary(lat), "samples": len(lat)},
             "workers": pool.snapshot(),
             "sandbox": pool.sandbox,  # the workers' confinement (confine.py); None until a worker started
@@ -83,7 +100,11 @@ class Health:
             "loop_lag": self.lag.snapshot(),
             "rejections": {"total": self.rejections.total, "by_reason": dict(self.rejections.by_reason)},
             "client_errors": {str(status): n for status, n in sorted(self.client_errors.total.items())},
-            "offload": {"pending": self.offload.pending, "capacity": self.offload.capacity, "rejected": self.offload.rejected},
+            "offload": {
+                "pending": self.offload.pending,
+                "capacity": self.offload.capacity,
+                "rejected": self.offload.rejected,
+            },
             "media_problems": self.frames.media_problems(),
             "media_roots": roots.last_kept,
             "media_roots_skipped": [f"{root} ({why})" for root, why in roots.last_skipped],
@@ -100,7 +121,11 @@ class Health:
         errors, examples, last = self.client_errors.take()
         counts.update({f"http_{status}": n for status, n in errors.items()})
         cache = self.frames.cache
-        now = {"rendered": self.frames.ahead.counters["rendered"], "hits": cache.ahead_hits, "wasted": cache.ahead_wasted}
+        now = {
+            "rendered": self.frames.ahead.counters["rendered"],
+            "hits": cache.ahead_hits,
+            "wasted": cache.ahead_wasted,
+        }
         ahead = {k: v - self.ahead_flushed.get(k, 0) for k, v in now.items()}
         if any(counts.values()) or any(ahead.values()):
             fields = {f"LAST_ERROR_{status}": what for status, what in last.items()}
@@ -109,7 +134,12 @@ class Health:
             text += "".join(f"; {status} e.g. {' | '.join(seen)}" for status, seen in sorted(examples.items()))
             if any(ahead.values()):
                 text += "; render-ahead " + ", ".join(f"{k}={v}" for k, v in ahead.items())
-            self.log.emit("summary", "cheap requests: " + text.lstrip("; "), "info",
-                          **{f"COUNT_{k.upper()}": v for k, v in counts.items() if v}, **fields,
-                          **{f"AHEAD_{k.upper()}": v for k, v in ahead.items() if v})
+            self.log.emit(
+                "summary",
+                "cheap requests: " + text.lstrip("; "),
+                "info",
+                **{f"COUNT_{k.upper()}": v for k, v in counts.items() if v},
+                **fields,
+                **{f"AHEAD_{k.upper()}": v for k, v in ahead.items() if v},
+            )
         self.ahead_flushed = now

@@ -25,8 +25,15 @@ from flipedit_previewd.timeline.roots import MediaRoots
 
 
 class Project:
-    def __init__(self, running: RunningConfig, path: str, follower: ProjectFollower | None, log: EventLog, metrics: Metrics,
-                 offload: BoundedOffload) -> None:
+    def __init__(
+        self,
+        running: RunningConfig,
+        path: str,
+        follower: ProjectFollower | None,
+        log: EventLog,
+        metrics: Metrics,
+        offload: BoundedOffload,
+    ) -> None:
         """``path``: the project chosen at start (``--project``, the demo's, or the follower's first choice);
         ``follower``: the editor's project list, followed unless --project pins one."""
         config = running.config
@@ -36,14 +43,19 @@ class Project:
         self.offload = offload
         self.follower = follower
         self.reason = project_reason(config, path)
-        self.source = ProjectSource(os.path.expanduser(path) if path else "", (config.canvas_width, config.canvas_height),
-                                    config.frame_rate, no_project_text(config))
+        self.source = ProjectSource(
+            os.path.expanduser(path) if path else "",
+            (config.canvas_width, config.canvas_height),
+            config.frame_rate,
+            no_project_text(config),
+        )
         self.roots = MediaRoots(log)
         self._follow_task: asyncio.Future[None] | None = None
         self.apply(config)
 
     def apply(self, config: Config) -> None:
-        """The live settings the source holds (db_read_timeout, max_timeline_clips): at start, on reload, on a switch."""
+        """The live settings the source holds (db_read_timeout, max_timeline_clips): at start, on reload, on a "
+        "switch."""
         self.source.read_timeout = config.db_read_timeout
         self.source.max_rows = config.max_timeline_clips
         self.source.check = self.check_limits
@@ -79,8 +91,14 @@ class Project:
         for state, message in source.drain_events():
             if state == "ok":
                 self.metrics.timeline_reads.inc()
-            self.log.emit("project", message, "info" if state == "ok" else "warning",
-                          PROJECT=source.path, PROJECT_STATE=state, TIMELINE_READS=source.health.reads)
+            self.log.emit(
+                "project",
+                message,
+                "info" if state == "ok" else "warning",
+                PROJECT=source.path,
+                PROJECT_STATE=state,
+                TIMELINE_READS=source.health.reads,
+            )
 
     def reread(self) -> None:
         """On reload: the project list and the timeline read again (off the loop), the media roots worked out anew."""
@@ -129,14 +147,22 @@ class Project:
         if switch is None or self.follower is None or switch.project == self.source.path:
             return
         config = self.running.config
-        source = ProjectSource(switch.project, (config.canvas_width, config.canvas_height), config.frame_rate,
-                               no_project_text(config))
+        source = ProjectSource(
+            switch.project, (config.canvas_width, config.canvas_height), config.frame_rate, no_project_text(config)
+        )
         source.set_json(self.source.override)  # a PUT /timeline stays until DELETE
         self.source = source
         self.apply(config)
-        self.log.emit("project_switched", f"now serving {switch.project or 'no project'} ({switch.reason}); was {switch.previous or 'none'}",
-                      "notice", PROJECT=switch.project, PREVIOUS_PROJECT=switch.previous, REASON=switch.reason,
-                      METADATA_DB=self.follower.metadata_db, SWITCHES=self.follower.switches)
+        self.log.emit(
+            "project_switched",
+            f"now serving {switch.project or 'no project'} ({switch.reason}); was {switch.previous or 'none'}",
+            "notice",
+            PROJECT=switch.project,
+            PREVIOUS_PROJECT=switch.previous,
+            REASON=switch.reason,
+            METADATA_DB=self.follower.metadata_db,
+            SWITCHES=self.follower.switches,
+        )
 
     def allowed_roots(self, timeline: Timeline | None = None) -> list[str]:
         """Where media may be read from (roots.py); cached per project state."""
@@ -145,9 +171,16 @@ class Project:
     def health(self) -> dict[str, Any]:
         """/health's "project" entry: never a database read (/health must answer at once)."""
         source, timeline = self.source, self.source.last
-        return {"path": source.path, "state": source.health.state, "error": source.health.error,
-                "reads": source.health.reads, "revision": timeline.revision, "source": timeline.source,
-                "clips": len(timeline.clips), "following": self.follower.state() if self.follower else None}
+        return {
+            "path": source.path,
+            "state": source.health.state,
+            "error": source.health.error,
+            "reads": source.health.reads,
+            "revision": timeline.revision,
+            "source": timeline.source,
+            "clips": len(timeline.clips),
+            "following": self.follower.state() if self.follower else None,
+        }
 
 
 def project_reason(config: Config, project: str) -> str:
@@ -166,5 +199,7 @@ def project_reason(config: Config, project: str) -> str:
 
 def no_project_text(config: Config) -> str:
     """What an empty frame, /health and doctor say when no project is served: where it was looked for, and the fix."""
-    return (f"No project: none is open in FlipEdit (looked in {config.metadata_db}). "
-            "Open a project in FlipEdit, or pass --project FILE.")
+    return (
+        f"No project: none is open in FlipEdit (looked in {config.metadata_db}). "
+        "Open a project in FlipEdit, or pass --project FILE."
+    )

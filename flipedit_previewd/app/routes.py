@@ -43,8 +43,12 @@ from flipedit_previewd.timeline.safety import check_timeline_paths
 from flipedit_previewd.worker.output import OutputSpec
 
 MAX_FRAME = 10_000_000
-VIEWER_FILES = {"/viewer.js": (viewer.JS, "text/javascript; charset=utf-8"), "/viewer.css": (viewer.CSS, "text/css; charset=utf-8"),
-                "/favicon.svg": (viewer.ICON, "image/svg+xml"), "/favicon.ico": (viewer.ICON, "image/svg+xml")}
+VIEWER_FILES = {
+    "/viewer.js": (viewer.JS, "text/javascript; charset=utf-8"),
+    "/viewer.css": (viewer.CSS, "text/css; charset=utf-8"),
+    "/favicon.svg": (viewer.ICON, "image/svg+xml"),
+    "/favicon.ico": (viewer.ICON, "image/svg+xml"),
+}
 # /health and /metrics describe this instant: no cache (browser, proxy) may keep or replay one. Frames have
 # their own policy (``frames.FRAME_CACHING``: kept, but validated by ETag each time).
 NO_STORE = ("Cache-Control", "no-store")
@@ -53,10 +57,23 @@ NO_STORE = ("Cache-Control", "no-store")
 class Routes:
     """Which path does what, over the parts it is handed (never the service that composes them)."""
 
-    def __init__(self, *, running: RunningConfig, lifecycle: LifecycleState, project: Project, frames: FrameService,
-                 snapshot: Callable[[], QueueSnapshot], stats: RequestStats, client_errors: ClientErrors, offload: BoundedOffload,
-                 metrics: Metrics, log: EventLog, health: Callable[[], dict[str, Any]],
-                 refuse: Callable[[str, str], Overloaded], proxies: ProxyManager | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        running: RunningConfig,
+        lifecycle: LifecycleState,
+        project: Project,
+        frames: FrameService,
+        snapshot: Callable[[], QueueSnapshot],
+        stats: RequestStats,
+        client_errors: ClientErrors,
+        offload: BoundedOffload,
+        metrics: Metrics,
+        log: EventLog,
+        health: Callable[[], dict[str, Any]],
+        refuse: Callable[[str, str], Overloaded],
+        proxies: ProxyManager | None = None,
+    ) -> None:
         self.running = running
         self.lifecycle = lifecycle
         self.project = project
@@ -84,17 +101,24 @@ class Routes:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the boundary: log, answer 500, keep serving
-            self.log.emit("protocol_error", f"internal error on {request.target}: {type(exc).__name__}: {exc}", "err",
-                          PATH=request.target)
+            self.log.emit(
+                "protocol_error",
+                f"internal error on {request.target}: {type(exc).__name__}: {exc}",
+                "err",
+                PATH=request.target,
+            )
             return Response.from_error(RenderFailed(f"internal error: {type(exc).__name__}"))
 
     def answer_now(self, request: Request, client: str = "") -> Response | None:
         """Synchronously (the connection's data_received): a frame refused at once for a full render queue, or None."""
-        if (request.method not in ("GET", "HEAD") or not request.path.startswith("/get_frame/")
-                or self.lifecycle.current is Lifecycle.STOPPED):
+        if (
+            request.method not in ("GET", "HEAD")
+            or not request.path.startswith("/get_frame/")
+            or self.lifecycle.current is Lifecycle.STOPPED
+        ):
             return None
         try:
-            return self.frames.refuse_now(request, frame_index(request.path[len("/get_frame/"):]))
+            return self.frames.refuse_now(request, frame_index(request.path[len("/get_frame/") :]))
         except Exception:  # noqa: BLE001 - a bad frame number or query, anything else: ``handle`` answers it as always
             return None
 
@@ -104,7 +128,7 @@ class Routes:
         method = request.method
         if path.startswith("/get_frame/"):
             _require(method, ("GET", "HEAD"))
-            frame = frame_index(path[len("/get_frame/"):])
+            frame = frame_index(path[len("/get_frame/") :])
             if self.lifecycle.current is Lifecycle.STOPPED:
                 raise self.refuse("stopping", "the daemon is stopping")
             return await self.frames.get_frame(request, frame, client)
@@ -114,7 +138,9 @@ class Routes:
             return Response.json(200, self.health(), headers=[NO_STORE])
         if path == "/metrics":
             _require(method, ("GET", "HEAD"))
-            return Response(200, self.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8", headers=[NO_STORE])
+            return Response(
+                200, self.metrics.exposition(), "text/plain; version=0.0.4; charset=utf-8", headers=[NO_STORE]
+            )
         if path == "/debug/timeline":
             _require(method, ("GET", "HEAD"))
             timeline = await project.timeline()
@@ -134,9 +160,22 @@ class Routes:
             _require(method, ("GET", "HEAD"))
             if "text/html" in request.headers.get("accept", ""):
                 return Response(200, viewer.HTML.encode(), "text/html; charset=utf-8", headers=list(viewer.HEADERS))
-            return Response.json(200, {"service": "flipedit-previewd", "version": __version__,
-                                       "endpoints": ["/get_frame/<n>", "/health", "/metrics", "/debug/timeline", "/debug/events",
-                                                     "/timeline", "/proxies"]})
+            return Response.json(
+                200,
+                {
+                    "service": "flipedit-previewd",
+                    "version": __version__,
+                    "endpoints": [
+                        "/get_frame/<n>",
+                        "/health",
+                        "/metrics",
+                        "/debug/timeline",
+                        "/debug/events",
+                        "/timeline",
+                        "/proxies",
+                    ],
+                },
+            )
         if path in VIEWER_FILES:
             _require(method, ("GET", "HEAD"))
             body, kind = VIEWER_FILES[path]
@@ -169,7 +208,9 @@ class Routes:
     async def put_timeline(self, request: Request) -> Response:
         timeline = await self.offload.run(self._parse_timeline, request.body)
         self.project.source.set_json(timeline)
-        return Response.json(200, {"revision": timeline.revision, "clips": len(timeline.clips), "total_frames": timeline.total_frames})
+        return Response.json(
+            200, {"revision": timeline.revision, "clips": len(timeline.clips), "total_frames": timeline.total_frames}
+        )
 
     def _parse_timeline(self, body: bytes) -> Timeline:
         """In an offload thread: parse, validate, check limits and paths (each can be slow on hostile input)."""

@@ -46,7 +46,9 @@ from flipedit_previewd.worker.output import OutputSpec
 
 
 class Service:
-    def __init__(self, config: Config, log: EventLog, lifecycle: LifecycleState | None = None, pool: WorkerPool | None = None) -> None:
+    def __init__(
+        self, config: Config, log: EventLog, lifecycle: LifecycleState | None = None, pool: WorkerPool | None = None
+    ) -> None:
         self.running = RunningConfig(config)  # the configuration in force: every part reads it there
         self.log = log
         self.lifecycle = lifecycle or LifecycleState()  # moved by the server only; read here
@@ -73,38 +75,96 @@ class Service:
         self.frames = FrameCache(config.frame_cache_bytes)
         self.ahead = RenderAhead(config.render_ahead_frames)
         # The one-way render path (dispatch.py) and the frame use case on top of it (frames.py).
-        self.dispatcher = Dispatcher(self.admission, self.pool, self.frames, self.ahead, self.metrics, served.current,
-                                     served.allowed_roots, LoopHooks(timeline_read=served.publish_events, worker_event=self._worker_event))
+        self.dispatcher = Dispatcher(
+            self.admission,
+            self.pool,
+            self.frames,
+            self.ahead,
+            self.metrics,
+            served.current,
+            served.allowed_roots,
+            LoopHooks(timeline_read=served.publish_events, worker_event=self._worker_event),
+        )
         queue = self.dispatcher.snapshot
         self.stats = RequestStats(self.metrics, log, queue)
         self.frame_service = FrameService(self, self.dispatcher)
         self.proxies = ProxyManager.for_config(config, log, served.allowed_roots)  # proxy media (proxy/)
         self.dispatcher.rendering = self.proxies.rendering  # the maker pauses while a real render runs
         # Each part is handed what it reads, never this object.
-        self.supervisor = Supervisor(running=self.running, lifecycle=self.lifecycle, admission=self.admission, snapshot=queue,
-                                     pool=self.pool, ahead=self.ahead, project=served, stats=self.stats, lag=self.lag, log=log,
-                                     proxies=self.proxies)
-        self.reports = Health(running=self.running, stats=self.stats, snapshot=queue, pool=self.pool, frames=self.frame_service,
-                              project=served, lag=self.lag, rejections=self.rejections, client_errors=self.client_errors,
-                              offload=self.offload, status=self.supervisor.status, log=log, proxies=self.proxies.snapshot)
-        self.routes = Routes(running=self.running, lifecycle=self.lifecycle, project=served, frames=self.frame_service,
-                             snapshot=queue, stats=self.stats, client_errors=self.client_errors, offload=self.offload,
-                             metrics=self.metrics, log=log, health=self.reports.report, refuse=self.refuse, proxies=self.proxies)
+        self.supervisor = Supervisor(
+            running=self.running,
+            lifecycle=self.lifecycle,
+            admission=self.admission,
+            snapshot=queue,
+            pool=self.pool,
+            ahead=self.ahead,
+            project=served,
+            stats=self.stats,
+            lag=self.lag,
+            log=log,
+            proxies=self.proxies,
+        )
+        self.reports = Health(
+            running=self.running,
+            stats=self.stats,
+            snapshot=queue,
+            pool=self.pool,
+            frames=self.frame_service,
+            project=served,
+            lag=self.lag,
+            rejections=self.rejections,
+            client_errors=self.client_errors,
+            offload=self.offload,
+            status=self.supervisor.status,
+            log=log,
+            proxies=self.proxies.snapshot,
+        )
+        self.routes = Routes(
+            running=self.running,
+            lifecycle=self.lifecycle,
+            project=served,
+            frames=self.frame_service,
+            snapshot=queue,
+            stats=self.stats,
+            client_errors=self.client_errors,
+            offload=self.offload,
+            metrics=self.metrics,
+            log=log,
+            health=self.reports.report,
+            refuse=self.refuse,
+            proxies=self.proxies,
+        )
         m = self.metrics
         m.gauge("flipedit_preview_queue_depth", "Renders waiting for a worker", lambda: queue().queued)
         m.gauge("flipedit_preview_in_flight", "Renders running", lambda: queue().in_flight)
         m.gauge("flipedit_preview_workers_busy", "Workers rendering", lambda: self.pool.busy_count())
         m.gauge("flipedit_preview_connections", "Open client connections", lambda: self.reports.open_connections())
-        m.counter("flipedit_preview_render_ahead_rendered_total", "Frames rendered ahead of a request since start",
-                  lambda: self.ahead.counters["rendered"])
-        m.counter("flipedit_preview_render_ahead_hits_total", "Frame requests answered by a frame rendered ahead, since start",
-                  lambda: self.frames.ahead_hits)
-        m.counter("flipedit_preview_render_ahead_wasted_total", "Frames rendered ahead and discarded unused, since start",
-                  lambda: self.frames.ahead_wasted)
+        m.counter(
+            "flipedit_preview_render_ahead_rendered_total",
+            "Frames rendered ahead of a request since start",
+            lambda: self.ahead.counters["rendered"],
+        )
+        m.counter(
+            "flipedit_preview_render_ahead_hits_total",
+            "Frame requests answered by a frame rendered ahead, since start",
+            lambda: self.frames.ahead_hits,
+        )
+        m.counter(
+            "flipedit_preview_render_ahead_wasted_total",
+            "Frames rendered ahead and discarded unused, since start",
+            lambda: self.frames.ahead_wasted,
+        )
         m.gauge("flipedit_preview_loop_lag_seconds", "Event-loop timer lag, last sample", lambda: self.lag.last)
-        m.gauge("flipedit_preview_loop_lag_p99_seconds", "Event-loop timer lag, 99th percentile of the last minute",
-                lambda: self.lag.percentile(99))
-        m.counter("flipedit_preview_rejections_total", "Requests refused (503, or 504 at once) since start", lambda: self.rejections.total)
+        m.gauge(
+            "flipedit_preview_loop_lag_p99_seconds",
+            "Event-loop timer lag, 99th percentile of the last minute",
+            lambda: self.lag.percentile(99),
+        )
+        m.counter(
+            "flipedit_preview_rejections_total",
+            "Requests refused (503, or 504 at once) since start",
+            lambda: self.rejections.total,
+        )
 
     @property
     def config(self) -> Config:
@@ -121,8 +181,13 @@ class Service:
         return self.served_project.source
 
     def _report_lag(self, worst: float, threshold: float) -> None:
-        self.log.emit("loop_lag", f"event loop ran {worst * 1000:.0f} ms late (threshold {threshold * 1000:.0f} ms)", "warning",
-                      LAG_MS=round(worst * 1000, 1), THRESHOLD_MS=round(threshold * 1000, 1))
+        self.log.emit(
+            "loop_lag",
+            f"event loop ran {worst * 1000:.0f} ms late (threshold {threshold * 1000:.0f} ms)",
+            "warning",
+            LAG_MS=round(worst * 1000, 1),
+            THRESHOLD_MS=round(threshold * 1000, 1),
+        )
 
     def _worker_event(self, event: str, message: str, worker: Any, fields: dict[str, Any] | None = None) -> None:
         fields = fields or {}
@@ -130,7 +195,9 @@ class Service:
             priority = "warning" if fields.get("REFUSED") else "err"
         else:  # a replacement for other media roots is the normal way of a project switch
             priority = "notice" if fields.get("REASON") == "media roots" else "warning"
-        self.log.emit(event, message, priority, WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame, **fields)
+        self.log.emit(
+            event, message, priority, WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame, **fields
+        )
 
     def _report_sandbox(self) -> None:
         """Once, after the warm-up: what confinement the workers have (a kernel without Landlock is said here)."""
@@ -138,11 +205,19 @@ class Service:
         if status is None:
             return
         whole = status["seccomp"] and status["landlock"]
-        text = (f"render workers confined: seccomp {'on' if status['seccomp'] else 'OFF'}, "
-                f"Landlock {'ABI ' + str(status['landlock_abi']) if status['landlock'] else 'OFF'}")
-        self.log.emit("sandbox", text + ("" if whole else f" ({status['why']})"), "info" if whole else "warning",
-                      SECCOMP=int(status["seccomp"]), LANDLOCK=int(status["landlock"]),
-                      LANDLOCK_ABI=status["landlock_abi"], REASON=status["why"] or None)
+        text = (
+            f"render workers confined: seccomp {'on' if status['seccomp'] else 'OFF'}, "
+            f"Landlock {'ABI ' + str(status['landlock_abi']) if status['landlock'] else 'OFF'}"
+        )
+        self.log.emit(
+            "sandbox",
+            text + ("" if whole else f" ({status['why']})"),
+            "info" if whole else "warning",
+            SECCOMP=int(status["seccomp"]),
+            LANDLOCK=int(status["landlock"]),
+            LANDLOCK_ABI=status["landlock_abi"],
+            REASON=status["why"] or None,
+        )
 
     # --- the interface the server serves through (lifecycle.ServiceAPI) ----------------------
 
@@ -241,7 +316,9 @@ class Service:
     def flush_summary(self) -> None:
         self.reports.flush_summary()
 
-    def note_client_error(self, status: int, what: str, event: str = "", priority: str = "notice", **fields: Any) -> None:
+    def note_client_error(
+        self, status: int, what: str, event: str = "", priority: str = "notice", **fields: Any
+    ) -> None:
         """An answer that is the caller's fault (a route's 4xx, a protocol error, an access refusal): counted per
         status for the per-minute summary with a few examples, so 'previewctl logs' can say why a request was
         refused; ``event``: journaled too, the first of its kind and status in the minute only (rejections.py)."""

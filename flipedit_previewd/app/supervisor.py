@@ -35,9 +35,21 @@ if TYPE_CHECKING:
 class Supervisor:
     """The tick, the hang policy and the status text; on the event loop, over the parts it is handed."""
 
-    def __init__(self, *, running: RunningConfig, lifecycle: LifecycleState, admission: Admission,
-                 snapshot: Callable[[], QueueSnapshot], pool: WorkerPool, ahead: RenderAhead, project: Project,
-                 stats: RequestStats, lag: LoopLag, log: EventLog, proxies: ProxyManager | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        running: RunningConfig,
+        lifecycle: LifecycleState,
+        admission: Admission,
+        snapshot: Callable[[], QueueSnapshot],
+        pool: WorkerPool,
+        ahead: RenderAhead,
+        project: Project,
+        stats: RequestStats,
+        lag: LoopLag,
+        log: EventLog,
+        proxies: ProxyManager | None = None,
+    ) -> None:
         self.running = running
         self.lifecycle = lifecycle
         self.admission = admission  # the tick expires its overdue jobs and drops render-ahead ones
@@ -69,11 +81,23 @@ class Supervisor:
         report, replace = hang_policy(pool.hung_workers(now), len(pool.workers), now, pool.hang_threshold)
         for worker in report:
             worker.hung_reported = True
-            log.emit("worker_hung", f"worker {worker.index} stuck on frame {worker.frame} for {now - worker.since:.1f} s",
-                     "err", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
+            log.emit(
+                "worker_hung",
+                f"worker {worker.index} stuck on frame {worker.frame} for {now - worker.since:.1f} s",
+                "err",
+                WORKER=worker.index,
+                WORKER_PID=worker.process.pid,
+                FRAME=worker.frame,
+            )
         for worker in replace:
-            log.emit("worker_replaced", f"worker {worker.index} replaced after hanging on frame {worker.frame}",
-                     "warning", WORKER=worker.index, WORKER_PID=worker.process.pid, FRAME=worker.frame)
+            log.emit(
+                "worker_replaced",
+                f"worker {worker.index} replaced after hanging on frame {worker.frame}",
+                "warning",
+                WORKER=worker.index,
+                WORKER_PID=worker.process.pid,
+                FRAME=worker.frame,
+            )
             pool.replace_hung(worker, worker.job_id)
 
     def can_progress(self) -> bool:
@@ -87,21 +111,36 @@ class Supervisor:
         queued = (queue or self.snapshot()).queued
         if self.stats.overloaded_since is not None or queued >= config.queue_size > 0:
             return "overloaded"
-        if self.pool.hung_workers() or self.project.source.health.state != "ok":  # "none" too: no project is a misconfiguration
+        if (
+            self.pool.hung_workers() or self.project.source.health.state != "ok"
+        ):  # "none" too: no project is a misconfiguration
             return "degraded"
-        if self.running.rejected is not None:  # serving, but on an older configuration that the next restart would not start with
+        if (
+            self.running.rejected is not None
+        ):  # serving, but on an older configuration that the next restart would not start with
             return "degraded"
         return "ok"
 
     def status_line(self) -> str:
         rejected = self.running.rejected
         queue = self.snapshot()
-        where = (f"{rejected.file}" + (f" line {rejected.line}" if rejected.line else "")) if rejected and rejected.file else ""
-        return (f"{self.status(queue)}: {queue.in_flight}/{self.running.config.workers} rendering, "
-                f"{queue.queued} queued, {queue.rejected_last_minute} rejected in the last minute, "
-                f"{queue.rate_per_s:.1f} frames/s, loop lag p99 {self.lag.percentile(99) * 1000:.0f} ms"
-                + (f"; configuration rejected on reload ({rejected.key or 'see journal'}"
-                   + (f" in {where}" if where else "") + "), old one in force" if rejected else ""))
+        where = (
+            (f"{rejected.file}" + (f" line {rejected.line}" if rejected.line else ""))
+            if rejected and rejected.file
+            else ""
+        )
+        return (
+            f"{self.status(queue)}: {queue.in_flight}/{self.running.config.workers} rendering, "
+            f"{queue.queued} queued, {queue.rejected_last_minute} rejected in the last minute, "
+            f"{queue.rate_per_s:.1f} frames/s, loop lag p99 {self.lag.percentile(99) * 1000:.0f} ms"
+            + (
+                f"; configuration rejected on reload ({rejected.key or 'see journal'}"
+                + (f" in {where}" if where else "")
+                + "), old one in force"
+                if rejected
+                else ""
+            )
+        )
 
 
 def hang_policy(hung: list[Worker], workers: int, now: float, threshold: float) -> tuple[list[Worker], list[Worker]]:

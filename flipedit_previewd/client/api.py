@@ -60,6 +60,7 @@ from flipedit_previewd.common.token import read_token
 
 DEFAULT_URL = "http://127.0.0.1:8081"
 
+
 class PreviewError(Exception):
     """The daemon answered, but not with a frame."""
 
@@ -83,9 +84,16 @@ class Frame:
 
 def make_retry(attempts: int = 4, backoff: float = 0.1, jitter: float = 0.1, max_backoff: float = 2.0) -> Retry:
     kwargs: dict[str, Any] = dict(
-        total=attempts, connect=attempts, read=attempts, status=attempts, other=0,
-        allowed_methods=frozenset({"GET", "HEAD"}), status_forcelist=(503,),
-        backoff_factor=backoff, respect_retry_after_header=True, raise_on_status=False,
+        total=attempts,
+        connect=attempts,
+        read=attempts,
+        status=attempts,
+        other=0,
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        status_forcelist=(503,),
+        backoff_factor=backoff,
+        respect_retry_after_header=True,
+        raise_on_status=False,
     )
     try:
         return Retry(backoff_jitter=jitter, backoff_max=max_backoff, **kwargs)
@@ -128,9 +136,18 @@ class PreviewClient:
     ``environ`` is where the TCP token is looked up (``$XDG_RUNTIME_DIR``); ``shown`` names the address for people.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 3.0, connect_timeout: float = 1.0,
-                 retry: Retry | None = None, breaker: CircuitBreaker | None = None, pool_size: int = 4,
-                 resilient: bool = True, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout: float = 3.0,
+        connect_timeout: float = 1.0,
+        retry: Retry | None = None,
+        breaker: CircuitBreaker | None = None,
+        pool_size: int = 4,
+        resilient: bool = True,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.timeout = (connect_timeout, timeout)
         self.deadline_s = timeout
         self.breaker = breaker or CircuitBreaker()
@@ -142,7 +159,9 @@ class PreviewClient:
             self.path = socket_path(url)
             self.base, self.shown = unix_base(self.path), f"unix:{self.path}"
             self.session: requests.Session = requests_unixsocket.Session()
-            adapter: HTTPAdapter = requests_unixsocket.UnixAdapter(max_retries=retries, pool_connections=pool_size, pool_maxsize=pool_size)
+            adapter: HTTPAdapter = requests_unixsocket.UnixAdapter(
+                max_retries=retries, pool_connections=pool_size, pool_maxsize=pool_size
+            )
             self.session.mount("http+unix://", adapter)
         else:
             self.path = ""
@@ -154,8 +173,16 @@ class PreviewClient:
     def close(self) -> None:
         self.session.close()
 
-    def fetch(self, method: str, path: str, *, max_bytes: int = MAX_JSON_BYTES, deadline_s: float | None = None,
-              headers: dict[str, str] | None = None, body: bytes | None = None) -> requests.Response:
+    def fetch(
+        self,
+        method: str,
+        path: str,
+        *,
+        max_bytes: int = MAX_JSON_BYTES,
+        deadline_s: float | None = None,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> requests.Response:
         """One bounded exchange: the whole answer within ``deadline_s`` (default: the client's timeout) and at
         most ``max_bytes``, or ``Unreachable``. PUT/POST/DELETE over TCP carry the daemon's token."""
         seconds = min(deadline_s, self.deadline_s) if deadline_s else self.deadline_s
@@ -163,8 +190,14 @@ class PreviewClient:
         give_up = time.monotonic() + seconds
         try:
             with wall_clock(seconds + 0.2) if not self.resilient else nullcontext():
-                response = self.session.request(method, self.base + path, data=body, headers=headers, stream=True,
-                                                timeout=(min(self.timeout[0], seconds), seconds))
+                response = self.session.request(
+                    method,
+                    self.base + path,
+                    data=body,
+                    headers=headers,
+                    stream=True,
+                    timeout=(min(self.timeout[0], seconds), seconds),
+                )
                 try:
                     declared = int(response.headers.get("Content-Length") or 0)
                 except ValueError:
@@ -224,17 +257,26 @@ class PreviewClient:
             raise CircuitOpen(f"{self.base}: /health probe failed; still open")
         self.breaker.success()
 
-    def frame(self, index: int, *, width: int | None = None, height: int | None = None, etag: str | None = None) -> Frame | None:
+    def frame(
+        self, index: int, *, width: int | None = None, height: int | None = None, etag: str | None = None
+    ) -> Frame | None:
         """The frame, or None when ``etag`` still matches (304). Raises ``PreviewError`` otherwise."""
         query = "&".join(f"{k}={v}" for k, v in (("width", width), ("height", height)) if v)
         started = time.perf_counter()
-        response = self._get(f"/get_frame/{index}" + (f"?{query}" if query else ""), {"If-None-Match": etag} if etag else None)
+        response = self._get(
+            f"/get_frame/{index}" + (f"?{query}" if query else ""), {"If-None-Match": etag} if etag else None
+        )
         if response.status_code == 304:
             return None
         if response.status_code != 200:
             raise PreviewError(response.status_code, response.text[:200])
-        return Frame(index, response.content, response.headers.get("ETag", ""), response.headers.get("X-Cache", ""),
-                     (time.perf_counter() - started) * 1000)
+        return Frame(
+            index,
+            response.content,
+            response.headers.get("ETag", ""),
+            response.headers.get("X-Cache", ""),
+            (time.perf_counter() - started) * 1000,
+        )
 
     def health(self) -> dict[str, Any]:
         return dict(self._get("/health").json())
@@ -257,8 +299,12 @@ class PreviewClient:
 class LatestFrame:
     """Latest wins: at most one request in flight and one waiting; a new submission replaces the waiting one."""
 
-    def __init__(self, client: PreviewClient, on_frame: Callable[[Frame], None],
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: PreviewClient,
+        on_frame: Callable[[Frame], None],
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.client = client
         self.on_frame = on_frame
         self.on_error = on_error or (lambda exc: None)

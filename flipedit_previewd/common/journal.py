@@ -125,8 +125,12 @@ class EventLog:
             if self.dropped and (item is None or q.empty()):
                 with self._drop_lock:
                     dropped, self.dropped = self.dropped, 0
-                self._write("journal_dropped", f"{dropped} journal entries dropped: the journal writer fell behind",
-                            "warning", {"DROPPED": str(dropped)})
+                self._write(
+                    "journal_dropped",
+                    f"{dropped} journal entries dropped: the journal writer fell behind",
+                    "warning",
+                    {"DROPPED": str(dropped)},
+                )
             if item is None:
                 return
 
@@ -135,7 +139,9 @@ class EventLog:
         # MESSAGE and the stderr line are for eyes and line-based tools: client- and file-controlled text
         # in them is escaped onto one bounded line; the structured fields keep the raw value.
         message = escape(message, 2000)
-        self.recent.append({"time": round(time.time(), 3), "event": event, "priority": priority, "message": message[:300]})
+        self.recent.append(
+            {"time": round(time.time(), 3), "event": event, "priority": priority, "message": message[:300]}
+        )
         caller = sys._getframe(1)  # the code location, taken here: the write may happen on the writer thread
         code = (caller.f_code.co_filename, int(caller.f_lineno or 0), caller.f_code.co_name)
         q = self._queue
@@ -148,20 +154,31 @@ class EventLog:
             return
         self._write(event, message, priority, payload, code)
 
-    def _write(self, event: str, message: str, priority: str, payload: dict[str, str],
-               code: tuple[str, int, str] = ("", 0, "")) -> None:
+    def _write(
+        self, event: str, message: str, priority: str, payload: dict[str, str], code: tuple[str, int, str] = ("", 0, "")
+    ) -> None:
         if self.to_journal and _journal is not None:
             # CODE_* given: python-systemd would otherwise run traceback.extract_stack (reading source
             # lines) for every entry, a tenth of the event loop's time under overload (bench/results/RESULTS.md).
             try:
-                _journal.send(message, MESSAGE_ID=MESSAGE_IDS[event], PRIORITY=str(PRIORITY[priority]),
-                              SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER, EVENT=event, CODE_FILE=code[0],
-                              CODE_LINE=code[1], CODE_FUNC=code[2], **payload)
+                _journal.send(
+                    message,
+                    MESSAGE_ID=MESSAGE_IDS[event],
+                    PRIORITY=str(PRIORITY[priority]),
+                    SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER,
+                    EVENT=event,
+                    CODE_FILE=code[0],
+                    CODE_LINE=code[1],
+                    CODE_FUNC=code[2],
+                    **payload,
+                )
             except OSError:
                 pass  # journald gone (shutdown): stderr still carries the line
         if self.to_stderr:
             extras = " ".join(f"{k}={escape(v, 300)}" for k, v in payload.items())
-            line = f"{time.strftime('%H:%M:%S')} {priority.upper():7} {event}: {message}" + (f" [{extras}]" if extras else "")
+            line = f"{time.strftime('%H:%M:%S')} {priority.upper():7} {event}: {message}" + (
+                f" [{extras}]" if extras else ""
+            )
             with self._lock:
                 try:
                     print(line, file=sys.stderr, flush=True)

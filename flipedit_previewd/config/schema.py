@@ -60,13 +60,20 @@ class ConfigError(Exception):
     field (``/health``'s ``config_error``, the journal's CONFIG_* fields).
     """
 
-    def __init__(self, message: str, *, source: str = "", key: str = "", file: str = "", line: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, source: str = "", key: str = "", file: str = "", line: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message, self.source, self.key, self.file, self.line = message, source, key, file, line
 
     def fields(self) -> dict[str, object]:
-        return {"message": self.message, "source": self.source, "key": self.key or None, "file": self.file or None,
-                "line": self.line}
+        return {
+            "message": self.message,
+            "source": self.source,
+            "key": self.key or None,
+            "file": self.file or None,
+            "line": self.line,
+        }
 
 
 @dataclass(frozen=True)
@@ -81,8 +88,16 @@ class Meta:
     old_name: str = ""
 
 
-def setting(default: T, parse: Callable[[Any], T], help: str, unit: str = "", *, restart: bool = False,
-            repeatable: bool = False, old_name: str = "") -> T:
+def setting(
+    default: T,
+    parse: Callable[[Any], T],
+    help: str,
+    unit: str = "",
+    *,
+    restart: bool = False,
+    repeatable: bool = False,
+    old_name: str = "",
+) -> T:
     """A field of ``Settings``: mypy checks the default and the parser against the field's type."""
     meta = Meta(parse, help, unit, restart, repeatable, old_name)
     return field(default=default, metadata={"setting": meta})
@@ -92,51 +107,277 @@ def setting(default: T, parse: Callable[[Any], T], help: str, unit: str = "", *,
 class Settings:
     """The schema: one typed field per setting. ``restart=True``: applied at start only."""
 
-    listen: tuple[str, ...] = setting((), listen_list, "Address to listen on when systemd passes no socket: HOST:PORT or unix:PATH (repeatable).", restart=True, repeatable=True)
-    project: str = setting("", text, "FlipEdit project database to preview (pins it); empty means follow the editor's project list: the newest project whose database exists, re-checked while running.", "path", restart=True)
-    metadata_db: str = setting("~/Documents/flipedit_projects_metadata.sqlite", text, "The editor's project list, followed while the daemon runs (a change is noticed within 1 s) unless project pins one.", "path", restart=True)
-    workers: int = setting(2, positive_int, "Render workers (processes); renders in flight never exceed this.", restart=True, old_name="MAX_CONCURRENT_REQUESTS")
-    queue_size: int = setting(20, non_negative_int, "Renders that may wait for a worker; more are answered 503.", old_name="request_queue.maxsize")
-    queue_timeout: float = setting(2.5, positive_float, "Deadline for a queued render; a render not started by then is answered 503 (the editor gives up after 3 s).", "s")
-    max_connections: int = setting(1024, positive_int, "Open client connections; a connection above this is answered 503 as soon as it is accepted and closed (the soft RLIMIT_NOFILE is raised to cover it).", restart=True, old_name="server.max_connections")
-    keepalive_timeout: float = setting(20.0, positive_float, "Idle keep-alive connections are closed after this; must outlive the editor's 15 s pool.", "s")
-    request_timeout: float = setting(10.0, positive_float, "Time allowed to receive one whole request (slowloris guard); answered 408.", "s")
+    listen: tuple[str, ...] = setting(
+        (),
+        listen_list,
+        "Address to listen on when systemd passes no socket: HOST:PORT or unix:PATH (repeatable).",
+        restart=True,
+        repeatable=True,
+    )
+    project: str = setting(
+        "",
+        text,
+        "FlipEdit project database to preview (pins it); empty means follow the editor's project list: the newest "
+        "project whose database exists, re-checked while running.",
+        "path",
+        restart=True,
+    )
+    metadata_db: str = setting(
+        "~/Documents/flipedit_projects_metadata.sqlite",
+        text,
+        "The editor's project list, followed while the daemon runs (a change is noticed within 1 s) unless project "
+        "pins one.",
+        "path",
+        restart=True,
+    )
+    workers: int = setting(
+        2,
+        positive_int,
+        "Render workers (processes); renders in flight never exceed this.",
+        restart=True,
+        old_name="MAX_CONCURRENT_REQUESTS",
+    )
+    queue_size: int = setting(
+        20,
+        non_negative_int,
+        "Renders that may wait for a worker; more are answered 503.",
+        old_name="request_queue.maxsize",
+    )
+    queue_timeout: float = setting(
+        2.5,
+        positive_float,
+        "Deadline for a queued render; a render not started by then is answered 503 (the editor gives up after 3 s).",
+        "s",
+    )
+    max_connections: int = setting(
+        1024,
+        positive_int,
+        "Open client connections; a connection above this is answered 503 as soon as it is accepted and closed (the "
+        "soft RLIMIT_NOFILE is raised to cover it).",
+        restart=True,
+        old_name="server.max_connections",
+    )
+    keepalive_timeout: float = setting(
+        20.0,
+        positive_float,
+        "Idle keep-alive connections are closed after this; must outlive the editor's 15 s pool.",
+        "s",
+    )
+    request_timeout: float = setting(
+        10.0, positive_float, "Time allowed to receive one whole request (slowloris guard); answered 408.", "s"
+    )
     max_request_line: int = setting(8192, positive_int, "Longest request line; longer is answered 414.", "bytes")
     max_header_bytes: int = setting(16384, positive_int, "Largest request head; larger is answered 431.", "bytes")
     max_headers: int = setting(100, positive_int, "Most request header fields; more is answered 431.")
-    max_body_bytes: int = setting(4 * 1024 * 1024, positive_int, "Largest request body (PUT /timeline); larger is answered 413.", "bytes")
-    max_buffered_body_bytes: int = setting(16 * 1024 * 1024, positive_int, "Request bodies buffered at once, all connections together; a body is charged when its head has passed the access checks, before it is read. A body larger than this is answered 413, one that does not fit now 503 with Retry-After.", "bytes")
-    hang_threshold: float = setting(10.0, positive_float, "A render running longer than this counts as hung and is logged; all workers hung stops the watchdog heartbeat.", "s")
-    render_budget: float = setting(5.0, positive_float, "A render running longer is cancelled (its worker replaced) and answered 504; the same frame of the same timeline is then refused at once for heavy_frame_ttl. Kept below hang_threshold.", "s")
-    heavy_frame_ttl: float = setting(60.0, positive_float, "How long a frame that exceeded render_budget is refused at once (504) instead of rendered again.", "s")
-    max_layer_pixels: int = setting(400_000_000, positive_int, "Most layers visible at one frame times canvas pixels a timeline may have (checked on PUT and database read; 413 names it).", "px")
-    max_timeline_clips: int = setting(65536, positive_int, "Most clips in a timeline or project database; more is refused (413) or the last good timeline kept.")
-    db_read_timeout: float = setting(2.0, positive_float, "Deadline for reading a project database (SQLite progress handler); past it the read is abandoned and the last good timeline kept.", "s")
-    loop_lag_threshold: float = setting(0.25, positive_float, "Event-loop lag above this is a journal event (loop_lag); the lag itself is in /health, /metrics and STATUS=.", "s")
-    drain_timeout: float = setting(20.0, positive_float, "On SIGTERM, time allowed for in-flight and queued work; keep below TimeoutStopSec.", "s")
-    fdstore: bool = setting(True, boolean, "On a planned stop (restart, upgrade), hand keep-alive connections that are between requests to systemd's file descriptor store, so the next instance serves them and the editor loses none (systemd >= 246, FileDescriptorStoreMax= >= max_connections in the unit); false: each connection's last answer says Connection: close and idle ones are closed.", restart=True)
-    loop_nice: int = setting(10, non_negative_int, "Nice increment of the event-loop thread only (Linux priorities are per thread): under a flood of requests the CPU goes to rendering rather than to refusing; 0 disables.", restart=True)
-    canvas_width: int = setting(1280, canvas_side, f"Canvas width of the composited timeline: 1 to {MAX_SIDE}, and width x height at most max_output_pixels (a full-size frame must be possible).", "px", restart=True)
-    canvas_height: int = setting(720, canvas_side, f"Canvas height of the composited timeline: 1 to {MAX_SIDE}, and width x height at most max_output_pixels.", "px", restart=True)
-    frame_rate: float = setting(30.0, positive_float, "Timeline frame rate (the editor's timing model).", "fps", restart=True)
+    max_body_bytes: int = setting(
+        4 * 1024 * 1024, positive_int, "Largest request body (PUT /timeline); larger is answered 413.", "bytes"
+    )
+    max_buffered_body_bytes: int = setting(
+        16 * 1024 * 1024,
+        positive_int,
+        "Request bodies buffered at once, all connections together; a body is charged when its head has passed the "
+        "access checks, before it is read. A body larger than this is answered 413, one that does not fit now 503 with "
+        "Retry-After.",
+        "bytes",
+    )
+    hang_threshold: float = setting(
+        10.0,
+        positive_float,
+        "A render running longer than this counts as hung and is logged; "
+        "all workers hung stops the watchdog heartbeat.",
+        "s",
+    )
+    render_budget: float = setting(
+        5.0,
+        positive_float,
+        "A render running longer is cancelled (its worker replaced) and answered 504; the same frame of the same "
+        "timeline is then refused at once for heavy_frame_ttl. Kept below hang_threshold.",
+        "s",
+    )
+    heavy_frame_ttl: float = setting(
+        60.0,
+        positive_float,
+        "How long a frame that exceeded render_budget is refused at once (504) instead of rendered again.",
+        "s",
+    )
+    max_layer_pixels: int = setting(
+        400_000_000,
+        positive_int,
+        "Most layers visible at one frame times canvas pixels a timeline may have (checked on PUT and database read; "
+        "413 names it).",
+        "px",
+    )
+    max_timeline_clips: int = setting(
+        65536,
+        positive_int,
+        "Most clips in a timeline or project database; more is refused (413) or the last good timeline kept.",
+    )
+    db_read_timeout: float = setting(
+        2.0,
+        positive_float,
+        "Deadline for reading a project database (SQLite progress handler); past it the read is abandoned and the last "
+        "good timeline kept.",
+        "s",
+    )
+    loop_lag_threshold: float = setting(
+        0.25,
+        positive_float,
+        "Event-loop lag above this is a journal event (loop_lag); the lag itself is in /health, /metrics and STATUS=.",
+        "s",
+    )
+    drain_timeout: float = setting(
+        20.0, positive_float, "On SIGTERM, time allowed for in-flight and queued work; keep below TimeoutStopSec.", "s"
+    )
+    fdstore: bool = setting(
+        True,
+        boolean,
+        "On a planned stop (restart, upgrade), hand keep-alive connections that are between requests to systemd's file "
+        "descriptor store, so the next instance serves them and the editor loses none (systemd >= 246, "
+        "FileDescriptorStoreMax= >= max_connections in the unit); false: each connection's last answer says "
+        "Connection: close and idle ones are closed.",
+        restart=True,
+    )
+    loop_nice: int = setting(
+        10,
+        non_negative_int,
+        "Nice increment of the event-loop thread only (Linux priorities are per thread): under a flood of requests the "
+        "CPU goes to rendering rather than to refusing; 0 disables.",
+        restart=True,
+    )
+    canvas_width: int = setting(
+        1280,
+        canvas_side,
+        f"Canvas width of the composited timeline: 1 to {MAX_SIDE}, and width x height at most max_output_pixels (a "
+        f"full-size frame must be possible).",
+        "px",
+        restart=True,
+    )
+    canvas_height: int = setting(
+        720,
+        canvas_side,
+        f"Canvas height of the composited timeline: 1 to {MAX_SIDE}, and width x height at most max_output_pixels.",
+        "px",
+        restart=True,
+    )
+    frame_rate: float = setting(
+        30.0, positive_float, "Timeline frame rate (the editor's timing model).", "fps", restart=True
+    )
     jpeg_quality: int = setting(85, quality, "Default JPEG quality; a request may ask for another with ?quality=.")
-    frame_cache_bytes: int = setting(64 * 1024 * 1024, non_negative_int, "Memory for encoded frames, keyed by timeline revision, frame and output parameters.", "bytes")
-    render_ahead: bool = setting(True, boolean, "Render the next frames of a playback or scrub on idle workers before the editor asks (never delays a real request).")
-    render_ahead_frames: int = setting(8, non_negative_int, "How many frames render-ahead prepares past the last one asked for; 0 disables it.", "frames")
-    render_ahead_workers: int = setting(0, non_negative_int, "Most workers rendering ahead at once; 0 means all workers but one (at least one).")
-    source_cache_bytes: int = setting(128 * 1024 * 1024, non_negative_int, "Memory per worker for scaled stills and source frames.", "bytes", restart=True)
-    allowed_roots: tuple[str, ...] = setting((), str_list, "Directories media may be read from; empty means the project's directory and its assets' directories. One that does not exist is warned about (journal: media_roots), not refused.", "paths", repeatable=True)
-    allowed_hosts: tuple[str, ...] = setting((), str_list, "Extra Host header values accepted on TCP (besides 127.0.0.1:PORT, localhost:PORT, [::1]:PORT); '*' turns the Host check off.", repeatable=True)
-    private_reads: bool = setting(False, boolean, "Require the owner's token over TCP (or the owner's uid on the unix socket) for frames, GET /timeline and /debug/*, as for PUT/DELETE; off by default because the editor sends no token (docs/security.md).")
-    token_file: str = setting("", text, "Where the bearer token for PUT/DELETE over TCP is written at start; empty means $RUNTIME_DIRECTORY/token, else $XDG_RUNTIME_DIR/flipedit-preview/token.", "path", restart=True)
-    max_output_pixels: int = setting(3840 * 2160, positive_int, "Largest output (width x height) a request may ask for; at least canvas_width x canvas_height.", "px")
-    max_source_pixels: int = setting(100_000_000, positive_int, "Largest still image or video frame (width x height, from the file's header) decoded; larger renders a placeholder.", "px", restart=True)
-    proxies: bool = setting(True, boolean, "Make proxy media in the background for videos whose random frames are expensive (long GOPs, large frames): an all-intra copy at the preview's size, used for frames no larger than it (never for format=png); false: always decode the originals.", restart=True)
-    proxy_dir: str = setting("", text, "Where proxies are stored; empty means $CACHE_DIRECTORY/proxies (the unit's CacheDirectory=), else $XDG_CACHE_HOME/flipedit-preview/proxies, else ~/.cache/flipedit-preview/proxies.", "path", restart=True)
-    proxy_budget_bytes: int = setting(8 * 1024 ** 3, non_negative_int, "Disk for proxies; the least recently used are removed to stay within it, and a proxy that would pass it stops (what was made is used).", "bytes", restart=True)
-    proxy_width: int = setting(0, non_negative_int, "Width of the box proxies are made to fit (never larger than the source); 0 means the canvas's width and height.", "px", restart=True)
-    proxy_height: int = setting(0, non_negative_int, "Height of the box proxies are made to fit; 0 means the canvas's.", "px", restart=True)
-    proxy_min_cost: float = setting(12.0, non_negative_float, "A video gets a proxy when a random frame decodes more than this many million pixels (half its keyframe interval plus one, times its frame's pixels: 1080p with a keyframe every 250 frames is 262, every 30 is 33); 0 gives every video one.", "Mpx", restart=True)
+    frame_cache_bytes: int = setting(
+        64 * 1024 * 1024,
+        non_negative_int,
+        "Memory for encoded frames, keyed by timeline revision, frame and output parameters.",
+        "bytes",
+    )
+    render_ahead: bool = setting(
+        True,
+        boolean,
+        "Render the next frames of a playback or scrub on idle workers before the editor asks (never delays a real "
+        "request).",
+    )
+    render_ahead_frames: int = setting(
+        8,
+        non_negative_int,
+        "How many frames render-ahead prepares past the last one asked for; 0 disables it.",
+        "frames",
+    )
+    render_ahead_workers: int = setting(
+        0, non_negative_int, "Most workers rendering ahead at once; 0 means all workers but one (at least one)."
+    )
+    source_cache_bytes: int = setting(
+        128 * 1024 * 1024,
+        non_negative_int,
+        "Memory per worker for scaled stills and source frames.",
+        "bytes",
+        restart=True,
+    )
+    allowed_roots: tuple[str, ...] = setting(
+        (),
+        str_list,
+        "Directories media may be read from; empty means the project's directory and its assets' directories. One that "
+        "does not exist is warned about (journal: media_roots), not refused.",
+        "paths",
+        repeatable=True,
+    )
+    allowed_hosts: tuple[str, ...] = setting(
+        (),
+        str_list,
+        "Extra Host header values accepted on TCP (besides 127.0.0.1:PORT, localhost:PORT, [::1]:PORT); '*' turns the "
+        "Host check off.",
+        repeatable=True,
+    )
+    private_reads: bool = setting(
+        False,
+        boolean,
+        "Require the owner's token over TCP (or the owner's uid on the unix socket) for frames, GET /timeline and "
+        "/debug/*, as for PUT/DELETE; off by default because the editor sends no token (docs/security.md).",
+    )
+    token_file: str = setting(
+        "",
+        text,
+        "Where the bearer token for PUT/DELETE over TCP is written at start; empty means $RUNTIME_DIRECTORY/token, "
+        "else $XDG_RUNTIME_DIR/flipedit-preview/token.",
+        "path",
+        restart=True,
+    )
+    max_output_pixels: int = setting(
+        3840 * 2160,
+        positive_int,
+        "Largest output (width x height) a request may ask for; at least canvas_width x canvas_height.",
+        "px",
+    )
+    max_source_pixels: int = setting(
+        100_000_000,
+        positive_int,
+        "Largest still image or video frame (width x height, from the file's header) decoded; larger renders a "
+        "placeholder.",
+        "px",
+        restart=True,
+    )
+    proxies: bool = setting(
+        True,
+        boolean,
+        "Make proxy media in the background for videos whose random frames are expensive (long GOPs, large frames): an "
+        "all-intra copy at the preview's size, used for frames no larger than it (never for format=png); false: always "
+        "decode the originals.",
+        restart=True,
+    )
+    proxy_dir: str = setting(
+        "",
+        text,
+        "Where proxies are stored; empty means $CACHE_DIRECTORY/proxies (the unit's CacheDirectory=), else "
+        "$XDG_CACHE_HOME/flipedit-preview/proxies, else ~/.cache/flipedit-preview/proxies.",
+        "path",
+        restart=True,
+    )
+    proxy_budget_bytes: int = setting(
+        8 * 1024**3,
+        non_negative_int,
+        "Disk for proxies; the least recently used are removed to stay within it, and a proxy that would pass it stops "
+        "(what was made is used).",
+        "bytes",
+        restart=True,
+    )
+    proxy_width: int = setting(
+        0,
+        non_negative_int,
+        "Width of the box proxies are made to fit (never larger than the source); 0 means the canvas's width and "
+        "height.",
+        "px",
+        restart=True,
+    )
+    proxy_height: int = setting(
+        0, non_negative_int, "Height of the box proxies are made to fit; 0 means the canvas's.", "px", restart=True
+    )
+    proxy_min_cost: float = setting(
+        12.0,
+        non_negative_float,
+        "A video gets a proxy when a random frame decodes more than this many million pixels (half its keyframe "
+        "interval plus one, times its frame's pixels: 1080p with a keyframe every 250 frames is 262, every 30 is 33); "
+        "0 gives every video one.",
+        "Mpx",
+        restart=True,
+    )
     demo: bool = setting(False, boolean, "Serve the built-in demo project (generated on first run).", restart=True)
 
     def __post_init__(self) -> None:
@@ -191,8 +432,19 @@ def _schema() -> tuple[Setting, ...]:
     for f in dataclasses.fields(Settings):
         meta = f.metadata["setting"]
         assert isinstance(meta, Meta)
-        out.append(Setting(f.name, meta.parse, f.default, meta.unit, meta.help, TYPE_NAMES[hints[f.name]],
-                           meta.restart, meta.repeatable, meta.old_name))
+        out.append(
+            Setting(
+                f.name,
+                meta.parse,
+                f.default,
+                meta.unit,
+                meta.help,
+                TYPE_NAMES[hints[f.name]],
+                meta.restart,
+                meta.repeatable,
+                meta.old_name,
+            )
+        )
     return tuple(out)
 
 
@@ -246,14 +498,27 @@ def toml_value(value: object) -> str:
 # What a TOML value's type must be for each setting type: TOML says what a value is, so a string
 # where a number is meant is a mistake to name, not text to convert (the environment and flags are
 # text by nature and are parsed from text instead).
-TOML_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "list": (list,)}
-TOML_KINDS = {bool: "true/false", int: "a whole number", float: "a decimal number", str: "a string in quotes", list: "a list",
-              dict: "a table"}
+TOML_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+    "list": (list,),
+}
+TOML_KINDS = {
+    bool: "true/false",
+    int: "a whole number",
+    float: "a decimal number",
+    str: "a string in quotes",
+    list: "a list",
+    dict: "a table",
+}
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One source of values: a TOML file (typed values, line numbers from its text), the environment or the command line (text)."""
+    """One source of values: a TOML file (typed values, line numbers from its text), the environment or the command "
+    "line (text)."""
 
     label: str
     values: Mapping[str, Any]
@@ -268,8 +533,12 @@ class Layer:
         """The value as the user wrote it, and where: 'FILE line N: key = value', 'environment VAR: key = value'
         or 'command line: --flag value' (each name once: the reason that follows never repeats it)."""
         if self.label == "command line":
-            shown = " ".join(f"{setting.flag} {shlex.quote(str(item))}" for item in (raw if isinstance(raw, list) else [raw]))
-            key = f" ({setting.name})" if "_" in setting.name else ""  # the key as in the file, when the flag spells it otherwise
+            shown = " ".join(
+                f"{setting.flag} {shlex.quote(str(item))}" for item in (raw if isinstance(raw, list) else [raw])
+            )
+            key = (
+                f" ({setting.name})" if "_" in setting.name else ""
+            )  # the key as in the file, when the flag spells it otherwise
             return f"command line: {shown}{key}"
         if self.label == "environment":
             return f"environment {setting.env}: {setting.name} = {shlex.quote(str(raw))}"
@@ -296,8 +565,13 @@ def _parse(setting: Setting, raw: Any, layer: Layer) -> object:
     where = layer.where(setting, raw)
 
     def error(reason: str) -> ConfigError:
-        return ConfigError(f"{where}: {reason}", source=layer.label, key=setting.name,
-                           file=layer.file, line=key_line(layer.text, setting.name) if layer.file else None)
+        return ConfigError(
+            f"{where}: {reason}",
+            source=layer.label,
+            key=setting.name,
+            file=layer.file,
+            line=key_line(layer.text, setting.name) if layer.file else None,
+        )
 
     if layer.is_text:
         if setting.type_name == "list":  # text: "a,b", or a repeated flag, each of which may hold "a,b"
@@ -312,7 +586,9 @@ def _parse(setting: Setting, raw: Any, layer: Layer) -> object:
                     hint = f" (write it without the quotes: {setting.name} = {toml_value(setting.parse(raw))})"
                 except (TypeError, ValueError):
                     pass
-            raise error(f"expected {TOML_KINDS[allowed[-1]] if setting.type_name != 'float' else 'a number'}, not {kind}{hint}")
+            raise error(
+                f"expected {TOML_KINDS[allowed[-1]] if setting.type_name != 'float' else 'a number'}, not {kind}{hint}"
+            )
     try:
         return setting.parse(raw)
     except (TypeError, ValueError) as exc:
@@ -331,7 +607,9 @@ def _read_toml(path: Path, label: str) -> Layer:
     except FileNotFoundError:
         return Layer(label, {}, str(path))
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror or exc}", source=label, file=str(path)) from None
+        raise ConfigError(
+            f"{path}: cannot read the configuration file: {exc.strerror or exc}", source=label, file=str(path)
+        ) from None
     text = raw.decode("utf-8", errors="replace")
     try:
         data = tomllib.loads(text)
@@ -341,8 +619,14 @@ def _read_toml(path: Path, label: str) -> Layer:
     for key in sorted(set(data) - set(BY_NAME)):
         line = key_line(text, key)
         where = f"{path}" + (f" line {line}" if line else "")
-        raise ConfigError(f"{where}: unknown key {key!r}{did_you_mean(key, list(BY_NAME))}; the known keys are in --help and --print-config",
-                          source=label, key=key, file=str(path), line=line)
+        raise ConfigError(
+            f"{where}: unknown key {key!r}{did_you_mean(key, list(BY_NAME))}; the known keys are in --help and "
+            f"--print-config",
+            source=label,
+            key=key,
+            file=str(path),
+            line=line,
+        )
     return Layer(label, data, str(path), text)
 
 
@@ -365,7 +649,11 @@ def build_parser(prog: str = "flipedit-previewd") -> argparse.ArgumentParser:
         description="FlipEdit preview daemon: renders timeline frames as JPEG over HTTP, socket-activated by systemd.",
         argument_default=argparse.SUPPRESS,
     )
-    parser.add_argument("--print-config", action="store_true", help="print the effective configuration with the source of each value, then exit")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration with the source of each value, then exit",
+    )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     for setting in SETTINGS:
         unit = f" [{setting.unit}]" if setting.unit else ""
@@ -376,7 +664,9 @@ def build_parser(prog: str = "flipedit-previewd") -> argparse.ArgumentParser:
         if setting.type_name == "bool":
             parser.add_argument(setting.flag, dest=setting.name, nargs="?", const="true", metavar="BOOL", help=text)
         elif setting.repeatable:
-            parser.add_argument(setting.flag, dest=setting.name, action="append", metavar=setting.name.upper(), help=text)
+            parser.add_argument(
+                setting.flag, dest=setting.name, action="append", metavar=setting.name.upper(), help=text
+            )
         else:
             parser.add_argument(setting.flag, dest=setting.name, metavar=setting.name.upper(), help=text)
     return parser
@@ -387,11 +677,14 @@ def check_frame_possible(values: Mapping[str, Any], sources: Mapping[str, str]) 
     request 400, blaming the client: refuse it here, naming both settings and where each came from."""
     width, height, limit = values["canvas_width"], values["canvas_height"], values["max_output_pixels"]
     if width * height > limit:
-        raise ConfigError(f"canvas_width x canvas_height = {width} x {height} = {width * height} pixels is more than "
-                          f"max_output_pixels = {limit}, so no full-size frame could be served; lower the canvas or raise "
-                          f"max_output_pixels (canvas_width from {sources['canvas_width']}, canvas_height from "
-                          f"{sources['canvas_height']}, max_output_pixels from {sources['max_output_pixels']})",
-                          source=sources["max_output_pixels"], key="canvas_width")
+        raise ConfigError(
+            f"canvas_width x canvas_height = {width} x {height} = {width * height} pixels is more than "
+            f"max_output_pixels = {limit}, so no full-size frame could be served; lower the canvas or raise "
+            f"max_output_pixels (canvas_width from {sources['canvas_width']}, canvas_height from "
+            f"{sources['canvas_height']}, max_output_pixels from {sources['max_output_pixels']})",
+            source=sources["max_output_pixels"],
+            key="canvas_width",
+        )
 
 
 def load(
@@ -411,8 +704,11 @@ def load(
     known_env = [s.env for s in SETTINGS]
     unknown_env = sorted(key for key in environ if key.startswith(ENV_PREFIX) and key not in known_env)
     if unknown_env:
-        raise ConfigError(f"environment: unknown variable {unknown_env[0]}{did_you_mean(unknown_env[0], known_env)}; "
-                          f"the known ones are the settings in --help, as {ENV_PREFIX}<KEY>", source="environment")
+        raise ConfigError(
+            f"environment: unknown variable {unknown_env[0]}{did_you_mean(unknown_env[0], known_env)}; "
+            f"the known ones are the settings in --help, as {ENV_PREFIX}<KEY>",
+            source="environment",
+        )
     layers.append(Layer("environment", {s.name: environ[s.env] for s in SETTINGS if s.env in environ}))
     layers.append(Layer("command line", {k: v for k, v in cli.items() if k in BY_NAME}))
     values: dict[str, Any] = {}
@@ -428,19 +724,32 @@ def load(
     return Config(**values, sources=sources)
 
 
-def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> tuple[Config, argparse.Namespace]:
+def from_args(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Config, argparse.Namespace]:
     namespace = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     return load(vars(namespace), environ), namespace
 
 
 def markdown_table() -> str:
-    rows = ["| key / flag / env | type | default | unit | old server | meaning | on SIGHUP |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| key / flag / env | type | default | unit | old server | meaning | on SIGHUP |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in SETTINGS:
         default = list(s.default) if isinstance(s.default, tuple) else s.default
-        rows.append(f"| `{s.name}` / `{s.flag}` / `{s.env}` | {s.type_name} | `{default!r}` | {s.unit} | {s.old_name} | {s.help} | {s.on_reload} |")
-    notes = ["",
-             f"A `list` setting: {LIST_SYNTAX.replace(chr(92) + ',', '`' + chr(92) + ',`')} (and `\\\\` for a backslash), e.g. "
-             "`FLIPEDIT_PREVIEWD_ALLOWED_ROOTS=/srv/media,/home/me/Videos` or `--allowed-roots /srv/media --allowed-roots /home/me/Videos`. "
-             "Types are checked: in TOML a number is written without quotes and an `int` without a decimal point; in the environment "
-             "and on the command line an `int` is digits only (`3`, not `3.0`), a `bool` is true/false/yes/no/on/off/1/0."]
+        rows.append(
+            f"| `{s.name}` / `{s.flag}` / `{s.env}` | {s.type_name} | `{default!r}` | {s.unit} | {s.old_name} | "
+            f"{s.help} | {s.on_reload} |"
+        )
+    notes = [
+        "",
+        f"A `list` setting: {LIST_SYNTAX.replace(chr(92) + ',', '`' + chr(92) + ',`')} (and `\\\\` for a backslash), "
+        f"e.g. "
+        "`FLIPEDIT_PREVIEWD_ALLOWED_ROOTS=/srv/media,/home/me/Videos` or `--allowed-roots /srv/media --allowed-roots "
+        "/home/me/Videos`. "
+        "Types are checked: in TOML a number is written without quotes and an `int` without a decimal point; in the "
+        "environment "
+        "and on the command line an `int` is digits only (`3`, not `3.0`), a `bool` is true/false/yes/no/on/off/1/0.",
+    ]
     return "\n".join(rows + notes)

@@ -121,8 +121,10 @@ def split_list(raw: str) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
-LIST_SYNTAX = ("in TOML an array of strings; as a flag repeat it or separate items with commas; "
-               "in the environment separate items with commas; write \\, for a comma inside an item")
+LIST_SYNTAX = (
+    "in TOML an array of strings; as a flag repeat it or separate items with commas; "
+    "in the environment separate items with commas; write \\, for a comma inside an item"
+)
 
 
 def str_list(raw: Any) -> tuple[str, ...]:

@@ -22,8 +22,13 @@ from .words import paint, show
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--interval", type=number(float, low=0.1, high=3600), default=1.0, metavar="SECONDS",
-                   help="seconds between updates, at least 0.1 (default 1)")
+    p.add_argument(
+        "--interval",
+        type=number(float, low=0.1, high=3600),
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between updates, at least 0.1 (default 1)",
+    )
     p.add_argument("--count", type=number(int, low=1), metavar="N", help="stop after N updates")
     format_args(p)
 
@@ -63,11 +68,15 @@ def monitor_line(health: dict[str, Any] | None, state: MonitorState, colour: boo
         return f"{now} {paint('unreachable', colour)}, reconnecting (restarts seen {state.restarts})"
     lat = as_dict(health.get("latency_ms"))
     status = str(health.get("status", "-"))
-    return (f"{now} {paint(f'{status:<10}', colour, status)} queue {show(health.get('queue_size'))}/{show(health.get('queue_capacity'))} "
-            f"in-flight {show(health.get('in_flight'))}/{show(health.get('capacity'))} rate {show(health.get('rate_per_s'))}/s "
-            f"p50 {show(lat.get('p50'))} p95 {show(lat.get('p95'))} p99 {show(lat.get('p99'))} ms "
-            f"rejected/min {show(health.get('rejected_last_minute'))} restarts {state.restarts}"
-            + (f" proxies {proxy_text(health)}" if as_dict(health.get("proxies")).get("in_progress") else ""))
+    return (
+        f"{now} {paint(f'{status:<10}', colour, status)} queue "
+        f"{show(health.get('queue_size'))}/{show(health.get('queue_capacity'))} "
+        f"in-flight {show(health.get('in_flight'))}/{show(health.get('capacity'))} rate "
+        f"{show(health.get('rate_per_s'))}/s "
+        f"p50 {show(lat.get('p50'))} p95 {show(lat.get('p95'))} p99 {show(lat.get('p99'))} ms "
+        f"rejected/min {show(health.get('rejected_last_minute'))} restarts {state.restarts}"
+        + (f" proxies {proxy_text(health)}" if as_dict(health.get("proxies")).get("in_progress") else "")
+    )
 
 
 def cmd_monitor(args: argparse.Namespace, env: Env) -> int:
@@ -96,8 +105,16 @@ def cmd_monitor(args: argparse.Namespace, env: Env) -> int:
             while args.count is None or count < args.count:
                 health = poll()
                 if wants_json(args):
-                    env.out(json.dumps({"time": datetime.now().astimezone().isoformat(timespec="seconds"), "reachable": health is not None,
-                                        "restarts_seen": state.restarts, "health": health}))
+                    env.out(
+                        json.dumps(
+                            {
+                                "time": datetime.now().astimezone().isoformat(timespec="seconds"),
+                                "reachable": health is not None,
+                                "restarts_seen": state.restarts,
+                                "health": health,
+                            }
+                        )
+                    )
                 else:
                     env.out(monitor_line(health, state, env.color))
                 count += 1
@@ -112,15 +129,30 @@ def cmd_monitor(args: argparse.Namespace, env: Env) -> int:
     from rich.text import Text
 
     # No colour and no other styling without colour (NO_COLOR, TERM=dumb): rich's no_color keeps bold and italic.
-    console = Console(file=env.stdout, force_terminal=True, color_system="auto" if env.color else None, highlight=False,
-                      width=env.width if env.width > 0 else None)
-    styles = {"ok": "green", "degraded": "yellow", "overloaded": "yellow", "stopping": "bold red", "unreachable": "bold red"}
+    console = Console(
+        file=env.stdout,
+        force_terminal=True,
+        color_system="auto" if env.color else None,
+        highlight=False,
+        width=env.width if env.width > 0 else None,
+    )
+    styles = {
+        "ok": "green",
+        "degraded": "yellow",
+        "overloaded": "yellow",
+        "stopping": "bold red",
+        "unreachable": "bold red",
+    }
 
     def view(health: dict[str, Any] | None) -> Any:
         table = Table(title=Text(f"flipedit-previewd at {client.shown}"), show_header=False, expand=False)
         if health is None:
-            table.add_row(Text("daemon"), Text.assemble(("unreachable", styles["unreachable"]),
-                                                        f", reconnecting (restarts seen {state.restarts})"))
+            table.add_row(
+                Text("daemon"),
+                Text.assemble(
+                    ("unreachable", styles["unreachable"]), f", reconnecting (restarts seen {state.restarts})"
+                ),
+            )
             return table
         for label, value in health_rows(health)[:6]:
             cell = Text(value)

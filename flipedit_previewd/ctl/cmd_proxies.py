@@ -84,7 +84,8 @@ def cmd_proxies(args: argparse.Namespace, env: Env) -> int:
             size = [str(side) for side in raw[:2]] if isinstance(raw, list) and len(raw) >= 2 else ["?", "?"]
             env.out(
                 f"  {clean(entry.get('source') or '(unknown source)', 120)}  {size[0]}x{size[1]}  "
-                f"{as_int(entry.get('frames'))}/{as_int(entry.get('frames_total'))} frames  {megabytes(entry.get('bytes'))}  "
+                f"{as_int(entry.get('frames'))}/{as_int(entry.get('frames_total'))} frames  "
+                f"{megabytes(entry.get('bytes'))}  "
                 f"{clean(state, 80)}  used {clean(entry.get('used_s_ago'), 20)} s ago"
             )
     return EXIT_OK

@@ -33,13 +33,25 @@ def cmd_status(args: argparse.Namespace, env: Env) -> int:
         service = unit_props(scope, SERVICE, SERVICE_PROPS, env.environ)
         sock = unit_props(scope, SOCKET, ["ActiveState", "SubState", "Listen"], env.environ)
         report.update(manager="user" if scope else "system", service=service, socket=sock)
-        since = service.get("ActiveEnterTimestamp") if service.get("ActiveState") == "active" else service.get("InactiveEnterTimestamp")
+        since = (
+            service.get("ActiveEnterTimestamp")
+            if service.get("ActiveState") == "active"
+            else service.get("InactiveEnterTimestamp")
+        )
         state = service.get("ActiveState") or "-"
         lines.append(f"unit        {SERVICE} ({'user' if scope else 'system'} manager)")
-        lines.append(f"service     {env.paint(state)} ({show(service.get('SubState'))}) since {since or '-'}   MainPID {show(service.get('MainPID'))}")
-        lines.append(f"restarts    {show(service.get('NRestarts'))}   last result {show(service.get('Result'))}   "
-                     f"exit status {show(service.get('ExecMainStatus'))}")
-        lines.append(f"socket      {env.paint(sock.get('ActiveState') or '-')} ({show(sock.get('SubState'))})   {sock.get('Listen', '')}".rstrip())
+        lines.append(
+            f"service     {env.paint(state)} ({show(service.get('SubState'))}) since {since or '-'}   MainPID "
+            f"{show(service.get('MainPID'))}"
+        )
+        lines.append(
+            f"restarts    {show(service.get('NRestarts'))}   last result {show(service.get('Result'))}   "
+            f"exit status {show(service.get('ExecMainStatus'))}"
+        )
+        lines.append(
+            f"socket      {env.paint(sock.get('ActiveState') or '-')} ({show(sock.get('SubState'))})   "
+            f"{sock.get('Listen', '')}".rstrip()
+        )
         if service.get("StatusText"):
             lines.append(f"status text {clean(service['StatusText'])}")
     client = client_for(args, env)
@@ -52,8 +64,11 @@ def cmd_status(args: argparse.Namespace, env: Env) -> int:
         code = EXIT_UNREACHABLE if scope is None or sock.get("ActiveState") != "active" else EXIT_PROBLEM
     if health is not None:
         report.update(health=health, daemon=client.shown)
-        lines.append(f"health      {env.paint(str(health.get('status', '-')))} via {client.shown}   pid {show(health.get('pid'))}, "
-                     f"up {duration(health.get('uptime_s'))}")
+        lines.append(
+            f"health      {env.paint(str(health.get('status', '-')))} via {client.shown}   pid "
+            f"{show(health.get('pid'))}, "
+            f"up {duration(health.get('uptime_s'))}"
+        )
         lines.append(project_line(health.get("project") or {}, how_run(health.get("pid"))))
         lines.append(f"proxies     {proxy_text(health)}")
         ok = (scope is None or service.get("ActiveState") == "active") and health.get("status") == "ok"
@@ -66,5 +81,9 @@ def cmd_status(args: argparse.Namespace, env: Env) -> int:
     return code
 
 
-COMMAND = Command("status", "the systemd unit's state next to the daemon's health (systemd checks n/a for a daemon run by hand)",
-                  format_args, cmd_status)
+COMMAND = Command(
+    "status",
+    "the systemd unit's state next to the daemon's health (systemd checks n/a for a daemon run by hand)",
+    format_args,
+    cmd_status,
+)

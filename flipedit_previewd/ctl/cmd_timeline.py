@@ -25,10 +25,15 @@ MAX_TIMELINE_BYTES = MAX_JSON_BYTES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("put", "get", "clear"),
-                   help="put: show the JSON timeline in FILE instead of the project; get: write the timeline served to FILE "
-                        "(default stdout); clear: back to the project database")
-    p.add_argument("file", nargs="?", metavar="FILE", help="the JSON timeline (put: required, - for stdin; get: default stdout)")
+    p.add_argument(
+        "action",
+        choices=("put", "get", "clear"),
+        help="put: show the JSON timeline in FILE instead of the project; get: write the timeline served to FILE "
+        "(default stdout); clear: back to the project database",
+    )
+    p.add_argument(
+        "file", nargs="?", metavar="FILE", help="the JSON timeline (put: required, - for stdin; get: default stdout)"
+    )
     format_args(p)
 
 
@@ -40,26 +45,42 @@ def _read(path: str) -> bytes:
             with open(path, "rb") as handle:
                 data = handle.read(MAX_TIMELINE_BYTES + 1)
     except OSError as exc:
-        raise CtlError(f"cannot read {path}: {exc.strerror}", "name a readable JSON file, or - for stdin", EXIT_USAGE) from None
+        raise CtlError(
+            f"cannot read {path}: {exc.strerror}", "name a readable JSON file, or - for stdin", EXIT_USAGE
+        ) from None
     if len(data) > MAX_TIMELINE_BYTES:
-        raise CtlError(f"{path} is over {MAX_TIMELINE_BYTES} bytes", "a timeline that large is refused by the daemon too", EXIT_USAGE)
+        raise CtlError(
+            f"{path} is over {MAX_TIMELINE_BYTES} bytes",
+            "a timeline that large is refused by the daemon too",
+            EXIT_USAGE,
+        )
     try:
         json.loads(data)
     except (ValueError, RecursionError) as exc:
-        raise CtlError(f"{path} is not valid JSON: {clean(exc, 200)}", "see docs/usage.md, 'JSON timelines', for the format", EXIT_USAGE) from None
+        raise CtlError(
+            f"{path} is not valid JSON: {clean(exc, 200)}",
+            "see docs/usage.md, 'JSON timelines', for the format",
+            EXIT_USAGE,
+        ) from None
     return data
 
 
 def refused(response: Any, action: str) -> CtlError:
     try:
         body = response.json()
-        reason = f"{clean(body.get('error'), 80)}: {clean(body.get('detail'), 300)}" if isinstance(body, dict) else clean(response.text, 300)
+        reason = (
+            f"{clean(body.get('error'), 80)}: {clean(body.get('detail'), 300)}"
+            if isinstance(body, dict)
+            else clean(response.text, 300)
+        )
     except ValueError:
         reason = clean(response.reason or "no reason given", 80)
     if response.status_code in (401, 403):
-        hint = ("only the daemon's own user may change the timeline: run previewctl as that user, over the unix socket "
-                "(--url /run/user/UID/flipedit-preview.sock) or with the token the daemon wrote "
-                "($XDG_RUNTIME_DIR/flipedit-preview/token)")
+        hint = (
+            "only the daemon's own user may change the timeline: run previewctl as that user, over the unix socket "
+            "(--url /run/user/UID/flipedit-preview.sock) or with the token the daemon wrote "
+            "($XDG_RUNTIME_DIR/flipedit-preview/token)"
+        )
     elif response.status_code < 500:
         hint = "the daemon refused the timeline as it said; fix the file"
     else:
@@ -78,7 +99,9 @@ def cmd_timeline(args: argparse.Namespace, env: Env) -> int:
     client = client_for(args, env)
     method = {"put": "PUT", "get": "GET", "clear": "DELETE"}[args.action]
     try:
-        response = client.request(method, "/timeline", body=body, headers={"Content-Type": "application/json"} if body else None)
+        response = client.request(
+            method, "/timeline", body=body, headers={"Content-Type": "application/json"} if body else None
+        )
     except Unreachable as exc:
         raise unreachable_error(exc, client.timeout) from None
     if response.status_code != 200:
@@ -86,7 +109,9 @@ def cmd_timeline(args: argparse.Namespace, env: Env) -> int:
     try:
         answer = response.json()
     except ValueError:
-        raise CtlError(f"timeline {args.action}: the answer is not JSON", "check that --url points at flipedit-previewd") from None
+        raise CtlError(
+            f"timeline {args.action}: the answer is not JSON", "check that --url points at flipedit-previewd"
+        ) from None
     if args.action == "get":
         if args.file and args.file != "-":
             try:
@@ -96,10 +121,15 @@ def cmd_timeline(args: argparse.Namespace, env: Env) -> int:
             except OSError as exc:
                 raise CtlError(f"cannot write {args.file}: {exc.strerror}", "choose a writable path") from None
             tracks = answer.get("tracks") if isinstance(answer, dict) else None
-            clips = sum(len(t["clips"]) for t in tracks if isinstance(t, dict) and isinstance(t.get("clips"), list)) \
-                if isinstance(tracks, list) else None
+            clips = (
+                sum(len(t["clips"]) for t in tracks if isinstance(t, dict) and isinstance(t.get("clips"), list))
+                if isinstance(tracks, list)
+                else None
+            )
             report = {"action": "get", "file": args.file, "clips": clips}
-            env.out(json.dumps(report) if wants_json(args) else f"timeline -> {clean(args.file)}: {report['clips']} clips")
+            env.out(
+                json.dumps(report) if wants_json(args) else f"timeline -> {clean(args.file)}: {report['clips']} clips"
+            )
         else:
             env.out(json.dumps(answer, indent=2))
         return EXIT_OK
@@ -107,12 +137,18 @@ def cmd_timeline(args: argparse.Namespace, env: Env) -> int:
     if wants_json(args):
         env.out(json.dumps({"action": args.action, **answer}))
     elif args.action == "put":
-        env.out(f"timeline from {clean(args.file)} shown instead of the project: {answer.get('clips', '-')} clips, "
-                f"{answer.get('total_frames', '-')} frames, revision {answer.get('revision', '-')}")
+        env.out(
+            f"timeline from {clean(args.file)} shown instead of the project: {answer.get('clips', '-')} clips, "
+            f"{answer.get('total_frames', '-')} frames, revision {answer.get('revision', '-')}"
+        )
     else:
         env.out(f"timeline cleared: back to the project database {answer.get('path') or '(none)'}")
     return EXIT_OK
 
 
-COMMAND = Command("timeline", "put, get or clear a JSON timeline shown instead of the project (the daemon's own user only)",
-                  add_arguments, cmd_timeline)
+COMMAND = Command(
+    "timeline",
+    "put, get or clear a JSON timeline shown instead of the project (the daemon's own user only)",
+    add_arguments,
+    cmd_timeline,
+)

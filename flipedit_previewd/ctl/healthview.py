@@ -21,7 +21,6 @@ def bar(used: Any, capacity: Any, width: int = 20) -> str:
     return "[" + "#" * filled + "." * (width - filled) + f"] {used}/{capacity}"
 
 
-
 def megabytes(value: Any) -> str:
     return f"{as_int(value) / 1e6:.0f} MB" if as_int(value) < 10**9 else f"{as_int(value) / 1e9:.1f} GB"
 
@@ -39,9 +38,13 @@ def proxy_text(h: dict[str, Any]) -> str:
         done, total = as_int(current.get("frames_done")), as_int(current.get("frames_total"))
         making = f"making {clean(os.path.basename(str(current.get('source', ''))), 60)} {bar(done, total, 20)}, "
     failed = f", {show(p.get('failed'))} failed" if as_int(p.get("failed")) else ""
-    stored = f" ({show(p.get('stored'))} kept)" if "stored" in p and as_int(p.get("stored")) != as_int(p.get("made")) else ""
-    return (f"{show(p.get('made'))} made{stored}, {making}{show(p.get('queued'))} queued{failed}; "
-            f"disk {megabytes(p.get('disk_bytes'))} of {megabytes(p.get('budget_bytes'))}")
+    stored = (
+        f" ({show(p.get('stored'))} kept)" if "stored" in p and as_int(p.get("stored")) != as_int(p.get("made")) else ""
+    )
+    return (
+        f"{show(p.get('made'))} made{stored}, {making}{show(p.get('queued'))} queued{failed}; "
+        f"disk {megabytes(p.get('disk_bytes'))} of {megabytes(p.get('budget_bytes'))}"
+    )
 
 
 def health_rows(h: dict[str, Any], colour: bool = False, running: Running | None = None) -> list[tuple[str, str]]:
@@ -51,23 +54,44 @@ def health_rows(h: dict[str, Any], colour: bool = False, running: Running | None
     project = as_dict(h.get("project"))
     status = str(h.get("status", "-"))
     rows = [
-        ("status", f"{paint(status, colour)}   (pid {show(h.get('pid'))}, up {duration(h.get('uptime_s'))}, version {show(h.get('version'))})"),
+        (
+            "status",
+            f"{paint(status, colour)}   (pid {show(h.get('pid'))}, up {duration(h.get('uptime_s'))}, version "
+            f"{show(h.get('version'))})",
+        ),
         ("queue", bar(as_int(h.get("queue_size")), as_int(h.get("queue_capacity")))),
-        ("in flight", f"{show(h.get('in_flight', h.get('active_requests')))}/{show(h.get('capacity', h.get('max_concurrent')))} workers"
-                      f"   connections {show(h.get('connections'))}/{show(h.get('max_connections'))}"),
+        (
+            "in flight",
+            f"{show(h.get('in_flight', h.get('active_requests')))}/{show(h.get('capacity', h.get('max_concurrent')))} "
+            f"workers"
+            f"   connections {show(h.get('connections'))}/{show(h.get('max_connections'))}",
+        ),
         ("rate", f"{show(h.get('rate_per_s'))} frames/s   rejected last minute {show(h.get('rejected_last_minute'))}"),
-        ("latency", f"p50 {show(lat.get('p50'), 'ms')}  p95 {show(lat.get('p95'), 'ms')}  p99 {show(lat.get('p99'), 'ms')}"
-                    f"  ({show(lat.get('samples'))} samples)" if lat.get("samples") else "no renders yet"),
+        (
+            "latency",
+            f"p50 {show(lat.get('p50'), 'ms')}  p95 {show(lat.get('p95'), 'ms')}  p99 {show(lat.get('p99'), 'ms')}"
+            f"  ({show(lat.get('samples'))} samples)"
+            if lat.get("samples")
+            else "no renders yet",
+        ),
         ("counters", "  ".join(f"{k}={show(v)}" for k, v in sorted(counters.items())) or "-"),
-        ("project", f"{project.get('path') or '(none)'} [{show(project.get('state'))}] {project.get('error') or ''}".rstrip()),
+        (
+            "project",
+            f"{project.get('path') or '(none)'} [{show(project.get('state'))}] {project.get('error') or ''}".rstrip(),
+        ),
         ("proxies", proxy_text(h)),
     ]
     workers = h.get("workers")
     for worker in (workers if isinstance(workers, list) else [])[:64]:
         worker = as_dict(worker)
         frame = f" frame {worker['frame']}" if worker.get("frame") is not None else ""
-        rows.append((f"worker {show(worker.get('index'))}", f"pid {show(worker.get('pid'))} {paint(str(worker.get('state', '-')), colour)}"
-                     f"{frame} for {duration(worker.get('since_s'))}, {show(worker.get('completed'))} done"))
+        rows.append(
+            (
+                f"worker {show(worker.get('index'))}",
+                f"pid {show(worker.get('pid'))} {paint(str(worker.get('state', '-')), colour)}"
+                f"{frame} for {duration(worker.get('since_s'))}, {show(worker.get('completed'))} done",
+            )
+        )
     roots = h.get("media_roots")
     if isinstance(roots, list):
         rows.append(("media roots", ", ".join(str(r) for r in roots[:20]) or "(none: no media can be read)"))
@@ -77,15 +101,22 @@ def health_rows(h: dict[str, Any], colour: bool = False, running: Running | None
     pending = h.get("restart_pending")
     if isinstance(pending, list) and pending:
         # A reload kept these settings' running values: the configuration says otherwise until a restart.
-        rows.append(("restart", f"{paint('pending', colour)} for {', '.join(show(p) for p in pending[:20])}: "
-                                "the configuration changed them, a reload cannot; "
-                                + (running or Running("unknown")).restart_advice()))
+        rows.append(
+            (
+                "restart",
+                f"{paint('pending', colour)} for {', '.join(show(p) for p in pending[:20])}: "
+                "the configuration changed them, a reload cannot; " + (running or Running("unknown")).restart_advice(),
+            )
+        )
     return rows
 
 
-def render_health(h: dict[str, Any], colour: bool = False, running: Running | None = None, columns: int = 80) -> list[str]:
-    return [line for label, value in health_rows(h, colour, running) for line in fit(f"{label:<11} {value}", 12, columns)]
-
+def render_health(
+    h: dict[str, Any], colour: bool = False, running: Running | None = None, columns: int = 80
+) -> list[str]:
+    return [
+        line for label, value in health_rows(h, colour, running) for line in fit(f"{label:<11} {value}", 12, columns)
+    ]
 
 
 def project_line(project: dict[str, Any], running: Running | None = None) -> str:
@@ -99,4 +130,3 @@ def project_line(project: dict[str, Any], running: Running | None = None) -> str
         when = datetime.fromtimestamp(float(following["switched_at"])).strftime("%Y-%m-%d %H:%M:%S")
         line += f", last at {when} from {following.get('previous') or '(none)'}"
     return line
-

@@ -48,8 +48,10 @@ COMMANDS: tuple[Command, ...] = (
     cmd_proxies.COMMAND,
     cmd_completion.COMMAND,
 )
-EXIT_STATUS = ("Exit codes: 0 ok; 1 degraded/overloaded, a failed check, no journal/entries found, or a frame past "
-               "the end of the timeline; 2 daemon unreachable or not answering within --timeout; 3 usage error.")
+EXIT_STATUS = (
+    "Exit codes: 0 ok; 1 degraded/overloaded, a failed check, no journal/entries found, or a frame past "
+    "the end of the timeline; 2 daemon unreachable or not answering within --timeout; 3 usage error."
+)
 
 
 def url_spec(text: str) -> str:
@@ -67,13 +69,26 @@ def url_spec(text: str) -> str:
 def global_args(p: argparse.ArgumentParser, suppress: bool) -> None:
     """The same flags on the main parser and after each subcommand ('previewctl health --url ...')."""
     default: Any = argparse.SUPPRESS
-    p.add_argument("--url", type=url_spec, default=default if suppress else None,
-                   help="daemon address: http://HOST:PORT, HOST:PORT or a unix socket path (default: "
-                        "$XDG_RUNTIME_DIR/flipedit-preview.sock, then http://127.0.0.1:8081)")
-    p.add_argument("--timeout", type=number(float, above=0, high=3600), default=default if suppress else 3.0, metavar="SECONDS",
-                   help="seconds to wait for the daemon (default 3)")
-    p.add_argument("--no-pager", action="store_true", default=default if suppress else False,
-                   help="accepted for journalctl compatibility; previewctl never pages")
+    p.add_argument(
+        "--url",
+        type=url_spec,
+        default=default if suppress else None,
+        help="daemon address: http://HOST:PORT, HOST:PORT or a unix socket path (default: "
+        "$XDG_RUNTIME_DIR/flipedit-preview.sock, then http://127.0.0.1:8081)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=number(float, above=0, high=3600),
+        default=default if suppress else 3.0,
+        metavar="SECONDS",
+        help="seconds to wait for the daemon (default 3)",
+    )
+    p.add_argument(
+        "--no-pager",
+        action="store_true",
+        default=default if suppress else False,
+        help="accepted for journalctl compatibility; previewctl never pages",
+    )
 
 
 def did_you_mean(message: str) -> str:
@@ -92,7 +107,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="previewctl", description="Inspect and troubleshoot the FlipEdit preview daemon.", epilog=EXIT_STATUS)
+    parser = Parser(
+        prog="previewctl", description="Inspect and troubleshoot the FlipEdit preview daemon.", epilog=EXIT_STATUS
+    )
     parser.add_argument("--version", action="version", version=f"previewctl {__version__}")
     global_args(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -103,4 +120,3 @@ def build_parser() -> argparse.ArgumentParser:
         global_args(p.add_argument_group("global options (also before the command)"), suppress=True)  # type: ignore[arg-type]
     parser.set_defaults(make_parser=build_parser)  # cmd_completion completes this parser without importing this module
     return parser
-

@@ -41,6 +41,8 @@ def is_private_read(path: str) -> bool:
     """What shows the user's media or where it is: frames, the timeline, the debug views (private_reads).
     /health and /metrics stay open: monitoring reads them, and they carry counts, not pictures."""
     return path.startswith(("/get_frame/", "/debug/")) or path in ("/timeline", "/proxies")
+
+
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 BODY_ENDPOINTS = {("PUT", "/timeline")}  # the only requests that carry a body; any other body is refused unread
 
@@ -68,8 +70,11 @@ def peer_of(transport: Any) -> Peer:
         return Peer("unix", f"uid {uid}", uid)
     peer = transport.get_extra_info("peername")
     local = transport.get_extra_info("sockname")
-    return Peer("tcp", str(peer[0]) if isinstance(peer, tuple) else "?",
-                local_port=local[1] if isinstance(local, tuple) and len(local) >= 2 else None)
+    return Peer(
+        "tcp",
+        str(peer[0]) if isinstance(peer, tuple) else "?",
+        local_port=local[1] if isinstance(local, tuple) and len(local) >= 2 else None,
+    )
 
 
 def client_key(peer: Peer | None) -> str:
@@ -94,8 +99,14 @@ class Guard:
     """The checks every request passes on its head, before its body is read and before routing; raises the
     refusal and reports it to ``note`` (``ClientErrors.note``: counted, journaled once per status per minute)."""
 
-    def __init__(self, allowed_hosts: tuple[str, ...] | list[str], token: str, note: Callable[..., None],
-                 own_uid: int | None = None, private_reads: bool = False) -> None:
+    def __init__(
+        self,
+        allowed_hosts: tuple[str, ...] | list[str],
+        token: str,
+        note: Callable[..., None],
+        own_uid: int | None = None,
+        private_reads: bool = False,
+    ) -> None:
         self.allowed_hosts = {h.lower() for h in allowed_hosts}
         self.token = token
         self.note = note
@@ -104,7 +115,8 @@ class Guard:
         self.refused = 0
 
     def check(self, request: Request, peer: Peer | None, body_length: int | None = 0) -> None:
-        """``body_length``: the declared body (Content-Length; None for a chunked one), checked against ``BODY_ENDPOINTS``."""
+        """``body_length``: the declared body (Content-Length; None for a chunked one), checked against "
+        "``BODY_ENDPOINTS``."""
         if peer is None:
             return  # called without a connection (unit tests of routing): nothing to check against
         try:
@@ -170,13 +182,23 @@ class Guard:
         auth = headers.get("authorization", "")
         scheme, _, given = auth.partition(" ")
         if not auth or scheme.lower() != "bearer":
-            raise Unauthorized(f"{what} over TCP needs 'Authorization: Bearer <token>' "
-                               "(the token file in $XDG_RUNTIME_DIR/flipedit-preview/), or use the unix socket",
-                               field="authorization")
+            raise Unauthorized(
+                f"{what} over TCP needs 'Authorization: Bearer <token>' "
+                "(the token file in $XDG_RUNTIME_DIR/flipedit-preview/), or use the unix socket",
+                field="authorization",
+            )
         if not self.token or not hmac.compare_digest(given.strip().encode("latin-1", "replace"), self.token.encode()):
             raise Forbidden("wrong token", field="authorization")
 
     def _note(self, request: Request, peer: Peer, exc: Any) -> None:
-        self.note(exc.status, f"{exc.status} to {peer.address}: {exc.detail} ({request.method} {request.target[:200]})",
-                  "access_denied", CLIENT=peer.address, METHOD=request.method, PATH=request.target,
-                  HOST=request.headers.get("host"), ORIGIN=request.headers.get("origin"), REASON=exc.detail)
+        self.note(
+            exc.status,
+            f"{exc.status} to {peer.address}: {exc.detail} ({request.method} {request.target[:200]})",
+            "access_denied",
+            CLIENT=peer.address,
+            METHOD=request.method,
+            PATH=request.target,
+            HOST=request.headers.get("host"),
+            ORIGIN=request.headers.get("origin"),
+            REASON=exc.detail,
+        )

@@ -65,7 +65,9 @@ class ClientProtocol(asyncio.Protocol):
         victims = self.server.slots.make_room(key)
         if victims is None:
             self.flow = FlowControl(transport)
-            self.arrived = accepted  # a refusal at accept is timed from the accept; any other from its request's first bytes
+            self.arrived = (
+                accepted  # a refusal at accept is timed from the accept; any other from its request's first bytes
+            )
             self._refuse_at_accept()
             return
         for victim in victims:
@@ -80,8 +82,13 @@ class ClientProtocol(asyncio.Protocol):
     @property
     def idle(self) -> bool:
         """Between requests (or before the first): may be closed to make room for a new connection."""
-        return (self.task is None and not self.http.mid_request and not self.lingering and self.transport is not None
-                and not self.transport.is_closing())
+        return (
+            self.task is None
+            and not self.http.mid_request
+            and not self.lingering
+            and self.transport is not None
+            and not self.transport.is_closing()
+        )
 
     def evict(self) -> None:
         """Closed to make room for a new connection (``intake.ConnectionSlots`` chose it: silent, or idle longest)."""
@@ -148,7 +155,9 @@ class ClientProtocol(asyncio.Protocol):
             self.arrived = time.perf_counter()
         self.http.receive(data)
         if self.task is not None or self.flow.write_paused:
-            self.flow.hold(len(data))  # served once this connection is ready again; past the high-water mark, reading pauses
+            self.flow.hold(
+                len(data)
+            )  # served once this connection is ready again; past the high-water mark, reading pauses
             return
         self._pump()
 
@@ -186,8 +195,12 @@ class ClientProtocol(asyncio.Protocol):
             except ProtocolFailure as failure:
                 error = failure.error
                 self._release()
-                self.service.note_client_error(error.status, f"{error.status} from {self.client}: {error.detail}",
-                                               "protocol_error", CLIENT=self.client)
+                self.service.note_client_error(
+                    error.status,
+                    f"{error.status} from {self.client}: {error.detail}",
+                    "protocol_error",
+                    CLIENT=self.client,
+                )
                 self._write(Response.from_error(error, protocol=True))
                 return None
             if not isinstance(event, Head):
@@ -229,11 +242,15 @@ class ClientProtocol(asyncio.Protocol):
         budget = self.server.bodies
         if not budget.fits_ever(size):
             error = PayloadTooLarge(f"a body of {size} bytes exceeds max_buffered_body_bytes ({budget.limit})")
-            self.service.note_client_error(413, f"413 from {self.client}: {error.detail}", "protocol_error", CLIENT=self.client)
+            self.service.note_client_error(
+                413, f"413 from {self.client}: {error.detail}", "protocol_error", CLIENT=self.client
+            )
             raise error
         if not budget.reserve(size):
-            raise self.service.refuse("bodies", f"{budget.used} bytes of request bodies already buffered "
-                                                f"(max_buffered_body_bytes {budget.limit})")
+            raise self.service.refuse(
+                "bodies",
+                f"{budget.used} bytes of request bodies already buffered (max_buffered_body_bytes {budget.limit})",
+            )
         self.charged = size
 
     def _release(self) -> None:
@@ -290,8 +307,13 @@ class ClientProtocol(asyncio.Protocol):
         try:
             return self.http.send_response(response, head_only)
         except Exception as exc:  # noqa: BLE001 - a connection-level bug must cost one connection, not the daemon
-            self.service.note_client_error(500, f"cannot answer {self.client}: {type(exc).__name__}: {exc}", "protocol_error",
-                                           "err", CLIENT=self.client)
+            self.service.note_client_error(
+                500,
+                f"cannot answer {self.client}: {type(exc).__name__}: {exc}",
+                "protocol_error",
+                "err",
+                CLIENT=self.client,
+            )
             if self.transport is not None:
                 self.transport.abort()
             return None
@@ -370,10 +392,12 @@ class ClientProtocol(asyncio.Protocol):
         self.timer = None
         if self.task is None and self.transport is not None:
             self._release()
-            self.service.note_client_error(408, f"408 from {self.client}: request not complete in time", "protocol_error",
-                                           CLIENT=self.client)
-            self._write(Response.from_error(RequestTimeout(
-                f"request not received within {self.server.request_timeout:.0f} s")))
+            self.service.note_client_error(
+                408, f"408 from {self.client}: request not complete in time", "protocol_error", CLIENT=self.client
+            )
+            self._write(
+                Response.from_error(RequestTimeout(f"request not received within {self.server.request_timeout:.0f} s"))
+            )
 
     def settle(self, final: bool = False) -> bool:
         """One drain step for this connection (see ``Server.shutdown``); True once nothing more is owed on it.
@@ -391,7 +415,11 @@ class ClientProtocol(asyncio.Protocol):
         grace_over = final or time.monotonic() - self.server.lifecycle.since >= DRAIN_GRACE
         if self.http.mid_request:
             if grace_over:
-                self._write(Response.from_error(self.service.refuse("stopping", "the daemon stopped before this request arrived whole")))
+                self._write(
+                    Response.from_error(
+                        self.service.refuse("stopping", "the daemon stopped before this request arrived whole")
+                    )
+                )
             return grace_over
         if transport.get_write_buffer_size() and not final:
             return False  # the last answer is still being written

@@ -87,7 +87,9 @@ class ServiceAPI(Protocol):
     def refusal_written(self, seconds: float) -> None:
         """A 503 was written, ``seconds`` after its request's first bytes were read (or its connection accepted)."""
 
-    def note_client_error(self, status: int, what: str, event: str = "", priority: str = "notice", **fields: object) -> None:
+    def note_client_error(
+        self, status: int, what: str, event: str = "", priority: str = "notice", **fields: object
+    ) -> None:
         """An answer that is the client's fault (protocol error, access refusal): counted and summarised, never
         one journal entry per request (``rejections.ClientErrors``)."""
 

@@ -234,8 +234,8 @@ class ProxyManager:
     # --- what the daemon tells it ----------------------------------------------------------------
 
     def note(self, timeline: Timeline, force: bool = False, min_cost: float | None = None) -> int:
-        """Queue the videos of ``timeline`` not yet seen (all of them again with ``force``); returns how many were queued.
-        Called on the loop at each tick: cheap when the revision is the one already seen."""
+        """Queue the videos of ``timeline`` not yet seen (all of them again with ``force``); returns how many were
+        queued. Called on the loop at each tick: cheap when the revision is the one already seen."""
         if not self.enabled or (timeline.revision == self._revision and not force):
             return 0
         self._revision = timeline.revision

@@ -356,7 +356,8 @@ class Entry:
 
 
 class Store:
-    """The store's root directory. Reading needs nothing else; writing and eviction happen in the daemon and the maker."""
+    """The store's root directory. Reading needs nothing else; writing and eviction happen in the daemon and the "
+    "maker."""
 
     def __init__(self, root: Path | str, budget: int = 4 << 30) -> None:
         self.root = Path(root)

@@ -103,13 +103,24 @@ class Admission:
         self.in_flight: list[Pending] = []
         self.rate = RateMeter()
         self.rejections: deque[tuple[float, str]] = deque()
-        self.counters: dict[str, int] = {"admitted": 0, "joined": 0, "rejected": 0, "expired": 0, "cancelled": 0,
-                                         "ahead_queued": 0, "ahead_started": 0, "ahead_taken_over": 0, "ahead_dropped": 0}
+        self.counters: dict[str, int] = {
+            "admitted": 0,
+            "joined": 0,
+            "rejected": 0,
+            "expired": 0,
+            "cancelled": 0,
+            "ahead_queued": 0,
+            "ahead_started": 0,
+            "ahead_taken_over": 0,
+            "ahead_dropped": 0,
+        }
         # Render-ahead jobs: looked at only when no real job is eligible, at most ``ahead_limit`` running.
         self.ahead: OrderedDict[Key, Pending] = OrderedDict()
         self.ahead_limit = 0
         self.closed = False
-        self.waiting: dict[int, Reach | None] = {}  # takers waiting for a job -> their reach (a job near one goes to it)
+        self.waiting: dict[
+            int, Reach | None
+        ] = {}  # takers waiting for a job -> their reach (a job near one goes to it)
         self._cond = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -187,8 +198,9 @@ class Admission:
                     self._cond.notify_all()  # every waiting taker looks: the one whose decoders are near takes it
                     loop.call_later(self.queue_timeout, self._expire, ahead)
                     return ahead
-                pending = Pending(key, time.monotonic() + self.queue_timeout, loop.create_future(), waiters=1,
-                                  revision=revision)
+                pending = Pending(
+                    key, time.monotonic() + self.queue_timeout, loop.create_future(), waiters=1, revision=revision
+                )
                 self.queue[key] = pending
                 self.counters["admitted"] += 1
                 self._cond.notify_all()  # every waiting taker looks: the one whose decoders are near takes it
@@ -227,8 +239,13 @@ class Admission:
                 return False
             if any(p.key == key for p in self.in_flight):
                 return False
-            pending = Pending(key, time.monotonic() + ttl, asyncio.get_running_loop().create_future(),
-                              speculative=True, revision=revision)
+            pending = Pending(
+                key,
+                time.monotonic() + ttl,
+                asyncio.get_running_loop().create_future(),
+                speculative=True,
+                revision=revision,
+            )
             self.ahead[key] = pending
             self.counters["ahead_queued"] += 1
             self._cond.notify()
@@ -271,7 +288,9 @@ class Admission:
                 del self.queue[pending.key]
                 self.counters["expired"] += 1
         for pending in expired:
-            self._resolve(pending, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
+            self._resolve(
+                pending, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker")
+            )
 
     # --- the takers' side (the dispatcher's threads) --------------------------------------------
 
@@ -302,13 +321,20 @@ class Admission:
         others = [r for who, r in self.waiting.items() if who != me and r is not None]
         nearest: int | None = None
         for pending in self.queue.values():
-            if (pending.key not in busy or pending.revision == UNREAD
-                    or (pending.revision and (pending.key, pending.revision) not in rendering)):
+            if (
+                pending.key not in busy
+                or pending.revision == UNREAD
+                or (pending.revision and (pending.key, pending.revision) not in rendering)
+            ):
                 frame = pending.key[0]
                 mine = reach is not None and isinstance(frame, int) and reach[0] <= frame < reach[1]
                 late = pending.deadline - time.monotonic() < self.queue_timeout / 2
-                if (not mine and not late and isinstance(frame, int)
-                        and any(low <= frame < high for low, high in others)):
+                if (
+                    not mine
+                    and not late
+                    and isinstance(frame, int)
+                    and any(low <= frame < high for low, high in others)
+                ):
                     continue  # another waiting taker's decoders are in this frame's GOP: it is theirs
                 if chosen is None:
                     chosen = pending
@@ -359,7 +385,9 @@ class Admission:
                     pending.started = time.monotonic()
                     self.in_flight.append(pending)
                     return pending
-            self._resolve(expired, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker"))
+            self._resolve(
+                expired, error=self.reject("deadline", f"waited over {self.queue_timeout:.1f} s for a worker")
+            )
 
     def follow(self, pending: Pending) -> bool:
         """From its taker, once it has read its timeline (``pending.revision``): when a render of that very key
@@ -368,8 +396,13 @@ class Admission:
         starts at once beside any render in flight; this is where two such requests after one change meet."""
         with self._cond:
             for other in self.in_flight:
-                if (other is not pending and other.key == pending.key and other.revision == pending.revision
-                        and not other.speculative and not pending.speculative):
+                if (
+                    other is not pending
+                    and other.key == pending.key
+                    and other.revision == pending.revision
+                    and not other.speculative
+                    and not pending.speculative
+                ):
                     self.in_flight.remove(pending)
                     other.followers.append(pending)
                     other.waiters += pending.waiters

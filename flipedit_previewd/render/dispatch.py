@@ -105,9 +105,19 @@ class LoopHooks:
 
 
 class Dispatcher:
-    def __init__(self, admission: Admission, pool: WorkerPool, cache: FrameCache, ahead: RenderAhead, metrics: Metrics,
-                 timeline: Callable[[], Timeline], roots: Callable[[Timeline], Sequence[str]],
-                 hooks: LoopHooks | None = None, budget: float = 5.0, heavy_ttl: float = 60.0) -> None:
+    def __init__(
+        self,
+        admission: Admission,
+        pool: WorkerPool,
+        cache: FrameCache,
+        ahead: RenderAhead,
+        metrics: Metrics,
+        timeline: Callable[[], Timeline],
+        roots: Callable[[Timeline], Sequence[str]],
+        hooks: LoopHooks | None = None,
+        budget: float = 5.0,
+        heavy_ttl: float = 60.0,
+    ) -> None:
         self.admission = admission
         self.pool = pool
         self.cache = cache
@@ -121,11 +131,15 @@ class Dispatcher:
         self.rendering: Callable[[bool], None] = lambda busy: None
         self.budget = budget
         self.heavy = HeavyFrames(heavy_ttl)
-        self.position: list[Reach | None] = []  # per worker: the frames its decoders serve without a seek (admission locality)
+        self.position: list[
+            Reach | None
+        ] = []  # per worker: the frames its decoders serve without a seek (admission locality)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        pool.on_event = lambda event, message, worker, **fields: self._post(self.hooks.worker_event, event, message, worker, fields)
+        pool.on_event = lambda event, message, worker, **fields: self._post(
+            self.hooks.worker_event, event, message, worker, fields
+        )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Spawn the worker processes (unless already running) and one dispatcher thread each."""
@@ -155,8 +169,11 @@ class Dispatcher:
         """
         left = self.heavy.left(etag)
         if left:
-            raise HeavyFrameRefused(f"frame {key[0]} of this timeline ran past the render budget of {self.budget:.1f} s; "
-                                    f"refused for {left:.0f} s more", limit="render_budget")
+            raise HeavyFrameRefused(
+                f"frame {key[0]} of this timeline ran past the render budget of {self.budget:.1f} s; "
+                f"refused for {left:.0f} s more",
+                limit="render_budget",
+            )
         pending = self.admission.submit(key, revision)
         shared = pending.waiters > 1
         try:
@@ -167,10 +184,18 @@ class Dispatcher:
         return replace(result, shared=True) if shared else result
 
     def snapshot(self) -> QueueSnapshot:
-        """What admission holds now, for /health, STATUS=, /metrics and /debug/timeline (they read this, not admission)."""
+        """What admission holds now, for /health, STATUS=, /metrics and /debug/timeline (they read this, not "
+        "admission)."""
         a = self.admission
-        return QueueSnapshot(len(a.queue), len(a.in_flight), len(a.ahead), a.ahead_running(), a.rate.rate(),
-                             a.rejected_recently(60), dict(a.counters))
+        return QueueSnapshot(
+            len(a.queue),
+            len(a.in_flight),
+            len(a.ahead),
+            a.ahead_running(),
+            a.rate.rate(),
+            a.rejected_recently(60),
+            dict(a.counters),
+        )
 
     # --- the dispatcher's threads ------------------------------------------------------------
 
@@ -200,8 +225,9 @@ class Dispatcher:
         self._post(self.hooks.timeline_read)
         return timeline
 
-    def _render(self, index: int, frame: int, spec: OutputSpec, timeline: Timeline, etag: str,
-                speculative: bool = False) -> RenderOutcome:
+    def _render(
+        self, index: int, frame: int, spec: OutputSpec, timeline: Timeline, etag: str, speculative: bool = False
+    ) -> RenderOutcome:
         """Through worker ``index``'s process; past the budget the frame is marked heavy (then refused at once)."""
         try:
             return self.pool.render(index, frame, spec, timeline, self.budget, tuple(self.roots(timeline)), speculative)
@@ -216,13 +242,17 @@ class Dispatcher:
         self.metrics.queue_wait.observe(queue_ms / 1000)
         try:
             timeline = self._read()
-            pending.revision = timeline.revision  # what this render shows (admission: newer requests need not wait for it)
+            pending.revision = (
+                timeline.revision
+            )  # what this render shows (admission: newer requests need not wait for it)
             if self.admission.follow(pending):
                 return  # the same picture is being rendered for another job: answered with it
             etag = frame_etag(timeline, frame, spec)
             cached = self.cache.get(etag)
             if cached is not None:
-                self.admission.finish(pending, FrameResult(cached[0], cached[1], etag, 0.0, queue_ms, True, source=cached[2]))
+                self.admission.finish(
+                    pending, FrameResult(cached[0], cached[1], etag, 0.0, queue_ms, True, source=cached[2])
+                )
                 return
             self.rendering(True)
             try:
@@ -242,7 +272,12 @@ class Dispatcher:
             self._post(self.hooks.media_problem, path, problem)
         self.metrics.render_time.observe(outcome.render_ms / 1000)
         self.cache.put(etag, (result.body, result.content_type, result.source), len(result.body))
-        self.admission.finish(pending, FrameResult(result.body, result.content_type, etag, outcome.render_ms, queue_ms, False, source=result.source))
+        self.admission.finish(
+            pending,
+            FrameResult(
+                result.body, result.content_type, etag, outcome.render_ms, queue_ms, False, source=result.source
+            ),
+        )
 
     def _run_ahead(self, index: int, pending: Pending) -> None:
         """A render-ahead job, only if its revision is still the current one and the frame is not cached."""
@@ -255,8 +290,12 @@ class Dispatcher:
             elif etag not in self.cache and etag not in self.heavy:
                 outcome = self._render(index, frame, spec, timeline, etag, speculative=True)
                 self.ahead.counters["rendered"] += 1
-                self.cache.put(etag, (outcome.result.body, outcome.result.content_type, outcome.result.source), len(outcome.result.body),
-                               ahead=True)
+                self.cache.put(
+                    etag,
+                    (outcome.result.body, outcome.result.content_type, outcome.result.source),
+                    len(outcome.result.body),
+                    ahead=True,
+                )
         except Exception:  # noqa: BLE001 - a guess that failed costs nothing; the real request will report it
             self.ahead.counters["failed"] += 1
         finally:

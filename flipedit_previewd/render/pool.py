@@ -41,6 +41,7 @@ from flipedit_previewd.worker.wire import WorkerSettings
 if TYPE_CHECKING:  # the configuration module is not needed before the workers are started (cold start)
     from flipedit_previewd.config.schema import Config
 
+
 class BudgetExceeded(GatewayTimeout):
     """The render ran past ``render_budget``; its worker was replaced."""
 
@@ -66,8 +67,10 @@ class RenderOutcome:
 # The daemon's import path travels in the environment (/proc/PID/environ is readable by its owner only;
 # argv is readable by every local user) and is dropped from it at once.
 _PATH_VARIABLE = "FLIPEDIT_WORKER_SYS_PATH"
-_CHILD_CODE = (f"import json, os, sys; sys.path[:] = json.loads(os.environ.pop({_PATH_VARIABLE!r})); "
-               "from flipedit_previewd.worker.main import child_main; child_main()")
+_CHILD_CODE = (
+    f"import json, os, sys; sys.path[:] = json.loads(os.environ.pop({_PATH_VARIABLE!r})); "
+    "from flipedit_previewd.worker.main import child_main; child_main()"
+)
 
 
 class _Child:
@@ -86,8 +89,19 @@ class _Child:
             # venv, the .deb) under the same isolation, and -P keeps the working directory off the path.
             flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
             self.popen = subprocess.Popen(
-                [sys.executable, *flags, "-P", "-c", _CHILD_CODE, f"flipedit-previewd-worker-{index}", str(theirs.fileno())],
-                stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env={**os.environ, _PATH_VARIABLE: json.dumps(sys.path)})
+                [
+                    sys.executable,
+                    *flags,
+                    "-P",
+                    "-c",
+                    _CHILD_CODE,
+                    f"flipedit-previewd-worker-{index}",
+                    str(theirs.fileno()),
+                ],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                env={**os.environ, _PATH_VARIABLE: json.dumps(sys.path)},
+            )
             self.conn = Connection(ours.detach())
         self.conn.send(wire.Start(settings, os.getpid()))
 
@@ -137,8 +151,15 @@ class Worker:
     def snapshot(self, now: float, hung: bool) -> dict[str, Any]:
         age = now - self.since
         state = WorkerState.HUNG if hung else self.state
-        return {"index": self.index, "pid": self.process.pid, "state": state.value, "frame": self.frame,
-                "since_s": round(age, 3), "completed": self.completed, "media_roots": list(self.locked or ())}
+        return {
+            "index": self.index,
+            "pid": self.process.pid,
+            "state": state.value,
+            "frame": self.frame,
+            "since_s": round(age, 3),
+            "completed": self.completed,
+            "media_roots": list(self.locked or ()),
+        }
 
 
 class WorkerPool:
@@ -168,8 +189,14 @@ class WorkerPool:
     def for_config(cls, config: Config) -> WorkerPool:
         from flipedit_previewd.proxy.store import default_root
 
-        proxy_root = (os.path.expanduser(config.proxy_dir) if config.proxy_dir else str(default_root())) if config.proxies else ""
-        settings = WorkerSettings(config.source_cache_bytes, config.max_source_pixels, proxy_root, (config.proxy_width, config.proxy_height))
+        proxy_root = (
+            (os.path.expanduser(config.proxy_dir) if config.proxy_dir else str(default_root()))
+            if config.proxies
+            else ""
+        )
+        settings = WorkerSettings(
+            config.source_cache_bytes, config.max_source_pixels, proxy_root, (config.proxy_width, config.proxy_height)
+        )
         return cls(config.workers, settings, config.hang_threshold)
 
     def start(self) -> None:
@@ -181,8 +208,16 @@ class WorkerPool:
         child = _Child(index, self.settings)
         return Worker(index, child, child.conn)
 
-    def render(self, index: int, frame: int, spec: OutputSpec, timeline: Timeline, budget: float | None = None,
-               roots: tuple[str, ...] = (), speculative: bool = False) -> RenderOutcome:
+    def render(
+        self,
+        index: int,
+        frame: int,
+        spec: OutputSpec,
+        timeline: Timeline,
+        budget: float | None = None,
+        roots: tuple[str, ...] = (),
+        speculative: bool = False,
+    ) -> RenderOutcome:
         """One job through worker ``index``'s process, blocking (from its dispatcher thread, or at warm-up).
 
         A worker found dead before the job is replaced first, and so is one confined to other
@@ -203,8 +238,13 @@ class WorkerPool:
                 self._respawn(worker)
                 worker = self.workers[index]
             if worker.locked is not None and not wire.covers(worker.locked, roots):
-                self._note("worker_replaced", f"worker {index} replaced for other media roots: its sandbox allows "
-                           f"{', '.join(worker.locked) or 'none'}; the job needs {', '.join(roots)}", worker, REASON="media roots")
+                self._note(
+                    "worker_replaced",
+                    f"worker {index} replaced for other media roots: its sandbox allows "
+                    f"{', '.join(worker.locked) or 'none'}; the job needs {', '.join(roots)}",
+                    worker,
+                    REASON="media roots",
+                )
                 self._respawn(worker)
                 worker = self.workers[index]
             sources = self._sources(timeline, frame)
@@ -213,7 +253,12 @@ class WorkerPool:
                 self._next_job += 1
                 job = wire.Job(self._next_job, frame, spec, timeline.revision, broken, roots, speculative)
             with self._state_lock:  # replace_hung decides on (state, job_id): never on half of a change
-                worker.state, worker.since, worker.frame, worker.hung_reported = WorkerState.RENDERING, time.monotonic(), frame, False
+                worker.state, worker.since, worker.frame, worker.hung_reported = (
+                    WorkerState.RENDERING,
+                    time.monotonic(),
+                    frame,
+                    False,
+                )
                 worker.job_id = job.job_id
             try:
                 if worker.sandbox is None:
@@ -227,26 +272,47 @@ class WorkerPool:
                     worker.locked = roots  # the worker confines itself to the roots of its first job
                 worker.conn.send(job)
                 if budget is not None and not worker.conn.poll(budget):
-                    self._note("render_budget", f"render of frame {frame} ran past its budget of {budget:.1f} s; worker {index} replaced", worker)
+                    self._note(
+                        "render_budget",
+                        f"render of frame {frame} ran past its budget of {budget:.1f} s; worker {index} replaced",
+                        worker,
+                    )
                     self._respawn(worker)
-                    raise BudgetExceeded(f"render of frame {frame} exceeded the render budget of {budget:.1f} s; cancelled")
+                    raise BudgetExceeded(
+                        f"render of frame {frame} exceeded the render budget of {budget:.1f} s; cancelled"
+                    )
                 # maxlength: a longer message is refused before it is allocated (OSError: the crash path)
                 limit = wire.body_limit(spec.width, spec.height)
-                reply = wire.decode_answer(worker.conn.recv_bytes(wire.HEADER.size + wire.MAX_META + limit), job.job_id, spec.content_type, limit)
+                reply = wire.decode_answer(
+                    worker.conn.recv_bytes(wire.HEADER.size + wire.MAX_META + limit),
+                    job.job_id,
+                    spec.content_type,
+                    limit,
+                )
             except wire.WireError as exc:
-                self._note("worker_bad_reply", f"worker {index} sent a malformed reply to frame {frame} ({exc}); replaced",
-                           worker, REASON=str(exc))
+                self._note(
+                    "worker_bad_reply",
+                    f"worker {index} sent a malformed reply to frame {frame} ({exc}); replaced",
+                    worker,
+                    REASON=str(exc),
+                )
                 self._respawn(worker)
                 raise BadReply(f"worker {index} sent a malformed reply; it was replaced") from None
             except (EOFError, OSError, ValueError) as exc:
                 killed = worker.killed_for_hang
                 self._respawn(worker)
                 if killed:
-                    raise GatewayTimeout(f"render of frame {frame} hung for over {self.hang_threshold:.0f} s; worker replaced") from None
+                    raise GatewayTimeout(
+                        f"render of frame {frame} hung for over {self.hang_threshold:.0f} s; worker replaced"
+                    ) from None
                 attempts += 1
                 newly_broken = self._count_crash(sources)
-                self._note("worker_died", f"worker {index} died rendering frame {frame} ({exc or type(exc).__name__}); "
-                           f"{'retrying on a fresh worker' if attempts == 1 else 'giving up'}", worker)
+                self._note(
+                    "worker_died",
+                    f"worker {index} died rendering frame {frame} ({exc or type(exc).__name__}); "
+                    f"{'retrying on a fresh worker' if attempts == 1 else 'giving up'}",
+                    worker,
+                )
                 if attempts == 1 or newly_broken:
                     continue  # once on a fresh worker; or again with the crashing sources as placeholders
                 raise WorkerCrashed(f"worker {index} died twice rendering frame {frame}") from None
@@ -257,12 +323,27 @@ class WorkerPool:
                 self.completed += 1
             for attempt in reply.attempts:
                 what = "refused" if attempt.refused else "NOT refused"
-                self._note("sandbox_violation", f"worker {index} tried to {attempt.what}: {what} ({attempt.error or 'no error'})",
-                           worker, ATTEMPT=attempt.what, REFUSED=int(attempt.refused), ERRNO=attempt.error)
+                self._note(
+                    "sandbox_violation",
+                    f"worker {index} tried to {attempt.what}: {what} ({attempt.error or 'no error'})",
+                    worker,
+                    ATTEMPT=attempt.what,
+                    REFUSED=int(attempt.refused),
+                    ERRNO=attempt.error,
+                )
             if isinstance(reply, wire.Failed):
                 raise RenderFailed(reply.message)
-            return RenderOutcome(RenderResult(reply.body, reply.content_type, list(reply.problems), reply.clips, reach=reply.reach,
-                                              source=reply.source), reply.render_ms)
+            return RenderOutcome(
+                RenderResult(
+                    reply.body,
+                    reply.content_type,
+                    list(reply.problems),
+                    reply.clips,
+                    reach=reply.reach,
+                    source=reply.source,
+                ),
+                reply.render_ms,
+            )
 
     def _hello(self, worker: Worker) -> None:
         """The first message of a worker process: what confinement it applied (wire.py "hello")."""
@@ -321,7 +402,11 @@ class WorkerPool:
         # check and the kill (the next job would get this one's 504). A job whose answer arrived just
         # before is still returned; the process is then found dead before the next job and replaced.
         with self._state_lock:
-            if worker.state is not WorkerState.RENDERING or worker.job_id != job_id or self.workers[worker.index] is not worker:
+            if (
+                worker.state is not WorkerState.RENDERING
+                or worker.job_id != job_id
+                or self.workers[worker.index] is not worker
+            ):
                 return
             worker.killed_for_hang = True
             try:

@@ -140,7 +140,11 @@ def _check_rect(rect: Rect, name: str) -> None:
     values = (rect.left, rect.top, rect.width, rect.height)
     if not all(math.isfinite(v) for v in values):
         raise BadRow(f"{name}: not finite")
-    if not (0 < rect.width <= 4 * MAX_CANVAS_SIDE and 0 < rect.height <= 4 * MAX_CANVAS_SIDE) or abs(rect.left) > 1e6 or abs(rect.top) > 1e6:
+    if (
+        not (0 < rect.width <= 4 * MAX_CANVAS_SIDE and 0 < rect.height <= 4 * MAX_CANVAS_SIDE)
+        or abs(rect.left) > 1e6
+        or abs(rect.top) > 1e6
+    ):
         raise BadRow(f"{name}: width and height must be positive and bounded")
 
 
@@ -159,8 +163,14 @@ def _fetch(conn: sqlite3.Connection, sql: str, max_rows: int) -> list[Any]:
     return rows
 
 
-def read_timeline(conn: sqlite3.Connection, canvas: tuple[int, int], fps: float, source: str,
-                  max_rows: int = MAX_ROWS, skipped: list[str] | None = None) -> Timeline:
+def read_timeline(
+    conn: sqlite3.Connection,
+    canvas: tuple[int, int],
+    fps: float,
+    source: str,
+    max_rows: int = MAX_ROWS,
+    skipped: list[str] | None = None,
+) -> Timeline:
     """The database's timeline; rows whose values are not valid are skipped and described in ``skipped``."""
     skipped = [] if skipped is None else skipped
     conn.text_factory = _decode
@@ -170,9 +180,11 @@ def read_timeline(conn: sqlite3.Connection, canvas: tuple[int, int], fps: float,
     conn.execute("BEGIN")
     try:
         track_rows = _fetch(conn, 'SELECT id, "order", is_visible, type FROM tracks', max_rows)
-        clip_rows = _fetch(conn,
+        clip_rows = _fetch(
+            conn,
             "SELECT id, track_id, type, source_path, start_time_on_track_ms, end_time_on_track_ms, "
-            f"start_time_in_source_ms, end_time_in_source_ms, {meta_col}{extra} FROM clips", max_rows
+            f"start_time_in_source_ms, end_time_in_source_ms, {meta_col}{extra} FROM clips",
+            max_rows,
         )
     finally:
         conn.execute("COMMIT")
@@ -182,9 +194,14 @@ def read_timeline(conn: sqlite3.Connection, canvas: tuple[int, int], fps: float,
             clip_id, track_id = _integer(row[0], "id"), _integer(row[1], "track_id")
             rect, flip = _rect_from_metadata(row[8])
             if version == 3:
-                x, y, w, h = (_number(v, name, -1e6, 4 * MAX_CANVAS_SIDE) if v is not None else None
-                              for v, name in zip(row[9:13], ("preview_position_x", "preview_position_y", "preview_width",
-                                                              "preview_height"), strict=True))
+                x, y, w, h = (
+                    _number(v, name, -1e6, 4 * MAX_CANVAS_SIDE) if v is not None else None
+                    for v, name in zip(
+                        row[9:13],
+                        ("preview_position_x", "preview_position_y", "preview_width", "preview_height"),
+                        strict=True,
+                    )
+                )
                 if w is not None and h is not None and w > 0 and h > 0:
                     rect = Rect(x or 0.0, y or 0.0, w, h)
                     _check_rect(rect, "preview rectangle")
@@ -194,9 +211,19 @@ def read_timeline(conn: sqlite3.Connection, canvas: tuple[int, int], fps: float,
             start, end = _number(row[4], "start_time_on_track_ms"), _number(row[5], "end_time_on_track_ms")
             if end < start:
                 raise BadRow("end_time_on_track_ms: before start_time_on_track_ms")
-            clip = Clip(clip_id, track_id, _text(row[2], "type") or "video", path, start, end,
-                        _number(row[6], "start_time_in_source_ms"), _number(row[7], "end_time_in_source_ms"),
-                        rect, flip, stat_of(path) if path else None)
+            clip = Clip(
+                clip_id,
+                track_id,
+                _text(row[2], "type") or "video",
+                path,
+                start,
+                end,
+                _number(row[6], "start_time_in_source_ms"),
+                _number(row[7], "end_time_in_source_ms"),
+                rect,
+                flip,
+                stat_of(path) if path else None,
+            )
         except Exception as exc:  # noqa: BLE001 - anything one row raises (RecursionError, MemoryError...) skips that row
             skipped.append(f"clip {_ident(row[0])}: {describe(exc)}")
             continue
@@ -205,7 +232,9 @@ def read_timeline(conn: sqlite3.Connection, canvas: tuple[int, int], fps: float,
     for r in track_rows:
         try:
             track_id, order = _integer(r[0], "tracks.id"), int(_number(r[1], "order", -1e9, 1e9))
-            track = Track(track_id, order, bool(r[2]), tuple(by_track.get(track_id, ())), _text(r[3], "tracks.type") or "video")
+            track = Track(
+                track_id, order, bool(r[2]), tuple(by_track.get(track_id, ())), _text(r[3], "tracks.type") or "video"
+            )
         except Exception as exc:  # noqa: BLE001 - as for clips
             skipped.append(f"track {_ident(r[0])}: {describe(exc)}")
             continue
@@ -247,7 +276,7 @@ def _assets_beside(conn: sqlite3.Connection) -> list[str] | None:
 
 def asset_dirs_of(rows: list[Any]) -> list[str]:
     dirs = set()
-    for (value, *_) in rows:
+    for value, *_ in rows:
         try:
             text = _text(value, "source_path")
         except BadRow:
@@ -263,8 +292,13 @@ def discover_project(metadata_db: str) -> str | None:
     if not os.path.exists(path):
         return None
     try:
-        row = read_readonly(path, DB_READ_TIMEOUT, lambda conn: conn.execute(
-            "SELECT database_path FROM project_metadata_table ORDER BY last_modified_at DESC, id DESC LIMIT 1").fetchone())
+        row = read_readonly(
+            path,
+            DB_READ_TIMEOUT,
+            lambda conn: conn.execute(
+                "SELECT database_path FROM project_metadata_table ORDER BY last_modified_at DESC, id DESC LIMIT 1"
+            ).fetchone(),
+        )
     except Exception:  # noqa: BLE001 - an unreadable list is no project, whatever the reason
         return None
     return str(row[0]) if row and row[0] else None
@@ -394,8 +428,14 @@ class ProjectSource:
             try:
                 # In a thread of its own (read_readonly): a read blocked in open() frees this thread, and
                 # ``_read_lock`` that every render waits for, at its deadline.
-                timeline, assets = read_readonly(self.path, self.read_timeout, lambda conn: (
-                    read_timeline(conn, self.canvas, self.fps, self.path, self.max_rows, skipped), _assets_beside(conn)))
+                timeline, assets = read_readonly(
+                    self.path,
+                    self.read_timeout,
+                    lambda conn: (
+                        read_timeline(conn, self.canvas, self.fps, self.path, self.max_rows, skipped),
+                        _assets_beside(conn),
+                    ),
+                )
                 if self.check is not None:
                     try:
                         self.check(timeline)
@@ -424,7 +464,9 @@ class ProjectSource:
                 self.asset_dirs = assets
             self.health.reads += 1
             if skipped:
-                self._note("partial", f"project database {self.path}: {len(skipped)} rows skipped: {'; '.join(skipped[:3])}")
+                self._note(
+                    "partial", f"project database {self.path}: {len(skipped)} rows skipped: {'; '.join(skipped[:3])}"
+                )
                 return timeline
             if self.health.state != "ok":
                 self.health.events.append(("ok", f"project database {self.path} read (revision {timeline.revision})"))
@@ -436,8 +478,12 @@ class ProjectSource:
             with self._lock:
                 self.health.events.append((state, error))
                 if self._signature is None and state != "partial":  # never read: the empty frame says why
-                    self._timeline = empty_timeline(self.canvas, self.fps, source="no project",
-                                                    note=f"Project not readable: {error.removesuffix(KEEPING)}. 'previewctl doctor' says more.")
+                    self._timeline = empty_timeline(
+                        self.canvas,
+                        self.fps,
+                        source="no project",
+                        note=f"Project not readable: {error.removesuffix(KEEPING)}. 'previewctl doctor' says more.",
+                    )
         self.health.state, self.health.error = state, error
 
     def drain_events(self) -> list[tuple[str, str]]:

@@ -57,7 +57,12 @@ class MediaRoots:
         for root in missing:
             if ("missing", root) not in self._reported:
                 self._reported.add(("missing", root))
-                self.log.emit("media_roots", f"configured media root does not exist: {root} (kept; media under it is "
-                              "refused until it does)", "warning", ROOT=root, REASON="does not exist")
+                self.log.emit(
+                    "media_roots",
+                    f"configured media root does not exist: {root} (kept; media under it is refused until it does)",
+                    "warning",
+                    ROOT=root,
+                    REASON="does not exist",
+                )
         self._key, self.last_kept, self.last_skipped, self.last_missing = key, kept, skipped, missing
         return kept

@@ -48,11 +48,16 @@ def letterbox(spec: OutputSpec, canvas: tuple[int, int]) -> tuple[int, int, int,
     """(left, top, width, height) of the canvas inside an output of another aspect ratio: scaled to
     fit and centred, black bars on the two other sides (as a video player shows 16:9 in 4:3)."""
     scale = min(spec.width / canvas[0], spec.height / canvas[1])
-    width, height = max(1, min(spec.width, round(canvas[0] * scale))), max(1, min(spec.height, round(canvas[1] * scale)))
+    width, height = (
+        max(1, min(spec.width, round(canvas[0] * scale))),
+        max(1, min(spec.height, round(canvas[1] * scale))),
+    )
     return (spec.width - width) // 2, (spec.height - height) // 2, width, height
 
 
-def compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, broken: frozenset[str] = frozenset()) -> RenderResult:
+def compose(
+    timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, broken: frozenset[str] = frozenset()
+) -> RenderResult:
     # PNG is the lossless output: always the originals (a proxy is the same frame, not the same pixels)
     media.begin((timeline.canvas_width, timeline.canvas_height), lossless=spec.format == "png")
     media.reach = None
@@ -60,7 +65,9 @@ def compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, 
     if (width, height) == (spec.width, spec.height):
         result = _compose(timeline, frame, spec, media, broken)
     else:
-        inner = _compose(timeline, frame, OutputSpec(width, height, spec.quality, spec.format), media, broken, encoded=False)
+        inner = _compose(
+            timeline, frame, OutputSpec(width, height, spec.quality, spec.format), media, broken, encoded=False
+        )
         assert inner.image is not None
         framed = Image.new("RGB", (spec.width, spec.height), (0, 0, 0))
         framed.paste(inner.image, (left, top))
@@ -71,8 +78,14 @@ def compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, 
     return result
 
 
-def _compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool, broken: frozenset[str] = frozenset(),
-             encoded: bool = True) -> RenderResult:
+def _compose(
+    timeline: Timeline,
+    frame: int,
+    spec: OutputSpec,
+    media: MediaPool,
+    broken: frozenset[str] = frozenset(),
+    encoded: bool = True,
+) -> RenderResult:
     out = (spec.width, spec.height)
     scale = spec.width / timeline.canvas_width
     canvas = Image.new("RGB", out, (0, 0, 0))
@@ -91,8 +104,13 @@ def _compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool,
             if size[0] * size[1] > 16 * out[0] * out[1]:
                 raise MediaError(f"preview rectangle {size[0]}x{size[1]} is too large to scale")
             if kind == "video":
-                image = media.video_frame(clip.source_path, clip.source_stat,
-                                          clip.source_frame(frame, timeline.frame_rate), timeline.frame_rate, size)
+                image = media.video_frame(
+                    clip.source_path,
+                    clip.source_stat,
+                    clip.source_frame(frame, timeline.frame_rate),
+                    timeline.frame_rate,
+                    size,
+                )
                 warning = media.warning(clip.source_path, clip.source_stat)
                 if warning and media.first_report(clip.source_path, warning):
                     problems.append((clip.source_path, warning))  # drawn, but said: journal and /health
@@ -119,7 +137,9 @@ def _compose(timeline: Timeline, frame: int, spec: OutputSpec, media: MediaPool,
     if not layers:
         draw = ImageDraw.Draw(canvas)
         text = "\n".join(textwrap.wrap(timeline.note, max(20, spec.width // 7))[:8]) if timeline.note else EMPTY_MESSAGE
-        draw.multiline_text((spec.width // 2, spec.height // 2), text, fill=(255, 255, 255), anchor="mm", align="center")
+        draw.multiline_text(
+            (spec.width // 2, spec.height // 2), text, fill=(255, 255, 255), anchor="mm", align="center"
+        )
     if not encoded:
         return RenderResult(b"", spec.content_type, problems, len(layers), canvas)
     return RenderResult(encode(canvas, spec), spec.content_type, problems, len(layers))

@@ -67,33 +67,99 @@ class Arch:
 
 # Refused with EPERM, except clone3: its flags live in memory the filter cannot read, so it gets
 # ENOSYS and glibc falls back to clone (pthread_create does), whose flags the filter checks.
-DENIED = ("socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",  # no network, no new IPC
-          "execve", "execveat",  # no program
-          "ptrace", "process_vm_readv", "process_vm_writev",  # no reaching into the daemon or another worker
-          "unshare", "setns",  # no namespaces (clone's namespace flags: below)
-          "io_uring_setup", "io_uring_enter", "io_uring_register",  # io_uring's operations bypass seccomp
-          "bpf", "perf_event_open")
+DENIED = (
+    "socket",
+    "socketpair",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",  # no network, no new IPC
+    "execve",
+    "execveat",  # no program
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",  # no reaching into the daemon or another worker
+    "unshare",
+    "setns",  # no namespaces (clone's namespace flags: below)
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",  # io_uring's operations bypass seccomp
+    "bpf",
+    "perf_event_open",
+)
 
 ARCHES = {
-    "x86_64": Arch("x86_64", 0xC000003E, {
-        "socket": 41, "connect": 42, "accept": 43, "bind": 49, "listen": 50, "socketpair": 53, "clone": 56,
-        "execve": 59, "ptrace": 101, "unshare": 272, "accept4": 288, "perf_event_open": 298, "setns": 308,
-        "process_vm_readv": 310, "process_vm_writev": 311, "bpf": 321, "execveat": 322,
-        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "clone3": 435,
-        "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446}, x32=True),
-    "aarch64": Arch("aarch64", 0xC00000B7, {
-        "unshare": 97, "ptrace": 117, "socket": 198, "socketpair": 199, "bind": 200, "listen": 201, "accept": 202,
-        "connect": 203, "clone": 220, "execve": 221, "perf_event_open": 241, "accept4": 242, "setns": 268,
-        "process_vm_readv": 270, "process_vm_writev": 271, "bpf": 280, "execveat": 281,
-        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "clone3": 435,
-        "landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446}),
+    "x86_64": Arch(
+        "x86_64",
+        0xC000003E,
+        {
+            "socket": 41,
+            "connect": 42,
+            "accept": 43,
+            "bind": 49,
+            "listen": 50,
+            "socketpair": 53,
+            "clone": 56,
+            "execve": 59,
+            "ptrace": 101,
+            "unshare": 272,
+            "accept4": 288,
+            "perf_event_open": 298,
+            "setns": 308,
+            "process_vm_readv": 310,
+            "process_vm_writev": 311,
+            "bpf": 321,
+            "execveat": 322,
+            "io_uring_setup": 425,
+            "io_uring_enter": 426,
+            "io_uring_register": 427,
+            "clone3": 435,
+            "landlock_create_ruleset": 444,
+            "landlock_add_rule": 445,
+            "landlock_restrict_self": 446,
+        },
+        x32=True,
+    ),
+    "aarch64": Arch(
+        "aarch64",
+        0xC00000B7,
+        {
+            "unshare": 97,
+            "ptrace": 117,
+            "socket": 198,
+            "socketpair": 199,
+            "bind": 200,
+            "listen": 201,
+            "accept": 202,
+            "connect": 203,
+            "clone": 220,
+            "execve": 221,
+            "perf_event_open": 241,
+            "accept4": 242,
+            "setns": 268,
+            "process_vm_readv": 270,
+            "process_vm_writev": 271,
+            "bpf": 280,
+            "execveat": 281,
+            "io_uring_setup": 425,
+            "io_uring_enter": 426,
+            "io_uring_register": 427,
+            "clone3": 435,
+            "landlock_create_ruleset": 444,
+            "landlock_add_rule": 445,
+            "landlock_restrict_self": 446,
+        },
+    ),
 }
 
 
 def current_arch() -> Arch | None:
     """The running architecture's table, None where the sandbox has none (then it says it is unavailable)."""
     machine = platform.machine()
-    if sys.maxsize <= 2**32:  # a 32-bit interpreter on a 64-bit kernel calls through the other ABI: the filter would kill it
+    if (
+        sys.maxsize <= 2**32
+    ):  # a 32-bit interpreter on a 64-bit kernel calls through the other ABI: the filter would kill it
         return None
     return ARCHES.get({"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine))
 
@@ -105,21 +171,26 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
 def seccomp_program(arch: Arch) -> bytes:
     """The filter as ``struct sock_filter`` instructions (8 bytes each), default allow."""
     eperm = SECCOMP_RET_ERRNO | errno.EPERM
-    prog = [_insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARCH),
-            _insn(BPF_JEQ_K, 1, 0, arch.audit),
-            _insn(BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
-            _insn(BPF_LD_W_ABS, 0, 0, OFFSET_NR)]
+    prog = [
+        _insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARCH),
+        _insn(BPF_JEQ_K, 1, 0, arch.audit),
+        _insn(BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
+        _insn(BPF_LD_W_ABS, 0, 0, OFFSET_NR),
+    ]
     if arch.x32:
         prog += [_insn(BPF_JGE_K, 0, 1, X32_SYSCALL_BIT), _insn(BPF_RET_K, 0, 0, eperm)]
     for name in DENIED:
         prog += [_insn(BPF_JEQ_K, 0, 1, arch.syscalls[name]), _insn(BPF_RET_K, 0, 0, eperm)]
-    prog += [_insn(BPF_JEQ_K, 0, 1, arch.syscalls["clone3"]), _insn(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.ENOSYS),
-             # clone: refused when its flags (arg0) ask for a namespace; the last test, as it loads arg0 into A
-             _insn(BPF_JEQ_K, 0, 3, arch.syscalls["clone"]),
-             _insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARG0),
-             _insn(BPF_JSET_K, 0, 1, CLONE_NAMESPACES),
-             _insn(BPF_RET_K, 0, 0, eperm),
-             _insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW)]
+    prog += [
+        _insn(BPF_JEQ_K, 0, 1, arch.syscalls["clone3"]),
+        _insn(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.ENOSYS),
+        # clone: refused when its flags (arg0) ask for a namespace; the last test, as it loads arg0 into A
+        _insn(BPF_JEQ_K, 0, 3, arch.syscalls["clone"]),
+        _insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARG0),
+        _insn(BPF_JSET_K, 0, 1, CLONE_NAMESPACES),
+        _insn(BPF_RET_K, 0, 0, eperm),
+        _insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+    ]
     return b"".join(prog)
 
 
@@ -159,7 +230,9 @@ FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1
 FS_TRUNCATE, FS_IOCTL_DEV = 1 << 14, 1 << 15
 NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
-FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV  # the only ones a rule on a file may grant
+FILE_RIGHTS = (
+    FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV
+)  # the only ones a rule on a file may grant
 
 
 def handled_fs(abi: int) -> int:
@@ -188,8 +261,16 @@ def path_beneath(allowed: int, fd: int) -> bytes:
 # Files and directories a worker reads after it is locked, besides its interpreter and libraries:
 # the dynamic loader's cache (a lazy dlopen), the local time zone, the CPU list (os.cpu_count,
 # FFmpeg's thread count), its own /proc entries, and the harmless devices.
-SYSTEM_READS = ("/etc/ld.so.cache", "/etc/localtime", "/sys/devices/system/cpu", "/dev/null", "/dev/zero",
-                "/dev/urandom", "/proc/self", "/proc/thread-self")
+SYSTEM_READS = (
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/sys/devices/system/cpu",
+    "/dev/null",
+    "/dev/zero",
+    "/dev/urandom",
+    "/proc/self",
+    "/proc/thread-self",
+)
 
 
 def _too_wide(path: str, home: str) -> bool:
@@ -233,14 +314,19 @@ def landlock_abi(arch: Arch | None = None) -> int:
         raise LandlockUnavailable(f"no system call table for {platform.machine()}")
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
-    abi = libc.syscall(ctypes.c_long(arch.syscalls["landlock_create_ruleset"]), None, ctypes.c_size_t(0),
-                       ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    abi = libc.syscall(
+        ctypes.c_long(arch.syscalls["landlock_create_ruleset"]),
+        None,
+        ctypes.c_size_t(0),
+        ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION),
+    )
     if abi < 0:
         code = ctypes.get_errno()
-        why = {errno.ENOSYS: "the kernel has no Landlock (before 5.13, or built without it)",
-               errno.EOPNOTSUPP: "Landlock is built in but not enabled (lsm= boot parameter)",
-               errno.EPERM: "its system calls are refused by a filter around the daemon (a unit's SystemCallFilter=)",
-               }.get(code, os.strerror(code))
+        why = {
+            errno.ENOSYS: "the kernel has no Landlock (before 5.13, or built without it)",
+            errno.EOPNOTSUPP: "Landlock is built in but not enabled (lsm= boot parameter)",
+            errno.EPERM: "its system calls are refused by a filter around the daemon (a unit's SystemCallFilter=)",
+        }.get(code, os.strerror(code))
         raise LandlockUnavailable(why)
     return int(abi)
 
@@ -249,8 +335,9 @@ def _restrict(arch: Arch, abi: int, rules: list[tuple[str, int]]) -> None:
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
     attr = ruleset_attr(abi)
-    ruleset = libc.syscall(ctypes.c_long(arch.syscalls["landlock_create_ruleset"]), attr, ctypes.c_size_t(len(attr)),
-                           ctypes.c_uint32(0))
+    ruleset = libc.syscall(
+        ctypes.c_long(arch.syscalls["landlock_create_ruleset"]), attr, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0)
+    )
     if ruleset < 0:
         code = ctypes.get_errno()
         raise OSError(code, f"landlock_create_ruleset: {os.strerror(code)}")
@@ -265,14 +352,27 @@ def _restrict(arch: Arch, abi: int, rules: list[tuple[str, int]]) -> None:
                 if not stat.S_ISDIR(os.fstat(fd).st_mode):
                     allowed &= FILE_RIGHTS
                 rule = path_beneath(allowed & handled, fd)
-                if libc.syscall(ctypes.c_long(arch.syscalls["landlock_add_rule"]), ctypes.c_int(ruleset),
-                                ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), rule, ctypes.c_uint32(0)) != 0:
+                if (
+                    libc.syscall(
+                        ctypes.c_long(arch.syscalls["landlock_add_rule"]),
+                        ctypes.c_int(ruleset),
+                        ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH),
+                        rule,
+                        ctypes.c_uint32(0),
+                    )
+                    != 0
+                ):
                     code = ctypes.get_errno()
                     raise OSError(code, f"landlock_add_rule({path!r}): {os.strerror(code)}")
             finally:
                 os.close(fd)
         no_new_privs()
-        if libc.syscall(ctypes.c_long(arch.syscalls["landlock_restrict_self"]), ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
+        if (
+            libc.syscall(
+                ctypes.c_long(arch.syscalls["landlock_restrict_self"]), ctypes.c_int(ruleset), ctypes.c_uint32(0)
+            )
+            != 0
+        ):
             code = ctypes.get_errno()
             raise OSError(code, f"landlock_restrict_self: {os.strerror(code)}")
     finally:
@@ -293,8 +393,16 @@ def lock_filesystem_writing(arch: Arch, abi: int, roots: Iterable[str], writable
     """As ``lock_filesystem``, plus reading and writing files and directories under ``writable`` (the proxy
     maker's store, proxy/maker.py): no exec, no symlink, device or socket made anywhere."""
     paths = worker_paths(roots)
-    write = (FS_READ_FILE | FS_READ_DIR | FS_WRITE_FILE | FS_TRUNCATE | FS_REMOVE_DIR | FS_REMOVE_FILE | FS_MAKE_DIR
-             | FS_MAKE_REG)
+    write = (
+        FS_READ_FILE
+        | FS_READ_DIR
+        | FS_WRITE_FILE
+        | FS_TRUNCATE
+        | FS_REMOVE_DIR
+        | FS_REMOVE_FILE
+        | FS_MAKE_DIR
+        | FS_MAKE_REG
+    )
     _restrict(arch, abi, [(path, FS_READ_FILE | FS_READ_DIR) for path in paths] + [(writable, write)])
     return paths
 
@@ -322,7 +430,10 @@ def confine_process() -> tuple[Arch | None, Status]:
     status = Status()
     arch = current_arch()
     if arch is None:
-        status.why = f"no sandbox for a {platform.machine()} {'64' if sys.maxsize > 2**32 else '32'}-bit interpreter (system call tables: 64-bit x86_64, aarch64)"
+        status.why = (
+            f"no sandbox for a {platform.machine()} {'64' if sys.maxsize > 2**32 else '32'}-bit interpreter "
+            f"(system call tables: 64-bit x86_64, aarch64)"
+        )
         return None, status
     reasons = []
     try:

@@ -81,9 +81,12 @@ def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
         os._exit(0)
 
     threading.Thread(target=orphan_guard, daemon=True).start()
+
     def new_media() -> MediaPool:
         reader = ProxyReader(Store(settings.proxy_root)) if settings.proxy_root else None
-        return MediaPool(settings.source_cache_bytes, settings.max_source_pixels, proxies=reader, proxy_size=settings.proxy_size)
+        return MediaPool(
+            settings.source_cache_bytes, settings.max_source_pixels, proxies=reader, proxy_size=settings.proxy_size
+        )
 
     media = new_media()
     ahead = _LowPriority(AHEAD_NICE)
@@ -119,7 +122,9 @@ def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
             if arch is not None and status.landlock:
                 try:
                     # the proxy store is read like media (proxy/reader.py treats it as untrusted)
-                    confine.lock_filesystem(arch, status.landlock_abi, job.roots + ((settings.proxy_root,) if settings.proxy_root else ()))
+                    confine.lock_filesystem(
+                        arch, status.landlock_abi, job.roots + ((settings.proxy_root,) if settings.proxy_root else ())
+                    )
                 except OSError as exc:
                     _send(conn, wire.Failed(job.job_id, 0.0, f"sandbox: cannot confine the worker: {exc}"))
                     break  # never decode unconfined when the kernel offered Landlock: the daemon starts a fresh one
@@ -140,10 +145,21 @@ def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
         try:
             # A guess runs on the low-priority thread while this one waits (no CPU, no GIL): one job at a time.
             result = ahead.run(render) if job.speculative else render()
-            reply = wire.Rendered(job.job_id, (time.perf_counter() - started) * 1000, result.content_type, result.body,
-                                  tuple(result.problems), result.clips, attempts, result.reach, result.source)
+            reply = wire.Rendered(
+                job.job_id,
+                (time.perf_counter() - started) * 1000,
+                result.content_type,
+                result.body,
+                tuple(result.problems),
+                result.clips,
+                attempts,
+                result.reach,
+                result.source,
+            )
         except Exception as exc:  # noqa: BLE001 - any render bug must become a 500, not a dead worker
-            reply = wire.Failed(job.job_id, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", attempts)
+            reply = wire.Failed(
+                job.job_id, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", attempts
+            )
         if failpoint.replaces_reply(job):
             body = reply.body if isinstance(reply, wire.Rendered) else b""
             conn.send(("ok", job.job_id, body, reply.render_ms))  # pickle: what the daemon must never load
@@ -170,9 +186,13 @@ class _LowPriority:
             raise value
         return value
 
-    def _serve(self, jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], queue.SimpleQueue[Any]]]) -> None:
+    def _serve(
+        self, jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], queue.SimpleQueue[Any]]]
+    ) -> None:
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + self.nice))
+            os.setpriority(
+                os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
+            )
         except OSError:
             pass  # a priority is an optimisation; the guess still renders
         while True:

@@ -41,8 +41,12 @@ from flipedit_previewd.worker.sniff import (
 )
 
 FORWARD_DECODE_LIMIT = 90  # frames: beyond this a seek is cheaper than decoding forward
-REVERSE_WINDOW = 60  # frames: a request this close behind the decoder is a scrub turning back (keep what its decode passes)
+REVERSE_WINDOW = (
+    60  # frames: a request this close behind the decoder is a scrub turning back (keep what its decode passes)
+)
 SEEK_ATTEMPTS = 5  # seeks ever further back (1, 2, 4, 8, 16 s) before decoding from the first byte
+
+
 # Above 8 bits per sample FFmpeg's scaler takes its generic path, where the default (bilinear)
 # is soft and biased. Measured against the original picture (docs/usage.md, "Which frame is shown"): when scaling,
 # bicubic with full chroma interpolation and exact rounding; at the stored size, error
@@ -204,7 +208,9 @@ class VideoSource:
         # then aborts the process with "free(): invalid pointer" when opening an MPEG-PS file.
         options = {"format_whitelist": VIDEO_DEMUXERS, "protocol_whitelist": "none", "enable_drefs": "0"}
         try:
-            self.container = av.open(self.file, "r", timeout=5.0, io_open=_refuse_nested_open, container_options=options)
+            self.container = av.open(
+                self.file, "r", timeout=5.0, io_open=_refuse_nested_open, container_options=options
+            )
         except TypeError:  # PyAV without io_open: the protocol whitelist still refuses nested opens
             self.file.seek(0)
             self.container = av.open(self.file, "r", timeout=5.0, container_options=options)
@@ -269,7 +275,11 @@ class VideoSource:
             if (ahead is not None and ahead.pts > limit) or (ahead is None and self._frames is None):
                 return last  # the same frame (or the last of the file), nothing to decode
             here = ahead.pts if ahead is not None else last.pts
-            if self._frames is not None and limit - here <= FORWARD_DECODE_LIMIT * self._tick and not self._keyframe_between(here, limit):
+            if (
+                self._frames is not None
+                and limit - here <= FORWARD_DECODE_LIMIT * self._tick
+                and not self._keyframe_between(here, limit)
+            ):
                 return self._forward(limit)
         self._seek(limit)
         return self._forward(limit)
@@ -290,8 +300,13 @@ class VideoSource:
             return True
         gap = self.keyframes.widest_gap()
         current = self.keyframes.before(Fraction(here))
-        return (gap is not None and current is not None and self.timestamps and not self._lands_late
-                and current[0] + gap <= limit)
+        return (
+            gap is not None
+            and current is not None
+            and self.timestamps
+            and not self._lands_late
+            and current[0] + gap <= limit
+        )
 
     def _forward(self, limit: Fraction) -> _Decoded:
         """Decode forward from where the decoder stands to the last frame at or before ``limit``."""
@@ -346,7 +361,12 @@ class VideoSource:
         self.seeks += 1
         if self.timestamps:
             known = self.keyframes.before(limit)
-            if known is not None and self._lands_late and self.keyframes.covers(known[0], limit) and self._seek_byte(known[1], limit):
+            if (
+                known is not None
+                and self._lands_late
+                and self.keyframes.covers(known[0], limit)
+                and self._seek_byte(known[1], limit)
+            ):
                 return
             if self._seek_time(int(limit), limit):
                 return
@@ -446,15 +466,24 @@ class MediaPool:
     frame of the current render came from (the ``X-Preview-Source`` header).
     """
 
-    def __init__(self, cache_bytes: int, max_source_pixels: int, max_open: int = 8, roots: tuple[str, ...] | None = None,
-                 proxies: ProxyReader | None = None, proxy_size: tuple[int, int] = (0, 0)) -> None:
+    def __init__(
+        self,
+        cache_bytes: int,
+        max_source_pixels: int,
+        max_open: int = 8,
+        roots: tuple[str, ...] | None = None,
+        proxies: ProxyReader | None = None,
+        proxy_size: tuple[int, int] = (0, 0),
+    ) -> None:
         self.max_source_pixels = max_source_pixels
         self.roots = roots
         self.max_open = max_open
         self.videos: OrderedDict[tuple[str, Any], VideoSource] = OrderedDict()
         self.scaled = FrameCache(cache_bytes)
         self.decoded = DecodedFrames()
-        self.reach: tuple[int, int, int] | None = None  # (frames behind, frames ahead, source pixels) of the costliest video
+        self.reach: tuple[int, int, int] | None = (
+            None  # (frames behind, frames ahead, source pixels) of the costliest video
+        )
         self.reported: set[tuple[str, str]] = set()
         self.proxies = proxies
         self.proxy_size = proxy_size  # (0, 0): the canvas's size (proxy.store.params_for)
@@ -471,7 +500,7 @@ class MediaPool:
             self._proxy_params = params_for(self.proxy_size, canvas)
 
     def source_used(self) -> str:
-        """"proxy", "original", "mixed", or "" when the render drew no video frame."""
+        """ "proxy", "original", "mixed", or "" when the render drew no video frame."""
         return "mixed" if len(self.used) > 1 else next(iter(self.used), "")
 
     def _from_proxy(self, source: VideoSource, seconds: Fraction, size: tuple[int, int]) -> _Decoded | None:
@@ -561,7 +590,9 @@ class MediaPool:
         except (av.FFmpegError, OSError, ValueError, MemoryError) as exc:
             raise MediaError(f"cannot scale the frame: {_short(exc)}") from None
 
-    def _turning_back(self, source: VideoSource, identity: Any, size: tuple[int, int], seconds: Fraction) -> Image.Image | bool:
+    def _turning_back(
+        self, source: VideoSource, identity: Any, size: tuple[int, int], seconds: Fraction
+    ) -> Image.Image | bool:
         """A frame kept from an earlier decode (the image), else whether this request is a scrub turning back: a
         time a little behind the decoder's position (then the frames its decode passes are noted, ``_keep_run``)."""
         if not source.timestamps:
@@ -576,7 +607,9 @@ class MediaPool:
         source.run_from = limit - RUN_FRAMES * source._tick
         return True
 
-    def _keep_run(self, source: VideoSource, identity: Any, size: tuple[int, int], target: _Decoded, image: Image.Image) -> None:
+    def _keep_run(
+        self, source: VideoSource, identity: Any, size: tuple[int, int], target: _Decoded, image: Image.Image
+    ) -> None:
         """Keep the frames the last decode went through up to ``target`` at ``size``, as many as the budget holds."""
         run = source.run
         room = max(1, self.decoded.capacity // max(1, size[0] * size[1] * 3) - 1)
@@ -586,7 +619,13 @@ class MediaPool:
             following = following_of(run, at, source.read_ahead(), source.ended())
             if following is None or self.decoded.has(identity, size, decoded.pts):
                 continue
-            self.decoded.put(identity, size, decoded.pts, following, image if decoded is target else self._picture(source, decoded, size))
+            self.decoded.put(
+                identity,
+                size,
+                decoded.pts,
+                following,
+                image if decoded is target else self._picture(source, decoded, size),
+            )
         source.run = []
 
     def warning(self, path: str, stat: Any) -> str:
@@ -595,7 +634,7 @@ class MediaPool:
         return source.warning if source is not None else ""
 
     def kind(self, path: str, stat: Any, clip_type: str) -> str:
-        """"image" or "video", by the file's first bytes; a format on no allow-list is refused by name."""
+        """ "image" or "video", by the file's first bytes; a format on no allow-list is refused by name."""
         key = ("kind", path, stat)
         cached = self.scaled.get(key)
         if cached is None:

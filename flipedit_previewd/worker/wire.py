@@ -105,11 +105,18 @@ ToWorker = Start | TimelineHead | Clips | Job | Stop
 
 def timeline_messages(timeline: Timeline) -> Iterator[TimelineHead | Clips]:
     """The messages that carry ``timeline`` to a worker: its head, then its clips track by track."""
-    yield TimelineHead(timeline.canvas_width, timeline.canvas_height, timeline.frame_rate, timeline.source, timeline.revision,
-                       tuple(TrackHead(t.id, t.order, t.visible, t.type, len(t.clips)) for t in timeline.tracks), timeline.note)
+    yield TimelineHead(
+        timeline.canvas_width,
+        timeline.canvas_height,
+        timeline.frame_rate,
+        timeline.source,
+        timeline.revision,
+        tuple(TrackHead(t.id, t.order, t.visible, t.type, len(t.clips)) for t in timeline.tracks),
+        timeline.note,
+    )
     for track in timeline.tracks:
         for start in range(0, len(track.clips), CLIPS_PER_MESSAGE):
-            yield Clips(track.clips[start:start + CLIPS_PER_MESSAGE])
+            yield Clips(track.clips[start : start + CLIPS_PER_MESSAGE])
 
 
 def receive_timeline(head: TimelineHead, receive: Callable[[], object]) -> Timeline:
@@ -123,7 +130,9 @@ def receive_timeline(head: TimelineHead, receive: Callable[[], object]) -> Timel
                 raise TypeError(f"expected the clips of a timeline, got {type(message).__name__}")
             clips.extend(message.clips)
         tracks.append(Track(track.id, track.order, track.visible, tuple(clips), track.kind))
-    return Timeline(head.width, head.height, head.frame_rate, tuple(tracks), head.source, revision=head.revision, note=head.note)
+    return Timeline(
+        head.width, head.height, head.frame_rate, tuple(tracks), head.source, revision=head.revision, note=head.note
+    )
 
 
 def covers(locked: tuple[str, ...], roots: tuple[str, ...]) -> bool:
@@ -219,8 +228,13 @@ def encode(reply: FromWorker) -> bytes:
         case Hello():
             meta.update(job_id=0, render_ms=0.0, sandbox=reply.as_dict())
         case Rendered():
-            meta.update(job_id=reply.job_id, render_ms=reply.render_ms, content_type=reply.content_type,
-                        problems=[list(p) for p in reply.problems], clips=reply.clips)
+            meta.update(
+                job_id=reply.job_id,
+                render_ms=reply.render_ms,
+                content_type=reply.content_type,
+                problems=[list(p) for p in reply.problems],
+                clips=reply.clips,
+            )
             if reply.reach is not None:
                 meta["reach"] = list(reply.reach)
             if reply.source:
@@ -247,8 +261,11 @@ def _int(value: Any, what: str, high: int) -> int:
     return value
 
 
-def decode(data: bytes, job_id: int | None = None, content_type: str | None = None, body_limit: int = MAX_BODY) -> FromWorker:
-    """Parse one reply; ``job_id``/``content_type`` are what the job asked for, ``body_limit`` its largest sane image."""
+def decode(
+    data: bytes, job_id: int | None = None, content_type: str | None = None, body_limit: int = MAX_BODY
+) -> FromWorker:
+    """Parse one reply; ``job_id``/``content_type`` are what the job asked for, ``body_limit`` its largest sane "
+    "image."""
     if len(data) < HEADER.size:
         raise WireError("shorter than the header")
     magic, version, meta_len, body_len = HEADER.unpack_from(data)
@@ -257,7 +274,7 @@ def decode(data: bytes, job_id: int | None = None, content_type: str | None = No
     if meta_len > MAX_META or body_len > min(body_limit, MAX_BODY) or HEADER.size + meta_len + body_len != len(data):
         raise WireError("lengths do not match the reply or exceed their limits")
     try:
-        meta = json.loads(data[HEADER.size:HEADER.size + meta_len])
+        meta = json.loads(data[HEADER.size : HEADER.size + meta_len])
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise WireError(f"metadata is not JSON: {type(exc).__name__}") from None
     if not isinstance(meta, dict):
@@ -270,9 +287,13 @@ def decode(data: bytes, job_id: int | None = None, content_type: str | None = No
     if job_id is not None and kind is not Kind.HELLO and answered != job_id:
         raise WireError(f"answer to job {answered}, not to job {job_id}")
     render_ms = meta.get("render_ms")
-    if not isinstance(render_ms, (int, float)) or isinstance(render_ms, bool) or not (math.isfinite(render_ms) and 0 <= render_ms < 1e9):
+    if (
+        not isinstance(render_ms, (int, float))
+        or isinstance(render_ms, bool)
+        or not (math.isfinite(render_ms) and 0 <= render_ms < 1e9)
+    ):
         raise WireError("render_ms: not a finite duration")
-    body = data[HEADER.size + meta_len:]
+    body = data[HEADER.size + meta_len :]
     if kind is not Kind.RENDERED and body:
         raise WireError(f"a {kind.value} reply carries no image")
     attempts = _attempts(meta.get("attempts", []))
@@ -281,10 +302,18 @@ def decode(data: bytes, job_id: int | None = None, content_type: str | None = No
     if kind is Kind.FAILED:
         return Failed(answered, float(render_ms), _text(meta.get("message"), "message"), attempts)
     sandbox = meta.get("sandbox")
-    if not isinstance(sandbox, dict) or type(sandbox.get("seccomp")) is not bool or type(sandbox.get("landlock")) is not bool:
+    if (
+        not isinstance(sandbox, dict)
+        or type(sandbox.get("seccomp")) is not bool
+        or type(sandbox.get("landlock")) is not bool
+    ):
         raise WireError("sandbox: not a status")
-    return Hello(sandbox["seccomp"], sandbox["landlock"], _int(sandbox.get("landlock_abi"), "landlock_abi", 1000),
-                 _text(sandbox.get("why"), "why"))
+    return Hello(
+        sandbox["seccomp"],
+        sandbox["landlock"],
+        _int(sandbox.get("landlock_abi"), "landlock_abi", 1000),
+        _text(sandbox.get("why"), "why"),
+    )
 
 
 def decode_answer(data: bytes, job_id: int, content_type: str, body_limit: int) -> Rendered | Failed:
@@ -295,8 +324,9 @@ def decode_answer(data: bytes, job_id: int, content_type: str, body_limit: int) 
     return reply
 
 
-def _rendered(meta: dict[str, Any], job_id: int, render_ms: float, body: bytes, asked: str | None,
-              attempts: tuple[Attempt, ...]) -> Rendered:
+def _rendered(
+    meta: dict[str, Any], job_id: int, render_ms: float, body: bytes, asked: str | None, attempts: tuple[Attempt, ...]
+) -> Rendered:
     content_type = _text(meta.get("content_type"), "content_type")
     if content_type not in CONTENT_TYPES or (asked is not None and content_type != asked):
         raise WireError("content_type: not the one asked for")
@@ -320,8 +350,17 @@ def _rendered(meta: dict[str, Any], job_id: int, render_ms: float, body: bytes, 
     source = meta.get("source", "")
     if source not in SOURCES:
         raise WireError("source: not one of proxy, original, mixed")
-    return Rendered(job_id, render_ms, content_type, body, tuple(checked), _int(meta.get("clips"), "clips", 10_000_000), attempts,
-                    span, source)
+    return Rendered(
+        job_id,
+        render_ms,
+        content_type,
+        body,
+        tuple(checked),
+        _int(meta.get("clips"), "clips", 10_000_000),
+        attempts,
+        span,
+        source,
+    )
 
 
 def _attempts(attempts: Any) -> tuple[Attempt, ...]:
@@ -331,7 +370,9 @@ def _attempts(attempts: Any) -> tuple[Attempt, ...]:
     for attempt in attempts:
         if not isinstance(attempt, dict) or type(attempt.get("refused")) is not bool:
             raise WireError("attempts: each one an object with 'refused'")
-        checked.append(Attempt(_text(attempt.get("what"), "what"), attempt["refused"], _text(attempt.get("error", ""), "error")))
+        checked.append(
+            Attempt(_text(attempt.get("what"), "what"), attempt["refused"], _text(attempt.get("error", ""), "error"))
+        )
     return tuple(checked)
 
 

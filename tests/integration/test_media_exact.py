@@ -55,7 +55,12 @@ def png(body: bytes) -> np.ndarray:
 
 
 def clip_json(path: Path, seconds: float) -> dict[str, object]:
-    return {"source_path": str(path), "start_on_track_ms": 0, "end_on_track_ms": int(seconds * 1000) + 2000, "start_in_source_ms": 0}
+    return {
+        "source_path": str(path),
+        "start_on_track_ms": 0,
+        "end_on_track_ms": int(seconds * 1000) + 2000,
+        "start_in_source_ms": 0,
+    }
 
 
 def asked(count: int, rng: random.Random) -> list[int]:
@@ -73,7 +78,9 @@ def test_frames_match_an_independent_decoder(corpus: Path, row: Row) -> None:
     height, width = frames.shape[1:3]
     rate = timeline_rate(row.timeline_fps)
     count = int((ref.seconds[-1] + Fraction(1, 30)) * rate)
-    timeline = timeline_from_json({"tracks": [{"clips": [clip_json(path, float(ref.seconds[-1]))]}]}, (width, height), row.timeline_fps)
+    timeline = timeline_from_json(
+        {"tracks": [{"clips": [clip_json(path, float(ref.seconds[-1]))]}]}, (width, height), row.timeline_fps
+    )
     pools = [MediaPool(64 << 20, 50_000_000) for _ in range(3)]  # as three workers hold their decoders
     rng = random.Random(row.name)
     wrong = []
@@ -82,8 +89,10 @@ def test_frames_match_an_independent_decoder(corpus: Path, row: Row) -> None:
         expected = ref.expected(Fraction(n) / rate)
         found = match(png(result.body), frames, expected)
         if result.problems or found.best != expected or found.expected_psnr < MIN_PSNR or found.bias > MAX_BIAS:
-            wrong.append(f"frame {n}: expected source frame {expected}, shown {found.best} "
-                         f"({found.expected_psnr:.1f} dB, bias {found.bias:.2f}) {result.problems}")
+            wrong.append(
+                f"frame {n}: expected source frame {expected}, shown {found.best} "
+                f"({found.expected_psnr:.1f} dB, bias {found.bias:.2f}) {result.problems}"
+            )
     assert not wrong, f"{row.name} ({width}x{height}):\n" + "\n".join(wrong)
 
 
@@ -101,7 +110,9 @@ def test_with_proxies_on_the_frames_are_the_same(corpus: Path, row: Row) -> None
     height, width = frames.shape[1:3]
     rate = timeline_rate(row.timeline_fps)
     count = int((ref.seconds[-1] + Fraction(1, 30)) * rate)
-    timeline = timeline_from_json({"tracks": [{"clips": [clip_json(path, float(ref.seconds[-1]))]}]}, (width, height), row.timeline_fps)
+    timeline = timeline_from_json(
+        {"tracks": [{"clips": [clip_json(path, float(ref.seconds[-1]))]}]}, (width, height), row.timeline_fps
+    )
     store = Store(corpus / f"proxies-{row.name}")
     store.create()
     made = make_proxy(store, str(path), params_for((0, 0), (width, height)))
@@ -120,8 +131,10 @@ def test_with_proxies_on_the_frames_are_the_same(corpus: Path, row: Row) -> None
         own = match(png(compose(timeline, n, OutputSpec(width, height, 95, "jpeg"), plain).body), frames, expected)
         found = match(png(shown.body), frames, expected)
         if found.best != expected or found.expected_psnr < min(MIN_PSNR, own.expected_psnr - 1.5):
-            wrong.append(f"frame {n}: expected source frame {expected}, shown {found.best} from the {shown.source} "
-                         f"({found.expected_psnr:.1f} dB; the original's JPEG {own.expected_psnr:.1f} dB)")
+            wrong.append(
+                f"frame {n}: expected source frame {expected}, shown {found.best} from the {shown.source} "
+                f"({found.expected_psnr:.1f} dB; the original's JPEG {own.expected_psnr:.1f} dB)"
+            )
     assert not wrong, f"{row.name} ({width}x{height}):\n" + "\n".join(wrong)
     assert usable(made, (width, height)) and used == {"proxy"}, (row.name, used, made.displayed)
 
@@ -133,18 +146,53 @@ def test_the_matrix_rule_agrees_with_ffmpegs_autorotation(corpus: Path) -> None:
             path = make(row, corpus)
             stored = reference(path).frames[:3]
             upright = reference(path, autorotate=True, rotated=row.matrix[0] == 0).frames[:3]
-            assert all(np.array_equal(apply_matrix(s, row.matrix), u) for s, u in zip(stored, upright, strict=True)), row.name
+            assert all(np.array_equal(apply_matrix(s, row.matrix), u) for s, u in zip(stored, upright, strict=True)), (
+                row.name
+            )
 
 
 def ffmpeg_to(path: Path, *args: str) -> Path:
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x96:rate=30:duration=1",
-                    *args, str(path)], check=True, timeout=60)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x96:rate=30:duration=1",
+            *args,
+            str(path),
+        ],
+        check=True,
+        timeout=60,
+    )
     return path
 
 
 def ffmpeg_decode(path: Path, pix_fmt: str, channels: int) -> np.ndarray:
-    raw = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", str(path), "-frames:v", "1", "-f", "rawvideo",
-                          "-pix_fmt", pix_fmt, "-"], check=True, capture_output=True, timeout=60).stdout
+    raw = subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            pix_fmt,
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
     return np.frombuffer(raw, np.uint8).reshape(96, 160, channels)
 
 
@@ -167,12 +215,23 @@ def test_still_pixel_formats_keep_their_levels(corpus: Path, pix_fmt: str) -> No
     assert found.expected_psnr >= MIN_PSNR and found.bias <= MAX_BIAS, (pix_fmt, found)
 
 
-@pytest.mark.parametrize(("name", "args", "says"), [
-    ("tiff.tif", ("-frames:v", "1", "-c:v", "tiff"), "TIFF is not an allowed still format; allowed: JPEG, PNG, WebP, BMP, GIF"),
-    ("tiff-named.png", ("-frames:v", "1", "-c:v", "tiff", "-f", "image2"), "TIFF is not an allowed still format"),
-    ("clip.y4m", ("-frames:v", "5", "-f", "yuv4mpegpipe"), "YUV4MPEG is not an allowed video container; allowed: MP4/MOV"),
-    ("tiff-track.mov", ("-frames:v", "5", "-c:v", "tiff"), "the tiff codec is not an allowed video codec"),
-])
+@pytest.mark.parametrize(
+    ("name", "args", "says"),
+    [
+        (
+            "tiff.tif",
+            ("-frames:v", "1", "-c:v", "tiff"),
+            "TIFF is not an allowed still format; allowed: JPEG, PNG, WebP, BMP, GIF",
+        ),
+        ("tiff-named.png", ("-frames:v", "1", "-c:v", "tiff", "-f", "image2"), "TIFF is not an allowed still format"),
+        (
+            "clip.y4m",
+            ("-frames:v", "5", "-f", "yuv4mpegpipe"),
+            "YUV4MPEG is not an allowed video container; allowed: MP4/MOV",
+        ),
+        ("tiff-track.mov", ("-frames:v", "5", "-c:v", "tiff"), "the tiff codec is not an allowed video codec"),
+    ],
+)
 def test_refusals_name_the_format(corpus: Path, name: str, args: tuple[str, ...], says: str) -> None:
     path = ffmpeg_to(corpus / name, *args)
     shown, problems = render_still(path, "video")
@@ -194,8 +253,11 @@ def test_the_decision_is_by_content_not_extension(corpus: Path) -> None:
     assert not problems and match(shown, ffmpeg_decode(still, "rgb24", 3)[None], 0).expected_psnr >= MIN_PSNR
 
 
-def test_a_stream_that_grows_past_the_pixel_limit_is_refused_per_frame(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """MPEG-TS may switch to a larger size mid-stream (a new SPS): checked on every decoded frame, not only the probe."""
+def test_a_stream_that_grows_past_the_pixel_limit_is_refused_per_frame(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MPEG-TS may switch to a larger size mid-stream (a new SPS): checked on every decoded frame, not only the "
+    "probe."""
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # MediaPool sets it for its (worker) process
     small = ffmpeg_to(corpus / "small.ts", "-c:v", "libx264", "-g", "10", "-vf", "scale=64:64")
     big = ffmpeg_to(corpus / "big.ts", "-c:v", "libx264", "-g", "10", "-vf", "scale=1024:1024")
@@ -211,7 +273,11 @@ def test_a_stream_that_grows_past_the_pixel_limit_is_refused_per_frame(corpus: P
 
 def test_a_daemon_with_two_workers_serves_the_exact_frames(corpus: Path, start_daemon: object, tmp_path: Path) -> None:
     """Through HTTP, in random order, whichever worker answers: clips one after another on one track."""
-    rows = [r for r in ROWS if r.name in ("h264_ts_gop25", "mpeg2_mpg_gop15", "hevc_mp4_opengop", "h264_rot180_mp4", "h264_vfr_mp4")]
+    rows = [
+        r
+        for r in ROWS
+        if r.name in ("h264_ts_gop25", "mpeg2_mpg_gop15", "hevc_mp4_opengop", "h264_rot180_mp4", "h264_vfr_mp4")
+    ]
     clips, expect = [], []
     for i, row in enumerate(rows):
         path = make(row, corpus)
@@ -220,8 +286,18 @@ def test_a_daemon_with_two_workers_serves_the_exact_frames(corpus: Path, start_d
         expect.append((ref, frames))
     db = tmp_path / "project.sqlite"
     build_project(db, 2, [{"name": "v", "order": 0, "clips": clips}])
-    daemon = start_daemon("--project", str(db), "--workers", "2", "--canvas-width", "160", "--canvas-height", "96",  # type: ignore[operator]
-                          "--allowed-roots", str(corpus))
+    daemon = start_daemon(
+        "--project",
+        str(db),
+        "--workers",
+        "2",
+        "--canvas-width",
+        "160",
+        "--canvas-height",
+        "96",  # type: ignore[operator]
+        "--allowed-roots",
+        str(corpus),
+    )
     rng = random.Random(5)
     wrong = []
     for n in rng.sample(range(90 * len(rows)), 60):
@@ -232,7 +308,10 @@ def test_a_daemon_with_two_workers_serves_the_exact_frames(corpus: Path, start_d
         expected = ref.expected(Fraction(local, 30))
         found = match(png(answer.content), frames, expected)
         if found.best != expected or found.expected_psnr < MIN_PSNR or found.bias > MAX_BIAS:
-            wrong.append(f"{rows[index].name} frame {local}: shown {found.best}, expected {expected} ({found.expected_psnr:.1f} dB)")
+            wrong.append(
+                f"{rows[index].name} frame {local}: shown {found.best}, expected {expected} ({found.expected_psnr:.1f} "
+                f"dB)"
+            )
     assert not wrong, "\n".join(wrong)
     assert daemon.health()["media_problems"] == []
 
@@ -263,7 +342,7 @@ def test_a_free_rotation_is_shown_as_stored_and_said(corpus: Path) -> None:
     at = data.find(b"tkhd")
     offset = at + 8 + (32 if data[at + 4] == 1 else 20) + 16
     c, s = (round(v * 65536) for v in (math.cos(math.radians(30)), math.sin(math.radians(30))))
-    data[offset:offset + 36] = struct.pack(">9i", c, s, 0, -s, c, 0, 0, 0, 1 << 30)
+    data[offset : offset + 36] = struct.pack(">9i", c, s, 0, -s, c, 0, 0, 0, 1 << 30)
     path.write_bytes(bytes(data))
     ref = reference(path)
     timeline = timeline_from_json({"tracks": [{"clips": [clip_json(path, 3.0)]}]}, (160, 96), 30)

@@ -21,7 +21,7 @@ LINE = re.compile(r'^(?P<command>.+?)\s+# prints "(?P<expected>[^"]+)"$')
 
 def quickstart() -> list[tuple[str, str]]:
     text = (ROOT / "README.md").read_text()
-    block = text[text.index("<!-- quickstart"):text.index("<!-- /quickstart -->")]
+    block = text[text.index("<!-- quickstart") : text.index("<!-- /quickstart -->")]
     steps = [LINE.match(line.strip()) for line in block.splitlines() if '# prints "' in line]
     assert steps and all(steps), block
     return [(m["command"], m["expected"]) for m in steps if m]
@@ -33,13 +33,25 @@ def test_the_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
     port = free_port()
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
-    env = {**os.environ, "PORT": str(port), "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_RUNTIME_DIR": str(runtime),
-           "XDG_CACHE_HOME": str(tmp_path / "cache")}  # proxy media (proxy/) goes to the cache
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_RUNTIME_DIR": str(runtime),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }  # proxy media (proxy/) goes to the cache
     env.pop("NO_COLOR", None)
     log = tmp_path / "demo.log"
     with open(log, "wb") as out:
-        demo = subprocess.Popen(["make", "demo"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        demo = subprocess.Popen(
+            ["make", "demo"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         expected = steps[0][1].replace("8081", str(port))
         assert wait_for(lambda: expected in log.read_text(errors="replace"), 120), log.read_text(errors="replace")

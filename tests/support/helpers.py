@@ -84,7 +84,8 @@ def solid_png(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) -
 
 
 def build_project(path: Path, version: int, tracks: list[dict[str, Any]]) -> dict[str, int]:
-    """tracks: [{"name", "order", "visible", "clips": [{"source", "type", "start", "end", "rect", "flip", "src_start"}]}]"""
+    """tracks: [{"name", "order", "visible", "clips": [{"source", "type", "start", "end", "rect", "flip", "
+    ""src_start"}]}]"""
     create_project_db(path, version)
     ids: dict[str, int] = {}
     conn = sqlite3.connect(str(path))
@@ -92,23 +93,51 @@ def build_project(path: Path, version: int, tracks: list[dict[str, Any]]) -> dic
         for track in tracks:
             track_id = add_track(conn, track["name"], track["order"], track.get("visible", True))
             for clip in track["clips"]:
-                clip_id = add_clip(conn, version, track_id, str(clip["source"]), clip.get("type", "image"), clip.get("start", 0),
-                                   clip.get("end", 1000), clip.get("src_start", 0), clip.get("rect"), clip.get("flip", 0))
+                clip_id = add_clip(
+                    conn,
+                    version,
+                    track_id,
+                    str(clip["source"]),
+                    clip.get("type", "image"),
+                    clip.get("start", 0),
+                    clip.get("end", 1000),
+                    clip.get("src_start", 0),
+                    clip.get("rect"),
+                    clip.get("flip", 0),
+                )
                 ids[clip.get("name", str(clip_id))] = clip_id
     conn.close()
     return ids
 
 
-def still_project(folder: Path, colour: tuple[int, int, int] = (255, 0, 0), rect: tuple[int, int, int, int] | None = (0, 0, 640, 360),
-                  size: tuple[int, int] = (64, 64), clip: str = "", name: str = "red.png", *, db: str = "project.sqlite",
-                  version: int = 3, end: int = 100_000) -> Path:
+def still_project(
+    folder: Path,
+    colour: tuple[int, int, int] = (255, 0, 0),
+    rect: tuple[int, int, int, int] | None = (0, 0, 640, 360),
+    size: tuple[int, int] = (64, 64),
+    clip: str = "",
+    name: str = "red.png",
+    *,
+    db: str = "project.sqlite",
+    version: int = 3,
+    end: int = 100_000,
+) -> Path:
     """The smallest real project, the one most tests serve: one track with one still (``folder/name``, ``size``
     pixels of ``colour``) at ``rect`` (None: the editor's default placement) from 0 to ``end`` ms; its clip is
     the database's first (id 1), named ``clip`` if given. Returns the database, ``folder/db`` (schema ``version``)."""
     still = solid_png(folder / name, size, colour)
     path = folder / db
-    build_project(path, version, [{"name": "t", "order": 0, "clips": [{"source": still, "rect": rect, "start": 0, "end": end,
-                                                                       **({"name": clip} if clip else {})}]}])
+    build_project(
+        path,
+        version,
+        [
+            {
+                "name": "t",
+                "order": 0,
+                "clips": [{"source": still, "rect": rect, "start": 0, "end": end, **({"name": clip} if clip else {})}],
+            }
+        ],
+    )
     return path
 
 
@@ -179,7 +208,14 @@ def exchange(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, bytes]
             buf += chunk
             head, sep, body = buf.partition(b"\r\n\r\n")
             if sep:
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
                 complete = len(body) >= length or head_request
     if not buf:
         return 0, b""
@@ -215,8 +251,13 @@ class Daemon:
 
     def start(self, timeout: float = 30) -> Daemon:
         log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([str(ROOT / ".venv/bin/flipedit-previewd"), "--listen", f"127.0.0.1:{self.port}", *self.args],
-                                     env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(ROOT / ".venv/bin/flipedit-previewd"), "--listen", f"127.0.0.1:{self.port}", *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -238,6 +279,7 @@ class Daemon:
     def log_once(self, text: str, count: int = 1, timeout: float = 5.0) -> str:
         """The log once ``text`` is in it ``count`` times: the daemon's log writer is a thread that writes after
         the answer has gone, so a test that reads the log right after a response races it."""
+
         def ready() -> str:
             log = self.log()
             return log if log.count(text) >= count else ""
@@ -354,9 +396,16 @@ class Recorder:
         self.events.append((event, message, fields))
 
 
-def ctl(*args: str, env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
+def ctl(
+    *args: str, env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL
+) -> subprocess.CompletedProcess[str]:
     """previewctl as a user runs it, without colour settings or a runtime directory of the test runner's."""
     environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "XDG_RUNTIME_DIR")}
-    return subprocess.run([str(ROOT / ".venv/bin/previewctl"), *args], capture_output=True, text=True, timeout=60,
-                          env={**environ, **(env or {})}, stdin=stdin)
-
+    return subprocess.run(
+        [str(ROOT / ".venv/bin/previewctl"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**environ, **(env or {})},
+        stdin=stdin,
+    )

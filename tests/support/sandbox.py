@@ -106,7 +106,10 @@ class Sandbox:
         for tool in ("/lib/systemd/systemd", "/lib/systemd/systemd-journald", "unshare", "nsenter"):
             if not (os.path.exists(tool) or shutil.which(tool)):
                 raise SandboxError(f"{tool} is missing (Debian package systemd / util-linux)")
-        if any(p.is_dir() and (p / "user@0.service").exists() for p in (r / "user.slice/user-0.slice" for r in CGROUP_ROOTS)):
+        if any(
+            p.is_dir() and (p / "user@0.service").exists()
+            for p in (r / "user.slice/user-0.slice" for r in CGROUP_ROOTS)
+        ):
             raise SandboxError("another sandbox (or a real user@0.service) is running")
         self._mkcg(self.scope)
         self._mkcg(self.manager_cg)
@@ -118,9 +121,23 @@ class Sandbox:
             self.made_unit_dir = str(top)
             os.makedirs(USER_UNIT_DIR)
         self.proc = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", "bash", "-c", INIT_SCRIPT, "sandbox",
-             self.scope, self.manager_cg, USER_UNIT_DIR],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+            [
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                INIT_SCRIPT,
+                "sandbox",
+                self.scope,
+                self.manager_cg,
+                USER_UNIT_DIR,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -166,7 +183,9 @@ class Sandbox:
         for root in CGROUP_ROOTS:
             base = root / "user.slice"
             if base.exists():
-                for path in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+                for path in sorted(
+                    (p for p in base.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+                ):
                     if self._ours(path):
                         _rmdir(path)
         for path in sorted(self.created, key=lambda p: len(p.parts), reverse=True):
@@ -196,16 +215,37 @@ class Sandbox:
 
     # --- running things inside -------------------------------------------------------------
 
-    def run(self, *argv: str, check: bool = True, timeout: float = 60, env: dict[str, str] | None = None,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *argv: str,
+        check: bool = True,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         if self.proc is None:
             raise SandboxError("sandbox not started")
-        full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "XDG_RUNTIME_DIR": RUNTIME_DIR, "HOME": "/root",
-                    "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0", "LANG": "C.UTF-8", **(env or {})}
-        result = subprocess.run(["nsenter", "-t", str(self.proc.pid), "-m", "--", *argv], capture_output=True, text=True,
-                                timeout=timeout, env=full_env, input=input)
+        full_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "XDG_RUNTIME_DIR": RUNTIME_DIR,
+            "HOME": "/root",
+            "SYSTEMD_PAGER": "",
+            "SYSTEMD_COLORS": "0",
+            "LANG": "C.UTF-8",
+            **(env or {}),
+        }
+        result = subprocess.run(
+            ["nsenter", "-t", str(self.proc.pid), "-m", "--", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+            input=input,
+        )
         if check and result.returncode != 0:
-            raise SandboxError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
+            raise SandboxError(
+                f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
+            )
         return result
 
     def systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -261,8 +301,13 @@ def _mount_namespace(pid: str) -> str:
 
 def _named_processes() -> list[str]:
     ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line.strip() for line in ps.splitlines()[1:]
-            if any(k in line for k in ("systemd --user", "systemd-journald", "flipedit-previewd", "systemd-socket-activate"))]
+    return [
+        line.strip()
+        for line in ps.splitlines()[1:]
+        if any(
+            k in line for k in ("systemd --user", "systemd-journald", "flipedit-previewd", "systemd-socket-activate")
+        )
+    ]
 
 
 def leftovers(where: str = "anywhere") -> dict[str, list[str]]:
@@ -275,7 +320,10 @@ def leftovers(where: str = "anywhere") -> dict[str, list[str]]:
     found: dict[str, list[str]] = {"cgroups": [], "mounts": [], "processes": []}
     ours = _mount_namespace("self")
     if where == "here":
-        return {**found, "processes": [line for line in _named_processes() if _mount_namespace(line.split()[0]) == ours]}
+        return {
+            **found,
+            "processes": [line for line in _named_processes() if _mount_namespace(line.split()[0]) == ours],
+        }
     for root in CGROUP_ROOTS:
         found["cgroups"] += [str(p) for p in root.iterdir() if p.is_dir()] if root.exists() else []
     with open("/proc/self/mounts") as handle:
@@ -292,8 +340,10 @@ def leftovers(where: str = "anywhere") -> dict[str, list[str]]:
 
 if __name__ == "__main__":
     with Sandbox() as box:
-        print(f"sandbox up: nsenter -t {box.proc.pid if box.proc else '?'} -m env XDG_RUNTIME_DIR={RUNTIME_DIR} systemctl --user status")
+        print(
+            f"sandbox up: nsenter -t {box.proc.pid if box.proc else '?'} -m env XDG_RUNTIME_DIR={RUNTIME_DIR} "
+            f"systemctl --user status"
+        )
         print("press Enter to tear down")
         sys.stdin.readline()
     print(json.dumps(leftovers()))
-

@@ -23,7 +23,9 @@ WATCHDOG_SEC, RESTART_SEC = 5, 1
 
 
 def test_units_pass_systemd_analyze_verify(sandbox: Sandbox, tmp_path: Path) -> None:
-    sandbox.install_units(ROOT / "systemd", {UNIT: f"[Service]\nExecStart=\nExecStart={ROOT}/.venv/bin/flipedit-previewd\n"})
+    sandbox.install_units(
+        ROOT / "systemd", {UNIT: f"[Service]\nExecStart=\nExecStart={ROOT}/.venv/bin/flipedit-previewd\n"}
+    )
     for unit in (SOCKET, UNIT):
         result = sandbox.run("systemd-analyze", "--user", "verify", "--man=no", unit, check=False)
         assert result.returncode == 0 and not result.stderr.strip(), result.stderr
@@ -31,9 +33,14 @@ def test_units_pass_systemd_analyze_verify(sandbox: Sandbox, tmp_path: Path) -> 
     system_dir = tmp_path / "system"
     system_dir.mkdir()
     for unit in (ROOT / "systemd/system").glob("flipedit-preview.*"):
-        (system_dir / unit.name).write_text(unit.read_text().replace("/usr/bin/flipedit-previewd", f"{ROOT}/.venv/bin/flipedit-previewd"))
-    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(system_dir / SOCKET), str(system_dir / UNIT)],
-                            capture_output=True, text=True)
+        (system_dir / unit.name).write_text(
+            unit.read_text().replace("/usr/bin/flipedit-previewd", f"{ROOT}/.venv/bin/flipedit-previewd")
+        )
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(system_dir / SOCKET), str(system_dir / UNIT)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
 
@@ -63,7 +70,7 @@ def test_socket_activation_ready_and_status(deployed: Any) -> None:
     assert json.loads(unix)["status"] in ("ok", "degraded")
     status_text = wait_for(lambda: d.show("StatusText")["StatusText"], 5)
     assert "rendering" in status_text and "queued" in status_text
-    assert "Status: \"" in d.box.systemctl("status", UNIT, check=False).stdout
+    assert 'Status: "' in d.box.systemctl("status", UNIT, check=False).stdout
 
 
 def test_journal_has_one_entry_per_render_and_lifecycle_events(deployed: Any) -> None:
@@ -78,8 +85,21 @@ def test_journal_has_one_entry_per_render_and_lifecycle_events(deployed: Any) ->
     rendered = [e for e in entries if e.get("OUTCOME") == "rendered"]
     assert sorted(int(e["FRAME"]) for e in rendered) == [0, 10, 20, 30, 40]
     for entry in rendered:
-        for field in ("REQUEST_ID", "METHOD", "PATH", "FRAME", "STATUS", "OUTCOME", "QUEUE_MS", "RENDER_MS", "TOTAL_MS",
-                      "QUEUE_DEPTH", "IN_FLIGHT", "BYTES", "CLIENT"):
+        for field in (
+            "REQUEST_ID",
+            "METHOD",
+            "PATH",
+            "FRAME",
+            "STATUS",
+            "OUTCOME",
+            "QUEUE_MS",
+            "RENDER_MS",
+            "TOTAL_MS",
+            "QUEUE_DEPTH",
+            "IN_FLIGHT",
+            "BYTES",
+            "CLIENT",
+        ):
             assert field in entry, field
     for event in ("start", "ready", "reload", "stopping", "stopped"):
         assert d.journal(MESSAGE_ID=MESSAGE_IDS[event]), event
@@ -141,7 +161,10 @@ def test_kill9_refuses_no_connection(deployed: Any) -> None:
     refused = [o for o in outcomes if o.startswith("refused")]
     lost = [o for o in outcomes if o.startswith("lost")]
     other = [o for o in outcomes if o != "200" and not o.startswith(("refused", "lost"))]
-    print(f"\nkill -9: {ok} ok ({after} after the kill), {len(lost)} in-flight losses, {len(refused)} refused, other {other[:3]}")
+    print(
+        f"\nkill -9: {ok} ok ({after} after the kill), {len(lost)} in-flight losses, {len(refused)} refused, other "
+        f"{other[:3]}"
+    )
     assert not refused
     assert not other  # no 503, no timeout, no other status
     assert len(lost) <= len(threads)  # at most the requests in flight at the kill
@@ -154,8 +177,12 @@ def test_stop_under_load_finishes_in_flight_and_exits_cleanly(deployed: Any) -> 
     requests.get(d.url + "/health", timeout=30)
     wait_active(d)
     results: list[int] = []
-    threads = [threading.Thread(target=lambda f=f: results.append(requests.get(f"{d.url}/get_frame/{40 + f}", timeout=30).status_code))
-               for f in range(3)]
+    threads = [
+        threading.Thread(
+            target=lambda f=f: results.append(requests.get(f"{d.url}/get_frame/{40 + f}", timeout=30).status_code)
+        )
+        for f in range(3)
+    ]
     for t in threads:
         t.start()
     time.sleep(0.3)
@@ -183,11 +210,21 @@ def test_overload_of_400_connections_gets_only_complete_answers(deployed: Any) -
 
 
 def test_units_are_hardened_to_exposure_2_or_lower(sandbox: Sandbox, tmp_path: Path) -> None:
-    sandbox.install_units(ROOT / "systemd", {UNIT: f"[Service]\nExecStart=\nExecStart={ROOT}/.venv/bin/flipedit-previewd\n"})
+    sandbox.install_units(
+        ROOT / "systemd", {UNIT: f"[Service]\nExecStart=\nExecStart={ROOT}/.venv/bin/flipedit-previewd\n"}
+    )
     user = exposure_level(sandbox.run("systemd-analyze", "--user", "security", "--no-pager", UNIT, check=False).stdout)
     system_unit = tmp_path / UNIT
-    system_unit.write_text((ROOT / "systemd/system" / UNIT).read_text().replace("/usr/bin/flipedit-previewd", f"{ROOT}/.venv/bin/flipedit-previewd"))
-    result = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(system_unit)], capture_output=True, text=True)
+    system_unit.write_text(
+        (ROOT / "systemd/system" / UNIT)
+        .read_text()
+        .replace("/usr/bin/flipedit-previewd", f"{ROOT}/.venv/bin/flipedit-previewd")
+    )
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(system_unit)],
+        capture_output=True,
+        text=True,
+    )
     system = exposure_level(result.stdout)
     print(f"\nexposure: user unit {user}, system unit {system}")
     assert user <= 2.0 and system <= 2.0
@@ -196,14 +233,52 @@ def test_units_are_hardened_to_exposure_2_or_lower(sandbox: Sandbox, tmp_path: P
 def test_proxies_are_made_in_the_units_cache_directory(deployed: Any, tmp_path: Path) -> None:
     """CacheDirectory= gives the hardened unit (ProtectSystem=strict) the one place it writes; the maker starts
     idle (chrt, ionice) under the unit's system call filter, inside the unit's cgroup, and is confined."""
-    cache = Path("/root/.cache/flipedit-preview")  # root's manager's CacheDirectory=, on the sandbox's own tmpfs (sandbox.py)
+    cache = Path(
+        "/root/.cache/flipedit-preview"
+    )  # root's manager's CacheDirectory=, on the sandbox's own tmpfs (sandbox.py)
     source = tmp_path / "long-gop.mp4"
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30:duration=2",
-                    "-c:v", "libx264", "-preset", "veryfast", "-g", "250", "-bf", "3", "-pix_fmt", "yuv420p", str(source)], check=True, timeout=60)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30:duration=2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "250",
+            "-bf",
+            "3",
+            "-pix_fmt",
+            "yuv420p",
+            str(source),
+        ],
+        check=True,
+        timeout=60,
+    )
     d = deployed(args="--proxy-min-cost 0")
     try:
-        timeline = {"tracks": [{"clips": [{"source_path": str(source), "start_on_track_ms": 0, "end_on_track_ms": 2000,
-                                           "rect": {"left": 0, "top": 0, "width": 640, "height": 360}}]}]}
+        timeline = {
+            "tracks": [
+                {
+                    "clips": [
+                        {
+                            "source_path": str(source),
+                            "start_on_track_ms": 0,
+                            "end_on_track_ms": 2000,
+                            "rect": {"left": 0, "top": 0, "width": 640, "height": 360},
+                        }
+                    ]
+                }
+            ]
+        }
         assert requests.get(d.url + "/health", timeout=30).status_code == 200
         put = requests.put(d.url + "/timeline", json=timeline, headers=d.auth, timeout=10)
         assert put.status_code == 200, put.text
@@ -213,7 +288,10 @@ def test_proxies_are_made_in_the_units_cache_directory(deployed: Any, tmp_path: 
             return p if p["made"] or p["failed"] else None
 
         proxies = wait_for(made, 60, 0.5)
-        assert proxies and proxies["made"] == 1 and proxies["dir"] == str(cache / "proxies"), (proxies, d.journal(MESSAGE_ID=MESSAGE_IDS["proxy_failed"]))
+        assert proxies and proxies["made"] == 1 and proxies["dir"] == str(cache / "proxies"), (
+            proxies,
+            d.journal(MESSAGE_ID=MESSAGE_IDS["proxy_failed"]),
+        )
         assert requests.get(d.url + "/get_frame/20", timeout=10).headers["X-Preview-Source"] == "proxy"
         started = d.journal(MESSAGE_ID=MESSAGE_IDS["proxy_started"])
         assert started and started[-1]["SOURCE"] == str(source) and d.journal(MESSAGE_ID=MESSAGE_IDS["proxy_done"])

@@ -9,9 +9,11 @@ import sys
 
 
 def test_main_process_imports_neither_pyav_nor_pillow() -> None:
-    code = ("import sys; import flipedit_previewd.__main__, flipedit_previewd.http.server, flipedit_previewd.render.pool, "
-            "flipedit_previewd.app.service, flipedit_previewd.proxy.manager; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'av', 'PIL', 'numpy'}))")
+    code = (
+        "import sys; import flipedit_previewd.__main__, flipedit_previewd.http.server, flipedit_previewd.render.pool, "
+        "flipedit_previewd.app.service, flipedit_previewd.proxy.manager; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'av', 'PIL', 'numpy'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 
@@ -59,7 +61,10 @@ def test_workers_start_without_multiprocessing_or_its_resource_tracker() -> None
         assert pool.workers[0].conn.poll(0) is False  # a live pair, nothing unasked for
 
         def command_lines() -> dict[int, str]:
-            return {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in descendants(os.getpid())}
+            return {
+                pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                for pid in descendants(os.getpid())
+            }
 
         # Right after Popen returns, a child still in its exec can show an empty command line for a moment.
         workers = {w.process.pid for w in pool.workers}

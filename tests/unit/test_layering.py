@@ -45,8 +45,11 @@ LAYERS = {name: name for name in ALLOWED}
 # Modules of another package a package may use anyway, each with its reason.
 SHARED: dict[tuple[str, str], str] = {
     ("__main__", "render.pool"): "__main__ starts the worker processes before it imports the rest of the daemon: their "
-                                 "start-up overlaps the daemon's (cold start, bench/footprint.py)",
-    ("worker", "proxy.reader"): "a worker decodes a frame from a proxy instead of the original (the reader imports only proxy.store)",
+    "start-up overlaps the daemon's (cold start, bench/footprint.py)",
+    (
+        "worker",
+        "proxy.reader",
+    ): "a worker decodes a frame from a proxy instead of the original (the reader imports only proxy.store)",
     ("worker", "proxy.store"): "the proxy's manifest and key, read by a worker (the store imports only worker.display)",
 }
 
@@ -79,7 +82,8 @@ def package_modules() -> dict[str, str]:
 
 def _type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def imports_of(module: str, source: str, known: set[str]) -> list[tuple[str, bool]]:
@@ -158,8 +162,10 @@ def violations(modules: dict[str, str]) -> list[str]:
                         path = [target]
                         while path[-1] != module:
                             path.append(via[path[-1]])
-                        problems.append(f"{module} ({layer_of(module)}) reaches {target} ({layer_of(target)}) at run time: "
-                                        + " -> ".join(reversed(path)))
+                        problems.append(
+                            f"{module} ({layer_of(module)}) reaches {target} ({layer_of(target)}) at run time: "
+                            + " -> ".join(reversed(path))
+                        )
     return problems
 
 
@@ -167,8 +173,10 @@ def import_cycles(modules: dict[str, str]) -> list[list[str]]:
     """Each set of modules that import one another, typing-only imports counted (Tarjan's strongly connected
     components with more than one module), sorted."""
     known = set(modules)
-    graph = {module: sorted({target for target, _ in imports_of(module, source, known) if target != module})
-             for module, source in modules.items()}
+    graph = {
+        module: sorted({target for target, _ in imports_of(module, source, known) if target != module})
+        for module, source in modules.items()
+    }
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -209,14 +217,29 @@ def test_no_import_cycle_even_counting_typing_imports() -> None:
     assert import_cycles(package_modules()) == []
 
 
-@pytest.mark.parametrize(("module", "source", "cycle"), [
-    # the cycles there were: the connection typed its server, the parts typed the service that composed them
-    ("http.connection", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from flipedit_previewd.http.server import Server\n",
-     ["http.connection", "http.server"]),
-    ("app.health", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from flipedit_previewd.app.service import Service\n",
-     ["app.health", "app.service"]),
-    ("ctl.cmd_completion", "def later():\n    from .parser import build_parser\n", ["ctl.cmd_completion", "ctl.parser"]),  # deferred
-])
+@pytest.mark.parametrize(
+    ("module", "source", "cycle"),
+    [
+        # the cycles there were: the connection typed its server, the parts typed the service that composed them
+        (
+            "http.connection",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from flipedit_previewd.http.server import "
+            "Server\n",
+            ["http.connection", "http.server"],
+        ),
+        (
+            "app.health",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from flipedit_previewd.app.service import "
+            "Service\n",
+            ["app.health", "app.service"],
+        ),
+        (
+            "ctl.cmd_completion",
+            "def later():\n    from .parser import build_parser\n",
+            ["ctl.cmd_completion", "ctl.parser"],
+        ),  # deferred
+    ],
+)
 def test_a_cycle_fails_however_it_is_hidden(module: str, source: str, cycle: list[str]) -> None:
     modules = package_modules()
     modules[module] += "\n" + source
@@ -225,27 +248,56 @@ def test_a_cycle_fails_however_it_is_hidden(module: str, source: str, cycle: lis
 
 def test_the_import_reader_sees_every_form_of_import() -> None:
     known = {"__init__", "http.server", "render.pool", "common.journal", "ctl", "ctl.http", "ctl.words"}
-    source = ("from .. import __version__\nfrom ..render.pool import WorkerPool\nimport flipedit_previewd.common.journal\n"
-              "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..common.journal import EventLog\n"
-              "def later():\n    from flipedit_previewd.render.pool import Worker\n")
-    assert imports_of("http.server", source, known) == [("__init__", True), ("render.pool", True), ("common.journal", True),
-                                                        ("common.journal", False), ("render.pool", True)]
+    source = (
+        "from .. import __version__\nfrom ..render.pool import WorkerPool\nimport flipedit_previewd.common.journal\n"
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..common.journal import EventLog\n"
+        "def later():\n    from flipedit_previewd.render.pool import Worker\n"
+    )
+    assert imports_of("http.server", source, known) == [
+        ("__init__", True),
+        ("render.pool", True),
+        ("common.journal", True),
+        ("common.journal", False),
+        ("render.pool", True),
+    ]
     assert imports_of("ctl.words", "from ..common.journal import X\nfrom .http import Y\n", known) == [
-        ("common.journal", True), ("ctl.http", True)]
+        ("common.journal", True),
+        ("ctl.http", True),
+    ]
     assert imports_of("ctl", "from . import words\n", known) == [("ctl.words", True)]
 
 
-@pytest.mark.parametrize(("module", "source", "expected"), [
-    ("http.connection", "from flipedit_previewd.render.pool import WorkerPool\n",
-     "http.connection (http) imports render.pool (render)"),
-    ("http.server", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..app.service import Service\n",
-     "http.server (http) imports app.service (app)"),  # a typing-only import breaks the direct rule too
-    ("http.protocol", "def late():\n    from flipedit_previewd.worker.compositor import compose\n",
-     "http.protocol (http) imports worker.compositor (worker)"),
-    ("ctl.words", "from ..app.service import Service\n", "ctl.words (ctl) imports app.service (app)"),
-    ("render.admission", "from flipedit_previewd.http.server import Server\n", "render.admission (render) imports http.server (http)"),
-    ("client.api", "from flipedit_previewd.http.access import Guard\n", "client.api (client) imports http.access (http)"),
-])
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        (
+            "http.connection",
+            "from flipedit_previewd.render.pool import WorkerPool\n",
+            "http.connection (http) imports render.pool (render)",
+        ),
+        (
+            "http.server",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..app.service import Service\n",
+            "http.server (http) imports app.service (app)",
+        ),  # a typing-only import breaks the direct rule too
+        (
+            "http.protocol",
+            "def late():\n    from flipedit_previewd.worker.compositor import compose\n",
+            "http.protocol (http) imports worker.compositor (worker)",
+        ),
+        ("ctl.words", "from ..app.service import Service\n", "ctl.words (ctl) imports app.service (app)"),
+        (
+            "render.admission",
+            "from flipedit_previewd.http.server import Server\n",
+            "render.admission (render) imports http.server (http)",
+        ),
+        (
+            "client.api",
+            "from flipedit_previewd.http.access import Guard\n",
+            "client.api (client) imports http.access (http)",
+        ),
+    ],
+)
 def test_a_violating_import_fails_the_rule(module: str, source: str, expected: str) -> None:
     modules = package_modules()
     modules[module] = modules[module] + "\n" + source
@@ -270,9 +322,16 @@ def service_api() -> set[str]:
 
 def reaches_around(source: str, api: set[str]) -> list[str]:
     """Uses of ``<x>.service.<name>`` where <name> is not part of ServiceAPI (reading or writing)."""
-    return sorted({node.attr for node in ast.walk(ast.parse(source))
-                   if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
-                   and node.value.attr == "service" and node.attr not in api})
+    return sorted(
+        {
+            node.attr
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "service"
+            and node.attr not in api
+        }
+    )
 
 
 def test_the_http_side_uses_the_service_only_through_its_interface() -> None:
@@ -282,4 +341,7 @@ def test_the_http_side_uses_the_service_only_through_its_interface() -> None:
     found = {m: reaches_around(src, api) for m, src in modules.items() if layer_of(m) == "http"}
     assert {m: names for m, names in found.items() if names} == {}
     # what it caught before the interface: the server reached into admission and wrote the connection count
-    assert reaches_around("self.service.admission.reject('x')\nself.service.connections = 3\n", api) == ["admission", "connections"]
+    assert reaches_around("self.service.admission.reject('x')\nself.service.connections = 3\n", api) == [
+        "admission",
+        "connections",
+    ]

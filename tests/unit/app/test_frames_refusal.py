@@ -76,17 +76,20 @@ def test_with_room_nothing_is_refused_and_each_let_through_holds_a_place_until_i
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
     asyncio.run(scenario())
 
 
 def test_a_let_through_request_whose_task_never_runs_gives_its_place_back() -> None:
     """A connection lost before its task ran: the request goes, and with it its place (or a flood would leak
     places until every request is refused)."""
+
     async def scenario() -> None:
         frames, _ = service(queue_size=1)
         assert frames.refuse_now(get(1), 1) is None  # the Request object is dropped at once
         gc.collect()
         assert frames.refuse_now(get(2), 2) is None
+
     asyncio.run(scenario())
 
 
@@ -95,4 +98,5 @@ def test_a_conditional_request_is_never_refused_here() -> None:
         frames, admission = service(queue_size=0)
         assert frames.refuse_now(get(1, **{"if-none-match": '"x"'}), 1) is None  # may be a 304: no render needed
         assert frames.refuse_now(get(1), 1) is not None
+
     asyncio.run(scenario())

@@ -110,7 +110,9 @@ class Service:
         self.refusals.append(limit)
         return Overloaded(limit, 1, detail)
 
-    def note_client_error(self, status: int, what: str, event: str = "", priority: str = "notice", **fields: object) -> None:
+    def note_client_error(
+        self, status: int, what: str, event: str = "", priority: str = "notice", **fields: object
+    ) -> None:
         self.errors.append(status)
 
     def refusal_written(self, seconds: float) -> None:
@@ -243,7 +245,10 @@ def test_a_broken_request_is_answered_400_and_the_connection_lingers(server: Ser
         protocol, transport = connect(server)
         protocol.data_received(b"NOT HTTP AT ALL\r\n\r\n")
         await settle_loop()
-        assert transport.answers()[0].startswith(b"HTTP/1.1 400") and b"connection: close" in bytes(transport.written).lower()
+        assert (
+            transport.answers()[0].startswith(b"HTTP/1.1 400")
+            and b"connection: close" in bytes(transport.written).lower()
+        )
         assert transport.eof_written and protocol.lingering and not transport.closed and server.service.errors == [400]
         protocol.data_received(GET)  # what the peer still sends is discarded, never served
         await settle_loop()
@@ -268,8 +273,10 @@ def test_a_body_holds_its_share_of_the_budget_until_answered() -> None:
         server = Server(body_budget=100)
         protocol, transport = connect(server)
         server.service.gate = asyncio.Event()
-        head = (b"PUT /timeline HTTP/1.1\r\nHost: 127.0.0.1:8081\r\nAuthorization: Bearer secret\r\n"
-                b"Content-Type: application/json\r\nContent-Length: 60\r\n\r\n")
+        head = (
+            b"PUT /timeline HTTP/1.1\r\nHost: 127.0.0.1:8081\r\nAuthorization: Bearer secret\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 60\r\n\r\n"
+        )
         protocol.data_received(head + b"x" * 60)
         await settle_loop()
         assert server.bodies.used == 60 and server.service.requests[0].body == b"x" * 60
@@ -380,7 +387,9 @@ def test_an_idle_connection_goes_to_the_fd_store_with_reading_paused(server: Ser
         if accept:
             assert settled and transport.aborted  # only our descriptor: systemd holds the connection
         else:
-            assert not settled and transport.reading and not transport.closed  # the store is full: served until the grace ends
+            assert (
+                not settled and transport.reading and not transport.closed
+            )  # the store is full: served until the grace ends
 
     run(scenario())
 
@@ -400,6 +409,7 @@ def test_a_busy_write_buffer_holds_the_drain(server: Server, monkeypatch: pytest
 def test_a_refusal_that_needs_no_work_is_written_within_data_received(server: Server) -> None:
     """The 503 of a full render queue is answered in data_received itself, no task: under a flood it must not
     wait for its turn among hundreds of request tasks (its time is the daemon's refusal histogram)."""
+
     async def scenario() -> None:
         protocol, transport = connect(server)
         server.service.busy_paths = {"/busy"}
@@ -407,7 +417,9 @@ def test_a_refusal_that_needs_no_work_is_written_within_data_received(server: Se
         # no await: written before data_received returned
         assert transport.answers() == [b"HTTP/1.1 503"] and b"Retry-After: 1" in bytes(transport.written)
         assert protocol.task is None and server.service.requests == [] and len(server.service.refusal_times) == 1
-        assert not transport.closed and protocol.idle and protocol.timer_kind == "idle"  # kept alive, ready for the next
+        assert (
+            not transport.closed and protocol.idle and protocol.timer_kind == "idle"
+        )  # kept alive, ready for the next
         protocol.data_received(GET)
         assert protocol.task is not None  # one that needs work gets its task as before
         await settle_loop()
@@ -419,6 +431,7 @@ def test_a_refusal_that_needs_no_work_is_written_within_data_received(server: Se
 def test_pipelined_refusals_are_answered_in_order_without_recursion(server: Server) -> None:
     """Thousands of pipelined requests answered at once are a loop, not a recursion; the first that needs work
     stops it, and the ones after it wait for its answer."""
+
     async def scenario() -> None:
         protocol, transport = connect(server)
         server.service.busy_paths = {"/busy"}
@@ -434,6 +447,7 @@ def test_pipelined_refusals_are_answered_in_order_without_recursion(server: Serv
 def test_a_refusal_is_timed_from_its_request_not_from_the_accept(server: Server) -> None:
     """The refusal histogram is the daemon's time: a client that connects and sends later is not counted in it
     (the first request on each of a flood's 400 connections was timed from the accept, the histogram's p99)."""
+
     async def scenario() -> None:
         protocol, transport = connect(server)
         server.service.busy_paths = {"/busy"}

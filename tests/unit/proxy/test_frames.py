@@ -60,7 +60,8 @@ def luma_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def shown_from(frame: object, source: VideoSource, size: tuple[int, int]) -> np.ndarray:
-    """The proxy frame scaled as the renderer scales the original: its own picture(), the source's geometry and flags."""
+    """The proxy frame scaled as the renderer scales the original: its own picture(), the source's geometry and "
+    "flags."""
     return np.asarray(source.picture(Decoded(0, frame), size))
 
 

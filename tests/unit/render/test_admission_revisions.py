@@ -22,11 +22,13 @@ def test_newer_revision_starts_beside_a_stale_render_in_flight() -> None:
         adm.finish(stale, "old frame")
         adm.finish(fresh, "new frame")
         assert stale.future.result() == "old frame" and fresh.future.result() == "new frame"
+
     asyncio.run(scenario())
 
 
 def test_same_revision_joins_the_render_in_flight() -> None:
     """A request of the revision being rendered shares that render: no second render of the same picture after it."""
+
     async def scenario() -> None:
         adm = Admission(capacity=2, queue_size=5, queue_timeout=5)
         first = adm.submit((7, "s"), "rev-a")
@@ -35,12 +37,14 @@ def test_same_revision_joins_the_render_in_flight() -> None:
         assert again is first and first.waiters == 2 and not adm.queue and adm.counters["joined"] == 1
         adm.finish(first, "frame a")
         assert again.future.result() == "frame a"
+
     asyncio.run(scenario())
 
 
 def test_unread_starts_beside_any_render_in_flight_and_never_joins_it() -> None:
     """A request that found the database changed and unread must not get a render that read before the change
     (it may be the old picture), nor wait for it: its own render starts at once and reads the timeline then."""
+
     async def scenario() -> None:
         adm = Admission(capacity=2, queue_size=5, queue_timeout=5)
         first = adm.submit((7, "s"), UNREAD)
@@ -51,6 +55,7 @@ def test_unread_starts_beside_any_render_in_flight_and_never_joins_it() -> None:
         assert adm.take(threading.Event()) is fresh  # not held back behind the render of rev-a
         other = adm.submit((7, "s"), UNREAD)  # nor behind one still reading
         assert other is not fresh and adm.take(threading.Event()) is other
+
     asyncio.run(scenario())
 
 
@@ -64,6 +69,7 @@ def test_render_that_read_the_new_revision_is_not_duplicated() -> None:
         stop = threading.Event()
         threading.Timer(0.2, stop.set).start()
         assert adm.take(stop) is None
+
     asyncio.run(scenario())
 
 
@@ -77,6 +83,7 @@ def test_worker_goes_on_forward_from_its_last_frame_while_the_oldest_has_time() 
         assert adm.take(threading.Event(), near=10) is near  # 4 frames on: no seek back to a keyframe
         assert adm.take(threading.Event()) is far  # no position yet: the oldest
         assert list(adm.queue.values()) == [behind]
+
     asyncio.run(scenario())
 
 
@@ -90,6 +97,7 @@ def test_oldest_goes_first_once_half_its_queue_time_is_gone() -> None:
         late.deadline = time.monotonic() + 2.0  # less than half of 5 s left
         adm.submit((11, "s"))
         assert adm.take(threading.Event(), near=10) is late
+
     asyncio.run(scenario())
 
 
@@ -103,12 +111,14 @@ def test_a_frame_in_the_gop_another_waiting_worker_is_in_is_left_to_it() -> None
         late = adm.submit((241, "s"))
         late.deadline = time.monotonic() + 2.0  # less than half of 5 s left: whoever is free takes it
         assert adm.take(threading.Event(), near=(0, 30)) is late
+
     asyncio.run(scenario())
 
 
 def test_an_unread_job_that_reads_the_revision_in_flight_is_answered_with_that_render() -> None:
     """Two requests after one change (the editor's and another view's) render the new picture once: the second,
     having read the same revision, follows the render in flight; one that read another revision renders."""
+
     async def scenario() -> None:
         adm = Admission(capacity=3, queue_size=5, queue_timeout=5)
         first = adm.submit((7, "s"), UNREAD)
@@ -125,4 +135,5 @@ def test_an_unread_job_that_reads_the_revision_in_flight_is_answered_with_that_r
         adm.finish(first, "frame b")
         await asyncio.sleep(0)
         assert second.future.result() == "frame b" and not third.future.done()
+
     asyncio.run(scenario())

@@ -78,6 +78,7 @@ class Side:
         def heard(*args: Any) -> None:
             self.threads.add(threading.get_ident())
             self.heard.append((name, *args))
+
         return heard
 
     def hooks(self) -> LoopHooks:
@@ -86,11 +87,23 @@ class Side:
 
 def make(pool: WorkerPool, side: Side, queue_timeout: float = 5.0) -> Dispatcher:
     admission = Admission(capacity=1, queue_size=8, queue_timeout=queue_timeout)
-    return Dispatcher(admission, pool, FrameCache(1 << 22), RenderAhead(4), Metrics(), side.read,
-                      side.roots, side.hooks(), budget=10.0, heavy_ttl=60.0)
+    return Dispatcher(
+        admission,
+        pool,
+        FrameCache(1 << 22),
+        RenderAhead(4),
+        Metrics(),
+        side.read,
+        side.roots,
+        side.hooks(),
+        budget=10.0,
+        heavy_ttl=60.0,
+    )
 
 
-def run(pool: WorkerPool, scenario: Callable[[Dispatcher, Side], Any], start: bool = True, side: Side | None = None) -> Side:
+def run(
+    pool: WorkerPool, scenario: Callable[[Dispatcher, Side], Any], start: bool = True, side: Side | None = None
+) -> Side:
     side = side or Side()
 
     async def main() -> None:
@@ -126,14 +139,23 @@ def test_a_render_is_cached_and_the_next_one_is_answered_from_the_cache(pool: Wo
         completed = pool.completed
         first = await d.render((5, SPEC), "r1", etag)
         assert first.body.startswith(b"\xff\xd8") and first.content_type == "image/jpeg"
-        assert first.etag == etag and not first.cached and not first.shared and first.render_ms > 0 and first.queue_ms >= 0
-        assert pool.completed == completed + 1 and d.position[0] is not None and d.position[0][0] <= 5 < d.position[0][1]  # its decoders reach frame 5
+        assert (
+            first.etag == etag and not first.cached and not first.shared and first.render_ms > 0 and first.queue_ms >= 0
+        )
+        assert (
+            pool.completed == completed + 1 and d.position[0] is not None and d.position[0][0] <= 5 < d.position[0][1]
+        )  # its decoders reach frame 5
         assert d.cache.get(etag) == (first.body, "image/jpeg", "")  # no video drawn: no X-Preview-Source
         assert first.cached is False
         assert sample(d, "flipedit_preview_render_seconds_sum") == first.render_ms / 1000
         assert sample(d, "flipedit_preview_queue_wait_seconds_sum") == first.queue_ms / 1000
         again = await d.render((5, SPEC), "r1", etag)
-        assert again.cached is True and again.body == first.body and again.render_ms == 0.0 and pool.completed == completed + 1
+        assert (
+            again.cached is True
+            and again.body == first.body
+            and again.render_ms == 0.0
+            and pool.completed == completed + 1
+        )
         assert again.content_type == "image/jpeg" and again.etag == etag and 0.0 <= again.queue_ms < 60_000
         assert sample(d, "flipedit_preview_queue_wait_seconds_count") == 2
         assert sample(d, "flipedit_preview_render_seconds_count") == 1
@@ -172,6 +194,7 @@ def test_render_ahead_jobs_reach_the_worker_as_speculative(tmp_path: Any, monkey
     monkeypatch.setenv(VARIABLE, f"nice:{record}")  # the failpoint of the workers this test starts (docs/tests.md)
     marked = new_pool()
     try:
+
         async def scenario(d: Dispatcher, side: Side) -> None:
             await d.render((1, SPEC), "r1", "e")
             d.admission.ahead_limit = 1
@@ -243,8 +266,16 @@ def test_render_errors_reach_the_waiter_and_the_thread_keeps_serving(pool: Worke
 
 
 def test_media_problems_are_told_to_the_loop(pool: WorkerPool) -> None:
-    clip = {"id": 1, "type": "video", "source_path": "/nonexistent-media/a.mp4", "start_on_track_ms": 0, "end_on_track_ms": 1000}
-    broken = timeline_from_json({"canvas": {"width": 64, "height": 36}, "tracks": [{"id": 1, "clips": [clip]}]}, (64, 36), 30)
+    clip = {
+        "id": 1,
+        "type": "video",
+        "source_path": "/nonexistent-media/a.mp4",
+        "start_on_track_ms": 0,
+        "end_on_track_ms": 1000,
+    }
+    broken = timeline_from_json(
+        {"canvas": {"width": 64, "height": 36}, "tracks": [{"id": 1, "clips": [clip]}]}, (64, 36), 30
+    )
 
     async def scenario(d: Dispatcher, side: Side) -> None:
         side.current = broken
@@ -296,10 +327,13 @@ def test_render_ahead_fills_the_cache_only_for_the_current_revision(pool: Worker
     run(pool, scenario)
 
 
-def test_a_render_past_the_budget_is_a_504_and_the_frame_is_then_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_render_past_the_budget_is_a_504_and_the_frame_is_then_refused_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv(VARIABLE, "sleep:5")
     slow = new_pool()
     try:
+
         async def scenario(d: Dispatcher, side: Side) -> None:
             d.budget = 0.3
             etag = frame_etag(timeline("r1"), 1, SPEC)
@@ -326,6 +360,7 @@ def test_a_speculative_render_past_the_budget_marks_the_frame_heavy(monkeypatch:
     monkeypatch.setenv(VARIABLE, "sleep:5")
     slow = new_pool()
     try:
+
         async def scenario(d: Dispatcher, side: Side) -> None:
             d.budget = 0.3
             d.admission.ahead_limit = 1
@@ -379,9 +414,17 @@ def green_still(tmp_path: Any) -> Timeline:
     """A green still on frames 0-29 (one second at 30 fps); other frames are black."""
     path = tmp_path / "green.png"
     Image.new("RGB", (64, 36), (0, 200, 0)).save(path)
-    clip = {"id": 1, "type": "image", "source_path": str(path), "start_on_track_ms": 0, "end_on_track_ms": 1000,
-            "rect": {"left": 0, "top": 0, "width": 64, "height": 36}}
-    return timeline_from_json({"canvas": {"width": 64, "height": 36}, "tracks": [{"id": 1, "clips": [clip]}]}, (64, 36), 30)
+    clip = {
+        "id": 1,
+        "type": "image",
+        "source_path": str(path),
+        "start_on_track_ms": 0,
+        "end_on_track_ms": 1000,
+        "rect": {"left": 0, "top": 0, "width": 64, "height": 36},
+    }
+    return timeline_from_json(
+        {"canvas": {"width": 64, "height": 36}, "tracks": [{"id": 1, "clips": [clip]}]}, (64, 36), 30
+    )
 
 
 def centre(body: bytes) -> tuple[int, ...]:
@@ -401,7 +444,9 @@ def test_renders_use_the_frame_and_the_media_roots_of_their_timeline(pool: Worke
         shown = await d.render((3, SPEC), still.revision, "e")
         assert is_green(centre(shown.body))  # inside the roots: the still itself, no placeholder
         after = await d.render((45, SPEC), still.revision, "e")
-        assert centre(after.body) != centre(shown.body)  # frame 45 is past the clip: the frame number reached the worker
+        assert centre(after.body) != centre(
+            shown.body
+        )  # frame 45 is past the clip: the frame number reached the worker
         d.admission.ahead_limit = 1
         for frame in (4, 5):
             assert d.admission.speculate((frame, SPEC), still.revision, 5.0, 8)
