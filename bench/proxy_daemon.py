@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import random
 import re
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import requests
 
 from flipedit_previewd.common.percentiles import percentile
 from tests.support.helpers import Daemon, build_project, wait_for
+from tests.support.media_corpus import lavfi
 
 
 def timed(daemon: Daemon, frames: list[int]) -> tuple[list[float], set[str]]:
@@ -43,30 +43,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         source = tmp / "obs-like.mp4"
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                f"testsrc2=size=1920x1080:rate=30:duration={args.seconds},noise=alls=4:allf=t",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-g",
-                "250",
-                "-bf",
-                "3",
-                "-pix_fmt",
-                "yuv420p",
-                str(source),
-            ],
-            check=True,
+        lavfi(
+            source,
+            f"testsrc2=size=1920x1080:rate=30:duration={args.seconds},noise=alls=4:allf=t",
+            *"-c:v libx264 -preset veryfast -g 250 -bf 3 -pix_fmt yuv420p".split(),
+            timeout=None,
         )
         db = tmp / "project.sqlite"
         build_project(

@@ -25,7 +25,16 @@ import pytest
 import requests
 
 from flipedit_previewd.common.percentiles import percentile
-from tests.support.helpers import Daemon, build_project, failpoint, report, solid_png, still_project, wait_for
+from tests.support.helpers import (
+    Daemon,
+    build_project,
+    failpoint,
+    many_stills_timeline,
+    report,
+    solid_png,
+    still_project,
+    wait_for,
+)
 
 # The goals are /health p99 < 100 ms and loop lag p99 < 50 ms; they hold on a quiet machine
 # (figures printed and kept in the README). The asserts allow 2.5x for a shared, noisy CI machine: the
@@ -148,23 +157,7 @@ def test_timeline_naming_50000_files(start_daemon: Any, red_project: Path, tmp_p
     daemon = start_daemon(
         "--project", str(red_project), "--allowed-roots", str(tmp_path), "--max-body-bytes", str(16 << 20)
     )
-    tracks = [
-        {
-            "id": t + 1,
-            "clips": [
-                {
-                    "id": i + 1,
-                    "source_path": f"{media}/{t * 4000 + i}.png",
-                    "type": "image",
-                    "start_on_track_ms": (t * 4000 + i) * 40,
-                    "end_on_track_ms": (t * 4000 + i + 1) * 40,
-                }
-                for i in range(min(4000, 50_000 - t * 4000))
-            ],
-        }
-        for t in range(13)
-    ]
-    body = json.dumps({"frame_rate": 25, "tracks": tracks})
+    body = json.dumps(many_stills_timeline(media))
     statuses: list[int] = []
     with health_probe(daemon) as figures:
         r = requests.put(daemon.url + "/timeline", data=body, headers=daemon.auth, timeout=120)

@@ -25,7 +25,7 @@ from flipedit_previewd.timeline.model import timeline_from_json
 from flipedit_previewd.worker.compositor import OutputSpec, compose
 from flipedit_previewd.worker.media import MediaPool, timeline_rate
 from tests.support.helpers import build_project
-from tests.support.media_corpus import ROWS, Reference, Row, apply_matrix, ffmpeg, make, match, reference
+from tests.support.media_corpus import ROWS, Reference, Row, apply_matrix, ffmpeg, lavfi, make, match, reference
 
 MIN_PSNR, MAX_BIAS = 40.0, 1.5
 PURE_ROTATIONS = {(0, 1, -1, 0), (-1, 0, 0, -1), (0, -1, 1, 0)}
@@ -152,23 +152,7 @@ def test_the_matrix_rule_agrees_with_ffmpegs_autorotation(corpus: Path) -> None:
 
 
 def ffmpeg_to(path: Path, *args: str) -> Path:
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x96:rate=30:duration=1",
-            *args,
-            str(path),
-        ],
-        check=True,
-        timeout=60,
-    )
+    lavfi(path, "testsrc2=size=160x96:rate=30:duration=1", *args, timeout=60)
     return path
 
 

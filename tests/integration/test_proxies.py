@@ -25,38 +25,17 @@ from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.cmd_monitor import MonitorState, monitor_line
 from flipedit_previewd.ctl.context import Env
 from tests.support.helpers import Daemon, build_project, wait_for
-from tests.support.media_corpus import ffmpeg
+from tests.support.media_corpus import ffmpeg, lavfi
 
 pytestmark = pytest.mark.skipif(ffmpeg() is None, reason="needs Debian's ffmpeg (scripts/setup.sh)")
 
 
 def video(path: Path, seconds: float = 4, pattern: str = "testsrc2", size: str = "640x360", gop: int = 250) -> Path:
     """A source whose random frames are expensive: H.264 with B-frames, a keyframe every ``gop`` frames."""
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"{pattern}=size={size}:rate=30:duration={seconds}",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            str(gop),
-            "-bf",
-            "3",
-            "-pix_fmt",
-            "yuv420p",
-            str(path),
-        ],
-        check=True,
-        timeout=120,
+    lavfi(
+        path,
+        f"{pattern}=size={size}:rate=30:duration={seconds}",
+        *f"-c:v libx264 -preset veryfast -g {gop} -bf 3 -pix_fmt yuv420p".split(),
     )
     return path
 

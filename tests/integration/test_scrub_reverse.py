@@ -3,14 +3,13 @@ very frames a fresh decode gives: pixel for pixel, on a long-GOP H.264 file with
 
 from __future__ import annotations
 
-import subprocess
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 from flipedit_previewd.worker.media import MediaPool
-from tests.support.media_corpus import ffmpeg
+from tests.support.media_corpus import ffmpeg, lavfi
 
 FPS = 30.0
 SIZE = (160, 90)
@@ -21,35 +20,10 @@ def long_gop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if ffmpeg() is None:
         pytest.fail("ffmpeg is needed: scripts/setup.sh installs Debian's ffmpeg")
     path = tmp_path_factory.mktemp("scrub") / "gop120.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x180:rate=30:duration=10",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "120",
-            "-keyint_min",
-            "120",
-            "-sc_threshold",
-            "0",
-            "-bf",
-            "3",
-            "-pix_fmt",
-            "yuv420p",
-            str(path),
-        ],
-        check=True,
-        timeout=120,
+    lavfi(
+        path,
+        "testsrc2=size=320x180:rate=30:duration=10",
+        *"-c:v libx264 -preset ultrafast -g 120 -keyint_min 120 -sc_threshold 0 -bf 3 -pix_fmt yuv420p".split(),
     )
     return path
 

@@ -409,3 +409,25 @@ def ctl(
         env={**environ, **(env or {})},
         stdin=stdin,
     )
+
+
+def many_stills_timeline(media: Path, count: int = 50_000, per_track: int = 4000) -> dict[str, Any]:
+    """A timeline JSON of ``count`` stills ``media/<n>.png``, 40 ms each, one after another, ``per_track`` to a track:
+    the editor's biggest plausible project (the loop must not stall on reading or checking it)."""
+    tracks = [
+        {
+            "id": t + 1,
+            "clips": [
+                {
+                    "id": i + 1,
+                    "source_path": f"{media}/{t * per_track + i}.png",
+                    "type": "image",
+                    "start_on_track_ms": (t * per_track + i) * 40,
+                    "end_on_track_ms": (t * per_track + i + 1) * 40,
+                }
+                for i in range(min(per_track, count - t * per_track))
+            ],
+        }
+        for t in range(-(-count // per_track))
+    ]
+    return {"frame_rate": 25, "tracks": tracks}

@@ -110,15 +110,20 @@ def ffmpeg() -> str | None:
     return shutil.which("ffmpeg") if shutil.which("ffprobe") else None
 
 
+def lavfi(path: Path, source: str, *encode: str, timeout: float | None = 120) -> Path:
+    """``path`` made by the stock ffmpeg from a lavfi ``source`` (``testsrc2=size=...``) with the ``encode`` options:
+    how every test and benchmark makes a clip of its own."""
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source, *encode, str(path)]
+    subprocess.run(cmd, check=True, timeout=timeout)
+    return path
+
+
 def make(row: Row, folder: Path, size: tuple[int, int] = (W, H)) -> Path:
     path = folder / f"{row.name}.{row.ext}"
     if path.exists():
         return path
     source = f"testsrc2=size={size[0]}x{size[1]}:rate={row.rate}:duration={row.seconds}"
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source]
-    if row.vf:
-        cmd += ["-vf", row.vf]
-    subprocess.run(cmd + list(row.encode) + [str(path)], check=True, timeout=120)
+    lavfi(path, source, *(["-vf", row.vf] if row.vf else []), *row.encode)
     if row.matrix is not None:
         set_matrix(path, row.matrix)
     return path

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from flipedit_previewd.common.percentiles import percentile
-from tests.support.helpers import ROOT, failpoint, overload_with_health_watch, report, wait_for
+from tests.support.helpers import ROOT, failpoint, many_stills_timeline, overload_with_health_watch, report, wait_for
 from tests.system.deploy import Deployed, wait_active
 
 PREVIEWCTL = str(ROOT / ".venv/bin/previewctl")
@@ -95,25 +95,7 @@ def test_hostile_inputs_under_systemd_no_restart(deployed: Any, tmp_path: Path) 
             d.url + "/timeline", data=body, headers=d.auth, timeout=120
         ).status_code
         # 3. 50,000 files
-        tracks = [
-            {
-                "id": t + 1,
-                "clips": [
-                    {
-                        "id": i + 1,
-                        "source_path": f"{media}/{t * 4000 + i}.png",
-                        "type": "image",
-                        "start_on_track_ms": (t * 4000 + i) * 40,
-                        "end_on_track_ms": (t * 4000 + i + 1) * 40,
-                    }
-                    for i in range(min(4000, 50_000 - t * 4000))
-                ],
-            }
-            for t in range(13)
-        ]
-        r = requests.put(
-            d.url + "/timeline", data=json.dumps({"frame_rate": 25, "tracks": tracks}), headers=d.auth, timeout=120
-        )
+        r = requests.put(d.url + "/timeline", data=json.dumps(many_stills_timeline(media)), headers=d.auth, timeout=120)
         figures["files_timeline"] = r.status_code
         figures["files_frames"] = sorted(
             {requests.get(f"{d.url}/get_frame/{f}", timeout=60).status_code for f in (0, 777, 49_999)}

@@ -16,6 +16,7 @@ import requests
 
 from flipedit_previewd.common.journal import MESSAGE_IDS
 from tests.support.helpers import ROOT, exposure_level, failpoint, overload_with_health_watch, wait_for
+from tests.support.media_corpus import lavfi
 from tests.support.sandbox import Sandbox
 from tests.system.deploy import SOCKET, UNIT, wait_active
 
@@ -237,30 +238,10 @@ def test_proxies_are_made_in_the_units_cache_directory(deployed: Any, tmp_path: 
         "/root/.cache/flipedit-preview"
     )  # root's manager's CacheDirectory=, on the sandbox's own tmpfs (sandbox.py)
     source = tmp_path / "long-gop.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=30:duration=2",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            "250",
-            "-bf",
-            "3",
-            "-pix_fmt",
-            "yuv420p",
-            str(source),
-        ],
-        check=True,
+    lavfi(
+        source,
+        "testsrc2=size=640x360:rate=30:duration=2",
+        *"-c:v libx264 -preset veryfast -g 250 -bf 3 -pix_fmt yuv420p".split(),
         timeout=60,
     )
     d = deployed(args="--proxy-min-cost 0")
