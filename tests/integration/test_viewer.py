@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def browser() -> Any:
+def browser(tmp_path: Path) -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -38,6 +38,7 @@ def browser() -> Any:
         "--disable-gpu",
         "--disable-dev-shm-usage",
         "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium'}",  # its profile and crash reports in the test's folder, not ~
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
