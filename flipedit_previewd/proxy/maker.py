@@ -126,6 +126,8 @@ def plan(source: VideoSource, params: Params) -> Manifest:
         frames_total=total,
         source_path=source.path,
         sar=(sar.numerator, sar.denominator),
+        shown=source.size(),
+        warning=source.warning,
     )
 
 

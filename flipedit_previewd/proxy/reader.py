@@ -38,6 +38,10 @@ class ProxyReader:
         self._tables: OrderedDict[tuple[str, int], tuple[list[tuple[int, int, int]], list[int]]] = OrderedDict()
         self._decoders: dict[str, Any] = {}
         self.broken: set[str] = set()
+        self._index: dict[tuple[int, int, int, int, Params], str] = {}  # (file's stat, params) -> key
+        self._listed: int | None = None  # the store folder's mtime when it was last listed
+        self._pending: set[str] = set()  # listed folders without a readable manifest (a proxy just begun)
+        self._pending_at = 0.0
 
     def manifest(self, key: str) -> Manifest | None:
         """The proxy's manifest (re-read at most every RELOAD_AFTER while incomplete); None when absent or unusable."""
@@ -53,8 +57,42 @@ class ProxyReader:
         self._manifests[key] = (manifest, now)
         return manifest
 
-    def find(self, identity_key: str) -> Manifest | None:
-        return self.manifest(identity_key)
+    def for_file(self, st: os.stat_result, params: Params) -> Manifest | None:
+        """The proxy of the file ``st`` describes (an fstat of the descriptor the worker opened), made with
+        ``params``, without opening the file as media: the key needs the stream's parameters, the index by
+        file does not. The store's folder is listed again when it changes (a proxy begun or removed), and
+        folders whose manifest could not be read yet are looked at again at most every RELOAD_AFTER."""
+        self._refresh_index()
+        key = self._index.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, params))
+        if key is None:
+            now = time.monotonic()
+            if self._pending and now - self._pending_at >= RELOAD_AFTER:
+                self._pending_at = now
+                for name in list(self._pending):
+                    self._index_one(name)
+                key = self._index.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, params))
+        return None if key is None else self.manifest(key)
+
+    def _refresh_index(self) -> None:
+        try:
+            changed = os.stat(self.store.root).st_mtime_ns
+        except OSError:
+            self._index, self._listed = {}, None
+            return
+        if changed == self._listed:
+            return
+        self._index, self._pending, self._listed = {}, set(), changed
+        for entry in self.store.names():
+            self._index_one(entry)
+
+    def _index_one(self, name: str) -> None:
+        manifest = self.store.manifest(name)
+        if manifest is None:
+            self._pending.add(name)
+            return
+        self._pending.discard(name)
+        i = manifest.identity
+        self._index[(i.dev, i.ino, i.size, i.mtime_ns, manifest.params)] = name
 
     def frame_at(self, manifest: Manifest, seconds: Fraction) -> tuple[int, Any] | None:
         """(original pts, decoded proxy frame) on screen ``seconds`` after the first frame, or None when not covered."""
@@ -123,6 +161,7 @@ class ProxyReader:
         self._decoders.clear()
         self._tables.clear()
         self._manifests.clear()
+        self._index, self._pending, self._listed = {}, set(), None
 
 
 def _read_table(fd: int) -> list[tuple[int, int, int]]:

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from flipedit_previewd.common.framecache import FrameCache
 from flipedit_previewd.proxy.reader import ProxyReader, usable
-from flipedit_previewd.proxy.store import Params, identity_of, key_of, params_for
+from flipedit_previewd.proxy.store import Manifest, Params, params_for
 from flipedit_previewd.worker.decoded import RUN_FRAMES, DecodedFrames, following_of
 from flipedit_previewd.worker.display import Geometry, matrix_problem, sample_aspect, tkhd_matrix, to_rgb, transpose_of
 from flipedit_previewd.worker.keyframes import KeyframeIndex
@@ -161,7 +161,6 @@ class VideoSource:
         self._lands_late = False  # a timestamp seek of this source has yielded a frame after its target
         self._bytes_refused = False  # the demuxer refuses byte seeks (it has an index of its own)
         self.scaled: tuple[tuple[int, tuple[int, int]], Image.Image] | None = None
-        self.proxy_key: tuple[Params, str] | None = None  # the key of this file's proxy, for those parameters
         self.run: list[_Decoded] = []  # the frames the last decode pass went through, up to its target (decoded.py)
         self.run_from: Fraction | None = None  # from which pts on they are noted (None: not noted)
         try:
@@ -439,14 +438,7 @@ class VideoSource:
 
     def picture(self, decoded: _Decoded, size: tuple[int, int]) -> Image.Image:
         """The frame as the viewer sees it, at ``size`` (displayed orientation), scaled once by FFmpeg."""
-        width, height = self.geometry.scale_size(size)
-        if self.deep:
-            native = (width, height) == (self.geometry.width, self.geometry.height)
-            flags = DEEP_NATIVE if native else DEEP_SCALED
-            scaled = decoded.frame.reformat(width=width, height=height, format="rgb24", interpolation=flags)
-        else:
-            scaled = decoded.frame.reformat(width=width, height=height, format="rgb24")
-        return self.geometry.orient(scaled.to_image())
+        return picture_of(decoded.frame, self.geometry, size, self.deep)
 
     def close(self) -> None:
         try:
@@ -457,13 +449,27 @@ class VideoSource:
             self.file.close()
 
 
+def picture_of(frame: Any, geometry: Geometry, size: tuple[int, int], deep: bool) -> Image.Image:
+    """A decoded frame (an original's or a proxy's, ``geometry`` its own) as the viewer sees it, at ``size``."""
+    width, height = geometry.scale_size(size)
+    if deep:
+        native = (width, height) == (geometry.width, geometry.height)
+        flags = DEEP_NATIVE if native else DEEP_SCALED
+        scaled = frame.reformat(width=width, height=height, format="rgb24", interpolation=flags)
+    else:
+        scaled = frame.reformat(width=width, height=height, format="rgb24")
+    return geometry.orient(scaled.to_image())
+
+
 class MediaPool:
     """Per-worker media state: open decoders, scaled stills and the problems already reported.
 
     With a proxy reader (``proxies``), a video frame comes from the source's proxy when one covers it, the
     clip is shown no larger than the proxy, and the output is not lossless (``begin``): the same frame by
     the same rule (proxy/reader.py), scaled by the same ``_picture``. ``used`` says which kind each video
-    frame of the current render came from (the ``X-Preview-Source`` header).
+    frame of the current render came from (the ``X-Preview-Source`` header). A proxy is found by the file
+    (its descriptor's fstat) and drawn by what its manifest records, so a source with a proxy is not opened
+    as media at all: no probe, no first-frame decode, no decoder of the original held in memory.
     """
 
     def __init__(
@@ -488,12 +494,15 @@ class MediaPool:
         self.proxies = proxies
         self.proxy_size = proxy_size  # (0, 0): the canvas's size (proxy.store.params_for)
         self._proxy_params: Params | None = None  # this render's: None when proxies may not be used
+        self._proxied: dict[tuple[str, Any], Manifest | None] = {}  # this render's proxy of each (path, stat)
+        self._proxy_scaled: OrderedDict[str, tuple[tuple[int, tuple[int, int]], Image.Image]] = OrderedDict()
         self.used: set[str] = set()
         Image.MAX_IMAGE_PIXELS = max_source_pixels
 
     def begin(self, canvas: tuple[int, int], lossless: bool) -> None:
         """Before a render: which proxies fit this timeline's canvas, or none for a lossless output."""
         self.used = set()
+        self._proxied = {}
         if self.proxies is None or lossless:
             self._proxy_params = None
         else:
@@ -503,21 +512,46 @@ class MediaPool:
         """ "proxy", "original", "mixed", or "" when the render drew no video frame."""
         return "mixed" if len(self.used) > 1 else next(iter(self.used), "")
 
-    def _from_proxy(self, source: VideoSource, seconds: Fraction, size: tuple[int, int]) -> _Decoded | None:
+    def _proxy(self, path: str, stat: Any) -> Manifest | None:
+        """This render's proxy of the file at ``path``: found by the fstat of a descriptor opened as the media
+        would be (the same checks: a file outside the roots raises as it would), never by decoding it."""
         params, reader = self._proxy_params, self.proxies
         if params is None or reader is None:
             return None
-        if source.proxy_key is None or source.proxy_key[0] != params:
+        key = (path, stat)
+        if key not in self._proxied:
+            handle = open_media(path, self.roots)
             try:
-                key = key_of(identity_of(source), params)
-            except (OSError, AttributeError, ValueError):
-                return None
-            source.proxy_key = (params, key)
-        manifest = reader.find(source.proxy_key[1])
-        if manifest is None or not usable(manifest, size):
+                self._proxied[key] = reader.for_file(os.fstat(handle.fileno()), params)
+            except OSError:
+                self._proxied[key] = None
+            finally:
+                handle.close()
+        return self._proxied[key]
+
+    def _from_proxy(self, path: str, stat: Any, seconds: Fraction, size: tuple[int, int]) -> Image.Image | None:
+        """The frame from the source's proxy when one covers it and may show it at ``size``, else None."""
+        manifest = self._proxy(path, stat)
+        if manifest is None or self.proxies is None or not usable(manifest, size):
             return None
-        found = reader.frame_at(manifest, seconds)
-        return None if found is None else _Decoded(found[0], found[1])
+        found = self.proxies.frame_at(manifest, seconds)
+        if found is None:
+            return None
+        pts, frame = found
+        kept = self._proxy_scaled.get(manifest.key)
+        if kept is not None and kept[0] == (pts, size):
+            self._proxy_scaled.move_to_end(manifest.key)
+            return kept[1]  # same frame, same size: e.g. another layer is being dragged
+        deep = any(component.bits > 8 for component in frame.format.components)
+        try:
+            image = picture_of(frame, manifest.geometry, size, deep)
+        except (av.FFmpegError, OSError, ValueError, MemoryError) as exc:
+            raise MediaError(f"cannot scale the frame: {_short(exc)}") from None
+        self._proxy_scaled[manifest.key] = ((pts, size), image)
+        self._proxy_scaled.move_to_end(manifest.key)
+        while len(self._proxy_scaled) > self.max_open:
+            self._proxy_scaled.popitem(last=False)
+        return image
 
     def video(self, path: str, stat: Any) -> VideoSource:
         key = (path, stat)
@@ -536,17 +570,12 @@ class MediaPool:
 
     def video_frame(self, path: str, stat: Any, index: int, fps: float, size: tuple[int, int]) -> Image.Image:
         """Frame ``index`` counted at the timeline's rate ``fps``: the source frame on screen at index / fps."""
-        source = self.video(path, stat)
         seconds = Fraction(index) / timeline_rate(fps)
-        proxied = self._from_proxy(source, seconds, size)
+        proxied = self._from_proxy(path, stat, seconds, size)
         self.used.add("original" if proxied is None else "proxy")
         if proxied is not None:  # one packet of an all-intra copy: no decoder position, reach or kept run to note
-            key = (proxied.pts, size)
-            if source.scaled is not None and source.scaled[0] == key:
-                return source.scaled[1]
-            image = self._picture(source, proxied, size)
-            source.scaled = (key, image)
-            return image
+            return proxied
+        source = self.video(path, stat)
         turning_back = self._turning_back(source, (path, stat), size, seconds)
         if isinstance(turning_back, Image.Image):
             return turning_back
@@ -631,7 +660,10 @@ class MediaPool:
     def warning(self, path: str, stat: Any) -> str:
         """What about an open video is not shown as a player shows it ("" for nothing)."""
         source = self.videos.get((path, stat))
-        return source.warning if source is not None else ""
+        if source is not None:
+            return source.warning
+        manifest = self._proxied.get((path, stat))
+        return manifest.warning if manifest is not None else ""
 
     def kind(self, path: str, stat: Any, clip_type: str) -> str:
         """ "image" or "video", by the file's first bytes; a format on no allow-list is refused by name."""
@@ -654,6 +686,9 @@ class MediaPool:
 
     def native_size(self, path: str, stat: Any, kind: str) -> tuple[int, int]:
         if kind == "video":
+            manifest = self._proxy(path, stat)
+            if manifest is not None and manifest.shown is not None:
+                return manifest.shown  # the original's displayed size, recorded by the maker that opened it
             return self.video(path, stat).size()
         key = ("size", path, stat)
         cached = self.scaled.get(key)
@@ -727,6 +762,8 @@ class MediaPool:
         for source in self.videos.values():
             source.close()
         self.videos.clear()
+        self._proxy_scaled.clear()
+        self._proxied = {}
         if self.proxies is not None:
             self.proxies.close()
 

@@ -8,6 +8,7 @@ import os
 import shutil
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,9 +16,9 @@ from PIL import Image
 
 from flipedit_previewd.proxy.maker import fit, make
 from flipedit_previewd.proxy.reader import ProxyReader, usable
-from flipedit_previewd.proxy.store import Params, Store, identity_of, key_of
+from flipedit_previewd.proxy.store import Manifest, Params, Store, identity_of, key_of
 from flipedit_previewd.worker.display import Geometry
-from flipedit_previewd.worker.media import Decoded, VideoSource, timeline_rate
+from flipedit_previewd.worker.media import MediaPool, VideoSource, picture_of, timeline_rate
 from tests.support import media_corpus as corpus
 
 pytestmark = pytest.mark.skipif(corpus.ffmpeg() is None, reason="needs Debian's ffmpeg (scripts/setup.sh)")
@@ -59,10 +60,10 @@ def luma_psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 99.0 if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
-def shown_from(frame: object, source: VideoSource, size: tuple[int, int]) -> np.ndarray:
-    """The proxy frame scaled as the renderer scales the original: its own picture(), the source's geometry and "
-    "flags."""
-    return np.asarray(source.picture(Decoded(0, frame), size))
+def shown_from(frame: Any, manifest: Manifest, size: tuple[int, int]) -> np.ndarray:
+    """The proxy frame as a worker shows it: by its manifest's geometry alone (the original is not opened)."""
+    deep = any(component.bits > 8 for component in frame.format.components)
+    return np.asarray(picture_of(frame, manifest.geometry, size, deep))
 
 
 @pytest.mark.parametrize("name", CHECKED)
@@ -82,8 +83,10 @@ def test_every_frame_is_the_renderers_frame(folder: Path, name: str) -> None:
         key = key_of(identity_of(source), Params(1280, 720))
         assert key == made.key
         reader = ProxyReader(store)
-        manifest = reader.find(key)
-        assert manifest is not None and manifest.complete
+        manifest = reader.for_file(os.stat(path), Params(1280, 720))  # found by the file, as a worker finds it
+        assert manifest is not None and manifest.complete and manifest.key == key
+        # what a worker would otherwise open the original for
+        assert manifest.shown == source.size() and manifest.warning == source.warning
         shown = manifest.displayed
         assert (manifest.width, manifest.height) == fit(source.geometry, (1280, 720))
         assert manifest.geometry.sar == source.geometry.sar and manifest.geometry.transpose == source.geometry.transpose
@@ -107,11 +110,41 @@ def test_every_frame_is_the_renderers_frame(folder: Path, name: str) -> None:
                     if not usable(manifest, size):
                         continue
                     worst = min(
-                        worst, luma_psnr(shown_from(got[1], source, size), np.asarray(source.picture(expected, size)))
+                        worst, luma_psnr(shown_from(got[1], manifest, size), np.asarray(source.picture(expected, size)))
                     )
         assert worst >= 45.0, (name, worst)
     finally:
         source.close()
+
+
+def test_a_worker_draws_from_the_proxy_without_opening_the_original(folder: Path) -> None:
+    """Opening a phone's 4K HEVC (probe and first frame) cost ~180 ms per worker; with a proxy it is not opened:
+    the clip's displayed size (turned 90 degrees here) and the frame come from the proxy, found by the file."""
+    path = str(corpus.make(ROWS["h264_rot90_mp4"], folder))
+    store = Store(folder / "store-unopened")
+    store.create()
+    make(store, path, Params(1280, 720))
+    stat = (os.stat(path).st_mtime_ns, os.stat(path).st_size)
+    original = VideoSource(path)
+    proxied = MediaPool(64 << 20, 1 << 26, proxies=ProxyReader(store), proxy_size=(1280, 720))
+    plain = MediaPool(64 << 20, 1 << 26)
+    try:
+        proxied.begin((1280, 720), lossless=False)
+        size = proxied.native_size(path, stat, "video")
+        assert size == original.size() and size[0] < size[1]  # portrait, as the display matrix shows it
+        drawn = [proxied.video_frame(path, stat, index, 30.0, size) for index in (0, 17, 5, 40)]
+        assert proxied.source_used() == "proxy" and not proxied.videos  # the original was never opened
+        plain.begin((1280, 720), lossless=False)
+        for index, image in zip((0, 17, 5, 40), drawn, strict=True):
+            assert image.size == size
+            assert luma_psnr(np.asarray(image), np.asarray(plain.video_frame(path, stat, index, 30.0, size))) >= 45
+        proxied.begin((1280, 720), lossless=True)  # PNG: the original, always
+        proxied.video_frame(path, stat, 17, 30.0, size)
+        assert proxied.source_used() == "original" and proxied.videos
+    finally:
+        original.close()
+        proxied.close()
+        plain.close()
 
 
 def test_a_partial_proxy_serves_only_frames_it_surely_has(folder: Path) -> None:
@@ -122,7 +155,7 @@ def test_a_partial_proxy_serves_only_frames_it_surely_has(folder: Path) -> None:
     made = make(store, str(path), Params(1280, 720), max_bytes=1)  # stops after the first segment
     assert made.stopped and not made.complete and len(made.segments) == 1
     reader = ProxyReader(store)
-    manifest = reader.find(made.key)
+    manifest = reader.manifest(made.key)
     assert manifest is not None
     source = VideoSource(str(path))
     try:
@@ -160,12 +193,12 @@ def test_a_damaged_segment_is_dropped_not_served(folder: Path) -> None:
     data[200:] = bytes(len(data) - 200)  # frames zeroed after the table
     segment.write_bytes(bytes(data))
     reader = ProxyReader(store)
-    manifest = reader.find(made.key)
+    manifest = reader.manifest(made.key)
     assert manifest is not None
     assert reader.frame_at(manifest, Fraction(1, 30)) is not None
     rate = timeline_rate(30)
     assert reader.frame_at(manifest, Fraction(made.segments[1][2] + 5) / rate) is None
-    assert reader.find(made.key) is None  # this worker stopped using it
+    assert reader.manifest(made.key) is None  # this worker stopped using it
     shutil.rmtree(store.root)
 
 
@@ -204,7 +237,7 @@ def test_an_interrupted_proxy_goes_on_from_its_last_segment(folder: Path) -> Non
     again = make(whole, str(path), Params(1280, 720))
     assert again is not None and done.segments == again.segments  # the same frames, the same original times
     reader = ProxyReader(store)
-    manifest = reader.find(done.key)
+    manifest = reader.manifest(done.key)
     source = VideoSource(str(path))
     try:
         for index in (0, 29, 30, 31, 150, 299):
