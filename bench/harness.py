@@ -8,9 +8,11 @@ their own small class here. Run a benchmark as a module from the checkout: ``.ve
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,12 +60,17 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.cache: str | None = None  # a proxy cache of this server's own, removed at stop (never the user's)
 
     def start(self) -> None:
         argv = [a.replace("{port}", str(self.port)) for a in self.argv]
+        env = {**os.environ, **self.env}
+        if "XDG_CACHE_HOME" not in self.env:
+            self.cache = tempfile.mkdtemp(prefix="flipedit-bench-cache-")
+            env["XDG_CACHE_HOME"] = self.cache
         self.proc = subprocess.Popen(
             argv,
-            env={**os.environ, **self.env},
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -81,19 +88,21 @@ class Server:
         raise RuntimeError(f"{self.name} did not start")
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)  # the server's own process group: its workers too
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=10)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self.proc = None
+        if self.proc is not None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self.proc.pid, sig)  # the server's own process group: its workers too
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout=10)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            self.proc = None
+        if self.cache is not None:
+            shutil.rmtree(self.cache, ignore_errors=True)
+            self.cache = None
 
 
 def pct(values: list[float]) -> dict[str, float]:
