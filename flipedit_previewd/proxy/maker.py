@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import json
 import os
 import sys
@@ -190,6 +191,17 @@ def _encoder(width: int, height: int, params: Params, pix_fmt: str) -> Any:
     return encoder
 
 
+@functools.cache
+def _one_thread() -> dict[str, int]:
+    """``threads=1`` for the scaler where PyAV takes it (PyAV 11 and later ask FFmpeg for one thread per core by
+    default); PyAV 10 (Debian 12's, the .deb's) has no such argument, and its FFmpeg 5.1 scales on one thread."""
+    try:
+        VideoReformatter().reformat(av.VideoFrame(16, 16, "yuv420p"), width=8, height=8, threads=1)
+    except TypeError:
+        return {}
+    return {"threads": 1}
+
+
 def make(
     store: Store,
     path: str,
@@ -287,7 +299,7 @@ def make(
                 height=manifest.height,
                 format=pix_fmt,
                 interpolation=interpolation,
-                threads=1,
+                **_one_thread(),
             )
             small.pts = index
             small.time_base = encoder.time_base
