@@ -110,6 +110,16 @@ def test_overload_error_carries_retry_after() -> None:
     assert b'"limit":"queue"' in response.body
 
 
+def test_a_503_answer_carries_its_limit_and_other_errors_none() -> None:
+    """The connection counts a refused request by ``Response.limit`` ("deadline" is a timeout, not a refusal)."""
+    from flipedit_previewd.common.errors import Overloaded
+
+    assert Response.from_error(Overloaded("deadline", 2, "waited")).limit == "deadline"
+    assert Response.from_error(Overloaded("connections", 1)).limit == "connections"
+    assert Response.from_error(BadRequest("nope")).limit == ""
+    assert Response(200).limit == ""
+
+
 @pytest.mark.parametrize(
     "data",
     [

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 
+from flipedit_previewd.common.errors import RenderFailed
 from flipedit_previewd.render.admission import UNREAD, Admission
 
 
@@ -35,6 +36,7 @@ def test_same_revision_joins_the_render_in_flight() -> None:
         assert adm.take(threading.Event()) is first
         again = adm.submit((7, "s"), "rev-a")
         assert again is first and first.waiters == 2 and not adm.queue and adm.counters["joined"] == 1
+        assert adm.submit((7, "s"), "rev-a") is first and first.waiters == 3 and adm.counters["joined"] == 2
         adm.finish(first, "frame a")
         assert again.future.result() == "frame a"
 
@@ -125,9 +127,12 @@ def test_an_unread_job_that_reads_the_revision_in_flight_is_answered_with_that_r
         assert adm.take(threading.Event()) is first
         first.revision = "rev-b"
         second = adm.submit((7, "s"), UNREAD)
+        assert adm.submit((7, "s"), UNREAD) is second  # a second request joins it while it is queued
         assert adm.take(threading.Event()) is second
         second.revision = "rev-b"  # its own read, after its request arrived: the same revision
         assert adm.follow(second) and adm.in_flight == [first]
+        assert first.waiters == 3 and first.followers == [second]  # its own waiter and the two that followed
+        assert adm.counters["joined"] == 2  # the join in the queue, then the follow
         third = adm.submit((7, "s"), UNREAD)
         assert adm.take(threading.Event()) is third
         third.revision = "rev-c"  # changed again meanwhile: renders on its own
@@ -135,5 +140,100 @@ def test_an_unread_job_that_reads_the_revision_in_flight_is_answered_with_that_r
         adm.finish(first, "frame b")
         await asyncio.sleep(0)
         assert second.future.result() == "frame b" and not third.future.done()
+
+    asyncio.run(scenario())
+
+
+def test_a_job_that_follows_a_failed_render_gets_its_error() -> None:
+    """A follower is answered with whatever the render it follows ends with: its error too, never a frame of None."""
+
+    async def scenario() -> None:
+        adm = Admission(capacity=2, queue_size=5, queue_timeout=5)
+        first = adm.submit((7, "s"), UNREAD)
+        assert adm.take(threading.Event()) is first
+        first.revision = "rev-b"
+        second = adm.submit((7, "s"), UNREAD)
+        assert adm.take(threading.Event()) is second
+        second.revision = "rev-b"
+        assert adm.follow(second)
+        failed = RenderFailed("worker broke")
+        adm.finish(first, error=failed)
+        await asyncio.sleep(0)
+        assert first.future.exception() is failed and second.future.exception() is failed
+        assert not adm.in_flight and first.followers == []
+
+    asyncio.run(scenario())
+
+
+def test_a_queued_job_waits_for_the_render_in_flight_that_read_its_revision() -> None:
+    """Queued beside an older render, which then read the timeline and found the queued job's revision: the same
+    picture is being rendered, so the queued job waits for it instead of rendering it a second time."""
+
+    async def scenario() -> None:
+        adm = Admission(capacity=2, queue_size=5, queue_timeout=5)
+        first = adm.submit((7, "s"), "rev-a")
+        assert adm.take(threading.Event()) is first
+        queued = adm.submit((7, "s"), "rev-b")
+        assert queued is not first
+        first.revision = "rev-b"  # its driver read the timeline after the change
+        at_once = threading.Event()
+        at_once.set()  # take answers at once: an eligible job or None
+        assert adm.take(at_once) is None
+        adm.finish(first, "frame b")
+        assert adm.take(at_once) is queued
+
+    asyncio.run(scenario())
+
+
+def test_another_waiting_taker_s_reach_is_from_its_first_frame_up_to_its_last_excluded() -> None:
+    async def scenario() -> None:
+        adm = Admission(capacity=3, queue_size=10, queue_timeout=5)
+        adm.waiting[-1] = (100, 350)  # another idle taker, its decoder serving frames 100..349
+        adm.waiting[-2] = None  # and one whose worker has reported no reach: nothing is left to it
+        at_once = threading.Event()
+        at_once.set()
+        first, past = adm.submit((100, "s")), adm.submit((350, "s"))
+        assert adm.take(at_once, near=(0, 30)) is past  # 100 is in that taker's reach: left to it; 350 is not
+        assert adm.take(at_once, near=(0, 30)) is None
+        assert adm.take(at_once, near=(100, 130)) is first
+
+    asyncio.run(scenario())
+
+
+def test_of_several_queued_frames_in_its_reach_a_taker_takes_the_nearest_after_the_start_of_it() -> None:
+    async def scenario() -> None:
+        adm = Admission(capacity=2, queue_size=10, queue_timeout=5)
+        far, further, nearest = adm.submit((900, "s")), adm.submit((120, "s")), adm.submit((105, "s"))
+        assert adm.take(threading.Event(), near=(100, 130)) is nearest  # 5 frames into its reach, before 20
+        assert adm.take(threading.Event(), near=(100, 130)) is further
+        assert adm.take(threading.Event(), near=(100, 130)) is far
+
+    asyncio.run(scenario())
+
+
+def test_a_waiting_taker_s_reach_is_seen_by_the_others_while_it_waits() -> None:
+    """Two real takers: one waits with its decoder in frames 100..349; a job there is left to it by the other, and
+    it takes that job itself once it wakes."""
+
+    async def scenario() -> None:
+        adm = Admission(capacity=2, queue_size=10, queue_timeout=5)
+        stop = threading.Event()
+        taken: list[object] = []
+        waiter = threading.Thread(target=lambda: taken.append(adm.take(stop, near=(100, 350))))
+        waiter.start()
+        try:
+            deadline = time.monotonic() + 5
+            while not adm.waiting:
+                assert time.monotonic() < deadline, "the waiting taker never registered"
+                time.sleep(0.005)
+            with adm._cond:  # the waiting taker cannot look before this taker has chosen
+                assert list(adm.waiting.values()) == [(100, 350)]
+                theirs, other = adm.submit((240, "s")), adm.submit((900, "s"))
+                assert adm.take(threading.Event(), near=(0, 30)) is other
+            waiter.join(5)
+            assert taken == [theirs] and adm.waiting == {}
+        finally:
+            stop.set()
+            waiter.join(5)
 
     asyncio.run(scenario())

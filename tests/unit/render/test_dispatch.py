@@ -9,6 +9,7 @@ import asyncio
 import io
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,11 +28,11 @@ from flipedit_previewd.render.dispatch import (
     LoopHooks,
     frame_etag,
 )
-from flipedit_previewd.render.pool import BudgetExceeded, WorkerPool
+from flipedit_previewd.render.pool import BudgetExceeded, RenderOutcome, WorkerPool
 from flipedit_previewd.render.renderahead import RenderAhead
 from flipedit_previewd.timeline.model import Timeline, timeline_from_json
 from flipedit_previewd.worker.failpoints import VARIABLE
-from flipedit_previewd.worker.output import OutputSpec
+from flipedit_previewd.worker.output import OutputSpec, RenderResult
 from flipedit_previewd.worker.wire import WorkerSettings
 
 SPEC = OutputSpec(64, 36)
@@ -185,6 +186,7 @@ def test_the_render_reads_the_timeline_when_it_starts(pool: WorkerPool) -> None:
         assert result.etag == frame_etag(timeline("r2"), 1, SPEC)
         assert side.reads == 1 and job.revision == "r2"  # admission learns what the render shows
         assert 2000.0 <= result.queue_ms < 2000.0 + 60_000
+        assert result.queue_ms == (job.started - job.enqueued) * 1000  # from admitted to taken, in milliseconds
 
     run(pool, scenario, start=False)
 
@@ -299,7 +301,25 @@ def test_a_worker_found_dead_is_told_to_the_loop_and_the_render_still_succeeds(p
     side = run(pool, scenario)
     events = [h for h in side.heard if h[0] == "worker_event"]
     assert [e[1] for e in events] == ["worker_died"] and side.threads == {threading.get_ident()}
-    assert events[0][2].startswith("worker 0 found dead") and events[0][3].index == 0
+    assert events[0][2].startswith("worker 0 found dead") and events[0][3].index == 0 and events[0][4] == {}
+
+
+def test_a_worker_event_s_journal_fields_reach_the_loop(pool: WorkerPool) -> None:
+    async def scenario(d: Dispatcher, side: Side) -> None:
+        assert pool.on_event is not None
+        pool.on_event("worker_replaced", "replaced for other media roots", pool.workers[0], REASON="media roots")
+        await until(lambda: any(h[0] == "worker_event" for h in side.heard))
+
+    side = run(pool, scenario)
+    assert side.heard == [
+        (
+            "worker_event",
+            "worker_replaced",
+            "replaced for other media roots",
+            pool.workers[0],
+            {"REASON": "media roots"},
+        )
+    ]
 
 
 def test_render_ahead_fills_the_cache_only_for_the_current_revision(pool: WorkerPool) -> None:
@@ -503,3 +523,44 @@ def test_a_worker_killed_for_an_earlier_hang_never_answers_504_for_the_next_job(
         assert second.result.body and fresh.workers[0] is not worker and fresh.replaced == 1
     finally:
         fresh.stop()
+
+
+def test_a_render_s_source_and_reach_reach_the_answer_the_cache_and_the_taker(
+    pool: WorkerPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the worker says: X-Preview-Source (answered, cached, answered again from the cache) and its decoders'
+    reach (admission's locality); the proxy maker is paused for each real render and only for it."""
+    rendered: list[int] = []
+
+    def render(index: int, frame: int, spec: OutputSpec, timeline: Timeline, *rest: Any) -> RenderOutcome:
+        rendered.append(frame)
+        if frame == 6:
+            raise RuntimeError("worker broke")
+        return RenderOutcome(RenderResult(b"frame", "image/jpeg", source="proxy", reach=(100, 160)), 3.0)
+
+    monkeypatch.setattr(pool, "render", render)
+
+    async def scenario(d: Dispatcher, side: Side) -> None:
+        busy: list[bool] = []
+        d.rendering = busy.append
+        etag = frame_etag(timeline("r1"), 5, SPEC)
+        first = await d.render((5, SPEC), "r1", etag)
+        assert (first.body, first.source, first.render_ms, first.cached) == (b"frame", "proxy", 3.0, False)
+        assert busy == [True, False]  # paused for the render, resumed after it
+        assert d.position[0] == (100, 160)  # the worker's reach, not a guess from the frame number
+        assert d.cache.get(etag) == (b"frame", "image/jpeg", "proxy")
+        again = await d.render((5, SPEC), "r1", etag)
+        assert again.cached and again.source == "proxy"
+        assert busy == [True, False] and rendered == [5]  # from the cache: no render, no pause
+        with pytest.raises(RenderFailed):
+            await d.render((6, SPEC), "r1", frame_etag(timeline("r1"), 6, SPEC))
+        assert busy == [True, False, True, False]  # resumed after a failed render too
+
+    run(pool, scenario)
+
+
+def test_the_snapshot_counts_the_rejections_of_the_last_minute(pool: WorkerPool) -> None:
+    d = make(pool, Side())
+    now = time.monotonic()
+    d.admission.rejections = deque([(now - 90.0, "queue"), (now - 50.0, "queue"), (now - 1.0, "connections")])
+    assert d.snapshot().rejected_last_minute == 2

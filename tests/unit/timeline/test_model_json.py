@@ -387,6 +387,17 @@ def test_empty_timeline() -> None:
         "empty",
     )
     assert empty_timeline((320, 200), 12.5, source="none").source == "none"
+    assert empty.note == ""  # the frame says "No videos in timeline"
+    assert empty_timeline((320, 200), 12.5, note="No project").note == "No project"
+
+
+def test_the_note_of_an_empty_timeline_is_part_of_its_revision() -> None:
+    """Another reason for an empty frame draws another frame: it must not be served under the old ETag."""
+    plain = empty_timeline((320, 200), 12.5)
+    unreadable = empty_timeline((320, 200), 12.5, note="Project not readable")
+    other = empty_timeline((320, 200), 12.5, note="No project")
+    assert len({plain.revision, unreadable.revision, other.revision}) == 3
+    assert empty_timeline((320, 200), 12.5, note="No project").revision == other.revision
 
 
 def test_the_revision_is_a_digest_of_every_pixel_input() -> None:
