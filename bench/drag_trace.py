@@ -103,6 +103,7 @@ def main() -> int:
             "daemon",
             [
                 str(VENV / "python"),
+                "-P",  # else `-m` puts the working directory (this checkout) before PYTHONPATH (--tree)
                 "-m",
                 "flipedit_previewd",
                 "--project",
