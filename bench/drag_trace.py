@@ -93,6 +93,7 @@ def main() -> int:
             "daemon",
             [
                 str(VENV / "python"),
+                "-P",  # else `-m` puts the working directory (this checkout) before PYTHONPATH (--tree)
                 "-m",
                 "flipedit_previewd",
                 *uncached_args(db, *args.daemon_args.split()),

@@ -79,7 +79,9 @@ def servers(db: Path, daemon_args: tuple[str, ...] = (), baseline_tree: str = ""
         [
             Server(
                 "daemon@base",
-                [str(VENV / "python"), "-m", "flipedit_previewd", *uncached],
+                # -P: without it `-m` puts the working directory (this checkout) before PYTHONPATH, and the
+                # "base" would run this tree's code
+                [str(VENV / "python"), "-P", "-m", "flipedit_previewd", *uncached],
                 {"XDG_CONFIG_HOME": str(db.parent), "PYTHONPATH": str(Path(baseline_tree).resolve())},
             )
         ]

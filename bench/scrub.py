@@ -3,7 +3,8 @@
 Not a test. A stock /usr/bin/ffmpeg makes a 1080p30 H.264 clip with a keyframe every 250 frames and B-frames
 (what screen recorders and many cameras write); one clip fills a 1280x720 canvas. Each daemon (this tree's,
 and with --baseline-tree another checkout's, e.g. `git worktree add --detach /tmp/base REV`) runs with its
-rendered-frame cache off, default workers and (this tree's) proxies off; in every round, daemons alternate and each is asked:
+rendered-frame cache off, default workers and (this tree's) proxies off; in every round, daemons alternate and
+each is asked:
   random    25 random frames, one at a time
   reverse   a scrub that turns back inside one GOP: forward from frame 400 to 460 in steps of 3, then
             back to 400 in steps of 2 (the backward requests are timed: the ones a scrub turning back makes)
@@ -118,7 +119,8 @@ def main() -> int:
             servers.append(
                 Server(
                     "base",
-                    [str(VENV / "python"), "-m", "flipedit_previewd", *common],
+                    # -P: else `-m` puts the working directory (this checkout) before PYTHONPATH
+                    [str(VENV / "python"), "-P", "-m", "flipedit_previewd", *common],
                     {**env, "PYTHONPATH": str(Path(args.baseline_tree).resolve())},
                 )
             )
