@@ -27,7 +27,7 @@ from typing import Any
 
 import requests
 
-from bench.harness import VENV, Server, make_project, make_scene, uncached_args
+from bench.harness import ROOT, Server, make_project, make_scene, tree_daemon, uncached_args
 from bench.peers import DRAG_FRAME, drag_load
 from flipedit_previewd.demo.fixtures import set_clip_rect
 
@@ -86,19 +86,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         scene = make_scene(Path(tmp))
         db = make_project(Path(tmp), scene)
-        env = {"XDG_CONFIG_HOME": str(db.parent)}
-        if args.tree:
-            env["PYTHONPATH"] = str(Path(args.tree).resolve())
-        server = Server(
+        server = tree_daemon(
             "daemon",
-            [
-                str(VENV / "python"),
-                "-P",  # else `-m` puts the working directory (this checkout) before PYTHONPATH (--tree)
-                "-m",
-                "flipedit_previewd",
-                *uncached_args(db, *args.daemon_args.split()),
-            ],
-            env,
+            args.tree or ROOT,
+            uncached_args(db, *args.daemon_args.split()),
+            {"XDG_CONFIG_HOME": str(db.parent)},
         )
         server.start()
         try:

@@ -133,5 +133,16 @@ def uncached_daemon(db: Path, *more: str, name: str = "daemon", env: dict[str, s
     )
 
 
+def tree_daemon(name: str, tree: str | Path, args: list[str], env: dict[str, str] | None = None) -> Server:
+    """The daemon of another checkout ``tree`` (a baseline), run by this venv's Python with that tree first on the
+    path. ``-P``: with ``-m`` Python puts the working directory (this checkout, the Server's cwd) before
+    PYTHONPATH, and the "baseline" would run this tree's code (bench/results/RESULTS.md, "A correction")."""
+    return Server(
+        name,
+        [str(VENV / "python"), "-P", "-m", "flipedit_previewd", *args],
+        {**(env or {}), "PYTHONPATH": str(Path(tree).resolve())},
+    )
+
+
 def pct(values: list[float]) -> dict[str, float]:
     return {k: float("nan") if v is None else v for k, v in percentile_summary(values, digits=None).items()}

@@ -45,7 +45,7 @@ from typing import Any
 import requests
 
 from bench import footage
-from bench.harness import RESULTS, Server, make_project, make_scene, pct, uncached_args, uncached_daemon
+from bench.harness import RESULTS, Server, make_project, make_scene, pct, tree_daemon, uncached_args, uncached_daemon
 from bench.load import overload as raw_overload
 from flipedit_previewd.demo.fixtures import set_clip_rect
 from tests.support.helpers import repeated
@@ -76,15 +76,7 @@ def servers(db: Path, daemon_args: tuple[str, ...] = (), baseline_tree: str = ""
     # Another checkout of the daemon (an older commit), run from the same environment: a change is
     # compared with what it replaced in the same run, not with figures from another day.
     base = (
-        [
-            Server(
-                "daemon@base",
-                # -P: without it `-m` puts the working directory (this checkout) before PYTHONPATH, and the
-                # "base" would run this tree's code
-                [str(VENV / "python"), "-P", "-m", "flipedit_previewd", *uncached],
-                {"XDG_CONFIG_HOME": str(db.parent), "PYTHONPATH": str(Path(baseline_tree).resolve())},
-            )
-        ]
+        [tree_daemon("daemon@base", baseline_tree, uncached, {"XDG_CONFIG_HOME": str(db.parent)})]
         if baseline_tree
         else []
     )

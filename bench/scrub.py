@@ -28,7 +28,7 @@ from pathlib import Path
 import requests
 
 from bench.footage import LONG_GOP_X264
-from bench.harness import VENV, Server, uncached_args
+from bench.harness import VENV, Server, tree_daemon, uncached_args
 from flipedit_previewd.demo.fixtures import add_clip, add_track, create_project_db
 
 HERE = Path(__file__).resolve().parent
@@ -116,14 +116,7 @@ def main() -> int:
             )
         ]
         if args.baseline_tree:
-            servers.append(
-                Server(
-                    "base",
-                    # -P: else `-m` puts the working directory (this checkout) before PYTHONPATH
-                    [str(VENV / "python"), "-P", "-m", "flipedit_previewd", *common],
-                    {**env, "PYTHONPATH": str(Path(args.baseline_tree).resolve())},
-                )
-            )
+            servers.append(tree_daemon("base", args.baseline_tree, common, env))
         results: dict[str, dict[str, list[float]]] = {s.name: {"random": [], "reverse": []} for s in servers}
         per_round: list[dict[str, dict[str, float]]] = []
         try:
