@@ -113,7 +113,7 @@ def measure(
 ) -> dict[str, object]:
     port = free_port()
     # systemd-socket-activate passes the daemon only the variables named with -E, as systemd would.
-    passed = {"XDG_CONFIG_HOME": str(db.parent)}
+    passed = {"XDG_CONFIG_HOME": str(db.parent), "XDG_CACHE_HOME": str(db.parent / "cache")}  # proxies: not the user's
     if tree is not None:  # the same entry point, importing the package from another checkout first
         passed["PYTHONPATH"] = str(tree.resolve())
     env = {**os.environ, **passed}

@@ -8,9 +8,11 @@ their own small class here. Run a benchmark as a module from the checkout: ``.ve
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +28,19 @@ ROOT = HERE.parent
 VENV = ROOT / ".venv/bin"
 RESULTS = HERE / "results"  # what the benchmarks write: RESULTS.md, FOOTAGE.md, plots, profiles
 
-__all__ = ["HERE", "RESULTS", "ROOT", "VENV", "Server", "free_port", "make_project", "make_scene", "pct"]
+__all__ = [
+    "HERE",
+    "RESULTS",
+    "ROOT",
+    "VENV",
+    "Server",
+    "free_port",
+    "make_project",
+    "make_scene",
+    "pct",
+    "uncached_args",
+    "uncached_daemon",
+]
 
 
 def make_scene(directory: Path) -> dict[str, Path]:
@@ -58,12 +72,17 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.cache: str | None = None  # a proxy cache of this server's own, removed at stop (never the user's)
 
     def start(self) -> None:
         argv = [a.replace("{port}", str(self.port)) for a in self.argv]
+        env = {**os.environ, **self.env}
+        if "XDG_CACHE_HOME" not in self.env:
+            self.cache = tempfile.mkdtemp(prefix="flipedit-bench-cache-")
+            env["XDG_CACHE_HOME"] = self.cache
         self.proc = subprocess.Popen(
             argv,
-            env={**os.environ, **self.env},
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -81,19 +100,48 @@ class Server:
         raise RuntimeError(f"{self.name} did not start")
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)  # the server's own process group: its workers too
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=10)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        self.proc = None
+        if self.proc is not None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self.proc.pid, sig)  # the server's own process group: its workers too
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(timeout=10)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            self.proc = None
+        if self.cache is not None:
+            shutil.rmtree(self.cache, ignore_errors=True)
+            self.cache = None
+
+
+def uncached_args(db: Path, *more: str) -> list[str]:
+    """The daemon's arguments to serve ``db`` on the Server's port with its rendered-frame cache off: the peers
+    have none, so a benchmark compares renders, not cache hits."""
+    return ["--project", str(db), "--listen", "127.0.0.1:{port}", "--frame-cache-bytes", "0", *more]
+
+
+def uncached_daemon(db: Path, *more: str, name: str = "daemon", env: dict[str, str] | None = None) -> Server:
+    """This tree's daemon (its console script) serving ``db`` with the rendered-frame cache off; its settings
+    file is looked for beside the project (none there: the defaults, never the user's own)."""
+    return Server(
+        name,
+        [str(VENV / "flipedit-previewd"), *uncached_args(db, *more)],
+        {"XDG_CONFIG_HOME": str(db.parent), **(env or {})},
+    )
+
+
+def tree_daemon(name: str, tree: str | Path, args: list[str], env: dict[str, str] | None = None) -> Server:
+    """The daemon of another checkout ``tree`` (a baseline), run by this venv's Python with that tree first on the
+    path. ``-P``: with ``-m`` Python puts the working directory (this checkout, the Server's cwd) before
+    PYTHONPATH, and the "baseline" would run this tree's code (bench/results/RESULTS.md, "A correction")."""
+    return Server(
+        name,
+        [str(VENV / "python"), "-P", "-m", "flipedit_previewd", *args],
+        {**(env or {}), "PYTHONPATH": str(Path(tree).resolve())},
+    )
 
 
 def pct(values: list[float]) -> dict[str, float]:

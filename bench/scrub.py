@@ -3,7 +3,8 @@
 Not a test. A stock /usr/bin/ffmpeg makes a 1080p30 H.264 clip with a keyframe every 250 frames and B-frames
 (what screen recorders and many cameras write); one clip fills a 1280x720 canvas. Each daemon (this tree's,
 and with --baseline-tree another checkout's, e.g. `git worktree add --detach /tmp/base REV`) runs with its
-rendered-frame cache off and default workers; in every round, daemons alternate and each is asked:
+rendered-frame cache off, default workers and (this tree's) proxies off; in every round, daemons alternate and
+each is asked:
   random    25 random frames, one at a time
   reverse   a scrub that turns back inside one GOP: forward from frame 400 to 460 in steps of 3, then
             back to 400 in steps of 2 (the backward requests are timed: the ones a scrub turning back makes)
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import requests
 
-from bench.harness import VENV, Server
+from bench.footage import LONG_GOP_X264
+from bench.harness import VENV, Server, tree_daemon, uncached_args
 from flipedit_previewd.demo.fixtures import add_clip, add_track, create_project_db
 
 HERE = Path(__file__).resolve().parent
@@ -50,16 +52,7 @@ def make_clip(path: Path) -> Path:
             "libx264",
             "-preset",
             "veryfast",
-            "-g",
-            "250",
-            "-keyint_min",
-            "250",
-            "-sc_threshold",
-            "0",
-            "-bf",
-            "3",
-            "-pix_fmt",
-            "yuv420p",
+            *LONG_GOP_X264,
             str(path),
         ],
         check=True,
@@ -112,23 +105,18 @@ def main() -> int:
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         db = make_project(Path(tmp), make_clip(Path(tmp) / "gop250.mp4"))
-        common = ["--project", str(db), "--listen", "127.0.0.1:{port}", "--frame-cache-bytes", "0"]
+        common = uncached_args(db)
         env = {"XDG_CONFIG_HOME": tmp}
         servers = [
             Server(
                 "this",
-                [str(VENV / "python"), "-m", "flipedit_previewd", *common],
+                # proxies off: the decoder side, as before a proxy exists (the base predates them)
+                [str(VENV / "python"), "-m", "flipedit_previewd", *common, "--proxies", "false"],
                 {**env, "PYTHONPATH": str(HERE.parent)},
             )
         ]
         if args.baseline_tree:
-            servers.append(
-                Server(
-                    "base",
-                    [str(VENV / "python"), "-m", "flipedit_previewd", *common],
-                    {**env, "PYTHONPATH": str(Path(args.baseline_tree).resolve())},
-                )
-            )
+            servers.append(tree_daemon("base", args.baseline_tree, common, env))
         results: dict[str, dict[str, list[float]]] = {s.name: {"random": [], "reverse": []} for s in servers}
         per_round: list[dict[str, dict[str, float]]] = []
         try:

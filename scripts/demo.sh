@@ -24,7 +24,7 @@ echo "  Try:           .venv/bin/previewctl$URL_FLAG health"
 echo "  Stop with Ctrl+C."
 echo
 # The socket file and the token go with the demo: a stale one would be found by the next previewctl.
-trap 'rm -f "$SOCK" "$XDG_RUNTIME_DIR/flipedit-preview/token"' EXIT
+trap 'rm -f "$SOCK" "$XDG_RUNTIME_DIR/flipedit-preview/token"; rmdir "$XDG_RUNTIME_DIR/flipedit-preview" 2>/dev/null || true' EXIT
 trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 130' INT TERM
 if command -v systemd-socket-activate >/dev/null; then
   systemd-socket-activate -l "127.0.0.1:$PORT" -l "$SOCK" --fdname=flipedit-preview:flipedit-preview \

@@ -17,6 +17,7 @@ from flipedit_previewd.common.journal import EventLog
 from flipedit_previewd.common.metrics import Metrics
 from flipedit_previewd.common.offload import BoundedOffload
 from flipedit_previewd.config.schema import Config
+from flipedit_previewd.timeline.another import Another, read_another
 from flipedit_previewd.timeline.cost import check_timeline
 from flipedit_previewd.timeline.following import ProjectFollower, Switch
 from flipedit_previewd.timeline.model import Timeline
@@ -162,6 +163,21 @@ class Project:
             REASON=switch.reason,
             METADATA_DB=self.follower.metadata_db,
             SWITCHES=self.follower.switches,
+        )
+
+    def read_another(self, path: object) -> Another:
+        """Another project's database (``proxies build --project``), read and checked with this one's settings
+        (canvas, rate, read deadline, limits, the configured roots): blocks, an offload thread only."""
+        config = self.running.config
+        return read_another(
+            path,
+            (config.canvas_width, config.canvas_height),
+            config.frame_rate,
+            timeout=config.db_read_timeout,
+            max_rows=config.max_timeline_clips,
+            check=self.check_limits,
+            configured_roots=config.allowed_roots,
+            log=self.log,
         )
 
     def allowed_roots(self, timeline: Timeline | None = None) -> list[str]:

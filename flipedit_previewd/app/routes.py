@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from flipedit_previewd import __version__
 from flipedit_previewd.app import viewer
@@ -43,6 +44,7 @@ from flipedit_previewd.timeline.safety import check_timeline_paths
 from flipedit_previewd.worker.output import OutputSpec
 
 MAX_FRAME = 10_000_000
+MAX_LISTED = 1000  # sources named in a POST /proxies?project= answer (the count is whole)
 VIEWER_FILES = {
     "/viewer.js": (viewer.JS, "text/javascript; charset=utf-8"),
     "/viewer.css": (viewer.CSS, "text/css; charset=utf-8"),
@@ -195,15 +197,60 @@ class Routes:
         if manager is None:
             raise NotFound("no such endpoint: /proxies")
         if request.method == "POST":
-            timeline = await self.project.timeline()
             every = request.query.get("all", "") in ("1", "true", "yes")
-            queued = manager.note(timeline, force=True, min_cost=0.0 if every else None)
+            min_cost = 0.0 if every else None
+            named = project_param(request.target)
+            if named is not None:
+                return await self.proxies_ahead(manager, named, min_cost)
+            timeline = await self.project.timeline()
+            queued = manager.note(timeline, force=True, min_cost=min_cost)
             return Response.json(200, {"queued": queued, "proxies": manager.snapshot()}, headers=[NO_STORE])
         if request.method == "DELETE":
             removed = await self.offload.run(manager.clear)
             return Response.json(200, {"removed": removed, "proxies": manager.snapshot()}, headers=[NO_STORE])
         listing = await self.offload.run(manager.listing)
         return Response.json(200, {"proxies": manager.snapshot(), "entries": listing}, headers=[NO_STORE])
+
+    async def proxies_ahead(self, manager: ProxyManager, path: str, min_cost: float | None) -> Response:
+        """POST /proxies?project=PATH: proxies for the videos of a project not served, made ahead of its opening.
+
+        The database is read and checked off the loop (``Project.read_another``: the served project's
+        read-only open, limits and path policy, with that project's media roots); a refusal is answered with its
+        status by the boundary (``handle``) and is a ``proxy_project`` journal entry, as a build is."""
+        shown = path[:300]
+        try:
+            another = await self.offload.run(self.project.read_another, path)
+        except (HTTPError, DomainError) as refused:
+            answer = as_http(refused)
+            self.log.emit(
+                "proxy_project",
+                f"no proxies built ahead for project {shown!r}: HTTP {answer.status} {answer.detail}",
+                "warning",
+                PROJECT=shown,
+                STATUS=answer.status,
+                REASON=answer.detail,
+            )
+            raise
+        sources = manager.note_another(another.timeline, another.roots, min_cost)
+        self.log.emit(
+            "proxy_project",
+            f"building proxies ahead for project {shown!r}: {len(sources)} source(s) queued",
+            "info",
+            PROJECT=shown,
+            QUEUED=len(sources),
+            ROOTS=":".join(another.roots)[:1000],
+        )
+        return Response.json(
+            200,
+            {
+                "project": another.path,
+                "queued": len(sources),
+                "sources": sources[:MAX_LISTED],
+                "roots": list(another.roots),
+                "proxies": manager.snapshot(),
+            },
+            headers=[NO_STORE],
+        )
 
     async def put_timeline(self, request: Request) -> Response:
         timeline = await self.offload.run(self._parse_timeline, request.body)
@@ -223,6 +270,20 @@ class Routes:
         self.project.check_limits(timeline)
         check_timeline_paths(timeline, self.project.allowed_roots(timeline))
         return timeline
+
+
+def project_param(target: str) -> str | None:
+    """``?project=PATH`` of a request target, or None without one. Bounded by the request line's limit (8 KiB,
+    else 414 before any route) and decoded strictly: a path that is not UTF-8, or named twice, is a 400."""
+    _, _, raw = target.partition("?")
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=16)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(f"query: not usable ({type(exc).__name__})", field="project") from None
+    named = [value for name, value in pairs if name == "project"]
+    if len(named) > 1:
+        raise BadRequest("project: named more than once", field="project")
+    return named[0] if named else None
 
 
 def frame_index(raw: str) -> int:

@@ -62,6 +62,9 @@ class PayloadTooLarge(HTTPError, status=413, reason="payload too large"): ...
 class URITooLong(HTTPError, status=414, reason="uri too long"): ...
 
 
+class Unprocessable(HTTPError, status=422, reason="unprocessable content"): ...
+
+
 class HeaderFieldsTooLarge(HTTPError, status=431, reason="request header fields too large"): ...
 
 
@@ -103,9 +106,15 @@ class PathRefused(DomainError):
     """A media path is outside the allowed roots (refused: 403)."""
 
 
+class ProjectRefused(DomainError):
+    """A project database a request names (not the one served) cannot be used: not a regular file, a symlink,
+    not a FlipEdit database, over a limit, rows that break the rules (the request's mistake: 422)."""
+
+
 _STATUS_OF: tuple[tuple[type[DomainError], type[HTTPError]], ...] = (
     (TimelineInvalid, BadRequest),
     (PathRefused, Forbidden),
+    (ProjectRefused, Unprocessable),
 )
 
 

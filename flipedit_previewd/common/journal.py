@@ -61,6 +61,7 @@ MESSAGE_IDS: dict[str, str] = {
     "proxy_failed": "d97deb8016e745af9b2a7ce72a28645b",
     "proxy_evicted": "396073ddf24542fd869fd7e46d801710",
     "proxy_cleaned": "144753a9a9774ab199e89a2c36e354c1",
+    "proxy_project": "0286bb8b5e0646b1813ce587fc921bf9",
 }
 
 # Entries wait here for the writer thread: the event loop never blocks on journald. When journald

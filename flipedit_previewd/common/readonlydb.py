@@ -35,7 +35,8 @@ class ReadStuck(sqlite3.OperationalError):
     """A read that did not finish by its deadline: blocked opening or reading one of the database's files."""
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for a message: "FIFO", "symlink", "directory"..."""
     for test, name in (
         (stat.S_ISFIFO, "FIFO"),
         (stat.S_ISLNK, "symlink"),
@@ -67,7 +68,7 @@ def side_file_problem(path: str) -> str:
             except OSError as exc:
                 return f"cannot stat {os.path.basename(side)}: {exc.strerror}"
             if not stat.S_ISREG(mode):
-                return f"{os.path.basename(side)} is a {_kind(mode)}, not a regular file (SQLite would open it)"
+                return f"{os.path.basename(side)} is a {file_kind(mode)}, not a regular file (SQLite would open it)"
     return ""
 
 

@@ -5,7 +5,12 @@ is stopped with the daemon, and its crash is only a failed proxy. Before it read
 itself as far as Linux allows (``SCHED_IDLE``: it runs only when a core would otherwise idle, falling back
 to nice 19; I/O class idle) and confines itself as a render worker does (seccomp; Landlock: reads as a
 worker reads, writes only under the store), because it parses the same untrusted media. It decodes on one
-thread and encodes on one thread: a second core is the render workers'.
+thread, scales on one thread and encodes on one thread: a second core is the render workers'.
+
+**Where its time goes** (bench/proxy_speed.py, the 1080p30 GOP-250 source on one core; perf): decoding the
+original ~53%, libx264 ~29%, scaling ~10%, the kernel ~3% (page faults, fsyncs: 4 per 1 s segment, 3-7 ms),
+Python ~2.5%; about 2.5x real time in CPU time. x264 is at its cheapest already (ultrafast: CAVLC, no
+deblocking, I16x16; ``tune=fastdecode`` gives the same bytes), and what is left is the codecs' own work.
 
 **Why the renderer's decoder.** The proxy must give the frame the renderer would give (docs/usage.md,
 "Which frame is shown"): frames are taken from ``worker.media.VideoSource`` in presentation order from the
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import json
 import os
 import sys
@@ -37,6 +43,7 @@ from fractions import Fraction
 from typing import Any
 
 import av
+from av.video.reformatter import VideoReformatter
 
 from flipedit_previewd.proxy.store import Manifest, Params, Store, StoreError, identity_of, key_of
 from flipedit_previewd.worker.display import Geometry
@@ -184,6 +191,17 @@ def _encoder(width: int, height: int, params: Params, pix_fmt: str) -> Any:
     return encoder
 
 
+@functools.cache
+def _one_thread() -> dict[str, int]:
+    """``threads=1`` for the scaler where PyAV takes it (PyAV 11 and later ask FFmpeg for one thread per core by
+    default); PyAV 10 (Debian 12's, the .deb's) has no such argument, and its FFmpeg 5.1 scales on one thread."""
+    try:
+        VideoReformatter().reformat(av.VideoFrame(16, 16, "yuv420p"), width=8, height=8, threads=1)
+    except TypeError:
+        return {}
+    return {"threads": 1}
+
+
 def make(
     store: Store,
     path: str,
@@ -253,6 +271,12 @@ def make(
             raise MediaError("no frame could be decoded")
         pix_fmt = proxy_format(decoded.frame.format.name, source.deep)
         encoder = _encoder(manifest.width, manifest.height, params, pix_fmt)
+        # One scaler for the whole source, on this thread. ``frame.reformat`` makes a scaler per frame with
+        # FFmpeg's default thread count (one per core): it started and joined two threads per frame, each time on
+        # both cores (1200 clone3 per 20 s of 1080p, strace), and set the filters up again. Same pixels (the same
+        # filter, only the slicing differs): bench/proxy_speed.py.
+        scaler = VideoReformatter()
+        interpolation = DEEP_SCALED if source.deep else None  # None: FFmpeg's bilinear, as the renderer scales
         pending: list[tuple[int, bytes]] = []
         waiting: deque[int] = deque()  # original pts of frames given to the encoder: no reordering (no B-frames)
         written = 0
@@ -269,13 +293,14 @@ def make(
                 store.begin(manifest)
                 return manifest
             previous = decoded.pts
-            frame = decoded.frame
-            if source.deep:
-                small = frame.reformat(
-                    width=manifest.width, height=manifest.height, format=pix_fmt, interpolation=DEEP_SCALED
-                )
-            else:
-                small = frame.reformat(width=manifest.width, height=manifest.height, format=pix_fmt)
+            small = scaler.reformat(
+                decoded.frame,
+                width=manifest.width,
+                height=manifest.height,
+                format=pix_fmt,
+                interpolation=interpolation,
+                **_one_thread(),
+            )
             small.pts = index
             small.time_base = encoder.time_base
             waiting.append(decoded.pts)

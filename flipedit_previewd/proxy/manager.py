@@ -51,7 +51,7 @@ class Job:
     path: str
     stat: Any
     params: Params
-    roots: tuple[str, ...]
+    roots: tuple[str, ...] | None  # None: the served timeline's, worked out when the maker starts
     min_cost: float
 
 
@@ -239,27 +239,46 @@ class ProxyManager:
         if not self.enabled or (timeline.revision == self._revision and not force):
             return 0
         self._revision = timeline.revision
-        params = params_for(self.size, (timeline.canvas_width, timeline.canvas_height))
-        queued = 0
         with self._cond:
             self._timeline = timeline
-            for track in timeline.tracks:
-                for clip in track.clips:
-                    if clip.type == "image" or os.path.splitext(clip.source_path)[1].lower() in STILL_EXTENSIONS:
-                        continue
-                    key = (clip.source_path, clip.source_stat, params)
-                    if clip.source_stat is None or key in self._queue:
-                        continue
-                    known = self.counters.outcomes.get(key)
-                    if known is not None and not (force and known in ("skipped", "failed")):
-                        if key in self._keys:
-                            self.store.touch(self._keys[key])
-                        continue
-                    self._queue[key] = Job(
-                        clip.source_path, clip.source_stat, params, (), self.min_cost if min_cost is None else min_cost
-                    )
-                    queued += 1
+            queued = self._queue_videos(timeline, None, force, min_cost)
             self._cond.notify_all()
+        return len(queued)
+
+    def note_another(self, timeline: Timeline, roots: tuple[str, ...], min_cost: float | None = None) -> list[str]:
+        """Queue the videos of another project's ``timeline`` (not the one served: ``proxies build --project``),
+        each maker confined to that project's ``roots``; returns the sources queued. The served timeline stays
+        the one whose proxies are kept from eviction and touched as used."""
+        if not self.enabled:
+            return []
+        with self._cond:
+            queued = self._queue_videos(timeline, roots, True, min_cost)
+            self._cond.notify_all()
+        return queued
+
+    def _queue_videos(
+        self, timeline: Timeline, roots: tuple[str, ...] | None, force: bool, min_cost: float | None
+    ) -> list[str]:
+        """Under ``_cond``: queue each video of ``timeline`` not made nor queued yet (with ``force``, those skipped
+        or failed again); its parameters from the configured proxy size, else ``timeline``'s canvas."""
+        params = params_for(self.size, (timeline.canvas_width, timeline.canvas_height))
+        queued: list[str] = []
+        for track in timeline.tracks:
+            for clip in track.clips:
+                if clip.type == "image" or os.path.splitext(clip.source_path)[1].lower() in STILL_EXTENSIONS:
+                    continue
+                key = (clip.source_path, clip.source_stat, params)
+                if clip.source_stat is None or key in self._queue:
+                    continue
+                known = self.counters.outcomes.get(key)
+                if known is not None and not (force and known in ("skipped", "failed")):
+                    if key in self._keys:
+                        self.store.touch(self._keys[key])
+                    continue
+                self._queue[key] = Job(
+                    clip.source_path, clip.source_stat, params, roots, self.min_cost if min_cost is None else min_cost
+                )
+                queued.append(clip.source_path)
         return queued
 
     def clear(self) -> int:
@@ -344,11 +363,11 @@ class ProxyManager:
                     return
                 key, job = self._queue.popitem(last=False)
                 timeline = self._timeline
-            try:
-                roots = tuple(self.roots(timeline)) if timeline is not None else ()
-            except Exception:  # noqa: BLE001 - the roots are checked again by the maker; none means it may read nothing
-                roots = ()
-            job.roots = roots
+            if job.roots is None:  # a video of the served timeline: its project's roots now
+                try:
+                    job.roots = tuple(self.roots(timeline)) if timeline is not None else ()
+                except Exception:  # noqa: BLE001 - the roots are checked again by the maker; none: it may read nothing
+                    job.roots = ()
             self._make(key, job)
 
     def _measure(self) -> None:
@@ -377,6 +396,9 @@ class ProxyManager:
         return {key for (path, stat, _), key in keys.items() if (path, stat) in wanted}
 
     def _make(self, key: tuple[str, Any, Params], job: Job) -> None:
+        if not job.roots:  # the maker takes no --root as "unchecked": with none, no file may be read
+            self._failed(key, job, "no media roots: nothing may be read", Current(job.path, time.monotonic()))
+            return
         keep = self._in_use()
         evicted = self.store.evict(keep=keep)  # over the budget already (a smaller budget since the last start)
         if evicted:
@@ -400,7 +422,7 @@ class ProxyManager:
         ]
         for kept in sorted(keep):
             cmd += ["--keep", kept]
-        for root in job.roots:
+        for root in job.roots or ():
             cmd += ["--root", root]
         started = time.monotonic()
         generation = self._generation

@@ -286,6 +286,20 @@ def asset_dirs_of(rows: list[Any]) -> list[str]:
     return sorted(dirs)
 
 
+def read_project(
+    path: str, canvas: tuple[int, int], fps: float, timeout: float, max_rows: int, skipped: list[str]
+) -> tuple[Timeline, list[str] | None]:
+    """One read of a project database, as untrusted input (``read_readonly``: regular files only, a deadline, in a
+    thread of its own): its timeline and its assets' directories (None: that table could not be read). Rows
+    that break the rules are described in ``skipped``; any other failure is raised. The served project's
+    reads (``ProjectSource.current``) and a project read for its proxies (``app.project.read_another``)."""
+    return read_readonly(
+        path,
+        timeout,
+        lambda conn: (read_timeline(conn, canvas, fps, path, max_rows, skipped), _assets_beside(conn)),
+    )
+
+
 def discover_project(metadata_db: str) -> str | None:
     """The old server's rule: the most recently modified project in the editor's project list."""
     path = os.path.expanduser(metadata_db)
@@ -428,13 +442,8 @@ class ProjectSource:
             try:
                 # In a thread of its own (read_readonly): a read blocked in open() frees this thread, and
                 # ``_read_lock`` that every render waits for, at its deadline.
-                timeline, assets = read_readonly(
-                    self.path,
-                    self.read_timeout,
-                    lambda conn: (
-                        read_timeline(conn, self.canvas, self.fps, self.path, self.max_rows, skipped),
-                        _assets_beside(conn),
-                    ),
+                timeline, assets = read_project(
+                    self.path, self.canvas, self.fps, self.read_timeout, self.max_rows, skipped
                 )
                 if self.check is not None:
                     try:

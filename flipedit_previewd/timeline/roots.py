@@ -33,16 +33,22 @@ class MediaRoots:
         key = (tuple(configured), source.path, source.last.revision if source.path else "")
         if self.last_kept is not None and self._key == key:
             return self.last_kept
+        kept = self.work_out(configured, source.path, source.asset_dirs)  # the assets read with the timeline, if
+        self._key = key
+        return kept
+
+    def work_out(self, configured: Sequence[str], path: str, known: list[str] | None) -> list[str]:
+        """The roots of the project at ``path`` (none: no project), uncached: the configured ones, else its
+        folder and its assets' (``known``: read with its timeline; None: read them now)."""
         missing: list[str] = []
         if configured:
             candidates = [os.path.expanduser(p) for p in configured]
             missing = [p for p in candidates if os.path.isabs(p) and not os.path.isdir(p)]
         else:
             candidates = []
-            if source.path:
-                candidates.append(os.path.dirname(os.path.abspath(source.path)))
-                known = source.asset_dirs  # read with the timeline, when it was
-                candidates += known if known is not None else asset_dirs(source.path)
+            if path:
+                candidates.append(os.path.dirname(os.path.abspath(path)))
+                candidates += known if known is not None else asset_dirs(path)
         kept, skipped = effective_roots(candidates)
         if not configured:  # the project's own suggestions: stricter than what the user configured
             for root in list(kept):
@@ -64,5 +70,5 @@ class MediaRoots:
                     ROOT=root,
                     REASON="does not exist",
                 )
-        self._key, self.last_kept, self.last_skipped, self.last_missing = key, kept, skipped, missing
+        self.last_kept, self.last_skipped, self.last_missing = kept, skipped, missing
         return kept

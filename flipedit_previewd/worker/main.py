@@ -59,6 +59,23 @@ def _send(conn: Connection, reply: wire.FromWorker) -> None:
         os._exit(0)
 
 
+# A worker holds the decoders (hundreds of MB on 4K HEVC): when the unit's MemoryMax or the machine runs out, the
+# kernel's OOM killer should end one (the pool starts another; one request gets its error), not the daemon.
+WORKER_OOM_SCORE_ADJ = 300
+
+
+def prefer_for_oom(adj: int) -> None:
+    """Raise this process's oom_score_adj by ``adj`` above what it inherited, up to the kernel's 1000 (any process
+    may raise its own; lowering needs a capability)."""
+    try:
+        with open("/proc/self/oom_score_adj", "r+") as handle:
+            current = int(handle.read().strip() or 0)
+            handle.seek(0)
+            handle.write(str(min(1000, current + adj)))
+    except (OSError, ValueError):
+        pass  # no /proc, or a kernel without it: the OOM killer still chooses by size
+
+
 def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
     """The worker's loop: confine, say hello, then one job at a time, replies back over the pipe."""
     from flipedit_previewd.proxy.reader import ProxyReader
@@ -69,6 +86,7 @@ def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
 
     settings = start.settings
     failpoint.prepare()  # before confinement (a confined worker writes nothing anywhere)
+    prefer_for_oom(WORKER_OOM_SCORE_ADJ)
     _libc()  # loaded now: later it would be a dlopen (the loader's cache is readable, but why depend on it)
     arch, status = confine.confine_process()  # seccomp: on this thread before any other thread exists
     _send(conn, wire.Hello(status.seccomp, status.landlock, status.landlock_abi, status.why))

@@ -10,10 +10,13 @@ import math
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -24,7 +27,7 @@ from flipedit_previewd.common.percentiles import percentile
 from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.cmd_monitor import MonitorState, monitor_line
 from flipedit_previewd.ctl.context import Env
-from tests.support.helpers import Daemon, build_project, wait_for
+from tests.support.helpers import Daemon, one_track_project, still_project, wait_for
 from tests.support.media_corpus import ffmpeg, lavfi
 
 pytestmark = pytest.mark.skipif(ffmpeg() is None, reason="needs Debian's ffmpeg (scripts/setup.sh)")
@@ -46,24 +49,17 @@ def project(
     """One track; each clip (source, rect, start ms, end ms)."""
     db = folder / name
     db.unlink(missing_ok=True)
-    build_project(
+    one_track_project(
         db,
-        3,
         [
             {
-                "name": "t",
-                "order": 0,
-                "clips": [
-                    {
-                        "source": source,
-                        "type": "image" if source.suffix == ".png" else "video",
-                        "rect": rect,
-                        "start": start,
-                        "end": end,
-                    }
-                    for source, rect, start, end in clips
-                ],
+                "source": source,
+                "type": "image" if source.suffix == ".png" else "video",
+                "rect": rect,
+                "start": start,
+                "end": end,
             }
+            for source, rect, start, end in clips
         ],
     )
     return db
@@ -241,21 +237,28 @@ def test_the_budget_evicts_the_least_recently_used_and_proxies_survive_restarts(
     assert daemon.get("/get_frame/20").headers["X-Preview-Source"] == "proxy"
 
 
-def test_a_maker_killed_mid_write_leaves_nothing_that_is_used(start_daemon: Any, tmp_path: Path) -> None:
-    source = video(tmp_path / "long.mp4", seconds=40, size="1280x720")
-    db = project(tmp_path, [(source, (0, 0, 640, 360), 0, 40000)])
-    daemon = start_daemon(
+def small_proxies(db: Path, folder: Path, min_cost: str, *more: str) -> tuple[str, ...]:
+    """A daemon serving ``db`` whose proxies are 640x360, made of any source that costs ``min_cost`` or more: what
+    the daemons one after another on the same proxy store share, so that only what a test changes differs."""
+    return (
         "--project",
         str(db),
         "--allowed-roots",
-        str(tmp_path),
+        str(folder),
         "--proxy-min-cost",
-        "1",
+        min_cost,
         "--proxy-width",
         "640",
         "--proxy-height",
         "360",
+        *more,
     )
+
+
+def test_a_maker_killed_mid_write_leaves_nothing_that_is_used(start_daemon: Any, tmp_path: Path) -> None:
+    source = video(tmp_path / "long.mp4", seconds=40, size="1280x720")
+    db = project(tmp_path, [(source, (0, 0, 640, 360), 0, 40000)])
+    daemon = start_daemon(*small_proxies(db, tmp_path, "1"))
     running = wait_for(
         lambda: (proxies(daemon)["in_progress"] or {}).get("frames_done", 0) >= 60 and proxies(daemon)["in_progress"],
         60,
@@ -284,34 +287,10 @@ def test_a_maker_killed_mid_write_leaves_nothing_that_is_used(start_daemon: Any,
         assert daemon.get(f"/get_frame/{frame}").headers["X-Preview-Source"] == "original"
     daemon.stop()
 
-    again = start_daemon(
-        "--project",
-        str(db),
-        "--allowed-roots",
-        str(tmp_path),
-        "--proxy-min-cost",
-        "1",
-        "--proxy-width",
-        "640",
-        "--proxy-height",
-        "360",
-        "--proxies",
-        "false",
-    )
+    again = start_daemon(*small_proxies(db, tmp_path, "1", "--proxies", "false"))
     assert again.get("/get_frame/3").status_code == 200
     again.stop()
-    restarted = start_daemon(
-        "--project",
-        str(db),
-        "--allowed-roots",
-        str(tmp_path),
-        "--proxy-min-cost",
-        "1000",
-        "--proxy-width",
-        "640",
-        "--proxy-height",
-        "360",
-    )
+    restarted = start_daemon(*small_proxies(db, tmp_path, "1000"))
     assert "proxy_cleaned" in restarted.log_once("proxy_cleaned")
     names = {p.name for p in entry.iterdir()} if entry.exists() else set()
     assert not any(name.startswith(".tmp-") for name in names) and unlisted.name not in names
@@ -432,3 +411,135 @@ def test_monitor_shows_a_progress_bar_while_a_proxy_is_made() -> None:
         line
     )
     assert "proxies" not in monitor_line({"status": "ok", "proxies": {"enabled": True, "made": 2}}, MonitorState())
+
+
+def owned_daemon(start_daemon: Any, tmp_path: Path, *args: str) -> tuple[Daemon, dict[str, str]]:
+    """A daemon whose token is where previewctl looks for it, and the environment that finds it."""
+    runtime = tmp_path / "runtime"
+    (runtime / "flipedit-preview").mkdir(parents=True, mode=0o700, exist_ok=True)
+    daemon = start_daemon(*args, env={"FLIPEDIT_PREVIEWD_TOKEN_FILE": str(runtime / "flipedit-preview" / "token")})
+    return daemon, {"XDG_RUNTIME_DIR": str(runtime)}
+
+
+def run_previewctl(daemon: Daemon, environ: dict[str, str], *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    return main(["--url", daemon.url, *argv], Env(out, err, environ, False, False)), out.getvalue(), err.getvalue()
+
+
+def test_proxies_built_ahead_for_a_project_not_served_are_used_once_it_is_served(
+    start_daemon: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "served").mkdir()
+    served = still_project(tmp_path / "served")
+    (tmp_path / "other").mkdir()
+    source = video(tmp_path / "other" / "long-gop.mp4", seconds=2)
+    other = project(tmp_path / "other", [(source, (0, 0, 640, 360), 0, 2000)])
+    # No --allowed-roots: each project's roots are its own folder, so a maker confined to the served project's
+    # (tmp_path/served) could not read this source at all.
+    daemon, owner = owned_daemon(start_daemon, tmp_path, "--project", str(served), "--proxy-min-cost", "1")
+    code, out, err = run_previewctl(daemon, owner, "proxies", "build", "--project", str(other))
+    assert code == 0 and out.startswith(f"1 source(s) queued for project {other}; proxies: "), (out, err)
+    assert f"\n  {source}\n" in out, out
+    made = settled(daemon, 1)
+    assert made["failed"] == 0 and made["stored"] == 1, made
+    log = daemon.log_once("proxy_done")
+    assert f"building proxies ahead for project '{other}': 1 source(s) queued" in log, log[-2000:]
+    assert daemon.health()["project"]["path"] == str(served)  # still serving its own project
+    assert daemon.get("/get_frame/0").status_code == 200
+    code, out, _ = run_previewctl(daemon, owner, "proxies", "build", "--project", str(other), "-o", "json")
+    answer = json.loads(out)
+    assert code == 0 and answer["project"] == str(other) and answer["queued"] == 0 and answer["sources"] == [], answer
+    assert answer["roots"] == [str(tmp_path / "other")], answer  # that project's own roots, the ones its maker had
+    daemon.stop()
+
+    # The editor opens that project: its proxy is there, made at the parameters it is served with.
+    second = start_daemon("--project", str(other), "--proxy-min-cost", "1")
+    assert second.get("/get_frame/37").headers["X-Preview-Source"] == "proxy"
+    found = wait_for(lambda: (p := proxies(second))["in_progress"] is None and not p["queued"] and p, 30, 0.2)
+    assert found and found["made"] == 0 and found["failed"] == 0, found  # found made, not made again
+    assert "proxy_started" not in second.log(), second.log()[-2000:]
+
+
+def hostile_projects(folder: Path) -> dict[str, tuple[Path | str, int, str]]:
+    """name: (PATH, status, what the refusal says), each made for real."""
+    folder.mkdir()
+    (folder / "good").mkdir()
+    good = still_project(folder / "good", db="p.sqlite")
+    os.mkfifo(folder / "fifo.sqlite")
+    (folder / "link.sqlite").symlink_to(good)
+    (folder / "junk.sqlite").write_bytes(b"SQLite format 3\x00" + os.urandom(4096))
+    rows = still_project(folder / "good", db="rows.sqlite")
+    with sqlite3.connect(rows) as conn:
+        conn.execute("UPDATE clips SET end_time_on_track_ms = -5, metadata = ?", ("[" * 100_000,))
+    outside = still_project(folder / "good", db="outside.sqlite")
+    with sqlite3.connect(outside) as conn:
+        conn.execute("UPDATE clips SET source_path = '/etc/passwd'")
+    huge = still_project(folder / "good", db="huge.sqlite")
+    with sqlite3.connect(huge) as conn:
+        row = conn.execute("SELECT * FROM clips").fetchone()
+        conn.executemany(f"INSERT INTO clips VALUES (NULL{', ?' * (len(row) - 1)})", [row[1:]] * 60)
+    endless = folder / "endless.sqlite"  # a view as clips that never yields a row: only the read's deadline ends it
+    with sqlite3.connect(endless) as conn:
+        conn.execute('CREATE TABLE tracks (id INTEGER PRIMARY KEY, "order" INTEGER, is_visible INTEGER, type TEXT)')
+        conn.execute(
+            "CREATE VIEW clips AS WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT x AS id, "
+            "1 AS track_id, 'video' AS type, '' AS source_path, 0 AS start_time_on_track_ms, "
+            "1 AS end_time_on_track_ms, 0 AS start_time_in_source_ms, 1 AS end_time_in_source_ms, "
+            "NULL AS metadata FROM n WHERE x < 0"
+        )
+    return {
+        "fifo": (folder / "fifo.sqlite", 422, "a FIFO, not a regular file"),
+        "symlink": (folder / "link.sqlite", 422, "a symlink"),
+        "directory": (folder, 422, "a directory, not a regular file"),
+        "missing": (folder / "none.sqlite", 422, "no such file"),
+        "relative": ("good/p.sqlite", 422, "not an absolute path"),
+        "not a database": (folder / "junk.sqlite", 422, "cannot be read"),
+        "hostile rows": (rows, 422, "1 row(s) break the rules"),
+        "media outside its roots": (outside, 403, "'/etc/passwd' is outside the allowed roots"),
+        "more clips than the limit": (huge, 422, "more than 50 rows in clips"),
+        "a read that never ends": (endless, 422, "cannot be read"),
+        "a path longer than the request line": ("/" + "a" * 9000, 414, "request"),
+    }
+
+
+def test_a_hostile_project_is_refused_with_its_reason_and_the_daemon_keeps_serving(
+    start_daemon: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "served").mkdir()
+    served = still_project(tmp_path / "served")
+    daemon, owner = owned_daemon(
+        start_daemon, tmp_path, "--project", str(served), "--max-timeline-clips", "50", "--db-read-timeout", "1"
+    )
+    auth = daemon.auth
+    for name, (path, status, says) in hostile_projects(tmp_path / "hostile").items():
+        slow: list[float] = []
+        answer: list[requests.Response] = []
+
+        def post(path: Path | str = path, answer: list[requests.Response] = answer) -> None:
+            url = f"{daemon.url}/proxies?project={quote(str(path), safe='/')}"
+            answer.append(requests.post(url, headers=auth, timeout=30))
+
+        poster = threading.Thread(target=post)
+        started = time.monotonic()
+        poster.start()
+        while poster.is_alive():  # the loop answers while the read goes on (off the loop, as the served one's)
+            began = time.monotonic()
+            assert daemon.get("/health", timeout=5).status_code == 200
+            slow.append(time.monotonic() - began)
+            time.sleep(0.05)
+        poster.join()
+        took = time.monotonic() - started
+        got = answer[0]
+        assert got.status_code == status and says in got.json()["detail"], (name, got.status_code, got.text)
+        assert took < 4, (name, took)  # the read's deadline (1 s) and its grace, never longer
+        assert max(slow, default=0) < 0.5, (name, slow)
+        assert daemon.get("/get_frame/0").status_code == 200, name
+    log = daemon.log_once("no proxies built ahead for project", count=10)
+    assert "HTTP 422 project" in log and "HTTP 403 project" in log, log[-3000:]
+    assert proxies(daemon)["queued"] == 0 and daemon.health()["project"]["state"] == "ok"
+
+    fifo = str(tmp_path / "hostile" / "fifo.sqlite")
+    code, out, err = run_previewctl(daemon, {}, "proxies", "build", "--project", fifo)  # no token over TCP
+    assert code == 1 and "HTTP 401" in err, err
+    code, out, err = run_previewctl(daemon, owner, "proxies", "build", "--project", fifo)
+    assert code == 1 and "HTTP 422" in err and "a FIFO, not a regular file" in err and out == "", err

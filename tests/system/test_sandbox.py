@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.support.helpers import wait_for
 from tests.support.sandbox import Sandbox, leftovers
 
 
@@ -11,7 +12,12 @@ def test_sandbox_runs_a_user_manager_and_cleans_up_by_pid() -> None:
         assert box.systemctl("is-system-running", check=False).stdout.strip() in ("running", "degraded")
         assert box.run("test", "-S", "/run/systemd/journal/socket", check=False).returncode == 0
         box.run("systemd-cat", "-t", "sandbox-probe", "echo", "hello journal")
-        assert any(e.get("MESSAGE") == "hello journal" for e in box.journal("SYSLOG_IDENTIFIER=sandbox-probe"))
+        # journald writes what it was sent in its own time (seconds on a loaded machine): the entry must appear
+        assert wait_for(
+            lambda: any(e.get("MESSAGE") == "hello journal" for e in box.journal("SYSLOG_IDENTIFIER=sandbox-probe")),
+            15,
+            0.2,
+        )
         pids = box.cgroup_pids()
         assert box.pids["manager"] in pids
     after = leftovers("sandboxes")

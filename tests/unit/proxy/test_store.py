@@ -134,13 +134,13 @@ def test_a_segment_table_that_points_outside_its_file_is_refused(tmp_path: Path)
     finally:
         os.close(fd)
     path.write_bytes(pack_segment([(5, b"a"), (5, b"b")]))  # pts not increasing
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with pytest.raises(StoreError):
-            read_table(fd, path.stat().st_size)
-    finally:
-        os.close(fd)
+    assert_table_refused(path)
     path.write_bytes(b"FEPX\x01\x00\x00\x00\xff\xff\xff\xff")
+    assert_table_refused(path)
+
+
+def assert_table_refused(path: Path) -> None:
+    """The whole file's segment table is refused (each bad table is written over the same file, read afresh)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         with pytest.raises(StoreError):
@@ -187,3 +187,50 @@ def test_eviction_removes_the_least_recently_used_first(tmp_path: Path) -> None:
     assert store.evict(budget=2 * one) == [keys[2]]  # the oldest of the others
     assert store.evict(keep={keys[1]}, budget=0) == [keys[0]]
     assert [e.key for e in store.entries()] == [keys[1]]
+
+
+def test_a_worker_finds_a_proxy_by_its_file_as_it_is_made_and_never_for_another_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ProxyReader.for_file: the index by file follows the store (a proxy begun after the first look is found,
+    one whose manifest was not written yet when listed is looked at again), and a replaced file finds nothing."""
+    from flipedit_previewd.proxy import reader as reader_module
+    from flipedit_previewd.proxy.reader import ProxyReader
+
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(b"x" * 100)
+    st = os.stat(source)
+    ident = Identity.of(st, "h264", 1920, 1080, Fraction(1, 15360), Fraction(30))
+    store = Store(tmp_path / "proxies")
+    store.create()
+    monkeypatch.setattr(reader_module, "RELOAD_AFTER", 0.0)  # what is not there is looked for again at once
+    reader = ProxyReader(store)
+    assert reader.for_file(st, Params()) is None  # nothing made yet
+    made = Manifest(
+        key_of(ident, Params()), ident, Params(), 1280, 720, None, Fraction(1, 15360), 0, shown=(1920, 1080)
+    )
+    store.begin(made)  # begun after the worker first looked: the store's folder changed
+    assert reader.for_file(st, Params()) is None  # listed, but no segment made yet: nothing to serve
+    made.segments.append((0, 29 * 512, 30))
+    store.write_manifest(made)
+    found = reader.for_file(st, Params())
+    assert found is not None and found.key == made.key and found.shown == (1920, 1080)
+    assert reader.for_file(st, Params(width=640, height=360)) is None  # another proxy size: another proxy
+
+    # a folder listed before its manifest was written is looked at again
+    other = tmp_path / "other.mp4"
+    other.write_bytes(b"y" * 50)
+    st2 = os.stat(other)
+    ident2 = Identity.of(st2, "h264", 640, 360, Fraction(1, 15360), Fraction(30))
+    second = Manifest(key_of(ident2, Params()), ident2, Params(), 640, 360, None, Fraction(1, 15360), 0)
+    second.segments.append((0, 512, 2))
+    (store.root / second.key).mkdir()
+    assert reader.for_file(st2, Params()) is None  # listed without a manifest
+    store.write_manifest(second)
+    assert (found2 := reader.for_file(st2, Params())) is not None and found2.key == second.key
+
+    # the file replaced (another inode, size and time): its old proxy is never found for it
+    source.unlink()
+    source.write_bytes(b"z" * 100)
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert reader.for_file(os.stat(source), Params()) is None
