@@ -444,7 +444,20 @@ class VideoSource:
         return picture_of(decoded.frame, self.geometry, size, self.deep)
 
     def close(self) -> None:
+        """Close the file and the demuxer, and let go of the decoder now.
+
+        The decoding generator (``_frames``) refers to this source, a reference cycle: without breaking it the
+        source, its stream's codec context and FFmpeg's slice threads with their frame pools (several MB a
+        source) outlive ``close`` until Python's cyclic collector runs, which an idle worker, allocating
+        nothing, never triggers (idle PSS, bench/footprint.py).
+        """
         try:
+            frames, self._frames = self._frames, None
+            if frames is not None:
+                frames.close()
+            self._last = self._ahead = None
+            self.run = []
+            self.scaled = None
             container = getattr(self, "container", None)
             if container is not None:
                 container.close()
@@ -762,9 +775,12 @@ class MediaPool:
         return True
 
     def close(self) -> None:
+        """Close every source and drop the frames kept of them (``decoded`` holds its sources as keys)."""
         for source in self.videos.values():
             source.close()
         self.videos.clear()
+        self.decoded.clear()
+        self.scaled = FrameCache(self.scaled.capacity)
         self._proxy_scaled.clear()
         self._proxied = {}
         if self.proxies is not None:
