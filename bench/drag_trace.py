@@ -21,35 +21,27 @@ import sqlite3
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from bench.harness import VENV, Server, make_project, make_scene
-from bench.peers import DRAG_FRAME
+from bench.harness import ROOT, Server, make_project, make_scene, tree_daemon, uncached_args
+from bench.peers import DRAG_FRAME, drag_load
 from flipedit_previewd.demo.fixtures import set_clip_rect
 
 HERE = Path(__file__).resolve().parent
 
 
 def trace(server: Server, db: Path, changes: int, gap: float) -> list[dict[str, Any]]:
-    stop = threading.Event()
+    """The settles under the same background load as bench/peers.py's drag, so the two trace the same thing."""
+    with drag_load(server.url):
+        return traced_settles(server, db, changes, gap)
 
-    def load() -> None:
-        with requests.Session() as session:
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                try:
-                    session.get(f"{server.url}/get_frame/{DRAG_FRAME}", timeout=10).content  # noqa: B018
-                except requests.RequestException:
-                    pass
-                stop.wait(max(0.0, 1 / 60 - (time.perf_counter() - t0)))
 
-    thread = threading.Thread(target=load)
-    thread.start()
+def traced_settles(server: Server, db: Path, changes: int, gap: float) -> list[dict[str, Any]]:
+    """The still moved ``changes`` times, ``gap`` s apart: every request made until each move showed."""
     conn = sqlite3.connect(str(db), timeout=5)
     clip_id = conn.execute("SELECT id FROM clips WHERE type='image'").fetchone()[0]
     settles: list[dict[str, Any]] = []
@@ -80,8 +72,6 @@ def trace(server: Server, db: Path, changes: int, gap: float) -> list[dict[str, 
                     break
             time.sleep(gap)
     conn.close()
-    stop.set()
-    thread.join()
     return settles
 
 
@@ -96,24 +86,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         scene = make_scene(Path(tmp))
         db = make_project(Path(tmp), scene)
-        env = {"XDG_CONFIG_HOME": str(db.parent)}
-        if args.tree:
-            env["PYTHONPATH"] = str(Path(args.tree).resolve())
-        server = Server(
+        server = tree_daemon(
             "daemon",
-            [
-                str(VENV / "python"),
-                "-m",
-                "flipedit_previewd",
-                "--project",
-                str(db),
-                "--listen",
-                "127.0.0.1:{port}",
-                "--frame-cache-bytes",
-                "0",
-                *args.daemon_args.split(),
-            ],
-            env,
+            args.tree or ROOT,
+            uncached_args(db, *args.daemon_args.split()),
+            {"XDG_CONFIG_HOME": str(db.parent)},
         )
         server.start()
         try:

@@ -54,6 +54,9 @@ from pathlib import Path
 
 FFMPEG = os.environ.get("FFMPEG", "/usr/bin/ffmpeg")
 FFPROBE = os.environ.get("FFPROBE", "/usr/bin/ffprobe")
+# ffmpeg as every benchmark runs it: errors only (the benchmark's own output stays readable) and never reading
+# stdin (under a script it would otherwise wait for keys, or eat the input meant for another command).
+QUIET_FFMPEG = (FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin")
 CANVAS = (1280, 720)
 FPS = 30
 
@@ -96,11 +99,7 @@ class Footage:
 
     def argv(self, out: Path) -> list[str]:
         return [
-            FFMPEG,
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
+            *QUIET_FFMPEG,
             "-y",
             "-filter_complex",
             self.graph(),
@@ -111,6 +110,9 @@ class Footage:
         ]
 
 
+# What a screen recorder or a camera writes (OBS's default): a keyframe every 250 frames exactly, never one at a
+# scene cut, 3 B-frames, 8-bit 4:2:0. Every long-GOP H.264 scene of the benchmarks encodes with these.
+LONG_GOP_X264 = ("-g", "250", "-keyint_min", "250", "-sc_threshold", "0", "-bf", "3", "-pix_fmt", "yuv420p")
 X265_PHONE = (
     "log-level=error:keyint=60:min-keyint=60:scenecut=0:bframes=3:bitrate=24000:vbv-maxrate=30000:vbv-bufsize=48000"
 )
@@ -135,16 +137,7 @@ SCENES: dict[str, Footage] = {
                 "14M",
                 "-bufsize",
                 "20M",
-                "-g",
-                "250",
-                "-keyint_min",
-                "250",
-                "-sc_threshold",
-                "0",
-                "-bf",
-                "3",
-                "-pix_fmt",
-                "yuv420p",
+                *LONG_GOP_X264,
                 "-movflags",
                 "+faststart",
             ),
@@ -202,16 +195,7 @@ SCENES: dict[str, Footage] = {
                 "veryfast",
                 "-crf",
                 "23",
-                "-g",
-                "250",
-                "-keyint_min",
-                "250",
-                "-sc_threshold",
-                "0",
-                "-bf",
-                "3",
-                "-pix_fmt",
-                "yuv420p",
+                *LONG_GOP_X264,
                 "-movflags",
                 "+faststart",
             ),

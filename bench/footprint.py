@@ -68,6 +68,8 @@ def command(pid: int) -> str:
     raw = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     if "resource_tracker" in raw:
         return "resource tracker"
+    if "proxy.maker" in raw:  # making a proxy (proxy/manager.py): transient, for a few seconds after a project opens
+        return "proxy maker"
     if "child_main" in raw or "multiprocessing" in raw:  # multiprocessing: a daemon from before workers.py's _Child
         return "render worker"
     return "main" if "flipedit-previewd" in raw else raw[:40]

@@ -28,7 +28,19 @@ ROOT = HERE.parent
 VENV = ROOT / ".venv/bin"
 RESULTS = HERE / "results"  # what the benchmarks write: RESULTS.md, FOOTAGE.md, plots, profiles
 
-__all__ = ["HERE", "RESULTS", "ROOT", "VENV", "Server", "free_port", "make_project", "make_scene", "pct"]
+__all__ = [
+    "HERE",
+    "RESULTS",
+    "ROOT",
+    "VENV",
+    "Server",
+    "free_port",
+    "make_project",
+    "make_scene",
+    "pct",
+    "uncached_args",
+    "uncached_daemon",
+]
 
 
 def make_scene(directory: Path) -> dict[str, Path]:
@@ -103,6 +115,33 @@ class Server:
         if self.cache is not None:
             shutil.rmtree(self.cache, ignore_errors=True)
             self.cache = None
+
+
+def uncached_args(db: Path, *more: str) -> list[str]:
+    """The daemon's arguments to serve ``db`` on the Server's port with its rendered-frame cache off: the peers
+    have none, so a benchmark compares renders, not cache hits."""
+    return ["--project", str(db), "--listen", "127.0.0.1:{port}", "--frame-cache-bytes", "0", *more]
+
+
+def uncached_daemon(db: Path, *more: str, name: str = "daemon", env: dict[str, str] | None = None) -> Server:
+    """This tree's daemon (its console script) serving ``db`` with the rendered-frame cache off; its settings
+    file is looked for beside the project (none there: the defaults, never the user's own)."""
+    return Server(
+        name,
+        [str(VENV / "flipedit-previewd"), *uncached_args(db, *more)],
+        {"XDG_CONFIG_HOME": str(db.parent), **(env or {})},
+    )
+
+
+def tree_daemon(name: str, tree: str | Path, args: list[str], env: dict[str, str] | None = None) -> Server:
+    """The daemon of another checkout ``tree`` (a baseline), run by this venv's Python with that tree first on the
+    path. ``-P``: with ``-m`` Python puts the working directory (this checkout, the Server's cwd) before
+    PYTHONPATH, and the "baseline" would run this tree's code (bench/results/RESULTS.md, "A correction")."""
+    return Server(
+        name,
+        [str(VENV / "python"), "-P", "-m", "flipedit_previewd", *args],
+        {**(env or {}), "PYTHONPATH": str(Path(tree).resolve())},
+    )
 
 
 def pct(values: list[float]) -> dict[str, float]:

@@ -36,7 +36,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,10 @@ from typing import Any
 import requests
 
 from bench import footage
-from bench.harness import RESULTS, Server, make_project, make_scene, pct
+from bench.harness import RESULTS, Server, make_project, make_scene, pct, tree_daemon, uncached_args, uncached_daemon
 from bench.load import overload as raw_overload
 from flipedit_previewd.demo.fixtures import set_clip_rect
+from tests.support.helpers import repeated
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -70,38 +72,29 @@ def servers(db: Path, daemon_args: tuple[str, ...] = (), baseline_tree: str = ""
         "127.0.0.1:{port}",
         "bench.baselines.flask_app:app",
     ]
-    uncached = ["--project", str(db), "--listen", "127.0.0.1:{port}", "--frame-cache-bytes", "0", *daemon_args]
+    uncached = uncached_args(db, *daemon_args)
     # Another checkout of the daemon (an older commit), run from the same environment: a change is
     # compared with what it replaced in the same run, not with figures from another day.
     base = (
-        [
-            Server(
-                "daemon@base",
-                [str(VENV / "python"), "-m", "flipedit_previewd", *uncached],
-                {"XDG_CONFIG_HOME": str(db.parent), "PYTHONPATH": str(Path(baseline_tree).resolve())},
-            )
-        ]
+        [tree_daemon("daemon@base", baseline_tree, uncached, {"XDG_CONFIG_HOME": str(db.parent)})]
         if baseline_tree
         else []
     )
     return [
         # Rendered-frame cache off: the baselines have none, so steady, overload and drag compare renders.
         # Proxies are made in a cache of the run's own (XDG_CACHE_HOME), never the user's.
-        Server(
-            "daemon",
-            [str(VENV / "flipedit-previewd"), *uncached],
-            {"XDG_CONFIG_HOME": str(db.parent), "XDG_CACHE_HOME": str(db.parent / "cache")},
-        ),
+        uncached_daemon(db, *daemon_args, env={"XDG_CACHE_HOME": str(db.parent / "cache")}),
         # For the footage scenes: the daemon decoding the originals only, and the daemon once its proxies are made.
-        Server(
-            "daemon-originals",
-            [str(VENV / "flipedit-previewd"), *uncached, "--proxies", "false"],
-            {"XDG_CONFIG_HOME": str(db.parent), "XDG_CACHE_HOME": str(db.parent / "cache")},
+        uncached_daemon(
+            db,
+            *daemon_args,
+            "--proxies",
+            "false",
+            name="daemon-originals",
+            env={"XDG_CACHE_HOME": str(db.parent / "cache")},
         ),
-        Server(
-            "daemon+proxies",
-            [str(VENV / "flipedit-previewd"), *uncached],
-            {"XDG_CONFIG_HOME": str(db.parent), "XDG_CACHE_HOME": str(db.parent / "cache-proxies")},
+        uncached_daemon(
+            db, *daemon_args, name="daemon+proxies", env={"XDG_CACHE_HOME": str(db.parent / "cache-proxies")}
         ),
         Server(
             "daemon-cached",
@@ -179,22 +172,32 @@ def closed_loop(
 
 def drag(server: Server, db: Path, seconds: float, trials: int = 30) -> dict[str, Any]:
     """60 requests/s for one frame in the background while a prober measures settle latencies."""
-    stop = threading.Event()
     background: list[float] = []
+    with drag_load(server.url, background):
+        settles = drag_settles(server, db, seconds, trials)
+    return {"settle_ms": pct(sorted(settles)), "background_ms": pct(sorted(background)), "settles": len(settles)}
 
-    def load() -> None:
-        with requests.Session() as session:
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                try:
-                    session.get(f"{server.url}/get_frame/{DRAG_FRAME}", timeout=10).content  # noqa: B018
-                    background.append((time.perf_counter() - t0) * 1000)
-                except requests.RequestException:
-                    pass
-                stop.wait(max(0.0, 1 / 60 - (time.perf_counter() - t0)))
 
-    thread = threading.Thread(target=load)
-    thread.start()
+@contextmanager
+def drag_load(url: str, background: list[float] | None = None) -> Iterator[None]:
+    """60 requests/s for DRAG_FRAME while the block runs, as an editor's preview asks for the frame under a clip
+    being dragged; the time of each answered request is added to ``background`` if given."""
+
+    def ask(session: requests.Session) -> None:
+        t0 = time.perf_counter()
+        try:
+            session.get(f"{url}/get_frame/{DRAG_FRAME}", timeout=10).content  # noqa: B018
+            if background is not None:
+                background.append((time.perf_counter() - t0) * 1000)
+        except requests.RequestException:
+            pass
+
+    with repeated(ask, 1 / 60):
+        yield
+
+
+def drag_settles(server: Server, db: Path, seconds: float, trials: int) -> list[float]:
+    """The still moved ``trials`` times over ``seconds``: ms from each move until the frame shows it."""
     conn = sqlite3.connect(str(db), timeout=5)
     clip_id = conn.execute("SELECT id FROM clips WHERE type='image'").fetchone()[0]
     settles: list[float] = []
@@ -224,9 +227,7 @@ def drag(server: Server, db: Path, seconds: float, trials: int = 30) -> dict[str
     with conn:
         set_clip_rect(conn, 3, clip_id, (40.0, 40.0, 300.0, 200.0))
     conn.close()
-    stop.set()
-    thread.join()
-    return {"settle_ms": pct(sorted(settles)), "background_ms": pct(sorted(background)), "settles": len(settles)}
+    return settles
 
 
 def refusal_buckets(server: Server) -> dict[float, float]:
@@ -609,24 +610,17 @@ def write_results(
 
     goals: list[tuple[str, bool, str]] = []
     for steady in ("steady-2", "steady-8"):
-        if have((steady, "daemon"), (steady, "gunicorn+")):
-            r3 = rate(steady, "daemon") / rate(steady, "gunicorn+")
-            goals.append(
-                (
-                    f"{steady}: throughput >= 1.0x gunicorn+",
-                    r3 >= 1.0,
-                    f"{r3:.2f}x (rounds {ratio_rounds(steady, 'daemon', 'gunicorn+')})",
+        # the throughput goals: at least as fast as the daemon's own render under gunicorn, 3x the naive one
+        for peer, factor, shown in (("gunicorn+", 1.0, "1.0x"), ("gunicorn", 3.0, "3x")):
+            if have((steady, "daemon"), (steady, peer)):
+                ratio = rate(steady, "daemon") / rate(steady, peer)
+                goals.append(
+                    (
+                        f"{steady}: throughput >= {shown} {peer}",
+                        ratio >= factor,
+                        f"{ratio:.2f}x (rounds {ratio_rounds(steady, 'daemon', peer)})",
+                    )
                 )
-            )
-        if have((steady, "daemon"), (steady, "gunicorn")):
-            r2 = rate(steady, "daemon") / rate(steady, "gunicorn")
-            goals.append(
-                (
-                    f"{steady}: throughput >= 3x gunicorn",
-                    r2 >= 3.0,
-                    f"{r2:.2f}x (rounds {ratio_rounds(steady, 'daemon', 'gunicorn')})",
-                )
-            )
     over = results.get(("overload", "daemon"), [])
     if over:
         errors = sum(r["errors"] for r in over)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from bench import footage
-from bench.harness import RESULTS, VENV, Server, make_project, make_scene
+from bench.harness import RESULTS, VENV, make_project, make_scene, uncached_daemon
 from bench.load import overload as raw_overload
 from bench.peers import drag, paced
 
@@ -119,19 +119,7 @@ def main() -> int:
             db = footage.make_project(Path(tmp), footage.make(clip), clip.seconds)
         else:
             db = make_project(Path(tmp), make_scene(Path(tmp)))
-        daemon = Server(
-            "daemon",
-            [
-                str(VENV / "flipedit-previewd"),
-                "--project",
-                str(db),
-                "--listen",
-                "127.0.0.1:{port}",
-                "--frame-cache-bytes",
-                "0",
-            ],
-            {"XDG_CONFIG_HOME": str(db.parent)},
-        )
+        daemon = uncached_daemon(db)
         daemon.start()
         try:
             if args.footage:

@@ -100,11 +100,7 @@ def ffmpeg_timed(argv: list[str]) -> tuple[float, float]:
 
 def base_argv(source: Path, seconds: float, vf: str) -> list[str]:
     return [
-        footage.FFMPEG,
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-nostdin",
+        *footage.QUIET_FFMPEG,
         "-y",
         "-threads",
         "1",
@@ -133,11 +129,7 @@ def make_reference(source: Path, seconds: float, out: Path) -> None:
     """The original decoded by ffmpeg, scaled as the proxies are, 8-bit 4:2:0, uncompressed."""
     subprocess.run(
         [
-            footage.FFMPEG,
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
+            *footage.QUIET_FFMPEG,
             "-y",
             "-t",
             f"{seconds}",
@@ -159,11 +151,7 @@ def psnr_y(proxy: Path, reference: Path, stats: Path) -> tuple[float, float, int
     """Mean and worst per-frame luma PSNR of the proxy against the reference, and the frame count."""
     subprocess.run(
         [
-            footage.FFMPEG,
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
+            *footage.QUIET_FFMPEG,
             "-i",
             str(proxy),
             "-i",
@@ -240,22 +228,11 @@ def through_daemon(
     proxy: Path, seconds: float, directory: Path, requests_per_pattern: int
 ) -> dict[str, dict[str, float]]:
     """Random and scrub through the whole daemon (bench/peers.py's Server and paced client), frame cache off."""
-    from peers import VENV, Server, paced
+    from bench.harness import uncached_daemon
+    from bench.peers import paced
 
-    db = footage.make_project(directory, proxy, seconds)
-    daemon = Server(
-        "daemon",
-        [
-            str(VENV / "flipedit-previewd"),
-            "--project",
-            str(db),
-            "--listen",
-            "127.0.0.1:{port}",
-            "--frame-cache-bytes",
-            "0",
-        ],
-        {"XDG_CONFIG_HOME": str(directory)},
-    )
+    db = footage.make_project(directory, proxy, seconds)  # in ``directory``: the daemon's settings are looked for there
+    daemon = uncached_daemon(db)
     daemon.start()
     out = {}
     try:
@@ -299,6 +276,13 @@ def main() -> int:
         "|---|---|---|---|---|---|---|---|",
     ]
     verdicts: dict[str, list[str]] = {}
+
+    def row(cells: str) -> None:
+        """A row of the table, printed as soon as it is measured, ended by the load average at that moment."""
+        loads.append(os.getloadavg()[0])
+        rows.append(f"{cells} {loads[-1]:.2f} |")
+        print(rows[-1], flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for source_name in [s for s in args.sources.split(",") if s]:
@@ -308,13 +292,10 @@ def main() -> int:
             reference = work / f"{source_name}-ref.nut"
             make_reference(source, seconds, reference)
             wall, cpu = make_proxy(source, seconds, None, work / "null")
-            loads.append(os.getloadavg()[0])
-            rows.append(
+            row(
                 f"| {source_name} ({seconds:g} s) | source only: decode + scale | {seconds / cpu:.2f} | "
-                f"{seconds / wall:.2f} | "
-                f"- | - | - | - | - | - | - | - | {loads[-1]:.2f} |"
+                f"{seconds / wall:.2f} | - | - | - | - | - | - | - | - |"
             )
-            print(rows[-1], flush=True)
             for name in names:
                 candidate = CANDIDATES[name]
                 proxy = work / f"{source_name}-{name}.{candidate.ext}"
@@ -326,13 +307,10 @@ def main() -> int:
                 d50, d95 = random_decode(proxy, args.frames)
                 c50, c95 = compose_random(proxy, seconds, args.frames)
                 _, s95 = compose_random(proxy, seconds, args.frames, forward_limit=1)
-                loads.append(os.getloadavg()[0])
-                rows.append(
+                row(
                     f"| {source_name} | {name} | {seconds / cpu:.2f} | {seconds / wall:.2f} | {mb_min:.0f} | "
-                    f"{mean:.2f} | "
-                    f"{worst:.2f} | {d50:.1f} | {d95:.1f} | {c50:.1f} | {c95:.1f} | {s95:.1f} | {loads[-1]:.2f} |"
+                    f"{mean:.2f} | {worst:.2f} | {d50:.1f} | {d95:.1f} | {c50:.1f} | {c95:.1f} | {s95:.1f} |"
                 )
-                print(rows[-1], flush=True)
                 problems = verdicts.setdefault(name, [])
                 if mean < 45 or worst < 45:
                     problems.append(f"{source_name}: PSNR-Y mean {mean:.1f} / worst {worst:.1f} dB < 45")

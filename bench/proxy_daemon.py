@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from flipedit_previewd.common.percentiles import percentile
-from tests.support.helpers import Daemon, build_project, wait_for
+from tests.support.helpers import Daemon, one_track_project, wait_for
 from tests.support.media_corpus import lavfi
 
 
@@ -50,24 +50,8 @@ def main() -> None:
             timeout=None,
         )
         db = tmp / "project.sqlite"
-        build_project(
-            db,
-            3,
-            [
-                {
-                    "name": "t",
-                    "order": 0,
-                    "clips": [
-                        {
-                            "source": source,
-                            "type": "video",
-                            "rect": (0, 0, 1280, 720),
-                            "start": 0,
-                            "end": args.seconds * 1000,
-                        }
-                    ],
-                }
-            ],
+        one_track_project(
+            db, [{"source": source, "type": "video", "rect": (0, 0, 1280, 720), "start": 0, "end": args.seconds * 1000}]
         )
         rng = random.Random(1)
         count = args.seconds * 30

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import requests
 
-from bench.harness import VENV, Server
+from bench.footage import LONG_GOP_X264
+from bench.harness import VENV, Server, tree_daemon, uncached_args
 from flipedit_previewd.demo.fixtures import add_clip, add_track, create_project_db
 
 HERE = Path(__file__).resolve().parent
@@ -51,16 +52,7 @@ def make_clip(path: Path) -> Path:
             "libx264",
             "-preset",
             "veryfast",
-            "-g",
-            "250",
-            "-keyint_min",
-            "250",
-            "-sc_threshold",
-            "0",
-            "-bf",
-            "3",
-            "-pix_fmt",
-            "yuv420p",
+            *LONG_GOP_X264,
             str(path),
         ],
         check=True,
@@ -113,7 +105,7 @@ def main() -> int:
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         db = make_project(Path(tmp), make_clip(Path(tmp) / "gop250.mp4"))
-        common = ["--project", str(db), "--listen", "127.0.0.1:{port}", "--frame-cache-bytes", "0"]
+        common = uncached_args(db)
         env = {"XDG_CONFIG_HOME": tmp}
         servers = [
             Server(
@@ -124,13 +116,7 @@ def main() -> int:
             )
         ]
         if args.baseline_tree:
-            servers.append(
-                Server(
-                    "base",
-                    [str(VENV / "python"), "-m", "flipedit_previewd", *common],
-                    {**env, "PYTHONPATH": str(Path(args.baseline_tree).resolve())},
-                )
-            )
+            servers.append(tree_daemon("base", args.baseline_tree, common, env))
         results: dict[str, dict[str, list[float]]] = {s.name: {"random": [], "reverse": []} for s in servers}
         per_round: list[dict[str, dict[str, float]]] = []
         try:

@@ -15,6 +15,10 @@ from tests.support.helpers import Daemon
 from tests.support.sandbox import Sandbox, SandboxError, leftovers
 
 LAYERS = ("unit", "integration", "system", "booted")
+ROOT = Path(__file__).resolve().parent.parent
+# What was there before the session (a booted machine's own journald and user managers, the user's own daemon):
+# only what appears during it is counted as left behind.
+BEFORE: dict[str, dict[str, list[str]]] = {}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,6 +28,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def fuzz_examples(request: pytest.FixtureRequest) -> int:
     return 50_000 if request.config.getoption("--long") else 2_000
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    for where in ("anywhere", "sandboxes", "here"):
+        BEFORE[where] = leftovers(where)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -58,11 +67,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # what it could have left behind (one that ran both kinds, for everything), not at the other's work.
     ran = {layer for item in session.items for layer in LAYERS if item.get_closest_marker(layer)}
     systemd, daemons = bool(ran & {"system", "booted"}), "integration" in ran
-    left = {
-        k: v
-        for k, v in leftovers("anywhere" if systemd and daemons else "sandboxes" if systemd else "here").items()
-        if v
-    }
+    where = "anywhere" if systemd and daemons else "sandboxes" if systemd else "here"
+    before = BEFORE.get(where, {})
+    left = {k: [x for x in v if x not in before.get(k, [])] for k, v in leftovers(where).items()}
+    if where == "here":  # another checkout's tests may run beside this one: only this checkout's daemons count
+        left["processes"] = [line for line in left["processes"] if str(ROOT) in line]
+    left = {k: v for k, v in left.items() if v}
     containers = booted_stale() if systemd else []
     if containers:
         left["booted containers"] = containers

@@ -23,7 +23,7 @@ from .context import (
     wants_json,
 )
 from .discovery import DaemonClient, Unreachable
-from .safeout import as_int, clean
+from .safeout import as_int, clean, refusal_reason
 from .words import fit, show
 
 FORMATS = ("jpeg", "png")
@@ -100,15 +100,7 @@ def cmd_render(args: argparse.Namespace, env: Env) -> int:
     except Unreachable as exc:
         raise unreachable_error(exc, client.timeout) from None
     if response.status_code != 200:
-        try:
-            body = response.json()
-            reason = (
-                f"{clean(body.get('error'), 80)}: {clean(body.get('detail'), 200)}"
-                if isinstance(body, dict)
-                else clean(response.text, 200)
-            )
-        except ValueError:
-            reason = clean(response.reason or "no reason given", 80)
+        reason = refusal_reason(response, 200)
         if response.status_code == 503:
             hint = (
                 f"the daemon is at a limit; retry after {response.headers.get('Retry-After', 'a few')} s "

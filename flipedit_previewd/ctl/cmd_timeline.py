@@ -19,7 +19,7 @@ from flipedit_previewd.client.transport import MAX_JSON_BYTES
 from .arguments import format_args
 from .context import EXIT_OK, EXIT_USAGE, Command, CtlError, Env, client_for, unreachable_error, wants_json
 from .discovery import Unreachable
-from .safeout import clean, clean_tree
+from .safeout import clean, clean_tree, refusal_reason
 
 MAX_TIMELINE_BYTES = MAX_JSON_BYTES
 
@@ -66,15 +66,7 @@ def _read(path: str) -> bytes:
 
 
 def refused(response: Any, action: str) -> CtlError:
-    try:
-        body = response.json()
-        reason = (
-            f"{clean(body.get('error'), 80)}: {clean(body.get('detail'), 300)}"
-            if isinstance(body, dict)
-            else clean(response.text, 300)
-        )
-    except ValueError:
-        reason = clean(response.reason or "no reason given", 80)
+    reason = refusal_reason(response, 300)
     if response.status_code in (401, 403):
         hint = (
             "only the daemon's own user may change the timeline: run previewctl as that user, over the unix socket "

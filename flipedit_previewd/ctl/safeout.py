@@ -17,6 +17,20 @@ def clean(value: Any, limit: int = 500) -> str:
     return escape("" if value is None else value, limit, backslash=False)
 
 
+def refusal_reason(response: Any, detail_limit: int) -> str:
+    """Why the daemon refused a request, as one clean line: its JSON ``error: detail``, else the body's text,
+    else the HTTP reason phrase (a proxy or another server in between answers in any of the three)."""
+    try:
+        body = response.json()
+        return (
+            f"{clean(body.get('error'), 80)}: {clean(body.get('detail'), detail_limit)}"
+            if isinstance(body, dict)
+            else clean(response.text, detail_limit)
+        )
+    except ValueError:
+        return clean(response.reason or "no reason given", 80)
+
+
 def clean_tree(value: Any) -> Any:
     return escape_tree(value, 500)
 

@@ -354,10 +354,14 @@ class Admission:
                     return pending
         return None
 
-    def take(self, stop: threading.Event, near: Reach | int | None = None) -> Pending | None:
+    def take(
+        self, stop: threading.Event, near: Reach | int | None = None, until: float | None = None
+    ) -> Pending | None:
         """Block until there is a job whose deadline has not passed; None once ``stop`` is set or closed.
 
-        ``near``: the frame the taker's decoders are at, if any (locality, see ``_eligible``).
+        ``near``: the frame the taker's decoders are at, if any (locality, see ``_eligible``). ``until``: a
+        ``time.monotonic()`` after which it gives up and returns None without a job (the taker then has an idle
+        worker to replace, dispatch.py).
         """
         while True:
             expired: Pending | None = None
@@ -368,7 +372,12 @@ class Admission:
                     while (pending := self._eligible(near, me)) is None:
                         if stop.is_set() or self.closed:
                             return None
-                        self._cond.wait(0.5)
+                        wait = 0.5
+                        if until is not None:
+                            wait = min(wait, until - time.monotonic())
+                            if wait <= 0:
+                                return None
+                        self._cond.wait(wait)
                 finally:
                     del self.waiting[me]
                 if pending.speculative:

@@ -210,9 +210,15 @@ class Dispatcher:
 
     def _drive(self, index: int) -> None:
         while not self._stop.is_set():
-            pending = self.admission.take(self._stop, self.position[index])
+            pending = self.admission.take(self._stop, self.position[index], self.pool.recycle_due(index))
             if pending is None:
-                return
+                if self._stop.is_set() or self.admission.closed:
+                    return
+                # Idle since its last render: a fresh process in its place (WorkerPool.recycle), from this thread,
+                # the only one that renders through worker ``index``; its decoders are gone with it.
+                if self.pool.recycle(index):
+                    self.position[index] = None
+                continue
             if pending.speculative:
                 self._run_ahead(index, pending)
                 continue

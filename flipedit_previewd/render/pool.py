@@ -53,6 +53,9 @@ class WorkerCrashed(RenderFailed):
 # A source that took down a worker this many times is drawn as a placeholder until the file changes.
 CRASHES_TO_BREAK = 2
 
+# A worker that has rendered and then had no job for this long is replaced by a fresh process (``recycle``).
+RECYCLE_AFTER_S = 10.0
+
 
 class BadReply(RenderFailed):
     """The worker's reply broke the wire format (wire.py): a worker taken over, or a bug; it was replaced."""
@@ -170,13 +173,22 @@ class WorkerPool:
     of requests, the workers still never wait for it.
     """
 
-    def __init__(self, size: int, settings: WorkerSettings, hang_threshold: float) -> None:
+    def __init__(
+        self,
+        size: int,
+        settings: WorkerSettings,
+        hang_threshold: float,
+        recycle_after: float | None = RECYCLE_AFTER_S,
+    ) -> None:
         self.size = size
         self.settings = settings
         self.hang_threshold = hang_threshold
+        self.recycle_after = recycle_after  # None: a worker lives until it dies, hangs or is stopped
         self.workers: list[Worker] = []
         self.completed = 0
         self.replaced = 0
+        self.recycled = 0  # idle workers replaced by fresh processes (``recycle``); not in ``replaced``
+        self._sent: dict[int, Timeline] = {}  # per index, the timeline its process was sent last (``recycle``)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._state_lock = threading.Lock()  # a worker's (state, job_id) against replace_hung's check-then-kill
@@ -268,6 +280,7 @@ class WorkerPool:
                     for message in wire.timeline_messages(timeline):
                         worker.conn.send(message)
                     worker.revision = timeline.revision
+                    self._sent[index] = timeline
                 if worker.locked is None:
                     worker.locked = roots  # the worker confines itself to the roots of its first job
                 worker.conn.send(job)
@@ -385,6 +398,58 @@ class WorkerPool:
             self.replaced += 1
         self.workers[worker.index] = self._spawn(worker.index)
 
+    def recycle_due(self, index: int) -> float | None:
+        """When worker ``index`` is to be recycled (a ``time.monotonic()``), or None: it never rendered or is busy."""
+        if self.recycle_after is None or index >= len(self.workers):
+            return None
+        worker = self.workers[index]
+        if worker.completed == 0 or worker.state is not WorkerState.IDLE:
+            return None
+        return worker.since + self.recycle_after
+
+    def recycle(self, index: int) -> bool:
+        """Replace worker ``index``, idle since its last render, by a fresh process; False when it is not due.
+
+        Why: a process that has decoded keeps what closing its media cannot give back (the pages of FFmpeg's
+        codecs it ran, its heap's high-water mark): about 8 MB of PSS more than a fresh worker's 21-26 MB,
+        per worker, for as long as the editor is closed (bench/results/RESULTS.md, "Idle PSS (issue 24)").
+        The fresh process starts while nothing waits for it, and is sent the timeline its predecessor held (a
+        50,000-clip timeline takes a third of a second to send) and its media roots to confine itself to
+        (``wire.Confine``: 20-60 ms), both off the next request's path; the next job reopens the media, as
+        after the worker's own idle release (worker/main.py). Only from the thread that
+        renders through this index (the dispatcher's), so no job of this index can start meanwhile;
+        ``replace_hung`` touches only rendering workers, and ``stop`` reads the list under the same lock.
+        """
+        due = self.recycle_due(index)
+        if due is None or time.monotonic() < due or self._stop.is_set():
+            return False
+        old = self.workers[index]
+        try:
+            fresh = self._spawn(index)
+        except OSError:
+            return False  # no process to be had now: the old one stays and serves (it has released its media)
+        timeline = self._sent.get(index)
+        if timeline is not None and timeline.revision == old.revision:
+            try:
+                for message in wire.timeline_messages(timeline):
+                    fresh.conn.send(message)
+                fresh.revision = timeline.revision
+            except (OSError, ValueError):
+                pass  # died already: the next job finds it dead and replaces it (``render``)
+        if old.locked is not None:
+            try:
+                fresh.conn.send(wire.Confine(old.locked))  # Landlock now, not on the next job's path
+                fresh.locked = old.locked
+            except (OSError, ValueError):
+                pass
+        with self._state_lock:
+            swapped = not self._stop.is_set() and self.workers[index] is old and old.state is WorkerState.IDLE
+            if swapped:
+                self.workers[index] = fresh
+                self.recycled += 1
+        self._terminate(old if swapped else fresh)
+        return swapped
+
     def busy_count(self) -> int:
         return sum(1 for w in self.workers if w.state is WorkerState.RENDERING)
 
@@ -425,19 +490,21 @@ class WorkerPool:
 
     def stop(self) -> None:
         self._stop.set()
-        for worker in self.workers:
+        with self._state_lock:  # after a recycle's swap, or the recycle sees the stop (``recycle``)
+            workers = list(self.workers)
+        for worker in workers:
             if worker.state is not WorkerState.RENDERING:
                 try:
                     worker.conn.send(wire.Stop())
                 except (OSError, ValueError):
                     pass
         deadline = time.monotonic() + 2
-        for worker in self.workers:
+        for worker in workers:
             worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(timeout=1)
-        for worker in self.workers:
+        for worker in workers:
             worker.conn.close()
 
     def snapshot(self) -> list[dict[str, Any]]:

@@ -89,6 +89,18 @@ DENIED = (
     "perf_event_open",
 )
 
+# Calls added since Linux 5.1 (pidfd_send_signal, 424, on) have one number on every architecture: the kernel
+# numbers them in one common table, so each architecture's table takes them from here.
+UNIFIED = {
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "clone3": 435,
+    "landlock_create_ruleset": 444,
+    "landlock_add_rule": 445,
+    "landlock_restrict_self": 446,
+}
+
 ARCHES = {
     "x86_64": Arch(
         "x86_64",
@@ -111,13 +123,7 @@ ARCHES = {
             "process_vm_writev": 311,
             "bpf": 321,
             "execveat": 322,
-            "io_uring_setup": 425,
-            "io_uring_enter": 426,
-            "io_uring_register": 427,
-            "clone3": 435,
-            "landlock_create_ruleset": 444,
-            "landlock_add_rule": 445,
-            "landlock_restrict_self": 446,
+            **UNIFIED,
         },
         x32=True,
     ),
@@ -142,13 +148,7 @@ ARCHES = {
             "process_vm_writev": 271,
             "bpf": 280,
             "execveat": 281,
-            "io_uring_setup": 425,
-            "io_uring_enter": 426,
-            "io_uring_register": 427,
-            "clone3": 435,
-            "landlock_create_ruleset": 444,
-            "landlock_add_rule": 445,
-            "landlock_restrict_self": 446,
+            **UNIFIED,
         },
     ),
 }

@@ -22,6 +22,9 @@ from typing import Any
 from PIL import Image
 
 RUN_FRAMES = 24  # at most this many frames before a seek's target are kept from its decode
+# ... and at most this many bytes of them: they are held at the source's size until the target is reached (a 4K
+# 10-bit frame is 25 MB; 24 of them took a worker from ~380 MB to ~930 MB PSS on a phone's 2160p HEVC).
+RUN_BYTES = 96 << 20
 DECODED_BYTES = 48 << 20  # per worker: ~17 frames at 1280x720 RGB, ~70 at 640x360
 
 

@@ -10,6 +10,7 @@ ends import). Render-ahead jobs run on a thread of lower priority while the main
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import queue
 import signal
@@ -26,7 +27,9 @@ from flipedit_previewd.worker import wire
 from flipedit_previewd.worker.failpoints import Failpoint
 from flipedit_previewd.worker.output import RenderResult
 
-IDLE_RELEASE_S = 10.0  # a worker without a job for this long closes its media and trims its heap
+# A worker without a job for this long closes its media and trims its heap. The pool then usually replaces it by a
+# fresh process (render.pool.WorkerPool.recycle); this release is what is left when it cannot (or recycling is off).
+IDLE_RELEASE_S = 10.0
 
 # Render-ahead jobs run on a worker thread at this nice value (Linux priorities are per thread; an
 # unprivileged thread can raise its nice but never lower it again, hence a thread of its own).
@@ -56,6 +59,23 @@ def _send(conn: Connection, reply: wire.FromWorker) -> None:
         os._exit(0)
 
 
+# A worker holds the decoders (hundreds of MB on 4K HEVC): when the unit's MemoryMax or the machine runs out, the
+# kernel's OOM killer should end one (the pool starts another; one request gets its error), not the daemon.
+WORKER_OOM_SCORE_ADJ = 300
+
+
+def prefer_for_oom(adj: int) -> None:
+    """Raise this process's oom_score_adj by ``adj`` above what it inherited, up to the kernel's 1000 (any process
+    may raise its own; lowering needs a capability)."""
+    try:
+        with open("/proc/self/oom_score_adj", "r+") as handle:
+            current = int(handle.read().strip() or 0)
+            handle.seek(0)
+            handle.write(str(min(1000, current + adj)))
+    except (OSError, ValueError):
+        pass  # no /proc, or a kernel without it: the OOM killer still chooses by size
+
+
 def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
     """The worker's loop: confine, say hello, then one job at a time, replies back over the pipe."""
     from flipedit_previewd.proxy.reader import ProxyReader
@@ -66,6 +86,7 @@ def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
 
     settings = start.settings
     failpoint.prepare()  # before confinement (a confined worker writes nothing anywhere)
+    prefer_for_oom(WORKER_OOM_SCORE_ADJ)
     _libc()  # loaded now: later it would be a dlopen (the loader's cache is readable, but why depend on it)
     arch, status = confine.confine_process()  # seccomp: on this thread before any other thread exists
     _send(conn, wire.Hello(status.seccomp, status.landlock, status.landlock_abi, status.why))
@@ -88,8 +109,16 @@ def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
             settings.source_cache_bytes, settings.max_source_pixels, proxies=reader, proxy_size=settings.proxy_size
         )
 
+    def lock(roots: tuple[str, ...]) -> None:
+        """Landlock to ``roots`` and the proxy store (read like media: proxy/reader.py treats it as untrusted)."""
+        if arch is not None and status.landlock:
+            confine.lock_filesystem(
+                arch, status.landlock_abi, roots + ((settings.proxy_root,) if settings.proxy_root else ())
+            )
+
     media = new_media()
     ahead = _LowPriority(AHEAD_NICE)
+    attempts: tuple[wire.Attempt, ...] = ()  # the tests' escape attempts, sent with the next reply
     current: Timeline | None = None
     used = False
     locked: tuple[str, ...] | None = None  # the roots this worker's Landlock rules allow, from its first job
@@ -97,9 +126,12 @@ def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
         try:
             if used and not conn.poll(IDLE_RELEASE_S):
                 # Idle (the editor is closed or paused): give back decoders, cached sources and the
-                # heap they left behind; the next frame reopens its files (bench/footprint.py).
+                # heap they left behind; the next frame reopens its files (bench/footprint.py). The
+                # collection frees what only a cycle still holds (an idle process allocates nothing that
+                # would start one) before the heap is trimmed.
                 media.close()
                 media, used = new_media(), False
+                gc.collect()
                 _trim_heap()
                 continue
             message = conn.recv()
@@ -110,24 +142,30 @@ def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
             break
         if isinstance(message, wire.Stop):
             break
+        if isinstance(message, wire.Confine):
+            # Ahead of the first job (a fresh process in an idle one's place): locking takes 20-60 ms (the
+            # paths of every mapped library, one rule each), which would otherwise fall on that job. A
+            # failure is left to the first job, which then reports it.
+            if locked is None:
+                try:
+                    lock(message.roots)
+                    locked, attempts = message.roots, failpoint.after_confinement()
+                except OSError:
+                    pass
+            continue
         if not isinstance(message, wire.Job):
             raise TypeError(f"unexpected message from the daemon: {type(message).__name__}")
         job = message
         if current is None or current.revision != job.revision:
             _send(conn, wire.Failed(job.job_id, 0.0, "worker has no timeline for this job"))
             continue
-        attempts: tuple[wire.Attempt, ...] = ()
         if locked is None:
             # Before anything of this job, and before the render-ahead thread exists (it inherits the rules).
-            if arch is not None and status.landlock:
-                try:
-                    # the proxy store is read like media (proxy/reader.py treats it as untrusted)
-                    confine.lock_filesystem(
-                        arch, status.landlock_abi, job.roots + ((settings.proxy_root,) if settings.proxy_root else ())
-                    )
-                except OSError as exc:
-                    _send(conn, wire.Failed(job.job_id, 0.0, f"sandbox: cannot confine the worker: {exc}"))
-                    break  # never decode unconfined when the kernel offered Landlock: the daemon starts a fresh one
+            try:
+                lock(job.roots)
+            except OSError as exc:
+                _send(conn, wire.Failed(job.job_id, 0.0, f"sandbox: cannot confine the worker: {exc}"))
+                break  # never decode unconfined when the kernel offered Landlock: the daemon starts a fresh one
             locked = job.roots
             attempts = failpoint.after_confinement()
         elif not wire.covers(locked, job.roots):  # the daemon replaces such a worker first (WorkerPool.render)
@@ -160,6 +198,7 @@ def serve(conn: Connection, start: wire.Start, failpoint: Failpoint) -> None:
             reply = wire.Failed(
                 job.job_id, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}", attempts
             )
+        attempts = ()
         if failpoint.replaces_reply(job):
             body = reply.body if isinstance(reply, wire.Rendered) else b""
             conn.send(("ok", job.job_id, body, reply.render_ms))  # pickle: what the daemon must never load

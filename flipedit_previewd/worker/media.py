@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from flipedit_previewd.common.framecache import FrameCache
 from flipedit_previewd.proxy.reader import ProxyReader, usable
 from flipedit_previewd.proxy.store import Manifest, Params, params_for
-from flipedit_previewd.worker.decoded import RUN_FRAMES, DecodedFrames, following_of
+from flipedit_previewd.worker.decoded import RUN_BYTES, RUN_FRAMES, DecodedFrames, following_of
 from flipedit_previewd.worker.display import Geometry, matrix_problem, sample_aspect, tkhd_matrix, to_rgb, transpose_of
 from flipedit_previewd.worker.keyframes import KeyframeIndex
 from flipedit_previewd.worker.sniff import (
@@ -199,6 +199,9 @@ class VideoSource:
         self.geometry = Geometry(first.frame.width, first.frame.height, sample_aspect(sar), transpose_of(matrix))
         self.warning = matrix_problem(matrix)  # shown, but not as a player would: reported per source
         self.deep = any(component.bits > 8 for component in first.frame.format.components)
+        # how many decoded frames a pass may keep for a scrub turning back (decoded.py): bounded in bytes
+        frame_bytes = max(1, sum(plane.buffer_size for plane in first.frame.planes))
+        self.run_limit = max(1, min(RUN_FRAMES, RUN_BYTES // frame_bytes))
         self._last = first
 
     def _open_container(self) -> None:
@@ -332,7 +335,7 @@ class VideoSource:
             best = decoded
             if run_from is not None and best.pts >= run_from:
                 run.append(best)
-                if len(run) > RUN_FRAMES:
+                if len(run) > self.run_limit:
                     del run[0]
         if best is None:
             raise MediaError("no frame could be decoded")
@@ -441,7 +444,20 @@ class VideoSource:
         return picture_of(decoded.frame, self.geometry, size, self.deep)
 
     def close(self) -> None:
+        """Close the file and the demuxer, and let go of the decoder now.
+
+        The decoding generator (``_frames``) refers to this source, a reference cycle: without breaking it the
+        source, its stream's codec context and FFmpeg's slice threads with their frame pools (several MB a
+        source) outlive ``close`` until Python's cyclic collector runs, which an idle worker, allocating
+        nothing, never triggers (idle PSS, bench/footprint.py).
+        """
         try:
+            frames, self._frames = self._frames, None
+            if frames is not None:
+                frames.close()
+            self._last = self._ahead = None
+            self.run = []
+            self.scaled = None
             container = getattr(self, "container", None)
             if container is not None:
                 container.close()
@@ -633,7 +649,7 @@ class MediaPool:
         position = source.position()
         if position is None or limit >= position or position - limit > REVERSE_WINDOW * source._tick:
             return False
-        source.run_from = limit - RUN_FRAMES * source._tick
+        source.run_from = limit - source.run_limit * source._tick
         return True
 
     def _keep_run(
@@ -759,9 +775,12 @@ class MediaPool:
         return True
 
     def close(self) -> None:
+        """Close every source and drop the frames kept of them (``decoded`` holds its sources as keys)."""
         for source in self.videos.values():
             source.close()
         self.videos.clear()
+        self.decoded.clear()
+        self.scaled = FrameCache(self.scaled.capacity)
         self._proxy_scaled.clear()
         self._proxied = {}
         if self.proxies is not None:

@@ -10,6 +10,8 @@ worker has to trust it anyway.
 - ``TimelineHead`` then its ``Clips`` in pieces: a timeline, once per revision (``timeline_messages``).
 - ``Job``: render one frame of the timeline last sent; ``speculative`` for render-ahead (run at a lower
   priority). The worker answers each one, in order.
+- ``Confine``: lock the filesystem to these roots now (Landlock, as a first job would): a fresh process that
+  replaces an idle one (``WorkerPool.recycle``) is confined before its first job, off that job's path.
 - ``Stop``: end after the job in hand (a closed pipe ends the worker too).
 
 Worker -> daemon (``FromWorker``): ``Hello`` once, after start and confinement (what the sandbox
@@ -96,11 +98,16 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Confine:
+    roots: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Stop:
     pass
 
 
-ToWorker = Start | TimelineHead | Clips | Job | Stop
+ToWorker = Start | TimelineHead | Clips | Job | Confine | Stop
 
 
 def timeline_messages(timeline: Timeline) -> Iterator[TimelineHead | Clips]:

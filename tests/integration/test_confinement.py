@@ -109,6 +109,18 @@ def test_a_project_switch_replaces_confined_workers_and_renders_media_under_the_
     assert not any("media_problem" in line for line in daemon.log().splitlines())  # no placeholder on the way
 
 
+def test_under_memory_pressure_the_oom_killer_prefers_a_worker_to_the_daemon(start_daemon: Any, tmp_path: Path) -> None:
+    """The units bound memory (MemoryMax=, OOMPolicy=continue); whichever process the kernel then ends should be a
+    worker, which the pool replaces, not the process serving the socket."""
+    daemon = start_daemon("--project", str(_project(tmp_path / "a", RED)), "--workers", "2")
+    assert close_to(_centre(daemon, 0), RED)
+    workers = [w["pid"] for w in daemon.health()["workers"]]
+    assert len(workers) == 2
+    own = int(Path(f"/proc/{daemon.proc.pid}/oom_score_adj").read_text())
+    for pid in workers:
+        assert int(Path(f"/proc/{pid}/oom_score_adj").read_text()) == min(1000, own + 300)
+
+
 def test_a_pickled_reply_is_never_loaded_the_worker_is_replaced_and_the_next_frame_served(
     start_daemon: Any, tmp_path: Path
 ) -> None:

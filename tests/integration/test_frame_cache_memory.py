@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from tests.support.helpers import build_project, solid_png
+from tests.support.helpers import still_project
 
 CACHE = 4 * 1024 * 1024
 RENDERS = 20_000
@@ -39,11 +39,7 @@ def ask(url: str, frames: range) -> None:
 def test_20000_tiny_renders_grow_the_main_process_by_at_most_one_and_a_half_times_the_cache(
     start_daemon: Any, tmp_path: Path
 ) -> None:
-    red = solid_png(tmp_path / "red.png", (32, 32), (255, 0, 0))
-    db = tmp_path / "p.sqlite"
-    build_project(
-        db, 3, [{"name": "t", "order": 0, "clips": [{"source": red, "rect": (0, 0, 64, 64), "end": 100_000}]}]
-    )
+    db = still_project(tmp_path, (255, 0, 0), (0, 0, 64, 64), (32, 32), db="p.sqlite")
     daemon = start_daemon("--project", str(db), "--frame-cache-bytes", str(CACHE), "--render-ahead", "false")
     with requests.Session() as session:  # warm-up: cache hits of one frame, then a few hundred renders
         for _ in range(3000):

@@ -27,9 +27,11 @@ import requests
 from flipedit_previewd.common.percentiles import percentile
 from tests.support.helpers import (
     Daemon,
-    build_project,
+    endless_clips_view,
     failpoint,
     many_stills_timeline,
+    one_track_project,
+    repeated,
     report,
     solid_png,
     still_project,
@@ -48,27 +50,20 @@ def health_probe(daemon: Daemon, interval: float = 0.05) -> Iterator[dict[str, A
     """Ask /health every ``interval`` on a keep-alive connection; yields the figures when done."""
     times: list[float] = []
     failures: list[str] = []
-    stop = threading.Event()
 
-    def run() -> None:
-        with requests.Session() as session:
-            while not stop.is_set():
-                t0 = time.monotonic()
-                try:
-                    session.get(daemon.url + "/health", timeout=10).raise_for_status()
-                except requests.RequestException as exc:
-                    failures.append(repr(exc))
-                times.append(time.monotonic() - t0)
-                stop.wait(max(0.0, interval - (time.monotonic() - t0)))
+    def ask(session: requests.Session) -> None:
+        t0 = time.monotonic()
+        try:
+            session.get(daemon.url + "/health", timeout=10).raise_for_status()
+        except requests.RequestException as exc:
+            failures.append(repr(exc))
+        times.append(time.monotonic() - t0)
 
     figures: dict[str, Any] = {}
-    thread = threading.Thread(target=run)
-    thread.start()
     try:
-        yield figures
+        with repeated(ask, interval):
+            yield figures
     finally:
-        stop.set()
-        thread.join()
         figures.update(
             samples=len(times), failures=failures, p99_s=percentile(times, 99), max_s=max(times, default=None)
         )
@@ -229,20 +224,6 @@ def test_database_locked_10s_and_sighup_during_the_lock(start_daemon: Any, red_p
     assert_responsive(figures)
 
 
-def _recursive_view(db: Path) -> None:
-    conn = sqlite3.connect(str(db))
-    with conn:
-        conn.execute("DROP TABLE clips")
-        conn.execute(
-            "CREATE VIEW clips AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) "
-            "SELECT n AS id, 1 AS track_id, 'image' AS type, '' AS source_path, 0 AS start_time_on_track_ms, "
-            "1000 AS end_time_on_track_ms, 0 AS start_time_in_source_ms, 0 AS end_time_in_source_ms, '{}' AS metadata, "
-            "0.0 AS preview_position_x, 0.0 AS preview_position_y, 1.0 AS preview_width, 1.0 AS preview_height FROM r "
-            "WHERE n < 0"
-        )
-    conn.close()
-
-
 def _many_clips(db: Path, count: int = 100_000) -> None:
     conn = sqlite3.connect(str(db))
     with conn:
@@ -283,7 +264,7 @@ def _bad_rects(db: Path) -> None:
 
 
 BAD_DATABASES: dict[str, tuple[Callable[[Path], None], set[str]]] = {
-    "recursive view as clips": (_recursive_view, {"timeout"}),
+    "recursive view as clips": (endless_clips_view, {"timeout"}),
     "100k clips": (_many_clips, {"refused"}),
     "text in a number column": (_text_in_number, {"partial"}),
     "NaN and 9e999 rectangles": (_bad_rects, {"partial"}),
@@ -412,18 +393,11 @@ def test_source_that_crashes_its_worker_becomes_a_placeholder(start_daemon: Any,
     bad = solid_png(tmp_path / "crashy.png", (64, 64), (0, 0, 255))
     good = solid_png(tmp_path / "good.png", (64, 64), (0, 255, 0))
     db = tmp_path / "project.sqlite"
-    build_project(
+    one_track_project(
         db,
-        3,
         [
-            {
-                "name": "t",
-                "order": 0,
-                "clips": [
-                    {"source": bad, "rect": (0, 0, 640, 360), "start": 0, "end": 1000},
-                    {"source": good, "rect": (0, 0, 640, 360), "start": 1000, "end": 2000},
-                ],
-            }
+            {"source": bad, "rect": (0, 0, 640, 360), "start": 0, "end": 1000},
+            {"source": good, "rect": (0, 0, 640, 360), "start": 1000, "end": 2000},
         ],
     )
     daemon = start_daemon("--project", str(db), env=failpoint("crash:crashy"))
@@ -533,21 +507,8 @@ def test_max_connections_plus_100_get_503_and_no_emfile(tmp_path: Path, red_proj
         resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
     daemon = Daemon(["--project", str(red_project), "--max-connections", "300"], None, tmp_path)
-    import subprocess
-
-    from tests.support.helpers import ROOT
-
-    log = open(daemon.log_path, "wb")
-    daemon.proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/flipedit-previewd"), "--listen", f"127.0.0.1:{daemon.port}", *daemon.args],
-        env=daemon.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=low_nofile,
-    )
     try:
-        assert wait_for(lambda: "ready:" in daemon.log(), 30)
+        daemon.start(preexec_fn=low_nofile)
         held = []
         for _ in range(300):  # each in the middle of a request: no slot can be freed for a newcomer (intake.py)
             held.append(socket.create_connection(("127.0.0.1", daemon.port)))

@@ -14,6 +14,7 @@ import random
 import subprocess
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ import requests
 from PIL import Image
 
 from flipedit_previewd.proxy.store import params_for
-from flipedit_previewd.timeline.model import timeline_from_json
+from flipedit_previewd.timeline.model import Timeline, timeline_from_json
 from flipedit_previewd.worker.compositor import OutputSpec, compose
 from flipedit_previewd.worker.media import MediaPool, timeline_rate
 from tests.support.helpers import build_project
@@ -63,6 +64,32 @@ def clip_json(path: Path, seconds: float) -> dict[str, object]:
     }
 
 
+class Alone(NamedTuple):
+    """A corpus file, its frames as FFmpeg decodes them, and a timeline of its displayed size showing it alone."""
+
+    path: Path
+    ref: Reference
+    frames: np.ndarray
+    width: int
+    height: int
+    rate: Fraction  # the timeline's, exact
+    count: int  # the timeline's frames that show the file
+    timeline: Timeline
+
+
+def shown_alone(row: Row, corpus: Path) -> Alone:
+    """What both tests start from, so the frames they check against are the same ones."""
+    path = make(row, corpus)
+    ref, frames = expected_frames(row, path)
+    height, width = frames.shape[1:3]
+    rate = timeline_rate(row.timeline_fps)
+    count = int((ref.seconds[-1] + Fraction(1, 30)) * rate)
+    timeline = timeline_from_json(
+        {"tracks": [{"clips": [clip_json(path, float(ref.seconds[-1]))]}]}, (width, height), row.timeline_fps
+    )
+    return Alone(path, ref, frames, width, height, rate, count, timeline)
+
+
 def asked(count: int, rng: random.Random) -> list[int]:
     """Random frames, plus the first, the last two and every frame around a 25/30-frame GOP boundary."""
     frames = rng.sample(range(count), min(12, count)) + [count - 1, count - 2, 0]
@@ -73,14 +100,7 @@ def asked(count: int, rng: random.Random) -> list[int]:
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
 def test_frames_match_an_independent_decoder(corpus: Path, row: Row) -> None:
-    path = make(row, corpus)
-    ref, frames = expected_frames(row, path)
-    height, width = frames.shape[1:3]
-    rate = timeline_rate(row.timeline_fps)
-    count = int((ref.seconds[-1] + Fraction(1, 30)) * rate)
-    timeline = timeline_from_json(
-        {"tracks": [{"clips": [clip_json(path, float(ref.seconds[-1]))]}]}, (width, height), row.timeline_fps
-    )
+    _, ref, frames, width, height, rate, count, timeline = shown_alone(row, corpus)
     pools = [MediaPool(64 << 20, 50_000_000) for _ in range(3)]  # as three workers hold their decoders
     rng = random.Random(row.name)
     wrong = []
@@ -105,14 +125,7 @@ def test_with_proxies_on_the_frames_are_the_same(corpus: Path, row: Row) -> None
     from flipedit_previewd.proxy.reader import ProxyReader, usable
     from flipedit_previewd.proxy.store import Store
 
-    path = make(row, corpus)
-    ref, frames = expected_frames(row, path)
-    height, width = frames.shape[1:3]
-    rate = timeline_rate(row.timeline_fps)
-    count = int((ref.seconds[-1] + Fraction(1, 30)) * rate)
-    timeline = timeline_from_json(
-        {"tracks": [{"clips": [clip_json(path, float(ref.seconds[-1]))]}]}, (width, height), row.timeline_fps
-    )
+    path, ref, frames, width, height, rate, count, timeline = shown_alone(row, corpus)
     store = Store(corpus / f"proxies-{row.name}")
     store.create()
     made = make_proxy(store, str(path), params_for((0, 0), (width, height)))

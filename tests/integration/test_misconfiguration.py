@@ -13,7 +13,20 @@ from typing import Any
 import numpy as np
 import requests
 
-from tests.support.helpers import ctl, decode
+from tests.support.helpers import Daemon, ctl, decode
+
+
+def frame_then_empty(daemon: Daemon) -> tuple[np.ndarray, np.ndarray]:
+    """Frame 0 in grey as the daemon draws it now, then as it draws an empty timeline (PUT /timeline): the two a
+    test compares to see that the frame says more than "No videos in timeline"."""
+    frame = np.asarray(decode(daemon.get("/get_frame/0").content).convert("L"))
+    assert (
+        requests.put(
+            daemon.url + "/timeline", data=json.dumps({"tracks": []}), headers=daemon.auth, timeout=10
+        ).status_code
+        == 200
+    )
+    return frame, np.asarray(decode(daemon.get("/get_frame/0").content).convert("L"))
 
 
 def test_no_project_is_degraded_and_every_place_says_how_to_fix_it(start_daemon: Any, tmp_path: Path) -> None:
@@ -22,14 +35,7 @@ def test_no_project_is_degraded_and_every_place_says_how_to_fix_it(start_daemon:
     health = daemon.health()
     assert health["status"] == "degraded" and health["project"]["state"] == "none"
     assert f"looked in {metadata}" in health["project"]["error"] and "--project" in health["project"]["error"]
-    frame = np.asarray(decode(daemon.get("/get_frame/0").content).convert("L"))
-    assert (
-        requests.put(
-            daemon.url + "/timeline", data=json.dumps({"tracks": []}), headers=daemon.auth, timeout=10
-        ).status_code
-        == 200
-    )
-    empty = np.asarray(decode(daemon.get("/get_frame/0").content).convert("L"))
+    frame, empty = frame_then_empty(daemon)
     assert (frame != empty).any()  # the frame's text is not "No videos in timeline"
     assert frame.max() > 200 and (frame > 200).sum() > (empty > 200).sum()  # more words than the two of the empty frame
     assert ctl("--url", daemon.url, "health").returncode == 1
@@ -46,14 +52,7 @@ def test_a_missing_project_file_is_named_on_the_frame_and_in_health(start_daemon
     health = daemon.health()
     assert health["status"] == "degraded" and health["project"]["state"] == "missing"
     assert str(missing) in health["project"]["error"]
-    frame = np.asarray(decode(daemon.get("/get_frame/0").content).convert("L"))
-    assert (
-        requests.put(
-            daemon.url + "/timeline", data=json.dumps({"tracks": []}), headers=daemon.auth, timeout=10
-        ).status_code
-        == 200
-    )
-    empty = np.asarray(decode(daemon.get("/get_frame/0").content).convert("L"))
+    frame, empty = frame_then_empty(daemon)
     assert (frame != empty).any()
     doctor = json.loads(ctl("--url", daemon.url, "doctor", "-o", "json").stdout)
     found = {f["check"]: f for f in doctor["findings"]}["project database readable and fresh"]

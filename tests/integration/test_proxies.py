@@ -27,7 +27,7 @@ from flipedit_previewd.common.percentiles import percentile
 from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.cmd_monitor import MonitorState, monitor_line
 from flipedit_previewd.ctl.context import Env
-from tests.support.helpers import Daemon, build_project, still_project, wait_for
+from tests.support.helpers import Daemon, one_track_project, still_project, wait_for
 from tests.support.media_corpus import ffmpeg, lavfi
 
 pytestmark = pytest.mark.skipif(ffmpeg() is None, reason="needs Debian's ffmpeg (scripts/setup.sh)")
@@ -49,24 +49,17 @@ def project(
     """One track; each clip (source, rect, start ms, end ms)."""
     db = folder / name
     db.unlink(missing_ok=True)
-    build_project(
+    one_track_project(
         db,
-        3,
         [
             {
-                "name": "t",
-                "order": 0,
-                "clips": [
-                    {
-                        "source": source,
-                        "type": "image" if source.suffix == ".png" else "video",
-                        "rect": rect,
-                        "start": start,
-                        "end": end,
-                    }
-                    for source, rect, start, end in clips
-                ],
+                "source": source,
+                "type": "image" if source.suffix == ".png" else "video",
+                "rect": rect,
+                "start": start,
+                "end": end,
             }
+            for source, rect, start, end in clips
         ],
     )
     return db
@@ -244,21 +237,28 @@ def test_the_budget_evicts_the_least_recently_used_and_proxies_survive_restarts(
     assert daemon.get("/get_frame/20").headers["X-Preview-Source"] == "proxy"
 
 
-def test_a_maker_killed_mid_write_leaves_nothing_that_is_used(start_daemon: Any, tmp_path: Path) -> None:
-    source = video(tmp_path / "long.mp4", seconds=40, size="1280x720")
-    db = project(tmp_path, [(source, (0, 0, 640, 360), 0, 40000)])
-    daemon = start_daemon(
+def small_proxies(db: Path, folder: Path, min_cost: str, *more: str) -> tuple[str, ...]:
+    """A daemon serving ``db`` whose proxies are 640x360, made of any source that costs ``min_cost`` or more: what
+    the daemons one after another on the same proxy store share, so that only what a test changes differs."""
+    return (
         "--project",
         str(db),
         "--allowed-roots",
-        str(tmp_path),
+        str(folder),
         "--proxy-min-cost",
-        "1",
+        min_cost,
         "--proxy-width",
         "640",
         "--proxy-height",
         "360",
+        *more,
     )
+
+
+def test_a_maker_killed_mid_write_leaves_nothing_that_is_used(start_daemon: Any, tmp_path: Path) -> None:
+    source = video(tmp_path / "long.mp4", seconds=40, size="1280x720")
+    db = project(tmp_path, [(source, (0, 0, 640, 360), 0, 40000)])
+    daemon = start_daemon(*small_proxies(db, tmp_path, "1"))
     running = wait_for(
         lambda: (proxies(daemon)["in_progress"] or {}).get("frames_done", 0) >= 60 and proxies(daemon)["in_progress"],
         60,
@@ -287,34 +287,10 @@ def test_a_maker_killed_mid_write_leaves_nothing_that_is_used(start_daemon: Any,
         assert daemon.get(f"/get_frame/{frame}").headers["X-Preview-Source"] == "original"
     daemon.stop()
 
-    again = start_daemon(
-        "--project",
-        str(db),
-        "--allowed-roots",
-        str(tmp_path),
-        "--proxy-min-cost",
-        "1",
-        "--proxy-width",
-        "640",
-        "--proxy-height",
-        "360",
-        "--proxies",
-        "false",
-    )
+    again = start_daemon(*small_proxies(db, tmp_path, "1", "--proxies", "false"))
     assert again.get("/get_frame/3").status_code == 200
     again.stop()
-    restarted = start_daemon(
-        "--project",
-        str(db),
-        "--allowed-roots",
-        str(tmp_path),
-        "--proxy-min-cost",
-        "1000",
-        "--proxy-width",
-        "640",
-        "--proxy-height",
-        "360",
-    )
+    restarted = start_daemon(*small_proxies(db, tmp_path, "1000"))
     assert "proxy_cleaned" in restarted.log_once("proxy_cleaned")
     names = {p.name for p in entry.iterdir()} if entry.exists() else set()
     assert not any(name.startswith(".tmp-") for name in names) and unlisted.name not in names

@@ -19,7 +19,7 @@ import requests
 
 from flipedit_previewd.ctl import main
 from flipedit_previewd.ctl.context import Env
-from tests.support.helpers import build_project, decode, solid_png
+from tests.support.helpers import decode, still_project
 
 
 def reloaded(daemon: Any, conf: Path, text: str, until: Any) -> dict[str, Any]:
@@ -55,19 +55,8 @@ def partial_request_answer(port: int, wait: float) -> bytes:
 def test_sighup_applies_http_limits_and_request_timeout_and_reports_restart_only_settings(
     start_daemon: Any, tmp_path: Path
 ) -> None:
-    green = solid_png(tmp_path / "green.png", (32, 32), (0, 255, 0))
-    db = tmp_path / "project.sqlite"
-    build_project(
-        db,
-        3,
-        [
-            {
-                "name": "t",
-                "order": 0,
-                "clips": [{"name": "c", "source": green, "rect": (0, 0, 100, 100), "start": 0, "end": 100_000}],
-            }
-        ],
-    )
+    db = still_project(tmp_path, (0, 255, 0), (0, 0, 100, 100), (32, 32), clip="c", name="green.png")
+    green = tmp_path / "green.png"
     conf = tmp_path / "flipedit-preview" / "previewd.toml"
     conf.parent.mkdir(exist_ok=True)
     conf.write_text("max_headers = 50\nrequest_timeout = 30\nmax_timeline_clips = 100\n")

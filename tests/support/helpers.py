@@ -13,7 +13,8 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -127,18 +128,33 @@ def still_project(
     the database's first (id 1), named ``clip`` if given. Returns the database, ``folder/db`` (schema ``version``)."""
     still = solid_png(folder / name, size, colour)
     path = folder / db
-    build_project(
-        path,
-        version,
-        [
-            {
-                "name": "t",
-                "order": 0,
-                "clips": [{"source": still, "rect": rect, "start": 0, "end": end, **({"name": clip} if clip else {})}],
-            }
-        ],
+    one_track_project(
+        path, [{"source": still, "rect": rect, "start": 0, "end": end, **({"name": clip} if clip else {})}], version
     )
     return path
+
+
+def one_track_project(path: Path, clips: list[dict[str, Any]], version: int = 3) -> dict[str, int]:
+    """The project most tests and benchmarks build: one visible track ("t", order 0) holding ``clips`` (as
+    ``build_project`` takes them); the layering of several tracks is what the few others test. Returns the
+    clips' ids by name."""
+    return build_project(path, version, [{"name": "t", "order": 0, "clips": clips}])
+
+
+def endless_clips_view(db: Path) -> None:
+    """Replaces the project's clips table with a view whose query never ends (a recursive count that never
+    yields a row): a database a read can only time out on, however long it is given."""
+    conn = sqlite3.connect(str(db))
+    with conn:
+        conn.execute("DROP TABLE clips")
+        conn.execute(
+            "CREATE VIEW clips AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) "
+            "SELECT n AS id, 1 AS track_id, 'image' AS type, '' AS source_path, 0 AS start_time_on_track_ms, "
+            "1000 AS end_time_on_track_ms, 0 AS start_time_in_source_ms, 0 AS end_time_in_source_ms, '{}' AS metadata, "
+            "0.0 AS preview_position_x, 0.0 AS preview_position_y, 1.0 AS preview_width, 1.0 AS preview_height FROM r "
+            "WHERE n < 0"
+        )
+    conn.close()
 
 
 def decode(body: bytes) -> Image.Image:
@@ -249,7 +265,9 @@ class Daemon:
         self.log_path = (tmp or Path("/tmp")) / f"daemon-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30) -> Daemon:
+    def start(self, timeout: float = 30, preexec_fn: Callable[[], None] | None = None) -> Daemon:
+        """Starts the daemon and waits until it serves; ``preexec_fn`` runs in the child before the daemon does
+        (a test that gives it lower resource limits than the test process has)."""
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [str(ROOT / ".venv/bin/flipedit-previewd"), "--listen", f"127.0.0.1:{self.port}", *self.args],
@@ -257,6 +275,7 @@ class Daemon:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=preexec_fn,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -351,34 +370,46 @@ def closed_loop(url: str, clients: int, seconds: float, path: Callable[[int, int
     return statuses
 
 
+@contextmanager
+def repeated(step: Callable[[requests.Session], None], every: float) -> Iterator[None]:
+    """``step`` again and again on a thread of its own over one keep-alive session, one begun every ``every``
+    seconds (at once after one that took longer), until the block ends: the probe or background load that runs
+    beside what a test or benchmark measures, stopped and joined even when the measured part fails."""
+    stop = threading.Event()
+
+    def run() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                t0 = time.monotonic()
+                step(session)
+                stop.wait(max(0.0, every - (time.monotonic() - t0)))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def overload_with_health_watch(url: str, connections: int, seconds: float, path: Any = None) -> dict[str, Any]:
     """bench/load.py's raw-socket overload (no backoff, keep-alive) while a thread times /health."""
-    import threading
-
     from bench.load import overload
 
     health_times: list[float] = []
     health_states: set[str] = set()
-    stop = threading.Event()
 
-    def watch() -> None:
-        with requests.Session() as session:
-            while not stop.is_set():
-                t0 = time.monotonic()
-                try:
-                    health_states.add(session.get(url + "/health", timeout=5).json()["status"])
-                except requests.RequestException:
-                    health_states.add("error")
-                health_times.append(time.monotonic() - t0)
-                time.sleep(0.1)
+    def watch(session: requests.Session) -> None:
+        t0 = time.monotonic()
+        try:
+            health_states.add(session.get(url + "/health", timeout=5).json()["status"])
+        except requests.RequestException:
+            health_states.add("error")
+        health_times.append(time.monotonic() - t0)
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with repeated(watch, 0.1):
         result = overload(url, connections, seconds, quiet=True, path=path)
-    finally:
-        stop.set()
-        watcher.join()
     ordered = sorted(health_times)
     result["health_max_s"] = round(ordered[-1], 3)
     result["health_p99_s"] = round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3)

@@ -11,6 +11,8 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -195,11 +197,43 @@ def test_doctor_finds_each_seeded_problem_and_passes_when_none(deployed: Any, tm
     d.box.systemctl("daemon-reload")
 
 
+class Tmux:
+    """A tmux server of the test's own (-L) with one 140x30 session: previewctl monitor drawn on a terminal as an
+    operator sees it, read back with capture-pane."""
+
+    def __init__(self, name: str) -> None:
+        self.session = f"{name}-{uuid.uuid4().hex[:6]}"
+        self.argv = ["tmux", "-L", self.session]
+
+    def screen(self, colour: bool = False) -> str:
+        """What the pane shows; with ``colour``, its escape sequences too (-e)."""
+        return subprocess.run(
+            [*self.argv, "capture-pane", "-p", *(["-e"] if colour else []), "-t", self.session],
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run([*self.argv, "send-keys", "-t", self.session, *keys], check=True)
+
+
+@contextmanager
+def tmux(name: str, command: str) -> Iterator[Tmux]:
+    """``command`` running in a new tmux session; the tmux server is killed at the end, whatever happened."""
+    term = Tmux(name)
+    try:
+        subprocess.run(
+            [*term.argv, "new-session", "-d", "-s", term.session, "-x", "140", "-y", "30", command], check=True
+        )
+        yield term
+    finally:
+        subprocess.run([*term.argv, "kill-server"], capture_output=True)
+
+
 def test_monitor_in_tmux_shows_changing_numbers_survives_restart_and_exits_on_ctrl_c(deployed: Any) -> None:
     d = deployed(env=failpoint("sleep:0.05"))
     requests.get(d.url + "/health", timeout=30)
     wait_active(d)
-    session = f"monitor-{uuid.uuid4().hex[:6]}"
     stop = threading.Event()
 
     def load() -> None:
@@ -213,101 +247,36 @@ def test_monitor_in_tmux_shows_changing_numbers_survives_restart_and_exits_on_ct
 
     loader = threading.Thread(target=load)
     loader.start()
-    tmux = ["tmux", "-L", session]
     try:
-        subprocess.run(
-            [
-                *tmux,
-                "new-session",
-                "-d",
-                "-s",
-                session,
-                "-x",
-                "140",
-                "-y",
-                "30",
-                f"{PREVIEWCTL} --url {d.url} monitor --interval 0.5; echo EXIT=$?; sleep 30",
-            ],
-            check=True,
-        )
-        screens = []
-        for _ in range(10):
-            time.sleep(0.5)
-            screens.append(
-                subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+        with tmux("monitor", f"{PREVIEWCTL} --url {d.url} monitor --interval 0.5; echo EXIT=$?; sleep 30") as term:
+            screens = []
+            for _ in range(10):
+                time.sleep(0.5)
+                screens.append(term.screen())
+            assert "flipedit-previewd" in screens[-1] and "status" in screens[-1]
+            assert len({s for s in screens if "status" in s}) > 1  # the numbers change
+            assert "│ in flight " in screens[-1] and "│ in │" not in screens[-1], screens[-1]  # whole labels
+            coloured = term.screen(colour=True)
+            assert COLOUR.search(coloured), coloured  # the status word is coloured on a terminal
+            os.kill(d.main_pid(), signal.SIGKILL)
+            assert wait_for(
+                lambda: "restarts" in (s := term.screen()) and "│ 1" in s.split("restarts", 1)[1][:20], 20, 0.5
             )
-        assert "flipedit-previewd" in screens[-1] and "status" in screens[-1]
-        assert len({s for s in screens if "status" in s}) > 1  # the numbers change
-        assert "│ in flight " in screens[-1] and "│ in │" not in screens[-1], screens[-1]  # whole labels
-        coloured = subprocess.run(
-            [*tmux, "capture-pane", "-p", "-e", "-t", session], capture_output=True, text=True
-        ).stdout
-        assert COLOUR.search(coloured), coloured  # the status word is coloured on a terminal
-        os.kill(d.main_pid(), signal.SIGKILL)
-        assert wait_for(
-            lambda: (
-                "restarts"
-                in (
-                    s := subprocess.run(
-                        [*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True
-                    ).stdout
-                )
-                and "│ 1" in s.split("restarts", 1)[1][:20]
-            ),
-            20,
-            0.5,
-        )
-        subprocess.run([*tmux, "send-keys", "-t", session, "C-c"], check=True)
-        assert wait_for(
-            lambda: (
-                "EXIT=0"
-                in subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-            ),
-            10,
-            0.3,
-        )
+            term.keys("C-c")
+            assert wait_for(lambda: "EXIT=0" in term.screen(), 10, 0.3)
     finally:
         stop.set()
         loader.join()
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
 
 
 def test_monitor_in_tmux_without_colour_when_no_color_is_set(deployed: Any) -> None:
     d = deployed()
     requests.get(d.url + "/health", timeout=30)
-    session = f"nocolor-{uuid.uuid4().hex[:6]}"
-    tmux = ["tmux", "-L", session]
-    try:
-        subprocess.run(
-            [
-                *tmux,
-                "new-session",
-                "-d",
-                "-s",
-                session,
-                "-x",
-                "140",
-                "-y",
-                "30",
-                f"NO_COLOR=1 {PREVIEWCTL} --url {d.url} monitor --interval 0.5; sleep 30",
-            ],
-            check=True,
-        )
-        assert wait_for(
-            lambda: (
-                "in flight"
-                in subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-            ),
-            20,
-            0.3,
-        )
+    with tmux("nocolor", f"NO_COLOR=1 {PREVIEWCTL} --url {d.url} monitor --interval 0.5; sleep 30") as term:
+        assert wait_for(lambda: "in flight" in term.screen(), 20, 0.3)
         time.sleep(1.0)
-        screen = subprocess.run(
-            [*tmux, "capture-pane", "-p", "-e", "-t", session], capture_output=True, text=True
-        ).stdout
+        screen = term.screen(colour=True)
         assert "status" in screen and "│ in flight " in screen and not COLOUR.search(screen), screen
-    finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
 
 
 def test_journal_words_follow_no_entries_4xx_summary_and_json_for_every_command(deployed: Any, tmp_path: Path) -> None:

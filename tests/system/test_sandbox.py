@@ -21,5 +21,5 @@ def test_sandbox_runs_a_user_manager_and_cleans_up_by_pid() -> None:
         pids = box.cgroup_pids()
         assert box.pids["manager"] in pids
     after = leftovers("sandboxes")
-    assert after == before == {"cgroups": [], "mounts": [], "processes": []}
+    assert after == before  # on a booted machine the host's own journald and managers are there before and after
     assert not box.cgroup_pids()

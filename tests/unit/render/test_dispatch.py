@@ -564,3 +564,42 @@ def test_the_snapshot_counts_the_rejections_of_the_last_minute(pool: WorkerPool)
     now = time.monotonic()
     d.admission.rejections = deque([(now - 90.0, "queue"), (now - 50.0, "queue"), (now - 1.0, "connections")])
     assert d.snapshot().rejected_last_minute == 2
+
+
+def test_a_worker_idle_after_rendering_is_replaced_by_a_fresh_process() -> None:
+    """Idle memory (bench/footprint.py): a process that has decoded keeps pages a fresh one has not touched, so the
+    dispatcher's thread swaps an idle worker for a fresh process; the next frame renders on it, and it is not
+    counted as a replaced (dead or hung) worker."""
+    recycling = WorkerPool(1, WorkerSettings(1 << 22, 1 << 24), hang_threshold=30.0, recycle_after=0.3)
+    recycling.start()
+    try:
+        fresh_pid = recycling.workers[0].process.pid
+        time.sleep(0.6)
+        assert recycling.recycle_due(0) is None and not recycling.recycle(0)  # never rendered: already fresh
+
+        async def scenario(d: Dispatcher, side: Side) -> None:
+            first = await d.render((1, SPEC), "r1", frame_etag(timeline("r1"), 1, SPEC))
+            used = recycling.workers[0]
+            assert used.process.pid == fresh_pid and used.completed == 1
+            await until(lambda: recycling.recycled == 1 and d.position[0] is None, 5.0)
+            assert recycling.workers[0] is not used and recycling.replaced == 0
+            assert recycling.workers[0].revision == "r1"  # sent its predecessor's timeline while idle
+            assert recycling.workers[0].locked == used.locked == ()  # and its media roots (wire.Confine)
+            await until(lambda: not used.process.is_alive(), 5.0)
+            second = await d.render((2, SPEC), "r1", frame_etag(timeline("r1"), 2, SPEC))
+            assert first.body.startswith(b"\xff\xd8") and second.body.startswith(b"\xff\xd8") and not second.cached
+            assert recycling.workers[0].completed == 1 and recycling.workers[0].process.pid != fresh_pid
+
+        run(recycling, scenario)
+    finally:
+        recycling.stop()
+    assert not any(w.process.is_alive() for w in recycling.workers)
+
+
+def test_a_stopping_pool_recycles_nothing() -> None:
+    recycling = WorkerPool(1, WorkerSettings(1 << 22, 1 << 24), hang_threshold=30.0, recycle_after=0.0)
+    recycling.start()
+    worker = recycling.workers[0]
+    worker.completed = 1  # as if it had rendered
+    recycling.stop()
+    assert not recycling.recycle(0) and recycling.workers == [worker] and recycling.recycled == 0

@@ -12,14 +12,12 @@ import pytest
 
 from flipedit_previewd.common.readonlydb import open_readonly
 from flipedit_previewd.timeline.projectdb import ProjectSource, read_timeline
-from tests.support.helpers import build_project
+from tests.support.helpers import endless_clips_view, one_track_project
 
 
 def _db(tmp_path: Path) -> Path:
     db = tmp_path / "p.sqlite"
-    build_project(
-        db, 3, [{"name": "t", "order": 0, "clips": [{"source": "/m/a.png", "rect": (0, 0, 10, 10), "end": 1000}]}]
-    )
+    one_track_project(db, [{"source": "/m/a.png", "rect": (0, 0, 10, 10), "end": 1000}])
     return db
 
 
@@ -57,17 +55,7 @@ def test_source_keeps_last_good_timeline_and_does_not_retry_an_unchanged_failure
     source = ProjectSource(str(db), (1280, 720), 30)
     good = source.current()
     assert source.health.state == "ok" and len(good.clips) == 1
-    conn = sqlite3.connect(str(db))
-    with conn:
-        conn.execute("DROP TABLE clips")
-        conn.execute(
-            "CREATE VIEW clips AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) "
-            "SELECT n AS id, 1 AS track_id, 'image' AS type, '' AS source_path, 0 AS start_time_on_track_ms, "
-            "0 AS end_time_on_track_ms, 0 AS start_time_in_source_ms, 0 AS end_time_in_source_ms, '{}' AS metadata, "
-            "0.0 AS preview_position_x, 0.0 AS preview_position_y, 1.0 AS preview_width, 1.0 AS preview_height "
-            "FROM r WHERE n < 0"
-        )
-    conn.close()
+    endless_clips_view(db)
     source.read_timeout = 0.3
     t0 = time.monotonic()
     assert source.current() is good

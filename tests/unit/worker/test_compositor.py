@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import gc
 import os
 import random
+import weakref
 from pathlib import Path
 
 import pytest
@@ -178,6 +180,40 @@ def test_clip_starting_inside_the_source(indexed_video: Path) -> None:
     timeline = timeline_from_json(data, (320, 180), 30)
     body = compose(timeline, 10, OutputSpec(320, 180, 95), pool()).body
     assert read_index(decode(body)) == 70
+
+
+def test_closing_the_media_frees_its_decoders_without_the_cyclic_collector(indexed_video: Path) -> None:
+    """An idle worker closes its media (worker/main.py) and allocates nothing afterwards, so Python's cyclic
+    collector never runs there: whatever ``close`` leaves in a reference cycle (a source and its decoding
+    generator) keeps its decoder, FFmpeg's threads and frame pools (bench/results/RESULTS.md, "Idle PSS")."""
+    data = {
+        "tracks": [
+            {
+                "clips": [
+                    {
+                        "source_path": str(indexed_video),
+                        "start_on_track_ms": 0,
+                        "end_on_track_ms": 4000,
+                        "start_in_source_ms": 0,
+                    }
+                ]
+            }
+        ]
+    }
+    timeline = timeline_from_json(data, (320, 180), 30)
+    media = pool()
+    gc.collect()
+    gc.disable()
+    try:
+        for frame in (10, 11, 75, 40):
+            compose(timeline, frame, OutputSpec(320, 180, 95), media)
+        sources = [weakref.ref(source) for source in media.videos.values()]
+        assert sources
+        media.close()
+        assert [ref() for ref in sources] == [None] * len(sources)
+        assert len(media.decoded) == 0
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "text", "huge", "missing", "fifo"])
