@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 
 import pytest
@@ -334,3 +335,12 @@ def test_a_result_from_another_thread_is_settled_by_the_loop_not_by_that_thread(
         assert await asyncio.wait_for(asyncio.shield(job.future), 5) == "frame"
 
     run(scenario())
+
+
+def test_a_taker_given_an_until_waits_for_a_job_up_to_then_and_not_less() -> None:
+    """``until``: the dispatcher's thread replaces its idle worker then; giving up earlier recycles a worker that
+    a job might still have reached."""
+    adm = Admission(capacity=1, queue_size=5, queue_timeout=5)
+    started = time.monotonic()
+    assert adm.take(threading.Event(), until=started + 0.9) is None
+    assert time.monotonic() - started >= 0.9 and adm.waiting == {}
