@@ -200,8 +200,8 @@ class VideoSource:
         self.warning = matrix_problem(matrix)  # shown, but not as a player would: reported per source
         self.deep = any(component.bits > 8 for component in first.frame.format.components)
         # how many decoded frames a pass may keep for a scrub turning back (decoded.py): bounded in bytes
-        frame_bytes = max(1, sum(plane.buffer_size for plane in first.frame.planes))
-        self.run_limit = max(1, min(RUN_FRAMES, RUN_BYTES // frame_bytes))
+        self.frame_bytes = max(1, sum(plane.buffer_size for plane in first.frame.planes))
+        self.run_limit = max(1, min(RUN_FRAMES, RUN_BYTES // self.frame_bytes))
         self._last = first
 
     def _open_container(self) -> None:
@@ -477,6 +477,14 @@ def picture_of(frame: Any, geometry: Geometry, size: tuple[int, int], deep: bool
     return geometry.orient(scaled.to_image())
 
 
+def scaled_picture(frame: Any, geometry: Geometry, size: tuple[int, int], deep: bool) -> Image.Image:
+    """``picture_of`` with a failure of FFmpeg's scaler reported as the media's problem."""
+    try:
+        return picture_of(frame, geometry, size, deep)
+    except (av.FFmpegError, OSError, ValueError, MemoryError) as exc:
+        raise MediaError(f"cannot scale the frame: {_short(exc)}") from None
+
+
 class MediaPool:
     """Per-worker media state: open decoders, scaled stills and the problems already reported.
 
@@ -559,10 +567,7 @@ class MediaPool:
             self._proxy_scaled.move_to_end(manifest.key)
             return kept[1]  # same frame, same size: e.g. another layer is being dragged
         deep = any(component.bits > 8 for component in frame.format.components)
-        try:
-            image = picture_of(frame, manifest.geometry, size, deep)
-        except (av.FFmpegError, OSError, ValueError, MemoryError) as exc:
-            raise MediaError(f"cannot scale the frame: {_short(exc)}") from None
+        image = scaled_picture(frame, manifest.geometry, size, deep)
         self._proxy_scaled[manifest.key] = ((pts, size), image)
         self._proxy_scaled.move_to_end(manifest.key)
         while len(self._proxy_scaled) > self.max_open:
@@ -630,10 +635,7 @@ class MediaPool:
         self.reach = (behind, ahead, pixels)
 
     def _picture(self, source: VideoSource, decoded: _Decoded, size: tuple[int, int]) -> Image.Image:
-        try:
-            return source.picture(decoded, size)
-        except (av.FFmpegError, OSError, ValueError, MemoryError) as exc:
-            raise MediaError(f"cannot scale the frame: {_short(exc)}") from None
+        return scaled_picture(decoded.frame, source.geometry, size, source.deep)
 
     def _turning_back(
         self, source: VideoSource, identity: Any, size: tuple[int, int], seconds: Fraction
@@ -657,20 +659,24 @@ class MediaPool:
     ) -> None:
         """Keep the frames the last decode went through up to ``target`` at ``size``, as many as the budget holds."""
         run = source.run
-        room = max(1, self.decoded.capacity // max(1, size[0] * size[1] * 3) - 1)
+        # Frames no larger than an eighth of the budget are kept as decoded and scaled only when asked for; larger
+        # ones (4K) scaled now, as they would not fit otherwise.
+        lazy = source.frame_bytes <= self.decoded.capacity // 8
+        each = max(size[0] * size[1] * 3, source.frame_bytes if lazy else 0)
+        room = max(1, self.decoded.capacity // max(1, each) - 1)
         first = max(0, len(run) - room)
         for at in range(len(run) - 1, first - 1, -1):  # the target first: the nearest frames matter most
             decoded = run[at]
             following = following_of(run, at, source.read_ahead(), source.ended())
             if following is None or self.decoded.has(identity, size, decoded.pts):
                 continue
-            self.decoded.put(
-                identity,
-                size,
-                decoded.pts,
-                following,
-                image if decoded is target else self._picture(source, decoded, size),
-            )
+            if decoded is target:
+                self.decoded.put(identity, size, decoded.pts, following, image)
+            elif lazy:
+                later = functools.partial(scaled_picture, decoded.frame, source.geometry, size, source.deep)
+                self.decoded.put(identity, size, decoded.pts, following, later, source.frame_bytes)
+            else:
+                self.decoded.put(identity, size, decoded.pts, following, self._picture(source, decoded, size))
         source.run = []
 
     def warning(self, path: str, stat: Any) -> str:

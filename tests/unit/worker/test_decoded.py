@@ -31,3 +31,28 @@ def test_a_pass_keeps_at_most_run_bytes_of_frames(tmp_path: Path, monkeypatch: p
         assert source.run[-1].pts == source.position()  # the frames kept are the ones nearest the target
     finally:
         source.close()
+
+
+def test_a_frame_kept_lazily_is_scaled_once_and_only_when_asked_for() -> None:
+    from PIL import Image
+
+    from flipedit_previewd.worker.decoded import DecodedFrames
+
+    made: list[int] = []
+
+    def later(pts: int) -> Image.Image:
+        made.append(pts)
+        return Image.new("RGB", (8, 4))
+
+    kept = DecodedFrames(capacity=1000)
+    for pts in (0, 10, 20):
+        kept.put("src", (8, 4), pts, pts + 10, lambda pts=pts: later(pts), cost=100)
+    assert made == [] and kept.used == 300  # nothing scaled until a request asks
+    found = kept.find("src", (8, 4), Fraction(15))
+    assert found is not None and found[0] == 10 and found[1].size == (8, 4)
+    assert made == [10] and kept.used == 200 + 8 * 4 * 3  # now held at its scaled size
+    assert kept.find("src", (8, 4), Fraction(12)) == found and made == [10]  # scaled once
+    for pts in (30, 40, 50):  # over budget: the least recently used go first (0; 10 was just asked for)
+        kept.put("src", (8, 4), pts, pts + 10, lambda pts=pts: later(pts), cost=250)
+    assert kept.used <= 1000 and not kept.has("src", (8, 4), 0) and kept.has("src", (8, 4), 10)
+    assert made == [10]
