@@ -248,13 +248,13 @@ class HTTPConnection:
         # h11 knows a HEAD response has no body even when the failure came before our handler did.
         head_only = head_only or self._method == b"HEAD"
         if writer.our_state is not h11.SEND_RESPONSE and writer.their_state is not h11.ERROR:
-            writer = _detached_writer()
+            writer = _detached_writer(head_only)
         try:
             out = self._serialise(writer, response, head_only)
         except h11.LocalProtocolError:
             if writer is not self._h11:
                 raise
-            writer = _detached_writer()
+            writer = _detached_writer(head_only)
             out = self._serialise(writer, response, head_only)
         if writer is not self._h11:
             self._detached_close = True
@@ -307,9 +307,12 @@ def http_date() -> str:
     return _date_cache[1]
 
 
-def _detached_writer() -> h11.Connection:
+def _detached_writer(head_only: bool) -> h11.Connection:
+    """An h11 connection that has read a stand-in request, to serialise one answer. A HEAD stand-in for a HEAD
+    answer: after a GET, h11 wants the body that a HEAD answer leaves out, and raises at its end."""
     writer = h11.Connection(h11.SERVER)
-    writer.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    method = b"HEAD" if head_only else b"GET"
+    writer.receive_data(method + b" / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     while not isinstance(writer.next_event(), h11.EndOfMessage):
         pass
     return writer

@@ -417,3 +417,24 @@ def test_an_error_after_an_early_answer_is_still_answered(monkeypatch: pytest.Mo
     )
     assert out.endswith(b"\r\nConnection: close\r\n\r\n" + Response.from_error(info.value.error).body)
     assert http.should_close is True
+
+
+def test_an_error_after_an_early_answer_to_a_head_request_is_answered_without_a_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same for HEAD: the detached writer's stand-in must be a HEAD too, or h11 wants the body a HEAD answer
+    leaves out and send_response raises ("Too little data for declared Content-Length"), breaking its promise."""
+    fixed_date(monkeypatch)
+    http = conn()
+    http.receive(b"HEAD /timeline HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert http.next_request() is None and http.mid_request
+    assert http.send_response(Response(401, b"{}")).startswith(b"HTTP/1.1 401 ")
+    http.receive(b"zz\r\n")  # not a chunk size
+    with pytest.raises(ProtocolFailure) as info:
+        http.next_request()
+    error = Response.from_error(info.value.error, protocol=True)
+    out = http.send_response(error)
+    assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert f"Content-Length: {len(error.body)}\r\n".encode() in out  # what a GET would have got, as HEAD says
+    assert out.endswith(b"\r\nConnection: close\r\n\r\n")  # and no body
+    assert http.should_close is True
