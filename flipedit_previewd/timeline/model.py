@@ -21,6 +21,9 @@ FLIP_NONE, FLIP_HORIZONTAL, FLIP_VERTICAL = 0, 1, 2
 MAX_CANVAS_SIDE = 8192
 
 
+FileStat = tuple[int, int, int, int]  # mtime_ns, size, inode, device: stat_of()
+
+
 @dataclass(frozen=True)
 class Rect:
     left: float
@@ -41,7 +44,7 @@ class Clip:
     end_in_source_ms: float
     rect: Rect | None = None
     flip: int = FLIP_NONE
-    source_stat: tuple[int, int] | None = None
+    source_stat: FileStat | None = None
 
     def start_frame(self, fps: float) -> int:
         return int(self.start_on_track_ms * fps / 1000)
@@ -152,12 +155,15 @@ class Timeline:
         }
 
 
-def stat_of(path: str) -> tuple[int, int] | None:
+def stat_of(path: str) -> FileStat | None:
+    """What says a file changed: its time and size, and which file it is (inode, device), since a file replaced
+    by another of the same size and time (``cp -p``, a sync tool) must not go on showing the old one's frames
+    from a decoder that still holds the old file open."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
 
 
 def _digest(timeline: Timeline) -> str:

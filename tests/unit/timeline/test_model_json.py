@@ -289,7 +289,24 @@ def test_a_clip_records_its_sources_stat(tmp_path: Path) -> None:
     media.write_bytes(b"xyz")
     parsed = timeline_from_json(doc(clip(source_path=str(media))), CANVAS, FPS)
     st = os.stat(media)
-    assert parsed.clips[0].source_stat == (st.st_mtime_ns, 3) == stat_of(str(media))
+    assert parsed.clips[0].source_stat == (st.st_mtime_ns, 3, st.st_ino, st.st_dev) == stat_of(str(media))
+
+
+def test_a_file_replaced_by_one_of_the_same_size_and_time_is_a_change(tmp_path: Path) -> None:
+    """A decoder keeps the old file open (so its inode is not reused): only another stat makes the workers open the
+    new one (a file replaced by ``cp -p`` or ``rsync -t``: the same size and time)."""
+    media = tmp_path / "a.mp4"
+    media.write_bytes(b"old")
+    before = timeline_from_json(doc(clip(source_path=str(media))), CANVAS, FPS)
+    st = os.stat(media)
+    with open(media, "rb"):  # what a worker's decoder holds
+        media.unlink()
+        media.write_bytes(b"new")
+        os.utime(media, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert (os.stat(media).st_size, os.stat(media).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+        after = restat(before)
+    assert after is not before and after.clips[0].source_stat != before.clips[0].source_stat
+    assert after.revision != before.revision
 
 
 def test_layers_are_ordered_by_track_then_start_and_skip_what_is_not_drawn() -> None:
@@ -457,7 +474,7 @@ def test_restat_keeps_everything_but_the_stats(tmp_path: Path) -> None:
     media.write_bytes(b"xyz")
     os.utime(media, ns=(5, 5))
     after = restat(before)
-    assert after.clips[0].source_stat == (5, 3)
+    assert after.clips[0].source_stat is not None and after.clips[0].source_stat[:2] == (5, 3)
     assert (after.canvas_width, after.canvas_height, after.frame_rate, after.source) == (320, 200, 12.0, "json")
     assert after.tracks[0].clips[0].rect == before.tracks[0].clips[0].rect and after.revision != before.revision
     assert restat(after) is after
