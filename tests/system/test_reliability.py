@@ -77,7 +77,11 @@ def test_overload_400_connections_20s(deployed: Any, tmp_path: Path) -> None:
     assert stats["connection_errors"] == 0
     assert set(stats["statuses"]) <= {"200", "503"} and stats["503_without_retry_after"] == 0
     assert stats["health_p99_s"] < 1.0
-    assert goodput >= 0.9 * capacity
+    # 0.8, not 0.9, since 2026-12-06: frames kept for a scrub turning back are now scaled only when asked for, which
+    # made the capacity probe (4 clients on consecutive frames, served out of order by 2 workers) ~40% faster
+    # (167 -> 235 frames/s here) and the overload's sparse frames ~20% faster (165 -> 200): the ratio fell from
+    # ~1.0 to 0.85-0.90 while both figures rose. Below 0.8 is still a collapse worth failing for.
+    assert goodput >= 0.8 * capacity
 
 
 def test_kill9_every_5s_while_20_clients_fetch(deployed: Any, tmp_path: Path) -> None:
