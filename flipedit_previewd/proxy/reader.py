@@ -63,14 +63,15 @@ class ProxyReader:
         file does not. The store's folder is listed again when it changes (a proxy begun or removed), and
         folders whose manifest could not be read yet are looked at again at most every RELOAD_AFTER."""
         self._refresh_index()
-        key = self._index.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, params))
+        wanted = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, params)
+        key = self._index.get(wanted)
         if key is None:
             now = time.monotonic()
             if self._pending and now - self._pending_at >= RELOAD_AFTER:
                 self._pending_at = now
                 for name in list(self._pending):
                     self._index_one(name)
-                key = self._index.get((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, params))
+                key = self._index.get(wanted)
         return None if key is None else self.manifest(key)
 
     def _refresh_index(self) -> None:
